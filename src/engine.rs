@@ -1,0 +1,63 @@
+//! What every backend implements: advance a contiguous range of particles through all
+//! reverse steps. The host-side driver (`sampler.rs`) splits a run into such batches.
+
+use crate::dataset::Dataset;
+use crate::error::Result;
+use crate::schedule::ReverseStep;
+use serde::Serialize;
+
+/// The backends a user can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A hardware GPU if there is one, otherwise the cpu engine.
+    Auto,
+    /// wgpu + WGSL compute shaders (software adapters such as lavapipe included).
+    Gpu,
+    /// The CPU twin of the shaders, f32, multi-threaded.
+    Cpu,
+    /// A plain f64 implementation of the formulas, for cross-checks.
+    Reference,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Gpu => "gpu",
+            Backend::Cpu => "cpu",
+            Backend::Reference => "reference",
+        }
+    }
+}
+
+/// Everything that defines a run's trajectories, shared by all batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    pub dataset: &'a Dataset,
+    pub steps: &'a [ReverseStep],
+    pub seed: u64,
+    /// `sqrt(sigma2(1))`, the standard deviation of the initial particles.
+    pub initial_std: f64,
+}
+
+/// One backend's sampler.
+pub trait Engine {
+    /// Which backend this is (never `Auto`).
+    fn backend(&self) -> Backend;
+    /// The device doing the work, e.g. the GPU adapter's name or the CPU's.
+    fn device_name(&self) -> String;
+    /// Most particles one batch may hold for points of dimension `dim` (memory limits).
+    fn max_batch_particles(&self, dim: usize) -> usize;
+    /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
+    /// write their initial noise into `initial` and their final positions into `samples`
+    /// (both row-major (n, dim)). `on_step` is called with the number of steps finished.
+    fn run_batch(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: &mut [f32],
+        samples: &mut [f32],
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()>;
+}
