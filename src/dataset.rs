@@ -1,6 +1,14 @@
 //! Training sets: built-in ones, `.npy`/`.csv` loading and validation.
 
+use std::path::Path;
+use std::str::FromStr;
+
 use crate::error::{Error, Result};
+use crate::output::{read_npy, NpyReadError, NpyValues};
+
+/// What `Dataset::parse` accepts, for error messages.
+const ACCEPTED: &str = "expected circle:N, a .npy file (N x D array of float32/float64) \
+                        or a .csv file (N rows of D comma-separated numbers)";
 
 /// A finite training set: `n` points in `R^dim`, row-major, f64 (converted to f32 for the
 /// f32 engines).
@@ -57,6 +65,138 @@ impl Dataset {
         Self::new(format!("circle:{n}"), 2, points)
     }
 
+    /// Parse a dataset spec: `circle:N`, a path ending in `.npy`, or a path ending in `.csv`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        if let Some(n) = spec.strip_prefix("circle:") {
+            return match n.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Self::circle(n),
+                _ => Err(Error::invalid(
+                    "dataset",
+                    format!("circle:N needs an integer N >= 1, got {spec:?}"),
+                )),
+            };
+        }
+        let path = Path::new(spec);
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext.eq_ignore_ascii_case("npy") {
+            Self::from_npy(spec, path)
+        } else if ext.eq_ignore_ascii_case("csv") {
+            Self::from_csv(spec, path)
+        } else {
+            Err(Error::invalid(
+                "dataset",
+                format!("{spec:?} is not a known dataset; {ACCEPTED}"),
+            ))
+        }
+    }
+
+    /// A (N, D) or (N,) float32/float64 C-order `.npy` array.
+    fn from_npy(spec: &str, path: &Path) -> Result<Self> {
+        let bad = |message: String| Error::Dataset {
+            source_name: spec.to_string(),
+            message,
+        };
+        let array = read_npy(path).map_err(|e| match e {
+            NpyReadError::Io(e) => Error::io(path, e),
+            NpyReadError::Format(m) => bad(m),
+        })?;
+        let dim = match array.shape[..] {
+            [_, d] => d,
+            [_] => 1,
+            _ => {
+                return Err(bad(format!(
+                    "array has shape {}; expected 2 dimensions (N points, D coordinates)",
+                    crate::output::shape_text(&array.shape)
+                )))
+            }
+        };
+        let points = match array.values {
+            NpyValues::F32(v) => v.into_iter().map(f64::from).collect(),
+            NpyValues::F64(v) => v,
+        };
+        if dim == 0 {
+            return Err(bad(format!(
+                "array has shape {}: points have dimension 0",
+                crate::output::shape_text(&array.shape)
+            )));
+        }
+        Self::new(spec, dim, points)
+    }
+
+    /// N rows of D comma-separated numbers, with an optional header line of names.
+    fn from_csv(spec: &str, path: &Path) -> Result<Self> {
+        let bad = |message: String| Error::Dataset {
+            source_name: spec.to_string(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            bad(format!(
+                "is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect();
+        // Blank lines are allowed only after the last row.
+        let end = lines
+            .iter()
+            .rposition(|l| !l.trim().is_empty())
+            .map_or(0, |i| i + 1);
+        let is_number = |f: &str| f.parse::<f64>().is_ok();
+        let mut dim = None;
+        let mut points = Vec::new();
+        for (i, line) in lines[..end].iter().enumerate() {
+            let line_no = i + 1;
+            if line.trim().is_empty() {
+                return Err(bad(format!(
+                    "line {line_no} is blank (blank lines are only allowed at the end)"
+                )));
+            }
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            match dim {
+                None => dim = Some(fields.len()),
+                Some(d) if d != fields.len() => {
+                    return Err(bad(format!(
+                        "line {line_no} has {} columns, expected {d}",
+                        fields.len()
+                    )))
+                }
+                Some(_) => {}
+            }
+            if i == 0 && fields.iter().all(|f| !f.is_empty() && !is_number(f)) {
+                continue; // a header line of column names
+            }
+            for (j, field) in fields.iter().enumerate() {
+                let col = j + 1;
+                let value: f64 = field.parse().map_err(|_| {
+                    if field.is_empty() {
+                        bad(format!("line {line_no} column {col} is empty"))
+                    } else {
+                        bad(format!(
+                            "line {line_no} column {col}: {field:?} is not a number"
+                        ))
+                    }
+                })?;
+                if !value.is_finite() {
+                    return Err(bad(format!(
+                        "line {line_no} column {col} (point {} coordinate {j}) is {value} \
+                         (all values must be finite)",
+                        points.len() / fields.len()
+                    )));
+                }
+                points.push(value);
+            }
+        }
+        if points.is_empty() {
+            return Err(bad("has no points (no data rows)".into()));
+        }
+        Self::new(spec, dim.unwrap_or(0), points)
+    }
+
     pub fn len(&self) -> usize {
         self.points.len() / self.dim
     }
@@ -71,5 +211,326 @@ impl Dataset {
 
     pub fn points_f32(&self) -> Vec<f32> {
         self.points.iter().map(|&v| v as f32).collect()
+    }
+}
+
+impl FromStr for Dataset {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        Self::parse(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A hand-made `.npy` file: v1.0 header with `dict`, then `data`.
+    fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = dict.to_string();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> String {
+        let path: PathBuf = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    fn le_f32(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn err(spec: &str) -> String {
+        let e = Dataset::parse(spec).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "multi-line message: {e}");
+        e
+    }
+
+    #[test]
+    fn circle_specs() {
+        let d: Dataset = "circle:8".parse().unwrap();
+        assert_eq!((d.len(), d.dim, d.name.as_str()), (8, 2, "circle:8"));
+        for bad in [
+            "circle:0",
+            "circle:",
+            "circle:-3",
+            "circle:2.5",
+            "circle:abc",
+        ] {
+            let e = err(bad);
+            assert!(e.contains("N >= 1"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_spec_lists_what_is_accepted() {
+        for bad in ["moons", "points.txt", ""] {
+            let e = err(bad);
+            assert!(
+                e.contains("circle:N") && e.contains(".npy") && e.contains(".csv"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["nope.npy", "nope.csv"] {
+            let spec = dir.path().join(name).to_str().unwrap().to_string();
+            let e = Dataset::parse(&spec).unwrap_err();
+            assert!(matches!(e, Error::Io { .. }), "{e:?}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn npy_f32_and_f64_matrices() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = write(
+            &dir,
+            "a.npy",
+            &npy_bytes(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+                &le_f32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]),
+            ),
+        );
+        let d = Dataset::parse(&spec).unwrap();
+        assert_eq!(d.dim, 2);
+        assert_eq!(d.points, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        assert_eq!(d.name, spec);
+
+        let data: Vec<u8> = [0.1f64, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let spec = write(
+            &dir,
+            "b.npy",
+            &npy_bytes(
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }",
+                &data,
+            ),
+        );
+        assert_eq!(Dataset::parse(&spec).unwrap().points, vec![0.1, -2.0]);
+
+        // Big-endian float64 and a 1-D array (D = 1).
+        let data: Vec<u8> = [0.25f64, 7.0, -1.5]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let spec = write(
+            &dir,
+            "c.npy",
+            &npy_bytes(
+                "{'descr': '>f8', 'fortran_order': False, 'shape': (3,), }",
+                &data,
+            ),
+        );
+        let d = Dataset::parse(&spec).unwrap();
+        assert_eq!((d.dim, d.points.clone()), (1, vec![0.25, 7.0, -1.5]));
+    }
+
+    #[test]
+    fn npy_written_by_output_module_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.npy");
+        crate::output::write_npy_f32(&path, 2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let d = Dataset::parse(path.to_str().unwrap()).unwrap();
+        assert_eq!((d.len(), d.dim), (2, 3));
+    }
+
+    #[test]
+    fn npy_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        let six = le_f32(&[0.0; 6]);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "fortran.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': True, 'shape': (3, 2), }",
+                    &six,
+                ),
+                "Fortran order",
+            ),
+            (
+                "int.npy",
+                npy_bytes(
+                    "{'descr': '<i4', 'fortran_order': False, 'shape': (3, 2), }",
+                    &six,
+                ),
+                "dtype '<i4' is not supported",
+            ),
+            (
+                "half.npy",
+                npy_bytes(
+                    "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), }",
+                    &six[..12],
+                ),
+                "dtype '<f2' is not supported",
+            ),
+            (
+                "rank3.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 2), }",
+                    &six,
+                ),
+                "expected 2 dimensions",
+            ),
+            (
+                "scalar.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+                    &six[..4],
+                ),
+                "expected 2 dimensions",
+            ),
+            (
+                "truncated.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+                    &six[..20],
+                ),
+                "data is truncated",
+            ),
+            (
+                "trailing.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }",
+                    &six,
+                ),
+                "unexpected bytes",
+            ),
+            (
+                "empty.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2), }",
+                    &[],
+                ),
+                "no points",
+            ),
+            (
+                "zerodim.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 0), }",
+                    &[],
+                ),
+                "dimension 0",
+            ),
+            (
+                "nan.npy",
+                npy_bytes(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }",
+                    &le_f32(&[0.0, 1.0, f32::NAN, 2.0]),
+                ),
+                "point 1 coordinate 0 is NaN",
+            ),
+            ("text.npy", b"x,y\n1,2\n".to_vec(), "not a NumPy .npy file"),
+            (
+                "header_cut.npy",
+                b"\x93NUMPY\x01\x00\x76\x00{'descr'".to_vec(),
+                "header",
+            ),
+            (
+                "garbage_header.npy",
+                npy_bytes("{'descr': '<f4', 'shape': (3, 2) oops", &six),
+                "invalid .npy header",
+            ),
+        ];
+        for (name, bytes, expected) in cases {
+            let spec = write(&dir, name, &bytes);
+            let e = Dataset::parse(&spec).unwrap_err();
+            assert!(matches!(e, Error::Dataset { .. }), "{name}: {e:?}");
+            let e = e.to_string();
+            assert!(e.contains(expected) && e.contains(name), "{name}: {e}");
+            assert!(!e.contains('\n'), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn csv_plain_header_whitespace_and_trailing_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = write(&dir, "a.csv", b"1,2\n3.5 , -4e-1\n\t5,6\n");
+        let d = Dataset::parse(&spec).unwrap();
+        assert_eq!(
+            (d.dim, d.points.clone()),
+            (2, vec![1.0, 2.0, 3.5, -0.4, 5.0, 6.0])
+        );
+
+        let spec = write(&dir, "h.csv", b"x, y\r\n1,2\r\n3,4\r\n\r\n  \n\n");
+        let d = Dataset::parse(&spec).unwrap();
+        assert_eq!((d.dim, d.points.clone()), (2, vec![1.0, 2.0, 3.0, 4.0]));
+
+        let spec = write(&dir, "one.csv", b"0.5\n1.5");
+        let d = Dataset::parse(&spec).unwrap();
+        assert_eq!((d.dim, d.len()), (1, 2));
+    }
+
+    #[test]
+    fn csv_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &[u8], &str)] = &[
+            (
+                "ragged.csv",
+                b"1,2\n3,4\n5,6,7\n",
+                "line 3 has 3 columns, expected 2",
+            ),
+            (
+                "ragged_header.csv",
+                b"x,y\n1,2,3\n",
+                "line 2 has 3 columns, expected 2",
+            ),
+            (
+                "text.csv",
+                b"1,2\n3,abc\n",
+                "line 2 column 2: \"abc\" is not a number",
+            ),
+            (
+                "mixed_header.csv",
+                b"x,2\n1,2\n",
+                "line 1 column 1: \"x\" is not a number",
+            ),
+            (
+                "second_header.csv",
+                b"x,y\na,b\n",
+                "line 2 column 1: \"a\" is not a number",
+            ),
+            ("empty_field.csv", b"1,2\n3,\n", "line 2 column 2 is empty"),
+            ("blank_middle.csv", b"1,2\n\n3,4\n", "line 2 is blank"),
+            ("blank_first.csv", b"\n1,2\n", "line 1 is blank"),
+            (
+                "nan.csv",
+                b"1,2\n3,NaN\n",
+                "line 2 column 2 (point 1 coordinate 1) is NaN",
+            ),
+            (
+                "inf.csv",
+                b"1,2\n-inf,4\n",
+                "line 2 column 1 (point 1 coordinate 0) is -inf",
+            ),
+            ("empty.csv", b"", "no points"),
+            ("blank.csv", b"\n\n  \n", "no points"),
+            ("header_only.csv", b"x,y\n", "no points"),
+            ("binary.csv", b"1,2\n\xff\xfe\n", "not UTF-8"),
+        ];
+        for &(name, bytes, expected) in cases {
+            let spec = write(&dir, name, bytes);
+            let e = Dataset::parse(&spec).unwrap_err();
+            assert!(matches!(e, Error::Dataset { .. }), "{name}: {e:?}");
+            let e = e.to_string();
+            assert!(e.contains(expected) && e.contains(name), "{name}: {e}");
+            assert!(!e.contains('\n'), "{name}: {e}");
+        }
     }
 }

@@ -1,11 +1,21 @@
 //! memodiff: reverse-time diffusion sampling driven by the exact empirical score of a
 //! finite training set, on the GPU (wgpu/WGSL) with a CPU twin of every stage.
 
+pub mod cli;
+pub mod colormap;
+pub mod cpu;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod gpu;
+pub mod heatmap;
+pub mod metrics;
+pub mod output;
 pub mod params;
 pub mod philox;
+pub mod reference;
+pub mod run_folder;
+pub mod sampler;
 pub mod schedule;
 
 pub use error::{Error, Result};

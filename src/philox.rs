@@ -118,7 +118,11 @@ mod tests {
 
     /// Random123's known-answer vectors for philox4x32_10 (kat_vectors).
     pub const KNOWN_ANSWERS: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-        ([0; 4], [0; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+        (
+            [0; 4],
+            [0; 2],
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+        ),
         (
             [u32::MAX; 4],
             [u32::MAX; 2],
@@ -142,6 +146,8 @@ mod tests {
     fn uniforms_stay_inside_the_open_interval() {
         assert!(uniform_f32(0) > 0.0);
         assert!(uniform_f32(u32::MAX) <= 1.0);
-        assert!(normals4_f32([0, 0, u32::MAX, u32::MAX]).iter().all(|z| z.is_finite()));
+        assert!(normals4_f32([0, 0, u32::MAX, u32::MAX])
+            .iter()
+            .all(|z| z.is_finite()));
     }
 }

@@ -1,0 +1,315 @@
+//! The command-line interface: typed options (clap derive) and the commands they run.
+//! `main.rs` only parses, calls `run` and prints errors.
+
+use crate::dataset::Dataset;
+use crate::engine::Backend;
+use crate::error::Result;
+use crate::heatmap::Extent;
+use crate::metrics::MemorizationSummary;
+use crate::run_folder::{prepare_dir, ImageSettings, RunFolder};
+use crate::sampler::{self, SampleConfig, SampleTiming};
+use crate::schedule::VpSchedule;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memodiff",
+    version,
+    about = "Reverse-time diffusion sampling with the exact empirical score: watch samples \
+             collapse onto the training points (memorization), at millions of particles, \
+             on the GPU (wgpu/WGSL) or the CPU."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample the reverse SDE and write samples, density images, metrics and run.json.
+    Sample(SampleArgs),
+}
+
+/// Options of `memodiff sample`. The defaults reproduce the reference memorization
+/// experiment: 8 points on the unit circle, beta in [0.001, 3], 100 time points,
+/// 1,000,000 particles, seed 0.
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    /// Number of particles P (accepts 1000000, 1_000_000 or 1e6).
+    #[arg(long, default_value = "1000000", value_parser = parse_count)]
+    pub particles: u64,
+
+    /// Number of time points S of the grid linspace(1/(S-1), 1, S): S-1 Euler–Maruyama steps.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+
+    /// Seed of the Philox streams: particle i's noise depends only on (seed, i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// beta(t) at t = 0 (linear schedule beta_min + t (beta_max - beta_min)).
+    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+    pub beta_min: f64,
+
+    /// beta(t) at t = 1.
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    pub beta_max: f64,
+
+    /// Training set: `circle:N` (N points on the unit circle), a `.npy` file of shape
+    /// (N, D) in f32/f64, or a `.csv` file of N rows of D numbers.
+    #[arg(long, default_value = "circle:8")]
+    pub dataset: String,
+
+    /// Where to run: `auto` uses a hardware GPU if there is one and the cpu engine
+    /// otherwise; `gpu` uses any wgpu adapter, software ones (lavapipe) included.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+
+    /// Output folder; created if missing. Files are replaced atomically.
+    #[arg(long, default_value = "memodiff-out")]
+    pub out: PathBuf,
+
+    /// Extent of samples.png as xmin,xmax,ymin,ymax (initial.png always uses [-2,3]^2).
+    #[arg(long, default_value = "-3,3,-3,3", allow_hyphen_values = true)]
+    pub extent: Extent,
+
+    /// Image size in pixels: `N` for N×N or `WxH`.
+    #[arg(long, default_value = "512", value_parser = parse_resolution)]
+    pub resolution: (usize, usize),
+
+    /// Particles per batch (default: as many as one GPU buffer holds, at most 4,194,304).
+    /// Results do not depend on it.
+    #[arg(long, value_parser = parse_count_usize)]
+    pub batch: Option<usize>,
+}
+
+/// Parse a count: digits with optional `_` or `,` separators, or an integral `1e6`.
+pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
+    let cleaned: String = text.chars().filter(|c| *c != '_' && *c != ',').collect();
+    if let Ok(v) = cleaned.parse::<u64>() {
+        return Ok(v);
+    }
+    match cleaned.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1.8e19 => Ok(v as u64),
+        _ => Err(format!("'{text}' is not a whole non-negative number")),
+    }
+}
+
+fn parse_count_usize(text: &str) -> std::result::Result<usize, String> {
+    parse_count(text).and_then(|v| usize::try_from(v).map_err(|_| format!("{v} is too large")))
+}
+
+/// Parse `N` or `WxH` (each 1..=16384).
+pub fn parse_resolution(text: &str) -> std::result::Result<(usize, usize), String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|v| (1..=16384).contains(v))
+            .ok_or_else(|| format!("'{text}': each side must be a whole number in 1..=16384"))
+    };
+    match text.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
+        None => parse(text).map(|n| (n, n)),
+    }
+}
+
+/// Everything about a finished `sample` run, as written to run.json.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub memodiff_version: &'static str,
+    pub command: Vec<String>,
+    pub parameters: RunParameters,
+    pub backend: &'static str,
+    pub backend_requested: &'static str,
+    pub backend_note: Option<String>,
+    pub device: String,
+    pub timings_s: Timings,
+    pub memorization: MemorizationSummary,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunParameters {
+    pub particles: u64,
+    pub time_points: usize,
+    pub steps: usize,
+    pub seed: u64,
+    pub beta_min: f64,
+    pub beta_max: f64,
+    pub dataset: String,
+    pub n_train: usize,
+    pub dim: usize,
+    pub batch_size: usize,
+    pub batches: usize,
+    pub samples_extent: [f64; 4],
+    pub initial_extent: [f64; 4],
+    pub resolution: [usize; 2],
+    pub kernel_bandwidth: f64,
+    pub colormap: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timings {
+    pub setup: f64,
+    pub sampling: f64,
+    pub outputs: f64,
+    pub finish: f64,
+    pub total: f64,
+}
+
+fn extent_array(e: &Extent) -> [f64; 4] {
+    [e.xmin, e.xmax, e.ymin, e.ymax]
+}
+
+/// A progress bar over the time steps, drawn only when stdout is a terminal.
+struct StepBar {
+    bar: Option<indicatif::ProgressBar>,
+    particles: u64,
+}
+
+impl sampler::Progress for StepBar {
+    fn start(&mut self, total: u64) {
+        if std::io::stdout().is_terminal() {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total / self.particles.max(1)),
+                indicatif::ProgressDrawTarget::stdout(),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} sampling [{bar:40}] step {pos}/{len} ({elapsed}, eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+        }
+    }
+    fn advance_to(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done / self.particles.max(1));
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `memodiff sample`: run, write the folder, print a summary.
+pub fn sample(args: &SampleArgs) -> Result<RunReport> {
+    let started = Instant::now();
+    let dataset: Dataset = Dataset::parse(&args.dataset)?;
+    let config = SampleConfig {
+        particles: args.particles,
+        time_points: args.steps,
+        seed: args.seed,
+        schedule: VpSchedule::new(args.beta_min, args.beta_max),
+        dataset,
+        batch: args.batch,
+    };
+    config.validate()?;
+    let images = ImageSettings {
+        extent: args.extent,
+        width: args.resolution.0,
+        height: args.resolution.1,
+        ..ImageSettings::default()
+    };
+    prepare_dir(&args.out)?;
+    let (mut engine, note) = sampler::open_engine(args.backend, config.schedule)?;
+    if let Some(note) = &note {
+        println!("{note}");
+    }
+    let mut folder = RunFolder::create(&args.out, config.particles, &config.dataset, &images)?;
+    let setup = started.elapsed().as_secs_f64();
+
+    let mut bar = StepBar {
+        bar: None,
+        particles: config.particles,
+    };
+    let timing: SampleTiming = sampler::run(&config, engine.as_mut(), &mut folder, &mut bar)?;
+
+    let finishing = Instant::now();
+    let (mut files, metrics) = folder.finish()?;
+    if config.dataset.dim != 2 {
+        println!(
+            "dataset has D = {}: density images are drawn for D = 2 only, skipping the PNGs",
+            config.dataset.dim
+        );
+    }
+    files.push("run.json".into());
+    let finish = finishing.elapsed().as_secs_f64();
+    let report = RunReport {
+        memodiff_version: env!("CARGO_PKG_VERSION"),
+        command: std::env::args().collect(),
+        parameters: RunParameters {
+            particles: config.particles,
+            time_points: config.time_points,
+            steps: config.time_points - 1,
+            seed: config.seed,
+            beta_min: config.schedule.beta_min,
+            beta_max: config.schedule.beta_max,
+            dataset: config.dataset.name.clone(),
+            n_train: config.dataset.len(),
+            dim: config.dataset.dim,
+            batch_size: timing.batch_size,
+            batches: timing.batches,
+            samples_extent: extent_array(&images.extent),
+            initial_extent: extent_array(&images.initial_extent),
+            resolution: [images.width, images.height],
+            kernel_bandwidth: images.bandwidth,
+            colormap: images.colormap.name(),
+        },
+        backend: engine.backend().name(),
+        backend_requested: args.backend.name(),
+        backend_note: note,
+        device: engine.device_name(),
+        timings_s: Timings {
+            setup,
+            sampling: timing.sampling_s,
+            outputs: timing.consume_s,
+            finish,
+            total: started.elapsed().as_secs_f64(),
+        },
+        memorization: metrics.summary(),
+        files,
+    };
+    crate::output::write_json(&args.out.join("run.json"), &report)?;
+    print_summary(&report, &args.out);
+    Ok(report)
+}
+
+fn print_summary(r: &RunReport, out: &std::path::Path) {
+    let p = &r.parameters;
+    let rate = (p.particles as f64 * p.steps as f64) / r.timings_s.sampling.max(1e-9);
+    println!(
+        "{} particles, dataset {} (N = {}, D = {}), {} steps, seed {}",
+        p.particles, p.dataset, p.n_train, p.dim, p.steps, p.seed
+    );
+    println!("backend {} on {}", r.backend, r.device);
+    println!(
+        "sampling {:.3} s ({:.1} M particle-steps/s), total {:.3} s",
+        r.timings_s.sampling,
+        rate / 1e6,
+        r.timings_s.total
+    );
+    let m = &r.memorization;
+    println!(
+        "memorized: {:.2}% of samples within 0.05 and {:.2}% within 0.1 of a training point",
+        100.0 * m.fraction_within_0_05,
+        100.0 * m.fraction_within_0_1
+    );
+    println!("wrote {}: {}", out.display(), r.files.join(", "));
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Sample(args) => sample(&args).map(|_| ()),
+    }
+}

@@ -1,0 +1,235 @@
+//! Device set-up: pick an adapter, open a device with the adapter's full limits, and turn
+//! wgpu's asynchronous errors and device loss into `Error`s the caller can print.
+
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// Which adapters are acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// Any adapter, hardware preferred (`--backend gpu`: lavapipe is fine).
+    Any,
+    /// Hardware only (`--backend auto`): a software rasterizer counts as "no GPU".
+    HardwareOnly,
+}
+
+/// An open device and everything the engines need to know about it.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// First validation/out-of-memory error or device loss reported asynchronously.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
+    }
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> u8 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Whether an adapter is a software rasterizer (lavapipe, SwiftShader, WARP).
+pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu
+}
+
+/// Adapters visible with the backends of `WGPU_BACKEND` (default: Vulkan, Metal, DX12),
+/// filtered by `WGPU_ADAPTER_NAME` (a case-insensitive substring) when set, best first.
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+    let instance = wgpu::Instance::new(desc);
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(desc_backends()));
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted = wanted.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&wanted));
+    }
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters
+}
+
+fn desc_backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+impl GpuContext {
+    /// Open the best acceptable adapter.
+    pub fn new(choice: AdapterChoice) -> Result<Self> {
+        let adapters = list_adapters();
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+            })
+            .collect();
+        let adapter = adapters
+            .into_iter()
+            .find(|a| choice == AdapterChoice::Any || !is_software(&a.get_info()));
+        let Some(adapter) = adapter else {
+            let why = if names.is_empty() {
+                "no Vulkan/Metal/DX12 adapter found (on headless Linux: apt-get install mesa-vulkan-drivers)".to_string()
+            } else {
+                format!("only software adapters found: {}", names.join(", "))
+            };
+            return Err(Error::NoAdapter(why));
+        };
+        Self::from_adapter(adapter)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("memodiff"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Gpu(format!("cannot open device on {}: {e}", info.name)))?;
+
+        let failure = Arc::new(Mutex::new(None::<String>));
+        let on_error = failure.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = on_error.lock().unwrap();
+            if slot.is_none() {
+                let hint = match e {
+                    wgpu::Error::OutOfMemory { .. } => {
+                        " (out of GPU memory: use a smaller --batch or --backend cpu)"
+                    }
+                    _ => "",
+                };
+                *slot = Some(format!("{e}{hint}"));
+            }
+        }));
+        let on_lost = failure.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = on_lost.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(format!(
+                    "device lost ({reason:?}): {message}; rerun with a smaller --batch or --backend cpu"
+                ));
+            }
+        });
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            failure,
+        })
+    }
+
+    /// The adapter's name, as users see it in summaries and run.json.
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    pub fn is_software(&self) -> bool {
+        is_software(&self.info)
+    }
+
+    /// Report (once) any error wgpu raised asynchronously since the last check.
+    pub fn check(&self) -> Result<()> {
+        match self.failure.lock().unwrap().take() {
+            Some(message) => Err(Error::Gpu(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Block until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Largest storage buffer one binding may hold, in bytes.
+    pub fn max_storage_bytes(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// A compute pipeline for `stage` with an explicit layout and workgroup size.
+    pub fn pipeline(
+        &self,
+        stage: &super::shaders::Stage,
+        layout: Option<&wgpu::PipelineLayout>,
+        workgroup_size: u32,
+    ) -> wgpu::ComputePipeline {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(stage.entry_point),
+                source: wgpu::ShaderSource::Wgsl(stage.source().into()),
+            });
+        let constants = [("WORKGROUP_SIZE", workgroup_size as f64)];
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(stage.entry_point),
+                layout,
+                module: &module,
+                entry_point: Some(stage.entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: if stage.source().contains("override WORKGROUP_SIZE") {
+                        &constants
+                    } else {
+                        &[]
+                    },
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+    }
+
+    /// Copy `bytes` bytes of `source` back to the host.
+    pub fn read_buffer(&self, source: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(source, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        map_and_copy(self, &staging, bytes)
+    }
+}
+
+/// Map an already-filled MAP_READ buffer and copy its first `bytes` bytes out.
+pub fn map_and_copy(ctx: &GpuContext, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.wait()?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+    let data = staging
+        .get_mapped_range(0..bytes)
+        .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?
+        .to_vec();
+    staging.unmap();
+    Ok(data)
+}

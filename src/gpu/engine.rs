@@ -1,0 +1,460 @@
+//! The GPU sampler: particles stay in one storage buffer for all steps; the host encodes
+//! one `em_step` dispatch per step (per-step parameters selected by a dynamic uniform
+//! offset into a buffer uploaded once per run) and reads back only at the end.
+
+use super::context::{map_and_copy, AdapterChoice, GpuContext};
+use super::shaders::{EM_STEP_STAGE, INIT_NOISE_STAGE, SCORE_STAGE};
+use crate::engine::{Backend, Engine, Problem};
+use crate::error::{Error, Result};
+use crate::params::{RunParams, StepParams, MAX_DIM};
+use crate::schedule::VpSchedule;
+use wgpu::util::DeviceExt;
+
+/// Dispatches encoded per submission: the host reports progress between submissions,
+/// and all of a batch's submissions are queued before the first wait.
+const STEPS_PER_SUBMISSION: usize = 10;
+
+/// Default threads per workgroup. Results do not depend on it (tested).
+pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
+
+/// Uploaded state of one problem, reused across batches while the problem is the same.
+struct ProblemBuffers {
+    training_key: Vec<u32>,
+    steps_key: Vec<StepParams>,
+    training: wgpu::Buffer,
+    steps: wgpu::Buffer,
+    step_stride: u64,
+}
+
+/// Per-batch buffers, grown on demand and reused.
+struct BatchBuffers {
+    capacity_bytes: u64,
+    particles: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+}
+
+pub struct GpuEngine {
+    ctx: GpuContext,
+    main_layout: wgpu::BindGroupLayout,
+    step_layout: wgpu::BindGroupLayout,
+    init_pipeline: wgpu::ComputePipeline,
+    step_pipeline: wgpu::ComputePipeline,
+    score_pipeline: wgpu::ComputePipeline,
+    run_params: wgpu::Buffer,
+    workgroup_size: u32,
+    problem: Option<ProblemBuffers>,
+    batch: Option<BatchBuffers>,
+}
+
+fn uniform_entry(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl GpuEngine {
+    pub fn new(choice: AdapterChoice) -> Result<Self> {
+        Self::with_workgroup_size(choice, DEFAULT_WORKGROUP_SIZE)
+    }
+
+    pub fn with_workgroup_size(choice: AdapterChoice, workgroup_size: u32) -> Result<Self> {
+        let ctx = GpuContext::new(choice)?;
+        if workgroup_size == 0 || workgroup_size > ctx.limits.max_compute_invocations_per_workgroup
+        {
+            return Err(Error::invalid(
+                "workgroup size",
+                format!(
+                    "{workgroup_size} is outside 1..={}",
+                    ctx.limits.max_compute_invocations_per_workgroup
+                ),
+            ));
+        }
+        let device = &ctx.device;
+        // Group 0: run parameters, particles, training points, output (score stage only).
+        let main_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("main"),
+            entries: &[
+                uniform_entry(0, false),
+                storage_entry(1, false),
+                storage_entry(2, true),
+                storage_entry(3, false),
+            ],
+        });
+        // Group 1: this step's parameters, at a dynamic offset.
+        let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("step"),
+            entries: &[uniform_entry(0, true)],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("sampler"),
+            bind_group_layouts: &[Some(&main_layout), Some(&step_layout)],
+            immediate_size: 0,
+        });
+        let init_pipeline = ctx.pipeline(&INIT_NOISE_STAGE, Some(&layout), workgroup_size);
+        let step_pipeline = ctx.pipeline(&EM_STEP_STAGE, Some(&layout), workgroup_size);
+        let score_pipeline = ctx.pipeline(&SCORE_STAGE, Some(&layout), workgroup_size);
+        let run_params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("run params"),
+            size: std::mem::size_of::<RunParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.check()?;
+        Ok(Self {
+            ctx,
+            main_layout,
+            step_layout,
+            init_pipeline,
+            step_pipeline,
+            score_pipeline,
+            run_params,
+            workgroup_size,
+            problem: None,
+            batch: None,
+        })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Upload training points (padded to vec4) and all steps' parameters, unless the
+    /// same problem is already on the device.
+    fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<StepParams>) {
+        let mut padded = vec![0f32; training.len() / dim * 4];
+        for (i, row) in training.chunks(dim).enumerate() {
+            for (d, &v) in row.iter().enumerate() {
+                padded[i * 4 + d] = v as f32;
+            }
+        }
+        let training_key: Vec<u32> = padded.iter().map(|v| v.to_bits()).collect();
+        if let Some(p) = &self.problem {
+            if p.training_key == training_key && p.steps_key == steps {
+                return;
+            }
+        }
+        let device = &self.ctx.device;
+        let training = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("training points"),
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
+        let size = std::mem::size_of::<StepParams>() as u64;
+        let step_stride = size.div_ceil(align) * align;
+        let mut bytes = vec![0u8; step_stride as usize * steps.len().max(1)];
+        for (k, s) in steps.iter().enumerate() {
+            let at = k * step_stride as usize;
+            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(s));
+        }
+        let steps_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("step params"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        self.problem = Some(ProblemBuffers {
+            training_key,
+            steps_key: steps,
+            training,
+            steps: steps_buffer,
+            step_stride,
+        });
+    }
+
+    /// Make sure the particle and scratch buffers hold at least `bytes`.
+    fn prepare_batch(&mut self, bytes: u64) {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.capacity_bytes >= bytes)
+        {
+            return;
+        }
+        let device = &self.ctx.device;
+        let make = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        use wgpu::BufferUsages as U;
+        self.batch = Some(BatchBuffers {
+            capacity_bytes: bytes,
+            particles: make("particles", U::STORAGE | U::COPY_SRC | U::COPY_DST),
+            scratch: make("scratch", U::STORAGE | U::COPY_SRC),
+        });
+    }
+
+    /// Workgroup counts (x, y) covering `n` invocations, and threads per row.
+    fn dispatch_grid(&self, n: usize) -> (u32, u32, u32) {
+        let groups = n.div_ceil(self.workgroup_size as usize).max(1);
+        let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let x = groups.min(max_x);
+        let y = groups.div_ceil(x);
+        (x as u32, y as u32, x as u32 * self.workgroup_size)
+    }
+
+    fn main_bind_group(&self) -> wgpu::BindGroup {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        let b = self.batch.as_ref().expect("batch buffers");
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("main"),
+                layout: &self.main_layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: self.run_params.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: b.particles.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: p.training.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: b.scratch.as_entire_binding(),
+                    },
+                ],
+            })
+    }
+
+    fn step_bind_group(&self) -> wgpu::BindGroup {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("step"),
+                layout: &self.step_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &p.steps,
+                        offset: 0,
+                        size: Some(
+                            std::num::NonZeroU64::new(std::mem::size_of::<StepParams>() as u64)
+                                .unwrap(),
+                        ),
+                    }),
+                }],
+            })
+    }
+
+    fn check_dim(dim: usize) -> Result<()> {
+        if dim == 0 || dim > MAX_DIM {
+            return Err(Error::invalid(
+                "dimension",
+                format!("the GPU kernels support 1..={MAX_DIM} dimensions, the dataset has {dim}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Evaluate the empirical score at `points` (row-major, dimension `dataset.dim`) at
+    /// forward time `tau`, with the GPU score kernel.
+    pub fn evaluate_score(
+        &mut self,
+        dataset: &crate::dataset::Dataset,
+        schedule: &VpSchedule,
+        tau: f64,
+        points: &[f32],
+    ) -> Result<Vec<f32>> {
+        let dim = dataset.dim;
+        Self::check_dim(dim)?;
+        let n = points.len() / dim;
+        let bytes = (points.len() * 4) as u64;
+        if bytes > self.ctx.max_storage_bytes() {
+            return Err(Error::invalid(
+                "points",
+                "too many query points for one buffer",
+            ));
+        }
+        self.prepare_problem(
+            &dataset.points,
+            dim,
+            vec![StepParams::for_score(schedule, tau)],
+        );
+        self.prepare_batch(bytes.max(16));
+        let (gx, gy, threads_per_row) = self.dispatch_grid(n);
+        let mut run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
+        run.threads_per_row = threads_per_row;
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
+        queue.write_buffer(
+            &self.batch.as_ref().unwrap().particles,
+            0,
+            bytemuck::cast_slice(points),
+        );
+        let main = self.main_bind_group();
+        let step = self.step_bind_group();
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.score_pipeline);
+            pass.set_bind_group(0, &main, &[]);
+            pass.set_bind_group(1, &step, &[0]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        queue.submit([encoder.finish()]);
+        let out = self
+            .ctx
+            .read_buffer(&self.batch.as_ref().unwrap().scratch, bytes)?;
+        Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+}
+
+impl Engine for GpuEngine {
+    fn backend(&self) -> Backend {
+        Backend::Gpu
+    }
+
+    fn device_name(&self) -> String {
+        self.ctx.adapter_name()
+    }
+
+    fn max_batch_particles(&self, dim: usize) -> usize {
+        let per_particle = (dim.max(1) * 4) as u64;
+        (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
+    }
+
+    fn run_batch(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: &mut [f32],
+        samples: &mut [f32],
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let dim = problem.dataset.dim;
+        Self::check_dim(dim)?;
+        let n = samples.len() / dim;
+        let bytes = (samples.len() * 4) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        if n > self.max_batch_particles(dim) {
+            return Err(Error::invalid(
+                "batch",
+                "batch exceeds the GPU's buffer limit",
+            ));
+        }
+        let steps: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
+        self.prepare_problem(&problem.dataset.points, dim, steps);
+        self.prepare_batch(bytes);
+
+        let (gx, gy, threads_per_row) = self.dispatch_grid(n);
+        let mut run = RunParams::new(
+            problem.seed,
+            first_particle,
+            n as u32,
+            dim as u32,
+            problem.dataset.len() as u32,
+        );
+        run.threads_per_row = threads_per_row;
+        run.initial_std = problem.initial_std as f32;
+        self.ctx
+            .queue
+            .write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
+
+        let main = self.main_bind_group();
+        let step_group = self.step_bind_group();
+        let stride = self.problem.as_ref().unwrap().step_stride;
+        let batch = self.batch.as_ref().unwrap();
+        let device = &self.ctx.device;
+        let staging = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let initial_staging = staging("initial readback");
+        let final_staging = staging("final readback");
+
+        // Initial noise, and a copy of it for initial.npy, in the first submission.
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.init_pipeline);
+            pass.set_bind_group(0, &main, &[]);
+            pass.set_bind_group(1, &step_group, &[0]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        encoder.copy_buffer_to_buffer(&batch.particles, 0, &initial_staging, 0, bytes);
+        self.ctx.queue.submit([encoder.finish()]);
+
+        // All steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
+        let n_steps = problem.steps.len();
+        let mut submissions = Vec::new();
+        for chunk_start in (0..n_steps).step_by(STEPS_PER_SUBMISSION) {
+            let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
+            let mut encoder = device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&self.step_pipeline);
+                pass.set_bind_group(0, &main, &[]);
+                for k in chunk_start..chunk_end {
+                    pass.set_bind_group(1, &step_group, &[(k as u64 * stride) as u32]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+            }
+            if chunk_end == n_steps {
+                encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+            }
+            submissions.push((chunk_end, self.ctx.queue.submit([encoder.finish()])));
+        }
+        if n_steps == 0 {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        for (done, index) in submissions {
+            device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            self.ctx.check()?;
+            on_step(done);
+        }
+        initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
+            &self.ctx,
+            &initial_staging,
+            bytes,
+        )?));
+        samples.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
+            &self.ctx,
+            &final_staging,
+            bytes,
+        )?));
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! The wgpu side: device set-up, shader assembly, pipelines and the GPU sampler.
+
+pub mod context;
+pub mod diagnostics;
+pub mod engine;
+pub mod shaders;
+
+pub use context::{AdapterChoice, GpuContext};
+pub use engine::GpuEngine;

@@ -1,0 +1,50 @@
+//! WGSL has no `#include`: each stage is assembled from the shared snippets in
+//! `shaders/common/` and its own file, at compile time via `include_str!`.
+
+const PARAMS: &str = include_str!("../../shaders/common/params.wgsl");
+const PHILOX: &str = include_str!("../../shaders/common/philox.wgsl");
+const SCORE_COMMON: &str = include_str!("../../shaders/common/score.wgsl");
+
+const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
+const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
+const SCORE: &str = include_str!("../../shaders/score.wgsl");
+const PHILOX_KAT: &str = include_str!("../../shaders/philox_kat.wgsl");
+
+/// One GPU stage: its name (= entry point) and the pieces it is assembled from.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    pub entry_point: &'static str,
+    parts: &'static [&'static str],
+}
+
+impl Stage {
+    /// The complete WGSL module for this stage.
+    pub fn source(&self) -> String {
+        self.parts.join("\n")
+    }
+}
+
+pub const INIT_NOISE_STAGE: Stage = Stage {
+    entry_point: "init_noise",
+    parts: &[PARAMS, PHILOX, INIT_NOISE],
+};
+pub const EM_STEP_STAGE: Stage = Stage {
+    entry_point: "em_step",
+    parts: &[PARAMS, PHILOX, SCORE_COMMON, EM_STEP],
+};
+pub const SCORE_STAGE: Stage = Stage {
+    entry_point: "score",
+    parts: &[PARAMS, SCORE_COMMON, SCORE],
+};
+pub const PHILOX_KAT_STAGE: Stage = Stage {
+    entry_point: "philox_kat",
+    parts: &[PHILOX, PHILOX_KAT],
+};
+
+/// Every stage, for validation in tests (naga) and for pipeline creation.
+pub const ALL_STAGES: &[Stage] = &[
+    INIT_NOISE_STAGE,
+    EM_STEP_STAGE,
+    SCORE_STAGE,
+    PHILOX_KAT_STAGE,
+];

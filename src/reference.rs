@@ -1,0 +1,148 @@
+//! The reference backend: the formulas of DESIGN.md §1 in f64, written for clarity, not
+//! speed. It draws the same Philox normals (Box–Muller in f64), so it follows the same
+//! trajectories as the f32 engines up to rounding.
+
+use crate::cpu::run_with_progress;
+use crate::dataset::Dataset;
+use crate::engine::{Backend, Engine, Problem};
+use crate::error::Result;
+use crate::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
+use crate::schedule::{ReverseStep, VpSchedule};
+use rayon::prelude::*;
+use std::sync::atomic::Ordering;
+
+/// Softmax weights of the training points at `x`, forward time with scale `s`, variance `v`.
+fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
+    let potentials: Vec<f64> = (0..dataset.len())
+        .map(|i| {
+            let d2: f64 = dataset
+                .point(i)
+                .iter()
+                .zip(x)
+                .map(|(xi, xk)| (xk - s * xi).powi(2))
+                .sum();
+            -d2 / (2.0 * v)
+        })
+        .collect();
+    let max = potentials.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = potentials.iter().map(|p| (p - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / total).collect()
+}
+
+/// The empirical score `grad_x log p_tau(x) = (s sum_i w_i x_i - x) / sigma2`.
+pub fn score(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
+    let s = schedule.mean_scale(tau);
+    let v = schedule.sigma2(tau);
+    let w = posterior_weights(dataset, x, s, v);
+    (0..dataset.dim)
+        .map(|d| {
+            let mean: f64 = (0..dataset.len()).map(|i| w[i] * dataset.point(i)[d]).sum();
+            (s * mean - x[d]) / v
+        })
+        .collect()
+}
+
+/// `log p_tau(x)` of the forward marginal `(1/N) sum_i N(x; s x_i, sigma2 I)`, via
+/// log-sum-exp. Its gradient is `score` (tested by finite differences).
+pub fn log_density(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> f64 {
+    let s = schedule.mean_scale(tau);
+    let v = schedule.sigma2(tau);
+    let dim = dataset.dim as f64;
+    let pots: Vec<f64> = (0..dataset.len())
+        .map(|i| {
+            let d2: f64 = dataset
+                .point(i)
+                .iter()
+                .zip(x)
+                .map(|(xi, xk)| (xk - s * xi).powi(2))
+                .sum();
+            -d2 / (2.0 * v)
+        })
+        .collect();
+    let max = pots.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + pots.iter().map(|p| (p - max).exp()).sum::<f64>().ln();
+    lse - (dataset.len() as f64).ln() - 0.5 * dim * (std::f64::consts::TAU * v).ln()
+}
+
+/// One Euler–Maruyama step exactly as written in DESIGN.md §1:
+/// `x <- x + dt (-f(x, tau) + g(tau)^2 score) + sqrt(dt) g(tau) z`.
+pub fn em_step(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    x: &mut [f64],
+    z: &[f64],
+) {
+    let sc = score(dataset, schedule, step.tau, x);
+    let g = schedule.diffusion(step.tau);
+    for d in 0..x.len() {
+        let drift = -schedule.drift(x[d], step.tau) + g * g * sc[d];
+        x[d] += step.dt * drift + step.dt.sqrt() * g * z[d];
+    }
+}
+
+/// The reference engine. It needs the schedule itself (not only the steps) because it
+/// re-evaluates f, g and the score from their definitions.
+#[derive(Debug, Clone)]
+pub struct ReferenceEngine {
+    pub schedule: VpSchedule,
+}
+
+impl ReferenceEngine {
+    pub fn new(schedule: VpSchedule) -> Self {
+        Self { schedule }
+    }
+}
+
+impl Engine for ReferenceEngine {
+    fn backend(&self) -> Backend {
+        Backend::Reference
+    }
+
+    fn device_name(&self) -> String {
+        crate::cpu::cpu_name()
+    }
+
+    fn max_batch_particles(&self, _dim: usize) -> usize {
+        usize::MAX
+    }
+
+    fn run_batch(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: &mut [f32],
+        samples: &mut [f32],
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let dim = problem.dataset.dim;
+        let n = samples.len() / dim;
+        let schedule = self.schedule;
+        run_with_progress(n, problem.steps.len(), on_step, |done| {
+            initial
+                .par_chunks_mut(dim)
+                .zip(samples.par_chunks_mut(dim))
+                .enumerate()
+                .for_each(|(i, (x0, out))| {
+                    let particle = first_particle + i as u64;
+                    let mut x = vec![0.0; dim];
+                    fill_normals_f64(problem.seed, particle, INITIAL_NOISE_STEP, &mut x);
+                    x.iter_mut().for_each(|v| *v *= problem.initial_std);
+                    for (o, v) in x0.iter_mut().zip(&x) {
+                        *o = *v as f32;
+                    }
+                    let mut z = vec![0.0; dim];
+                    for step in problem.steps {
+                        fill_normals_f64(problem.seed, particle, step.index, &mut z);
+                        em_step(problem.dataset, &schedule, step, &mut x, &z);
+                    }
+                    for (o, v) in out.iter_mut().zip(&x) {
+                        *o = *v as f32;
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                });
+        });
+        Ok(())
+    }
+}

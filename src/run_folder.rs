@@ -1,0 +1,145 @@
+//! A run's output folder: streamed `.npy` files, density images, metrics and `run.json`.
+//! Every file is written under a temporary name and renamed into place when complete.
+
+use crate::colormap::Colormap;
+use crate::error::{Error, Result};
+use crate::heatmap::{DensityGrid, Extent};
+use crate::metrics::MemorizationCounter;
+use crate::output::NpyStreamWriter;
+use crate::sampler::BatchSink;
+use std::path::{Path, PathBuf};
+
+/// How the density images are drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSettings {
+    pub extent: Extent,
+    pub initial_extent: Extent,
+    pub width: usize,
+    pub height: usize,
+    pub bandwidth: f64,
+    pub colormap: Colormap,
+}
+
+impl Default for ImageSettings {
+    /// The reference tutorial's pictures: 512×512, kernel exp(-350 |p - x|^2), coolwarm,
+    /// samples on [-3, 3]^2 and the initial noise on [-2, 3]^2.
+    fn default() -> Self {
+        Self {
+            extent: Extent::square(-3.0, 3.0).expect("valid"),
+            initial_extent: Extent::square(-2.0, 3.0).expect("valid"),
+            width: 512,
+            height: 512,
+            bandwidth: 1.0 / 700f64.sqrt(),
+            colormap: Colormap::Coolwarm,
+        }
+    }
+}
+
+/// Receives batches from the sampler and turns them into the run folder's files.
+pub struct RunFolder {
+    dir: PathBuf,
+    samples: NpyStreamWriter,
+    initial: NpyStreamWriter,
+    sample_grid: Option<DensityGrid>,
+    initial_grid: Option<DensityGrid>,
+    metrics: MemorizationCounter,
+    colormap: Colormap,
+    dim: usize,
+}
+
+/// Make sure `dir` exists and is writable, before any work starts.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(format!(".memodiff-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+impl RunFolder {
+    /// Open the streamed outputs for `particles` rows of dimension `dim`. Images are drawn
+    /// only for `dim == 2`.
+    pub fn create(
+        dir: &Path,
+        particles: u64,
+        training: &crate::dataset::Dataset,
+        images: &ImageSettings,
+    ) -> Result<Self> {
+        prepare_dir(dir)?;
+        let dim = training.dim;
+        let (sample_grid, initial_grid) = if dim == 2 {
+            (
+                Some(DensityGrid::new(
+                    images.extent,
+                    images.width,
+                    images.height,
+                    images.bandwidth,
+                )?),
+                Some(DensityGrid::new(
+                    images.initial_extent,
+                    images.width,
+                    images.height,
+                    images.bandwidth,
+                )?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            samples: NpyStreamWriter::create(&dir.join("samples.npy"), particles, dim)?,
+            initial: NpyStreamWriter::create(&dir.join("initial.npy"), particles, dim)?,
+            sample_grid,
+            initial_grid,
+            metrics: MemorizationCounter::new(&training.points, dim)?,
+            colormap: images.colormap,
+            dim,
+        })
+    }
+
+    /// Finish the `.npy` files and write the PNGs; returns the names of the files written
+    /// and the memorization counts.
+    pub fn finish(self) -> Result<(Vec<String>, MemorizationCounter)> {
+        let mut written = vec!["samples.npy".to_string(), "initial.npy".to_string()];
+        self.samples.finish()?;
+        self.initial.finish()?;
+        if let Some(grid) = &self.sample_grid {
+            grid.write_png(self.dir.join("samples.png"), self.colormap)?;
+            written.push("samples.png".into());
+        }
+        if let Some(grid) = &self.initial_grid {
+            grid.write_png(self.dir.join("initial.png"), self.colormap)?;
+            written.push("initial.png".into());
+        }
+        Ok((written, self.metrics))
+    }
+}
+
+impl BatchSink for RunFolder {
+    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+        let (samples_out, initial_out) = (&mut self.samples, &mut self.initial);
+        let (sample_grid, initial_grid, metrics, dim) = (
+            &mut self.sample_grid,
+            &mut self.initial_grid,
+            &mut self.metrics,
+            self.dim,
+        );
+        // Files, images and metrics are independent: do them side by side.
+        let (files, counted) = rayon::join(
+            || -> Result<()> {
+                samples_out.write_rows(samples)?;
+                initial_out.write_rows(initial)
+            },
+            || {
+                if let Some(g) = sample_grid {
+                    g.accumulate(samples);
+                }
+                if let Some(g) = initial_grid {
+                    g.accumulate(initial);
+                }
+                metrics.add_batch(samples, dim)
+            },
+        );
+        files.and(counted)
+    }
+}

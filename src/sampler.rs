@@ -1,0 +1,217 @@
+//! The host-side driver: validates a run, opens the engine, splits the particles into
+//! batches (memory) and hands each finished batch to a sink (files, images, metrics).
+
+use crate::cpu::CpuEngine;
+use crate::dataset::Dataset;
+use crate::engine::{Backend, Engine, Problem};
+use crate::error::{Error, Result};
+use crate::gpu::{AdapterChoice, GpuEngine};
+use crate::reference::ReferenceEngine;
+use crate::schedule::{reverse_steps, VpSchedule};
+use std::time::Instant;
+
+/// Largest batch by default: bounds host memory (two f32 arrays of this many rows) while
+/// keeping a GPU busy.
+pub const DEFAULT_MAX_BATCH: usize = 1 << 22;
+
+/// Most particles a run may ask for: far beyond any machine, but it keeps index arithmetic
+/// and the (P, D) file shape far from overflow.
+pub const MAX_PARTICLES: u64 = 1 << 40;
+
+/// What defines a sampling run.
+#[derive(Debug, Clone)]
+pub struct SampleConfig {
+    pub particles: u64,
+    /// Number of time points S of the grid (S - 1 Euler–Maruyama steps).
+    pub time_points: usize,
+    pub seed: u64,
+    pub schedule: VpSchedule,
+    pub dataset: Dataset,
+    /// Particles per batch; `None` picks the engine's limit capped at `DEFAULT_MAX_BATCH`.
+    pub batch: Option<usize>,
+}
+
+impl SampleConfig {
+    pub fn new(dataset: Dataset) -> Self {
+        Self {
+            particles: 1_000_000,
+            time_points: 100,
+            seed: 0,
+            schedule: VpSchedule::default(),
+            dataset,
+            batch: None,
+        }
+    }
+
+    /// Reject what cannot run, before anything is allocated or written.
+    pub fn validate(&self) -> Result<()> {
+        if self.particles == 0 {
+            return Err(Error::invalid("--particles", "must be at least 1"));
+        }
+        if self.particles > MAX_PARTICLES {
+            return Err(Error::invalid(
+                "--particles",
+                format!("{} exceeds the maximum of {MAX_PARTICLES}", self.particles),
+            ));
+        }
+        if self.time_points < 2 {
+            return Err(Error::invalid(
+                "--steps",
+                format!(
+                    "{} time points give no step; use at least 2 (the default is 100)",
+                    self.time_points
+                ),
+            ));
+        }
+        if self.time_points > 1_000_000 {
+            return Err(Error::invalid("--steps", "at most 1,000,000 time points"));
+        }
+        let VpSchedule { beta_min, beta_max } = self.schedule;
+        if !beta_min.is_finite() || !beta_max.is_finite() {
+            return Err(Error::invalid("--beta-min/--beta-max", "must be finite"));
+        }
+        if beta_min < 0.0 {
+            return Err(Error::invalid(
+                "--beta-min",
+                format!("{beta_min} is negative; beta must be >= 0"),
+            ));
+        }
+        if beta_min >= beta_max {
+            return Err(Error::invalid(
+                "--beta-min",
+                format!("{beta_min} must be smaller than --beta-max {beta_max}"),
+            ));
+        }
+        if self.batch == Some(0) {
+            return Err(Error::invalid("--batch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Open the engine for `backend`. For `auto`, the second value says why the cpu engine
+/// was chosen when no hardware GPU is available.
+pub fn open_engine(
+    backend: Backend,
+    schedule: VpSchedule,
+) -> Result<(Box<dyn Engine>, Option<String>)> {
+    Ok(match backend {
+        Backend::Gpu => (Box::new(GpuEngine::new(AdapterChoice::Any)?), None),
+        Backend::Cpu => (Box::new(CpuEngine::new()), None),
+        Backend::Reference => (Box::new(ReferenceEngine::new(schedule)), None),
+        Backend::Auto => match GpuEngine::new(AdapterChoice::HardwareOnly) {
+            Ok(gpu) => (Box::new(gpu), None),
+            Err(Error::NoAdapter(why)) => (
+                Box::new(CpuEngine::new()),
+                Some(format!("no hardware GPU ({why}); using the cpu engine")),
+            ),
+            Err(e) => return Err(e),
+        },
+    })
+}
+
+/// Receives each finished batch, in particle-index order.
+pub trait BatchSink {
+    /// `initial` and `samples` are row-major (n, D) for particles `first .. first + n`.
+    fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
+}
+
+/// Progress of a run, in particle-steps.
+pub trait Progress {
+    fn start(&mut self, total_particle_steps: u64);
+    fn advance_to(&mut self, particle_steps_done: u64);
+    fn finish(&mut self);
+}
+
+/// No progress display.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn start(&mut self, _: u64) {}
+    fn advance_to(&mut self, _: u64) {}
+    fn finish(&mut self) {}
+}
+
+/// Where the time of a run went.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SampleTiming {
+    /// Engine time: initial noise, all steps, readback.
+    pub sampling_s: f64,
+    /// Time spent in the sink (file writes, images, metrics).
+    pub consume_s: f64,
+    pub batches: usize,
+    pub batch_size: usize,
+}
+
+/// Batch size used for a run on `engine`.
+pub fn batch_size(config: &SampleConfig, engine: &dyn Engine) -> usize {
+    let limit = engine.max_batch_particles(config.dataset.dim);
+    let wanted = config.batch.unwrap_or(DEFAULT_MAX_BATCH);
+    wanted.min(limit).min(config.particles as usize).max(1)
+}
+
+/// Run the sampler over all particles of `config` (or the index range `range`, for
+/// shards), batch by batch, feeding `sink`.
+pub fn run(
+    config: &SampleConfig,
+    engine: &mut dyn Engine,
+    sink: &mut dyn BatchSink,
+    progress: &mut dyn Progress,
+) -> Result<SampleTiming> {
+    config.validate()?;
+    let steps = reverse_steps(&config.schedule, config.time_points);
+    let problem = Problem {
+        dataset: &config.dataset,
+        steps: &steps,
+        seed: config.seed,
+        initial_std: config.schedule.sigma2(1.0).sqrt(),
+    };
+    let dim = config.dataset.dim;
+    let batch = batch_size(config, engine);
+    let mut initial = vec![0f32; batch * dim];
+    let mut samples = vec![0f32; batch * dim];
+    let n_steps = steps.len() as u64;
+    progress.start(config.particles * n_steps);
+    let mut timing = SampleTiming {
+        batch_size: batch,
+        ..Default::default()
+    };
+    let mut first = 0u64;
+    while first < config.particles {
+        let n = (config.particles - first).min(batch as u64) as usize;
+        let (initial, samples) = (&mut initial[..n * dim], &mut samples[..n * dim]);
+        let started = Instant::now();
+        engine.run_batch(&problem, first, initial, samples, &mut |done| {
+            progress.advance_to(first * n_steps + n as u64 * done as u64)
+        })?;
+        timing.sampling_s += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        sink.consume(first, initial, samples)?;
+        timing.consume_s += started.elapsed().as_secs_f64();
+        timing.batches += 1;
+        first += n as u64;
+    }
+    progress.finish();
+    Ok(timing)
+}
+
+/// Collects everything in memory: for tests and small runs through the library API.
+#[derive(Debug, Default, Clone)]
+pub struct Collect {
+    pub initial: Vec<f32>,
+    pub samples: Vec<f32>,
+}
+
+impl BatchSink for Collect {
+    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+        self.initial.extend_from_slice(initial);
+        self.samples.extend_from_slice(samples);
+        Ok(())
+    }
+}
+
+/// Convenience: run `config` on `engine` and return (initial, samples) in memory.
+pub fn run_collect(config: &SampleConfig, engine: &mut dyn Engine) -> Result<Collect> {
+    let mut sink = Collect::default();
+    run(config, engine, &mut sink, &mut NoProgress)?;
+    Ok(sink)
+}
