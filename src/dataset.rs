@@ -34,7 +34,7 @@ impl Dataset {
         if points.is_empty() {
             return Err(bad("has no points".into()));
         }
-        if points.len() % dim != 0 {
+        if !points.len().is_multiple_of(dim) {
             return Err(bad(format!(
                 "{} values do not form rows of dimension {dim}",
                 points.len()
@@ -230,7 +230,7 @@ mod tests {
     /// A hand-made `.npy` file: v1.0 header with `dict`, then `data`.
     fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
         let mut header = dict.to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

@@ -232,7 +232,7 @@ impl NpyStreamWriter {
 
     /// Append whole rows (`data.len()` must be a multiple of `cols`), in order.
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
-        if data.len() % self.cols != 0 {
+        if !data.len().is_multiple_of(self.cols) {
             return Err(Error::Output(format!(
                 "cannot write {}: {} values are not whole rows of {} columns",
                 self.path.display(),

@@ -1,0 +1,735 @@
+//! End-to-end tests of the `memodiff` binary: files written, their formats, determinism,
+//! error handling (nothing written on bad input) and `--help`.
+//!
+//! Every run uses `--backend cpu` and small sizes, each in its own temporary folder.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+const P: u64 = 2000;
+
+/// `memodiff sample --backend cpu --particles P --out <out>` plus `extra` (which may
+/// override `--particles`).
+fn sample_cmd(out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::cargo_bin("memodiff").unwrap();
+    cmd.arg("sample").args(["--backend", "cpu"]);
+    if !extra.contains(&"--particles") {
+        cmd.arg("--particles").arg(P.to_string());
+    }
+    cmd.arg("--out").arg(out).args(extra);
+    cmd
+}
+
+/// Names of the entries of `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// A parsed `.npy` file: header fields and the raw little-endian f32 data.
+struct Npy {
+    descr: String,
+    fortran_order: String,
+    shape: Vec<u64>,
+    header_len: usize,
+    data: Vec<f32>,
+}
+
+/// Parse an `.npy` file by hand and check the invariants of the format: magic, version,
+/// header length, 64-byte alignment, '\n'-terminated header, and a file length equal to
+/// header + rows * cols * 4 for '<f4'.
+fn read_npy(path: &Path) -> Npy {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.len() >= 10, "{}: too short", path.display());
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "magic of {}", path.display());
+    let (major, minor) = (bytes[6], bytes[7]);
+    let (prefix, dict_len) = match major {
+        1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+        2 | 3 => (
+            12,
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        ),
+        _ => panic!("{}: unknown NPY version {major}.{minor}", path.display()),
+    };
+    assert_eq!(minor, 0, "NPY minor version");
+    let header_len = prefix + dict_len;
+    assert!(bytes.len() >= header_len, "{}: header cut", path.display());
+    assert_eq!(header_len % 64, 0, "header must be 64-byte aligned");
+    let dict = std::str::from_utf8(&bytes[prefix..header_len]).expect("ASCII header");
+    assert!(
+        dict.ends_with('\n'),
+        "header must end with a newline: {dict:?}"
+    );
+    let dict = dict.trim_end();
+    assert!(
+        dict.starts_with('{') && dict.ends_with('}'),
+        "header is not a dict: {dict:?}"
+    );
+
+    // The value after `'key':`, up to the next top-level ',' (tuples may hold commas).
+    let field = |key: &str| -> String {
+        let tag = format!("'{key}':");
+        let start = dict
+            .find(&tag)
+            .unwrap_or_else(|| panic!("no {key} in {dict:?}"))
+            + tag.len();
+        let rest = dict[start..].trim_start();
+        if rest.starts_with('(') {
+            let end = rest.find(')').expect("closing parenthesis");
+            rest[..=end].to_string()
+        } else {
+            let end = rest.find([',', '}']).expect("end of value");
+            rest[..end].trim().to_string()
+        }
+    };
+    let descr = field("descr").trim_matches('\'').to_string();
+    let fortran_order = field("fortran_order");
+    let shape_text = field("shape");
+    let shape: Vec<u64> = shape_text
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("bad shape {shape_text}"))
+        })
+        .collect();
+
+    let body = &bytes[header_len..];
+    let count: u64 = shape.iter().product();
+    assert_eq!(
+        bytes.len() as u64,
+        header_len as u64 + count * 4,
+        "{}: file length must be header ({header_len}) + {count} f32 values",
+        path.display()
+    );
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Npy {
+        descr,
+        fortran_order,
+        shape,
+        header_len,
+        data,
+    }
+}
+
+/// Check that `path` is a C-order `<f4` array of shape (rows, cols) whose values are all
+/// finite, also as read by the npyz crate; returns its values.
+fn check_npy(path: &Path, rows: u64, cols: u64) -> Vec<f32> {
+    let npy = read_npy(path);
+    assert_eq!(npy.descr, "<f4", "{}", path.display());
+    assert_eq!(npy.fortran_order, "False", "{}", path.display());
+    assert_eq!(npy.shape, vec![rows, cols], "{}", path.display());
+    assert!(npy.header_len >= 64);
+    assert!(
+        npy.data.iter().all(|v| v.is_finite()),
+        "{}: non-finite values",
+        path.display()
+    );
+    // An independent reader agrees on shape, order and values.
+    let bytes = std::fs::read(path).unwrap();
+    let reader = npyz::NpyFile::new(&bytes[..]).expect("npyz reads the file");
+    assert_eq!(reader.shape(), &[rows, cols][..]);
+    assert_eq!(reader.order(), npyz::Order::C);
+    let values: Vec<f32> = reader.into_vec().expect("npyz reads f32 values");
+    assert_eq!(values, npy.data);
+    npy.data
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("run.json: {e}\n{text}"))
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (img.width(), img.height())
+}
+
+/// The points of `circle:n`, as the dataset module builds them.
+fn circle(n: usize) -> Vec<[f64; 2]> {
+    (0..n)
+        .map(|k| {
+            let angle = std::f64::consts::TAU * k as f64 / n as f64;
+            [angle.cos(), angle.sin()]
+        })
+        .collect()
+}
+
+/// Number of samples within `radius` of their nearest training point.
+fn count_within(samples: &[f32], dim: usize, training: &[Vec<f64>], radius: f64) -> u64 {
+    samples
+        .chunks_exact(dim)
+        .filter(|s| {
+            training
+                .iter()
+                .map(|t| {
+                    s.iter()
+                        .zip(t)
+                        .map(|(&a, &b)| (a as f64 - b).powi(2))
+                        .sum::<f64>()
+                })
+                .fold(f64::INFINITY, f64::min)
+                .sqrt()
+                <= radius
+        })
+        .count() as u64
+}
+
+fn f(v: &serde_json::Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("run.json lacks number {path}: {v}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. End to end
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn end_to_end_writes_five_valid_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let output = sample_cmd(&out, &["--seed", "7", "--resolution", "96"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+
+    // Exactly the five files: no temp files or write probes left behind.
+    assert_eq!(
+        listing(&out),
+        sorted(&[
+            "initial.npy",
+            "initial.png",
+            "run.json",
+            "samples.npy",
+            "samples.png"
+        ])
+    );
+
+    let samples = check_npy(&out.join("samples.npy"), P, 2);
+    let initial = check_npy(&out.join("initial.npy"), P, 2);
+    assert_ne!(samples, initial, "sampling must move the particles");
+    // The initial noise is N(0, sigma2(1) I), sigma2(1) = 1 - exp(-(beta_min + beta_max) / 2)
+    // (0.777 for the default schedule): initial.npy really holds the noise. With 4000
+    // values the variance estimate has a standard error of about 0.017.
+    let sigma2_1 = 1.0 - (-(0.001f64 + 3.0) / 2.0).exp();
+    let var = initial.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / initial.len() as f64;
+    assert!(
+        (var - sigma2_1).abs() < 0.1,
+        "initial variance {var}, expected about {sigma2_1}"
+    );
+
+    assert_eq!(png_size(&out.join("samples.png")), (96, 96));
+    assert_eq!(png_size(&out.join("initial.png")), (96, 96));
+
+    let json = read_json(&out.join("run.json"));
+    assert_eq!(json["parameters"]["seed"], 7);
+    assert_eq!(json["parameters"]["particles"], P);
+    assert_eq!(json["parameters"]["dataset"], "circle:8");
+    assert_eq!(json["parameters"]["n_train"], 8);
+    assert_eq!(json["parameters"]["dim"], 2);
+    assert_eq!(json["parameters"]["time_points"], 100);
+    assert_eq!(json["parameters"]["steps"], 99);
+    assert_eq!(
+        json["parameters"]["resolution"],
+        serde_json::json!([96, 96])
+    );
+    assert_eq!(json["backend"], "cpu");
+    assert_eq!(json["backend_requested"], "cpu");
+    for key in ["setup", "sampling", "outputs", "finish", "total"] {
+        let t = f(&json, &format!("/timings_s/{key}"));
+        assert!(t.is_finite() && t >= 0.0, "timings_s.{key} = {t}");
+    }
+    assert!(f(&json, "/timings_s/total") >= f(&json, "/timings_s/sampling"));
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .expect("files array")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut files_sorted: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+    files_sorted.sort();
+    assert_eq!(
+        files_sorted,
+        listing(&out),
+        "run.json lists the files written"
+    );
+
+    // The memorization fractions agree with a recount from samples.npy.
+    let frac_05 = f(&json, "/memorization/fraction_within_0_05");
+    let frac_1 = f(&json, "/memorization/fraction_within_0_1");
+    assert_eq!(json["memorization"]["particles"], P);
+    assert_eq!(json["memorization"]["nonfinite"], 0);
+    let training: Vec<Vec<f64>> = circle(8).iter().map(|p| p.to_vec()).collect();
+    let within_05 = count_within(&samples, 2, &training, 0.05);
+    let within_1 = count_within(&samples, 2, &training, 0.1);
+    assert_eq!(frac_05, within_05 as f64 / P as f64);
+    assert_eq!(frac_1, within_1 as f64 / P as f64);
+    assert!(frac_05 <= frac_1);
+    // With the default schedule the empirical score memorizes: most samples land on a
+    // training point.
+    assert!(frac_1 > 0.5, "fraction within 0.1 = {frac_1}");
+    let counts: u64 = json["memorization"]["nearest_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counts, P);
+
+    assert!(stdout.contains("backend cpu"), "stdout: {stdout}");
+    let memorized = format!("{:.2}% of samples within 0.05", 100.0 * frac_05);
+    assert!(
+        stdout.contains("memorized") && stdout.contains(&memorized),
+        "stdout should report the memorized fraction ({memorized}): {stdout}"
+    );
+}
+
+#[test]
+fn resolution_width_by_height() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    sample_cmd(&out, &["--particles", "500", "--resolution", "300x200"])
+        .assert()
+        .success();
+    assert_eq!(png_size(&out.join("samples.png")), (300, 200));
+    assert_eq!(png_size(&out.join("initial.png")), (300, 200));
+    let json = read_json(&out.join("run.json"));
+    assert_eq!(
+        json["parameters"]["resolution"],
+        serde_json::json!([300, 200])
+    );
+    assert_eq!(json["parameters"]["particles"], 500);
+    check_npy(&out.join("samples.npy"), 500, 2);
+}
+
+#[test]
+fn existing_out_dir_is_reused_and_files_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("samples.npy"), b"stale").unwrap();
+    std::fs::write(out.join("keep.txt"), b"mine").unwrap();
+    sample_cmd(&out, &["--resolution", "32"]).assert().success();
+    check_npy(&out.join("samples.npy"), P, 2);
+    assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
+    assert_eq!(
+        listing(&out),
+        sorted(&[
+            "initial.npy",
+            "initial.png",
+            "keep.txt",
+            "run.json",
+            "samples.npy",
+            "samples.png"
+        ])
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. D != 2
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn three_dimensional_csv_writes_npy_and_skips_pngs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("points3.csv");
+    let training = vec![
+        vec![1.0, 0.0, 0.0],
+        vec![0.0, 1.0, 0.0],
+        vec![0.0, 0.0, 1.0],
+        vec![-1.0, -1.0, 0.5],
+    ];
+    let text: String = std::iter::once("x,y,z\n".to_string())
+        .chain(
+            training
+                .iter()
+                .map(|p| format!("{},{},{}\n", p[0], p[1], p[2])),
+        )
+        .collect();
+    std::fs::write(&csv, text).unwrap();
+    let out = tmp.path().join("run");
+    let output = sample_cmd(&out, &["--dataset", csv.to_str().unwrap()])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+
+    assert_eq!(
+        listing(&out),
+        sorted(&["initial.npy", "run.json", "samples.npy"])
+    );
+    let samples = check_npy(&out.join("samples.npy"), P, 3);
+    check_npy(&out.join("initial.npy"), P, 3);
+    assert!(
+        stdout.contains("D = 3") && stdout.contains("skipping the PNGs"),
+        "stdout should say the PNGs are skipped: {stdout}"
+    );
+
+    let json = read_json(&out.join("run.json"));
+    assert_eq!(json["parameters"]["dim"], 3);
+    assert_eq!(json["parameters"]["n_train"], 4);
+    assert_eq!(json["backend"], "cpu");
+    let files = json["files"].as_array().unwrap();
+    assert!(
+        !files.iter().any(|v| v.as_str().unwrap().ends_with(".png")),
+        "run.json must not list PNGs: {files:?}"
+    );
+    let frac_1 = f(&json, "/memorization/fraction_within_0_1");
+    assert_eq!(
+        frac_1,
+        count_within(&samples, 3, &training, 0.1) as f64 / P as f64
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Determinism
+// ---------------------------------------------------------------------------------------
+
+fn samples_bytes(tmp: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
+    let out = tmp.join(name);
+    let mut args = vec!["--resolution", "16"];
+    args.extend_from_slice(extra);
+    sample_cmd(&out, &args).assert().success();
+    std::fs::read(out.join("samples.npy")).unwrap()
+}
+
+#[test]
+fn same_seed_same_bytes_different_seed_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = samples_bytes(tmp.path(), "a", &["--seed", "42"]);
+    let b = samples_bytes(tmp.path(), "b", &["--seed", "42"]);
+    let c = samples_bytes(tmp.path(), "c", &["--seed", "43"]);
+    assert_eq!(a.len(), c.len());
+    assert!(a == b, "same seed must give byte-identical samples.npy");
+    assert!(a != c, "a different seed must give different samples");
+    // Not just a few bytes: most of the f32 values differ.
+    let header = read_npy(&tmp.path().join("a/samples.npy")).header_len;
+    let differing = a[header..]
+        .chunks_exact(4)
+        .zip(c[header..].chunks_exact(4))
+        .filter(|(x, y)| x != y)
+        .count();
+    assert!(
+        differing > (P as usize * 2) / 2,
+        "only {differing} values differ"
+    );
+}
+
+#[test]
+fn batch_size_does_not_change_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = samples_bytes(tmp.path(), "whole", &["--seed", "5"]);
+    let batched = samples_bytes(tmp.path(), "batched", &["--seed", "5", "--batch", "500"]);
+    let odd = samples_bytes(tmp.path(), "odd", &["--seed", "5", "--batch", "333"]);
+    assert!(whole == batched, "--batch 500 changed samples.npy");
+    assert!(whole == odd, "--batch 333 changed samples.npy");
+    let json = read_json(&tmp.path().join("batched/run.json"));
+    assert_eq!(json["parameters"]["batch_size"], 500);
+    assert_eq!(json["parameters"]["batches"], 4);
+    let json = read_json(&tmp.path().join("whole/run.json"));
+    assert_eq!(json["parameters"]["batches"], 1);
+    // initial.npy too.
+    assert_eq!(
+        std::fs::read(tmp.path().join("whole/initial.npy")).unwrap(),
+        std::fs::read(tmp.path().join("odd/initial.npy")).unwrap()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Bad input: a clear error, a non-zero exit, nothing written
+// ---------------------------------------------------------------------------------------
+
+/// Run `sample` with `args` into `<tmp>/out`, expect failure with `phrase` in the first
+/// stderr line, and check that nothing was written: the out folder does not exist and
+/// `tmp` holds only the files the test put there (`inputs`).
+fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
+    let out = tmp.join("out");
+    let output = sample_cmd(&out, args)
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("error:") && first.contains(phrase),
+        "{args:?}: first stderr line should be an error mentioning {phrase:?}: {stderr}"
+    );
+    // Our own errors are exactly one line; clap's usage errors add usage hints after the
+    // one-line message (exit status 2).
+    if output.status.code() != Some(2) {
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: multi-line error: {stderr}"
+        );
+    }
+    assert!(stdout.is_empty(), "{args:?}: unexpected stdout: {stdout}");
+    assert!(!out.exists(), "{args:?}: the out folder was created");
+    assert_eq!(listing(tmp), sorted(inputs), "{args:?}: files were written");
+}
+
+fn write_input(tmp: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = tmp.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn rejects_bad_parameters_without_writing() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--particles", "0"], "--particles"),
+        (&["--steps", "1"], "--steps"),
+        (&["--steps", "0"], "--steps"),
+        (
+            &["--beta-min", "3", "--beta-max", "1"],
+            "must be smaller than",
+        ),
+        (
+            &["--beta-min", "2", "--beta-max", "2"],
+            "must be smaller than",
+        ),
+        (&["--beta-min", "-0.5"], "negative"),
+        (&["--beta-max", "inf"], "finite"),
+        (&["--batch", "0"], "--batch"),
+        (&["--dataset", "circle:0"], "N >= 1"),
+        (&["--dataset", "circle:x"], "N >= 1"),
+        (&["--dataset", "foo:3"], "not a known dataset"),
+        (&["--resolution", "0"], "--resolution"),
+        (&["--resolution", "300x0"], "--resolution"),
+        (&["--resolution", "20000"], "1..=16384"),
+        (&["--extent", "1,0,0,1"], "xmin < xmax"),
+        (&["--extent", "0,1,1,1"], "ymin < ymax"),
+        (&["--extent", "0,1,2"], "xmin,xmax,ymin,ymax"),
+        (&["--particles", "-5"], "'-5'"),
+        (&["--particles", "abc"], "not a whole non-negative number"),
+        (&["--backend", "tpu"], "--backend"),
+    ];
+    for (args, phrase) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        expect_rejected(tmp.path(), args, phrase, &[]);
+    }
+}
+
+/// A v1.0 `.npy` file with header text `dict` (padded to 64 bytes) followed by `data`.
+fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn rejects_bad_datasets_without_writing() {
+    let broken_header = npy_with_dict("{'descr': '<f4', 'shape': (3, 2) oops", &[0; 24]);
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("nan.csv", b"1,2\n3,NaN\n", "is NaN"),
+        (
+            "ragged.csv",
+            b"1,2\n3,4\n5,6,7\n",
+            "line 3 has 3 columns, expected 2",
+        ),
+        ("empty.csv", b"", "no points"),
+        ("header_only.csv", b"x,y\n", "no points"),
+        ("words.csv", b"1,2\n3,abc\n", "not a number"),
+        (
+            "garbage.npy",
+            b"this is not numpy at all",
+            "not a NumPy .npy file",
+        ),
+        ("broken_header.npy", &broken_header, "invalid .npy header"),
+        (
+            "cut_header.npy",
+            b"\x93NUMPY\x01\x00\x76\x00{'descr'",
+            "header",
+        ),
+    ];
+    for (name, bytes, phrase) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = write_input(tmp.path(), name, bytes);
+        expect_rejected(tmp.path(), &["--dataset", &spec], phrase, &[name]);
+        // The message names the offending file.
+        let output = sample_cmd(&tmp.path().join("out"), &["--dataset", &spec])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(*name))
+            .get_output()
+            .clone();
+        assert_eq!(output.status.code(), Some(1));
+    }
+}
+
+#[test]
+fn rejects_missing_dataset_file() {
+    for name in ["missing.csv", "missing.npy"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = tmp.path().join(name);
+        expect_rejected(
+            tmp.path(),
+            &["--dataset", spec.to_str().unwrap()],
+            name,
+            &[],
+        );
+        sample_cmd(
+            &tmp.path().join("out"),
+            &["--dataset", spec.to_str().unwrap()],
+        )
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("No such file"));
+    }
+}
+
+#[test]
+fn failed_run_leaves_existing_out_folder_untouched() {
+    // A previous run's files survive a rejected run, and no temp or probe files appear.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    sample_cmd(&out, &["--resolution", "16"]).assert().success();
+    let before: Vec<(String, Vec<u8>)> = listing(&out)
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(out.join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect();
+    let bad_csv = write_input(tmp.path(), "bad.csv", b"1,2\n3\n");
+    for args in [
+        vec!["--particles", "0"],
+        vec!["--beta-min", "3", "--beta-max", "1"],
+        vec!["--dataset", bad_csv.as_str()],
+    ] {
+        sample_cmd(&out, &args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::starts_with("error:"));
+        let after: Vec<(String, Vec<u8>)> = listing(&out)
+            .into_iter()
+            .map(|name| {
+                let bytes = std::fs::read(out.join(&name)).unwrap();
+                (name, bytes)
+            })
+            .collect();
+        assert!(after == before, "{args:?} changed the out folder");
+    }
+}
+
+#[test]
+fn rejects_unwritable_out() {
+    // A path under an existing regular file cannot become a folder.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    let out = file.join("out");
+    let output = sample_cmd(&out, &[])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("file.txt/out"),
+        "the error should name the out path: {stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"hello");
+    assert_eq!(listing(tmp.path()), sorted(&["file.txt"]));
+
+    // --out naming an existing regular file fails too and leaves the file alone.
+    let output = sample_cmd(&file, &[])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("file.txt"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"hello");
+    assert_eq!(listing(tmp.path()), sorted(&["file.txt"]));
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Help
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn help_lists_the_flags() {
+    Command::cargo_bin("memodiff")
+        .unwrap()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sample"))
+        .stdout(predicate::str::contains("Usage"));
+
+    let output = Command::cargo_bin("memodiff")
+        .unwrap()
+        .args(["sample", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--particles",
+        "--steps",
+        "--seed",
+        "--beta-min",
+        "--beta-max",
+        "--dataset",
+        "--backend",
+        "--out",
+        "--extent",
+        "--resolution",
+        "--batch",
+    ] {
+        assert!(help.contains(flag), "`sample --help` lacks {flag}:\n{help}");
+    }
+    // The backends and dataset forms are documented.
+    for word in ["cpu", "gpu", "circle:N", ".npy", ".csv"] {
+        assert!(help.contains(word), "`sample --help` lacks {word}:\n{help}");
+    }
+}
+
+#[test]
+fn help_subcommand_mentions_sample_flags() {
+    // `memodiff help sample` is clap's alias of `memodiff sample --help`.
+    Command::cargo_bin("memodiff")
+        .unwrap()
+        .args(["help", "sample"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--particles").and(predicate::str::contains("--out")));
+}

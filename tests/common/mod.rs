@@ -1,0 +1,35 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use memodiff::gpu::{AdapterChoice, GpuEngine};
+
+/// Environment variable that lets a user without any GPU adapter (not even lavapipe)
+/// skip the GPU tests explicitly. Without it, a missing adapter is a test failure.
+pub const SKIP_GPU_VAR: &str = "MEMODIFF_SKIP_GPU_TESTS";
+
+/// Open a GPU engine on any adapter (lavapipe included). Fails the test when none is
+/// found, unless `MEMODIFF_SKIP_GPU_TESTS=1`, in which case it prints that it skipped.
+pub fn gpu_engine(test: &str) -> Option<GpuEngine> {
+    gpu_engine_with(test, memodiff::gpu::engine::DEFAULT_WORKGROUP_SIZE)
+}
+
+pub fn gpu_engine_with(test: &str, workgroup_size: u32) -> Option<GpuEngine> {
+    match GpuEngine::with_workgroup_size(AdapterChoice::Any, workgroup_size) {
+        Ok(engine) => Some(engine),
+        Err(e) if std::env::var(SKIP_GPU_VAR).as_deref() == Ok("1") => {
+            eprintln!("SKIPPED {test}: no GPU adapter ({e}) and {SKIP_GPU_VAR}=1");
+            None
+        }
+        Err(e) => panic!(
+            "{test}: no GPU adapter: {e}. Install a Vulkan driver (apt-get install \
+             mesa-vulkan-drivers) or set {SKIP_GPU_VAR}=1 to skip GPU tests explicitly."
+        ),
+    }
+}
+
+/// Max-norm distance between rows i of two row-major arrays.
+pub fn row_distance(a: &[f32], b: &[f32], dim: usize, i: usize) -> f32 {
+    (0..dim)
+        .map(|d| (a[i * dim + d] - b[i * dim + d]).abs())
+        .fold(0.0, f32::max)
+}

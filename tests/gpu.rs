@@ -1,0 +1,231 @@
+//! GPU kernels against their CPU twins and the f64 reference. These run on any wgpu
+//! adapter; CI uses lavapipe (mesa-vulkan-drivers).
+
+mod common;
+
+use common::{gpu_engine, gpu_engine_with, row_distance};
+use memodiff::cpu::CpuEngine;
+use memodiff::dataset::Dataset;
+use memodiff::gpu::diagnostics::philox_on_gpu;
+use memodiff::philox::{counter, normals4_f32, philox4x32_10, seed_key};
+use memodiff::reference::{self, ReferenceEngine};
+use memodiff::sampler::{run_collect, SampleConfig};
+use memodiff::schedule::{reverse_steps, VpSchedule};
+
+#[test]
+fn philox_known_answers_on_gpu() {
+    let Some(engine) = gpu_engine("philox_known_answers_on_gpu") else {
+        return;
+    };
+    // Random123 kat_vectors for philox4x32_10.
+    let known = [
+        ([0u32; 4], [0u32; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+        (
+            [u32::MAX; 4],
+            [u32::MAX; 2],
+            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+        ),
+        (
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0],
+            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+        ),
+    ];
+    // Plus many counters as the sampler forms them, to compare words and normals with
+    // the CPU twin.
+    let mut cases: Vec<([u32; 4], [u32; 2])> = known.iter().map(|(c, k, _)| (*c, *k)).collect();
+    for i in 0..1000u64 {
+        let particle = i * 0x9E37_79B9_7F4A_7C15;
+        cases.push((counter(particle, (i % 99) as u32, (i % 3) as u32), seed_key(i ^ 0xDEAD_BEEF_0000_0001)));
+    }
+    let (words, normals) = philox_on_gpu(engine.context(), &cases).expect("gpu philox");
+    for (i, (_, _, expected)) in known.iter().enumerate() {
+        assert_eq!(words[i], *expected, "known answer {i}");
+    }
+    let mut worst = 0f32;
+    for (i, (c, k)) in cases.iter().enumerate() {
+        let cpu = philox4x32_10(*c, *k);
+        assert_eq!(words[i], cpu, "case {i}: GPU and CPU words differ");
+        let z = normals4_f32(cpu);
+        for lane in 0..4 {
+            assert!(normals[i][lane].is_finite());
+            worst = worst.max((normals[i][lane] - z[lane]).abs());
+        }
+    }
+    // Same integers; floats differ only by the GPU's log/cos/sin ulps.
+    assert!(worst < 1e-4, "GPU vs CPU Box–Muller normals differ by {worst}");
+}
+
+fn grid_points(n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let step = (hi - lo) / (n - 1) as f32;
+    let mut pts = Vec::with_capacity(n * n * 2);
+    for j in 0..n {
+        for i in 0..n {
+            pts.push(lo + i as f32 * step);
+            pts.push(lo + j as f32 * step);
+        }
+    }
+    pts
+}
+
+#[test]
+fn gpu_score_matches_reference_on_a_grid() {
+    let Some(mut engine) = gpu_engine("gpu_score_matches_reference_on_a_grid") else {
+        return;
+    };
+    let data = Dataset::circle(8).unwrap();
+    let schedule = VpSchedule::default();
+    let points = grid_points(32, -1.5, 1.5);
+    for tau in [0.005, 0.5] {
+        let gpu = engine.evaluate_score(&data, &schedule, tau, &points).unwrap();
+        let sigma2 = schedule.sigma2(tau);
+        let (mut err2, mut ref2, mut worst) = (0f64, 0f64, 0f64);
+        for (i, p) in points.chunks(2).enumerate() {
+            let x = [p[0] as f64, p[1] as f64];
+            let r = reference::score(&data, &schedule, tau, &x);
+            let g = [gpu[2 * i] as f64, gpu[2 * i + 1] as f64];
+            assert!(g.iter().all(|v| v.is_finite()), "non-finite score at {x:?}");
+            let err = (g[0] - r[0]).hypot(g[1] - r[1]);
+            err2 += err * err;
+            ref2 += r[0] * r[0] + r[1] * r[1];
+            // Pointwise: relative to the score, except where the score nearly vanishes
+            // (s m ~ x): there f32 cancellation of the O(|x| / sigma2) terms sets the
+            // floor, so the error is measured relative to that scale instead.
+            let terms = x[0].hypot(x[1]) / sigma2;
+            let scale = r[0].hypot(r[1]).max(0.01 * terms);
+            worst = worst.max(err / scale);
+        }
+        let global = (err2 / ref2).sqrt();
+        assert!(global < 1e-4, "t = {tau}: relative L2 error over the grid {global:e}");
+        assert!(worst < 1e-4, "t = {tau}: worst pointwise relative error {worst:e}");
+    }
+}
+
+#[test]
+fn gpu_score_is_finite_far_away_at_the_smallest_time() {
+    let Some(mut engine) = gpu_engine("gpu_score_is_finite_far_away_at_the_smallest_time") else {
+        return;
+    };
+    let data = Dataset::circle(8).unwrap();
+    let schedule = VpSchedule::default();
+    let smallest_tau = reverse_steps(&schedule, 100).last().unwrap().tau;
+    let mut points = Vec::new();
+    for k in 0..64 {
+        let a = k as f32 * 0.1;
+        points.extend([1e3 * a.cos(), 1e3 * a.sin()]);
+    }
+    points.extend([1e3, 0.0, 0.0, -1e3]);
+    let gpu = engine.evaluate_score(&data, &schedule, smallest_tau, &points).unwrap();
+    for (i, p) in points.chunks(2).enumerate() {
+        let x = [p[0] as f64, p[1] as f64];
+        let r = reference::score(&data, &schedule, smallest_tau, &x);
+        for d in 0..2 {
+            assert!(gpu[2 * i + d].is_finite(), "score at {x:?} is {}", gpu[2 * i + d]);
+            let rel = (gpu[2 * i + d] as f64 - r[d]).abs() / (r[0].hypot(r[1]));
+            assert!(rel < 1e-4, "score at {x:?}: gpu {} vs reference {}", gpu[2 * i + d], r[d]);
+        }
+    }
+}
+
+fn default_config(particles: u64) -> SampleConfig {
+    let mut config = SampleConfig::new(Dataset::circle(8).unwrap());
+    config.particles = particles;
+    config
+}
+
+#[test]
+fn gpu_cpu_and_reference_trajectories_agree() {
+    let Some(mut gpu) = gpu_engine("gpu_cpu_and_reference_trajectories_agree") else {
+        return;
+    };
+    let config = default_config(100_000);
+    let g = run_collect(&config, &mut gpu).unwrap();
+    let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    let n = config.particles as usize;
+    for (name, a, b) in [("gpu/cpu", &g, &c), ("gpu/reference", &g, &r), ("cpu/reference", &c, &r)] {
+        assert!(a.samples.iter().chain(&b.samples).all(|v| v.is_finite()));
+        let close = (0..n)
+            .filter(|&i| row_distance(&a.samples, &b.samples, 2, i) <= 1e-3)
+            .count();
+        let fraction = close as f64 / n as f64;
+        assert!(fraction >= 0.999, "{name}: only {fraction} of particles agree within 1e-3");
+        let initial_worst = (0..n)
+            .map(|i| row_distance(&a.initial, &b.initial, 2, i))
+            .fold(0.0, f32::max);
+        assert!(initial_worst < 1e-4, "{name}: initial noise differs by {initial_worst}");
+    }
+}
+
+#[test]
+fn gpu_results_do_not_depend_on_batch_or_workgroup_size() {
+    let Some(mut gpu) = gpu_engine("gpu_results_do_not_depend_on_batch_or_workgroup_size") else {
+        return;
+    };
+    let mut config = default_config(20_011);
+    let whole = run_collect(&config, &mut gpu).unwrap();
+    config.batch = Some(3_000);
+    let batched = run_collect(&config, &mut gpu).unwrap();
+    assert_eq!(whole.samples, batched.samples, "batching changed the samples");
+    assert_eq!(whole.initial, batched.initial);
+    let mut wide = gpu_engine_with("workgroup 256", 256).unwrap();
+    config.batch = Some(7_777);
+    let other_geometry = run_collect(&config, &mut wide).unwrap();
+    assert_eq!(whole.samples, other_geometry.samples, "workgroup size changed the samples");
+    config.seed = 1;
+    let other_seed = run_collect(&config, &mut gpu).unwrap();
+    let differing = whole
+        .samples
+        .iter()
+        .zip(&other_seed.samples)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(differing > whole.samples.len() / 2, "a new seed changed only {differing} values");
+}
+
+#[test]
+fn gpu_samples_memorize_the_training_set() {
+    let Some(mut gpu) = gpu_engine("gpu_samples_memorize_the_training_set") else {
+        return;
+    };
+    let config = default_config(100_000);
+    let out = run_collect(&config, &mut gpu).unwrap();
+    let data = &config.dataset;
+    let mut counts = [0usize; 8];
+    let mut within = 0;
+    for p in out.samples.chunks(2) {
+        let (best, dist) = (0..8)
+            .map(|i| {
+                let q = data.point(i);
+                (i, ((p[0] as f64 - q[0]).powi(2) + (p[1] as f64 - q[1]).powi(2)).sqrt())
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        counts[best] += 1;
+        within += (dist < 0.1) as usize;
+    }
+    let n = out.samples.len() / 2;
+    assert!(within as f64 >= 0.99 * n as f64, "only {within} of {n} within 0.1");
+    for (i, c) in counts.iter().enumerate() {
+        let share = *c as f64 / n as f64;
+        assert!((0.10..=0.15).contains(&share), "training point {i} holds {share}");
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_in_dimensions_one_to_four() {
+    let Some(mut gpu) = gpu_engine("gpu_matches_cpu_in_dimensions_one_to_four") else {
+        return;
+    };
+    for dim in 1..=4 {
+        let points: Vec<f64> = (0..6 * dim).map(|k| ((k * 37 % 13) as f64 - 6.0) / 6.0).collect();
+        let mut config = SampleConfig::new(Dataset::new(format!("d{dim}"), dim, points).unwrap());
+        config.particles = 5_000;
+        let g = run_collect(&config, &mut gpu).unwrap();
+        let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
+        let close = (0..5_000)
+            .filter(|&i| row_distance(&g.samples, &c.samples, dim, i) <= 1e-3)
+            .count();
+        assert!(close >= 4_990, "D = {dim}: only {close} of 5000 particles agree within 1e-3");
+    }
+}
