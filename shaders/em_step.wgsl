@@ -1,30 +1,51 @@
 // One Euler–Maruyama step of the reverse SDE for every particle of the batch.
 // CPU twin: src/cpu/em_step.rs — keep the arithmetic in the same order.
-// Assembled after common/params.wgsl, common/philox.wgsl and common/score.wgsl.
+// Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl and one of
+// common/training_simple.wgsl / common/training_tiled.wgsl (the reduction strategy).
 //
 // The update folds drift and diffusion into three host-computed coefficients:
 //   x' = x + dt (beta x / 2 + beta score) + sqrt(dt beta) z
 //      = keep_coeff x + mean_coeff m + noise_coeff z,   m = sum_i w_i x_i.
+// With a training set larger than one chunk, a step is several dispatches: each reduces
+// one chunk into `softmax_state`, and the last one also moves the particle.
 
 override WORKGROUP_SIZE: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> run: RunParams;
 @group(0) @binding(1) var<storage, read_write> particles: array<f32>;
 @group(0) @binding(2) var<storage, read> training: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> softmax_state: array<vec4<f32>>;
 @group(1) @binding(0) var<uniform> step: StepParams;
+@group(2) @binding(0) var<uniform> chunk: ChunkParams;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn em_step(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn em_step(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
     let i = linear_invocation_index(run, gid);
-    if (i >= run.batch_len) {
-        return;
-    }
+    // No early return: the tiled reduction needs every invocation at its barriers.
+    let in_batch = i < run.batch_len;
     let base = i * run.dim;
     var x = vec4<f32>(0.0);
-    for (var d = 0u; d < run.dim; d++) {
-        x[d] = particles[base + d];
+    var state = online_softmax_new();
+    if (in_batch) {
+        for (var d = 0u; d < run.dim; d++) {
+            x[d] = particles[base + d];
+        }
+        if (chunk.first == 0u) {
+            state = load_softmax_state(i);
+        }
     }
-    let m = weighted_training_mean(x, step.mean_scale, step.inv_two_sigma2);
+    accumulate_training(&state, x, in_batch, local_index, step.mean_scale, step.inv_two_sigma2);
+    if (!in_batch) {
+        return;
+    }
+    if (chunk.last == 0u) {
+        store_softmax_state(i, state);
+        return;
+    }
+    let m = online_softmax_mean(state);
     let particle = global_particle_index(run, i);
     let seed = vec2<u32>(run.seed_lo, run.seed_hi);
     let z = particle_normals(seed, particle, step.step_index, 0u);

@@ -1,6 +1,7 @@
 // The empirical score at query points: score(x, t) = (s sum_i w_i x_i - x) / sigma2.
 // CPU twin: src/cpu/score.rs. Used by tests and score-field plots.
-// Assembled after common/params.wgsl and common/score.wgsl.
+// Assembled after common/params.wgsl, common/score.wgsl and a training_* reduction;
+// chunked like em_step.wgsl.
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -8,21 +9,37 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(1) var<storage, read_write> particles: array<f32>;
 @group(0) @binding(2) var<storage, read> training: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(4) var<storage, read_write> softmax_state: array<vec4<f32>>;
 @group(1) @binding(0) var<uniform> step: StepParams;
+@group(2) @binding(0) var<uniform> chunk: ChunkParams;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn score(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn score(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
     let i = linear_invocation_index(run, gid);
-    if (i >= run.batch_len) {
-        return;
-    }
+    let in_batch = i < run.batch_len;
     let base = i * run.dim;
     var x = vec4<f32>(0.0);
-    for (var d = 0u; d < run.dim; d++) {
-        x[d] = particles[base + d];
+    var state = online_softmax_new();
+    if (in_batch) {
+        for (var d = 0u; d < run.dim; d++) {
+            x[d] = particles[base + d];
+        }
+        if (chunk.first == 0u) {
+            state = load_softmax_state(i);
+        }
     }
-    let m = weighted_training_mean(x, step.mean_scale, step.inv_two_sigma2);
-    let value = (step.mean_scale * m - x) * step.inv_sigma2;
+    accumulate_training(&state, x, in_batch, local_index, step.mean_scale, step.inv_two_sigma2);
+    if (!in_batch) {
+        return;
+    }
+    if (chunk.last == 0u) {
+        store_softmax_state(i, state);
+        return;
+    }
+    let value = (step.mean_scale * online_softmax_mean(state) - x) * step.inv_sigma2;
     for (var d = 0u; d < run.dim; d++) {
         scores[base + d] = value[d];
     }

@@ -220,11 +220,12 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         height: args.resolution.1,
         ..ImageSettings::default()
     };
-    prepare_dir(&args.out)?;
+    // Open the engine before touching --out: a run that cannot start writes nothing.
     let (mut engine, note) = sampler::open_engine(args.backend, config.schedule)?;
     if let Some(note) = &note {
         println!("{note}");
     }
+    prepare_dir(&args.out)?;
     let mut folder = RunFolder::create(&args.out, config.particles, &config.dataset, &images)?;
     let setup = started.elapsed().as_secs_f64();
 

@@ -47,6 +47,11 @@ pub trait Engine {
     fn backend(&self) -> Backend;
     /// The device doing the work, e.g. the GPU adapter's name or the CPU's.
     fn device_name(&self) -> String;
+    /// Device time of the last batch's steps, where the device can measure it (GPU
+    /// timestamp queries); `None` elsewhere.
+    fn kernel_seconds(&self) -> Option<f64> {
+        None
+    }
     /// Most particles one batch may hold for points of dimension `dim` (memory limits).
     fn max_batch_particles(&self, dim: usize) -> usize;
     /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):

@@ -258,7 +258,7 @@ impl DensityGrid {
     /// are points whose kernel does not reach the grid. Call once per batch.
     pub fn accumulate(&mut self, points: &[f32]) {
         assert!(
-            points.len() % 2 == 0,
+            points.len().is_multiple_of(2),
             "points must be row-major (n, 2), got {} floats",
             points.len()
         );

@@ -80,7 +80,7 @@ impl MemorizationCounter {
         if dim == 0 {
             return Err(Error::invalid("dimension", "must be at least 1"));
         }
-        if training.is_empty() || training.len() % dim != 0 {
+        if training.is_empty() || !training.len().is_multiple_of(dim) {
             return Err(Error::invalid(
                 "training points",
                 format!(
@@ -155,7 +155,7 @@ impl MemorizationCounter {
                 format!("samples have dimension {dim}, training points {}", self.dim),
             ));
         }
-        if samples.len() % dim != 0 {
+        if !samples.len().is_multiple_of(dim) {
             return Err(Error::invalid(
                 "samples",
                 format!(

@@ -110,3 +110,38 @@ impl StepParams {
         Self::from_step(&step)
     }
 }
+
+/// The range of training points one dispatch reduces over (see `em_step.wgsl`).
+/// Keep in sync with `ChunkParams` in `shaders/common/params.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
+pub struct ChunkParams {
+    pub start: u32,
+    pub count: u32,
+    /// 1 for the first chunk of a step (fresh softmax state), else 0.
+    pub first: u32,
+    /// 1 for the last chunk of a step (finish the update), else 0.
+    pub last: u32,
+}
+
+/// Training points one dispatch reduces over at most. Software rasterizers end any loop
+/// after 65535 iterations per invocation in total (llvmpipe's loop limiter), so one
+/// dispatch stays well below that; on hardware GPUs it only splits huge training sets
+/// into a few dispatches per step.
+pub const TRAINING_CHUNK: usize = 32_768;
+
+/// Split `n_train` training points into chunks of at most `TRAINING_CHUNK`.
+pub fn training_chunks(n_train: usize) -> Vec<ChunkParams> {
+    let n = n_train.div_ceil(TRAINING_CHUNK).max(1);
+    (0..n)
+        .map(|c| {
+            let start = c * TRAINING_CHUNK;
+            ChunkParams {
+                start: start as u32,
+                count: (n_train - start).min(TRAINING_CHUNK) as u32,
+                first: (c == 0) as u32,
+                last: (c + 1 == n) as u32,
+            }
+        })
+        .collect()
+}

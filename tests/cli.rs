@@ -537,7 +537,7 @@ fn rejects_bad_parameters_without_writing() {
 /// A v1.0 `.npy` file with header text `dict` (padded to 64 bytes) followed by `data`.
 fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -229,3 +229,91 @@ fn gpu_matches_cpu_in_dimensions_one_to_four() {
         assert!(close >= 4_990, "D = {dim}: only {close} of 5000 particles agree within 1e-3");
     }
 }
+
+/// A deterministic pseudo-random training set of `n` points in `dim` dimensions.
+fn scattered(n: usize, dim: usize, salt: u64) -> Dataset {
+    let mut state = salt;
+    let points = (0..n * dim)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
+}
+
+#[test]
+fn tiled_and_simple_kernels_agree_at_tile_boundaries() {
+    use memodiff::gpu::engine::Reduction;
+    let Some(mut gpu) = gpu_engine("tiled_and_simple_kernels_agree_at_tile_boundaries") else {
+        return;
+    };
+    // N = 1, below a tile, one short of, exactly and one past a tile (256), and several
+    // tiles with a ragged end; D = 1, 2, 3.
+    for (n, dim) in [(1, 2), (17, 3), (255, 2), (256, 1), (257, 2), (1000, 3)] {
+        let mut config = SampleConfig::new(scattered(n, dim, n as u64));
+        config.particles = 3_001;
+        gpu.set_reduction(Reduction::Simple);
+        let simple = run_collect(&config, &mut gpu).unwrap();
+        gpu.set_reduction(Reduction::Tiled);
+        let tiled = run_collect(&config, &mut gpu).unwrap();
+        let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+        for (name, other) in [("simple", &simple), ("reference", &reference)] {
+            let close = (0..3_001)
+                .filter(|&i| row_distance(&tiled.samples, &other.samples, dim, i) <= 1e-3)
+                .count();
+            assert!(close >= 2_998, "N = {n}, D = {dim}: tiled vs {name}: {close} of 3001 agree");
+        }
+        assert!(tiled.samples.iter().all(|v| v.is_finite()));
+    }
+    gpu.set_reduction(Reduction::Auto);
+}
+
+#[test]
+fn tiled_score_handles_a_million_training_points() {
+    use memodiff::gpu::engine::Reduction;
+    let Some(mut gpu) = gpu_engine("tiled_score_handles_a_million_training_points") else {
+        return;
+    };
+    let data = scattered(1_000_000, 2, 99);
+    let schedule = VpSchedule::default();
+    gpu.set_reduction(Reduction::Auto);
+    assert!(gpu.uses_tiled(data.len()));
+    let points = grid_points(6, -1.2, 1.2);
+    for tau in [0.01, 0.3] {
+        let scores = gpu.evaluate_score(&data, &schedule, tau, &points).unwrap();
+        let sigma2 = schedule.sigma2(tau);
+        for (i, p) in points.chunks(2).enumerate() {
+            let x = [p[0] as f64, p[1] as f64];
+            let r = reference::score(&data, &schedule, tau, &x);
+            let err = (scores[2 * i] as f64 - r[0]).hypot(scores[2 * i + 1] as f64 - r[1]);
+            // Relative to the score, or to the size of its terms where it nearly vanishes.
+            let scale = r[0].hypot(r[1]).max(0.01 * x[0].hypot(x[1]) / sigma2);
+            assert!(err / scale < 1e-4, "tau {tau}, x {x:?}: gpu {:?} vs {r:?}", &scores[2 * i..2 * i + 2]);
+        }
+    }
+}
+
+#[test]
+fn trajectories_with_more_training_points_than_one_chunk() {
+    use memodiff::gpu::engine::Reduction;
+    use memodiff::params::TRAINING_CHUNK;
+    let Some(mut gpu) = gpu_engine("trajectories_with_more_training_points_than_one_chunk") else {
+        return;
+    };
+    // Two full chunks and a ragged third: the softmax state crosses dispatches.
+    let n = 2 * TRAINING_CHUNK + 1_234;
+    let mut config = SampleConfig::new(scattered(n, 2, 5));
+    config.particles = 300;
+    config.time_points = 6;
+    let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    for reduction in [Reduction::Simple, Reduction::Tiled] {
+        gpu.set_reduction(reduction);
+        let out = run_collect(&config, &mut gpu).unwrap();
+        let close = (0..300)
+            .filter(|&i| row_distance(&out.samples, &reference.samples, 2, i) <= 1e-3)
+            .count();
+        assert!(close >= 299, "{reduction:?}: only {close} of 300 agree with the reference");
+    }
+    gpu.set_reduction(Reduction::Auto);
+}

@@ -43,3 +43,17 @@ fn global_particle_index(run: RunParams, i: u32) -> vec2<u32> {
 fn linear_invocation_index(run: RunParams, gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * run.threads_per_row;
 }
+
+// The range of training points one dispatch reduces over. Large training sets are split
+// into chunks reduced by successive dispatches, the online-softmax state carried in a
+// storage buffer between them: it bounds the work of one invocation (software
+// rasterizers such as lavapipe stop any loop after 65535 iterations in total).
+// Keep in sync with ChunkParams in src/params.rs.
+struct ChunkParams {
+    start: u32,
+    count: u32,
+    // 1 if this is the first chunk (start a fresh state), else 0.
+    first: u32,
+    // 1 if this is the last chunk (finish the step), else 0.
+    last: u32,
+}

@@ -1,7 +1,10 @@
 //! The CPU engine: the same stages as the shaders, in f32, one file per stage with the
-//! shader's name, run over particles in parallel with rayon.
+//! shader's name (the scalar twins, the specification), and `fast.rs`, the SIMD kernel
+//! that runs them for real, over particles in parallel with rayon.
 
+pub mod approx;
 pub mod em_step;
+pub mod fast;
 pub mod init_noise;
 pub mod score;
 
@@ -11,8 +14,17 @@ use crate::params::{StepParams, MAX_DIM};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Particles per work item: small enough to balance, large enough to amortise.
-const CHUNK: usize = 1024;
+/// Most particles per rayon work item (a multiple of `fast::LANES`).
+const MAX_BLOCK: usize = 1024;
+
+/// Particles per rayon work item: about 16 items per thread for load balance and
+/// progress, a multiple of the SIMD chunk, at most `MAX_BLOCK`.
+fn block_len(particles: usize) -> usize {
+    let per_item = particles.div_ceil(rayon::current_num_threads().max(1) * 16);
+    per_item
+        .next_multiple_of(fast::LANES)
+        .clamp(fast::LANES, MAX_BLOCK)
+}
 
 #[derive(Debug, Default)]
 pub struct CpuEngine;
@@ -72,7 +84,7 @@ impl Engine for CpuEngine {
     }
 
     fn device_name(&self) -> String {
-        cpu_name()
+        format!("{} ({})", cpu_name(), fast::Isa::detect().name())
     }
 
     fn max_batch_particles(&self, _dim: usize) -> usize {
@@ -95,28 +107,32 @@ impl Engine for CpuEngine {
             ));
         }
         let training = score::pad_training(&problem.dataset.points, dim);
-        let steps: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
+        if training.is_empty() {
+            return Err(Error::invalid("dataset", "the training set is empty"));
+        }
+        let steps: Vec<fast::FastStep> = problem
+            .steps
+            .iter()
+            .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
+            .collect();
+        let kernel = fast::Kernel {
+            dim,
+            training: &training,
+            steps: &steps,
+            key: crate::philox::seed_key(problem.seed),
+            initial_std: problem.initial_std as f32,
+        };
+        let isa = fast::Isa::detect();
         let n = samples.len() / dim;
-        let initial_std = problem.initial_std as f32;
-        let seed = problem.seed;
+        let block = block_len(n);
         run_with_progress(n, steps.len(), on_step, |done| {
             initial
-                .par_chunks_mut(CHUNK * dim)
-                .zip(samples.par_chunks_mut(CHUNK * dim))
+                .par_chunks_mut(block * dim)
+                .zip(samples.par_chunks_mut(block * dim))
                 .enumerate()
                 .for_each(|(c, (initial, samples))| {
-                    let start = c * CHUNK;
-                    let rows = initial.chunks_mut(dim).zip(samples.chunks_mut(dim));
-                    for (i, (x0, out)) in rows.enumerate() {
-                        let particle = first_particle + (start + i) as u64;
-                        let mut x = init_noise::init_noise(seed, particle, initial_std);
-                        x[dim..].fill(0.0);
-                        x0.copy_from_slice(&x[..dim]);
-                        for step in &steps {
-                            x = em_step::em_step(x, dim, &training, step, seed, particle);
-                        }
-                        out.copy_from_slice(&x[..dim]);
-                    }
+                    let first = first_particle + (c * block) as u64;
+                    fast::run(&kernel, isa, first, initial, samples);
                     done.fetch_add(samples.len() / dim, Ordering::Relaxed);
                 });
         });

@@ -117,7 +117,7 @@ impl GpuContext {
                     }
                     _ => "",
                 };
-                *slot = Some(format!("{e}{hint}"));
+                *slot = Some(format!("{}{hint}", error_chain(&e)));
             }
         }));
         let on_lost = failure.clone();
@@ -214,6 +214,18 @@ impl GpuContext {
         self.queue.submit([encoder.finish()]);
         map_and_copy(self, &staging, bytes)
     }
+}
+
+/// An error with all its sources: wgpu's top-level message alone is just "Validation Error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Map an already-filled MAP_READ buffer and copy its first `bytes` bytes out.

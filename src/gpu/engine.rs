@@ -3,10 +3,12 @@
 //! offset into a buffer uploaded once per run) and reads back only at the end.
 
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
-use super::shaders::{EM_STEP_STAGE, INIT_NOISE_STAGE, SCORE_STAGE};
+use super::shaders::{
+    EM_STEP_STAGE, EM_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_STAGE, SCORE_TILED_STAGE,
+};
 use crate::engine::{Backend, Engine, Problem};
 use crate::error::{Error, Result};
-use crate::params::{RunParams, StepParams, MAX_DIM};
+use crate::params::{training_chunks, ChunkParams, RunParams, StepParams, MAX_DIM};
 use crate::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
 
@@ -17,6 +19,22 @@ const STEPS_PER_SUBMISSION: usize = 10;
 /// Default threads per workgroup. Results do not depend on it (tested).
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
 
+/// How the score kernels reduce over the training points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduction {
+    /// `Tiled` from `TILED_MIN_TRAINING_POINTS` training points on, `Simple` below.
+    Auto,
+    /// Every invocation reads every training point from the storage buffer.
+    Simple,
+    /// Training points staged through workgroup shared memory, a tile at a time.
+    Tiled,
+}
+
+/// Training-set size from which `Reduction::Auto` picks the tiled kernel: one tile of
+/// `shaders/common/training_tiled.wgsl`. Below it a tile would be mostly empty.
+pub const TILED_MIN_TRAINING_POINTS: usize = 256;
+
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
     training_key: Vec<u32>,
@@ -24,6 +42,10 @@ struct ProblemBuffers {
     training: wgpu::Buffer,
     steps: wgpu::Buffer,
     step_stride: u64,
+    /// One `ChunkParams` per chunk of training points, at `uniform_stride` offsets.
+    chunks: wgpu::Buffer,
+    n_chunks: usize,
+    uniform_stride: u64,
 }
 
 /// Per-batch buffers, grown on demand and reused.
@@ -31,17 +53,26 @@ struct BatchBuffers {
     capacity_bytes: u64,
     particles: wgpu::Buffer,
     scratch: wgpu::Buffer,
+    /// Online-softmax state carried between chunk dispatches (32 bytes a particle), or
+    /// a placeholder when the training set fits one chunk.
+    softmax_state: wgpu::Buffer,
 }
 
 pub struct GpuEngine {
     ctx: GpuContext,
     main_layout: wgpu::BindGroupLayout,
     step_layout: wgpu::BindGroupLayout,
+    chunk_layout: wgpu::BindGroupLayout,
     init_pipeline: wgpu::ComputePipeline,
     step_pipeline: wgpu::ComputePipeline,
+    step_tiled_pipeline: wgpu::ComputePipeline,
     score_pipeline: wgpu::ComputePipeline,
+    score_tiled_pipeline: wgpu::ComputePipeline,
     run_params: wgpu::Buffer,
     workgroup_size: u32,
+    reduction: Reduction,
+    timestamps: Option<Timestamps>,
+    last_kernel_seconds: Option<f64>,
     problem: Option<ProblemBuffers>,
     batch: Option<BatchBuffers>,
 }
@@ -98,6 +129,7 @@ impl GpuEngine {
                 storage_entry(1, false),
                 storage_entry(2, true),
                 storage_entry(3, false),
+                storage_entry(4, false),
             ],
         });
         // Group 1: this step's parameters, at a dynamic offset.
@@ -105,14 +137,26 @@ impl GpuEngine {
             label: Some("step"),
             entries: &[uniform_entry(0, true)],
         });
+        // Group 2: the chunk of training points this dispatch reduces, at a dynamic offset.
+        let chunk_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("chunk"),
+            entries: &[uniform_entry(0, true)],
+        });
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("sampler"),
-            bind_group_layouts: &[Some(&main_layout), Some(&step_layout)],
+            bind_group_layouts: &[Some(&main_layout), Some(&step_layout), Some(&chunk_layout)],
             immediate_size: 0,
         });
         let init_pipeline = ctx.pipeline(&INIT_NOISE_STAGE, Some(&layout), workgroup_size);
         let step_pipeline = ctx.pipeline(&EM_STEP_STAGE, Some(&layout), workgroup_size);
+        let step_tiled_pipeline =
+            ctx.pipeline(&EM_STEP_TILED_STAGE, Some(&layout), workgroup_size);
         let score_pipeline = ctx.pipeline(&SCORE_STAGE, Some(&layout), workgroup_size);
+        let score_tiled_pipeline = ctx.pipeline(&SCORE_TILED_STAGE, Some(&layout), workgroup_size);
+        let timestamps = ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| Timestamps::new(&ctx));
         let run_params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("run params"),
             size: std::mem::size_of::<RunParams>() as u64,
@@ -124,11 +168,17 @@ impl GpuEngine {
             ctx,
             main_layout,
             step_layout,
+            chunk_layout,
             init_pipeline,
             step_pipeline,
+            step_tiled_pipeline,
             score_pipeline,
+            score_tiled_pipeline,
             run_params,
             workgroup_size,
+            reduction: Reduction::Auto,
+            timestamps,
+            last_kernel_seconds: None,
             problem: None,
             batch: None,
         })
@@ -136,6 +186,25 @@ impl GpuEngine {
 
     pub fn context(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// Force a reduction strategy (tests, benchmarks); the default is `Auto`.
+    pub fn set_reduction(&mut self, reduction: Reduction) {
+        self.reduction = reduction;
+    }
+
+    /// Whether a training set of `n_train` points runs on the tiled kernels.
+    pub fn uses_tiled(&self, n_train: usize) -> bool {
+        match self.reduction {
+            Reduction::Auto => n_train >= TILED_MIN_TRAINING_POINTS,
+            Reduction::Simple => false,
+            Reduction::Tiled => true,
+        }
+    }
+
+    /// GPU time of the last batch's steps, from timestamp queries, when supported.
+    pub fn last_kernel_seconds(&self) -> Option<f64> {
+        self.last_kernel_seconds
     }
 
     /// Upload training points (padded to vec4) and all steps' parameters, unless the
@@ -162,6 +231,19 @@ impl GpuEngine {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
         let size = std::mem::size_of::<StepParams>() as u64;
         let step_stride = size.div_ceil(align) * align;
+        let chunks = training_chunks(padded.len() / 4);
+        let chunk_size = std::mem::size_of::<ChunkParams>() as u64;
+        let uniform_stride = chunk_size.div_ceil(align) * align;
+        let mut chunk_bytes = vec![0u8; (uniform_stride as usize) * chunks.len()];
+        for (c, chunk) in chunks.iter().enumerate() {
+            let at = c * uniform_stride as usize;
+            chunk_bytes[at..at + chunk_size as usize].copy_from_slice(bytemuck::bytes_of(chunk));
+        }
+        let chunks_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("chunk params"),
+            contents: &chunk_bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
         let mut bytes = vec![0u8; step_stride as usize * steps.len().max(1)];
         for (k, s) in steps.iter().enumerate() {
             let at = k * step_stride as usize;
@@ -178,16 +260,20 @@ impl GpuEngine {
             training,
             steps: steps_buffer,
             step_stride,
+            chunks: chunks_buffer,
+            n_chunks: chunks.len(),
+            uniform_stride,
         });
     }
 
-    /// Make sure the particle and scratch buffers hold at least `bytes`.
-    fn prepare_batch(&mut self, bytes: u64) {
-        if self
-            .batch
-            .as_ref()
-            .is_some_and(|b| b.capacity_bytes >= bytes)
-        {
+    /// Make sure the particle and scratch buffers hold at least `bytes`, and the softmax
+    /// state buffer enough for them when the training set needs several chunks.
+    fn prepare_batch(&mut self, bytes: u64, dim: usize) {
+        let chunked = self.problem.as_ref().is_some_and(|p| p.n_chunks > 1);
+        let state_bytes = if chunked { bytes / (4 * dim as u64) * 32 } else { 32 };
+        if self.batch.as_ref().is_some_and(|b| {
+            b.capacity_bytes >= bytes && b.softmax_state.size() >= state_bytes
+        }) {
             return;
         }
         let device = &self.ctx.device;
@@ -204,6 +290,12 @@ impl GpuEngine {
             capacity_bytes: bytes,
             particles: make("particles", U::STORAGE | U::COPY_SRC | U::COPY_DST),
             scratch: make("scratch", U::STORAGE | U::COPY_SRC),
+            softmax_state: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("softmax state"),
+                size: state_bytes,
+                usage: U::STORAGE,
+                mapped_at_creation: false,
+            }),
         });
     }
 
@@ -241,6 +333,10 @@ impl GpuEngine {
                         binding: 3,
                         resource: b.scratch.as_entire_binding(),
                     },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: b.softmax_state.as_entire_binding(),
+                    },
                 ],
             })
     }
@@ -264,6 +360,33 @@ impl GpuEngine {
                     }),
                 }],
             })
+    }
+
+    fn chunk_bind_group(&self) -> wgpu::BindGroup {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("chunk"),
+                layout: &self.chunk_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &p.chunks,
+                        offset: 0,
+                        size: Some(
+                            std::num::NonZeroU64::new(std::mem::size_of::<ChunkParams>() as u64)
+                                .unwrap(),
+                        ),
+                    }),
+                }],
+            })
+    }
+
+    /// Chunk offsets into the chunk-params buffer, in dispatch order.
+    fn chunk_offsets(&self) -> Vec<u32> {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        (0..p.n_chunks).map(|c| (c as u64 * p.uniform_stride) as u32).collect()
     }
 
     fn check_dim(dim: usize) -> Result<()> {
@@ -300,7 +423,7 @@ impl GpuEngine {
             dim,
             vec![StepParams::for_score(schedule, tau)],
         );
-        self.prepare_batch(bytes.max(16));
+        self.prepare_batch(bytes.max(16), dim);
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
         let mut run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
         run.threads_per_row = threads_per_row;
@@ -313,19 +436,72 @@ impl GpuEngine {
         );
         let main = self.main_bind_group();
         let step = self.step_bind_group();
+        let chunk_group = self.chunk_bind_group();
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.score_pipeline);
+            pass.set_pipeline(if self.uses_tiled(dataset.len()) {
+                &self.score_tiled_pipeline
+            } else {
+                &self.score_pipeline
+            });
             pass.set_bind_group(0, &main, &[]);
             pass.set_bind_group(1, &step, &[0]);
-            pass.dispatch_workgroups(gx, gy, 1);
+            for offset in self.chunk_offsets() {
+                pass.set_bind_group(2, &chunk_group, &[offset]);
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
         }
         queue.submit([encoder.finish()]);
         let out = self
             .ctx
             .read_buffer(&self.batch.as_ref().unwrap().scratch, bytes)?;
         Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+}
+
+/// A pair of timestamp queries around a batch's steps, and the buffers to read them.
+struct Timestamps {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    period_ns: f32,
+}
+
+impl Timestamps {
+    fn new(ctx: &GpuContext) -> Self {
+        let device = &ctx.device;
+        Self {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("step timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            period_ns: ctx.queue.get_timestamp_period(),
+        }
+    }
+
+    fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0);
+        encoder.copy_buffer_to_buffer(&self.resolved, 0, &self.readback, 0, 16);
+    }
+
+    fn read_seconds(&self, ctx: &GpuContext) -> Result<f64> {
+        let bytes = map_and_copy(ctx, &self.readback, 16)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        Ok(ticks[1].wrapping_sub(ticks[0]) as f64 * self.period_ns as f64 * 1e-9)
     }
 }
 
@@ -338,8 +514,13 @@ impl Engine for GpuEngine {
         self.ctx.adapter_name()
     }
 
+    fn kernel_seconds(&self) -> Option<f64> {
+        self.last_kernel_seconds
+    }
+
     fn max_batch_particles(&self, dim: usize) -> usize {
-        let per_particle = (dim.max(1) * 4) as u64;
+        // The softmax state (32 bytes a particle) bounds batches of chunked problems.
+        let per_particle = (dim.max(1) * 4).max(32) as u64;
         (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
     }
 
@@ -366,7 +547,7 @@ impl Engine for GpuEngine {
         }
         let steps: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
         self.prepare_problem(&problem.dataset.points, dim, steps);
-        self.prepare_batch(bytes);
+        self.prepare_batch(bytes, dim);
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
         let mut run = RunParams::new(
@@ -384,6 +565,8 @@ impl Engine for GpuEngine {
 
         let main = self.main_bind_group();
         let step_group = self.step_bind_group();
+        let chunk_group = self.chunk_bind_group();
+        let chunk_offsets = self.chunk_offsets();
         let stride = self.problem.as_ref().unwrap().step_stride;
         let batch = self.batch.as_ref().unwrap();
         let device = &self.ctx.device;
@@ -405,6 +588,7 @@ impl Engine for GpuEngine {
             pass.set_pipeline(&self.init_pipeline);
             pass.set_bind_group(0, &main, &[]);
             pass.set_bind_group(1, &step_group, &[0]);
+            pass.set_bind_group(2, &chunk_group, &[0]);
             pass.dispatch_workgroups(gx, gy, 1);
         }
         encoder.copy_buffer_to_buffer(&batch.particles, 0, &initial_staging, 0, bytes);
@@ -412,21 +596,46 @@ impl Engine for GpuEngine {
 
         // All steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
         let n_steps = problem.steps.len();
+        let step_pipeline = if self.uses_tiled(problem.dataset.len()) {
+            &self.step_tiled_pipeline
+        } else {
+            &self.step_pipeline
+        };
         let mut submissions = Vec::new();
         for chunk_start in (0..n_steps).step_by(STEPS_PER_SUBMISSION) {
             let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
             let mut encoder = device.create_command_encoder(&Default::default());
             {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&self.step_pipeline);
+                // Timestamps bracket all steps: start of the first pass, end of the last.
+                let (first, last) = (chunk_start == 0, chunk_end == n_steps);
+                let timestamp_writes = self
+                    .timestamps
+                    .as_ref()
+                    .filter(|_| first || last)
+                    .map(|t| wgpu::ComputePassTimestampWrites {
+                        query_set: &t.queries,
+                        beginning_of_pass_write_index: first.then_some(0),
+                        end_of_pass_write_index: last.then_some(1),
+                    });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("em steps"),
+                    timestamp_writes,
+                });
+                pass.set_pipeline(step_pipeline);
                 pass.set_bind_group(0, &main, &[]);
                 for k in chunk_start..chunk_end {
                     pass.set_bind_group(1, &step_group, &[(k as u64 * stride) as u32]);
-                    pass.dispatch_workgroups(gx, gy, 1);
+                    for &offset in &chunk_offsets {
+                        pass.set_bind_group(2, &chunk_group, &[offset]);
+                        pass.dispatch_workgroups(gx, gy, 1);
+                    }
                 }
             }
             if chunk_end == n_steps {
                 encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+                if let Some(t) = &self.timestamps {
+                    t.resolve(&mut encoder);
+                }
             }
             submissions.push((chunk_end, self.ctx.queue.submit([encoder.finish()])));
         }
@@ -455,6 +664,10 @@ impl Engine for GpuEngine {
             &final_staging,
             bytes,
         )?));
+        self.last_kernel_seconds = match (&self.timestamps, n_steps) {
+            (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
+            _ => None,
+        };
         Ok(())
     }
 }

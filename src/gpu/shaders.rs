@@ -4,6 +4,8 @@
 const PARAMS: &str = include_str!("../../shaders/common/params.wgsl");
 const PHILOX: &str = include_str!("../../shaders/common/philox.wgsl");
 const SCORE_COMMON: &str = include_str!("../../shaders/common/score.wgsl");
+const TRAINING_SIMPLE: &str = include_str!("../../shaders/common/training_simple.wgsl");
+const TRAINING_TILED: &str = include_str!("../../shaders/common/training_tiled.wgsl");
 
 const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
@@ -28,13 +30,23 @@ pub const INIT_NOISE_STAGE: Stage = Stage {
     entry_point: "init_noise",
     parts: &[PARAMS, PHILOX, INIT_NOISE],
 };
+/// The Euler–Maruyama step with the simple reduction (small training sets).
 pub const EM_STEP_STAGE: Stage = Stage {
     entry_point: "em_step",
-    parts: &[PARAMS, PHILOX, SCORE_COMMON, EM_STEP],
+    parts: &[PARAMS, PHILOX, SCORE_COMMON, TRAINING_SIMPLE, EM_STEP],
+};
+/// The Euler–Maruyama step with training points tiled through shared memory.
+pub const EM_STEP_TILED_STAGE: Stage = Stage {
+    entry_point: "em_step",
+    parts: &[PARAMS, PHILOX, SCORE_COMMON, TRAINING_TILED, EM_STEP],
 };
 pub const SCORE_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, SCORE],
+    parts: &[PARAMS, SCORE_COMMON, TRAINING_SIMPLE, SCORE],
+};
+pub const SCORE_TILED_STAGE: Stage = Stage {
+    entry_point: "score",
+    parts: &[PARAMS, SCORE_COMMON, TRAINING_TILED, SCORE],
 };
 pub const PHILOX_KAT_STAGE: Stage = Stage {
     entry_point: "philox_kat",
@@ -45,6 +57,8 @@ pub const PHILOX_KAT_STAGE: Stage = Stage {
 pub const ALL_STAGES: &[Stage] = &[
     INIT_NOISE_STAGE,
     EM_STEP_STAGE,
+    EM_STEP_TILED_STAGE,
     SCORE_STAGE,
+    SCORE_TILED_STAGE,
     PHILOX_KAT_STAGE,
 ];

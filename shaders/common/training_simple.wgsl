@@ -1,0 +1,25 @@
+// The simple reduction: every invocation reads every training point of the chunk from
+// the storage buffer (through the cache). Fastest for small training sets.
+// Needs `training: array<vec4<f32>>` and `chunk: ChunkParams` in the assembled module.
+
+// Points summed into one block state before merging (see online_softmax_merge).
+const BLOCK: u32 = 256u;
+
+fn accumulate_training(
+    state: ptr<function, OnlineSoftmax>,
+    x: vec4<f32>,
+    in_batch: bool,
+    local_index: u32,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) {
+    for (var offset = 0u; offset < chunk.count; offset += BLOCK) {
+        let end = chunk.start + offset + min(BLOCK, chunk.count - offset);
+        var block = online_softmax_new();
+        for (var i = chunk.start + offset; i < end; i++) {
+            let xi = training[i];
+            online_softmax_push(&block, potential(x, xi, mean_scale, inv_two_sigma2), xi);
+        }
+        online_softmax_merge(state, block);
+    }
+}
