@@ -32,6 +32,47 @@ pub struct Cli {
 pub enum Command {
     /// Sample the reverse SDE and write samples, density images, metrics and run.json.
     Sample(SampleArgs),
+    /// Time the engines on a matrix of workloads and print a markdown table.
+    Bench(BenchArgs),
+}
+
+/// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
+/// runs of the sampler (initial noise, all steps, readback; no file output) on the
+/// training set circle:N in D = 2.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Particle counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1e4,1e5,1e6", value_parser = parse_count)]
+    pub particles: Vec<u64>,
+
+    /// Training-set sizes N (circle:N), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,1024,65536", value_parser = parse_count_usize)]
+    pub training_points: Vec<usize>,
+
+    /// Backends to measure, comma-separated (unavailable ones are reported as such).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "gpu,cpu,reference")]
+    pub backends: Vec<Backend>,
+
+    /// Number of time points S (S-1 steps).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+
+    /// Untimed runs before the timed ones (pipeline compilation, caches, thread pools).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+
+    /// Timed runs per cell; the table shows their median, min and max.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+
+    /// Skip a cell whose estimated time (from the cells measured before it, warm-up and
+    /// repeats included) exceeds this many seconds. The table says which were skipped.
+    #[arg(long, default_value_t = 8.0)]
+    pub max_cell_seconds: f64,
+
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Options of `memodiff sample`. The defaults reproduce the reference memorization
@@ -308,9 +349,60 @@ fn print_summary(r: &RunReport, out: &std::path::Path) {
     println!("wrote {}: {}", out.display(), r.files.join(", "));
 }
 
+/// `memodiff bench`: run the matrix, print a markdown table, optionally write JSON.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.repeats == 0 {
+        return Err(crate::Error::invalid("--repeats", "must be at least 1"));
+    }
+    if args.steps < 2 {
+        return Err(crate::Error::invalid("--steps", "must be at least 2"));
+    }
+    if args.particles.contains(&0) || args.training_points.contains(&0) {
+        return Err(crate::Error::invalid(
+            "--particles/--training-points",
+            "must be at least 1",
+        ));
+    }
+    if args.backends.contains(&Backend::Auto) {
+        return Err(crate::Error::invalid(
+            "--backends",
+            "name the backends to measure: gpu, cpu, reference",
+        ));
+    }
+    let plan = crate::bench::BenchPlan {
+        particles: args.particles.clone(),
+        training_points: args.training_points.clone(),
+        backends: args.backends.clone(),
+        time_points: args.steps,
+        warmup: args.warmup,
+        repeats: args.repeats,
+        max_cell_seconds: args.max_cell_seconds,
+    };
+    let interactive = std::io::stderr().is_terminal();
+    let rows = crate::bench::run(&plan, &mut |row| {
+        if interactive {
+            let what = match (row.median_s, &row.note) {
+                (Some(m), _) => format!("{m:.4} s"),
+                (None, Some(note)) => note.clone(),
+                _ => String::new(),
+            };
+            eprintln!(
+                "{} P={} N={}: {what}",
+                row.backend, row.particles, row.training_points
+            );
+        }
+    })?;
+    print!("{}", crate::bench::markdown(&rows));
+    if let Some(path) = &args.json {
+        crate::output::write_json(path, &rows)?;
+    }
+    Ok(())
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(args) => sample(&args).map(|_| ()),
+        Command::Bench(args) => bench(&args),
     }
 }

@@ -1,6 +1,7 @@
 //! memodiff: reverse-time diffusion sampling driven by the exact empirical score of a
 //! finite training set, on the GPU (wgpu/WGSL) with a CPU twin of every stage.
 
+pub mod bench;
 pub mod cli;
 pub mod colormap;
 pub mod cpu;
