@@ -101,7 +101,14 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
         let mut engine = match open(backend) {
             Ok(engine) => engine,
             Err(why) => {
-                let row = skipped(backend, "-".into(), 0, 0, steps, format!("unavailable: {why}"));
+                let row = skipped(
+                    backend,
+                    "-".into(),
+                    0,
+                    0,
+                    steps,
+                    format!("unavailable: {why}"),
+                );
                 report(&row);
                 rows.push(row);
                 continue;
@@ -113,7 +120,13 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
             // Probe before committing to a cell: the cost per particle-step varies a lot
             // with N and with the backend. Two 2-step runs (1 particle, then the smallest
             // count) separate the fixed cost per run from the cost per particle-step.
-            let probe_particles = plan.particles.iter().copied().min().unwrap_or(1).min(10_000);
+            let probe_particles = plan
+                .particles
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(1)
+                .min(10_000);
             let mut probe_time = |particles: u64| -> Result<f64> {
                 let mut probe = SampleConfig::new(dataset.clone());
                 probe.particles = particles;
@@ -128,8 +141,7 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
             for &particles in &plan.particles {
                 let work = particles as f64 * n_train as f64 * steps as f64;
                 let runs = (plan.warmup + plan.repeats) as f64;
-                let estimate =
-                    (fixed + per_particle_step * particles as f64 * steps as f64) * runs;
+                let estimate = (fixed + per_particle_step * particles as f64 * steps as f64) * runs;
                 if estimate > plan.max_cell_seconds {
                     let row = skipped(
                         backend,
@@ -244,7 +256,8 @@ pub fn markdown(rows: &[BenchRow]) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
-        let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "—".into());
+        let opt =
+            |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "—".into());
         let timing = match (r.median_s, &r.note) {
             (Some(m), _) => format!("{m:.4}"),
             (None, Some(note)) => note.clone(),

@@ -50,7 +50,12 @@ pub struct BenchArgs {
     pub training_points: Vec<usize>,
 
     /// Backends to measure, comma-separated (unavailable ones are reported as such).
-    #[arg(long, value_delimiter = ',', value_enum, default_value = "gpu,cpu,reference")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "gpu,cpu,reference"
+    )]
     pub backends: Vec<Backend>,
 
     /// Number of time points S (S-1 steps).

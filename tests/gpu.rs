@@ -19,7 +19,11 @@ fn philox_known_answers_on_gpu() {
     };
     // Random123 kat_vectors for philox4x32_10.
     let known = [
-        ([0u32; 4], [0u32; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+        (
+            [0u32; 4],
+            [0u32; 2],
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+        ),
         (
             [u32::MAX; 4],
             [u32::MAX; 2],
@@ -36,7 +40,10 @@ fn philox_known_answers_on_gpu() {
     let mut cases: Vec<([u32; 4], [u32; 2])> = known.iter().map(|(c, k, _)| (*c, *k)).collect();
     for i in 0..1000u64 {
         let particle = i * 0x9E37_79B9_7F4A_7C15;
-        cases.push((counter(particle, (i % 99) as u32, (i % 3) as u32), seed_key(i ^ 0xDEAD_BEEF_0000_0001)));
+        cases.push((
+            counter(particle, (i % 99) as u32, (i % 3) as u32),
+            seed_key(i ^ 0xDEAD_BEEF_0000_0001),
+        ));
     }
     let (words, normals) = philox_on_gpu(engine.context(), &cases).expect("gpu philox");
     for (i, (_, _, expected)) in known.iter().enumerate() {
@@ -53,7 +60,10 @@ fn philox_known_answers_on_gpu() {
         }
     }
     // Same integers; floats differ only by the GPU's log/cos/sin ulps.
-    assert!(worst < 1e-4, "GPU vs CPU Box–Muller normals differ by {worst}");
+    assert!(
+        worst < 1e-4,
+        "GPU vs CPU Box–Muller normals differ by {worst}"
+    );
 }
 
 fn grid_points(n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -77,7 +87,9 @@ fn gpu_score_matches_reference_on_a_grid() {
     let schedule = VpSchedule::default();
     let points = grid_points(32, -1.5, 1.5);
     for tau in [0.005, 0.5] {
-        let gpu = engine.evaluate_score(&data, &schedule, tau, &points).unwrap();
+        let gpu = engine
+            .evaluate_score(&data, &schedule, tau, &points)
+            .unwrap();
         let sigma2 = schedule.sigma2(tau);
         let (mut err2, mut ref2, mut worst) = (0f64, 0f64, 0f64);
         for (i, p) in points.chunks(2).enumerate() {
@@ -96,8 +108,14 @@ fn gpu_score_matches_reference_on_a_grid() {
             worst = worst.max(err / scale);
         }
         let global = (err2 / ref2).sqrt();
-        assert!(global < 1e-4, "t = {tau}: relative L2 error over the grid {global:e}");
-        assert!(worst < 1e-4, "t = {tau}: worst pointwise relative error {worst:e}");
+        assert!(
+            global < 1e-4,
+            "t = {tau}: relative L2 error over the grid {global:e}"
+        );
+        assert!(
+            worst < 1e-4,
+            "t = {tau}: worst pointwise relative error {worst:e}"
+        );
     }
 }
 
@@ -115,14 +133,25 @@ fn gpu_score_is_finite_far_away_at_the_smallest_time() {
         points.extend([1e3 * a.cos(), 1e3 * a.sin()]);
     }
     points.extend([1e3, 0.0, 0.0, -1e3]);
-    let gpu = engine.evaluate_score(&data, &schedule, smallest_tau, &points).unwrap();
+    let gpu = engine
+        .evaluate_score(&data, &schedule, smallest_tau, &points)
+        .unwrap();
     for (i, p) in points.chunks(2).enumerate() {
         let x = [p[0] as f64, p[1] as f64];
         let r = reference::score(&data, &schedule, smallest_tau, &x);
         for d in 0..2 {
-            assert!(gpu[2 * i + d].is_finite(), "score at {x:?} is {}", gpu[2 * i + d]);
+            assert!(
+                gpu[2 * i + d].is_finite(),
+                "score at {x:?} is {}",
+                gpu[2 * i + d]
+            );
             let rel = (gpu[2 * i + d] as f64 - r[d]).abs() / (r[0].hypot(r[1]));
-            assert!(rel < 1e-4, "score at {x:?}: gpu {} vs reference {}", gpu[2 * i + d], r[d]);
+            assert!(
+                rel < 1e-4,
+                "score at {x:?}: gpu {} vs reference {}",
+                gpu[2 * i + d],
+                r[d]
+            );
         }
     }
 }
@@ -143,17 +172,27 @@ fn gpu_cpu_and_reference_trajectories_agree() {
     let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
     let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
     let n = config.particles as usize;
-    for (name, a, b) in [("gpu/cpu", &g, &c), ("gpu/reference", &g, &r), ("cpu/reference", &c, &r)] {
+    for (name, a, b) in [
+        ("gpu/cpu", &g, &c),
+        ("gpu/reference", &g, &r),
+        ("cpu/reference", &c, &r),
+    ] {
         assert!(a.samples.iter().chain(&b.samples).all(|v| v.is_finite()));
         let close = (0..n)
             .filter(|&i| row_distance(&a.samples, &b.samples, 2, i) <= 1e-3)
             .count();
         let fraction = close as f64 / n as f64;
-        assert!(fraction >= 0.999, "{name}: only {fraction} of particles agree within 1e-3");
+        assert!(
+            fraction >= 0.999,
+            "{name}: only {fraction} of particles agree within 1e-3"
+        );
         let initial_worst = (0..n)
             .map(|i| row_distance(&a.initial, &b.initial, 2, i))
             .fold(0.0, f32::max);
-        assert!(initial_worst < 1e-4, "{name}: initial noise differs by {initial_worst}");
+        assert!(
+            initial_worst < 1e-4,
+            "{name}: initial noise differs by {initial_worst}"
+        );
     }
 }
 
@@ -166,12 +205,18 @@ fn gpu_results_do_not_depend_on_batch_or_workgroup_size() {
     let whole = run_collect(&config, &mut gpu).unwrap();
     config.batch = Some(3_000);
     let batched = run_collect(&config, &mut gpu).unwrap();
-    assert_eq!(whole.samples, batched.samples, "batching changed the samples");
+    assert_eq!(
+        whole.samples, batched.samples,
+        "batching changed the samples"
+    );
     assert_eq!(whole.initial, batched.initial);
     let mut wide = gpu_engine_with("workgroup 256", 256).unwrap();
     config.batch = Some(7_777);
     let other_geometry = run_collect(&config, &mut wide).unwrap();
-    assert_eq!(whole.samples, other_geometry.samples, "workgroup size changed the samples");
+    assert_eq!(
+        whole.samples, other_geometry.samples,
+        "workgroup size changed the samples"
+    );
     config.seed = 1;
     let other_seed = run_collect(&config, &mut gpu).unwrap();
     let differing = whole
@@ -180,7 +225,10 @@ fn gpu_results_do_not_depend_on_batch_or_workgroup_size() {
         .zip(&other_seed.samples)
         .filter(|(a, b)| a != b)
         .count();
-    assert!(differing > whole.samples.len() / 2, "a new seed changed only {differing} values");
+    assert!(
+        differing > whole.samples.len() / 2,
+        "a new seed changed only {differing} values"
+    );
 }
 
 #[test]
@@ -197,7 +245,10 @@ fn gpu_samples_memorize_the_training_set() {
         let (best, dist) = (0..8)
             .map(|i| {
                 let q = data.point(i);
-                (i, ((p[0] as f64 - q[0]).powi(2) + (p[1] as f64 - q[1]).powi(2)).sqrt())
+                (
+                    i,
+                    ((p[0] as f64 - q[0]).powi(2) + (p[1] as f64 - q[1]).powi(2)).sqrt(),
+                )
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap();
@@ -205,10 +256,16 @@ fn gpu_samples_memorize_the_training_set() {
         within += (dist < 0.1) as usize;
     }
     let n = out.samples.len() / 2;
-    assert!(within as f64 >= 0.99 * n as f64, "only {within} of {n} within 0.1");
+    assert!(
+        within as f64 >= 0.99 * n as f64,
+        "only {within} of {n} within 0.1"
+    );
     for (i, c) in counts.iter().enumerate() {
         let share = *c as f64 / n as f64;
-        assert!((0.10..=0.15).contains(&share), "training point {i} holds {share}");
+        assert!(
+            (0.10..=0.15).contains(&share),
+            "training point {i} holds {share}"
+        );
     }
 }
 
@@ -218,7 +275,9 @@ fn gpu_matches_cpu_in_dimensions_one_to_four() {
         return;
     };
     for dim in 1..=4 {
-        let points: Vec<f64> = (0..6 * dim).map(|k| ((k * 37 % 13) as f64 - 6.0) / 6.0).collect();
+        let points: Vec<f64> = (0..6 * dim)
+            .map(|k| ((k * 37 % 13) as f64 - 6.0) / 6.0)
+            .collect();
         let mut config = SampleConfig::new(Dataset::new(format!("d{dim}"), dim, points).unwrap());
         config.particles = 5_000;
         let g = run_collect(&config, &mut gpu).unwrap();
@@ -226,7 +285,10 @@ fn gpu_matches_cpu_in_dimensions_one_to_four() {
         let close = (0..5_000)
             .filter(|&i| row_distance(&g.samples, &c.samples, dim, i) <= 1e-3)
             .count();
-        assert!(close >= 4_990, "D = {dim}: only {close} of 5000 particles agree within 1e-3");
+        assert!(
+            close >= 4_990,
+            "D = {dim}: only {close} of 5000 particles agree within 1e-3"
+        );
     }
 }
 
@@ -235,7 +297,9 @@ fn scattered(n: usize, dim: usize, salt: u64) -> Dataset {
     let mut state = salt;
     let points = (0..n * dim)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
@@ -262,7 +326,10 @@ fn tiled_and_simple_kernels_agree_at_tile_boundaries() {
             let close = (0..3_001)
                 .filter(|&i| row_distance(&tiled.samples, &other.samples, dim, i) <= 1e-3)
                 .count();
-            assert!(close >= 2_998, "N = {n}, D = {dim}: tiled vs {name}: {close} of 3001 agree");
+            assert!(
+                close >= 2_998,
+                "N = {n}, D = {dim}: tiled vs {name}: {close} of 3001 agree"
+            );
         }
         assert!(tiled.samples.iter().all(|v| v.is_finite()));
     }
@@ -291,7 +358,11 @@ fn tiled_score_handles_a_million_training_points() {
             // cloud of training points the score is a small difference of large terms
             // and no f32 evaluation can resolve it to 1e-4 of itself.
             let scale = r[0].hypot(r[1]).max(x[0].hypot(x[1]) / sigma2);
-            assert!(err / scale < 1e-4, "tau {tau}, x {x:?}: gpu {:?} vs {r:?}", &scores[2 * i..2 * i + 2]);
+            assert!(
+                err / scale < 1e-4,
+                "tau {tau}, x {x:?}: gpu {:?} vs {r:?}",
+                &scores[2 * i..2 * i + 2]
+            );
         }
     }
 }
@@ -315,7 +386,10 @@ fn trajectories_with_more_training_points_than_one_chunk() {
         let close = (0..300)
             .filter(|&i| row_distance(&out.samples, &reference.samples, 2, i) <= 1e-3)
             .count();
-        assert!(close >= 299, "{reduction:?}: only {close} of 300 agree with the reference");
+        assert!(
+            close >= 299,
+            "{reduction:?}: only {close} of 300 agree with the reference"
+        );
     }
     gpu.set_reduction(Reduction::Auto);
 }

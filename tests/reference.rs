@@ -43,7 +43,10 @@ fn sigma2_is_accurate_at_tiny_times() {
     assert!(rel < 1e-14, "relative error {rel:e}");
     // The naive 1 - exp(-B) loses most digits here; expm1 must not.
     let naive = 1.0 - (-b).exp();
-    assert!((naive - series).abs() / series > 1e-12, "test would not detect the naive form");
+    assert!(
+        (naive - series).abs() / series > 1e-12,
+        "test would not detect the naive form"
+    );
     // And in f32, what the shaders receive is still accurate to f32 precision.
     let as_f32 = schedule.sigma2(t) as f32;
     assert!(((as_f32 as f64) - series).abs() / series < 1e-7);
@@ -51,7 +54,9 @@ fn sigma2_is_accurate_at_tiny_times() {
 
 /// A small deterministic generator so the test needs no RNG crate state.
 fn lcg(state: &mut u64) -> f64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (*state >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -82,7 +87,11 @@ fn reference_score_is_the_gradient_of_log_p() {
                     - reference::log_density(data, &schedule, tau, &minus))
                     / (2.0 * h);
                 let rel = (fd - score[d]).abs() / norm.max(1e-12);
-                assert!(rel < 1e-6, "tau {tau}, x {x:?}, dim {d}: fd {fd} vs score {}", score[d]);
+                assert!(
+                    rel < 1e-6,
+                    "tau {tau}, x {x:?}, dim {d}: fd {fd} vs score {}",
+                    score[d]
+                );
                 checked += 1;
             }
         }

@@ -18,7 +18,10 @@ fn every_assembled_module_validates() {
             panic!("{}: {}", stage.entry_point, e.emit_to_string(&source));
         }
         assert!(
-            module.entry_points.iter().any(|ep| ep.name == stage.entry_point),
+            module
+                .entry_points
+                .iter()
+                .any(|ep| ep.name == stage.entry_point),
             "{} has no entry point of that name",
             stage.entry_point
         );

@@ -14,7 +14,7 @@ use crate::params::{StepParams, MAX_DIM};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Most particles per rayon work item (a multiple of `fast::LANES`).
+/// Most particles per rayon work item (a multiple of `fast::MAX_LANES`).
 const MAX_BLOCK: usize = 1024;
 
 /// Particles per rayon work item: about 16 items per thread for load balance and
@@ -22,8 +22,8 @@ const MAX_BLOCK: usize = 1024;
 fn block_len(particles: usize) -> usize {
     let per_item = particles.div_ceil(rayon::current_num_threads().max(1) * 16);
     per_item
-        .next_multiple_of(fast::LANES)
-        .clamp(fast::LANES, MAX_BLOCK)
+        .next_multiple_of(fast::MAX_LANES)
+        .clamp(fast::MAX_LANES, MAX_BLOCK)
 }
 
 #[derive(Debug, Default)]
@@ -60,11 +60,17 @@ pub(crate) fn run_with_progress<F>(
     F: FnOnce(&AtomicUsize) + Send,
 {
     let done = AtomicUsize::new(0);
+    let (finished_tx, finished_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
-        let worker = scope.spawn(|| job(&done));
+        let worker = scope.spawn(|| {
+            job(&done);
+            // Wake the reporting thread at once: short batches must not wait a tick.
+            let _ = finished_tx.send(());
+        });
         let mut reported = 0;
-        while !worker.is_finished() {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let tick = std::time::Duration::from_millis(50);
+        // Disconnected (the job panicked) ends the loop too.
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished_rx.recv_timeout(tick) {
             let now = done.load(Ordering::Relaxed) * steps / total_particles.max(1);
             if now > reported {
                 reported = now;

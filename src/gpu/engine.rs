@@ -149,8 +149,7 @@ impl GpuEngine {
         });
         let init_pipeline = ctx.pipeline(&INIT_NOISE_STAGE, Some(&layout), workgroup_size);
         let step_pipeline = ctx.pipeline(&EM_STEP_STAGE, Some(&layout), workgroup_size);
-        let step_tiled_pipeline =
-            ctx.pipeline(&EM_STEP_TILED_STAGE, Some(&layout), workgroup_size);
+        let step_tiled_pipeline = ctx.pipeline(&EM_STEP_TILED_STAGE, Some(&layout), workgroup_size);
         let score_pipeline = ctx.pipeline(&SCORE_STAGE, Some(&layout), workgroup_size);
         let score_tiled_pipeline = ctx.pipeline(&SCORE_TILED_STAGE, Some(&layout), workgroup_size);
         let timestamps = ctx
@@ -270,10 +269,16 @@ impl GpuEngine {
     /// state buffer enough for them when the training set needs several chunks.
     fn prepare_batch(&mut self, bytes: u64, dim: usize) {
         let chunked = self.problem.as_ref().is_some_and(|p| p.n_chunks > 1);
-        let state_bytes = if chunked { bytes / (4 * dim as u64) * 32 } else { 32 };
-        if self.batch.as_ref().is_some_and(|b| {
-            b.capacity_bytes >= bytes && b.softmax_state.size() >= state_bytes
-        }) {
+        let state_bytes = if chunked {
+            bytes / (4 * dim as u64) * 32
+        } else {
+            32
+        };
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.capacity_bytes >= bytes && b.softmax_state.size() >= state_bytes)
+        {
             return;
         }
         let device = &self.ctx.device;
@@ -386,7 +391,9 @@ impl GpuEngine {
     /// Chunk offsets into the chunk-params buffer, in dispatch order.
     fn chunk_offsets(&self) -> Vec<u32> {
         let p = self.problem.as_ref().expect("problem uploaded");
-        (0..p.n_chunks).map(|c| (c as u64 * p.uniform_stride) as u32).collect()
+        (0..p.n_chunks)
+            .map(|c| (c as u64 * p.uniform_stride) as u32)
+            .collect()
     }
 
     fn check_dim(dim: usize) -> Result<()> {
@@ -608,14 +615,13 @@ impl Engine for GpuEngine {
             {
                 // Timestamps bracket all steps: start of the first pass, end of the last.
                 let (first, last) = (chunk_start == 0, chunk_end == n_steps);
-                let timestamp_writes = self
-                    .timestamps
-                    .as_ref()
-                    .filter(|_| first || last)
-                    .map(|t| wgpu::ComputePassTimestampWrites {
-                        query_set: &t.queries,
-                        beginning_of_pass_write_index: first.then_some(0),
-                        end_of_pass_write_index: last.then_some(1),
+                let timestamp_writes =
+                    self.timestamps.as_ref().filter(|_| first || last).map(|t| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: &t.queries,
+                            beginning_of_pass_write_index: first.then_some(0),
+                            end_of_pass_write_index: last.then_some(1),
+                        }
                     });
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("em steps"),

@@ -16,7 +16,9 @@ pub fn gpu_engine(test: &str) -> Option<GpuEngine> {
 pub fn gpu_engine_with(test: &str, workgroup_size: u32) -> Option<GpuEngine> {
     match GpuEngine::with_workgroup_size(AdapterChoice::Any, workgroup_size) {
         Ok(engine) => Some(engine),
-        Err(e @ memodiff::Error::NoAdapter(_)) if std::env::var(SKIP_GPU_VAR).as_deref() == Ok("1") => {
+        Err(e @ memodiff::Error::NoAdapter(_))
+            if std::env::var(SKIP_GPU_VAR).as_deref() == Ok("1") =>
+        {
             eprintln!("SKIPPED {test}: no GPU adapter ({e}) and {SKIP_GPU_VAR}=1");
             None
         }
