@@ -131,6 +131,11 @@ pub struct SampleArgs {
     /// Results do not depend on it.
     #[arg(long, value_parser = parse_count_usize)]
     pub batch: Option<usize>,
+
+    /// Do not write samples.npy and initial.npy: only images, metrics and run.json, in
+    /// memory bounded by the batch size whatever --particles is.
+    #[arg(long)]
+    pub no_samples: bool,
 }
 
 /// Parse a count: digits with optional `_` or `,` separators, or an integral `1e6`.
@@ -264,6 +269,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         extent: args.extent,
         width: args.resolution.0,
         height: args.resolution.1,
+        write_arrays: !args.no_samples,
         ..ImageSettings::default()
     };
     // Open the engine before touching --out: a run that cannot start writes nothing.

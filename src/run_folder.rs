@@ -9,7 +9,7 @@ use crate::output::NpyStreamWriter;
 use crate::sampler::BatchSink;
 use std::path::{Path, PathBuf};
 
-/// How the density images are drawn.
+/// What the run folder holds and how the density images are drawn.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageSettings {
     pub extent: Extent,
@@ -18,6 +18,8 @@ pub struct ImageSettings {
     pub height: usize,
     pub bandwidth: f64,
     pub colormap: Colormap,
+    /// Write samples.npy and initial.npy (off for image-and-metrics-only runs).
+    pub write_arrays: bool,
 }
 
 impl Default for ImageSettings {
@@ -31,6 +33,7 @@ impl Default for ImageSettings {
             height: 512,
             bandwidth: 1.0 / 700f64.sqrt(),
             colormap: Colormap::Coolwarm,
+            write_arrays: true,
         }
     }
 }
@@ -38,8 +41,8 @@ impl Default for ImageSettings {
 /// Receives batches from the sampler and turns them into the run folder's files.
 pub struct RunFolder {
     dir: PathBuf,
-    samples: NpyStreamWriter,
-    initial: NpyStreamWriter,
+    /// The streamed `.npy` files, unless the run keeps only images and metrics.
+    arrays: Option<(NpyStreamWriter, NpyStreamWriter)>,
     sample_grid: Option<DensityGrid>,
     initial_grid: Option<DensityGrid>,
     metrics: MemorizationCounter,
@@ -87,8 +90,14 @@ impl RunFolder {
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            samples: NpyStreamWriter::create(&dir.join("samples.npy"), particles, dim)?,
-            initial: NpyStreamWriter::create(&dir.join("initial.npy"), particles, dim)?,
+            arrays: if images.write_arrays {
+                Some((
+                    NpyStreamWriter::create(&dir.join("samples.npy"), particles, dim)?,
+                    NpyStreamWriter::create(&dir.join("initial.npy"), particles, dim)?,
+                ))
+            } else {
+                None
+            },
             sample_grid,
             initial_grid,
             metrics: MemorizationCounter::new(&training.points, dim)?,
@@ -100,9 +109,12 @@ impl RunFolder {
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
     /// and the memorization counts.
     pub fn finish(self) -> Result<(Vec<String>, MemorizationCounter)> {
-        let mut written = vec!["samples.npy".to_string(), "initial.npy".to_string()];
-        self.samples.finish()?;
-        self.initial.finish()?;
+        let mut written = Vec::new();
+        if let Some((samples, initial)) = self.arrays {
+            samples.finish()?;
+            initial.finish()?;
+            written.extend(["samples.npy".to_string(), "initial.npy".to_string()]);
+        }
         if let Some(grid) = &self.sample_grid {
             grid.write_png(self.dir.join("samples.png"), self.colormap)?;
             written.push("samples.png".into());
@@ -117,7 +129,7 @@ impl RunFolder {
 
 impl BatchSink for RunFolder {
     fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
-        let (samples_out, initial_out) = (&mut self.samples, &mut self.initial);
+        let arrays = &mut self.arrays;
         let (sample_grid, initial_grid, metrics, dim) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
@@ -127,8 +139,13 @@ impl BatchSink for RunFolder {
         // Files, images and metrics are independent: do them side by side.
         let (files, counted) = rayon::join(
             || -> Result<()> {
-                samples_out.write_rows(samples)?;
-                initial_out.write_rows(initial)
+                match arrays {
+                    Some((samples_out, initial_out)) => {
+                        samples_out.write_rows(samples)?;
+                        initial_out.write_rows(initial)
+                    }
+                    None => Ok(()),
+                }
             },
             || {
                 if let Some(g) = sample_grid {

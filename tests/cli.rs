@@ -733,3 +733,24 @@ fn help_subcommand_mentions_sample_flags() {
         .success()
         .stdout(predicate::str::contains("--particles").and(predicate::str::contains("--out")));
 }
+
+#[test]
+fn no_samples_writes_images_and_metrics_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    sample_cmd(
+        &out,
+        &["--no-samples", "--batch", "700", "--resolution", "64"],
+    )
+    .assert()
+    .success();
+    assert_eq!(
+        listing(&out),
+        sorted(&["initial.png", "run.json", "samples.png"])
+    );
+    let run = read_json(&out.join("run.json"));
+    assert_eq!(f(&run, "/parameters/particles") as u64, P);
+    assert_eq!(f(&run, "/parameters/batches") as u64, P.div_ceil(700));
+    assert_eq!(f(&run, "/memorization/particles") as u64, P);
+    assert!(f(&run, "/memorization/fraction_within_0_1") > 0.9);
+}
