@@ -58,3 +58,36 @@ fn cpu_handles_dimensions_one_to_four() {
         );
     }
 }
+
+/// A deterministic pseudo-random training set of `n` points in `dim` dimensions.
+fn scattered(n: usize, dim: usize, salt: u64) -> Dataset {
+    let mut state = salt;
+    let points = (0..n * dim)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
+}
+
+#[test]
+fn cpu_engine_matches_reference_with_a_million_training_points() {
+    use memodiff::reference::ReferenceEngine;
+    let mut config = SampleConfig::new(scattered(1_000_000, 2, 3));
+    config.particles = 40;
+    config.time_points = 4;
+    let fast = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    for (i, (a, b)) in fast
+        .samples
+        .chunks(2)
+        .zip(reference.samples.chunks(2))
+        .enumerate()
+    {
+        let d = (a[0] - b[0]).abs().max((a[1] - b[1]).abs());
+        assert!(d <= 1e-3, "particle {i}: cpu {a:?} vs reference {b:?}");
+    }
+}

@@ -393,3 +393,19 @@ fn trajectories_with_more_training_points_than_one_chunk() {
     }
     gpu.set_reduction(Reduction::Auto);
 }
+
+#[test]
+fn gpu_trajectories_with_a_million_training_points() {
+    let Some(mut gpu) = gpu_engine("gpu_trajectories_with_a_million_training_points") else {
+        return;
+    };
+    let mut config = SampleConfig::new(scattered(1_000_000, 2, 3));
+    config.particles = 40;
+    config.time_points = 4;
+    let out = run_collect(&config, &mut gpu).unwrap();
+    let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    for i in 0..40 {
+        let d = row_distance(&out.samples, &reference.samples, 2, i);
+        assert!(d <= 1e-3, "particle {i} differs from the reference by {d}");
+    }
+}

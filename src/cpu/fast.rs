@@ -45,6 +45,8 @@ pub const MAX_LANES: usize = 64;
 /// Potentials buffered per softmax tile: 16 KiB, half of L1. A tile holds
 /// `TILE_FLOATS / lanes` training points (64 for AVX-512, 128 for AVX2 and SSE2).
 const TILE_FLOATS: usize = 4096;
+/// Training points summed per group of tiles before joining the running total.
+const GROUP_POINTS: usize = 1024;
 /// The longest tile (for the narrowest chunk).
 const MAX_TILE: usize = TILE_FLOATS / PORTABLE_LANES;
 
@@ -309,8 +311,15 @@ fn weighted_mean<const D: usize, const FMA: bool, const L: usize>(
     }
     let neg_train_scale = -step.train_scale;
     let mut run_min = [0.0f32; L];
+    // Sums are kept at three levels (tile, group of tiles, total), all relative to
+    // `run_min`: adding each level into the next keeps f32 round-off near
+    // (tile + tiles per group + groups) ulps instead of one ulp per training point,
+    // which matters for N ~ 1e6 (the shaders merge blocks of 256 for the same reason).
     let mut weight_sum = [0.0f32; L];
     let mut acc = [[0.0f32; L]; D];
+    let mut group_sum = [0.0f32; L];
+    let mut group_acc = [[0.0f32; L]; D];
+    let tiles_per_group = (GROUP_POINTS / tile_len(L)).max(1);
     for (b, block) in training.chunks(tile_len(L)).enumerate() {
         // Pass 1: energies E = |r x - r s x_i|^2 (clamped, NaN -> f32::MAX) and their min.
         let mut block_min = [f32::MAX; L];
@@ -342,25 +351,57 @@ fn weighted_mean<const D: usize, const FMA: bool, const L: usize>(
                 rescale[l] = exp2::<FMA>(new_min - run_min[l]);
                 run_min[l] = new_min;
                 weight_sum[l] *= rescale[l];
+                group_sum[l] *= rescale[l];
             }
-            for acc_d in acc.iter_mut() {
+            for (acc_d, group_d) in acc.iter_mut().zip(group_acc.iter_mut()) {
                 for l in 0..L {
                     acc_d[l] *= rescale[l];
+                    group_d[l] *= rescale[l];
                 }
             }
         }
-        // Pass 2: weights 2^(min - E) <= 1 and the weighted sums.
+        // Pass 2: weights 2^(min - E) <= 1 and the weighted sums of this tile.
+        let mut tile_sum = [0.0f32; L];
+        let mut tile_acc = [[0.0f32; L]; D];
         for (energy, xi) in tile.iter().zip(block) {
             let mut w = [0.0f32; L];
             for l in 0..L {
                 w[l] = exp2::<FMA>(run_min[l] - energy[l]);
-                weight_sum[l] += w[l];
+                tile_sum[l] += w[l];
             }
             for d in 0..D {
                 for l in 0..L {
-                    acc[d][l] = mad::<FMA>(w[l], xi[d], acc[d][l]);
+                    tile_acc[d][l] = mad::<FMA>(w[l], xi[d], tile_acc[d][l]);
                 }
             }
+        }
+        for l in 0..L {
+            group_sum[l] += tile_sum[l];
+        }
+        for d in 0..D {
+            for l in 0..L {
+                group_acc[d][l] += tile_acc[d][l];
+            }
+        }
+        if (b + 1) % tiles_per_group == 0 {
+            for l in 0..L {
+                weight_sum[l] += group_sum[l];
+                group_sum[l] = 0.0;
+            }
+            for d in 0..D {
+                for l in 0..L {
+                    acc[d][l] += group_acc[d][l];
+                    group_acc[d][l] = 0.0;
+                }
+            }
+        }
+    }
+    for l in 0..L {
+        weight_sum[l] += group_sum[l];
+    }
+    for d in 0..D {
+        for l in 0..L {
+            acc[d][l] += group_acc[d][l];
         }
     }
     let mut inv = [0.0f32; L];

@@ -21,8 +21,87 @@ fn dot(a: [f32; 4], b: [f32; 4]) -> f32 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]
 }
 
+/// Training points summed into one block state before merging: `BLOCK` in
+/// `shaders/common/training_simple.wgsl` and `TILE` in `training_tiled.wgsl`.
+pub const BLOCK: usize = 256;
+
+/// Online-softmax state: running max of the potentials, sum of the weights relative to
+/// it, and the weighted sum of training points. Twin of `OnlineSoftmax` in the shaders.
+#[derive(Debug, Clone, Copy)]
+pub struct OnlineSoftmax {
+    pub running_max: f32,
+    pub weight_sum: f32,
+    pub weighted: [f32; 4],
+}
+
+impl OnlineSoftmax {
+    pub fn new() -> Self {
+        Self {
+            running_max: -FLT_MAX,
+            weight_sum: 0.0,
+            weighted: [0.0; 4],
+        }
+    }
+
+    /// Add one training point with potential `pot`: one exp, whichever branch runs.
+    #[inline(always)]
+    pub fn push(&mut self, pot: f32, xi: [f32; 4]) {
+        if pot > self.running_max {
+            let rescale = (self.running_max - pot).exp();
+            self.weight_sum = self.weight_sum * rescale + 1.0;
+            for k in 0..4 {
+                self.weighted[k] = self.weighted[k] * rescale + xi[k];
+            }
+            self.running_max = pot;
+        } else {
+            let w = (pot - self.running_max).exp();
+            self.weight_sum += w;
+            for k in 0..4 {
+                self.weighted[k] += w * xi[k];
+            }
+        }
+    }
+
+    /// Combine a block's state into this one (`online_softmax_merge`).
+    #[inline(always)]
+    pub fn merge(&mut self, block: &OnlineSoftmax) {
+        if block.running_max > self.running_max {
+            let rescale = (self.running_max - block.running_max).exp();
+            self.weight_sum = self.weight_sum * rescale + block.weight_sum;
+            for k in 0..4 {
+                self.weighted[k] = self.weighted[k] * rescale + block.weighted[k];
+            }
+            self.running_max = block.running_max;
+        } else {
+            let rescale = (block.running_max - self.running_max).exp();
+            self.weight_sum += block.weight_sum * rescale;
+            for k in 0..4 {
+                self.weighted[k] += block.weighted[k] * rescale;
+            }
+        }
+    }
+
+    pub fn mean(&self) -> [f32; 4] {
+        self.weighted.map(|v| v / self.weight_sum)
+    }
+}
+
+impl Default for OnlineSoftmax {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Potential of training point `xi` for `x`: `-|x - s xi|^2 / (2 sigma2)`, clamped.
+#[inline(always)]
+pub fn potential(x: [f32; 4], xi: [f32; 4], mean_scale: f32, inv_two_sigma2: f32) -> f32 {
+    let d = sub_scaled(x, mean_scale, xi);
+    (-dot(d, d) * inv_two_sigma2).max(-FLT_MAX)
+}
+
 /// `sum_i w_i x_i`, `w = softmax_i(-|x - s x_i|^2 / (2 sigma2))`, in one pass with a
-/// running max. `training` holds the points padded to 4 lanes with zeros.
+/// running max, by blocks of `BLOCK` points merged in order, as the shaders do.
+/// `training` holds the points padded to 4 lanes with zeros.
 #[inline]
 pub fn weighted_training_mean(
     x: [f32; 4],
@@ -30,30 +109,15 @@ pub fn weighted_training_mean(
     mean_scale: f32,
     inv_two_sigma2: f32,
 ) -> [f32; 4] {
-    let first = training[0];
-    let d0 = sub_scaled(x, mean_scale, first);
-    let mut running_max = (-dot(d0, d0) * inv_two_sigma2).max(-FLT_MAX);
-    let mut weight_sum = 1.0f32;
-    let mut weighted = first;
-    for &xi in &training[1..] {
-        let d = sub_scaled(x, mean_scale, xi);
-        let pot = (-dot(d, d) * inv_two_sigma2).max(-FLT_MAX);
-        if pot > running_max {
-            let rescale = (running_max - pot).exp();
-            weight_sum = weight_sum * rescale + 1.0;
-            for k in 0..4 {
-                weighted[k] = weighted[k] * rescale + xi[k];
-            }
-            running_max = pot;
-        } else {
-            let w = (pot - running_max).exp();
-            weight_sum += w;
-            for k in 0..4 {
-                weighted[k] += w * xi[k];
-            }
+    let mut state = OnlineSoftmax::new();
+    for block_points in training.chunks(BLOCK) {
+        let mut block = OnlineSoftmax::new();
+        for &xi in block_points {
+            block.push(potential(x, xi, mean_scale, inv_two_sigma2), xi);
         }
+        state.merge(&block);
     }
-    weighted.map(|v| v / weight_sum)
+    state.mean()
 }
 
 /// The empirical score at `x`: `(s m - x) / sigma2`.
