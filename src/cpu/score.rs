@@ -49,15 +49,15 @@ impl OnlineSoftmax {
         if pot > self.running_max {
             let rescale = (self.running_max - pot).exp();
             self.weight_sum = self.weight_sum * rescale + 1.0;
-            for k in 0..4 {
-                self.weighted[k] = self.weighted[k] * rescale + xi[k];
+            for (acc, v) in self.weighted.iter_mut().zip(xi) {
+                *acc = *acc * rescale + v;
             }
             self.running_max = pot;
         } else {
             let w = (pot - self.running_max).exp();
             self.weight_sum += w;
-            for k in 0..4 {
-                self.weighted[k] += w * xi[k];
+            for (acc, v) in self.weighted.iter_mut().zip(xi) {
+                *acc += w * v;
             }
         }
     }
@@ -68,15 +68,15 @@ impl OnlineSoftmax {
         if block.running_max > self.running_max {
             let rescale = (self.running_max - block.running_max).exp();
             self.weight_sum = self.weight_sum * rescale + block.weight_sum;
-            for k in 0..4 {
-                self.weighted[k] = self.weighted[k] * rescale + block.weighted[k];
+            for (acc, v) in self.weighted.iter_mut().zip(block.weighted) {
+                *acc = *acc * rescale + v;
             }
             self.running_max = block.running_max;
         } else {
             let rescale = (block.running_max - self.running_max).exp();
             self.weight_sum += block.weight_sum * rescale;
-            for k in 0..4 {
-                self.weighted[k] += block.weighted[k] * rescale;
+            for (acc, v) in self.weighted.iter_mut().zip(block.weighted) {
+                *acc += v * rescale;
             }
         }
     }

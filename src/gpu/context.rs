@@ -166,7 +166,9 @@ impl GpuContext {
 
     /// Largest storage buffer one binding may hold, in bytes.
     pub fn max_storage_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// A compute pipeline for `stage` with an explicit layout and workgroup size.

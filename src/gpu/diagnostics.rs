@@ -5,12 +5,12 @@ use super::shaders::PHILOX_KAT_STAGE;
 use crate::error::Result;
 use wgpu::util::DeviceExt;
 
+/// Raw Philox words and the Box–Muller normals made from them, one entry per case.
+pub type PhiloxOutputs = (Vec<[u32; 4]>, Vec<[f32; 4]>);
+
 /// Run Philox4x32-10 on the GPU for each (counter, key): the raw words and the four
 /// Box–Muller normals of each, for bit-exact comparison with `crate::philox`.
-pub fn philox_on_gpu(
-    ctx: &GpuContext,
-    cases: &[([u32; 4], [u32; 2])],
-) -> Result<(Vec<[u32; 4]>, Vec<[f32; 4]>)> {
+pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result<PhiloxOutputs> {
     let input: Vec<u32> = cases
         .iter()
         .flat_map(|(c, k)| [c[0], c[1], c[2], c[3], k[0], k[1], 0, 0])
