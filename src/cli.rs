@@ -136,6 +136,12 @@ pub struct SampleArgs {
     /// memory bounded by the batch size whatever --particles is.
     #[arg(long)]
     pub no_samples: bool,
+
+    /// Simulate only shard k of n (0-based), a contiguous range of particle indices, e.g.
+    /// `--shard 3/8`. Particle i's trajectory depends only on (seed, i), so the shards of
+    /// a run together are exactly the unsharded run.
+    #[arg(long)]
+    pub shard: Option<crate::sampler::Shard>,
 }
 
 /// Parse a count: digits with optional `_` or `,` separators, or an integral `1e6`.
@@ -186,7 +192,11 @@ pub struct RunReport {
 
 #[derive(Debug, Serialize)]
 pub struct RunParameters {
+    /// Particles of the whole run (all shards).
     pub particles: u64,
+    /// The shard this folder holds, if any, and its particle-index range [start, end).
+    pub shard: Option<crate::sampler::Shard>,
+    pub particle_range: [u64; 2],
     pub time_points: usize,
     pub steps: usize,
     pub seed: u64,
@@ -263,6 +273,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         schedule: VpSchedule::new(args.beta_min, args.beta_max),
         dataset,
         batch: args.batch,
+        shard: args.shard,
     };
     config.validate()?;
     let images = ImageSettings {
@@ -278,12 +289,14 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         println!("{note}");
     }
     prepare_dir(&args.out)?;
-    let mut folder = RunFolder::create(&args.out, config.particles, &config.dataset, &images)?;
+    let range = config.particle_range();
+    let mut folder =
+        RunFolder::create(&args.out, range.end - range.start, &config.dataset, &images)?;
     let setup = started.elapsed().as_secs_f64();
 
     let mut bar = StepBar {
         bar: None,
-        particles: config.particles,
+        particles: range.end - range.start,
     };
     let timing: SampleTiming = sampler::run(&config, engine.as_mut(), &mut folder, &mut bar)?;
 
@@ -302,6 +315,8 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         command: std::env::args().collect(),
         parameters: RunParameters {
             particles: config.particles,
+            shard: config.shard,
+            particle_range: [range.start, range.end],
             time_points: config.time_points,
             steps: config.time_points - 1,
             seed: config.seed,

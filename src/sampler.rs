@@ -29,6 +29,45 @@ pub struct SampleConfig {
     pub dataset: Dataset,
     /// Particles per batch; `None` picks the engine's limit capped at `DEFAULT_MAX_BATCH`.
     pub batch: Option<usize>,
+    /// Simulate only shard `k` of `n`: a contiguous range of particle indices. Every
+    /// particle's trajectory depends only on the seed and its index, so the shards of a
+    /// run together are exactly the unsharded run.
+    pub shard: Option<Shard>,
+}
+
+/// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// The particle-index range of this shard of a run of `particles` particles.
+    pub fn range(&self, particles: u64) -> std::ops::Range<u64> {
+        let at = |k: u64| ((particles as u128 * k as u128) / self.count as u128) as u64;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    /// `k/n` with 0 <= k < n.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let (k, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("'{text}' is not of the form k/n (e.g. 0/4)"))?;
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{text}': '{v}' is not a whole number"))
+        };
+        let (index, count) = (parse(k)?, parse(n)?);
+        if count == 0 || index >= count {
+            return Err(format!("'{text}': need 0 <= k < n"));
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 impl SampleConfig {
@@ -40,6 +79,15 @@ impl SampleConfig {
             schedule: VpSchedule::default(),
             dataset,
             batch: None,
+            shard: None,
+        }
+    }
+
+    /// The particle indices this run simulates: all of them, or its shard's range.
+    pub fn particle_range(&self) -> std::ops::Range<u64> {
+        match self.shard {
+            Some(shard) => shard.range(self.particles),
+            None => 0..self.particles,
         }
     }
 
@@ -81,6 +129,17 @@ impl SampleConfig {
                 "--beta-min",
                 format!("{beta_min} must be smaller than --beta-max {beta_max}"),
             ));
+        }
+        if let Some(shard) = self.shard {
+            if shard.count > self.particles {
+                return Err(Error::invalid(
+                    "--shard",
+                    format!(
+                        "{} shards for {} particles would leave shards empty",
+                        shard.count, self.particles
+                    ),
+                ));
+            }
         }
         if self.batch == Some(0) {
             return Err(Error::invalid("--batch", "must be at least 1"));
@@ -146,11 +205,15 @@ pub struct SampleTiming {
 pub fn batch_size(config: &SampleConfig, engine: &dyn Engine) -> usize {
     let limit = engine.max_batch_particles(config.dataset.dim);
     let wanted = config.batch.unwrap_or(DEFAULT_MAX_BATCH);
-    wanted.min(limit).min(config.particles as usize).max(1)
+    let range = config.particle_range();
+    wanted
+        .min(limit)
+        .min((range.end - range.start) as usize)
+        .max(1)
 }
 
-/// Run the sampler over all particles of `config` (or the index range `range`, for
-/// shards), batch by batch, feeding `sink`.
+/// Run the sampler over the particles of `config` (all, or its shard's index range),
+/// batch by batch, feeding `sink` in index order.
 pub fn run(
     config: &SampleConfig,
     engine: &mut dyn Engine,
@@ -170,18 +233,20 @@ pub fn run(
     let mut initial = vec![0f32; batch * dim];
     let mut samples = vec![0f32; batch * dim];
     let n_steps = steps.len() as u64;
-    progress.start(config.particles * n_steps);
+    let range = config.particle_range();
+    progress.start((range.end - range.start) * n_steps);
     let mut timing = SampleTiming {
         batch_size: batch,
         ..Default::default()
     };
-    let mut first = 0u64;
-    while first < config.particles {
-        let n = (config.particles - first).min(batch as u64) as usize;
+    let mut first = range.start;
+    while first < range.end {
+        let n = (range.end - first).min(batch as u64) as usize;
         let (initial, samples) = (&mut initial[..n * dim], &mut samples[..n * dim]);
         let started = Instant::now();
+        let done_before = (first - range.start) * n_steps;
         engine.run_batch(&problem, first, initial, samples, &mut |done| {
-            progress.advance_to(first * n_steps + n as u64 * done as u64)
+            progress.advance_to(done_before + n as u64 * done as u64)
         })?;
         timing.sampling_s += started.elapsed().as_secs_f64();
         let started = Instant::now();
