@@ -15,6 +15,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Set by the binary's Ctrl-C handler: `sample` stops at the next step boundary.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "memodiff",
@@ -34,6 +37,11 @@ pub enum Command {
     Sample(SampleArgs),
     /// Time the engines on a matrix of workloads and print a markdown table.
     Bench(BenchArgs),
+    /// Combine the folders of the shards of one run (`sample --shard k/n`) into one run
+    /// folder, bit-identical to the unsharded run on the same backend.
+    Merge(MergeArgs),
+    /// List the GPU adapters (the indices `sample --device N` takes) and their limits.
+    Devices(DevicesArgs),
 }
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
@@ -142,6 +150,36 @@ pub struct SampleArgs {
     /// a run together are exactly the unsharded run.
     #[arg(long)]
     pub shard: Option<crate::sampler::Shard>,
+
+    /// Run on GPU adapter N of `memodiff devices` (implies the gpu backend with the default
+    /// --backend auto; an error with --backend cpu or reference).
+    #[arg(long)]
+    pub device: Option<usize>,
+
+    /// Kernel bandwidth h of the density images, exp(-|p - x|^2 / (2 h^2)); must be finite
+    /// and > 0 [default: 1/sqrt(700) ≈ 0.0378, the reference tutorial's exp(-350 |p - x|^2)].
+    #[arg(long, value_parser = parse_bandwidth, allow_negative_numbers = true)]
+    pub bandwidth: Option<f64>,
+
+    /// Colormap of the density images.
+    #[arg(long, value_enum, default_value_t = crate::colormap::Colormap::Coolwarm)]
+    pub colormap: crate::colormap::Colormap,
+
+    /// Write into an existing non-empty --out folder (its files of the same names are
+    /// replaced; others are left alone). Without it such a folder is refused.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Parse a kernel bandwidth: a finite number > 0.
+pub fn parse_bandwidth(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(h) if h.is_finite() && h > 0.0 => Ok(h),
+        Ok(h) => Err(format!(
+            "'{text}': the bandwidth must be finite and > 0, got {h}"
+        )),
+        Err(_) => Err(format!("'{text}' is not a number")),
+    }
 }
 
 /// Parse a count: digits with optional `_` or `,` separators, or an integral `1e6`.
@@ -160,18 +198,22 @@ fn parse_count_usize(text: &str) -> std::result::Result<usize, String> {
     parse_count(text).and_then(|v| usize::try_from(v).map_err(|_| format!("{v} is too large")))
 }
 
-/// Parse `N` or `WxH` (each 1..=16384).
+/// Parse `N` or `WxH` (each 1..=16384). Too large a size is refused with the memory its
+/// two images (f64 densities and RGB pixels, 11 bytes a pixel each) would need.
 pub fn parse_resolution(text: &str) -> std::result::Result<(usize, usize), String> {
-    let parse = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|v| (1..=16384).contains(v))
-            .ok_or_else(|| format!("'{text}': each side must be a whole number in 1..=16384"))
-    };
-    match text.split_once(['x', 'X']) {
-        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
-        None => parse(text).map(|n| (n, n)),
+    const MAX: u64 = 16384;
+    let (w, h) = text.split_once(['x', 'X']).unwrap_or((text, text));
+    let side = |s: &str| s.trim().parse::<u64>().ok();
+    match (side(w), side(h)) {
+        (Some(w @ 1..=MAX), Some(h @ 1..=MAX)) => Ok((w as usize, h as usize)),
+        (Some(w), Some(h)) if (w > MAX || h > MAX) && w > 0 && h > 0 => Err(format!(
+            "'{text}': each side must be in 1..={MAX} pixels; two {w}x{h} images would \
+             need {}",
+            crate::output::human_bytes(22 * u128::from(w) * u128::from(h))
+        )),
+        _ => Err(format!(
+            "'{text}': each side must be a whole number in 1..={MAX}"
+        )),
     }
 }
 
@@ -262,6 +304,47 @@ impl sampler::Progress for StepBar {
     }
 }
 
+/// Refuse a run whose samples.npy and initial.npy (P x D f32 each) cannot fit in the free
+/// space of the file system of `out`, before anything is allocated or written.
+fn check_free_space(config: &SampleConfig, out: &std::path::Path) -> Result<()> {
+    let range = config.particle_range();
+    let rows = u128::from(range.end.saturating_sub(range.start));
+    let needed = rows * config.dataset.dim as u128 * 4 * 2;
+    let Some(free) = crate::output::available_space(out) else {
+        return Ok(()); // unknown here: the writes themselves will report a full disk
+    };
+    if needed > u128::from(free) {
+        return Err(crate::Error::invalid(
+            "--particles",
+            format!(
+                "samples.npy and initial.npy for {rows} particles of dimension {} would need \
+                 {needed} bytes ({}), but {} has only {free} bytes ({}) free; use fewer \
+                 particles, --shard k/n or --no-samples",
+                config.dataset.dim,
+                crate::output::human_bytes(needed),
+                out.display(),
+                crate::output::human_bytes(u128::from(free)),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse an existing non-empty folder `out` (a run would replace files in it): the user
+/// must say `--force`. A missing folder, an empty one or a non-folder (reported later by
+/// `prepare_dir`) passes.
+fn refuse_non_empty_out(out: &std::path::Path) -> Result<()> {
+    let non_empty = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if non_empty {
+        return Err(crate::Error::Output(format!(
+            "the --out folder {} exists and is not empty; pass --force to write into it \
+             (files of the same names are replaced) or choose another --out",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// `memodiff sample`: run, write the folder, print a summary.
 pub fn sample(args: &SampleArgs) -> Result<RunReport> {
     let started = Instant::now();
@@ -275,16 +358,26 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         batch: args.batch,
         shard: args.shard,
     };
+    if !args.no_samples {
+        check_free_space(&config, &args.out)?;
+    }
     config.validate()?;
+    if !args.force {
+        refuse_non_empty_out(&args.out)?;
+    }
     let images = ImageSettings {
         extent: args.extent,
         width: args.resolution.0,
         height: args.resolution.1,
         write_arrays: !args.no_samples,
+        bandwidth: args
+            .bandwidth
+            .unwrap_or_else(|| ImageSettings::default().bandwidth),
+        colormap: args.colormap,
         ..ImageSettings::default()
     };
     // Open the engine before touching --out: a run that cannot start writes nothing.
-    let (mut engine, note) = sampler::open_engine(args.backend, config.schedule)?;
+    let (mut engine, note) = sampler::open_engine_on(args.backend, config.schedule, args.device)?;
     if let Some(note) = &note {
         println!("{note}");
     }
@@ -298,7 +391,13 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         bar: None,
         particles: range.end - range.start,
     };
-    let timing: SampleTiming = sampler::run(&config, engine.as_mut(), &mut folder, &mut bar)?;
+    let timing: SampleTiming = sampler::run_with_cancel(
+        &config,
+        engine.as_mut(),
+        &mut folder,
+        &mut bar,
+        &INTERRUPTED,
+    )?;
 
     let finishing = Instant::now();
     let (mut files, metrics) = folder.finish()?;
@@ -430,5 +529,74 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(args) => sample(&args).map(|_| ()),
         Command::Bench(args) => bench(&args),
+        Command::Merge(args) => merge(&args),
+        Command::Devices(args) => devices(&args),
     }
+}
+
+/// Options of `memodiff merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// The shard folders, all n of them, in any order (e.g. `run/shard-*`).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output folder of the merged run (created if missing; not one of the inputs).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `memodiff merge`: see [`crate::merge`].
+pub fn merge(args: &MergeArgs) -> Result<()> {
+    let report = crate::merge::merge(&args.inputs, &args.out)?;
+    println!(
+        "merged {} shards, {} particles; wrote {}: {}",
+        report.shards,
+        report.particles,
+        args.out.display(),
+        report.files.join(", ")
+    );
+    Ok(())
+}
+
+/// Options of `memodiff devices`.
+#[derive(Debug, Clone, Args)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `memodiff devices`: the adapters `--device N` picks from (after `WGPU_BACKEND` and
+/// `WGPU_ADAPTER_NAME` filtering), best first.
+pub fn devices(args: &DevicesArgs) -> Result<()> {
+    let adapters = crate::gpu::context::describe_adapters();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&adapters).expect("serializable")
+        );
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapters found (on headless Linux: apt-get install mesa-vulkan-drivers)");
+        return Ok(());
+    }
+    println!("| index | name | type | backend | driver | max storage binding | max buffer | max workgroup invocations | timestamps |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for a in &adapters {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a.index,
+            a.name,
+            a.device_type,
+            a.backend,
+            a.driver,
+            a.max_storage_buffer_binding_size,
+            a.max_buffer_size,
+            a.max_compute_invocations_per_workgroup,
+            if a.timestamp_query { "yes" } else { "no" }
+        );
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::output::{read_npy, NpyReadError, NpyValues};
+use crate::output::{parse_npy, read_npy, NpyArray, NpyReadError, NpyValues};
 
 /// What `Dataset::parse` accepts, for error messages.
 const ACCEPTED: &str = "expected circle:N, a .npy file (N x D array of float32/float64) \
@@ -92,14 +92,34 @@ impl Dataset {
 
     /// A (N, D) or (N,) float32/float64 C-order `.npy` array.
     fn from_npy(spec: &str, path: &Path) -> Result<Self> {
+        let array = read_npy(path).map_err(|e| match e {
+            NpyReadError::Io(e) => Error::io(path, e),
+            NpyReadError::Format(message) => Error::Dataset {
+                source_name: spec.to_string(),
+                message,
+            },
+        })?;
+        Self::from_npy_array(spec, array)
+    }
+
+    /// [`Dataset::parse`] of a `.npy` file whose bytes are already in memory; `name` is
+    /// used in messages. Never panics; allocates at most about three times `bytes.len()`.
+    pub fn from_npy_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let array = parse_npy(bytes).map_err(|e| Error::Dataset {
+            source_name: name.to_string(),
+            message: match e {
+                NpyReadError::Io(e) => e.to_string(),
+                NpyReadError::Format(m) => m,
+            },
+        })?;
+        Self::from_npy_array(name, array)
+    }
+
+    fn from_npy_array(spec: &str, array: NpyArray) -> Result<Self> {
         let bad = |message: String| Error::Dataset {
             source_name: spec.to_string(),
             message,
         };
-        let array = read_npy(path).map_err(|e| match e {
-            NpyReadError::Io(e) => Error::io(path, e),
-            NpyReadError::Format(m) => bad(m),
-        })?;
         let dim = match array.shape[..] {
             [_, d] => d,
             [_] => 1,
@@ -110,74 +130,81 @@ impl Dataset {
                 )))
             }
         };
-        let points = match array.values {
-            NpyValues::F32(v) => v.into_iter().map(f64::from).collect(),
-            NpyValues::F64(v) => v,
-        };
         if dim == 0 {
             return Err(bad(format!(
                 "array has shape {}: points have dimension 0",
                 crate::output::shape_text(&array.shape)
             )));
         }
+        let points = match array.values {
+            NpyValues::F32(v) => v.into_iter().map(f64::from).collect(),
+            NpyValues::F64(v) => v,
+        };
         Self::new(spec, dim, points)
     }
 
     /// N rows of D comma-separated numbers, with an optional header line of names.
     fn from_csv(spec: &str, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_csv_bytes(spec, &bytes)
+    }
+
+    /// [`Dataset::parse`] of a `.csv` file whose bytes are already in memory; `name` is
+    /// used in messages. One pass over the lines, nothing per line is kept: never panics,
+    /// allocates at most about four times `bytes.len()` (the f64 values).
+    pub fn from_csv_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
         let bad = |message: String| Error::Dataset {
-            source_name: spec.to_string(),
+            source_name: name.to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            bad(format!(
-                "is not UTF-8 text (byte {})",
-                e.utf8_error().valid_up_to()
-            ))
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let lines: Vec<&str> = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .collect();
-        // Blank lines are allowed only after the last row.
-        let end = lines
-            .iter()
-            .rposition(|l| !l.trim().is_empty())
-            .map_or(0, |i| i + 1);
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| bad(format!("is not UTF-8 text (byte {})", e.valid_up_to())))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // At most one value per field, and a value takes at least one character and a
+        // separator: the values are allocated once, at most 8 bytes per 2 bytes of text.
+        let separators = bytes.iter().filter(|&&c| c == b',' || c == b'\n').count();
+        let fields_bound = (1 + separators).min(1 + bytes.len() / 2);
+        let mut points: Vec<f64> = Vec::with_capacity(fields_bound);
         let is_number = |f: &str| f.parse::<f64>().is_ok();
         let mut dim = None;
-        let mut points = Vec::new();
-        for (i, line) in lines[..end].iter().enumerate() {
+        // Blank lines are allowed only after the last row: remember the first blank line
+        // and complain if a row follows it.
+        let mut first_blank = None;
+        for (i, line) in text.split('\n').enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
             let line_no = i + 1;
             if line.trim().is_empty() {
+                first_blank.get_or_insert(line_no);
+                continue;
+            }
+            if let Some(blank) = first_blank {
                 return Err(bad(format!(
-                    "line {line_no} is blank (blank lines are only allowed at the end)"
+                    "line {blank} is blank (blank lines are only allowed at the end)"
                 )));
             }
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let columns = 1 + line.bytes().filter(|&c| c == b',').count();
             match dim {
-                None => dim = Some(fields.len()),
-                Some(d) if d != fields.len() => {
+                None => dim = Some(columns),
+                Some(d) if d != columns => {
                     return Err(bad(format!(
-                        "line {line_no} has {} columns, expected {d}",
-                        fields.len()
+                        "line {line_no} has {columns} columns, expected {d}"
                     )))
                 }
                 Some(_) => {}
             }
-            if i == 0 && fields.iter().all(|f| !f.is_empty() && !is_number(f)) {
+            let fields = || line.split(',').map(str::trim);
+            if i == 0 && fields().all(|f| !f.is_empty() && !is_number(f)) {
                 continue; // a header line of column names
             }
-            for (j, field) in fields.iter().enumerate() {
+            for (j, field) in fields().enumerate() {
                 let col = j + 1;
                 let value: f64 = field.parse().map_err(|_| {
                     if field.is_empty() {
                         bad(format!("line {line_no} column {col} is empty"))
                     } else {
                         bad(format!(
-                            "line {line_no} column {col}: {field:?} is not a number"
+                            "line {line_no} column {col}: \"{}\" is not a number",
+                            crate::output::short_escaped(field)
                         ))
                     }
                 })?;
@@ -185,7 +212,7 @@ impl Dataset {
                     return Err(bad(format!(
                         "line {line_no} column {col} (point {} coordinate {j}) is {value} \
                          (all values must be finite)",
-                        points.len() / fields.len()
+                        points.len() / columns
                     )));
                 }
                 points.push(value);
@@ -194,7 +221,7 @@ impl Dataset {
         if points.is_empty() {
             return Err(bad("has no points (no data rows)".into()));
         }
-        Self::new(spec, dim.unwrap_or(0), points)
+        Self::new(name, dim.unwrap_or(0), points)
     }
 
     pub fn len(&self) -> usize {

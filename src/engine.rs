@@ -5,6 +5,11 @@ use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::schedule::ReverseStep;
 use serde::Serialize;
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+
+/// A cancel flag that is never set, for runs that cannot be interrupted.
+pub static NEVER: AtomicBool = AtomicBool::new(false);
 
 /// The backends a user can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -54,6 +59,31 @@ pub trait Engine {
     }
     /// Most particles one batch may hold for points of dimension `dim` (memory limits).
     fn max_batch_particles(&self, dim: usize) -> usize;
+    /// Advance particles `first_particle .. first_particle + n` (n = `state.len() / dim`)
+    /// through the steps `steps` (indices into `problem.steps`).
+    ///
+    /// - `initial: Some(buf)`: start from the initial noise: write it into `buf` and start
+    ///   from it (`steps` then normally starts at 0; the content of `state` is ignored).
+    /// - `initial: None`: start from the positions in `state` (after `steps.start` steps).
+    ///
+    /// On success `state` holds the positions after `steps.end` steps, bit-identical
+    /// however a batch's steps are split into ranges (the f32 engines; the reference
+    /// engine rounds its f64 state to f32 at each range boundary). `cancel` is looked at
+    /// between units of work; once it is set the engine stops early and returns
+    /// [`crate::Error::Interrupted`], leaving `state` unspecified. `on_step` is called
+    /// with the number of steps of the batch finished (absolute, up to `steps.end`).
+    #[allow(clippy::too_many_arguments)]
+    fn advance_batch(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()>;
+
     /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
     /// write their initial noise into `initial` and their final positions into `samples`
     /// (both row-major (n, dim)). `on_step` is called with the number of steps finished.
@@ -64,5 +94,16 @@ pub trait Engine {
         initial: &mut [f32],
         samples: &mut [f32],
         on_step: &mut dyn FnMut(usize),
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let all = 0..problem.steps.len();
+        self.advance_batch(
+            problem,
+            first_particle,
+            Some(initial),
+            samples,
+            all,
+            &NEVER,
+            on_step,
+        )
+    }
 }

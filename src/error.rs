@@ -29,6 +29,11 @@ pub enum Error {
 
     #[error("{0}")]
     Output(String),
+
+    /// The run was stopped (Ctrl-C) at a step boundary; the message says where and, with
+    /// checkpoints, how to resume.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -28,7 +28,7 @@
 //!   cores, independent of the particle count), paid on the first read after a change
 //!   ([`DensityGrid::data`] and everything built on it), not per batch; slightly negative
 //!   folded values (interpolation error far from every particle) are clamped to zero.
-//!   Memory: the sub-grid holds `(X + 2 R) (Y + 2 R) / d^2` f64 (X, Y the extent's sides),
+//!   Memory: the sub-grid holds `(X + 2 R) (Y + 2 R) / d^2` i64 (X, Y the extent's sides),
 //!   about 1,372 x 1,376 values = 15 MB for [-3,3]^2 at the default bandwidth, whatever the
 //!   image size, allocated on the first deposit, plus the folded pixels. It is used only
 //!   while it stays below max(4 x the pixels, 2^23 values = 64 MiB); larger sub-grids (a
@@ -42,8 +42,17 @@
 //!   columns and rows within `R` and their outer product added to the pixels, split into
 //!   bands of rows, one rayon task each.
 //!
-//! Both are deterministic: every sum is taken in an order fixed by the grid's shape and the
-//! particle order, whatever the thread count or vector unit (no FMA contraction).
+//! Both accumulate in integer fixed point: each deposited weight (a sub-grid node's
+//! `Lx_i Ly_k`, or a pixel's `g g`) is rounded once to a multiple of `2^-32` of a particle's
+//! peak and added to an `i64`, so sums are exact, associative and order-independent: two
+//! batches equal one batch, and grids of shards added ([`DensityGrid::merge`], raw sums
+//! through [`DensityGrid::raw_counts`] / [`DensityGrid::save_raw`]) equal the grid of the
+//! whole run, bit for bit, up to [`EXACT_PARTICLES`] (2^31 - 1) particles reaching one
+//! cell (beyond that the adds saturate rather than wrap). The rounding adds at most
+//! `2^-33` of a peak per deposit (about 64 per particle on the split path). Reads convert
+//! the sums to f64 deterministically: the f64 values are a function of the integers only.
+//! Every f64 step (weights, fold) is taken in an order fixed by the grid's shape, whatever
+//! the thread count or vector unit (no FMA contraction).
 
 use crate::colormap::Colormap;
 use crate::error::{Error, Result};
@@ -83,6 +92,48 @@ const SPLIT_MIN_BUDGET: usize = 1 << 23;
 
 /// Particles per task in the split path's partition pass.
 const PARTITION_CHUNK: usize = 1 << 14;
+
+/// Fixed point: one unit of an accumulator is `2^-QUANTUM_BITS` of a particle's peak
+/// weight (see [`DensityGrid::raw_counts`]).
+pub const QUANTUM_BITS: u32 = 32;
+
+/// `2^QUANTUM_BITS`.
+const SCALE: f64 = (1u64 << QUANTUM_BITS) as f64;
+
+/// Particles a grid sums exactly whatever their positions: a deposit adds at most
+/// `2^QUANTUM_BITS` units (every weight is at most 1 in magnitude) to a cell, so up to
+/// `2^31 - 1` particles (about 2.1e9) reaching one cell stay below `i64::MAX`. Past this
+/// many particles in a grid (merges included) the adds saturate instead of wrapping: still
+/// exact wherever fewer than `2^31` particles reach a cell, pinned at the `i64` bounds where
+/// more do.
+pub const EXACT_PARTICLES: u64 = (1 << 31) - 1;
+
+/// `1.5 * 2^52`: adding it to an f64 of magnitude below `2^51` rounds to the nearest integer
+/// (ties to even) in the low mantissa bits.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// `scaled` rounded to the nearest integer (ties to even), for `|scaled| < 2^51`: an exact,
+/// vectorizable f64 -> i64 conversion (AVX2 has no packed one).
+#[inline(always)]
+fn quantize(scaled: f64) -> i64 {
+    ((scaled + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
+}
+
+/// An accumulator's value in units of a particle's peak weight.
+#[inline(always)]
+fn dequantize(v: i64) -> f64 {
+    v as f64 * (1.0 / SCALE)
+}
+
+/// `acc += d`, wrapping (never reached: see [`EXACT_PARTICLES`]) or saturating.
+#[inline(always)]
+fn add_fixed<const SAT: bool>(acc: i64, d: i64) -> i64 {
+    if SAT {
+        acc.saturating_add(d)
+    } else {
+        acc.wrapping_add(d)
+    }
+}
 
 /// The rectangle of the plane an image covers: `[xmin, xmax] x [ymin, ymax]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -180,15 +231,25 @@ pub struct DensityGrid {
     extent: Extent,
     bandwidth: f64,
     store: Store,
+    /// Particles accumulated or merged in so far (non-finite and far ones included): past
+    /// [`EXACT_PARTICLES`] the adds saturate.
+    deposits: u64,
 }
 
 /// Where the sums live; which variant a grid has depends only on its shape.
 #[derive(Clone)]
 enum Store {
     /// Kernels added straight to the pixels (row-major, row 0 at the top).
-    Direct(Vec<f64>),
+    Direct(Box<Direct>),
     /// Kernels added to sub-rows, folded into pixels when read.
     Split(Box<Split>),
+}
+
+/// The direct path's integer pixel sums and their f64 values (converted on first read).
+#[derive(Clone)]
+struct Direct {
+    acc: Vec<i64>,
+    pixels: OnceLock<Vec<f64>>,
 }
 
 /// The split path's geometry (see the module documentation): a square sub-grid of spacing
@@ -211,10 +272,9 @@ struct SplitPlan {
 #[derive(Clone)]
 struct Split {
     plan: SplitPlan,
-    /// `n_sub x stride`, row-major by sub-row; empty (all zero) until the first deposit.
-    rows: Vec<f64>,
-    /// Whether sub-row `s` has received anything (the fold skips the others).
-    touched: Vec<bool>,
+    /// `n_sub x stride` fixed-point sums, row-major by sub-row; empty (all zero) until
+    /// the first deposit.
+    rows: Vec<i64>,
     /// The folded pixels, computed on the first read after a change.
     pixels: OnceLock<Vec<f64>>,
 }
@@ -227,7 +287,7 @@ impl Split {
         if self.rows.is_empty() {
             let n = self.plan.n_sub * self.plan.stride;
             let mut rows = Vec::with_capacity(n);
-            rows.par_extend(rayon::iter::repeat_n(0.0, n));
+            rows.par_extend(rayon::iter::repeat_n(0i64, n));
             self.rows = rows;
         }
     }
@@ -332,10 +392,12 @@ impl DensityGrid {
             Some(plan) => Store::Split(Box::new(Split {
                 plan,
                 rows: Vec::new(),
-                touched: vec![false; plan.n_sub],
                 pixels: OnceLock::new(),
             })),
-            None => Store::Direct(vec![0.0; width * height]),
+            None => Store::Direct(Box::new(Direct {
+                acc: vec![0; width * height],
+                pixels: OnceLock::new(),
+            })),
         };
         Ok(DensityGrid {
             width,
@@ -343,6 +405,7 @@ impl DensityGrid {
             extent,
             bandwidth,
             store,
+            deposits: 0,
         })
     }
 
@@ -358,12 +421,16 @@ impl DensityGrid {
     pub fn bandwidth(&self) -> f64 {
         self.bandwidth
     }
-    /// Row-major values, row 0 at the top. On the split path the first read after an
-    /// [`accumulate`](Self::accumulate) or [`merge`](Self::merge) folds the sub-rows into the
-    /// pixels (a few milliseconds at 512x512); later reads return the stored result.
+    /// Row-major values, row 0 at the top: a pure function of the integer sums
+    /// ([`raw_counts`](Self::raw_counts)). The first read after an
+    /// [`accumulate`](Self::accumulate) or [`merge`](Self::merge) converts them (on the split
+    /// path: folds the sub-rows into the pixels, a few milliseconds at 512x512); later reads
+    /// return the stored result.
     pub fn data(&self) -> &[f64] {
         match &self.store {
-            Store::Direct(v) => v,
+            Store::Direct(direct) => direct
+                .pixels
+                .get_or_init(|| direct.acc.par_iter().map(|&v| dequantize(v)).collect()),
             Store::Split(split) => {
                 if let Some(v) = split.pixels.get() {
                     return v;
@@ -379,7 +446,7 @@ impl DensityGrid {
     pub fn into_data(self) -> Vec<f64> {
         self.data();
         match self.store {
-            Store::Direct(v) => v,
+            Store::Direct(direct) => direct.pixels.into_inner().expect("converted just above"),
             Store::Split(split) => split.pixels.into_inner().expect("folded just above"),
         }
     }
@@ -451,8 +518,10 @@ impl DensityGrid {
     }
 
     /// Add the kernels of row-major `(n, 2)` points. Non-finite points are skipped, and so
-    /// are points whose kernel does not reach the grid. Call once per batch; the result
-    /// does not depend on how the points are split into batches (up to rounding).
+    /// are points whose kernel does not reach the grid. Each kernel value is rounded to the
+    /// fixed point once and added as an integer, so the result does not depend on how the
+    /// points are split into batches, on their order or on grids merged: bit for bit (up to
+    /// [`EXACT_PARTICLES`] particles reaching a cell).
     pub fn accumulate(&mut self, points: &[f32]) {
         assert!(
             points.len().is_multiple_of(2),
@@ -460,9 +529,12 @@ impl DensityGrid {
             points.len()
         );
         for sub in points.chunks(2 * SUB_BATCH) {
+            let n = (sub.len() / 2) as u64;
+            self.deposits = self.deposits.saturating_add(n);
+            let sat = self.deposits > EXACT_PARTICLES;
             match self.store {
-                Store::Direct(_) => self.accumulate_direct(sub),
-                Store::Split(_) => self.accumulate_split(sub),
+                Store::Direct(_) => self.accumulate_direct(sub, sat),
+                Store::Split(_) => self.accumulate_split(sub, sat),
             }
         }
     }
@@ -480,7 +552,7 @@ impl DensityGrid {
         (xs, step_x, square_table(w, step_x, inv2h2))
     }
 
-    fn accumulate_split(&mut self, points: &[f32]) {
+    fn accumulate_split(&mut self, points: &[f32], sat: bool) {
         let Store::Split(split) = &self.store else {
             unreachable!("split path without a split store")
         };
@@ -507,14 +579,21 @@ impl DensityGrid {
         let split = &mut **split;
         split.allocate();
         split.pixels = OnceLock::new();
+        let ctx = &ctx;
+        let deposit = |(b, lo, rows): (usize, usize, &mut [i64])| {
+            if sat {
+                ctx.deposit_band::<true>(&parts, b, lo, rows)
+            } else {
+                ctx.deposit_band::<false>(&parts, b, lo, rows)
+            }
+        };
         let (half, stride) = (STENCIL / 2, plan.stride);
         // Band b writes sub-rows [b band - (half - 1), (b + 1) band + half): bands of one
         // parity never overlap, so each phase runs its bands side by side, and every sub-row
         // gets its particles in a fixed order (its own band's, then its neighbours').
         for parity in 0..2 {
             let mut regions = Vec::new();
-            let mut rest_rows: &mut [f64] = &mut split.rows;
-            let mut rest_touched: &mut [bool] = &mut split.touched;
+            let mut rest_rows: &mut [i64] = &mut split.rows;
             let mut at = 0;
             for b in (parity..plan.n_bands).step_by(2) {
                 if counts[b] == 0 {
@@ -525,19 +604,14 @@ impl DensityGrid {
                 let (_, r) = std::mem::take(&mut rest_rows).split_at_mut((lo - at) * stride);
                 let (mine, r) = r.split_at_mut((hi - lo) * stride);
                 rest_rows = r;
-                let (_, t) = std::mem::take(&mut rest_touched).split_at_mut(lo - at);
-                let (mine_t, t) = t.split_at_mut(hi - lo);
-                rest_touched = t;
                 at = hi;
-                regions.push((b, lo, mine, mine_t));
+                regions.push((b, lo, mine));
             }
-            regions
-                .into_par_iter()
-                .for_each(|(b, lo, rows, touched)| ctx.deposit_band(&parts, b, lo, rows, touched));
+            regions.into_par_iter().for_each(deposit);
         }
     }
 
-    fn accumulate_direct(&mut self, points: &[f32]) {
+    fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
         let radius = cutoff_sigmas() * self.bandwidth;
         let footprints: Vec<Footprint> = points
             .par_chunks(2 * 4096)
@@ -601,23 +675,44 @@ impl DensityGrid {
             starts,
             sorted,
         };
-        let Store::Direct(data) = &mut self.store else {
+        let Store::Direct(direct) = &mut self.store else {
             unreachable!("direct path without a direct store")
         };
-        data.par_chunks_mut(band_rows * w)
+        direct.pixels = OnceLock::new();
+        direct
+            .acc
+            .par_chunks_mut(band_rows * w)
             .enumerate()
-            .for_each(|(band, rows)| ctx.add_band(band * band_rows, rows));
+            .for_each(|(band, rows)| {
+                if sat {
+                    ctx.add_band::<true>(band * band_rows, rows)
+                } else {
+                    ctx.add_band::<false>(band * band_rows, rows)
+                }
+            });
     }
 
     /// The pixels of a split store: `pixel(r, j) = sum_s gy(y_r - y_s) T[s][j]` over the
-    /// touched sub-rows within `R + STENCIL d` of `y_r`, in increasing `s`.
+    /// non-zero sub-rows within `R + STENCIL d` of `y_r`, in increasing `s`, `T` the integer
+    /// sums converted to f64 (so the pixels depend on the sums only, not on their history).
     fn fold(&self, split: &Split) -> Vec<f64> {
         let plan = &split.plan;
         let (w, stride) = (self.width, plan.stride);
         let mut out = vec![0.0; w * self.height];
-        if !split.touched.iter().any(|&t| t) {
+        if split.rows.is_empty() {
             return out;
         }
+        let mut values: Vec<f64> = Vec::with_capacity(split.rows.len());
+        values.par_extend(split.rows.par_iter().map(|&v| dequantize(v)));
+        let touched: Vec<bool> = split
+            .rows
+            .par_chunks(stride)
+            .map(|row| row.iter().any(|&v| v != 0))
+            .collect();
+        if !touched.iter().any(|&t| t) {
+            return out;
+        }
+        let (rows, touched) = (&values[..], &touched[..]);
         let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
         // A particle within R of a pixel has its whole stencil within R + STENCIL d of it; a
         // stencil cut by this window lies beyond R + d (weights < 1e-7 of the peak).
@@ -648,7 +743,7 @@ impl DensityGrid {
                     return;
                 }
                 let (a, b) = (a as usize, b as usize);
-                if !split.touched[a..=b].iter().any(|&t| t) {
+                if !touched[a..=b].iter().any(|&t| t) {
                     return;
                 }
                 weights.resize(b - a + 1, 0.0);
@@ -658,12 +753,12 @@ impl DensityGrid {
                 picked.extend(
                     weights
                         .iter()
-                        .zip(&split.touched[a..=b])
+                        .zip(&touched[a..=b])
                         .enumerate()
                         .filter(|(_, (_, &t))| t)
                         .map(|(k, (&wk, _))| ((a + k) * stride, wk)),
                 );
-                fold_row(acc, &split.rows, picked);
+                fold_row(acc, rows, picked);
                 columns_row(row, acc, &starts, &wx, len);
             },
         );
@@ -701,26 +796,18 @@ impl DensityGrid {
                 ),
             ));
         }
+        self.deposits = self.deposits.saturating_add(other.deposits);
         match (&mut self.store, &other.store) {
-            (Store::Direct(a), Store::Direct(b)) => a
-                .par_iter_mut()
-                .zip(b.par_iter())
-                .for_each(|(a, b)| *a += b),
+            (Store::Direct(a), Store::Direct(b)) => {
+                add_counts(&mut a.acc, &b.acc);
+                a.pixels = OnceLock::new();
+            }
             (Store::Split(a), Store::Split(b)) => {
-                if !b.touched.iter().any(|&t| t) {
+                if b.rows.is_empty() {
                     return Ok(());
                 }
                 a.allocate();
-                let stride = a.plan.stride;
-                a.rows
-                    .par_chunks_mut(stride)
-                    .zip(b.rows.par_chunks(stride))
-                    .zip(a.touched.par_iter_mut().zip(b.touched.par_iter()))
-                    .filter(|(_, (_, &tb))| tb)
-                    .for_each(|((ra, rb), (ta, _))| {
-                        ra.iter_mut().zip(rb).for_each(|(x, y)| *x += y);
-                        *ta = true;
-                    });
+                add_counts(&mut a.rows, &b.rows);
                 a.pixels = OnceLock::new();
             }
             _ => unreachable!("grids of the same shape take the same path"),
@@ -755,6 +842,191 @@ impl DensityGrid {
         let img = self.to_rgb_image(colormap);
         write_png_atomic(&img, path.as_ref())
     }
+}
+
+/// Identifies the raw grid files written by [`DensityGrid::save_raw`].
+pub const RAW_FORMAT: &str = "memodiff-density-raw-1";
+
+/// What a raw (mergeable) density grid is: everything [`DensityGrid::from_raw`] checks
+/// before it accepts integer sums, so that grids of different shapes are never added.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RawGridMeta {
+    /// [`RAW_FORMAT`].
+    pub format: String,
+    pub width: usize,
+    pub height: usize,
+    /// `[xmin, xmax, ymin, ymax]`.
+    pub extent: [f64; 4],
+    pub bandwidth: f64,
+    /// `"split"` (sums on the sub-grid) or `"direct"` (sums on the pixels, row 0 = top).
+    pub path: String,
+    /// Shape of the integer array: `[sub-rows, stored sub-columns]` or `[height, width]`.
+    pub shape: [usize; 2],
+    /// Value of one unit, in particle peak weights: `2^-QUANTUM_BITS`.
+    pub quantum: f64,
+    /// Particles accumulated (all shards, for a merged grid).
+    pub deposits: u64,
+}
+
+/// The `.npy` v1.0 header NumPy writes for a C-order array of `descr` values.
+pub(crate) fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let unpadded = 10 + dict.len() + 1;
+    dict.extend(std::iter::repeat_n(' ', (64 - unpadded % 64) % 64));
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+impl DensityGrid {
+    /// The metadata of [`raw_counts`](Self::raw_counts).
+    pub fn raw_meta(&self) -> RawGridMeta {
+        let (path, shape) = match &self.store {
+            Store::Direct(_) => ("direct", [self.height, self.width]),
+            Store::Split(split) => ("split", [split.plan.n_sub, split.plan.stride]),
+        };
+        let e = self.extent;
+        RawGridMeta {
+            format: RAW_FORMAT.to_string(),
+            width: self.width,
+            height: self.height,
+            extent: [e.xmin, e.xmax, e.ymin, e.ymax],
+            bandwidth: self.bandwidth,
+            path: path.to_string(),
+            shape,
+            quantum: 1.0 / SCALE,
+            deposits: self.deposits,
+        }
+    }
+
+    /// The integer sums, row-major of shape `raw_meta().shape`: the whole state of the grid
+    /// ([`data`](Self::data) is a function of them). Sums of grids of the same shape add
+    /// exactly: `from_raw` of the element-wise sum is the grid of all their particles.
+    pub fn raw_counts(&self) -> std::borrow::Cow<'_, [i64]> {
+        match &self.store {
+            Store::Direct(direct) => std::borrow::Cow::Borrowed(&direct.acc),
+            Store::Split(split) if split.rows.is_empty() => {
+                std::borrow::Cow::Owned(vec![0; split.plan.n_sub * split.plan.stride])
+            }
+            Store::Split(split) => std::borrow::Cow::Borrowed(&split.rows),
+        }
+    }
+
+    /// A grid from its raw sums; refuses metadata that does not describe a grid memodiff
+    /// would build for that size, extent and bandwidth (or a count of values that does not
+    /// fill the shape).
+    pub fn from_raw(meta: &RawGridMeta, counts: Vec<i64>) -> Result<Self> {
+        let bad = |why: String| Error::invalid("raw density grid", why);
+        if meta.format != RAW_FORMAT {
+            return Err(bad(format!(
+                "format '{}', expected '{RAW_FORMAT}'",
+                meta.format
+            )));
+        }
+        if meta.quantum != 1.0 / SCALE {
+            return Err(bad(format!(
+                "quantum {} is not 2^-{QUANTUM_BITS}",
+                meta.quantum
+            )));
+        }
+        let [xmin, xmax, ymin, ymax] = meta.extent;
+        let extent = Extent::new(xmin, xmax, ymin, ymax)?;
+        let mut grid = DensityGrid::new(extent, meta.width, meta.height, meta.bandwidth)?;
+        let expected = grid.raw_meta();
+        if (expected.path.as_str(), expected.shape) != (meta.path.as_str(), meta.shape) {
+            return Err(bad(format!(
+                "a {}x{} grid over {extent} (bandwidth {}) is a {} grid of shape {:?}, not {} {:?}",
+                meta.width,
+                meta.height,
+                meta.bandwidth,
+                expected.path,
+                expected.shape,
+                meta.path,
+                meta.shape
+            )));
+        }
+        if counts.len() != meta.shape[0] * meta.shape[1] {
+            return Err(bad(format!(
+                "{} values do not fill shape {:?}",
+                counts.len(),
+                meta.shape
+            )));
+        }
+        grid.deposits = meta.deposits;
+        match &mut grid.store {
+            Store::Direct(direct) => direct.acc = counts,
+            Store::Split(split) => split.rows = counts,
+        }
+        Ok(grid)
+    }
+
+    /// Write the raw sums as `path` (`.npy`, `<i8`, C order, shape `raw_meta().shape`) and
+    /// their metadata as `path` with extension `.json`, each atomically.
+    pub fn save_raw(&self, path: &Path) -> Result<()> {
+        let meta = self.raw_meta();
+        let counts = self.raw_counts();
+        let header = npy_header("<i8", &meta.shape);
+        crate::output::write_atomically(path, |w| {
+            use std::io::Write;
+            w.write_all(&header)?;
+            for chunk in counts.chunks(1 << 16) {
+                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+                w.write_all(&bytes)?;
+            }
+            Ok(())
+        })?;
+        crate::output::write_json(&path.with_extension("json"), &meta)
+    }
+
+    /// Read a grid written by [`save_raw`](Self::save_raw), checking the file against its
+    /// metadata (header, size) and the metadata against the grid it describes.
+    pub fn load_raw(path: &Path) -> Result<Self> {
+        let meta_path = path.with_extension("json");
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: RawGridMeta = serde_json::from_str(&text).map_err(|e| {
+            Error::invalid("raw density grid", format!("{}: {e}", meta_path.display()))
+        })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let header = npy_header("<i8", &meta.shape);
+        let n = meta.shape[0].saturating_mul(meta.shape[1]);
+        if !bytes.starts_with(&header)
+            || Some(bytes.len()) != n.checked_mul(8).map(|b| b + header.len())
+        {
+            return Err(Error::invalid(
+                "raw density grid",
+                format!(
+                    "{} is not the <i8 array of shape {:?} that {} describes",
+                    path.display(),
+                    meta.shape,
+                    meta_path.display()
+                ),
+            ));
+        }
+        let counts = bytes[header.len()..]
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        Self::from_raw(&meta, counts)
+    }
+}
+
+/// `a += b`, saturating (integer sums: exact and order-independent short of saturation).
+fn add_counts(a: &mut [i64], b: &[i64]) {
+    a.par_chunks_mut(1 << 16)
+        .zip(b.par_chunks(1 << 16))
+        .for_each(|(a, b)| {
+            a.iter_mut()
+                .zip(b)
+                .for_each(|(x, &y)| *x = x.saturating_add(y))
+        });
 }
 
 /// Write an RGB image to `path` as a PNG through a temporary file and a rename.
@@ -809,28 +1081,28 @@ struct BandContext {
 
 impl BandContext {
     /// Add the kernels reaching rows `b0..` (as many as `rows` holds) into `rows`.
-    fn add_band(&self, b0: usize, rows: &mut [f64]) {
+    fn add_band<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { self.add_band_avx2(b0, rows) };
+                unsafe { self.add_band_avx2::<SAT>(b0, rows) };
                 return;
             }
         }
-        self.add_band_generic(b0, rows);
+        self.add_band_generic::<SAT>(b0, rows);
     }
 
     /// The same code compiled for AVX2 (4-wide f64 multiply-adds in the row loop). The
     /// arithmetic is identical (no FMA contraction), so results do not depend on the CPU.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn add_band_avx2(&self, b0: usize, rows: &mut [f64]) {
-        self.add_band_generic(b0, rows);
+    unsafe fn add_band_avx2<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
+        self.add_band_generic::<SAT>(b0, rows);
     }
 
     #[inline(always)]
-    fn add_band_generic(&self, b0: usize, rows: &mut [f64]) {
+    fn add_band_generic<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
         let w = self.width;
         let b1 = b0 + rows.len() / w; // exclusive
         let first_top = b0.saturating_sub(self.span - 1);
@@ -863,8 +1135,10 @@ impl BandContext {
             );
             for (r, &wyv) in (r_lo..=r_hi).zip(&wy) {
                 let row = &mut rows[(r - b0) * w + c0..(r - b0) * w + c1 + 1];
+                // The fixed point's scale on the row weight (a power of two: exact).
+                let wys = wyv * SCALE;
                 for (dst, &wxv) in row.iter_mut().zip(&wx) {
-                    *dst += wyv * wxv;
+                    *dst = add_fixed::<SAT>(*dst, quantize(wys * wxv));
                 }
             }
         }
@@ -1132,66 +1406,56 @@ impl DepositContext {
     }
 
     /// Deposit band `b`'s particles into `rows` (sub-rows `lo..`, as many as it holds).
-    fn deposit_band(
-        &self,
-        parts: &Parts,
-        b: usize,
-        lo: usize,
-        rows: &mut [f64],
-        touched: &mut [bool],
-    ) {
+    fn deposit_band<const SAT: bool>(&self, parts: &Parts, b: usize, lo: usize, rows: &mut [i64]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F, checked just above.
-                unsafe { self.deposit_band_avx512(parts, b, lo, rows, touched) };
+                unsafe { self.deposit_band_avx512::<SAT>(parts, b, lo, rows) };
                 return;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { self.deposit_band_avx2(parts, b, lo, rows, touched) };
+                unsafe { self.deposit_band_avx2::<SAT>(parts, b, lo, rows) };
                 return;
             }
         }
-        self.deposit_band_generic(parts, b, lo, rows, touched);
+        self.deposit_band_generic::<SAT>(parts, b, lo, rows);
     }
 
     /// The same code compiled for AVX-512 / AVX2 (wider multiply-adds; identical arithmetic,
     /// no FMA contraction, so results do not depend on the CPU).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn deposit_band_avx512(
+    unsafe fn deposit_band_avx512<const SAT: bool>(
         &self,
         parts: &Parts,
         b: usize,
         lo: usize,
-        rows: &mut [f64],
-        touched: &mut [bool],
+        rows: &mut [i64],
     ) {
-        self.deposit_band_generic(parts, b, lo, rows, touched);
+        self.deposit_band_generic::<SAT>(parts, b, lo, rows);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn deposit_band_avx2(
+    unsafe fn deposit_band_avx2<const SAT: bool>(
         &self,
         parts: &Parts,
         b: usize,
         lo: usize,
-        rows: &mut [f64],
-        touched: &mut [bool],
+        rows: &mut [i64],
     ) {
-        self.deposit_band_generic(parts, b, lo, rows, touched);
+        self.deposit_band_generic::<SAT>(parts, b, lo, rows);
     }
 
     #[inline(always)]
-    fn deposit_band_generic(
+    fn deposit_band_generic<const SAT: bool>(
         &self,
         parts: &Parts,
         b: usize,
         lo: usize,
-        rows: &mut [f64],
-        touched: &mut [bool],
+        rows: &mut [i64],
     ) {
         let stride = self.plan.stride;
         let below = STENCIL / 2 - 1;
@@ -1204,18 +1468,19 @@ impl DepositContext {
                 let row0 = iy - below - lo;
                 let col = ix - below;
                 for (k, &lk) in ly.iter().enumerate() {
+                    // The fixed point's scale on the row weight (a power of two: exact).
+                    let lk = lk * SCALE;
                     let start = (row0 + k) * stride + col;
-                    let dst: &mut [f64; STENCIL] = (&mut rows[start..start + STENCIL])
+                    let dst: &mut [i64; STENCIL] = (&mut rows[start..start + STENCIL])
                         .try_into()
                         .expect("STENCIL values");
                     // Through a local (loads before stores), so that it vectorizes.
                     let mut v = *dst;
                     for q in 0..STENCIL {
-                        v[q] += lk * lx[q];
+                        v[q] = add_fixed::<SAT>(v[q], quantize(lk * lx[q]));
                     }
                     *dst = v;
                 }
-                touched[row0..row0 + STENCIL].fill(true);
             }
         }
     }
@@ -1650,7 +1915,10 @@ mod tests {
         );
         // y = 1 is three quarters up: row ~ (h - 1) / 4.
         assert!((grid.row_y(at.0) - 1.0).abs() <= 2.0 / (h - 1) as f64);
-        assert!((grid.column_x(at.1)).abs() <= 2.0 / (w - 1) as f64);
+        // x = 0 is midway between two columns: their values tie (in the fixed point) and
+        // the first wins, at distance 2 / (w - 1) up to rounding.
+        assert!((grid.column_x(at.1)).abs() <= 2.0 / (w - 1) as f64 * (1.0 + 1e-12));
+        assert_eq!(grid.get(at.0, w / 2 - 1), grid.get(at.0, w / 2));
         assert_eq!(grid.row_y(0), 2.0);
         assert_eq!(grid.row_y(h - 1), -2.0);
         // And in the image: the brightest pixel is the last colour of the map.
@@ -1665,27 +1933,117 @@ mod tests {
     fn two_batches_equal_one_batch_and_merge() {
         let extent = Extent::square(-3.0, 3.0).unwrap();
         let pts = cloud(5000, 11);
-        let mut one = DensityGrid::new(extent, 256, 192, DEFAULT_BANDWIDTH).unwrap();
-        one.accumulate(&pts);
-        let mut two = DensityGrid::new(extent, 256, 192, DEFAULT_BANDWIDTH).unwrap();
-        two.accumulate(&pts[..4000]);
-        two.accumulate(&pts[4000..]);
-        let peak = max_abs(one.data());
-        for (a, b) in one.data().iter().zip(two.data()) {
-            assert!((a - b).abs() <= 1e-12 * peak);
+        // Split path (default bandwidth) and direct path (small bandwidth): bit for bit.
+        for bw in [DEFAULT_BANDWIDTH, 0.005] {
+            let mut one = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            one.accumulate(&pts);
+            let mut two = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            two.accumulate(&pts[..4000]);
+            two.accumulate(&pts[4000..]);
+            assert!(one.data() == two.data(), "h = {bw}");
+            assert!(one.raw_counts() == two.raw_counts(), "h = {bw}");
+            let mut left = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            left.accumulate(&pts[..6000]);
+            let mut right = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            right.accumulate(&pts[6000..]);
+            left.merge(&right).unwrap();
+            assert!(one.data() == left.data(), "h = {bw}");
+            // Order does not matter either: the particles reversed.
+            let reversed: Vec<f32> = pts.chunks_exact(2).rev().flatten().copied().collect();
+            let mut back = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            back.accumulate(&reversed);
+            assert!(one.data() == back.data(), "h = {bw}");
+            assert_eq!(one.raw_meta().deposits, 5000);
+            let other = DensityGrid::new(extent, 256, 191, bw).unwrap();
+            assert!(left.merge(&other).is_err());
         }
         let mut left = DensityGrid::new(extent, 256, 192, DEFAULT_BANDWIDTH).unwrap();
-        left.accumulate(&pts[..6000]);
-        let mut right = DensityGrid::new(extent, 256, 192, DEFAULT_BANDWIDTH).unwrap();
-        right.accumulate(&pts[6000..]);
-        left.merge(&right).unwrap();
-        for (a, b) in one.data().iter().zip(left.data()) {
-            assert!((a - b).abs() <= 1e-12 * peak);
-        }
-        let other = DensityGrid::new(extent, 256, 191, DEFAULT_BANDWIDTH).unwrap();
-        assert!(left.merge(&other).is_err());
         let other = DensityGrid::new(Extent::square(-3.0, 3.5).unwrap(), 256, 192, 0.1).unwrap();
         assert!(left.merge(&other).is_err());
+    }
+
+    #[test]
+    fn raw_grids_round_trip_and_refuse_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let extent = Extent::square(-3.0, 3.0).unwrap();
+        let pts = cloud(3000, 5);
+        for (bw, split) in [(DEFAULT_BANDWIDTH, true), (0.005, false)] {
+            let mut grid = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            assert_eq!(grid.is_split(), split);
+            // Before any deposit: all zero, still round-trips.
+            let path = dir.path().join("g.npy");
+            grid.save_raw(&path).unwrap();
+            assert!(DensityGrid::load_raw(&path)
+                .unwrap()
+                .data()
+                .iter()
+                .all(|&v| v == 0.0));
+            grid.accumulate(&pts);
+            grid.save_raw(&path).unwrap();
+            let back = DensityGrid::load_raw(&path).unwrap();
+            assert!(back.data() == grid.data());
+            assert_eq!(back.raw_meta(), grid.raw_meta());
+            // Summing raw counts = merging.
+            let mut a = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            a.accumulate(&pts[..2000]);
+            let mut b = DensityGrid::new(extent, 256, 192, bw).unwrap();
+            b.accumulate(&pts[2000..]);
+            let sum: Vec<i64> = a
+                .raw_counts()
+                .iter()
+                .zip(b.raw_counts().iter())
+                .map(|(x, y)| x + y)
+                .collect();
+            let mut meta = a.raw_meta();
+            meta.deposits += b.raw_meta().deposits;
+            assert!(DensityGrid::from_raw(&meta, sum).unwrap().data() == grid.data());
+            // Mismatches are refused.
+            let mut wrong = grid.raw_meta();
+            wrong.bandwidth *= 1.5;
+            // Refused when read (a different sub-grid) or when merged (a different grid).
+            assert!(
+                DensityGrid::from_raw(&wrong, grid.raw_counts().into_owned())
+                    .and_then(|other| grid.clone().merge(&other))
+                    .is_err()
+            );
+            let mut wrong = grid.raw_meta();
+            wrong.path = if split { "direct" } else { "split" }.into();
+            assert!(DensityGrid::from_raw(&wrong, grid.raw_counts().into_owned()).is_err());
+            assert!(DensityGrid::from_raw(&grid.raw_meta(), vec![0; 5]).is_err());
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.pop();
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(DensityGrid::load_raw(&path).is_err());
+        }
+    }
+
+    #[test]
+    fn fixed_point_quantize_and_headroom() {
+        for v in [
+            0.0,
+            0.4,
+            0.5,
+            0.6,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -3.7,
+            4294967296.0,
+            -4294967296.0,
+        ] {
+            assert_eq!(quantize(v), v.round_ties_even() as i64, "{v}");
+        }
+        // Every deposited weight is at most 1 in magnitude (one particle's peak).
+        let mut worst = 0.0f64;
+        for k in 0..=1000 {
+            let l = lagrange(k as f64 / 1000.0);
+            worst = worst.max(l.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+        }
+        assert!(worst <= 1.0 + 1e-12, "{worst}");
+        let per_deposit = (SCALE * (1.0 + 1e-12)).ceil() as i128;
+        assert!(EXACT_PARTICLES as i128 * per_deposit <= i64::MAX as i128);
+        assert_eq!(add_fixed::<true>(i64::MAX - 1, 5), i64::MAX);
     }
 
     #[test]

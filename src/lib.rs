@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod heatmap;
+pub mod merge;
 pub mod metrics;
 pub mod output;
 pub mod params;

@@ -2,8 +2,20 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = memodiff::cli::Cli::parse();
+    // Ctrl-C: the first one asks the run to stop at the next step boundary (temporary
+    // files are removed, exit status 130); a second one exits at once.
+    let _ = ctrlc::set_handler(|| {
+        use std::sync::atomic::Ordering;
+        if memodiff::cli::INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
     match memodiff::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e @ memodiff::Error::Interrupted(_)) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

@@ -211,6 +211,61 @@ impl MemorizationCounter {
     }
 
     pub fn summary(&self) -> MemorizationSummary {
+        self.counts().summary()
+    }
+
+    /// The integer counts (mergeable: see [`MemorizationCounts::merge`]).
+    pub fn counts(&self) -> MemorizationCounts {
+        MemorizationCounts {
+            dim: self.dim,
+            particles: self.particles,
+            within_0_05: self.within_0_05,
+            within_0_1: self.within_0_1,
+            nearest_counts: self.nearest_counts.clone(),
+            nonfinite: self.nonfinite,
+        }
+    }
+}
+
+/// A counter's integer counts, as written to `metrics_counts.json`: counts of shards add
+/// up exactly to the counts of the whole run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MemorizationCounts {
+    pub dim: usize,
+    pub particles: u64,
+    pub within_0_05: u64,
+    pub within_0_1: u64,
+    /// One count per training point.
+    pub nearest_counts: Vec<u64>,
+    pub nonfinite: u64,
+}
+
+impl MemorizationCounts {
+    /// Add the counts of another part of the same run (same dimension and training-set size).
+    pub fn merge(&mut self, other: &MemorizationCounts) -> Result<()> {
+        if self.dim != other.dim || self.nearest_counts.len() != other.nearest_counts.len() {
+            return Err(Error::invalid(
+                "memorization counts",
+                format!(
+                    "cannot add counts over {} training points in D = {} to counts over {} in D = {}",
+                    other.nearest_counts.len(),
+                    other.dim,
+                    self.nearest_counts.len(),
+                    self.dim
+                ),
+            ));
+        }
+        self.particles += other.particles;
+        self.within_0_05 += other.within_0_05;
+        self.within_0_1 += other.within_0_1;
+        self.nonfinite += other.nonfinite;
+        for (a, b) in self.nearest_counts.iter_mut().zip(&other.nearest_counts) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self) -> MemorizationSummary {
         let frac = |k: u64| {
             if self.particles == 0 {
                 0.0

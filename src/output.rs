@@ -90,6 +90,57 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     })
 }
 
+/// Bytes free to an unprivileged user on the file system that holds `path`, or would hold
+/// it: the nearest existing ancestor is asked when `path` does not exist yet. `None` where
+/// it cannot be known (non-Unix platforms, a failing `statvfs`).
+pub fn available_space(path: &Path) -> Option<u64> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let existing = absolute.ancestors().find(|p| p.exists())?;
+    statvfs_available(existing)
+}
+
+#[cfg(unix)]
+fn statvfs_available(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated string and `stat` points to writable memory of
+    // the right type; statvfs only writes into it, and we read it only when it succeeded.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(stat.f_bavail), stat.f_frsize as u64);
+    Some(blocks.saturating_mul(size))
+}
+
+#[cfg(not(unix))]
+fn statvfs_available(_path: &Path) -> Option<u64> {
+    None
+}
+
+/// A byte count for people: `16.0 PB`, `512.0 MB`, `12 bytes` (powers of 1000).
+pub fn human_bytes(bytes: u128) -> String {
+    const UNITS: [&str; 7] = ["kB", "MB", "GB", "TB", "PB", "EB", "ZB"];
+    if bytes < 1000 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 // ---------------------------------------------------------------------------------------
 // NPY writing
 // ---------------------------------------------------------------------------------------
@@ -334,112 +385,389 @@ pub(crate) enum NpyReadError {
     Format(String),
 }
 
+/// Longest `.npy` header text accepted. NumPy writes 118 bytes or fewer for any array
+/// memodiff reads and refuses more than 10,000 by default; the cap keeps a lying header
+/// length from costing memory.
+const MAX_NPY_HEADER: u64 = 1 << 16;
+
 /// Read a `.npy` file holding a float32 or float64 array (either byte order) in C order,
 /// of any rank. Rejects other dtypes, Fortran order, and data that is shorter or longer
 /// than the shape says.
+///
+/// Memory: the header is read first and the size its shape implies is compared with the
+/// file's length before anything is allocated, so a header that lies (a huge shape in a
+/// small file) costs nothing; a valid file costs one array of its data's size.
 pub(crate) fn read_npy(path: &Path) -> std::result::Result<NpyArray, NpyReadError> {
-    use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
+    let file = File::open(path).map_err(NpyReadError::Io)?;
+    let len = file.metadata().map_err(NpyReadError::Io)?.len();
+    read_npy_from(io::BufReader::new(file), len)
+}
+
+/// [`read_npy`] on the bytes of a file already in memory.
+pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, NpyReadError> {
+    read_npy_from(bytes, bytes.len() as u64)
+}
+
+/// Read as many bytes as are there, up to `buf.len()`.
+fn read_up_to(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The `.npy` reader proper: `r` yields a file of `len` bytes.
+fn read_npy_from(mut r: impl io::Read, len: u64) -> std::result::Result<NpyArray, NpyReadError> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
     let bad = |m: String| NpyReadError::Format(m);
 
-    let bytes = fs::read(path).map_err(NpyReadError::Io)?;
-    if !bytes.starts_with(b"\x93NUMPY") {
+    let mut pre = [0u8; 12];
+    let got = read_up_to(&mut r, &mut pre[..8]).map_err(NpyReadError::Io)?;
+    if !pre[..got.min(6)].starts_with(&MAGIC[..got.min(6)]) || got == 0 {
         return Err(bad(
             "not a NumPy .npy file (it does not start with \\x93NUMPY)".into(),
         ));
     }
-    let mut cursor = io::Cursor::new(&bytes[..]);
-    let header = NpyHeader::from_reader(&mut cursor).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            bad("the .npy header is truncated".into())
-        } else {
-            {
-                // Parse errors can span several lines (with a caret diagram): keep the first.
-                let text = e.to_string();
-                let first = text
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim_end_matches([' ', ':']);
-                bad(format!("invalid .npy header: {first}"))
-            }
-        }
-    })?;
-    let data = &bytes[cursor.position() as usize..];
-
-    let dtype = header.dtype();
-    let (size, endianness) = match &dtype {
-        DType::Plain(ts)
-            if ts.type_char() == TypeChar::Float
-                && matches!(ts.size_field(), 4 | 8)
-                && matches!(ts.endianness(), Endianness::Little | Endianness::Big) =>
-        {
-            (ts.size_field() as usize, ts.endianness())
-        }
-        other => {
+    if got < 8 {
+        return Err(bad(format!(
+            "the .npy header is truncated: the file has only {len} bytes"
+        )));
+    }
+    let (major, minor) = (pre[6], pre[7]);
+    let prefix = match (major, minor) {
+        (1, 0) => 10,
+        (2, 0) | (3, 0) => 12,
+        _ => {
             return Err(bad(format!(
-                "dtype {} is not supported (expected float32 '<f4' or float64 '<f8')",
-                other.descr()
+                "unsupported .npy format version {major}.{minor} (expected 1.0, 2.0 or 3.0)"
             )))
         }
     };
-    if header.order() == Order::Fortran {
+    if read_up_to(&mut r, &mut pre[8..prefix]).map_err(NpyReadError::Io)? < prefix - 8 {
+        return Err(bad(format!(
+            "the .npy header is truncated: the file has only {len} bytes"
+        )));
+    }
+    let header_len = if prefix == 10 {
+        u64::from(u16::from_le_bytes([pre[8], pre[9]]))
+    } else {
+        u64::from(u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]))
+    };
+    let after_prefix = len.saturating_sub(prefix as u64);
+    if header_len > after_prefix {
+        return Err(bad(format!(
+            "the .npy header is truncated: it declares {header_len} bytes, only \
+             {after_prefix} follow"
+        )));
+    }
+    if header_len > MAX_NPY_HEADER {
+        return Err(bad(format!(
+            "the .npy header declares {header_len} bytes, more than the {MAX_NPY_HEADER} \
+             accepted"
+        )));
+    }
+    let mut text = vec![0u8; header_len as usize];
+    r.read_exact(&mut text).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            bad("the .npy header is truncated".into())
+        } else {
+            NpyReadError::Io(e)
+        }
+    })?;
+    let text = std::str::from_utf8(&text).map_err(|e| {
+        bad(format!(
+            "invalid .npy header: byte {} is not text",
+            e.valid_up_to()
+        ))
+    })?;
+    let header = parse_npy_header(text).map_err(|m| bad(format!("invalid .npy header: {m}")))?;
+
+    let (size, big_endian) = match float_descr(&header.descr) {
+        Some(v) => v,
+        None => {
+            return Err(bad(format!(
+                "dtype '{}' is not supported (expected float32 '<f4' or float64 '<f8')",
+                short_escaped(&header.descr)
+            )))
+        }
+    };
+    if header.fortran_order {
         return Err(bad(
             "the array is in Fortran order; save it in C order (e.g. np.ascontiguousarray)".into(),
         ));
     }
     let shape: Vec<usize> = header
-        .shape()
+        .shape
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| bad(format!("shape {} is too large", shape_text(header.shape()))))?;
-    let expected_bytes = shape
+        .map_err(|_| bad(format!("shape {} is too large", shape_text(&header.shape))))?;
+    // The size the shape implies, against the bytes the file really has, before allocating.
+    let expected_bytes = header
+        .shape
         .iter()
-        .try_fold(size, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad(format!("shape {} is too large", shape_text(&shape))))?;
-    if data.len() < expected_bytes {
-        return Err(bad(format!(
-            "data is truncated: shape {} needs {expected_bytes} bytes, only {} follow the header",
-            shape_text(&shape),
-            data.len()
-        )));
-    }
-    if data.len() > expected_bytes {
+        .try_fold(size as u128, |acc, &d| acc.checked_mul(u128::from(d)));
+    let data_len = after_prefix - header_len;
+    let expected_bytes = match expected_bytes {
+        Some(b) if b <= u128::from(data_len) => b as u64,
+        Some(b) => {
+            return Err(bad(format!(
+                "data is truncated: shape {} needs {b} bytes, only {data_len} follow the header",
+                shape_text(&shape)
+            )))
+        }
+        None => {
+            return Err(bad(format!(
+                "data is truncated: shape {} needs more than 2^128 bytes, only {data_len} \
+                 follow the header",
+                shape_text(&shape)
+            )))
+        }
+    };
+    if data_len > expected_bytes {
         return Err(bad(format!(
             "{} unexpected bytes after the data of shape {}",
-            data.len() - expected_bytes,
+            data_len - expected_bytes,
             shape_text(&shape)
         )));
     }
-    let big = endianness == Endianness::Big;
+    let count = (expected_bytes / size as u64) as usize;
+    let truncated = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            bad(format!(
+                "data is truncated: shape {} needs {expected_bytes} bytes, fewer follow the header",
+                shape_text(&shape)
+            ))
+        } else {
+            NpyReadError::Io(e)
+        }
+    };
+    let swap = big_endian != cfg!(target_endian = "big");
     let values = if size == 4 {
-        NpyValues::F32(
-            data.chunks_exact(4)
-                .map(|c| {
-                    let b = [c[0], c[1], c[2], c[3]];
-                    if big {
-                        f32::from_be_bytes(b)
-                    } else {
-                        f32::from_le_bytes(b)
-                    }
-                })
-                .collect(),
-        )
+        let mut v = vec![0f32; count];
+        r.read_exact(bytemuck::cast_slice_mut(&mut v))
+            .map_err(truncated)?;
+        if swap {
+            v.iter_mut()
+                .for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
+        }
+        NpyValues::F32(v)
     } else {
-        NpyValues::F64(
-            data.chunks_exact(8)
-                .map(|c| {
-                    let b: [u8; 8] = c.try_into().expect("chunks of 8");
-                    if big {
-                        f64::from_be_bytes(b)
-                    } else {
-                        f64::from_le_bytes(b)
-                    }
-                })
-                .collect(),
-        )
+        let mut v = vec![0f64; count];
+        r.read_exact(bytemuck::cast_slice_mut(&mut v))
+            .map_err(truncated)?;
+        if swap {
+            v.iter_mut()
+                .for_each(|x| *x = f64::from_bits(x.to_bits().swap_bytes()));
+        }
+        NpyValues::F64(v)
     };
     Ok(NpyArray { shape, values })
+}
+
+/// `(item size, big endian)` of a float32/float64 descr such as `<f4` or `>f8`.
+fn float_descr(descr: &str) -> Option<(usize, bool)> {
+    let big = match descr.as_bytes().first()? {
+        b'<' => false,
+        b'>' => true,
+        b'=' => cfg!(target_endian = "big"),
+        _ => return None,
+    };
+    match &descr[1..] {
+        "f4" => Some((4, big)),
+        "f8" => Some((8, big)),
+        _ => None,
+    }
+}
+
+/// At most 40 characters of `text`, escaped so that a message stays on one line.
+pub(crate) fn short_escaped(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 40 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The three fields of an `.npy` header.
+#[derive(Debug)]
+struct NpyHeaderFields {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<u64>,
+}
+
+/// Parse the header dict, a Python literal such as
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }` followed by spaces and
+/// a newline. Only what NumPy writes for a plain dtype is accepted: exactly the three keys,
+/// a string descr, a bool and a tuple (or list) of integers. No recursion, one pass.
+fn parse_npy_header(text: &str) -> std::result::Result<NpyHeaderFields, String> {
+    let b = text.as_bytes();
+    let mut i = 0usize;
+    let ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    let found = |i: usize| -> String {
+        if i >= b.len() {
+            "the end of the header".into()
+        } else {
+            let end = (i + 12).min(b.len());
+            format!(
+                "\"{}\" at byte {i}",
+                String::from_utf8_lossy(&b[i..end]).escape_debug()
+            )
+        }
+    };
+    let expect = |i: &mut usize, c: u8| -> std::result::Result<(), String> {
+        if *i < b.len() && b[*i] == c {
+            *i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected '{}', found {}", c as char, found(*i)))
+        }
+    };
+    let string = |i: &mut usize| -> std::result::Result<String, String> {
+        let quote = match b.get(*i) {
+            Some(&q @ (b'\'' | b'"')) => q,
+            _ => return Err(format!("expected a quoted string, found {}", found(*i))),
+        };
+        let start = *i + 1;
+        let len = b[start..]
+            .iter()
+            .position(|&c| c == quote || c == b'\n')
+            .filter(|&k| b[start + k] == quote)
+            .ok_or_else(|| format!("unterminated string at byte {}", *i))?;
+        *i = start + len + 1;
+        Ok(text[start..start + len].to_string())
+    };
+
+    ws(&mut i);
+    expect(&mut i, b'{')?;
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    loop {
+        ws(&mut i);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+            break;
+        }
+        let key_at = i;
+        let key = string(&mut i)?;
+        ws(&mut i);
+        expect(&mut i, b':')?;
+        ws(&mut i);
+        let duplicate = || format!("key '{}' appears twice", short_escaped(&key));
+        match key.as_str() {
+            "descr" => {
+                if b.get(i) == Some(&b'[') {
+                    return Err(
+                        "dtype is a structured (record) dtype, which is not supported \
+                         (expected float32 '<f4' or float64 '<f8')"
+                            .into(),
+                    );
+                }
+                if descr.replace(string(&mut i)?).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "fortran_order" => {
+                let value = if b[i..].starts_with(b"True") {
+                    true
+                } else if b[i..].starts_with(b"False") {
+                    false
+                } else {
+                    return Err(format!(
+                        "fortran_order must be True or False, found {}",
+                        found(i)
+                    ));
+                };
+                i += if value { 4 } else { 5 };
+                if fortran_order.replace(value).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "shape" => {
+                let close = match b.get(i) {
+                    Some(b'(') => b')',
+                    Some(b'[') => b']',
+                    _ => return Err(format!("shape must be a tuple, found {}", found(i))),
+                };
+                i += 1;
+                let mut dims = Vec::new();
+                loop {
+                    ws(&mut i);
+                    if b.get(i) == Some(&close) {
+                        i += 1;
+                        break;
+                    }
+                    let start = i;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    if start == i {
+                        return Err(format!(
+                            "shape must hold non-negative integers, found {}",
+                            found(start)
+                        ));
+                    }
+                    let dim: u64 = text[start..i].parse().map_err(|_| {
+                        format!(
+                            "shape value {} is too large",
+                            short_escaped(&text[start..i])
+                        )
+                    })?;
+                    dims.push(dim);
+                    if b.get(i) == Some(&b'L') {
+                        i += 1; // Python 2 long integers, e.g. (3L, 2L)
+                    }
+                    ws(&mut i);
+                    match b.get(i) {
+                        Some(&b',') => i += 1,
+                        Some(&c) if c == close => {}
+                        _ => {
+                            return Err(format!(
+                                "expected ',' or '{}' in the shape, found {}",
+                                close as char,
+                                found(i)
+                            ))
+                        }
+                    }
+                }
+                if shape.replace(dims).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unexpected key '{}' at byte {key_at}",
+                    short_escaped(&key)
+                ))
+            }
+        }
+        ws(&mut i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => {}
+            _ => return Err(format!("expected ',' or '}}', found {}", found(i))),
+        }
+    }
+    ws(&mut i);
+    if i < b.len() {
+        return Err(format!("unexpected text after the dict: {}", found(i)));
+    }
+    let missing = |k: &str| format!("the dict is missing key '{k}'");
+    Ok(NpyHeaderFields {
+        descr: descr.ok_or_else(|| missing("descr"))?,
+        fortran_order: fortran_order.ok_or_else(|| missing("fortran_order"))?,
+        shape: shape.ok_or_else(|| missing("shape"))?,
+    })
 }
 
 /// Read back an f32 `.npy` array (any rank, C order): its shape and row-major values.

@@ -9,7 +9,8 @@ use crate::error::Result;
 use crate::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
 use crate::schedule::{ReverseStep, VpSchedule};
 use rayon::prelude::*;
-use std::sync::atomic::Ordering;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Softmax weights of the training points at `x`, forward time with scale `s`, variance `v`.
 fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
@@ -108,41 +109,72 @@ impl Engine for ReferenceEngine {
         usize::MAX
     }
 
-    fn run_batch(
+    fn advance_batch(
         &mut self,
         problem: &Problem,
         first_particle: u64,
-        initial: &mut [f32],
-        samples: &mut [f32],
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
-        let n = samples.len() / dim;
+        let n = state.len() / dim;
         let schedule = self.schedule;
-        run_with_progress(n, problem.steps.len(), on_step, |done| {
-            initial
-                .par_chunks_mut(dim)
-                .zip(samples.par_chunks_mut(dim))
-                .enumerate()
-                .for_each(|(i, (x0, out))| {
-                    let particle = first_particle + i as u64;
-                    let mut x = vec![0.0; dim];
-                    fill_normals_f64(problem.seed, particle, INITIAL_NOISE_STEP, &mut x);
-                    x.iter_mut().for_each(|v| *v *= problem.initial_std);
-                    for (o, v) in x0.iter_mut().zip(&x) {
-                        *o = *v as f32;
+        let skipped = AtomicBool::new(false);
+        let start = steps.start;
+        let particle_job =
+            |i: usize, x0: Option<&mut [f32]>, out: &mut [f32], done: &AtomicUsize| {
+                if cancel.load(Ordering::Relaxed) {
+                    skipped.store(true, Ordering::Relaxed);
+                    return;
+                }
+                let particle = first_particle + i as u64;
+                let mut x = vec![0.0; dim];
+                match x0 {
+                    Some(x0) => {
+                        fill_normals_f64(problem.seed, particle, INITIAL_NOISE_STEP, &mut x);
+                        x.iter_mut().for_each(|v| *v *= problem.initial_std);
+                        for (o, v) in x0.iter_mut().zip(&x) {
+                            *o = *v as f32;
+                        }
                     }
-                    let mut z = vec![0.0; dim];
-                    for step in problem.steps {
-                        fill_normals_f64(problem.seed, particle, step.index, &mut z);
-                        em_step(problem.dataset, &schedule, step, &mut x, &z);
-                    }
-                    for (o, v) in out.iter_mut().zip(&x) {
-                        *o = *v as f32;
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                });
-        });
+                    // A state saved between ranges is f32: the f64 trajectory is rounded there.
+                    None => x
+                        .iter_mut()
+                        .zip(out.iter())
+                        .for_each(|(v, o)| *v = *o as f64),
+                }
+                let mut z = vec![0.0; dim];
+                for step in &problem.steps[steps.clone()] {
+                    fill_normals_f64(problem.seed, particle, step.index, &mut z);
+                    em_step(problem.dataset, &schedule, step, &mut x, &z);
+                }
+                for (o, v) in out.iter_mut().zip(&x) {
+                    *o = *v as f32;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            };
+        run_with_progress(
+            n,
+            steps.len(),
+            &mut |k| on_step(start + k),
+            |done| match initial {
+                Some(initial) => initial
+                    .par_chunks_mut(dim)
+                    .zip(state.par_chunks_mut(dim))
+                    .enumerate()
+                    .for_each(|(i, (x0, out))| particle_job(i, Some(x0), out, done)),
+                None => state
+                    .par_chunks_mut(dim)
+                    .enumerate()
+                    .for_each(|(i, out)| particle_job(i, None, out, done)),
+            },
+        );
+        if skipped.load(Ordering::Relaxed) {
+            return Err(crate::error::Error::Interrupted("interrupted".into()));
+        }
         Ok(())
     }
 }

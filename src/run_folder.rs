@@ -50,6 +50,32 @@ pub struct RunFolder {
     dim: usize,
 }
 
+/// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
+pub const METRICS_COUNTS: &str = "metrics_counts.json";
+
+/// Write a density grid as `NAME.png`, `NAME_density.npy` (f64, row 0 = top) and the raw
+/// integer sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge`
+/// adds up). Returns the names written.
+pub fn write_grid(
+    dir: &Path,
+    name: &str,
+    grid: &DensityGrid,
+    colormap: Colormap,
+) -> Result<Vec<String>> {
+    let png = format!("{name}.png");
+    grid.write_png(dir.join(&png), colormap)?;
+    let density = format!("{name}_density.npy");
+    crate::output::write_npy_f64(
+        &dir.join(&density),
+        grid.height() as u64,
+        grid.width(),
+        grid.data(),
+    )?;
+    let raw = format!("{name}_density_raw.npy");
+    grid.save_raw(&dir.join(&raw))?;
+    Ok(vec![png, density, raw, format!("{name}_density_raw.json")])
+}
+
 /// Make sure `dir` exists and is writable, before any work starts.
 pub fn prepare_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -115,14 +141,16 @@ impl RunFolder {
             initial.finish()?;
             written.extend(["samples.npy".to_string(), "initial.npy".to_string()]);
         }
-        if let Some(grid) = &self.sample_grid {
-            grid.write_png(self.dir.join("samples.png"), self.colormap)?;
-            written.push("samples.png".into());
+        for (grid, name) in [
+            (&self.sample_grid, "samples"),
+            (&self.initial_grid, "initial"),
+        ] {
+            if let Some(grid) = grid {
+                written.extend(write_grid(&self.dir, name, grid, self.colormap)?);
+            }
         }
-        if let Some(grid) = &self.initial_grid {
-            grid.write_png(self.dir.join("initial.png"), self.colormap)?;
-            written.push("initial.png".into());
-        }
+        crate::output::write_json(&self.dir.join(METRICS_COUNTS), &self.metrics.counts())?;
+        written.push(METRICS_COUNTS.into());
         Ok((written, self.metrics))
     }
 }

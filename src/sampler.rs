@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{AdapterChoice, GpuEngine};
 use crate::reference::ReferenceEngine;
 use crate::schedule::{reverse_steps, VpSchedule};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Largest batch by default: bounds host memory (two f32 arrays of this many rows) while
@@ -148,6 +149,29 @@ impl SampleConfig {
     }
 }
 
+/// Open the engine for `backend` on adapter `device` of `memodiff devices` (GPU only).
+/// `--device N` with `auto` (the default) means the gpu backend on adapter N, whatever its
+/// type; with `cpu` or `reference` it is an error.
+pub fn open_engine_on(
+    backend: Backend,
+    schedule: VpSchedule,
+    device: Option<usize>,
+) -> Result<(Box<dyn Engine>, Option<String>)> {
+    match (backend, device) {
+        (_, None) => open_engine(backend, schedule),
+        (Backend::Gpu | Backend::Auto, Some(n)) => {
+            Ok((Box::new(GpuEngine::new(AdapterChoice::Index(n))?), None))
+        }
+        (Backend::Cpu | Backend::Reference, Some(_)) => Err(Error::invalid(
+            "--device",
+            format!(
+                "picks a GPU adapter; it cannot be used with --backend {}",
+                backend.name()
+            ),
+        )),
+    }
+}
+
 /// Open the engine for `backend`. For `auto`, the second value says why the cpu engine
 /// was chosen when no hardware GPU is available.
 pub fn open_engine(
@@ -220,6 +244,20 @@ pub fn run(
     sink: &mut dyn BatchSink,
     progress: &mut dyn Progress,
 ) -> Result<SampleTiming> {
+    run_with_cancel(config, engine, sink, progress, &crate::engine::NEVER)
+}
+
+/// [`run`], stopping at the next step boundary (GPU: between submissions of 10 steps;
+/// CPU engines: between work items) once `cancel` is set, with
+/// [`Error::Interrupted`] saying at which step of which batch. The batch in flight is
+/// dropped and the sink gets nothing more.
+pub fn run_with_cancel(
+    config: &SampleConfig,
+    engine: &mut dyn Engine,
+    sink: &mut dyn BatchSink,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<SampleTiming> {
     config.validate()?;
     let steps = reverse_steps(&config.schedule, config.time_points);
     let problem = Problem {
@@ -245,9 +283,39 @@ pub fn run(
         let (initial, samples) = (&mut initial[..n * dim], &mut samples[..n * dim]);
         let started = Instant::now();
         let done_before = (first - range.start) * n_steps;
-        engine.run_batch(&problem, first, initial, samples, &mut |done| {
-            progress.advance_to(done_before + n as u64 * done as u64)
-        })?;
+        let batch_index = timing.batches + 1;
+        let batches = (range.end - range.start).div_ceil(batch as u64);
+        let mut reached = 0;
+        let outcome = if cancel.load(Ordering::Relaxed) {
+            Err(Error::Interrupted(String::new()))
+        } else {
+            engine.advance_batch(
+                &problem,
+                first,
+                Some(initial),
+                samples,
+                0..steps.len(),
+                cancel,
+                &mut |done| {
+                    // Once stopping, the CPU engines' final count is not a step reached.
+                    if !cancel.load(Ordering::Relaxed) {
+                        reached = done;
+                    }
+                    progress.advance_to(done_before + n as u64 * done as u64)
+                },
+            )
+        };
+        if let Err(e) = outcome {
+            progress.finish();
+            return Err(match e {
+                Error::Interrupted(_) => Error::Interrupted(format!(
+                    "interrupted at step {reached} of {n_steps} of batch {batch_index} of \
+                     {batches}; no new outputs were written (files already in the out \
+                     folder are untouched)"
+                )),
+                e => e,
+            });
+        }
         timing.sampling_s += started.elapsed().as_secs_f64();
         let started = Instant::now();
         sink.consume(first, initial, samples)?;

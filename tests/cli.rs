@@ -219,6 +219,13 @@ fn end_to_end_writes_five_valid_files() {
         sorted(&[
             "initial.npy",
             "initial.png",
+            "initial_density.npy",
+            "initial_density_raw.json",
+            "initial_density_raw.npy",
+            "metrics_counts.json",
+            "samples_density.npy",
+            "samples_density_raw.json",
+            "samples_density_raw.npy",
             "run.json",
             "samples.npy",
             "samples.png"
@@ -329,7 +336,9 @@ fn existing_out_dir_is_reused_and_files_replaced() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("samples.npy"), b"stale").unwrap();
     std::fs::write(out.join("keep.txt"), b"mine").unwrap();
-    sample_cmd(&out, &["--resolution", "32"]).assert().success();
+    sample_cmd(&out, &["--resolution", "32", "--force"])
+        .assert()
+        .success();
     check_npy(&out.join("samples.npy"), P, 2);
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
     assert_eq!(
@@ -337,11 +346,143 @@ fn existing_out_dir_is_reused_and_files_replaced() {
         sorted(&[
             "initial.npy",
             "initial.png",
+            "initial_density.npy",
+            "initial_density_raw.json",
+            "initial_density_raw.npy",
+            "metrics_counts.json",
+            "samples_density.npy",
+            "samples_density_raw.json",
+            "samples_density_raw.npy",
             "keep.txt",
             "run.json",
             "samples.npy",
             "samples.png"
         ])
+    );
+}
+
+#[test]
+fn non_empty_out_dir_is_refused_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    // An empty folder is fine.
+    sample_cmd(&out, &["--resolution", "16"]).assert().success();
+    let before: Vec<(String, Vec<u8>)> = listing(&out)
+        .into_iter()
+        .map(|name| (name.clone(), std::fs::read(out.join(&name)).unwrap()))
+        .collect();
+    let output = sample_cmd(&out, &["--resolution", "16", "--seed", "1"])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error:")
+            && stderr.contains("--force")
+            && stderr.contains(&out.display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let after: Vec<(String, Vec<u8>)> = listing(&out)
+        .into_iter()
+        .map(|name| (name.clone(), std::fs::read(out.join(&name)).unwrap()))
+        .collect();
+    assert!(after == before, "a refused run changed the out folder");
+    // With --force it runs and replaces the files.
+    sample_cmd(&out, &["--resolution", "16", "--seed", "1", "--force"])
+        .assert()
+        .success();
+    assert_ne!(
+        std::fs::read(out.join("samples.npy")).unwrap(),
+        before.iter().find(|(n, _)| n == "samples.npy").unwrap().1
+    );
+}
+
+/// Start a long `sample` into `out` (with `extra`), wait until it is sampling (its
+/// temporary .npy files exist), send SIGINT and return (exit code, stderr).
+#[cfg(unix)]
+fn interrupt_long_run(out: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    use std::time::{Duration, Instant};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("memodiff"))
+        .args(["sample", "--backend", "cpu", "--particles", "1e7"])
+        .args(["--dataset", "circle:1024", "--resolution", "16", "--out"])
+        .arg(out)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let sampling = || {
+        std::fs::read_dir(out).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        })
+    };
+    while !sampling() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let waited = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if waited.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the run did not stop within 60 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_at_a_step_boundary_and_leaves_no_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A fresh folder stays empty: no .npy, PNG, run.json or temporary file.
+    let out = tmp.path().join("fresh");
+    let (code, stderr) = interrupt_long_run(&out, &[]);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.starts_with("error: interrupted at step ") && stderr.contains("of batch 1 of 3"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(listing(&out), Vec::<String>::new());
+
+    // A previous run's complete outputs are left exactly as they were.
+    let out = tmp.path().join("previous");
+    sample_cmd(&out, &["--resolution", "16"]).assert().success();
+    let snapshot = |out: &Path| -> Vec<(String, Vec<u8>)> {
+        listing(out)
+            .into_iter()
+            .map(|name| (name.clone(), std::fs::read(out.join(&name)).unwrap()))
+            .collect()
+    };
+    let before = snapshot(&out);
+    let (code, stderr) = interrupt_long_run(&out, &["--force"]);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted at step"), "{stderr}");
+    assert!(
+        snapshot(&out) == before,
+        "an interrupted run changed the folder"
     );
 }
 
@@ -377,7 +518,12 @@ fn three_dimensional_csv_writes_npy_and_skips_pngs() {
 
     assert_eq!(
         listing(&out),
-        sorted(&["initial.npy", "run.json", "samples.npy"])
+        sorted(&[
+            "initial.npy",
+            "metrics_counts.json",
+            "run.json",
+            "samples.npy"
+        ])
     );
     let samples = check_npy(&out.join("samples.npy"), P, 3);
     check_npy(&out.join("initial.npy"), P, 3);
@@ -746,11 +892,191 @@ fn no_samples_writes_images_and_metrics_only() {
     .success();
     assert_eq!(
         listing(&out),
-        sorted(&["initial.png", "run.json", "samples.png"])
+        sorted(&[
+            "initial.png",
+            "initial_density.npy",
+            "initial_density_raw.json",
+            "initial_density_raw.npy",
+            "metrics_counts.json",
+            "samples_density.npy",
+            "samples_density_raw.json",
+            "samples_density_raw.npy",
+            "run.json",
+            "samples.png"
+        ])
     );
     let run = read_json(&out.join("run.json"));
     assert_eq!(f(&run, "/parameters/particles") as u64, P);
     assert_eq!(f(&run, "/parameters/batches") as u64, P.div_ceil(700));
     assert_eq!(f(&run, "/memorization/particles") as u64, P);
     assert!(f(&run, "/memorization/fraction_within_0_1") > 0.9);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. More bad input: absurd sizes, image options, malformed files (issue 6, "Bad input")
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn rejects_absurd_sizes_and_bad_image_options_without_writing() {
+    let cases: &[(&[&str], &str)] = &[
+        // 1e15 particles x D = 2 x 4 bytes x 2 files: refused with the bytes needed and
+        // the bytes free, before anything is allocated.
+        (
+            &["--particles", "1e15"],
+            "would need 16000000000000000 bytes (16.0 PB), but",
+        ),
+        (
+            &["--particles", "1e15"],
+            ") free; use fewer particles, --shard k/n or --no-samples",
+        ),
+        // Without the .npy files the count is bounded by MAX_PARTICLES alone.
+        (
+            &["--particles", "1e15", "--no-samples"],
+            "exceeds the maximum",
+        ),
+        // The maximum side and the memory the grids would need.
+        (&["--resolution", "1000000"], "1..=16384"),
+        (&["--resolution", "1000000"], "would need 22.0 TB"),
+        (&["--resolution", "300x1000000"], "would need 6.6 GB"),
+        (&["--extent", "nan,1,0,1"], "finite"),
+        (&["--extent", "0,inf,0,1"], "finite"),
+        (&["--extent", "0,1,-inf,1"], "finite"),
+        (&["--extent", "1,1,0,1"], "xmin < xmax"),
+        (&["--bandwidth", "0"], "--bandwidth"),
+        (&["--bandwidth", "-0.1"], "must be finite and > 0"),
+        (&["--bandwidth", "nan"], "must be finite and > 0"),
+        (&["--bandwidth", "inf"], "must be finite and > 0"),
+        (&["--bandwidth", "wide"], "not a number"),
+        (&["--colormap", "jet"], "--colormap"),
+    ];
+    for (args, phrase) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        expect_rejected(tmp.path(), args, phrase, &[]);
+    }
+    // clap lists the accepted colormaps.
+    let tmp = tempfile::tempdir().unwrap();
+    sample_cmd(&tmp.path().join("out"), &["--colormap", "jet"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "possible values: coolwarm, viridis, magma, inferno, gray",
+        ));
+}
+
+#[test]
+fn bandwidth_and_colormap_reach_the_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = ["--particles", "500", "--resolution", "32", "--no-samples"];
+    let default = tmp.path().join("default");
+    sample_cmd(&default, &base).assert().success();
+    let custom = tmp.path().join("custom");
+    let mut args = base.to_vec();
+    args.extend(["--bandwidth", "0.2", "--colormap", "viridis"]);
+    sample_cmd(&custom, &args).assert().success();
+    let json = read_json(&custom.join("run.json"));
+    assert_eq!(json["parameters"]["kernel_bandwidth"], 0.2);
+    assert_eq!(json["parameters"]["colormap"], "viridis");
+    let json = read_json(&default.join("run.json"));
+    assert_eq!(json["parameters"]["colormap"], "coolwarm");
+    assert_eq!(
+        f(&json, "/parameters/kernel_bandwidth"),
+        1.0 / 700f64.sqrt()
+    );
+    let png = |dir: &Path| image::open(dir.join("samples.png")).unwrap().to_rgb8();
+    assert_ne!(
+        png(&default),
+        png(&custom),
+        "the options must change the image"
+    );
+}
+
+#[test]
+fn rejects_malformed_files_without_writing() {
+    let f4 =
+        |shape: &str| format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let six: Vec<u8> = [0.5f32; 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut v2_lying_len = b"\x93NUMPY\x02\x00".to_vec();
+    v2_lying_len.extend_from_slice(&u32::MAX.to_le_bytes());
+    v2_lying_len.extend_from_slice(b"{'descr': '<f4'");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "magic.npy",
+            b"\x93NUMPX\x01\x00\x10\x00{}".to_vec(),
+            "not a NumPy .npy file",
+        ),
+        (
+            "version.npy",
+            b"\x93NUMPY\x09\x00\x10\x00{}".to_vec(),
+            "unsupported .npy format version 9.0",
+        ),
+        (
+            "header_len.npy",
+            v2_lying_len,
+            "header is truncated: it declares 4294967295 bytes",
+        ),
+        (
+            "int.npy",
+            npy_with_dict(&f4("(3, 2)").replace("<f4", "<i8"), &six),
+            "dtype '<i8' is not supported",
+        ),
+        (
+            "structured.npy",
+            npy_with_dict(
+                "{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (3,), }",
+                &six,
+            ),
+            "structured",
+        ),
+        (
+            "fortran.npy",
+            npy_with_dict(&f4("(3, 2)").replace("False", "True"), &six),
+            "Fortran order",
+        ),
+        (
+            "rank3.npy",
+            npy_with_dict(&f4("(1, 3, 2)"), &six),
+            "expected 2 dimensions",
+        ),
+        (
+            "short.npy",
+            npy_with_dict(&f4("(4, 2)"), &six),
+            "data is truncated: shape (4, 2) needs 32 bytes, only 24 follow",
+        ),
+        (
+            "huge.npy",
+            npy_with_dict(&f4("(1000000000000, 2)"), &six),
+            "needs 8000000000000 bytes, only 24 follow",
+        ),
+        (
+            "long.npy",
+            npy_with_dict(&f4("(2, 2)"), &six),
+            "8 unexpected bytes",
+        ),
+        (
+            "inf.npy",
+            npy_with_dict(
+                &f4("(3, 2)"),
+                &[&six[..20], &f32::INFINITY.to_le_bytes()].concat(),
+            ),
+            "is inf",
+        ),
+        ("blank.csv", b"1,2\n\n3,4\n".to_vec(), "line 2 is blank"),
+        ("inf.csv", b"1,2\n3,inf\n".to_vec(), "is inf"),
+        (
+            "ragged.csv",
+            b"1,2\n3\n".to_vec(),
+            "line 2 has 1 columns, expected 2",
+        ),
+        (
+            "text.csv",
+            b"x,y\n1,2\nthree,4\n".to_vec(),
+            "\"three\" is not a number",
+        ),
+        ("binary.csv", b"1,2\n\x00\xff\n".to_vec(), "not UTF-8"),
+    ];
+    for (name, bytes, phrase) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = write_input(tmp.path(), name, &bytes);
+        expect_rejected(tmp.path(), &["--dataset", &spec], phrase, &[name]);
+    }
 }

@@ -97,7 +97,15 @@ fn cpu_engine_matches_reference_at_tile_boundaries_and_dimensions() {
     use memodiff::reference::ReferenceEngine;
     // N = 1, below a tile, around the AVX-512 tile (64) and the AVX2 tile (128), around
     // the shaders' block (256), and several tiles with a ragged end; D = 1, 2, 3.
-    for (n, dim) in [(1, 1), (17, 3), (63, 2), (65, 1), (129, 2), (257, 3), (1000, 2)] {
+    for (n, dim) in [
+        (1, 1),
+        (17, 3),
+        (63, 2),
+        (65, 1),
+        (129, 2),
+        (257, 3),
+        (1000, 2),
+    ] {
         let mut config = SampleConfig::new(scattered(n, dim, 11 + n as u64));
         config.particles = 2_000;
         let fast = run_collect(&config, &mut CpuEngine::new()).unwrap();
@@ -109,6 +117,82 @@ fn cpu_engine_matches_reference_at_tile_boundaries_and_dimensions() {
             .zip(reference.samples.chunks(dim))
             .filter(|(a, b)| a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() <= 1e-3))
             .count();
-        assert!(close >= 1_998, "N = {n}, D = {dim}: only {close} of 2000 agree within 1e-3");
+        assert!(
+            close >= 1_998,
+            "N = {n}, D = {dim}: only {close} of 2000 agree within 1e-3"
+        );
     }
+}
+
+#[test]
+fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
+    use memodiff::engine::{Engine, Problem, NEVER};
+    use memodiff::schedule::{reverse_steps, VpSchedule};
+    let dataset = Dataset::circle(100).unwrap();
+    let schedule = VpSchedule::default();
+    let steps = reverse_steps(&schedule, 100);
+    let problem = Problem {
+        dataset: &dataset,
+        steps: &steps,
+        seed: 11,
+        initial_std: schedule.sigma2(1.0).sqrt(),
+    };
+    let (n, first) = (3_001, 12_345);
+    let mut engine = CpuEngine::new();
+    let (mut init_a, mut out_a) = (vec![0f32; 2 * n], vec![0f32; 2 * n]);
+    engine
+        .run_batch(&problem, first, &mut init_a, &mut out_a, &mut |_| {})
+        .unwrap();
+    // Initial noise alone (an empty range), then uneven ranges from the saved state.
+    let (mut init_b, mut state) = (vec![0f32; 2 * n], vec![0f32; 2 * n]);
+    let mut run = |initial: Option<&mut [f32]>, state: &mut [f32], range| {
+        engine
+            .advance_batch(&problem, first, initial, state, range, &NEVER, &mut |_| {})
+            .unwrap()
+    };
+    run(Some(&mut init_b), &mut state, 0..0);
+    assert_eq!(init_a, init_b);
+    assert_eq!(
+        state, init_b,
+        "after no step the state is the initial noise"
+    );
+    for range in [0..1, 1..37, 37..38, 38..99] {
+        run(None, &mut state, range);
+    }
+    assert_eq!(out_a, state, "segmented run differs from the one-go run");
+    // Starting from the noise with a first range, then the rest.
+    let mut init_c = vec![0f32; 2 * n];
+    run(Some(&mut init_c), &mut state, 0..50);
+    run(None, &mut state, 50..99);
+    assert_eq!(out_a, state);
+}
+
+#[test]
+fn cpu_cancelled_batch_returns_interrupted() {
+    use memodiff::engine::{Engine, Problem};
+    use memodiff::schedule::{reverse_steps, VpSchedule};
+    let dataset = Dataset::circle(8).unwrap();
+    let schedule = VpSchedule::default();
+    let steps = reverse_steps(&schedule, 100);
+    let problem = Problem {
+        dataset: &dataset,
+        steps: &steps,
+        seed: 0,
+        initial_std: schedule.sigma2(1.0).sqrt(),
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let (mut init, mut out) = (vec![0f32; 2_000], vec![0f32; 2_000]);
+    let result = CpuEngine::new().advance_batch(
+        &problem,
+        0,
+        Some(&mut init),
+        &mut out,
+        0..99,
+        &cancel,
+        &mut |_| {},
+    );
+    assert!(
+        matches!(result, Err(memodiff::Error::Interrupted(_))),
+        "{result:?}"
+    );
 }

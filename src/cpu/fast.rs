@@ -172,14 +172,34 @@ pub fn run(
     initial: &mut [f32],
     samples: &mut [f32],
 ) {
+    assert_eq!(initial.len(), samples.len());
+    advance(kernel, isa, first_particle, Some(initial), samples)
+}
+
+/// Run particles `first_particle ..` (n = `state.len() / dim`) through `kernel.steps` on
+/// the calling thread. With `initial`, they start from their initial noise (written
+/// there); without, from the positions in `state`. `state` receives the positions after
+/// the steps. A chunk's state is its lanes, stored and loaded exactly as f32, so running
+/// the steps in several pieces gives the same bits as running them at once.
+///
+/// Panics if `isa` is not available on this CPU or the slices do not match.
+pub fn advance(
+    kernel: &Kernel,
+    isa: Isa,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+) {
     assert!(
         (1..=4).contains(&kernel.dim),
         "dimension {} not in 1..=4",
         kernel.dim
     );
     assert!(!kernel.training.is_empty(), "empty training set");
-    assert_eq!(initial.len(), samples.len());
-    assert_eq!(samples.len() % kernel.dim, 0);
+    if let Some(initial) = &initial {
+        assert_eq!(initial.len(), state.len());
+    }
+    assert_eq!(state.len() % kernel.dim, 0);
     assert!(
         isa.available(),
         "{} is not available on this CPU",
@@ -188,27 +208,27 @@ pub fn run(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa.available()` checked the features the wrapper enables.
-        Isa::Avx512 => unsafe { run_avx512(kernel, first_particle, initial, samples) },
+        Isa::Avx512 => unsafe { run_avx512(kernel, first_particle, initial, state) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { run_avx2(kernel, first_particle, initial, samples) },
-        _ => run_portable(kernel, first_particle, initial, samples),
+        Isa::Avx2 => unsafe { run_avx2(kernel, first_particle, initial, state) },
+        _ => run_portable(kernel, first_particle, initial, state),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-fn run_avx512(kernel: &Kernel, first: u64, initial: &mut [f32], samples: &mut [f32]) {
+fn run_avx512(kernel: &Kernel, first: u64, initial: Option<&mut [f32]>, samples: &mut [f32]) {
     run_any_dim::<true, AVX512_LANES>(kernel, first, initial, samples)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn run_avx2(kernel: &Kernel, first: u64, initial: &mut [f32], samples: &mut [f32]) {
+fn run_avx2(kernel: &Kernel, first: u64, initial: Option<&mut [f32]>, samples: &mut [f32]) {
     run_any_dim::<true, AVX2_LANES>(kernel, first, initial, samples)
 }
 
-fn run_portable(kernel: &Kernel, first: u64, initial: &mut [f32], samples: &mut [f32]) {
+fn run_portable(kernel: &Kernel, first: u64, initial: Option<&mut [f32]>, samples: &mut [f32]) {
     run_any_dim::<false, PORTABLE_LANES>(kernel, first, initial, samples)
 }
 
@@ -216,7 +236,7 @@ fn run_portable(kernel: &Kernel, first: u64, initial: &mut [f32], samples: &mut 
 fn run_any_dim<const FMA: bool, const L: usize>(
     kernel: &Kernel,
     first: u64,
-    initial: &mut [f32],
+    initial: Option<&mut [f32]>,
     samples: &mut [f32],
 ) {
     match kernel.dim {
@@ -231,24 +251,27 @@ fn run_any_dim<const FMA: bool, const L: usize>(
 fn run_dim<const D: usize, const FMA: bool, const L: usize>(
     kernel: &Kernel,
     first: u64,
-    initial: &mut [f32],
+    mut initial: Option<&mut [f32]>,
     samples: &mut [f32],
 ) {
     let mut tile = [[0.0f32; L]; MAX_TILE];
-    let chunks = initial.chunks_mut(L * D).zip(samples.chunks_mut(L * D));
-    for (c, (init_out, out)) in chunks.enumerate() {
+    for (c, out) in samples.chunks_mut(L * D).enumerate() {
         let base = first.wrapping_add((c * L) as u64);
+        let init_out = initial
+            .as_deref_mut()
+            .map(|i| &mut i[c * L * D..c * L * D + out.len()]);
         run_chunk::<D, FMA, L>(kernel, base, init_out, out, &mut tile);
     }
 }
 
-/// One chunk of up to 16 particles (`out.len() / D` of them; the lanes beyond are
-/// computed and dropped) from the initial noise through every step.
+/// One chunk of up to `L` particles (`out.len() / D` of them; the lanes beyond are
+/// computed and dropped) through `kernel.steps`: from the initial noise (written to
+/// `init_out`) when `init_out` is given, otherwise from the positions in `out`.
 #[inline(always)]
 fn run_chunk<const D: usize, const FMA: bool, const L: usize>(
     kernel: &Kernel,
     base: u64,
-    init_out: &mut [f32],
+    init_out: Option<&mut [f32]>,
     out: &mut [f32],
     tile: &mut [[f32; L]; MAX_TILE],
 ) {
@@ -259,14 +282,25 @@ fn run_chunk<const D: usize, const FMA: bool, const L: usize>(
         lo[l] = p & 0xFFFF_FFFF;
         hi[l] = p >> 32;
     }
-    let z = normals::<D, FMA, L>(&lo, &hi, INITIAL_NOISE_STEP, kernel.key);
     let mut x = [[0.0f32; L]; D];
-    for d in 0..D {
-        for l in 0..L {
-            x[d][l] = kernel.initial_std * z[d][l];
+    match init_out {
+        Some(init_out) => {
+            let z = normals::<D, FMA, L>(&lo, &hi, INITIAL_NOISE_STEP, kernel.key);
+            for d in 0..D {
+                for l in 0..L {
+                    x[d][l] = kernel.initial_std * z[d][l];
+                }
+            }
+            store(&x, init_out);
+        }
+        None => {
+            for (l, row) in out.chunks_exact(D).enumerate() {
+                for d in 0..D {
+                    x[d][l] = row[d];
+                }
+            }
         }
     }
-    store(&x, init_out);
     for step in kernel.steps {
         let m = weighted_mean::<D, FMA, L>(&x, kernel.training, step, tile);
         let z = normals::<D, FMA, L>(&lo, &hi, step.step_index, kernel.key);
@@ -689,6 +723,43 @@ mod tests {
             {
                 let points = random_points(n_train, dim, 7 + dim as u64);
                 compare(&format!("random N={n_train}"), &points, dim, particles);
+            }
+        }
+    }
+
+    #[test]
+    fn step_ranges_give_the_same_bits_as_one_go_on_every_isa() {
+        let schedule = VpSchedule::default();
+        let fast_steps: Vec<FastStep> = reverse_steps(&schedule, 60)
+            .iter()
+            .map(|s| FastStep::new(&StepParams::from_step(s)))
+            .collect();
+        for dim in 1..=4 {
+            let training = score::pad_training(&random_points(200, dim, 5), dim);
+            let kernel = |steps| Kernel {
+                dim,
+                training: &training,
+                steps,
+                key: seed_key(99),
+                initial_std: schedule.sigma2(1.0).sqrt() as f32,
+            };
+            let n = 1000; // not a multiple of any chunk
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+                let (mut init, mut whole) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+                run(&kernel(&fast_steps), isa, 77, &mut init, &mut whole);
+                let (mut init2, mut state) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+                advance(
+                    &kernel(&fast_steps[..0]),
+                    isa,
+                    77,
+                    Some(&mut init2),
+                    &mut state,
+                );
+                assert_eq!(init, init2);
+                for range in [0..7, 7..8, 8..40, 40..59] {
+                    advance(&kernel(&fast_steps[range]), isa, 77, None, &mut state);
+                }
+                assert_eq!(whole, state, "D={dim} {}", isa.name());
             }
         }
     }

@@ -12,7 +12,8 @@ use crate::engine::{Backend, Engine, Problem};
 use crate::error::{Error, Result};
 use crate::params::{StepParams, MAX_DIM};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Most particles per rayon work item (a multiple of `fast::MAX_LANES`).
 const MAX_BLOCK: usize = 1024;
@@ -97,12 +98,14 @@ impl Engine for CpuEngine {
         usize::MAX
     }
 
-    fn run_batch(
+    fn advance_batch(
         &mut self,
         problem: &Problem,
         first_particle: u64,
-        initial: &mut [f32],
-        samples: &mut [f32],
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
@@ -116,32 +119,53 @@ impl Engine for CpuEngine {
         if training.is_empty() {
             return Err(Error::invalid("dataset", "the training set is empty"));
         }
-        let steps: Vec<fast::FastStep> = problem
-            .steps
+        let fast_steps: Vec<fast::FastStep> = problem.steps[steps.clone()]
             .iter()
             .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
             .collect();
         let kernel = fast::Kernel {
             dim,
             training: &training,
-            steps: &steps,
+            steps: &fast_steps,
             key: crate::philox::seed_key(problem.seed),
             initial_std: problem.initial_std as f32,
         };
         let isa = fast::Isa::detect();
-        let n = samples.len() / dim;
+        let n = state.len() / dim;
         let block = block_len(n);
-        run_with_progress(n, steps.len(), on_step, |done| {
-            initial
-                .par_chunks_mut(block * dim)
-                .zip(samples.par_chunks_mut(block * dim))
-                .enumerate()
-                .for_each(|(c, (initial, samples))| {
-                    let first = first_particle + (c * block) as u64;
-                    fast::run(&kernel, isa, first, initial, samples);
-                    done.fetch_add(samples.len() / dim, Ordering::Relaxed);
-                });
-        });
+        let skipped = AtomicBool::new(false);
+        let start = steps.start;
+        // A work item runs its particles through all the steps of the range: Ctrl-C stops
+        // the batch at the next work item.
+        let item =
+            |c: usize, initial: Option<&mut [f32]>, state: &mut [f32], done: &AtomicUsize| {
+                if cancel.load(Ordering::Relaxed) {
+                    skipped.store(true, Ordering::Relaxed);
+                    return;
+                }
+                let first = first_particle + (c * block) as u64;
+                fast::advance(&kernel, isa, first, initial, state);
+                done.fetch_add(state.len() / dim, Ordering::Relaxed);
+            };
+        run_with_progress(
+            n,
+            fast_steps.len(),
+            &mut |k| on_step(start + k),
+            |done| match initial {
+                Some(initial) => initial
+                    .par_chunks_mut(block * dim)
+                    .zip(state.par_chunks_mut(block * dim))
+                    .enumerate()
+                    .for_each(|(c, (initial, state))| item(c, Some(initial), state, done)),
+                None => state
+                    .par_chunks_mut(block * dim)
+                    .enumerate()
+                    .for_each(|(c, state)| item(c, None, state, done)),
+            },
+        );
+        if skipped.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted("interrupted".into()));
+        }
         Ok(())
     }
 }

@@ -11,6 +11,46 @@ pub enum AdapterChoice {
     Any,
     /// Hardware only (`--backend auto`): a software rasterizer counts as "no GPU".
     HardwareOnly,
+    /// Adapter `N` of [`list_adapters`] (`--device N`; `memodiff devices` shows the list).
+    Index(usize),
+}
+
+/// One adapter as `memodiff devices` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub timestamp_query: bool,
+}
+
+/// The adapters of [`list_adapters`], in its order (the indices `--device` takes).
+pub fn describe_adapters() -> Vec<AdapterSummary> {
+    list_adapters()
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let (info, limits) = (a.get_info(), a.limits());
+            AdapterSummary {
+                index,
+                name: info.name.clone(),
+                device_type: format!("{:?}", info.device_type),
+                backend: format!("{:?}", info.backend),
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+                max_buffer_size: limits.max_buffer_size,
+                max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+                timestamp_query: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            }
+        })
+        .collect()
 }
 
 /// An open device and everything the engines need to know about it.
@@ -78,6 +118,19 @@ impl GpuContext {
                 format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
             })
             .collect();
+        if let AdapterChoice::Index(n) = choice {
+            let count = adapters.len();
+            return match adapters.into_iter().nth(n) {
+                Some(adapter) => Self::from_adapter(adapter),
+                None => Err(Error::invalid(
+                    "--device",
+                    format!(
+                        "adapter {n} does not exist: {count} adapter(s) found ({}); see `memodiff devices`",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    ),
+                )),
+            };
+        }
         let adapter = adapters
             .into_iter()
             .find(|a| choice == AdapterChoice::Any || !is_software(&a.get_info()));

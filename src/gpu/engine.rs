@@ -531,12 +531,14 @@ impl Engine for GpuEngine {
         (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
     }
 
-    fn run_batch(
+    fn advance_batch(
         &mut self,
         problem: &Problem,
         first_particle: u64,
-        initial: &mut [f32],
+        mut initial: Option<&mut [f32]>,
         samples: &mut [f32],
+        steps: std::ops::Range<usize>,
+        cancel: &std::sync::atomic::AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
@@ -552,8 +554,8 @@ impl Engine for GpuEngine {
                 "batch exceeds the GPU's buffer limit",
             ));
         }
-        let steps: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
-        self.prepare_problem(&problem.dataset.points, dim, steps);
+        let params: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
+        self.prepare_problem(&problem.dataset.points, dim, params);
         self.prepare_batch(bytes, dim);
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
@@ -585,36 +587,42 @@ impl Engine for GpuEngine {
                 mapped_at_creation: false,
             })
         };
-        let initial_staging = staging("initial readback");
+        let initial_staging = initial.is_some().then(|| staging("initial readback"));
         let final_staging = staging("final readback");
 
-        // Initial noise, and a copy of it for initial.npy, in the first submission.
+        // Initial noise, and a copy of it for initial.npy, in the first submission; or the
+        // saved state of a batch that continues.
         let mut encoder = device.create_command_encoder(&Default::default());
-        {
+        if let Some(initial_staging) = &initial_staging {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             pass.set_pipeline(&self.init_pipeline);
             pass.set_bind_group(0, &main, &[]);
             pass.set_bind_group(1, &step_group, &[0]);
             pass.set_bind_group(2, &chunk_group, &[0]);
             pass.dispatch_workgroups(gx, gy, 1);
+            drop(pass);
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, initial_staging, 0, bytes);
+        } else {
+            self.ctx
+                .queue
+                .write_buffer(&batch.particles, 0, bytemuck::cast_slice(samples));
         }
-        encoder.copy_buffer_to_buffer(&batch.particles, 0, &initial_staging, 0, bytes);
         self.ctx.queue.submit([encoder.finish()]);
 
-        // All steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
-        let n_steps = problem.steps.len();
+        // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
+        let n_steps = steps.end;
         let step_pipeline = if self.uses_tiled(problem.dataset.len()) {
             &self.step_tiled_pipeline
         } else {
             &self.step_pipeline
         };
         let mut submissions = Vec::new();
-        for chunk_start in (0..n_steps).step_by(STEPS_PER_SUBMISSION) {
+        for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
             let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
             let mut encoder = device.create_command_encoder(&Default::default());
             {
                 // Timestamps bracket all steps: start of the first pass, end of the last.
-                let (first, last) = (chunk_start == 0, chunk_end == n_steps);
+                let (first, last) = (chunk_start == steps.start, chunk_end == n_steps);
                 let timestamp_writes =
                     self.timestamps.as_ref().filter(|_| first || last).map(|t| {
                         wgpu::ComputePassTimestampWrites {
@@ -645,7 +653,7 @@ impl Engine for GpuEngine {
             }
             submissions.push((chunk_end, self.ctx.queue.submit([encoder.finish()])));
         }
-        if n_steps == 0 {
+        if steps.is_empty() {
             let mut encoder = device.create_command_encoder(&Default::default());
             encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
             self.ctx.queue.submit([encoder.finish()]);
@@ -659,18 +667,22 @@ impl Engine for GpuEngine {
                 .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
             self.ctx.check()?;
             on_step(done);
+            // Ctrl-C: stop between submissions (those already queued finish unread).
+            if done < n_steps && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted("interrupted".into()));
+            }
         }
-        initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
-            &self.ctx,
-            &initial_staging,
-            bytes,
-        )?));
+        if let (Some(initial), Some(staging)) = (initial.as_deref_mut(), &initial_staging) {
+            initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
+                &self.ctx, staging, bytes,
+            )?));
+        }
         samples.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
             &self.ctx,
             &final_staging,
             bytes,
         )?));
-        self.last_kernel_seconds = match (&self.timestamps, n_steps) {
+        self.last_kernel_seconds = match (&self.timestamps, steps.len()) {
             (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
             _ => None,
         };
