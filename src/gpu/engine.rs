@@ -535,7 +535,7 @@ impl Engine for GpuEngine {
         &mut self,
         problem: &Problem,
         first_particle: u64,
-        mut initial: Option<&mut [f32]>,
+        initial: Option<&mut [f32]>,
         samples: &mut [f32],
         steps: std::ops::Range<usize>,
         cancel: &std::sync::atomic::AtomicBool,
@@ -672,7 +672,7 @@ impl Engine for GpuEngine {
                 return Err(Error::Interrupted("interrupted".into()));
             }
         }
-        if let (Some(initial), Some(staging)) = (initial.as_deref_mut(), &initial_staging) {
+        if let (Some(initial), Some(staging)) = (initial, &initial_staging) {
             initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
                 &self.ctx, staging, bytes,
             )?));
