@@ -40,6 +40,10 @@ pub enum Command {
     /// Combine the folders of the shards of one run (`sample --shard k/n`) into one run
     /// folder, bit-identical to the unsharded run on the same backend.
     Merge(MergeArgs),
+    /// Continue a run of `sample --checkpoint-every K` that was stopped (Ctrl-C, a kill, a
+    /// crash) from its last checkpoint; the results are bit-identical to an uninterrupted
+    /// run on the same backend.
+    Resume(ResumeArgs),
     /// List the GPU adapters (the indices `sample --device N` takes) and their limits.
     Devices(DevicesArgs),
 }
@@ -169,6 +173,19 @@ pub struct SampleArgs {
     /// replaced; others are left alone). Without it such a folder is refused.
     #[arg(long)]
     pub force: bool,
+
+    /// Save a checkpoint in OUT/checkpoint/ every K steps of a batch and after each batch;
+    /// `memodiff resume OUT` continues a stopped run bit-identically (cpu and gpu backends;
+    /// not with --backend reference).
+    #[arg(long, value_parser = parse_count_usize)]
+    pub checkpoint_every: Option<usize>,
+}
+
+/// Options of `memodiff resume`.
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    /// The --out folder of the stopped run (it holds `checkpoint/`).
+    pub dir: PathBuf,
 }
 
 /// Parse a kernel bandwidth: a finite number > 0.
@@ -362,6 +379,22 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         check_free_space(&config, &args.out)?;
     }
     config.validate()?;
+    match args.checkpoint_every {
+        Some(0) => {
+            return Err(crate::Error::invalid(
+                "--checkpoint-every",
+                "must be at least 1",
+            ))
+        }
+        Some(_) if args.backend == Backend::Reference => {
+            return Err(crate::Error::invalid(
+                "--checkpoint-every",
+                "cannot be used with --backend reference: its f64 state is rounded to f32 \
+                 at a checkpoint, so a resumed run would not be bit-identical; use cpu or gpu",
+            ))
+        }
+        _ => {}
+    }
     if !args.force {
         refuse_non_empty_out(&args.out)?;
     }
@@ -377,27 +410,111 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         ..ImageSettings::default()
     };
     // Open the engine before touching --out: a run that cannot start writes nothing.
-    let (mut engine, note) = sampler::open_engine_on(args.backend, config.schedule, args.device)?;
+    let (engine, note) = sampler::open_engine_on(args.backend, config.schedule, args.device)?;
     if let Some(note) = &note {
         println!("{note}");
     }
     prepare_dir(&args.out)?;
     let range = config.particle_range();
-    let mut folder =
-        RunFolder::create(&args.out, range.end - range.start, &config.dataset, &images)?;
-    let setup = started.elapsed().as_secs_f64();
+    let particles = range.end - range.start;
+    let command: Vec<String> = std::env::args().collect();
+    let folder = match args.checkpoint_every {
+        None => RunFolder::create(&args.out, particles, &config.dataset, &images)?,
+        Some(every) => {
+            // A checkpoint left by an earlier run in this folder (--force) is stale.
+            crate::checkpoint::remove(&args.out)?;
+            let e = images.extent;
+            let spec = crate::checkpoint::RunSpec {
+                particles: config.particles,
+                time_points: config.time_points,
+                seed: config.seed,
+                beta_min_bits: config.schedule.beta_min.to_bits(),
+                beta_max_bits: config.schedule.beta_max.to_bits(),
+                dataset: config.dataset.name.clone(),
+                shard: config.shard.map(|s| [s.index, s.count]),
+                batch_size: sampler::batch_size(&config, engine.as_ref()),
+                extent_bits: [e.xmin, e.xmax, e.ymin, e.ymax].map(f64::to_bits),
+                resolution: [images.width, images.height],
+                bandwidth_bits: images.bandwidth.to_bits(),
+                colormap: images.colormap.name().to_string(),
+                write_arrays: images.write_arrays,
+                checkpoint_every: every,
+                backend_requested: args.backend.name().to_string(),
+                backend: engine.backend().name().to_string(),
+                device_name: engine.device_name(),
+                device_index: args.device,
+                backend_note: note.clone(),
+                command: command.clone(),
+            };
+            RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
+        }
+    };
+    let checkpoints = sampler::Checkpoints {
+        every: args.checkpoint_every,
+        resume: None,
+    };
+    let run = Prepared {
+        started,
+        config,
+        images,
+        engine,
+        note,
+        backend_requested: args.backend.name(),
+        command,
+    };
+    complete(run, &args.out, folder, checkpoints)
+}
 
+/// What `sample` and `resume` have set up before sampling.
+struct Prepared {
+    started: Instant,
+    config: SampleConfig,
+    images: ImageSettings,
+    engine: Box<dyn crate::engine::Engine>,
+    note: Option<String>,
+    backend_requested: &'static str,
+    command: Vec<String>,
+}
+
+/// Sample into `folder`, finish it, write run.json and print the summary (`sample` and
+/// `resume`). A checkpointed run removes its checkpoint once everything is written.
+fn complete(
+    run: Prepared,
+    out: &std::path::Path,
+    mut folder: RunFolder,
+    checkpoints: sampler::Checkpoints,
+) -> Result<RunReport> {
+    let Prepared {
+        started,
+        config,
+        images,
+        mut engine,
+        note,
+        backend_requested,
+        command,
+    } = run;
+    let checkpointed = checkpoints.every.is_some();
+    let range = config.particle_range();
+    let setup = started.elapsed().as_secs_f64();
     let mut bar = StepBar {
         bar: None,
         particles: range.end - range.start,
     };
-    let timing: SampleTiming = sampler::run_with_cancel(
+    let timing: SampleTiming = sampler::run_checkpointed(
         &config,
         engine.as_mut(),
         &mut folder,
         &mut bar,
         &INTERRUPTED,
-    )?;
+        checkpoints,
+    )
+    .map_err(|e| match e {
+        crate::Error::Interrupted(m) if checkpointed => crate::Error::Interrupted(format!(
+            "{m}; `memodiff resume {}` continues the run",
+            out.display()
+        )),
+        e => e,
+    })?;
 
     let finishing = Instant::now();
     let (mut files, metrics) = folder.finish()?;
@@ -411,7 +528,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
     let finish = finishing.elapsed().as_secs_f64();
     let report = RunReport {
         memodiff_version: env!("CARGO_PKG_VERSION"),
-        command: std::env::args().collect(),
+        command,
         parameters: RunParameters {
             particles: config.particles,
             shard: config.shard,
@@ -433,7 +550,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
             colormap: images.colormap.name(),
         },
         backend: engine.backend().name(),
-        backend_requested: args.backend.name(),
+        backend_requested,
         backend_note: note,
         device: engine.device_name(),
         timings_s: Timings {
@@ -446,9 +563,101 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         memorization: metrics.summary(),
         files,
     };
-    crate::output::write_json(&args.out.join("run.json"), &report)?;
-    print_summary(&report, &args.out);
+    crate::output::write_json(&out.join("run.json"), &report)?;
+    if checkpointed {
+        crate::checkpoint::remove(out)?;
+    }
+    print_summary(&report, out);
     Ok(report)
+}
+
+/// `memodiff resume DIR`: continue a checkpointed run from `DIR/checkpoint/` on the backend
+/// and device it used, then finish it exactly like `sample`.
+pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
+    let started = Instant::now();
+    let out = &args.dir;
+    let mut saved = crate::checkpoint::load(out)?;
+    let spec = saved.meta.run.clone();
+    let bad = |why: String| crate::Error::invalid("checkpoint", why);
+    let backend = <Backend as clap::ValueEnum>::from_str(&spec.backend, false)
+        .map_err(|_| bad(format!("unknown backend '{}'", spec.backend)))?;
+    let backend_requested = <Backend as clap::ValueEnum>::from_str(&spec.backend_requested, false)
+        .map_err(|_| bad(format!("unknown backend '{}'", spec.backend_requested)))?;
+    if backend == Backend::Reference {
+        return Err(bad(
+            "the reference backend cannot resume bit-identically".into()
+        ));
+    }
+    let colormap = <crate::colormap::Colormap as clap::ValueEnum>::from_str(&spec.colormap, false)
+        .map_err(|_| bad(format!("unknown colormap '{}'", spec.colormap)))?;
+    let config = SampleConfig {
+        particles: spec.particles,
+        time_points: spec.time_points,
+        seed: spec.seed,
+        schedule: VpSchedule::new(
+            f64::from_bits(spec.beta_min_bits),
+            f64::from_bits(spec.beta_max_bits),
+        ),
+        dataset: saved.training.clone(),
+        batch: Some(spec.batch_size),
+        shard: spec
+            .shard
+            .map(|[index, count]| crate::sampler::Shard { index, count }),
+    };
+    config.validate()?;
+    let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
+    let images = ImageSettings {
+        extent: Extent::new(xmin, xmax, ymin, ymax)?,
+        width: spec.resolution[0],
+        height: spec.resolution[1],
+        write_arrays: spec.write_arrays,
+        bandwidth: f64::from_bits(spec.bandwidth_bits),
+        colormap,
+        ..ImageSettings::default()
+    };
+    // The same backend and device as the stopped run, or nothing.
+    let (engine, _) = sampler::open_engine_on(backend, config.schedule, spec.device_index)?;
+    if engine.backend() != backend || engine.device_name() != spec.device_name {
+        return Err(bad(format!(
+            "the run used the {} backend on {}, but this resume got the {} backend on {}; \
+             results would not be bit-identical, so it is refused",
+            spec.backend,
+            spec.device_name,
+            engine.backend().name(),
+            engine.device_name()
+        )));
+    }
+    if sampler::batch_size(&config, engine.as_ref()) != spec.batch_size {
+        return Err(bad(format!(
+            "the batch size {} of the run does not fit this device",
+            spec.batch_size
+        )));
+    }
+    let range = config.particle_range();
+    let folder = RunFolder::resume(out, range.end - range.start, &images, &mut saved)?;
+    let at = &saved.meta;
+    println!(
+        "resuming {} from {}: batch {} at step {} of {}",
+        out.display(),
+        crate::checkpoint::CHECKPOINT_DIR,
+        at.batches_done + 1,
+        at.step,
+        config.time_points - 1
+    );
+    let checkpoints = sampler::Checkpoints {
+        every: Some(spec.checkpoint_every),
+        resume: Some(std::mem::take(&mut saved.resume)),
+    };
+    let run = Prepared {
+        started,
+        config,
+        images,
+        engine,
+        note: spec.backend_note.clone(),
+        backend_requested: backend_requested.name(),
+        command: spec.command.clone(),
+    };
+    complete(run, out, folder, checkpoints)
 }
 
 fn print_summary(r: &RunReport, out: &std::path::Path) {
@@ -530,6 +739,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => sample(&args).map(|_| ()),
         Command::Bench(args) => bench(&args),
         Command::Merge(args) => merge(&args),
+        Command::Resume(args) => resume(&args).map(|_| ()),
         Command::Devices(args) => devices(&args),
     }
 }

@@ -2,6 +2,7 @@
 //! finite training set, on the GPU (wgpu/WGSL) with a CPU twin of every stage.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod colormap;
 pub mod cpu;

@@ -214,6 +214,19 @@ impl MemorizationCounter {
         self.counts().summary()
     }
 
+    /// Add `counts` (saved from a counter over the same training points, e.g. by a
+    /// checkpoint) to this counter's counts.
+    pub fn add_counts(&mut self, counts: &MemorizationCounts) -> Result<()> {
+        let mut mine = self.counts();
+        mine.merge(counts)?;
+        self.particles = mine.particles;
+        self.within_0_05 = mine.within_0_05;
+        self.within_0_1 = mine.within_0_1;
+        self.nonfinite = mine.nonfinite;
+        self.nearest_counts = mine.nearest_counts;
+        Ok(())
+    }
+
     /// The integer counts (mergeable: see [`MemorizationCounts::merge`]).
     pub fn counts(&self) -> MemorizationCounts {
         MemorizationCounts {

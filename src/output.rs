@@ -226,9 +226,85 @@ pub struct NpyStreamWriter {
     rows: u64,
     cols: usize,
     rows_written: u64,
+    /// Keep the temp file when dropped unfinished (checkpointed runs: `memodiff resume`
+    /// reopens it with [`reopen`](Self::reopen)).
+    keep_on_drop: bool,
 }
 
 impl NpyStreamWriter {
+    /// [`create`](Self::create) with the temp file at the stable name `temp`, kept (not
+    /// removed) when the writer is dropped unfinished, so that a checkpointed run can
+    /// [`persist`](Self::persist) it and a resumed run can [`reopen`](Self::reopen) it.
+    pub fn create_persistent(path: &Path, temp: &Path, rows: u64, cols: usize) -> Result<Self> {
+        let mut this = Self::create(path, rows, cols)?;
+        // Move the freshly created temp file (header only) to its stable name.
+        this.io(|w| w.flush())?;
+        if let Err(e) = fs::rename(&this.temp, temp) {
+            this.abandon();
+            return Err(Error::io(temp, e));
+        }
+        this.temp = temp.to_path_buf();
+        this.keep_on_drop = true;
+        Ok(this)
+    }
+
+    /// Reopen the temp file `temp` of a persistent writer of a (rows, cols) array to
+    /// `path`, keeping its first `rows_written` rows and cutting off anything after them
+    /// (rows written after the checkpoint that recorded `rows_written`).
+    pub fn reopen(
+        path: &Path,
+        temp: &Path,
+        rows: u64,
+        cols: usize,
+        rows_written: u64,
+    ) -> Result<Self> {
+        let header = npy_header("<f4", &[rows, cols as u64]);
+        let bad = |why: String| Error::Output(format!("cannot resume {}: {why}", temp.display()));
+        if cols == 0 || rows_written > rows {
+            return Err(bad(format!(
+                "{rows_written} of {rows} rows of {cols} columns"
+            )));
+        }
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(temp)
+            .map_err(|e| Error::io(temp, e))?;
+        let mut head = vec![0u8; header.len()];
+        io::Read::read_exact(&mut file, &mut head).map_err(|e| Error::io(temp, e))?;
+        if head != header {
+            return Err(bad(format!(
+                "it is not the start of a {rows} x {cols} <f4 array"
+            )));
+        }
+        let keep = header.len() as u64 + rows_written * cols as u64 * 4;
+        let len = file.metadata().map_err(|e| Error::io(temp, e))?.len();
+        if len < keep {
+            return Err(bad(format!(
+                "it holds {len} bytes, fewer than the {keep} of its {rows_written} saved rows"
+            )));
+        }
+        file.set_len(keep).map_err(|e| Error::io(temp, e))?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(keep)).map_err(|e| Error::io(temp, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            temp: temp.to_path_buf(),
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            rows,
+            cols,
+            rows_written,
+            keep_on_drop: true,
+        })
+    }
+
+    /// Flush the rows written so far and sync them to disk (for a checkpoint).
+    pub fn persist(&mut self) -> Result<()> {
+        self.io(|w| {
+            w.flush()?;
+            w.get_ref().sync_data()
+        })
+    }
+
     /// Start writing a (rows, cols) `<f4` array to `path` (via a temp file).
     pub fn create(path: &Path, rows: u64, cols: usize) -> Result<Self> {
         if cols == 0 {
@@ -246,6 +322,7 @@ impl NpyStreamWriter {
             rows,
             cols,
             rows_written: 0,
+            keep_on_drop: false,
         };
         let header = npy_header("<f4", &[rows, cols as u64]);
         this.io(|w| w.write_all(&header))?;
@@ -355,6 +432,13 @@ impl NpyStreamWriter {
 
 impl Drop for NpyStreamWriter {
     fn drop(&mut self) {
+        if self.keep_on_drop {
+            // Rows after the last `persist` may be partial; `reopen` cuts them off.
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.into_parts();
+            }
+            return;
+        }
         self.abandon();
     }
 }
@@ -885,6 +969,29 @@ mod tests {
         w.write_rows(&[0.0; 4]).unwrap();
         w.finish().unwrap();
         assert_eq!(read_npy_f32(&path).unwrap(), (vec![2, 2], vec![0.0; 4]));
+    }
+
+    #[test]
+    fn persistent_writer_keeps_its_temp_file_and_reopens_at_a_row_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, temp) = (dir.path().join("x.npy"), dir.path().join(".x.npy.partial"));
+        let data: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let mut w = NpyStreamWriter::create_persistent(&path, &temp, 5, 2).unwrap();
+        w.write_rows(&data[..6]).unwrap();
+        w.persist().unwrap();
+        w.write_rows(&[99.0; 2]).unwrap(); // after the "checkpoint": cut off below
+        drop(w);
+        assert_eq!(entries(dir.path()), vec![".x.npy.partial"]);
+        let mut w = NpyStreamWriter::reopen(&path, &temp, 5, 2, 3).unwrap();
+        assert_eq!(w.rows_written(), 3);
+        w.write_rows(&data[6..]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![5, 2], data));
+        assert_eq!(entries(dir.path()), vec!["x.npy"]);
+        // A file of another shape, or fewer rows than saved, is refused.
+        fs::copy(&path, &temp).unwrap();
+        assert!(NpyStreamWriter::reopen(&path, &temp, 4, 2, 1).is_err());
+        assert!(NpyStreamWriter::reopen(&path, &temp, 5, 2, 6).is_err());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct RunFolder {
     metrics: MemorizationCounter,
     colormap: Colormap,
     dim: usize,
+    /// Checkpointed runs: what each checkpoint records besides the folder's state.
+    checkpoint: Option<(crate::checkpoint::RunSpec, crate::dataset::Dataset)>,
+    /// Batches finished at the last checkpoint this process saved.
+    saved_batches: Option<usize>,
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
@@ -94,6 +98,69 @@ impl RunFolder {
         training: &crate::dataset::Dataset,
         images: &ImageSettings,
     ) -> Result<Self> {
+        Self::open(dir, particles, training, images, None)
+    }
+
+    /// [`create`](Self::create) for a run with checkpoints: the streamed arrays keep
+    /// stable temp names and [`BatchSink::checkpoint`] saves `OUT/checkpoint/`.
+    pub fn create_checkpointed(
+        dir: &Path,
+        particles: u64,
+        training: &crate::dataset::Dataset,
+        images: &ImageSettings,
+        run: crate::checkpoint::RunSpec,
+    ) -> Result<Self> {
+        Self::open(dir, particles, training, images, Some((run, None)))
+    }
+
+    /// Reopen the folder of a checkpointed run from its checkpoint `saved`.
+    pub fn resume(
+        dir: &Path,
+        particles: u64,
+        images: &ImageSettings,
+        saved: &mut crate::checkpoint::Loaded,
+    ) -> Result<Self> {
+        let training = saved.training.clone();
+        let run = saved.meta.run.clone();
+        let mut folder = Self::open(
+            dir,
+            particles,
+            &training,
+            images,
+            Some((run, Some(saved.meta.rows_streamed))),
+        )?;
+        for (mine, theirs, name) in [
+            (&mut folder.sample_grid, saved.sample_grid.take(), "samples"),
+            (
+                &mut folder.initial_grid,
+                saved.initial_grid.take(),
+                "initial",
+            ),
+        ] {
+            match (mine.as_ref(), theirs) {
+                (Some(fresh), Some(grid)) if fresh.raw_meta().shape == grid.raw_meta().shape => {
+                    *mine = Some(grid)
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "checkpoint",
+                        format!("its {name} density grid does not match the run"),
+                    ))
+                }
+            }
+        }
+        folder.metrics.add_counts(&saved.counts)?;
+        Ok(folder)
+    }
+
+    fn open(
+        dir: &Path,
+        particles: u64,
+        training: &crate::dataset::Dataset,
+        images: &ImageSettings,
+        checkpoint: Option<(crate::checkpoint::RunSpec, Option<u64>)>,
+    ) -> Result<Self> {
         prepare_dir(dir)?;
         let dim = training.dim;
         let (sample_grid, initial_grid) = if dim == 2 {
@@ -117,10 +184,25 @@ impl RunFolder {
         Ok(Self {
             dir: dir.to_path_buf(),
             arrays: if images.write_arrays {
-                Some((
-                    NpyStreamWriter::create(&dir.join("samples.npy"), particles, dim)?,
-                    NpyStreamWriter::create(&dir.join("initial.npy"), particles, dim)?,
-                ))
+                let open = |name: &str| {
+                    let path = dir.join(name);
+                    let temp = crate::checkpoint::partial_path(dir, name);
+                    match &checkpoint {
+                        None => NpyStreamWriter::create(&path, particles, dim),
+                        Some((_, None)) => {
+                            NpyStreamWriter::create_persistent(&path, &temp, particles, dim)
+                        }
+                        Some((_, Some(rows))) => {
+                            // Stopped while finishing: the complete array was already
+                            // renamed into place; take it back.
+                            if *rows == particles && !temp.exists() && path.is_file() {
+                                std::fs::rename(&path, &temp).map_err(|e| Error::io(&path, e))?;
+                            }
+                            NpyStreamWriter::reopen(&path, &temp, particles, dim, *rows)
+                        }
+                    }
+                };
+                Some((open("samples.npy")?, open("initial.npy")?))
             } else {
                 None
             },
@@ -129,6 +211,8 @@ impl RunFolder {
             metrics: MemorizationCounter::new(&training.points, dim)?,
             colormap: images.colormap,
             dim,
+            checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
+            saved_batches: None,
         })
     }
 
@@ -186,5 +270,32 @@ impl BatchSink for RunFolder {
             },
         );
         files.and(counted)
+    }
+
+    fn checkpoint(&mut self, at: &crate::sampler::CheckpointAt) -> Result<()> {
+        let Some((run, training)) = &self.checkpoint else {
+            return Ok(());
+        };
+        let mut rows_streamed = 0;
+        if let Some((samples, initial)) = &mut self.arrays {
+            samples.persist()?;
+            initial.persist()?;
+            rows_streamed = samples.rows_written();
+        }
+        crate::checkpoint::save(
+            &self.dir,
+            run,
+            training,
+            at,
+            crate::checkpoint::FolderState {
+                sample_grid: self.sample_grid.as_ref(),
+                initial_grid: self.initial_grid.as_ref(),
+                counts: self.metrics.counts(),
+                rows_streamed,
+                unchanged: self.saved_batches == Some(at.batches_done),
+            },
+        )?;
+        self.saved_batches = Some(at.batches_done);
+        Ok(())
     }
 }

@@ -197,6 +197,47 @@ pub fn open_engine(
 pub trait BatchSink {
     /// `initial` and `samples` are row-major (n, D) for particles `first .. first + n`.
     fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
+
+    /// Save a checkpoint (runs with [`Checkpoints::every`] only): the sink holds every
+    /// batch before `at.first`, and `at` the state of the batch in flight.
+    fn checkpoint(&mut self, at: &CheckpointAt) -> Result<()> {
+        let _ = at;
+        Ok(())
+    }
+}
+
+/// Where a checkpointed run stands: batch `first .. first + n` has done `step` steps.
+/// `step == 0` means the batch has not started (`initial` and `state` are then empty);
+/// `first` equal to the end of the run's range means all batches are done.
+#[derive(Debug)]
+pub struct CheckpointAt<'a> {
+    pub first: u64,
+    pub n: usize,
+    pub step: usize,
+    /// Batches finished (handed to the sink).
+    pub batches_done: usize,
+    pub batch_size: usize,
+    /// The batch's initial noise and its positions after `step` steps (row-major (n, D)).
+    pub initial: &'a [f32],
+    pub state: &'a [f32],
+}
+
+/// A saved [`CheckpointAt`] to continue from.
+#[derive(Debug, Clone, Default)]
+pub struct ResumePoint {
+    pub first: u64,
+    pub step: usize,
+    pub batches_done: usize,
+    pub initial: Vec<f32>,
+    pub state: Vec<f32>,
+}
+
+/// Checkpointing of a run: save every `every` steps and at batch ends; continue from
+/// `resume`.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoints {
+    pub every: Option<usize>,
+    pub resume: Option<ResumePoint>,
 }
 
 /// Progress of a run, in particle-steps.
@@ -258,7 +299,33 @@ pub fn run_with_cancel(
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<SampleTiming> {
+    run_checkpointed(
+        config,
+        engine,
+        sink,
+        progress,
+        cancel,
+        Checkpoints::default(),
+    )
+}
+
+/// [`run_with_cancel`] with checkpoints: with `checkpoints.every = Some(K)` each batch runs
+/// in segments of K steps and [`BatchSink::checkpoint`] is called before the first batch,
+/// at each segment end inside a batch and after each batch; `checkpoints.resume` continues
+/// a run from a saved point (its batch from the saved state with `advance_batch(None, ..)`).
+/// The f32 engines give results bit-identical to an uninterrupted run.
+pub fn run_checkpointed(
+    config: &SampleConfig,
+    engine: &mut dyn Engine,
+    sink: &mut dyn BatchSink,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+    checkpoints: Checkpoints,
+) -> Result<SampleTiming> {
     config.validate()?;
+    if checkpoints.every == Some(0) {
+        return Err(Error::invalid("--checkpoint-every", "must be at least 1"));
+    }
     let steps = reverse_steps(&config.schedule, config.time_points);
     let problem = Problem {
         dataset: &config.dataset,
@@ -272,56 +339,151 @@ pub fn run_with_cancel(
     let mut samples = vec![0f32; batch * dim];
     let n_steps = steps.len() as u64;
     let range = config.particle_range();
+    let batches = (range.end - range.start).div_ceil(batch as u64);
     progress.start((range.end - range.start) * n_steps);
     let mut timing = SampleTiming {
         batch_size: batch,
         ..Default::default()
     };
     let mut first = range.start;
+    let mut resume = checkpoints.resume;
+    if let Some(point) = &resume {
+        let aligned = (point.first - range.start).is_multiple_of(batch as u64);
+        if point.first < range.start || point.first > range.end || !aligned {
+            return Err(Error::invalid(
+                "checkpoint",
+                format!("batch start {} does not fit the run", point.first),
+            ));
+        }
+        first = point.first;
+        timing.batches = point.batches_done;
+        if point.step == 0 {
+            resume = None;
+        }
+    } else if checkpoints.every.is_some() {
+        let n = (range.end - first).min(batch as u64) as usize;
+        sink.checkpoint(&CheckpointAt {
+            first,
+            n,
+            step: 0,
+            batches_done: 0,
+            batch_size: batch,
+            initial: &[],
+            state: &[],
+        })?;
+    }
+    // (batch index, step) of the last checkpoint saved, for the interruption message.
+    let mut saved = checkpoints.every.map(|_| (timing.batches + 1, 0usize));
     while first < range.end {
         let n = (range.end - first).min(batch as u64) as usize;
         let (initial, samples) = (&mut initial[..n * dim], &mut samples[..n * dim]);
         let started = Instant::now();
         let done_before = (first - range.start) * n_steps;
         let batch_index = timing.batches + 1;
-        let batches = (range.end - range.start).div_ceil(batch as u64);
-        let mut reached = 0;
-        let outcome = if cancel.load(Ordering::Relaxed) {
-            Err(Error::Interrupted(String::new()))
-        } else {
-            engine.advance_batch(
-                &problem,
-                first,
-                Some(initial),
-                samples,
-                0..steps.len(),
-                cancel,
-                &mut |done| {
-                    // Once stopping, the CPU engines' final count is not a step reached.
-                    if !cancel.load(Ordering::Relaxed) {
-                        reached = done;
-                    }
-                    progress.advance_to(done_before + n as u64 * done as u64)
-                },
-            )
-        };
-        if let Err(e) = outcome {
-            progress.finish();
-            return Err(match e {
-                Error::Interrupted(_) => Error::Interrupted(format!(
-                    "interrupted at step {reached} of {n_steps} of batch {batch_index} of \
-                     {batches}; no new outputs were written (files already in the out \
-                     folder are untouched)"
-                )),
-                e => e,
-            });
+        let mut step = 0;
+        if let Some(point) = resume.take() {
+            if point.initial.len() != n * dim || point.state.len() != n * dim {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    format!("its state does not hold the {n} x {dim} values of its batch"),
+                ));
+            }
+            if point.step > steps.len() {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    format!("step {} is beyond the {n_steps} steps", point.step),
+                ));
+            }
+            initial.copy_from_slice(&point.initial);
+            samples.copy_from_slice(&point.state);
+            step = point.step;
+            saved = Some((batch_index, step));
         }
-        timing.sampling_s += started.elapsed().as_secs_f64();
+        let mut reached = step;
+        let mut segment_started = started;
+        while step < steps.len() {
+            let end = match checkpoints.every {
+                Some(k) => ((step / k + 1) * k).min(steps.len()),
+                None => steps.len(),
+            };
+            let outcome = if cancel.load(Ordering::Relaxed) {
+                Err(Error::Interrupted(String::new()))
+            } else {
+                engine.advance_batch(
+                    &problem,
+                    first,
+                    if step == 0 { Some(&mut *initial) } else { None },
+                    samples,
+                    step..end,
+                    cancel,
+                    &mut |done| {
+                        // Once stopping, the CPU engines' final count is not a step reached.
+                        if !cancel.load(Ordering::Relaxed) {
+                            reached = done;
+                        }
+                        progress.advance_to(done_before + n as u64 * done as u64)
+                    },
+                )
+            };
+            if let Err(e) = outcome {
+                progress.finish();
+                return Err(match e {
+                    Error::Interrupted(_) => {
+                        let kept = match saved {
+                            Some((b, 0)) => format!(
+                                "; the checkpoint at the start of batch {b} of {batches} is kept"
+                            ),
+                            Some((b, s)) => format!(
+                                "; the checkpoint at step {s} of batch {b} of {batches} is kept"
+                            ),
+                            None => "; no new outputs were written (files already in the out \
+                                     folder are untouched)"
+                                .to_string(),
+                        };
+                        Error::Interrupted(format!(
+                            "interrupted at step {reached} of {n_steps} of batch {batch_index} \
+                             of {batches}{kept}"
+                        ))
+                    }
+                    e => e,
+                });
+            }
+            step = end;
+            if checkpoints.every.is_some() && step < steps.len() {
+                timing.sampling_s += segment_started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                sink.checkpoint(&CheckpointAt {
+                    first,
+                    n,
+                    step,
+                    batches_done: timing.batches,
+                    batch_size: batch,
+                    initial,
+                    state: samples,
+                })?;
+                timing.consume_s += started.elapsed().as_secs_f64();
+                saved = Some((batch_index, step));
+                segment_started = Instant::now();
+            }
+        }
+        timing.sampling_s += segment_started.elapsed().as_secs_f64();
         let started = Instant::now();
         sink.consume(first, initial, samples)?;
-        timing.consume_s += started.elapsed().as_secs_f64();
         timing.batches += 1;
         first += n as u64;
+        if checkpoints.every.is_some() {
+            sink.checkpoint(&CheckpointAt {
+                first,
+                n: (range.end - first).min(batch as u64) as usize,
+                step: 0,
+                batches_done: timing.batches,
+                batch_size: batch,
+                initial: &[],
+                state: &[],
+            })?;
+            saved = Some((timing.batches + 1, 0));
+        }
+        timing.consume_s += started.elapsed().as_secs_f64();
     }
     progress.finish();
     Ok(timing)
