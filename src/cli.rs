@@ -403,6 +403,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         width: args.resolution.0,
         height: args.resolution.1,
         write_arrays: !args.no_samples,
+        write_raw_grids: args.shard.is_some(),
         bandwidth: args
             .bandwidth
             .unwrap_or_else(|| ImageSettings::default().bandwidth),
@@ -611,6 +612,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         width: spec.resolution[0],
         height: spec.resolution[1],
         write_arrays: spec.write_arrays,
+        write_raw_grids: spec.shard.is_some(),
         bandwidth: f64::from_bits(spec.bandwidth_bits),
         colormap,
         ..ImageSettings::default()

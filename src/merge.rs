@@ -357,7 +357,8 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
                 }
             }
             let total = total.expect("at least one shard");
-            files.extend(write_grid(out, grid_name, &total, colormap)?);
+            // The merged folder is a whole run: no raw sums, like an unsharded run.
+            files.extend(write_grid(out, grid_name, &total, colormap, false)?);
         }
     }
     let mut counts: Option<MemorizationCounts> = None;

@@ -20,6 +20,10 @@ pub struct ImageSettings {
     pub colormap: Colormap,
     /// Write samples.npy and initial.npy (off for image-and-metrics-only runs).
     pub write_arrays: bool,
+    /// Write the raw integer density sums `NAME_density_raw.npy/.json` that `memodiff
+    /// merge` adds up: on for shards, off for whole runs (they are 15 MB each at the
+    /// default settings and nothing reads them).
+    pub write_raw_grids: bool,
 }
 
 impl Default for ImageSettings {
@@ -34,6 +38,7 @@ impl Default for ImageSettings {
             bandwidth: 1.0 / 700f64.sqrt(),
             colormap: Colormap::Coolwarm,
             write_arrays: true,
+            write_raw_grids: false,
         }
     }
 }
@@ -47,6 +52,7 @@ pub struct RunFolder {
     initial_grid: Option<DensityGrid>,
     metrics: MemorizationCounter,
     colormap: Colormap,
+    write_raw_grids: bool,
     dim: usize,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.
     checkpoint: Option<(crate::checkpoint::RunSpec, crate::dataset::Dataset)>,
@@ -57,14 +63,15 @@ pub struct RunFolder {
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
 pub const METRICS_COUNTS: &str = "metrics_counts.json";
 
-/// Write a density grid as `NAME.png`, `NAME_density.npy` (f64, row 0 = top) and the raw
-/// integer sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge`
-/// adds up). Returns the names written.
+/// Write a density grid as `NAME.png`, `NAME_density.npy` (f64, row 0 = top) and, with
+/// `raw`, the integer sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what
+/// `memodiff merge` adds up). Returns the names written.
 pub fn write_grid(
     dir: &Path,
     name: &str,
     grid: &DensityGrid,
     colormap: Colormap,
+    raw: bool,
 ) -> Result<Vec<String>> {
     let png = format!("{name}.png");
     grid.write_png(dir.join(&png), colormap)?;
@@ -75,6 +82,9 @@ pub fn write_grid(
         grid.width(),
         grid.data(),
     )?;
+    if !raw {
+        return Ok(vec![png, density]);
+    }
     let raw = format!("{name}_density_raw.npy");
     grid.save_raw(&dir.join(&raw))?;
     Ok(vec![png, density, raw, format!("{name}_density_raw.json")])
@@ -210,6 +220,7 @@ impl RunFolder {
             initial_grid,
             metrics: MemorizationCounter::new(&training.points, dim)?,
             colormap: images.colormap,
+            write_raw_grids: images.write_raw_grids,
             dim,
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
@@ -230,7 +241,13 @@ impl RunFolder {
             (&self.initial_grid, "initial"),
         ] {
             if let Some(grid) = grid {
-                written.extend(write_grid(&self.dir, name, grid, self.colormap)?);
+                written.extend(write_grid(
+                    &self.dir,
+                    name,
+                    grid,
+                    self.colormap,
+                    self.write_raw_grids,
+                )?);
             }
         }
         crate::output::write_json(&self.dir.join(METRICS_COUNTS), &self.metrics.counts())?;

@@ -14,10 +14,6 @@ const ARRAY_AND_IMAGE_FILES: &[&str] = &[
     "initial.png",
     "samples_density.npy",
     "initial_density.npy",
-    "samples_density_raw.npy",
-    "samples_density_raw.json",
-    "initial_density_raw.npy",
-    "initial_density_raw.json",
     "metrics_counts.json",
 ];
 

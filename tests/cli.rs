@@ -220,12 +220,8 @@ fn end_to_end_writes_five_valid_files() {
             "initial.npy",
             "initial.png",
             "initial_density.npy",
-            "initial_density_raw.json",
-            "initial_density_raw.npy",
             "metrics_counts.json",
             "samples_density.npy",
-            "samples_density_raw.json",
-            "samples_density_raw.npy",
             "run.json",
             "samples.npy",
             "samples.png"
@@ -347,12 +343,8 @@ fn existing_out_dir_is_reused_and_files_replaced() {
             "initial.npy",
             "initial.png",
             "initial_density.npy",
-            "initial_density_raw.json",
-            "initial_density_raw.npy",
             "metrics_counts.json",
             "samples_density.npy",
-            "samples_density_raw.json",
-            "samples_density_raw.npy",
             "keep.txt",
             "run.json",
             "samples.npy",
@@ -895,12 +887,8 @@ fn no_samples_writes_images_and_metrics_only() {
         sorted(&[
             "initial.png",
             "initial_density.npy",
-            "initial_density_raw.json",
-            "initial_density_raw.npy",
             "metrics_counts.json",
             "samples_density.npy",
-            "samples_density_raw.json",
-            "samples_density_raw.npy",
             "run.json",
             "samples.png"
         ])

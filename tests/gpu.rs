@@ -409,3 +409,22 @@ fn gpu_trajectories_with_a_million_training_points() {
         assert!(d <= 1e-3, "particle {i} differs from the reference by {d}");
     }
 }
+
+#[test]
+fn a_lost_device_gives_a_clear_error_not_a_panic_or_hang() {
+    let Some(mut gpu) = gpu_engine("a_lost_device_gives_a_clear_error_not_a_panic_or_hang") else {
+        return;
+    };
+    let config = default_config(1_000);
+    run_collect(&config, &mut gpu).expect("a healthy device runs");
+    // Destroying the device is how wgpu simulates a device loss (driver reset, GPU
+    // removed): every later operation must fail with an error that says what to do.
+    gpu.context().device.destroy();
+    let err = run_collect(&config, &mut gpu).expect_err("a lost device cannot run");
+    let message = err.to_string();
+    assert!(message.contains("GPU error"), "{message}");
+    assert!(
+        message.contains("--batch") && message.contains("--backend cpu"),
+        "the error should say what to do: {message}"
+    );
+}

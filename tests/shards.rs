@@ -59,14 +59,12 @@ fn assert_same_run(full: &Path, merged: &Path, shards: usize) {
         "initial.png",
         "samples_density.npy",
         "initial_density.npy",
-        "samples_density_raw.npy",
-        "initial_density_raw.npy",
         "metrics_counts.json",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
     }
     for name in &names {
-        if name == "run.json" || name.ends_with("_raw.json") {
+        if name == "run.json" {
             continue;
         }
         let (a, b) = (
@@ -78,9 +76,12 @@ fn assert_same_run(full: &Path, merged: &Path, shards: usize) {
             "{name} differs between the unsharded and merged runs"
         );
     }
-    // The raw grids' metadata: the same but for nothing (deposits add up too).
-    for name in ["samples_density_raw.json", "initial_density_raw.json"] {
-        assert_eq!(json(&full.join(name)), json(&merged.join(name)), "{name}");
+    // Whole runs (unsharded or merged) carry no raw sums; only shards do.
+    for name in ["samples_density_raw.npy", "initial_density_raw.npy"] {
+        assert!(
+            !full.join(name).exists() && !merged.join(name).exists(),
+            "{name}"
+        );
     }
     let (a, b) = (json(&full.join("run.json")), json(&merged.join("run.json")));
     assert_eq!(a["memorization"], b["memorization"]);

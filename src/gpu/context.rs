@@ -209,11 +209,24 @@ impl GpuContext {
         }
     }
 
+    /// The error for a failed wait on `submission`: the asynchronous failure that caused
+    /// it (device lost, out of memory) when one was reported, else the poll error itself,
+    /// with what to do about it.
+    pub fn wait_error(&self, poll_error: wgpu::PollError) -> Error {
+        match self.check() {
+            Err(recorded) => recorded,
+            Ok(()) => Error::Gpu(format!(
+                "waiting for the GPU: {poll_error}; the device may have been lost: rerun \
+                 with a smaller --batch or with --backend cpu"
+            )),
+        }
+    }
+
     /// Block until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            .map_err(|e| self.wait_error(e))?;
         self.check()
     }
 

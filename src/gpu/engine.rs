@@ -664,7 +664,7 @@ impl Engine for GpuEngine {
                     submission_index: Some(index),
                     timeout: None,
                 })
-                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+                .map_err(|e| self.ctx.wait_error(e))?;
             self.ctx.check()?;
             on_step(done);
             // Ctrl-C: stop between submissions (those already queued finish unread).
