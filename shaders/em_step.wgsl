@@ -1,7 +1,8 @@
 // One Euler–Maruyama step of the reverse SDE for every particle of the batch.
 // CPU twin: src/cpu/em_step.rs — keep the arithmetic in the same order.
-// Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl and one of
-// common/training_simple.wgsl / common/training_tiled.wgsl (the reduction strategy).
+// Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl, one of
+// common/training_simple.wgsl / common/training_tiled.wgsl (the reduction strategy) and
+// common/reduce_chunk.wgsl.
 //
 // The update folds drift and diffusion into three host-computed coefficients:
 //   x' = x + dt (beta x / 2 + beta score) + sqrt(dt beta) z
@@ -24,28 +25,14 @@ fn em_step(
     @builtin(local_invocation_index) local_index: u32,
 ) {
     let i = linear_invocation_index(run, gid);
-    // No early return: the tiled reduction needs every invocation at its barriers.
-    let in_batch = i < run.batch_len;
+    // No early return before this: the tiled reduction needs every invocation.
+    let reduced = reduce_chunk(i, local_index, step.mean_scale, step.inv_two_sigma2);
+    if (!reduced.finished) {
+        return;
+    }
+    let x = reduced.x;
     let base = i * run.dim;
-    var x = vec4<f32>(0.0);
-    var state = online_softmax_new();
-    if (in_batch) {
-        for (var d = 0u; d < run.dim; d++) {
-            x[d] = particles[base + d];
-        }
-        if (chunk.first == 0u) {
-            state = load_softmax_state(i);
-        }
-    }
-    accumulate_training(&state, x, in_batch, local_index, step.mean_scale, step.inv_two_sigma2);
-    if (!in_batch) {
-        return;
-    }
-    if (chunk.last == 0u) {
-        store_softmax_state(i, state);
-        return;
-    }
-    let m = online_softmax_mean(state);
+    let m = online_softmax_mean(reduced.state);
     let particle = global_particle_index(run, i);
     let seed = vec2<u32>(run.seed_lo, run.seed_hi);
     let z = particle_normals(seed, particle, step.step_index, 0u);

@@ -1,7 +1,7 @@
 // The empirical score at query points: score(x, t) = (s sum_i w_i x_i - x) / sigma2.
 // CPU twin: src/cpu/score.rs. Used by tests and score-field plots.
-// Assembled after common/params.wgsl, common/score.wgsl and a training_* reduction;
-// chunked like em_step.wgsl.
+// Assembled after common/params.wgsl, common/score.wgsl, a training_* reduction and
+// common/reduce_chunk.wgsl; chunked like em_step.wgsl.
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -19,27 +19,13 @@ fn score(
     @builtin(local_invocation_index) local_index: u32,
 ) {
     let i = linear_invocation_index(run, gid);
-    let in_batch = i < run.batch_len;
+    let reduced = reduce_chunk(i, local_index, step.mean_scale, step.inv_two_sigma2);
+    if (!reduced.finished) {
+        return;
+    }
+    let x = reduced.x;
     let base = i * run.dim;
-    var x = vec4<f32>(0.0);
-    var state = online_softmax_new();
-    if (in_batch) {
-        for (var d = 0u; d < run.dim; d++) {
-            x[d] = particles[base + d];
-        }
-        if (chunk.first == 0u) {
-            state = load_softmax_state(i);
-        }
-    }
-    accumulate_training(&state, x, in_batch, local_index, step.mean_scale, step.inv_two_sigma2);
-    if (!in_batch) {
-        return;
-    }
-    if (chunk.last == 0u) {
-        store_softmax_state(i, state);
-        return;
-    }
-    let value = (step.mean_scale * online_softmax_mean(state) - x) * step.inv_sigma2;
+    let value = (step.mean_scale * online_softmax_mean(reduced.state) - x) * step.inv_sigma2;
     for (var d = 0u; d < run.dim; d++) {
         scores[base + d] = value[d];
     }

@@ -12,9 +12,9 @@ use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Softmax weights of the training points at `x`, forward time with scale `s`, variance `v`.
-fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
-    let potentials: Vec<f64> = (0..dataset.len())
+/// Potentials `-|x - s x_i|^2 / (2 v)` of all training points at `x`.
+fn potentials(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
+    (0..dataset.len())
         .map(|i| {
             let d2: f64 = dataset
                 .point(i)
@@ -24,7 +24,12 @@ fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
                 .sum();
             -d2 / (2.0 * v)
         })
-        .collect();
+        .collect()
+}
+
+/// Softmax weights of the training points at `x`, forward time with scale `s`, variance `v`.
+fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
+    let potentials = potentials(dataset, x, s, v);
     let max = potentials.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = potentials.iter().map(|p| (p - max).exp()).collect();
     let total: f64 = exps.iter().sum();
@@ -50,17 +55,7 @@ pub fn log_density(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]
     let s = schedule.mean_scale(tau);
     let v = schedule.sigma2(tau);
     let dim = dataset.dim as f64;
-    let pots: Vec<f64> = (0..dataset.len())
-        .map(|i| {
-            let d2: f64 = dataset
-                .point(i)
-                .iter()
-                .zip(x)
-                .map(|(xi, xk)| (xk - s * xi).powi(2))
-                .sum();
-            -d2 / (2.0 * v)
-        })
-        .collect();
+    let pots = potentials(dataset, x, s, v);
     let max = pots.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let lse = max + pots.iter().map(|p| (p - max).exp()).sum::<f64>().ln();
     lse - (dataset.len() as f64).ln() - 0.5 * dim * (std::f64::consts::TAU * v).ln()

@@ -1,5 +1,8 @@
 //! The CPU engine: batch invariance and seeds (the GPU twin is tested in gpu.rs).
 
+mod common;
+
+use common::scattered;
 use memodiff::cpu::CpuEngine;
 use memodiff::dataset::Dataset;
 use memodiff::sampler::{run_collect, SampleConfig};
@@ -57,20 +60,6 @@ fn cpu_handles_dimensions_one_to_four() {
             "D = {dim}: only {near} of 2000 samples within 0.2 of a training point"
         );
     }
-}
-
-/// A deterministic pseudo-random training set of `n` points in `dim` dimensions.
-fn scattered(n: usize, dim: usize, salt: u64) -> Dataset {
-    let mut state = salt;
-    let points = (0..n * dim)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
 }
 
 #[test]

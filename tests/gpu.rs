@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{gpu_engine, gpu_engine_with, row_distance};
+use common::{gpu_engine, gpu_engine_with, row_distance, scattered};
 use memodiff::cpu::CpuEngine;
 use memodiff::dataset::Dataset;
 use memodiff::gpu::diagnostics::philox_on_gpu;
@@ -290,20 +290,6 @@ fn gpu_matches_cpu_in_dimensions_one_to_four() {
             "D = {dim}: only {close} of 5000 particles agree within 1e-3"
         );
     }
-}
-
-/// A deterministic pseudo-random training set of `n` points in `dim` dimensions.
-fn scattered(n: usize, dim: usize, salt: u64) -> Dataset {
-    let mut state = salt;
-    let points = (0..n * dim)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
 }
 
 #[test]

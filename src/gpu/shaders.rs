@@ -6,6 +6,7 @@ const PHILOX: &str = include_str!("../../shaders/common/philox.wgsl");
 const SCORE_COMMON: &str = include_str!("../../shaders/common/score.wgsl");
 const TRAINING_SIMPLE: &str = include_str!("../../shaders/common/training_simple.wgsl");
 const TRAINING_TILED: &str = include_str!("../../shaders/common/training_tiled.wgsl");
+const REDUCE_CHUNK: &str = include_str!("../../shaders/common/reduce_chunk.wgsl");
 
 const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
@@ -33,20 +34,34 @@ pub const INIT_NOISE_STAGE: Stage = Stage {
 /// The Euler–Maruyama step with the simple reduction (small training sets).
 pub const EM_STEP_STAGE: Stage = Stage {
     entry_point: "em_step",
-    parts: &[PARAMS, PHILOX, SCORE_COMMON, TRAINING_SIMPLE, EM_STEP],
+    parts: &[
+        PARAMS,
+        PHILOX,
+        SCORE_COMMON,
+        TRAINING_SIMPLE,
+        REDUCE_CHUNK,
+        EM_STEP,
+    ],
 };
 /// The Euler–Maruyama step with training points tiled through shared memory.
 pub const EM_STEP_TILED_STAGE: Stage = Stage {
     entry_point: "em_step",
-    parts: &[PARAMS, PHILOX, SCORE_COMMON, TRAINING_TILED, EM_STEP],
+    parts: &[
+        PARAMS,
+        PHILOX,
+        SCORE_COMMON,
+        TRAINING_TILED,
+        REDUCE_CHUNK,
+        EM_STEP,
+    ],
 };
 pub const SCORE_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, TRAINING_SIMPLE, SCORE],
+    parts: &[PARAMS, SCORE_COMMON, TRAINING_SIMPLE, REDUCE_CHUNK, SCORE],
 };
 pub const SCORE_TILED_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, TRAINING_TILED, SCORE],
+    parts: &[PARAMS, SCORE_COMMON, TRAINING_TILED, REDUCE_CHUNK, SCORE],
 };
 pub const PHILOX_KAT_STAGE: Stage = Stage {
     entry_point: "philox_kat",

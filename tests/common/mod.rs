@@ -36,3 +36,18 @@ pub fn row_distance(a: &[f32], b: &[f32], dim: usize, i: usize) -> f32 {
         .map(|d| (a[i * dim + d] - b[i * dim + d]).abs())
         .fold(0.0, f32::max)
 }
+
+/// A deterministic pseudo-random training set of `n` points in `dim` dimensions, uniform
+/// in [-1, 1]^dim (an LCG, so the tests need no RNG state).
+pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::dataset::Dataset {
+    let mut state = salt;
+    let points = (0..n * dim)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    memodiff::dataset::Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
+}
