@@ -127,7 +127,8 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 
-    /// Output folder; created if missing. Files are replaced atomically.
+    /// Output folder; created if missing. An existing non-empty folder needs --force.
+    /// Every file is written under a temporary name and renamed into place.
     #[arg(long, default_value = "memodiff-out")]
     pub out: PathBuf,
 
