@@ -868,24 +868,6 @@ pub struct RawGridMeta {
     pub deposits: u64,
 }
 
-/// The `.npy` v1.0 header NumPy writes for a C-order array of `descr` values.
-pub(crate) fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut dict =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    let unpadded = 10 + dict.len() + 1;
-    dict.extend(std::iter::repeat_n(' ', (64 - unpadded % 64) % 64));
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
-}
-
 impl DensityGrid {
     /// The metadata of [`raw_counts`](Self::raw_counts).
     pub fn raw_meta(&self) -> RawGridMeta {
@@ -973,7 +955,7 @@ impl DensityGrid {
     pub fn save_raw(&self, path: &Path) -> Result<()> {
         let meta = self.raw_meta();
         let counts = self.raw_counts();
-        let header = npy_header("<i8", &meta.shape);
+        let header = crate::output::npy_header("<i8", &meta.shape);
         crate::output::write_atomically(path, |w| {
             use std::io::Write;
             w.write_all(&header)?;
@@ -995,7 +977,7 @@ impl DensityGrid {
             Error::invalid("raw density grid", format!("{}: {e}", meta_path.display()))
         })?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let header = npy_header("<i8", &meta.shape);
+        let header = crate::output::npy_header("<i8", &meta.shape);
         let n = meta.shape[0].saturating_mul(meta.shape[1]);
         if !bytes.starts_with(&header)
             || Some(bytes.len()) != n.checked_mul(8).map(|b| b + header.len())

@@ -13,8 +13,9 @@
 
 use crate::colormap::Colormap;
 use crate::error::{Error, Result};
-use crate::heatmap::{npy_header, DensityGrid, RawGridMeta};
+use crate::heatmap::{DensityGrid, RawGridMeta};
 use crate::metrics::MemorizationCounts;
+use crate::output::npy_header;
 use crate::output::NpyStreamWriter;
 use crate::run_folder::{prepare_dir, write_grid, METRICS_COUNTS};
 use crate::sampler::Shard;

@@ -148,7 +148,7 @@ pub fn human_bytes(bytes: u128) -> String {
 /// The NPY v1.0 header for a C-order array: magic, version, little-endian u16 header length,
 /// then the dict text padded with spaces and a final newline so that the data starts at a
 /// multiple of 64 bytes, exactly as NumPy writes it.
-fn npy_header(descr: &str, shape: &[u64]) -> Vec<u8> {
+pub(crate) fn npy_header<T: std::fmt::Display>(descr: &str, shape: &[T]) -> Vec<u8> {
     let mut dict = format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         shape_text(shape)
