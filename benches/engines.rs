@@ -6,6 +6,7 @@ use memodiff::cpu::CpuEngine;
 use memodiff::dataset::Dataset;
 use memodiff::engine::Engine;
 use memodiff::gpu::{AdapterChoice, GpuEngine};
+use memodiff::heatmap::{DensityGrid, Extent, DEFAULT_BANDWIDTH};
 use memodiff::sampler::{run_collect, SampleConfig};
 
 fn config(particles: u64, n_train: usize) -> SampleConfig {
@@ -35,5 +36,47 @@ fn engines(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, engines);
+/// Density-grid accumulation of 1M particles at 512x512 (default bandwidth): a Gaussian
+/// cloud and a cloud collapsed onto 8 points, as `sample` draws them.
+fn density_grid(c: &mut Criterion) {
+    let mut group = c.benchmark_group("density_grid");
+    group.sample_size(10);
+    let mut state = 7u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    };
+    let mut cloud = Vec::with_capacity(2_000_000);
+    let mut collapsed = Vec::with_capacity(2_000_000);
+    for _ in 0..1_000_000 {
+        // Box–Muller for the Gaussian cloud; 8 circle points for the collapsed one.
+        let (u1, u2) = (uniform(), uniform());
+        let r = (-2.0 * u1.ln()).sqrt() * 0.9;
+        cloud.extend([
+            r * (std::f32::consts::TAU * u2).cos(),
+            r * (std::f32::consts::TAU * u2).sin(),
+        ]);
+        let a = (u2 * 8.0).floor() * std::f32::consts::TAU / 8.0;
+        collapsed.extend([a.cos() + 0.01 * (u1 - 0.5), a.sin()]);
+    }
+    let extent = Extent::square(-3.0, 3.0).unwrap();
+    group.throughput(Throughput::Elements(1_000_000));
+    for (name, points) in [
+        ("gaussian cloud", &cloud),
+        ("collapsed on 8 points", &collapsed),
+    ] {
+        group.bench_function(format!("accumulate 1M, 512x512, {name}"), |b| {
+            b.iter(|| {
+                let mut grid = DensityGrid::new(extent, 512, 512, DEFAULT_BANDWIDTH).unwrap();
+                grid.accumulate(points);
+                grid.min_max()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, engines, density_grid);
 criterion_main!(benches);

@@ -2073,49 +2073,4 @@ mod tests {
         assert!(DensityGrid::new(sq, 10, 10, f64::NAN).is_err());
         assert!(DensityGrid::new(sq, MAX_SIDE, 1, 0.1).is_ok());
     }
-
-    /// Timing of the fast path (run with `--ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn bench_accumulate_1m() {
-        let extent = Extent::square(-3.0, 3.0).unwrap();
-        let pts = cloud(1_000_000, 5);
-        let mut grid = DensityGrid::new(extent, 512, 512, DEFAULT_BANDWIDTH).unwrap();
-        grid.accumulate(&pts[..2000]);
-        // Process CPU time (user + system), from /proc/self/stat, in seconds.
-        let cpu = || -> f64 {
-            let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-            let after = stat.rsplit(')').next().unwrap_or("");
-            let f: Vec<f64> = after
-                .split_whitespace()
-                .map(|v| v.parse().unwrap_or(0.0))
-                .collect();
-            if f.len() > 12 {
-                (f[11] + f[12]) / 100.0
-            } else {
-                0.0
-            }
-        };
-        let (t, c) = (std::time::Instant::now(), cpu());
-        grid.accumulate(&pts);
-        let spread = (t.elapsed(), cpu() - c);
-        // Memorized-like: all particles on 8 points of the unit circle.
-        let mut rng = StdRng::seed_from_u64(9);
-        let clustered: Vec<f32> = (0..1_000_000)
-            .flat_map(|_| {
-                let k = rng.random_range(0..8) as f32;
-                let a = k * std::f32::consts::TAU / 8.0;
-                [a.cos() + 0.01 * (rng.random::<f32>() - 0.5), a.sin()]
-            })
-            .collect();
-        let (t, c) = (std::time::Instant::now(), cpu());
-        grid.accumulate(&clustered);
-        let clustered_t = (t.elapsed(), cpu() - c);
-        eprintln!(
-            "1M particles at 512x512, {} threads: (wall, cpu seconds) spread {:?}, clustered {:?}",
-            rayon::current_num_threads(),
-            spread,
-            clustered_t
-        );
-    }
 }

@@ -1049,27 +1049,21 @@ mod tests {
         assert!(entries(dir.path()).is_empty());
     }
 
-    #[cfg(unix)]
     #[test]
-    fn read_only_directory_is_an_io_error() {
-        use std::os::unix::fs::PermissionsExt;
+    fn unwritable_folder_is_an_io_error_and_leaves_nothing() {
+        // A "folder" that is a regular file cannot hold files, even for root (a
+        // permission-based test would check nothing when run as root, as CI is).
         let dir = tempfile::tempdir().unwrap();
-        let ro = dir.path().join("ro");
-        fs::create_dir(&ro).unwrap();
-        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
-        // Root (and some CI sandboxes) can write anyway: nothing to test there.
-        let probe = ro.join("probe");
-        if File::create(&probe).is_ok() {
-            let _ = fs::remove_file(&probe);
-        } else {
-            let path = ro.join("out.npy");
-            let err = write_npy_f32(&path, 1, 1, &[1.0]).unwrap_err();
-            assert!(matches!(err, Error::Io { .. }), "{err:?}");
-            let err = NpyStreamWriter::create(&path, 1, 1).unwrap_err();
-            assert!(matches!(err, Error::Io { .. }), "{err:?}");
-            assert!(entries(&ro).is_empty());
-        }
-        fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+        let not_a_dir = dir.path().join("file.txt");
+        fs::write(&not_a_dir, b"x").unwrap();
+        let path = not_a_dir.join("out.npy");
+        let err = write_npy_f32(&path, 1, 1, &[1.0]).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("out.npy"), "{err}");
+        let err = NpyStreamWriter::create(&path, 1, 1).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert_eq!(entries(dir.path()), vec!["file.txt"]);
+        assert_eq!(fs::read(&not_a_dir).unwrap(), b"x");
     }
 
     #[test]
