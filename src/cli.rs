@@ -117,10 +117,24 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     pub beta_max: f64,
 
-    /// Training set: `circle:N` (N points on the unit circle), a `.npy` file of shape
-    /// (N, D) in f32/f64, or a `.csv` file of N rows of D numbers.
+    /// Training set: `circle:N` (N points on the unit circle); `gaussian:N:D[:sigma]` (N
+    /// points from N(0, sigma^2 I), sigma = 1); `two-gaussians:N:D[:sigma]` (half around
+    /// +(1,...,1), half around -(1,...,1)); `moons:N[:noise]` (scikit-learn's two moons);
+    /// `spiral:N` (two turns of a spiral); `grid:K` (K x K points on [-1,1]^2); a `.npy` file
+    /// of shape (N, D) in f32/f64, or of images (N, H, W) / (N, H, W, C), flattened to
+    /// D = H W C; or a `.csv` file of N rows of D numbers.
     #[arg(long, default_value = "circle:8")]
     pub dataset: String,
+
+    /// Seed of the random training sets (gaussian, two-gaussians, noisy moons): the set
+    /// depends only on its spec and this seed, not on --seed.
+    #[arg(long, default_value_t = 0)]
+    pub data_seed: u64,
+
+    /// Image training sets: draw the first K samples back as images, each next to its
+    /// nearest training image, into samples_grid.png.
+    #[arg(long, value_name = "K", value_parser = parse_count_usize)]
+    pub image_grid: Option<usize>,
 
     /// Where to run: `auto` uses a hardware GPU if there is one and the cpu engine
     /// otherwise; `gpu` uses any wgpu adapter, software ones (lavapipe) included.
@@ -263,8 +277,11 @@ pub struct RunParameters {
     pub beta_min: f64,
     pub beta_max: f64,
     pub dataset: String,
+    pub data_seed: Option<u64>,
     pub n_train: usize,
     pub dim: usize,
+    /// (H, W, C) of one image, for image training sets.
+    pub image_shape: Option<crate::dataset::ImageShape>,
     pub batch_size: usize,
     pub batches: usize,
     pub samples_extent: [f64; 4],
@@ -366,7 +383,14 @@ fn refuse_non_empty_out(out: &std::path::Path) -> Result<()> {
 /// `memodiff sample`: run, write the folder, print a summary.
 pub fn sample(args: &SampleArgs) -> Result<RunReport> {
     let started = Instant::now();
-    let dataset: Dataset = Dataset::parse(&args.dataset)?;
+    let dataset: Dataset = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
+    let image_grid = match args.image_grid {
+        Some(count) => Some((
+            crate::image_grid::validate(&dataset, count, !args.no_samples)?,
+            count,
+        )),
+        None => None,
+    };
     let config = SampleConfig {
         particles: args.particles,
         time_points: args.steps,
@@ -463,6 +487,8 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         note,
         backend_requested: args.backend.name(),
         command,
+        image_grid,
+        data_seed: Some(args.data_seed),
     };
     complete(run, &args.out, folder, checkpoints)
 }
@@ -476,6 +502,10 @@ struct Prepared {
     note: Option<String>,
     backend_requested: &'static str,
     command: Vec<String>,
+    /// `--image-grid K`: the image shape and K.
+    image_grid: Option<(crate::dataset::ImageShape, usize)>,
+    /// `None` on resume: a random training set's name records its data seed.
+    data_seed: Option<u64>,
 }
 
 /// Sample into `folder`, finish it, write run.json and print the summary (`sample` and
@@ -494,6 +524,8 @@ fn complete(
         note,
         backend_requested,
         command,
+        image_grid,
+        data_seed,
     } = run;
     let checkpointed = checkpoints.every.is_some();
     let range = config.particle_range();
@@ -520,6 +552,16 @@ fn complete(
 
     let finishing = Instant::now();
     let (mut files, metrics) = folder.finish()?;
+    if let Some((shape, count)) = image_grid {
+        crate::image_grid::write(
+            &out.join("samples.npy"),
+            &config.dataset,
+            shape,
+            count,
+            &out.join("samples_grid.png"),
+        )?;
+        files.push("samples_grid.png".into());
+    }
     if config.dataset.dim != 2 {
         println!(
             "dataset has D = {}: density images are drawn for D = 2 only, skipping the PNGs",
@@ -541,8 +583,10 @@ fn complete(
             beta_min: config.schedule.beta_min,
             beta_max: config.schedule.beta_max,
             dataset: config.dataset.name.clone(),
+            data_seed,
             n_train: config.dataset.len(),
             dim: config.dataset.dim,
+            image_shape: config.dataset.image_shape,
             batch_size: timing.batch_size,
             batches: timing.batches,
             samples_extent: extent_array(&images.extent),
@@ -659,6 +703,8 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         note: spec.backend_note.clone(),
         backend_requested: backend_requested.name(),
         command: spec.command.clone(),
+        image_grid: None,
+        data_seed: None,
     };
     complete(run, out, folder, checkpoints)
 }

@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 use crate::output::{parse_npy, read_npy, NpyArray, NpyReadError, NpyValues};
 
 /// What `Dataset::parse` accepts, for error messages.
-const ACCEPTED: &str = "expected circle:N, a .npy file (N x D array of float32/float64) \
-                        or a .csv file (N rows of D comma-separated numbers)";
+const ACCEPTED: &str = "expected circle:N, gaussian:N:D[:sigma], two-gaussians:N:D[:sigma], \
+                        moons:N[:noise], spiral:N, grid:K, a .npy file (N x D array, or N \
+                        images N x H x W [x C], of float32/float64) or a .csv file (N rows \
+                        of D comma-separated numbers)";
 
 /// A finite training set: `n` points in `R^dim`, row-major, f64 (converted to f32 for the
 /// f32 engines).
@@ -18,6 +20,17 @@ pub struct Dataset {
     pub name: String,
     pub dim: usize,
     pub points: Vec<f64>,
+    /// For image training sets (`.npy` of shape (N, H, W) or (N, H, W, C)): the shape
+    /// (H, W, C) of one image, flattened row-major into `dim = H W C` coordinates.
+    pub image_shape: Option<ImageShape>,
+}
+
+/// The shape of one image of an image training set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ImageShape {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
 }
 
 impl Dataset {
@@ -48,7 +61,12 @@ impl Dataset {
                 points[k]
             )));
         }
-        Ok(Self { name, dim, points })
+        Ok(Self {
+            name,
+            dim,
+            points,
+            image_shape: None,
+        })
     }
 
     /// `n` points evenly spaced on the unit circle, angles `2 pi k / n`.
@@ -65,8 +83,25 @@ impl Dataset {
         Self::new(format!("circle:{n}"), 2, points)
     }
 
-    /// Parse a dataset spec: `circle:N`, a path ending in `.npy`, or a path ending in `.csv`.
+    /// Parse a dataset spec with the default data seed 0 (see [`Dataset::parse_seeded`]).
     pub fn parse(spec: &str) -> Result<Self> {
+        Self::parse_seeded(spec, 0)
+    }
+
+    /// Parse a dataset spec: `circle:N`, a synthetic set (`gaussian:N:D[:sigma]`,
+    /// `two-gaussians:N:D[:sigma]`, `moons:N[:noise]`, `spiral:N`, `grid:K`; random ones
+    /// are drawn with `data_seed`), a path ending in `.npy`, or a path ending in `.csv`.
+    pub fn parse_seeded(spec: &str, data_seed: u64) -> Result<Self> {
+        if let Some(generated) = crate::synthetic::generate(spec, data_seed) {
+            let generated = generated?;
+            // A random set is named with its data seed: merge and resume compare names.
+            let name = if generated.random {
+                format!("{spec} (data seed {data_seed})")
+            } else {
+                spec.to_string()
+            };
+            return Self::new(name, generated.dim, generated.points);
+        }
         if let Some(n) = spec.strip_prefix("circle:") {
             return match n.trim().parse::<usize>() {
                 Ok(n) if n >= 1 => Self::circle(n),
@@ -120,12 +155,31 @@ impl Dataset {
             source_name: spec.to_string(),
             message,
         };
-        let dim = match array.shape[..] {
-            [_, d] => d,
-            [_] => 1,
+        let image_shape = match array.shape[..] {
+            [_, height, width] => Some(ImageShape {
+                height,
+                width,
+                channels: 1,
+            }),
+            [_, height, width, channels] => Some(ImageShape {
+                height,
+                width,
+                channels,
+            }),
+            _ => None,
+        };
+        let dim = match (&array.shape[..], image_shape) {
+            ([_, d], _) => *d,
+            ([_], _) => 1,
+            (_, Some(image)) => image
+                .height
+                .checked_mul(image.width)
+                .and_then(|hw| hw.checked_mul(image.channels))
+                .ok_or_else(|| bad("image shape overflows".into()))?,
             _ => {
                 return Err(bad(format!(
-                    "array has shape {}; expected 2 dimensions (N points, D coordinates)",
+                    "array has shape {}; expected (N points, D coordinates), or N images \
+                     (N, H, W) or (N, H, W, C)",
                     crate::output::shape_text(&array.shape)
                 )))
             }
@@ -140,7 +194,9 @@ impl Dataset {
             NpyValues::F32(v) => v.into_iter().map(f64::from).collect(),
             NpyValues::F64(v) => v,
         };
-        Self::new(spec, dim, points)
+        let mut dataset = Self::new(spec, dim, points)?;
+        dataset.image_shape = image_shape;
+        Ok(dataset)
     }
 
     /// N rows of D comma-separated numbers, with an optional header line of names.

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod heatmap;
+pub mod image_grid;
 pub mod merge;
 pub mod metrics;
 pub mod output;
@@ -20,5 +21,6 @@ pub mod reference;
 pub mod run_folder;
 pub mod sampler;
 pub mod schedule;
+pub mod synthetic;
 
 pub use error::{Error, Result};

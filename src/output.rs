@@ -870,6 +870,46 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     }
 }
 
+/// The first `rows` rows (fewer if the file has fewer) of an f32 `.npy` array of shape
+/// (P, `dim`), as `memodiff` writes it, without reading the rest of the file. The header is
+/// checked to be exactly the one [`NpyStreamWriter`] writes for that shape.
+pub fn read_leading_rows_f32(path: &Path, dim: usize, rows: usize) -> Result<Vec<f32>> {
+    use std::io::{Read, Seek};
+    let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut prefix = vec![0u8; 10];
+    file.read_exact(&mut prefix)
+        .map_err(|e| Error::io(path, e))?;
+    let header_len = 10 + u64::from(u16::from_le_bytes([prefix[8], prefix[9]]));
+    if header_len > len {
+        return Err(Error::Output(format!(
+            "{}: truncated .npy header",
+            path.display()
+        )));
+    }
+    let header_bytes = usize::try_from(header_len).expect("a u16 plus 10 fits");
+    let data_rows = (len - header_len) / (4 * dim as u64);
+    let expected = npy_header("<f4", &[data_rows, dim as u64]);
+    let mut header = vec![0u8; header_bytes];
+    file.seek(io::SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut header))
+        .map_err(|e| Error::io(path, e))?;
+    if header != expected {
+        return Err(Error::Output(format!(
+            "{}: not a float32 (P, {dim}) array as memodiff writes it",
+            path.display()
+        )));
+    }
+    let take = rows.min(usize::try_from(data_rows).unwrap_or(usize::MAX));
+    let mut bytes = vec![0u8; take * dim * 4];
+    file.read_exact(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,6 +925,17 @@ mod tests {
 
     fn sample(rows: usize, cols: usize) -> Vec<f32> {
         (0..rows * cols).map(|i| i as f32 * 0.5 - 3.25).collect()
+    }
+
+    #[test]
+    fn leading_rows_are_read_without_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        let values = sample(5, 3);
+        write_npy_f32(&path, 5, 3, &values).unwrap();
+        assert_eq!(read_leading_rows_f32(&path, 3, 2).unwrap(), values[..6]);
+        assert_eq!(read_leading_rows_f32(&path, 3, 9).unwrap(), values);
+        assert!(read_leading_rows_f32(&path, 2, 1).is_err());
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! The built-in training sets and image training sets, end to end through the binary.
+
+use assert_cmd::Command;
+use memodiff::dataset::Dataset;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn sample(out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("memodiff")
+        .unwrap()
+        .args([
+            "sample",
+            "--backend",
+            "cpu",
+            "--particles",
+            "500",
+            "--steps",
+            "40",
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .assert()
+}
+
+fn run_json(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn every_builtin_spec_runs_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    for (spec, n, d) in [
+        ("gaussian:50:3:0.5", 50, 3),
+        ("two-gaussians:20:4", 20, 4),
+        ("moons:30:0.05", 30, 2),
+        ("spiral:25", 25, 2),
+        ("grid:4", 16, 2),
+    ] {
+        let out = dir.path().join(spec.replace(':', "_"));
+        sample(&out, &["--dataset", spec, "--data-seed", "5"]).success();
+        let report = run_json(&out);
+        let p = &report["parameters"];
+        assert_eq!(p["n_train"], n, "{spec}");
+        assert_eq!(p["dim"], d, "{spec}");
+        assert_eq!(p["data_seed"], 5, "{spec}");
+        let name = p["dataset"].as_str().unwrap();
+        // Random sets carry their data seed in the name (merge and resume compare names).
+        let random =
+            spec.starts_with("gaussian") || spec.starts_with("two") || spec == "moons:30:0.05";
+        assert_eq!(name.contains("data seed 5"), random, "{spec}: {name}");
+    }
+}
+
+#[test]
+fn the_data_seed_changes_the_training_set_and_nothing_else_does() {
+    let a = Dataset::parse_seeded("gaussian:10:2", 1).unwrap();
+    let b = Dataset::parse_seeded("gaussian:10:2", 1).unwrap();
+    let c = Dataset::parse_seeded("gaussian:10:2", 2).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.points, c.points);
+}
+
+#[test]
+fn a_bad_spec_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    sample(&out, &["--dataset", "gaussian:10"])
+        .failure()
+        .stderr(predicate::str::contains("gaussian:N:D[:sigma]"));
+    assert!(!out.exists());
+}
+
+/// Write `values` as a float32 .npy of the given shape.
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header);
+    for v in values {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn image_sets_are_flattened_and_drawn_back_next_to_their_nearest_training_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images.npy");
+    // Three 2 × 2 grey images (D = 4): far apart, so every sample is a copy of one.
+    let values: Vec<f32> = [[0.0; 4], [1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]].concat();
+    write_npy(&images, &[3, 2, 2], &values);
+    let out = dir.path().join("out");
+    sample(
+        &out,
+        &["--dataset", images.to_str().unwrap(), "--image-grid", "9"],
+    )
+    .success();
+    let p = &run_json(&out)["parameters"];
+    assert_eq!(p["dim"], 4);
+    assert_eq!(
+        p["image_shape"],
+        serde_json::json!({"height": 2, "width": 2, "channels": 1})
+    );
+    let grid = image::open(out.join("samples_grid.png")).unwrap().to_rgb8();
+    // 3 pairs per row, 3 rows: width 2 + 3 (2*2 + 2 + 4) = 32, height 2 + 3 (2 + 2) = 14.
+    assert_eq!(grid.dimensions(), (32, 14));
+    // Memorized: each generated image is within 40 of 255 grey levels of its neighbour's.
+    for k in 0..9u32 {
+        let (x0, y0) = (2 + (k % 3) * 10, 2 + (k / 3) * 4);
+        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            let generated = i32::from(grid.get_pixel(x0 + dx, y0 + dy).0[0]);
+            let nearest = i32::from(grid.get_pixel(x0 + 4 + dx, y0 + dy).0[0]);
+            assert!(
+                (generated - nearest).abs() <= 40,
+                "cell {k}: {generated} vs {nearest}"
+            );
+        }
+    }
+}
+
+#[test]
+fn image_grid_needs_an_image_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    sample(&out, &["--image-grid", "4"])
+        .failure()
+        .stderr(predicate::str::contains("not an image set"));
+    assert!(!out.exists());
+}
