@@ -65,6 +65,27 @@ use std::sync::OnceLock;
 /// The tutorial's kernel bandwidth: `exp(-350 d^2) = exp(-d^2 / (2 h^2))` with `h = 1/sqrt(700)`.
 pub const DEFAULT_BANDWIDTH: f64 = 0.037_796_447_300_922_72; // 1 / sqrt(700)
 
+/// What a particle adds to the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernel {
+    /// `exp(-|p - c|^2 / (2 h^2))` at every pixel centre `c` (h = --bandwidth).
+    #[default]
+    Gaussian,
+    /// Plain counts: each particle adds 1 to the pixel whose centre is nearest (the pixel
+    /// cells tile the extent widened by half a pixel each side).
+    Histogram,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Gaussian => "gaussian",
+            Kernel::Histogram => "histogram",
+        }
+    }
+}
+
 /// Largest width or height of a density grid.
 pub const MAX_SIDE: usize = 16384;
 
@@ -230,6 +251,7 @@ pub struct DensityGrid {
     height: usize,
     extent: Extent,
     bandwidth: f64,
+    kernel: Kernel,
     store: Store,
     /// Particles accumulated or merged in so far (non-finite and far ones included): past
     /// [`EXACT_PARTICLES`] the adds saturate.
@@ -371,8 +393,21 @@ impl PartialEq for DensityGrid {
 }
 
 impl DensityGrid {
-    /// An all-zero grid. Sides must be in `1..=16384`, the bandwidth finite and positive.
+    /// An all-zero grid of the Gaussian kernel. Sides must be in `1..=16384`, the bandwidth
+    /// finite and positive.
     pub fn new(extent: Extent, width: usize, height: usize, bandwidth: f64) -> Result<Self> {
+        Self::with_kernel(extent, width, height, bandwidth, Kernel::Gaussian)
+    }
+
+    /// An all-zero grid of `kernel` ([`Kernel::Histogram`] ignores the bandwidth, which must
+    /// still be valid: it is part of the grid's description).
+    pub fn with_kernel(
+        extent: Extent,
+        width: usize,
+        height: usize,
+        bandwidth: f64,
+        kernel: Kernel,
+    ) -> Result<Self> {
         extent.validate()?;
         for (name, v) in [("width", width), ("height", height)] {
             if v == 0 || v > MAX_SIDE {
@@ -388,7 +423,11 @@ impl DensityGrid {
                 format!("must be finite and > 0, got {bandwidth}"),
             ));
         }
-        let store = match SplitPlan::new(&extent, width, height, bandwidth) {
+        let plan = match kernel {
+            Kernel::Gaussian => SplitPlan::new(&extent, width, height, bandwidth),
+            Kernel::Histogram => None,
+        };
+        let store = match plan {
             Some(plan) => Store::Split(Box::new(Split {
                 plan,
                 rows: Vec::new(),
@@ -404,6 +443,7 @@ impl DensityGrid {
             height,
             extent,
             bandwidth,
+            kernel,
             store,
             deposits: 0,
         })
@@ -420,6 +460,13 @@ impl DensityGrid {
     }
     pub fn bandwidth(&self) -> f64 {
         self.bandwidth
+    }
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+    /// Particles accumulated or merged in so far (far and non-finite ones included).
+    pub fn deposits(&self) -> u64 {
+        self.deposits
     }
     /// Row-major values, row 0 at the top: a pure function of the integer sums
     /// ([`raw_counts`](Self::raw_counts)). The first read after an
@@ -533,6 +580,9 @@ impl DensityGrid {
             self.deposits = self.deposits.saturating_add(n);
             let sat = self.deposits > EXACT_PARTICLES;
             match self.store {
+                Store::Direct(_) if self.kernel == Kernel::Histogram => {
+                    self.accumulate_histogram(sub, sat)
+                }
                 Store::Direct(_) => self.accumulate_direct(sub, sat),
                 Store::Split(_) => self.accumulate_split(sub, sat),
             }
@@ -550,6 +600,76 @@ impl DensityGrid {
         };
         let xs = (0..w).map(|c| linspace_at(e.xmin, e.xmax, w, c)).collect();
         (xs, step_x, square_table(w, step_x, inv2h2))
+    }
+
+    /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is
+    /// nearest, for points within half a pixel of the extent's pixel centres.
+    fn accumulate_histogram(&mut self, points: &[f32], sat: bool) {
+        let (w, h, e) = (self.width, self.height, self.extent);
+        // Cell index along one axis: round((p - lo) / step), valid in 0..n.
+        let cell = |p: f64, lo: f64, hi: f64, n: usize| -> Option<usize> {
+            if n == 1 {
+                let half = (hi - lo) / 2.0;
+                return (p.is_finite() && (p - (lo + half)).abs() <= half).then_some(0);
+            }
+            let k = ((p - lo) / ((hi - lo) / (n - 1) as f64)).round();
+            (k >= 0.0 && k < n as f64).then_some(k as usize)
+        };
+        let cells: Vec<usize> = points
+            .par_chunks(2 * 4096)
+            .flat_map_iter(|chunk| {
+                chunk
+                    .chunks_exact(2)
+                    .filter_map(|p| {
+                        let c = cell(p[0] as f64, e.xmin, e.xmax, w)?;
+                        let k = cell(p[1] as f64, e.ymin, e.ymax, h)?;
+                        Some((h - 1 - k) * w + c)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let Store::Direct(direct) = &mut self.store else {
+            unreachable!("histograms are direct stores")
+        };
+        direct.pixels = OnceLock::new();
+        let unit = SCALE as i64;
+        for i in cells {
+            direct.acc[i] = if sat {
+                add_fixed::<true>(direct.acc[i], unit)
+            } else {
+                add_fixed::<false>(direct.acc[i], unit)
+            };
+        }
+    }
+
+    /// Rows `r0..` of the values (as many as `out` holds, `out.len()` a multiple of the
+    /// width), equal to the same rows of [`data`](Self::data), computed for these rows only
+    /// when the whole grid has not been converted: large images are read band by band in
+    /// memory proportional to the band (plus the split path's sub-grid).
+    pub fn read_rows(&self, r0: usize, out: &mut [f64]) {
+        let w = self.width;
+        assert!(
+            out.len().is_multiple_of(w) && r0 * w + out.len() <= w * self.height,
+            "rows {r0}.. ({} values) outside a {}x{} grid",
+            out.len(),
+            w,
+            self.height
+        );
+        match &self.store {
+            Store::Direct(direct) => match direct.pixels.get() {
+                Some(v) => out.copy_from_slice(&v[r0 * w..r0 * w + out.len()]),
+                None => {
+                    let n = out.len();
+                    out.par_iter_mut()
+                        .zip(direct.acc[r0 * w..r0 * w + n].par_iter())
+                        .for_each(|(o, &v)| *o = dequantize(v))
+                }
+            },
+            Store::Split(split) => match split.pixels.get() {
+                Some(v) => out.copy_from_slice(&v[r0 * w..r0 * w + out.len()]),
+                None => self.fold_rows(split, r0, out),
+            },
+        }
     }
 
     fn accumulate_split(&mut self, points: &[f32], sat: bool) {
@@ -696,11 +816,19 @@ impl DensityGrid {
     /// non-zero sub-rows within `R + STENCIL d` of `y_r`, in increasing `s`, `T` the integer
     /// sums converted to f64 (so the pixels depend on the sums only, not on their history).
     fn fold(&self, split: &Split) -> Vec<f64> {
+        let mut out = vec![0.0; self.width * self.height];
+        self.fold_rows(split, 0, &mut out);
+        out
+    }
+
+    /// [`fold`](Self::fold) of the rows `r0..` that `out` holds (each row's value depends on
+    /// that row only: a band equals the same rows of the whole fold, bit for bit).
+    fn fold_rows(&self, split: &Split, r0: usize, out: &mut [f64]) {
         let plan = &split.plan;
         let (w, stride) = (self.width, plan.stride);
-        let mut out = vec![0.0; w * self.height];
+        out.fill(0.0);
         if split.rows.is_empty() {
-            return out;
+            return;
         }
         let mut values: Vec<f64> = Vec::with_capacity(split.rows.len());
         values.par_extend(split.rows.par_iter().map(|&v| dequantize(v)));
@@ -710,7 +838,7 @@ impl DensityGrid {
             .map(|row| row.iter().any(|&v| v != 0))
             .collect();
         if !touched.iter().any(|&t| t) {
-            return out;
+            return;
         }
         let (rows, touched) = (&values[..], &touched[..]);
         let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
@@ -736,7 +864,7 @@ impl DensityGrid {
         out.par_chunks_mut(w).enumerate().for_each_init(
             || (vec![0.0; stride], Vec::new(), Vec::new()),
             |(acc, weights, picked), (r, row)| {
-                let y = self.row_y(r);
+                let y = self.row_y(r0 + r);
                 let a = ((y - reach - plan.y0) * plan.inv_d).ceil().max(0.0);
                 let b = ((y + reach - plan.y0) * plan.inv_d).floor().min(last);
                 if a > b {
@@ -762,7 +890,6 @@ impl DensityGrid {
                 columns_row(row, acc, &starts, &wx, len);
             },
         );
-        out
     }
 
     /// Whether the grid takes the split path (tests).
@@ -776,6 +903,7 @@ impl DensityGrid {
             && self.height == other.height
             && self.extent == other.extent
             && self.bandwidth == other.bandwidth
+            && self.kernel == other.kernel
     }
 
     /// Add another grid of the same size, extent and bandwidth.
@@ -858,7 +986,8 @@ pub struct RawGridMeta {
     /// `[xmin, xmax, ymin, ymax]`.
     pub extent: [f64; 4],
     pub bandwidth: f64,
-    /// `"split"` (sums on the sub-grid) or `"direct"` (sums on the pixels, row 0 = top).
+    /// `"split"` (sums on the sub-grid), `"direct"` (sums on the pixels, row 0 = top) or
+    /// `"histogram"` (counts on the pixels, [`Kernel::Histogram`]).
     pub path: String,
     /// Shape of the integer array: `[sub-rows, stored sub-columns]` or `[height, width]`.
     pub shape: [usize; 2],
@@ -872,6 +1001,9 @@ impl DensityGrid {
     /// The metadata of [`raw_counts`](Self::raw_counts).
     pub fn raw_meta(&self) -> RawGridMeta {
         let (path, shape) = match &self.store {
+            Store::Direct(_) if self.kernel == Kernel::Histogram => {
+                ("histogram", [self.height, self.width])
+            }
             Store::Direct(_) => ("direct", [self.height, self.width]),
             Store::Split(split) => ("split", [split.plan.n_sub, split.plan.stride]),
         };
@@ -921,7 +1053,13 @@ impl DensityGrid {
         }
         let [xmin, xmax, ymin, ymax] = meta.extent;
         let extent = Extent::new(xmin, xmax, ymin, ymax)?;
-        let mut grid = DensityGrid::new(extent, meta.width, meta.height, meta.bandwidth)?;
+        let kernel = if meta.path == "histogram" {
+            Kernel::Histogram
+        } else {
+            Kernel::Gaussian
+        };
+        let mut grid =
+            DensityGrid::with_kernel(extent, meta.width, meta.height, meta.bandwidth, kernel)?;
         let expected = grid.raw_meta();
         if (expected.path.as_str(), expected.shape) != (meta.path.as_str(), meta.shape) {
             return Err(bad(format!(
