@@ -182,11 +182,6 @@ impl GridOutputs {
     }
 }
 
-/// The rows per band of a grid `width` wide.
-fn band_rows(width: usize) -> usize {
-    (BAND_PIXELS / width.max(1)).max(1)
-}
-
 /// A file written under a temporary name, renamed into place by [`commit`](Self::commit);
 /// removed when dropped uncommitted.
 struct TempFile {
@@ -468,13 +463,43 @@ fn add_histogram(values: &[f32], lo: f64, range: f64, counts: &mut [u64]) {
 /// with its min and max filled in.
 pub fn write_grid_outputs(
     source: &dyn RowSource,
-    mut meta: GridMeta,
+    meta: GridMeta,
     shading: Shading,
     outputs: &GridOutputs,
 ) -> Result<GridMeta> {
+    write_grid_outputs_banded(source, meta, shading, outputs, BandLimits::default())
+}
+
+/// How [`write_grid_outputs`] splits its work (tests shrink these to exercise the
+/// streamed path on small grids).
+#[derive(Debug, Clone, Copy)]
+pub struct BandLimits {
+    /// Grids of at most this many pixels stay in memory between passes.
+    pub in_memory_pixels: usize,
+    /// Pixels per band.
+    pub band_pixels: usize,
+}
+
+impl Default for BandLimits {
+    fn default() -> Self {
+        BandLimits {
+            in_memory_pixels: IN_MEMORY_PIXELS,
+            band_pixels: BAND_PIXELS,
+        }
+    }
+}
+
+/// [`write_grid_outputs`] with explicit band limits.
+pub fn write_grid_outputs_banded(
+    source: &dyn RowSource,
+    mut meta: GridMeta,
+    shading: Shading,
+    outputs: &GridOutputs,
+    limits: BandLimits,
+) -> Result<GridMeta> {
     let (w, h) = (source.width(), source.height());
-    let rows_per_band = band_rows(w);
-    let in_memory = w * h <= IN_MEMORY_PIXELS;
+    let rows_per_band = (limits.band_pixels / w.max(1)).max(1);
+    let in_memory = w * h <= limits.in_memory_pixels;
 
     // Pass 1: the f32 values, band by band, into memory or into the .npy (or scratch) file.
     let header = crate::output::npy_header("<f4", &[h as u64, w as u64]);
@@ -562,7 +587,7 @@ pub fn write_grid_outputs(
     if let Some(f) = png.as_mut() {
         let lut = shading.colormap.lut();
         let (norm, stats) = (shading.norm, &stats);
-        stream_png(f, w, h, png::ColorType::Rgb, png::BitDepth::Eight, |r0, rows, bytes| {
+        stream_png(f, w, h, rows_per_band, png::ColorType::Rgb, png::BitDepth::Eight, |r0, rows, bytes| {
             let mut buf = Vec::new();
             values.read_band(w, r0, &mut buf, rows)?;
             bytes.resize(buf.len() * 3, 0);
@@ -578,7 +603,7 @@ pub fn write_grid_outputs(
     };
     if let Some(f) = png16.as_mut() {
         let scale = if max > 0.0 { 65535.0 / max } else { 0.0 };
-        stream_png(f, w, h, png::ColorType::Grayscale, png::BitDepth::Sixteen, |r0, rows, bytes| {
+        stream_png(f, w, h, rows_per_band, png::ColorType::Grayscale, png::BitDepth::Sixteen, |r0, rows, bytes| {
             let mut buf = Vec::new();
             values.read_band(w, r0, &mut buf, rows)?;
             bytes.resize(buf.len() * 2, 0);
@@ -613,6 +638,7 @@ fn stream_png(
     file: &mut TempFile,
     w: usize,
     h: usize,
+    rows_per_band: usize,
     color: png::ColorType,
     depth: png::BitDepth,
     mut fill: impl FnMut(usize, usize, &mut Vec<u8>) -> Result<()>,
@@ -628,7 +654,6 @@ fn stream_png(
     let mut writer = enc.write_header().map_err(err)?;
     {
         let mut stream = writer.stream_writer().map_err(err)?;
-        let rows_per_band = band_rows(w);
         let mut bytes = Vec::new();
         for r0 in (0..h).step_by(rows_per_band) {
             let rows = rows_per_band.min(h - r0);
