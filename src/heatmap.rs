@@ -66,7 +66,9 @@ use std::sync::OnceLock;
 pub const DEFAULT_BANDWIDTH: f64 = 0.037_796_447_300_922_72; // 1 / sqrt(700)
 
 /// What a particle adds to the pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernel {
     /// `exp(-|p - c|^2 / (2 h^2))` at every pixel centre `c` (h = --bandwidth).
@@ -358,6 +360,25 @@ impl SplitPlan {
     }
 }
 
+/// The split path's sub-grid, as [`DensityGrid::sub_grid`] describes it: node `(s, u)` at
+/// `(x0 + u d, y0 + s d)`, `n_sub` sub-rows of `stride` nodes. A particle at `(x, y)` within
+/// `accept` (`[x_lo, x_hi, y_lo, y_hi]`) adds `L_k(ty) L_i(tx)` to the nodes `(iy - 3 + k,
+/// ix - 3 + i)`, `k, i` in `0..8`, where `ix + tx = (x - x0) / d` (`tx` in `[0, 1)`), and
+/// `L` are the weights of [`LAGRANGE_COEFFICIENTS`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubGrid {
+    pub x0: f64,
+    pub y0: f64,
+    pub d: f64,
+    pub stride: usize,
+    pub n_sub: usize,
+    pub accept: [f64; 4],
+}
+
+/// The coefficients of the 8-point Lagrange weights: `LAGRANGE_COEFFICIENTS[n][k]` is the
+/// coefficient of `tau^n` in weight `k`, `tau = t - 1/2` (Horner from `n = 7` down).
+pub const LAGRANGE_COEFFICIENTS: [[f64; STENCIL]; STENCIL] = LAGRANGE;
+
 /// One particle's footprint on the grid (inclusive index ranges).
 #[derive(Debug, Clone, Copy)]
 struct Footprint {
@@ -600,6 +621,51 @@ impl DensityGrid {
         };
         let xs = (0..w).map(|c| linspace_at(e.xmin, e.xmax, w, c)).collect();
         (xs, step_x, square_table(w, step_x, inv2h2))
+    }
+
+    /// The sub-grid of the split path, for deposits made elsewhere (the GPU): `None` when the
+    /// grid takes the direct path (small bandwidths, the histogram kernel).
+    pub fn sub_grid(&self) -> Option<SubGrid> {
+        let Store::Split(split) = &self.store else {
+            return None;
+        };
+        let plan = split.plan;
+        let radius = cutoff_sigmas() * self.bandwidth;
+        let e = self.extent;
+        Some(SubGrid {
+            x0: plan.x0,
+            y0: plan.y0,
+            d: plan.d,
+            stride: plan.stride,
+            n_sub: plan.n_sub,
+            accept: [
+                e.xmin - radius,
+                e.xmax + radius,
+                e.ymin - radius,
+                e.ymax + radius,
+            ],
+        })
+    }
+
+    /// Add fixed-point sums deposited on [`sub_grid`](Self::sub_grid) elsewhere (`n_sub x
+    /// stride` values, row-major by sub-row, units of `2^-QUANTUM_BITS` of a peak) for
+    /// `particles` particles.
+    pub fn add_sub_grid_counts(&mut self, counts: &[i64], particles: u64) -> Result<()> {
+        let mut meta = self.raw_meta();
+        if meta.path != "split" || counts.len() != meta.shape[0] * meta.shape[1] {
+            return Err(Error::invalid(
+                "density grid",
+                format!(
+                    "{} sub-grid sums do not fit a {} grid of shape {:?}",
+                    counts.len(),
+                    meta.path,
+                    meta.shape
+                ),
+            ));
+        }
+        meta.deposits = particles;
+        let other = DensityGrid::from_raw(&meta, counts.to_vec())?;
+        self.merge(&other)
     }
 
     /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is

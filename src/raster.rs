@@ -226,7 +226,13 @@ enum Values {
 }
 
 impl Values {
-    fn read_band(&mut self, width: usize, r0: usize, out: &mut Vec<f32>, rows: usize) -> Result<()> {
+    fn read_band(
+        &mut self,
+        width: usize,
+        r0: usize,
+        out: &mut Vec<f32>,
+        rows: usize,
+    ) -> Result<()> {
         out.resize(rows * width, 0.0);
         match self {
             Values::Memory(v) => out.copy_from_slice(&v[r0 * width..(r0 + rows) * width]),
@@ -352,12 +358,23 @@ fn eq_hist_from_counts(lo: f64, range: f64, counts: &[u64]) -> EqHist {
     for (k, &c) in counts.iter().enumerate() {
         if c > 0 {
             // numpy: (edges[:-1] + edges[1:]) / 2
-            let (a, b) = (k as f64 * width, if k + 1 == n { range } else { (k + 1) as f64 * width });
+            let (a, b) = (
+                k as f64 * width,
+                if k + 1 == n {
+                    range
+                } else {
+                    (k + 1) as f64 * width
+                },
+            );
             centres.push((a + b) / 2.0);
             total += c;
             cdf.push(total as f64);
         }
-        last_kept[k] = if centres.is_empty() { usize::MAX } else { centres.len() - 1 };
+        last_kept[k] = if centres.is_empty() {
+            usize::MAX
+        } else {
+            centres.len() - 1
+        };
     }
     let norm = total.max(1) as f64;
     cdf.iter_mut().for_each(|v| *v /= norm);
@@ -512,7 +529,9 @@ pub fn write_grid_outputs_banded(
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     {
         if let Some(f) = npy_file.as_mut() {
-            f.writer().write_all(&header).map_err(|e| Error::io(&f.path, e))?;
+            f.writer()
+                .write_all(&header)
+                .map_err(|e| Error::io(&f.path, e))?;
         } else if !in_memory {
             let base = outputs
                 .png
@@ -543,14 +562,20 @@ pub fn write_grid_outputs_banded(
                 bytes.clear();
                 bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
                 let path = f.path.clone();
-                f.writer().write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+                f.writer()
+                    .write_all(&bytes)
+                    .map_err(|e| Error::io(&path, e))?;
             }
             if in_memory {
                 memory.extend_from_slice(&vals);
             }
         }
     }
-    let (min, max) = if lo <= hi { (lo as f64, hi as f64) } else { (0.0, 0.0) };
+    let (min, max) = if lo <= hi {
+        (lo as f64, hi as f64)
+    } else {
+        (0.0, 0.0)
+    };
     meta.min = min;
     meta.max = max;
     let mut values = if in_memory {
@@ -587,15 +612,26 @@ pub fn write_grid_outputs_banded(
     if let Some(f) = png.as_mut() {
         let lut = shading.colormap.lut();
         let (norm, stats) = (shading.norm, &stats);
-        stream_png(f, w, h, rows_per_band, png::ColorType::Rgb, png::BitDepth::Eight, |r0, rows, bytes| {
-            let mut buf = Vec::new();
-            values.read_band(w, r0, &mut buf, rows)?;
-            bytes.resize(buf.len() * 3, 0);
-            bytes.par_chunks_mut(3).zip(buf.par_iter()).for_each(|(px, &v)| {
-                px.copy_from_slice(&lut[lut_index(normalize(v as f64, norm, stats))])
-            });
-            Ok(())
-        })?;
+        stream_png(
+            f,
+            w,
+            h,
+            rows_per_band,
+            png::ColorType::Rgb,
+            png::BitDepth::Eight,
+            |r0, rows, bytes| {
+                let mut buf = Vec::new();
+                values.read_band(w, r0, &mut buf, rows)?;
+                bytes.resize(buf.len() * 3, 0);
+                bytes
+                    .par_chunks_mut(3)
+                    .zip(buf.par_iter())
+                    .for_each(|(px, &v)| {
+                        px.copy_from_slice(&lut[lut_index(normalize(v as f64, norm, stats))])
+                    });
+                Ok(())
+            },
+        )?;
     }
     let mut png16 = match &outputs.png16 {
         Some(p) => Some(TempFile::create(p)?),
@@ -603,17 +639,28 @@ pub fn write_grid_outputs_banded(
     };
     if let Some(f) = png16.as_mut() {
         let scale = if max > 0.0 { 65535.0 / max } else { 0.0 };
-        stream_png(f, w, h, rows_per_band, png::ColorType::Grayscale, png::BitDepth::Sixteen, |r0, rows, bytes| {
-            let mut buf = Vec::new();
-            values.read_band(w, r0, &mut buf, rows)?;
-            bytes.resize(buf.len() * 2, 0);
-            bytes.par_chunks_mut(2).zip(buf.par_iter()).for_each(|(px, &v)| {
-                let g = (v as f64 * scale).round().clamp(0.0, 65535.0);
-                let g = if g.is_nan() { 0 } else { g as u16 };
-                px.copy_from_slice(&g.to_be_bytes()); // PNG samples are big-endian
-            });
-            Ok(())
-        })?;
+        stream_png(
+            f,
+            w,
+            h,
+            rows_per_band,
+            png::ColorType::Grayscale,
+            png::BitDepth::Sixteen,
+            |r0, rows, bytes| {
+                let mut buf = Vec::new();
+                values.read_band(w, r0, &mut buf, rows)?;
+                bytes.resize(buf.len() * 2, 0);
+                bytes
+                    .par_chunks_mut(2)
+                    .zip(buf.par_iter())
+                    .for_each(|(px, &v)| {
+                        let g = (v as f64 * scale).round().clamp(0.0, 65535.0);
+                        let g = if g.is_nan() { 0 } else { g as u16 };
+                        px.copy_from_slice(&g.to_be_bytes()); // PNG samples are big-endian
+                    });
+                Ok(())
+            },
+        )?;
     }
     drop(values);
     drop(scratch);

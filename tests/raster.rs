@@ -5,8 +5,8 @@
 use memodiff::colormap::{lut_index, Colormap};
 use memodiff::heatmap::{direct_sum, DensityGrid, Extent, Kernel, DEFAULT_BANDWIDTH};
 use memodiff::raster::{
-    shade_indices, stats_of, write_grid_outputs, write_grid_outputs_banded, BandLimits,
-    GridFile, GridMeta, GridOutputs, GridSum, Norm, Shading,
+    shade_indices, stats_of, write_grid_outputs, write_grid_outputs_banded, BandLimits, GridFile,
+    GridMeta, GridOutputs, GridSum, Norm, Shading,
 };
 
 /// `n` points (row-major x, y): a Gaussian blob, a ring and a few outliers, from an LCG.
@@ -22,7 +22,10 @@ fn cloud(n: usize, salt: u64) -> Vec<f32> {
     for i in 0..n {
         let (a, b) = (u(), u());
         let r = (-2.0 * a.ln()).sqrt();
-        let (gx, gy) = (r * (6.283185307179586 * b).cos(), r * (6.283185307179586 * b).sin());
+        let (gx, gy) = (
+            r * (6.283185307179586 * b).cos(),
+            r * (6.283185307179586 * b).sin(),
+        );
         let (x, y) = match i % 3 {
             0 => (0.6 * gx, 0.6 * gy),
             1 => {
@@ -121,8 +124,8 @@ fn tiled_output_equals_untiled() {
             colormap: Colormap::Viridis,
             norm,
         };
-        let whole = write_grid_outputs(&grid, GridMeta::of(&grid), shading, &outputs("whole"))
-            .unwrap();
+        let whole =
+            write_grid_outputs(&grid, GridMeta::of(&grid), shading, &outputs("whole")).unwrap();
         let tiled = write_grid_outputs_banded(
             &grid,
             GridMeta::of(&grid),
@@ -191,7 +194,11 @@ fn eq_hist_is_monotone_and_uses_the_full_range() {
         lit.iter().filter(|&&i| i / 64 == q).count() as f64 / lit.len() as f64
     };
     for q in 1..4 {
-        assert!(share(&idx, q) > 0.1, "eq-hist quarter {q}: {}", share(&idx, q));
+        assert!(
+            share(&idx, q) > 0.1,
+            "eq-hist quarter {q}: {}",
+            share(&idx, q)
+        );
     }
     assert!(share(&lin, 0) > 0.5);
 }
@@ -254,13 +261,23 @@ fn png_y_axis_points_up() {
         .unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (64, 80));
-        let row_sum = |r: u32| (0..64).map(|c| img.get_pixel(c, r).0[0] as u64).sum::<u64>();
+        let row_sum = |r: u32| {
+            (0..64)
+                .map(|c| img.get_pixel(c, r).0[0] as u64)
+                .sum::<u64>()
+        };
         let upper: u64 = (0..40).map(row_sum).sum();
         let lower: u64 = (40..80).map(row_sum).sum();
-        assert!(upper > 0 && lower == 0, "{kernel:?}: upper {upper}, lower {lower}");
+        assert!(
+            upper > 0 && lower == 0,
+            "{kernel:?}: upper {upper}, lower {lower}"
+        );
         // y = 1 is a quarter of the way down.
         let brightest = (0..80).max_by_key(|&r| row_sum(r)).unwrap();
-        assert!((brightest as i64 - 20).abs() <= 1, "{kernel:?}: row {brightest}");
+        assert!(
+            (brightest as i64 - 20).abs() <= 1,
+            "{kernel:?}: row {brightest}"
+        );
     }
 }
 
@@ -271,13 +288,20 @@ fn histogram_counts_particles_per_pixel() {
     let mut grid = DensityGrid::with_kernel(extent, 10, 10, 0.5, Kernel::Histogram).unwrap();
     // Pixel centres at 0, 1, ..., 9. Row 0 is y = 9.
     grid.accumulate(&[
-        0.0, 9.0, // top left
-        0.49, 8.6, // same pixel
-        9.0, 0.0, // bottom right
-        9.49, -0.49, // still bottom right
-        9.51, 0.0, // outside
-        f32::NAN, 1.0, // skipped
-        4.2, 3.7, // column 4, y = 4 -> row 5
+        0.0,
+        9.0, // top left
+        0.49,
+        8.6, // same pixel
+        9.0,
+        0.0, // bottom right
+        9.49,
+        -0.49, // still bottom right
+        9.51,
+        0.0, // outside
+        f32::NAN,
+        1.0, // skipped
+        4.2,
+        3.7, // column 4, y = 4 -> row 5
     ]);
     assert_eq!(grid.get(0, 0), 2.0);
     assert_eq!(grid.get(9, 9), 2.0);

@@ -101,7 +101,8 @@ fn render_sums_grids_and_refuses_mismatches() {
         .assert()
         .success()
         .stdout(predicate::str::contains("6000 particles"));
-    let meta: serde_json::Value = serde_json::from_slice(&bytes(&grid.with_extension("json"))).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&bytes(&grid.with_extension("json"))).unwrap();
     assert_eq!(meta["particles"], 6000);
     assert_eq!(meta["width"], 512);
     // Summing the particles of both runs gives the same grid within f32 rounding.
@@ -168,7 +169,14 @@ fn render_reads_csv_and_checks_its_inputs() {
         .arg(&csv)
         .args(["--out"])
         .arg(&out)
-        .args(["--resolution", "64x96", "--kernel", "histogram", "--norm", "log"])
+        .args([
+            "--resolution",
+            "64x96",
+            "--kernel",
+            "histogram",
+            "--norm",
+            "log",
+        ])
         .assert()
         .success()
         .stdout(predicate::str::contains("2 particles"));
