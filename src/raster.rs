@@ -327,7 +327,8 @@ impl EqHist {
 /// Bin of `d` among `n` equal bins over `[0, range]` (numpy's rule: `floor(d n / range)`,
 /// corrected against the edges `linspace(0, range, n + 1)`, the last bin closed).
 fn bin_of(d: f64, range: f64, n: usize) -> usize {
-    if !(range > 0.0) {
+    // NaN ranges included.
+    if range.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return 0;
     }
     let edge = |k: usize| {

@@ -74,13 +74,13 @@ fn cloud(n: usize, salt: u64) -> Vec<f32> {
         let (a, b) = (u(), u());
         let r = (-2.0 * a.ln()).sqrt();
         let (gx, gy) = (
-            r * (6.283185307179586 * b).cos(),
-            r * (6.283185307179586 * b).sin(),
+            r * (std::f64::consts::TAU * b).cos(),
+            r * (std::f64::consts::TAU * b).sin(),
         );
         let (x, y) = match i % 4 {
             0 => (0.6 * gx, 0.6 * gy),
             1 => {
-                let t = 6.283185307179586 * u();
+                let t = std::f64::consts::TAU * u();
                 (t.cos() + 0.03 * gx, t.sin() + 0.03 * gy)
             }
             2 if i % 97 == 2 => (f64::NAN, 0.0),
