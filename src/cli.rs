@@ -872,23 +872,12 @@ pub struct RenderArgs {
 pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
     use crate::heatmap::DensityGrid;
     use crate::raster::{GridFile, GridMeta, GridOutputs, GridSum};
-    // The GPU deposits particles on the sub-grid; cpu (and grids the GPU path does not
-    // cover: small bandwidths, the histogram kernel) use the exact f64 CPU deposit.
-    let gpu = match args.backend {
-        Backend::Cpu => None,
-        Backend::Gpu => Some(crate::gpu::raster::GpuRaster::new(
-            crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::Any)?,
-        )),
-        Backend::Auto => crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::HardwareOnly)
-            .ok()
-            .map(crate::gpu::raster::GpuRaster::new),
-        Backend::Reference => {
-            return Err(crate::Error::invalid(
-                "--backend",
-                "render rasterizes with auto, gpu or cpu; reference is a sampler backend",
-            ))
-        }
-    };
+    if args.backend == Backend::Reference {
+        return Err(crate::Error::invalid(
+            "--backend",
+            "render rasterizes with auto, gpu or cpu; reference is a sampler backend",
+        ));
+    }
     if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
         return Err(crate::Error::invalid(
             "--out",
@@ -958,6 +947,19 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
             ));
         }
     }
+    // The GPU deposits particles on the sub-grid; cpu (and grids the GPU path does not
+    // cover: small bandwidths, the histogram kernel) use the exact f64 CPU deposit. No
+    // device is opened when there are no particles to deposit.
+    let gpu = match args.backend {
+        _ if particle_inputs.is_empty() || grid.sub_grid().is_none() => None,
+        Backend::Gpu => Some(crate::gpu::raster::GpuRaster::new(
+            crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::Any)?,
+        )),
+        Backend::Auto => crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::HardwareOnly)
+            .ok()
+            .map(crate::gpu::raster::GpuRaster::new),
+        _ => None,
+    };
     let gpu = gpu.filter(|g| g.supports(&grid));
     for input in &particle_inputs {
         let points = read_particles(input)?;

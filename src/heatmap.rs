@@ -42,6 +42,16 @@
 //!   columns and rows within `R` and their outer product added to the pixels, split into
 //!   bands of rows, one rayon task each.
 //!
+//! * **Histogram** ([`Kernel::Histogram`]): each particle adds one whole unit to the pixel
+//!   whose centre is nearest (direct path storage).
+//!
+//! Large grids are read band by band ([`DensityGrid::read_rows`], used by
+//! [`crate::raster`]): a band of the split path is folded from the sub-grid for its rows only,
+//! bit for bit the same rows as the whole fold, so memory stays at the sub-grid plus a band.
+//! The split path's sub-grid can also be filled elsewhere (the GPU deposit,
+//! [`crate::gpu::raster`]) through [`DensityGrid::sub_grid`] and
+//! [`DensityGrid::add_sub_grid_counts`].
+//!
 //! Both accumulate in integer fixed point: each deposited weight (a sub-grid node's
 //! `Lx_i Ly_k`, or a pixel's `g g`) is rounded once to a multiple of `2^-32` of a particle's
 //! peak and added to an `i64`, so sums are exact, associative and order-independent: two

@@ -143,6 +143,26 @@ fn tiled_output_equals_untiled() {
             let b = std::fs::read(dir.path().join(format!("tiled{ext}"))).unwrap();
             assert!(a == b, "{norm:?}: whole{ext} differs from tiled{ext}");
         }
+        // Without a .npy the streamed path goes through a scratch file, removed at the end.
+        let scratch = GridOutputs {
+            png: Some(dir.path().join("scratch.png")),
+            ..GridOutputs::default()
+        };
+        write_grid_outputs_banded(
+            &grid,
+            GridMeta::of(&grid),
+            shading,
+            &scratch,
+            BandLimits {
+                in_memory_pixels: 0,
+                band_pixels: 1000,
+            },
+        )
+        .unwrap();
+        assert!(
+            std::fs::read(dir.path().join("scratch.png")).unwrap()
+                == std::fs::read(dir.path().join("whole.png")).unwrap()
+        );
         let file = GridFile::open(&dir.path().join("tiled.npy")).unwrap();
         let mut back = vec![0.0; 257 * 190];
         file.add_rows(0, &mut back).unwrap();
