@@ -961,15 +961,28 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
         _ => None,
     };
     let gpu = gpu.filter(|g| g.supports(&grid));
+    // Large direct-path images (the histogram kernel, bandwidths under ~1.5 pixels) are
+    // computed band by band from the particles, not summed into 8 bytes a pixel first.
+    let banded = gpu.is_none()
+        && grid.sub_grid().is_none()
+        && width * height > crate::raster::IN_MEMORY_PIXELS;
+    let mut held: Vec<f32> = Vec::new();
     for input in &particle_inputs {
         let points = read_particles(input)?;
         match &gpu {
             Some(g) => g.accumulate(&mut grid, &points)?,
+            None if banded => held.extend_from_slice(&points),
             None => grid.accumulate(&points),
         }
     }
+    let held_particles = (held.len() / 2) as u64;
+    let point_rows = crate::raster::PointRows {
+        grid: &grid,
+        points: &held,
+    };
     let mut meta = want;
-    meta.particles = grid.deposits() + files.iter().map(|f| f.meta.particles).sum::<u64>();
+    meta.particles =
+        grid.deposits() + held_particles + files.iter().map(|f| f.meta.particles).sum::<u64>();
     let png16 = args.image.png16.then(|| {
         let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
         args.out.with_file_name(format!("{stem}_gray16.png"))
@@ -982,10 +995,10 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
     let sum = GridSum {
         width,
         height,
-        grids: if particle_inputs.is_empty() {
-            vec![]
-        } else {
-            vec![&grid]
+        parts: match (particle_inputs.is_empty(), banded) {
+            (true, _) => vec![],
+            (false, true) => vec![&point_rows],
+            (false, false) => vec![&grid],
         },
         files,
     };

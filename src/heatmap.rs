@@ -681,26 +681,12 @@ impl DensityGrid {
     /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is
     /// nearest, for points within half a pixel of the extent's pixel centres.
     fn accumulate_histogram(&mut self, points: &[f32], sat: bool) {
-        let (w, h, e) = (self.width, self.height, self.extent);
-        // Cell index along one axis: round((p - lo) / step), valid in 0..n.
-        let cell = |p: f64, lo: f64, hi: f64, n: usize| -> Option<usize> {
-            if n == 1 {
-                let half = (hi - lo) / 2.0;
-                return (p.is_finite() && (p - (lo + half)).abs() <= half).then_some(0);
-            }
-            let k = ((p - lo) / ((hi - lo) / (n - 1) as f64)).round();
-            (k >= 0.0 && k < n as f64).then_some(k as usize)
-        };
         let cells: Vec<usize> = points
             .par_chunks(2 * 4096)
             .flat_map_iter(|chunk| {
                 chunk
                     .chunks_exact(2)
-                    .filter_map(|p| {
-                        let c = cell(p[0] as f64, e.xmin, e.xmax, w)?;
-                        let k = cell(p[1] as f64, e.ymin, e.ymax, h)?;
-                        Some((h - 1 - k) * w + c)
-                    })
+                    .filter_map(|p| self.histogram_cell(p[0], p[1]))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -807,21 +793,9 @@ impl DensityGrid {
         }
     }
 
-    fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
-        let radius = cutoff_sigmas() * self.bandwidth;
-        let footprints: Vec<Footprint> = points
-            .par_chunks(2 * 4096)
-            .flat_map_iter(|chunk| {
-                chunk
-                    .chunks_exact(2)
-                    .filter_map(|p| self.footprint(p[0], p[1], radius))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if footprints.is_empty() {
-            return;
-        }
-
+    /// The direct path's bands: footprints sorted (stably, counting sort) by top row, so a
+    /// band finds its particles in one slice, and the weight tables.
+    fn band_context(&self, footprints: Vec<Footprint>) -> BandContext {
         // Stable counting sort by top row, so a band finds its particles in one slice.
         let h = self.height;
         let mut starts = vec![0usize; h + 1];
@@ -844,9 +818,6 @@ impl DensityGrid {
         };
         drop(footprints);
 
-        let threads = rayon::current_num_threads().max(1);
-        let bands = h.min(8 * threads).max(1);
-        let band_rows = h.div_ceil(bands);
         let w = self.width;
         let (ymin, ymax) = (self.extent.ymin, self.extent.ymax);
         let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
@@ -856,7 +827,7 @@ impl DensityGrid {
             0.0
         };
         let (xs, step_x, table_x) = self.column_setup();
-        let ctx = BandContext {
+        BandContext {
             width: w,
             span: span as usize,
             inv2h2,
@@ -870,7 +841,114 @@ impl DensityGrid {
                 .collect(),
             starts,
             sorted,
+        }
+    }
+
+    /// Rows `r0..` (as many as `out` holds) of the values this (empty) direct-path grid
+    /// would have after [`accumulate`](Self::accumulate)`(points)`, bit for bit, computed for
+    /// these rows only: large histogram or small-bandwidth images of particles held in memory
+    /// are rendered band by band without the `8 x pixels` bytes of the whole grid's sums.
+    /// Split-path grids (and grids with deposits) read their own rows instead.
+    pub fn rows_of_points(&self, points: &[f32], r0: usize, out: &mut [f64]) {
+        let w = self.width;
+        let k = out.len() / w;
+        let r1 = r0 + k;
+        if matches!(self.store, Store::Split(_)) || self.deposits > 0 {
+            return self.read_rows(r0, out);
+        }
+        let sat = (points.len() / 2) as u64 > EXACT_PARTICLES;
+        let mut acc = vec![0i64; out.len()];
+        if self.kernel == Kernel::Histogram {
+            let cells: Vec<usize> = points
+                .par_chunks(2 * 4096)
+                .flat_map_iter(|chunk| {
+                    chunk
+                        .chunks_exact(2)
+                        .filter_map(|p| self.histogram_cell(p[0], p[1]))
+                        .filter(|&i| i >= r0 * w && i < r1 * w)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let unit = SCALE as i64;
+            for i in cells {
+                let a = &mut acc[i - r0 * w];
+                *a = if sat {
+                    add_fixed::<true>(*a, unit)
+                } else {
+                    add_fixed::<false>(*a, unit)
+                };
+            }
+        } else {
+            let radius = cutoff_sigmas() * self.bandwidth;
+            let footprints: Vec<Footprint> = points
+                .par_chunks(2 * 4096)
+                .flat_map_iter(|chunk| {
+                    chunk
+                        .chunks_exact(2)
+                        .filter_map(|p| self.footprint(p[0], p[1], radius))
+                        .filter(|f| (f.r1 as usize) >= r0 && (f.r0 as usize) < r1)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !footprints.is_empty() {
+                let ctx = self.band_context(footprints);
+                let threads = rayon::current_num_threads().max(1);
+                let sub = k.div_ceil(8 * threads).max(1);
+                acc.par_chunks_mut(sub * w)
+                    .enumerate()
+                    .for_each(|(i, rows)| {
+                        if sat {
+                            ctx.add_band::<true>(r0 + i * sub, rows)
+                        } else {
+                            ctx.add_band::<false>(r0 + i * sub, rows)
+                        }
+                    });
+            }
+        }
+        out.par_iter_mut()
+            .zip(acc.par_iter())
+            .for_each(|(o, &v)| *o = dequantize(v));
+    }
+
+    /// [`Kernel::Histogram`]: the index of the pixel whose centre is nearest `(x, y)`, for
+    /// points within half a pixel of the extent's pixel centres.
+    fn histogram_cell(&self, x: f32, y: f32) -> Option<usize> {
+        let (w, h, e) = (self.width, self.height, self.extent);
+        // Cell index along one axis: round((p - lo) / step), valid in 0..n.
+        let cell = |p: f64, lo: f64, hi: f64, n: usize| -> Option<usize> {
+            if n == 1 {
+                let half = (hi - lo) / 2.0;
+                return (p.is_finite() && (p - (lo + half)).abs() <= half).then_some(0);
+            }
+            let k = ((p - lo) / ((hi - lo) / (n - 1) as f64)).round();
+            (k >= 0.0 && k < n as f64).then_some(k as usize)
         };
+        let c = cell(x as f64, e.xmin, e.xmax, w)?;
+        let k = cell(y as f64, e.ymin, e.ymax, h)?;
+        Some((h - 1 - k) * w + c)
+    }
+
+    fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
+        let radius = cutoff_sigmas() * self.bandwidth;
+        let footprints: Vec<Footprint> = points
+            .par_chunks(2 * 4096)
+            .flat_map_iter(|chunk| {
+                chunk
+                    .chunks_exact(2)
+                    .filter_map(|p| self.footprint(p[0], p[1], radius))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if footprints.is_empty() {
+            return;
+        }
+
+        let ctx = self.band_context(footprints);
+        let h = self.height;
+        let threads = rayon::current_num_threads().max(1);
+        let bands = h.min(8 * threads).max(1);
+        let band_rows = h.div_ceil(bands);
+        let w = self.width;
         let Store::Direct(direct) = &mut self.store else {
             unreachable!("direct path without a direct store")
         };

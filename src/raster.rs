@@ -803,12 +803,33 @@ impl GridFile {
     }
 }
 
-/// A sum of density grids of one shape: particle grids (in memory, read band by band) and
-/// f32 grid files.
+/// The rows an empty direct-path grid would hold for `points`, computed band by band
+/// ([`DensityGrid::rows_of_points`]): large histogram and small-bandwidth images in memory
+/// bounded by a band.
+pub struct PointRows<'a> {
+    pub grid: &'a DensityGrid,
+    pub points: &'a [f32],
+}
+
+impl RowSource for PointRows<'_> {
+    fn width(&self) -> usize {
+        self.grid.width()
+    }
+    fn height(&self) -> usize {
+        self.grid.height()
+    }
+    fn read_rows(&self, r0: usize, out: &mut [f64]) -> Result<()> {
+        self.grid.rows_of_points(self.points, r0, out);
+        Ok(())
+    }
+}
+
+/// A sum of density grids of one shape: row sources (particle grids, read band by band)
+/// and f32 grid files.
 pub struct GridSum<'a> {
     pub width: usize,
     pub height: usize,
-    pub grids: Vec<&'a DensityGrid>,
+    pub parts: Vec<&'a dyn RowSource>,
     pub files: Vec<GridFile>,
 }
 
@@ -822,8 +843,8 @@ impl RowSource for GridSum<'_> {
     fn read_rows(&self, r0: usize, out: &mut [f64]) -> Result<()> {
         out.fill(0.0);
         let mut band = vec![0.0; out.len()];
-        for g in &self.grids {
-            g.read_rows(r0, &mut band);
+        for g in &self.parts {
+            g.read_rows(r0, &mut band)?;
             out.iter_mut().zip(&band).for_each(|(o, v)| *o += v);
         }
         for f in &self.files {
