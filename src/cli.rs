@@ -864,20 +864,25 @@ pub struct RenderArgs {
     /// reproduces the images `sample` writes byte for byte (the GPU's f32 weights differ
     /// from it by ~1e-5 of a peak). Small bandwidths and the histogram kernel always use
     /// the CPU.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    #[arg(long, value_enum, default_value_t = RenderBackend::Auto)]
+    pub backend: RenderBackend,
+}
+
+/// Where `render` deposits particles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RenderBackend {
+    /// A hardware GPU if there is one, otherwise the CPU.
+    Auto,
+    /// Any wgpu adapter, software ones (lavapipe) included.
+    Gpu,
+    /// The exact f64 CPU deposit (what `sample` uses).
+    Cpu,
 }
 
 /// `memodiff render`: see [`RenderArgs`]. Returns the sidecar of the grid drawn.
 pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
     use crate::heatmap::DensityGrid;
     use crate::raster::{GridFile, GridMeta, GridOutputs, GridSum};
-    if args.backend == Backend::Reference {
-        return Err(crate::Error::invalid(
-            "--backend",
-            "render rasterizes with auto, gpu or cpu; reference is a sampler backend",
-        ));
-    }
     if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
         return Err(crate::Error::invalid(
             "--out",
@@ -952,13 +957,13 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
     // device is opened when there are no particles to deposit.
     let gpu = match args.backend {
         _ if particle_inputs.is_empty() || grid.sub_grid().is_none() => None,
-        Backend::Gpu => Some(crate::gpu::raster::GpuRaster::new(
+        RenderBackend::Gpu => Some(crate::gpu::raster::GpuRaster::new(
             crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::Any)?,
         )),
-        Backend::Auto => crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::HardwareOnly)
+        RenderBackend::Auto => crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::HardwareOnly)
             .ok()
             .map(crate::gpu::raster::GpuRaster::new),
-        _ => None,
+        RenderBackend::Cpu => None,
     };
     let gpu = gpu.filter(|g| g.supports(&grid));
     // Large direct-path images (the histogram kernel, bandwidths under ~1.5 pixels) are

@@ -160,3 +160,47 @@ fn gpu_grid_matches_direct_double_sum() {
     let small = DensityGrid::new(extent, 512, 512, 0.002).unwrap();
     assert!(!gpu.supports(&small));
 }
+
+/// `memodiff render --backend gpu` draws the picture of `--backend cpu` up to a colour step
+/// in a few pixels (f32 vs f64 weights).
+#[test]
+fn render_on_the_gpu_matches_the_cpu_picture() {
+    if raster("render_on_the_gpu_matches_the_cpu_picture").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("p.csv");
+    let pts = cloud(3000, 5);
+    let text: String = pts
+        .chunks_exact(2)
+        .filter(|p| p[0].is_finite())
+        .map(|p| format!("{},{}\n", p[0], p[1]))
+        .collect();
+    std::fs::write(&csv, text).unwrap();
+    let render = |backend: &str| {
+        let out = dir.path().join(format!("{backend}.png"));
+        let assert = assert_cmd::Command::cargo_bin("memodiff")
+            .unwrap()
+            .arg("render")
+            .arg(&csv)
+            .arg("--out")
+            .arg(&out)
+            .args(["--backend", backend, "--resolution", "200x150"])
+            .assert()
+            .success();
+        let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+        (image::open(&out).unwrap().to_rgb8(), stdout)
+    };
+    let (gpu, said) = render("gpu");
+    let (cpu, _) = render("cpu");
+    assert!(!said.contains("on the CPU"), "{said}");
+    let lut = memodiff::colormap::Colormap::Coolwarm.lut();
+    let index = |px: &image::Rgb<u8>| lut.iter().position(|c| *c == px.0).unwrap() as i64;
+    let mut differ = 0;
+    for (a, b) in gpu.pixels().zip(cpu.pixels()) {
+        let d = (index(a) - index(b)).abs();
+        assert!(d <= 1);
+        differ += usize::from(d != 0);
+    }
+    assert!(differ * 100 <= gpu.len() / 3, "{differ} pixels differ");
+}
