@@ -224,3 +224,52 @@ fn help_explains_the_image_flags() {
             .stdout(predicate::str::contains("16384"));
     }
 }
+
+/// Shards of a run with --kernel histogram --norm eq-hist --png16 merge into the images of
+/// the unsharded run, byte for byte (the merge re-shades with the run's norm).
+#[test]
+fn merge_keeps_kernel_norm_and_png16() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--kernel",
+        "histogram",
+        "--norm",
+        "eq-hist",
+        "--png16",
+        "--resolution",
+        "128x96",
+    ];
+    let shard = |k: u32| {
+        let out = dir.path().join(format!("s{k}"));
+        sample(
+            &out,
+            &[&flags[..], &["--shard", &format!("{k}/2")]].concat(),
+        );
+        out
+    };
+    let (s0, s1) = (shard(0), shard(1));
+    let whole = dir.path().join("whole");
+    sample(&whole, &flags);
+    let merged = dir.path().join("merged");
+    memodiff()
+        .arg("merge")
+        .arg(&s0)
+        .arg(&s1)
+        .arg("--out")
+        .arg(&merged)
+        .assert()
+        .success();
+    for f in [
+        "samples.png",
+        "samples_gray16.png",
+        "samples_density.npy",
+        "initial.png",
+        "initial_gray16.png",
+    ] {
+        assert!(bytes(&merged.join(f)) == bytes(&whole.join(f)), "{f}");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&bytes(&merged.join("samples_density.json"))).unwrap();
+    assert_eq!(meta["kernel"], "histogram");
+    assert_eq!(meta["particles"], 3000);
+}
