@@ -981,13 +981,28 @@ impl DensityGrid {
         let plan = &split.plan;
         let (w, stride) = (self.width, plan.stride);
         out.fill(0.0);
-        if split.rows.is_empty() {
+        if split.rows.is_empty() || out.is_empty() {
             return;
         }
-        let mut values: Vec<f64> = Vec::with_capacity(split.rows.len());
-        values.par_extend(split.rows.par_iter().map(|&v| dequantize(v)));
-        let touched: Vec<bool> = split
-            .rows
+        let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
+        // A particle within R of a pixel has its whole stencil within R + STENCIL d of it; a
+        // stencil cut by this window lies beyond R + d (weights < 1e-7 of the peak).
+        let reach = cutoff_sigmas() * self.bandwidth + STENCIL as f64 * plan.d;
+        let last = (plan.n_sub - 1) as f64;
+        // Only the sub-rows these rows reach are converted (a band of a large image reads
+        // a band of the sub-grid); each row's window below lies within, the same values.
+        let k = out.len() / w;
+        let (y_top, y_bottom) = (self.row_y(r0), self.row_y(r0 + k - 1));
+        let lo_s = ((y_bottom - reach - plan.y0) * plan.inv_d).ceil().max(0.0);
+        let hi_s = ((y_top + reach - plan.y0) * plan.inv_d).floor().min(last);
+        if lo_s > hi_s {
+            return;
+        }
+        let (lo_s, hi_s) = (lo_s as usize, hi_s as usize);
+        let window = &split.rows[lo_s * stride..(hi_s + 1) * stride];
+        let mut values: Vec<f64> = Vec::with_capacity(window.len());
+        values.par_extend(window.par_iter().map(|&v| dequantize(v)));
+        let touched: Vec<bool> = window
             .par_chunks(stride)
             .map(|row| row.iter().any(|&v| v != 0))
             .collect();
@@ -995,10 +1010,6 @@ impl DensityGrid {
             return;
         }
         let (rows, touched) = (&values[..], &touched[..]);
-        let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
-        // A particle within R of a pixel has its whole stencil within R + STENCIL d of it; a
-        // stencil cut by this window lies beyond R + d (weights < 1e-7 of the peak).
-        let reach = cutoff_sigmas() * self.bandwidth + STENCIL as f64 * plan.d;
         let span = (2.0 * reach * plan.inv_d).ceil() as usize + 2;
         // Along x: every column sums a window of `len` sub-columns from `starts[j]`.
         let len = span.next_multiple_of(8).min(stride);
@@ -1014,7 +1025,6 @@ impl DensityGrid {
             let d0 = (a as f64 * plan.d + plan.x0) - self.column_x(j);
             gauss_into(d0, plan.d, inv2h2, &table, ws);
         }
-        let last = (plan.n_sub - 1) as f64;
         out.par_chunks_mut(w).enumerate().for_each_init(
             || (vec![0.0; stride], Vec::new(), Vec::new()),
             |(acc, weights, picked), (r, row)| {
@@ -1025,7 +1035,8 @@ impl DensityGrid {
                     return;
                 }
                 let (a, b) = (a as usize, b as usize);
-                if !touched[a..=b].iter().any(|&t| t) {
+                debug_assert!(a >= lo_s && b <= hi_s);
+                if !touched[a - lo_s..=b - lo_s].iter().any(|&t| t) {
                     return;
                 }
                 weights.resize(b - a + 1, 0.0);
@@ -1035,10 +1046,10 @@ impl DensityGrid {
                 picked.extend(
                     weights
                         .iter()
-                        .zip(&touched[a..=b])
+                        .zip(&touched[a - lo_s..=b - lo_s])
                         .enumerate()
                         .filter(|(_, (_, &t))| t)
-                        .map(|(k, (&wk, _))| ((a + k) * stride, wk)),
+                        .map(|(k, (&wk, _))| ((a + k - lo_s) * stride, wk)),
                 );
                 fold_row(acc, rows, picked);
                 columns_row(row, acc, &starts, &wx, len);
