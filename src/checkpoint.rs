@@ -54,6 +54,13 @@ pub struct RunSpec {
     pub resolution: [usize; 2],
     pub bandwidth_bits: u64,
     pub colormap: String,
+    /// `--kernel`, `--norm`, `--png16` (absent in checkpoints of older builds: defaults).
+    #[serde(default)]
+    pub kernel: crate::heatmap::Kernel,
+    #[serde(default)]
+    pub norm: crate::raster::Norm,
+    #[serde(default)]
+    pub png16: bool,
     pub write_arrays: bool,
     pub checkpoint_every: usize,
     /// `--backend` as given, the backend and device the run used, `--device`.

@@ -46,6 +46,10 @@ pub enum Command {
     Resume(ResumeArgs),
     /// List the GPU adapters (the indices `sample --device N` takes) and their limits.
     Devices(DevicesArgs),
+    /// Draw the density image of existing particles ((P, 2) `.npy`/`.csv`, e.g. a run's
+    /// samples.npy) without sampling, or re-shade / sum density grids (`*_density.npy` with
+    /// their `.json` sidecars) of the same extent and size.
+    Render(RenderArgs),
 }
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
@@ -146,13 +150,8 @@ pub struct SampleArgs {
     #[arg(long, default_value = "memodiff-out")]
     pub out: PathBuf,
 
-    /// Extent of samples.png as xmin,xmax,ymin,ymax (initial.png always uses [-2,3]^2).
-    #[arg(long, default_value = "-3,3,-3,3", allow_hyphen_values = true)]
-    pub extent: Extent,
-
-    /// Image size in pixels: `N` for N×N or `WxH`.
-    #[arg(long, default_value = "512", value_parser = parse_resolution)]
-    pub resolution: (usize, usize),
+    #[command(flatten)]
+    pub image: ImageArgs,
 
     /// Particles per batch (default: as many as one GPU buffer holds, at most 4,194,304).
     /// Results do not depend on it.
@@ -175,15 +174,6 @@ pub struct SampleArgs {
     #[arg(long)]
     pub device: Option<usize>,
 
-    /// Kernel bandwidth h of the density images, exp(-|p - x|^2 / (2 h^2)); must be finite
-    /// and > 0 [default: 1/sqrt(700) ≈ 0.0378, the reference tutorial's exp(-350 |p - x|^2)].
-    #[arg(long, value_parser = parse_bandwidth, allow_negative_numbers = true)]
-    pub bandwidth: Option<f64>,
-
-    /// Colormap of the density images.
-    #[arg(long, value_enum, default_value_t = crate::colormap::Colormap::Coolwarm)]
-    pub colormap: crate::colormap::Colormap,
-
     /// Write into an existing non-empty --out folder (its files of the same names are
     /// replaced; others are left alone). Without it such a folder is refused.
     #[arg(long)]
@@ -194,6 +184,67 @@ pub struct SampleArgs {
     /// not with --backend reference).
     #[arg(long, value_parser = parse_count_usize)]
     pub checkpoint_every: Option<usize>,
+}
+
+/// How density images are drawn: shared by `sample` and `render`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageArgs {
+    /// Extent of the image as xmin,xmax,ymin,ymax [default: -3,3,-3,3; `render` of density
+    /// grids: theirs]. For `sample` this is samples.png's; initial.png always covers [-2,3]^2.
+    #[arg(long, allow_hyphen_values = true)]
+    pub extent: Option<Extent>,
+
+    /// Image size in pixels, `N` for N×N or `WxH`, each side up to 16384 [default: 512;
+    /// `render` of density grids: theirs]. Large images are computed and written band by
+    /// band, in memory bounded by a band.
+    #[arg(long, value_parser = parse_resolution)]
+    pub resolution: Option<(usize, usize)>,
+
+    /// Kernel bandwidth h, exp(-|p - x|^2 / (2 h^2)); must be finite and > 0 [default:
+    /// 1/sqrt(700) ≈ 0.0378, the reference tutorial's exp(-350 |p - x|^2)].
+    #[arg(long, value_parser = parse_bandwidth, allow_negative_numbers = true)]
+    pub bandwidth: Option<f64>,
+
+    /// `gaussian`: the kernel above at every pixel centre; `histogram`: plain counts of the
+    /// particles per pixel (nearest pixel centre) [default: gaussian].
+    #[arg(long, value_enum)]
+    pub kernel: Option<crate::heatmap::Kernel>,
+
+    /// Colormap of the density images (matplotlib's tables, byte for byte).
+    #[arg(long, value_enum, default_value_t = crate::colormap::Colormap::Coolwarm)]
+    pub colormap: crate::colormap::Colormap,
+
+    /// How densities map to colours: `linear` from min to max (the tutorial's), `log`
+    /// (log1p(v - min) / log1p(max - min)), `eq-hist` (histogram equalization as
+    /// datashader's eq_hist: each colour covers about as many pixels).
+    #[arg(long, value_enum, default_value_t = crate::raster::Norm::Linear)]
+    pub norm: crate::raster::Norm,
+
+    /// Also write the raw density as a 16-bit grayscale PNG (NAME_gray16.png):
+    /// round(65535 v / max), max in the grid's .json sidecar.
+    #[arg(long)]
+    pub png16: bool,
+}
+
+impl ImageArgs {
+    pub fn extent_or_default(&self) -> Extent {
+        self.extent.unwrap_or(ImageSettings::default().extent)
+    }
+    pub fn resolution_or_default(&self) -> (usize, usize) {
+        self.resolution.unwrap_or((512, 512))
+    }
+    pub fn bandwidth_or_default(&self) -> f64 {
+        self.bandwidth.unwrap_or(crate::heatmap::DEFAULT_BANDWIDTH)
+    }
+    pub fn kernel_or_default(&self) -> crate::heatmap::Kernel {
+        self.kernel.unwrap_or_default()
+    }
+    pub fn shading(&self) -> crate::raster::Shading {
+        crate::raster::Shading {
+            colormap: self.colormap,
+            norm: self.norm,
+        }
+    }
 }
 
 /// Options of `memodiff resume`.
@@ -288,7 +339,10 @@ pub struct RunParameters {
     pub initial_extent: [f64; 4],
     pub resolution: [usize; 2],
     pub kernel_bandwidth: f64,
+    pub kernel: crate::heatmap::Kernel,
     pub colormap: &'static str,
+    pub norm: crate::raster::Norm,
+    pub png16: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -423,16 +477,18 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
     if !args.force {
         refuse_non_empty_out(&args.out)?;
     }
+    let (width, height) = args.image.resolution_or_default();
     let images = ImageSettings {
-        extent: args.extent,
-        width: args.resolution.0,
-        height: args.resolution.1,
+        extent: args.image.extent_or_default(),
+        width,
+        height,
         write_arrays: !args.no_samples,
         write_raw_grids: args.shard.is_some(),
-        bandwidth: args
-            .bandwidth
-            .unwrap_or_else(|| ImageSettings::default().bandwidth),
-        colormap: args.colormap,
+        bandwidth: args.image.bandwidth_or_default(),
+        colormap: args.image.colormap,
+        kernel: args.image.kernel_or_default(),
+        norm: args.image.norm,
+        png16: args.image.png16,
         ..ImageSettings::default()
     };
     // Open the engine before touching --out: a run that cannot start writes nothing.
@@ -463,6 +519,9 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 resolution: [images.width, images.height],
                 bandwidth_bits: images.bandwidth.to_bits(),
                 colormap: images.colormap.name().to_string(),
+                kernel: images.kernel,
+                norm: images.norm,
+                png16: images.png16,
                 write_arrays: images.write_arrays,
                 checkpoint_every: every,
                 backend_requested: args.backend.name().to_string(),
@@ -593,7 +652,10 @@ fn complete(
             initial_extent: extent_array(&images.initial_extent),
             resolution: [images.width, images.height],
             kernel_bandwidth: images.bandwidth,
+            kernel: images.kernel,
             colormap: images.colormap.name(),
+            norm: images.norm,
+            png16: images.png16,
         },
         backend: engine.backend().name(),
         backend_requested,
@@ -660,6 +722,9 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         write_raw_grids: spec.shard.is_some(),
         bandwidth: f64::from_bits(spec.bandwidth_bits),
         colormap,
+        kernel: spec.kernel,
+        norm: spec.norm,
+        png16: spec.png16,
         ..ImageSettings::default()
     };
     // The same backend and device as the stopped run, or nothing.
@@ -790,6 +855,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Merge(args) => merge(&args),
         Command::Resume(args) => resume(&args).map(|_| ()),
         Command::Devices(args) => devices(&args),
+        Command::Render(args) => render(&args).map(|_| ()),
     }
 }
 
@@ -816,6 +882,228 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         report.files.join(", ")
     );
     Ok(())
+}
+
+/// Options of `memodiff render`.
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    /// Inputs, summed: particle files ((P, 2) float32/float64 `.npy`, or `.csv` of x,y rows)
+    /// and density grids (an f32 (H, W) `.npy` with its `.json` sidecar, as `sample` and
+    /// `render --grid` write them). All grids must have the same size, extent and kernel.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    /// The PNG to write (replaced atomically if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Also write the summed density grid here: f32 `.npy` (row 0 = top) plus its `.json`
+    /// sidecar (extent, kernel, bandwidth, particles, min, max), for re-shading or summing.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub image: ImageArgs,
+
+    /// Where particles are deposited: `auto` uses a hardware GPU if there is one and the CPU
+    /// otherwise; `gpu` any adapter (lavapipe included); `cpu` the f64 CPU deposit, which
+    /// reproduces the images `sample` writes byte for byte (the GPU's f32 weights differ
+    /// from it by ~1e-5 of a peak). Small bandwidths and the histogram kernel always use
+    /// the CPU.
+    #[arg(long, value_enum, default_value_t = RenderBackend::Auto)]
+    pub backend: RenderBackend,
+}
+
+/// Where `render` deposits particles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RenderBackend {
+    /// A hardware GPU if there is one, otherwise the CPU.
+    Auto,
+    /// Any wgpu adapter, software ones (lavapipe) included.
+    Gpu,
+    /// The exact f64 CPU deposit (what `sample` uses).
+    Cpu,
+}
+
+/// `memodiff render`: see [`RenderArgs`]. Returns the sidecar of the grid drawn.
+pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
+    use crate::heatmap::DensityGrid;
+    use crate::raster::{GridFile, GridMeta, GridOutputs, GridSum};
+    if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
+        return Err(crate::Error::invalid(
+            "--out",
+            format!("{}: the image must be a .png file", args.out.display()),
+        ));
+    }
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    for input in &args.inputs {
+        let same = |o: &Option<PathBuf>| {
+            o.as_ref()
+                .is_some_and(|o| canon(o).is_some() && canon(o) == canon(input))
+        };
+        if same(&Some(args.out.clone())) || same(&args.grid) {
+            return Err(crate::Error::invalid(
+                "--out",
+                format!("{} is also an input", input.display()),
+            ));
+        }
+    }
+    // Sort the inputs: density grids (an f32 .npy with a sidecar) and particle files.
+    let mut files = Vec::new();
+    let mut particle_inputs = Vec::new();
+    for input in &args.inputs {
+        let is_grid = input.extension().and_then(|e| e.to_str()) == Some("npy")
+            && std::fs::read_to_string(input.with_extension("json"))
+                .is_ok_and(|t| t.contains(crate::raster::GRID_FORMAT));
+        if is_grid {
+            files.push(GridFile::open(input)?);
+        } else {
+            particle_inputs.push(input.clone());
+        }
+    }
+    // The grid's shape: the flags, else the first density grid's, else the defaults.
+    let first = files.first().map(|f| f.meta.clone());
+    let extent = match (args.image.extent, &first) {
+        (Some(e), _) => e,
+        (None, Some(m)) => crate::raster::meta_extent(m)?,
+        (None, None) => args.image.extent_or_default(),
+    };
+    let (width, height) = match (args.image.resolution, &first) {
+        (Some(r), _) => r,
+        (None, Some(m)) => (m.width, m.height),
+        (None, None) => args.image.resolution_or_default(),
+    };
+    let bandwidth = args
+        .image
+        .bandwidth
+        .or(first.as_ref().map(|m| m.bandwidth))
+        .unwrap_or(crate::heatmap::DEFAULT_BANDWIDTH);
+    let kernel = args
+        .image
+        .kernel
+        .or(first.as_ref().map(|m| m.kernel))
+        .unwrap_or_default();
+    let mut grid = DensityGrid::with_kernel(extent, width, height, bandwidth, kernel)?;
+    let want = GridMeta::of(&grid);
+    for f in &files {
+        if !want.same_shape(&f.meta) {
+            return Err(crate::Error::invalid(
+                "render",
+                format!(
+                    "cannot sum density grids of different shapes: {} is {}, but the image is {}",
+                    f.path().display(),
+                    f.meta.describe(),
+                    want.describe()
+                ),
+            ));
+        }
+    }
+    // The GPU deposits particles on the sub-grid; cpu (and grids the GPU path does not
+    // cover: small bandwidths, the histogram kernel) use the exact f64 CPU deposit. No
+    // device is opened when there are no particles to deposit.
+    let gpu = match args.backend {
+        _ if particle_inputs.is_empty() || grid.sub_grid().is_none() => None,
+        RenderBackend::Gpu => Some(crate::gpu::raster::GpuRaster::new(
+            crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::Any)?,
+        )),
+        RenderBackend::Auto => crate::gpu::GpuContext::new(crate::gpu::AdapterChoice::HardwareOnly)
+            .ok()
+            .map(crate::gpu::raster::GpuRaster::new),
+        RenderBackend::Cpu => None,
+    };
+    let gpu = gpu.filter(|g| g.supports(&grid));
+    // Large direct-path images (the histogram kernel, bandwidths under ~1.5 pixels) are
+    // computed band by band from the particles, not summed into 8 bytes a pixel first.
+    let banded = gpu.is_none()
+        && grid.sub_grid().is_none()
+        && width * height > crate::raster::IN_MEMORY_PIXELS;
+    let mut held: Vec<f32> = Vec::new();
+    for input in &particle_inputs {
+        let points = read_particles(input)?;
+        match &gpu {
+            Some(g) => g.accumulate(&mut grid, &points)?,
+            None if banded => held.extend_from_slice(&points),
+            None => grid.accumulate(&points),
+        }
+    }
+    let held_particles = (held.len() / 2) as u64;
+    let point_rows = crate::raster::PointRows {
+        grid: &grid,
+        points: &held,
+    };
+    let mut meta = want;
+    meta.particles =
+        grid.deposits() + held_particles + files.iter().map(|f| f.meta.particles).sum::<u64>();
+    let png16 = args.image.png16.then(|| {
+        let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
+        args.out.with_file_name(format!("{stem}_gray16.png"))
+    });
+    let outputs = GridOutputs {
+        png: Some(args.out.clone()),
+        png16,
+        npy: args.grid.clone(),
+    };
+    let sum = GridSum {
+        width,
+        height,
+        parts: match (particle_inputs.is_empty(), banded) {
+            (true, _) => vec![],
+            (false, true) => vec![&point_rows],
+            (false, false) => vec![&grid],
+        },
+        files,
+    };
+    let meta = crate::raster::write_grid_outputs(&sum, meta, args.image.shading(), &outputs)?;
+    let mut written: Vec<String> = vec![args.out.display().to_string()];
+    if let Some(g) = &outputs.npy {
+        written.push(g.display().to_string());
+        written.push(g.with_extension("json").display().to_string());
+    }
+    if let Some(p) = &outputs.png16 {
+        written.push(p.display().to_string());
+    }
+    let device = match &gpu {
+        Some(g) if !particle_inputs.is_empty() => g.adapter_name(),
+        _ => "the CPU".to_string(),
+    };
+    println!(
+        "rendered {} particles into a {}x{} image ({} kernel, {} norm) on {device}; wrote {}",
+        meta.particles,
+        width,
+        height,
+        kernel.name(),
+        args.image.norm.name(),
+        written.join(", ")
+    );
+    Ok(meta)
+}
+
+/// Particles of a (P, 2) `.npy` (float32 or float64) or `.csv` file, row-major f32 pairs.
+fn read_particles(path: &std::path::Path) -> Result<Vec<f32>> {
+    let bad = |why: String| crate::Error::invalid("render input", why);
+    let is_csv = path.extension().and_then(|e| e.to_str()) == Some("csv");
+    let (shape, values) = if is_csv {
+        let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+        let data = Dataset::from_csv_bytes(&path.display().to_string(), &bytes)?;
+        (vec![data.len(), data.dim], data.points_f32())
+    } else {
+        match crate::output::read_npy_f32(path) {
+            Ok(v) => v,
+            Err(_) => {
+                // float64 (or not an .npy at all: Dataset's reader names the problem).
+                let data = Dataset::parse(&path.display().to_string())?;
+                (vec![data.len(), data.dim], data.points_f32())
+            }
+        }
+    };
+    if shape.len() != 2 || shape[1] != 2 {
+        return Err(bad(format!(
+            "{}: expected particles of shape (P, 2) or a density grid with its .json \
+             sidecar, got shape {shape:?}",
+            path.display()
+        )));
+    }
+    Ok(values)
 }
 
 /// Options of `memodiff devices`.

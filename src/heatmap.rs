@@ -42,6 +42,16 @@
 //!   columns and rows within `R` and their outer product added to the pixels, split into
 //!   bands of rows, one rayon task each.
 //!
+//! * **Histogram** ([`Kernel::Histogram`]): each particle adds one whole unit to the pixel
+//!   whose centre is nearest (direct path storage).
+//!
+//! Large grids are read band by band ([`DensityGrid::read_rows`], used by
+//! [`crate::raster`]): a band of the split path is folded from the sub-grid for its rows only,
+//! bit for bit the same rows as the whole fold, so memory stays at the sub-grid plus a band.
+//! The split path's sub-grid can also be filled elsewhere (the GPU deposit,
+//! [`crate::gpu::raster`]) through [`DensityGrid::sub_grid`] and
+//! [`DensityGrid::add_sub_grid_counts`].
+//!
 //! Both accumulate in integer fixed point: each deposited weight (a sub-grid node's
 //! `Lx_i Ly_k`, or a pixel's `g g`) is rounded once to a multiple of `2^-32` of a particle's
 //! peak and added to an `i64`, so sums are exact, associative and order-independent: two
@@ -64,6 +74,29 @@ use std::sync::OnceLock;
 
 /// The tutorial's kernel bandwidth: `exp(-350 d^2) = exp(-d^2 / (2 h^2))` with `h = 1/sqrt(700)`.
 pub const DEFAULT_BANDWIDTH: f64 = 0.037_796_447_300_922_72; // 1 / sqrt(700)
+
+/// What a particle adds to the pixels.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernel {
+    /// `exp(-|p - c|^2 / (2 h^2))` at every pixel centre `c` (h = --bandwidth).
+    #[default]
+    Gaussian,
+    /// Plain counts: each particle adds 1 to the pixel whose centre is nearest (the pixel
+    /// cells tile the extent widened by half a pixel each side).
+    Histogram,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Gaussian => "gaussian",
+            Kernel::Histogram => "histogram",
+        }
+    }
+}
 
 /// Largest width or height of a density grid.
 pub const MAX_SIDE: usize = 16384;
@@ -230,6 +263,7 @@ pub struct DensityGrid {
     height: usize,
     extent: Extent,
     bandwidth: f64,
+    kernel: Kernel,
     store: Store,
     /// Particles accumulated or merged in so far (non-finite and far ones included): past
     /// [`EXACT_PARTICLES`] the adds saturate.
@@ -336,6 +370,25 @@ impl SplitPlan {
     }
 }
 
+/// The split path's sub-grid, as [`DensityGrid::sub_grid`] describes it: node `(s, u)` at
+/// `(x0 + u d, y0 + s d)`, `n_sub` sub-rows of `stride` nodes. A particle at `(x, y)` within
+/// `accept` (`[x_lo, x_hi, y_lo, y_hi]`) adds `L_k(ty) L_i(tx)` to the nodes `(iy - 3 + k,
+/// ix - 3 + i)`, `k, i` in `0..8`, where `ix + tx = (x - x0) / d` (`tx` in `[0, 1)`), and
+/// `L` are the weights of [`LAGRANGE_COEFFICIENTS`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubGrid {
+    pub x0: f64,
+    pub y0: f64,
+    pub d: f64,
+    pub stride: usize,
+    pub n_sub: usize,
+    pub accept: [f64; 4],
+}
+
+/// The coefficients of the 8-point Lagrange weights: `LAGRANGE_COEFFICIENTS[n][k]` is the
+/// coefficient of `tau^n` in weight `k`, `tau = t - 1/2` (Horner from `n = 7` down).
+pub const LAGRANGE_COEFFICIENTS: [[f64; STENCIL]; STENCIL] = LAGRANGE;
+
 /// One particle's footprint on the grid (inclusive index ranges).
 #[derive(Debug, Clone, Copy)]
 struct Footprint {
@@ -371,8 +424,21 @@ impl PartialEq for DensityGrid {
 }
 
 impl DensityGrid {
-    /// An all-zero grid. Sides must be in `1..=16384`, the bandwidth finite and positive.
+    /// An all-zero grid of the Gaussian kernel. Sides must be in `1..=16384`, the bandwidth
+    /// finite and positive.
     pub fn new(extent: Extent, width: usize, height: usize, bandwidth: f64) -> Result<Self> {
+        Self::with_kernel(extent, width, height, bandwidth, Kernel::Gaussian)
+    }
+
+    /// An all-zero grid of `kernel` ([`Kernel::Histogram`] ignores the bandwidth, which must
+    /// still be valid: it is part of the grid's description).
+    pub fn with_kernel(
+        extent: Extent,
+        width: usize,
+        height: usize,
+        bandwidth: f64,
+        kernel: Kernel,
+    ) -> Result<Self> {
         extent.validate()?;
         for (name, v) in [("width", width), ("height", height)] {
             if v == 0 || v > MAX_SIDE {
@@ -388,7 +454,11 @@ impl DensityGrid {
                 format!("must be finite and > 0, got {bandwidth}"),
             ));
         }
-        let store = match SplitPlan::new(&extent, width, height, bandwidth) {
+        let plan = match kernel {
+            Kernel::Gaussian => SplitPlan::new(&extent, width, height, bandwidth),
+            Kernel::Histogram => None,
+        };
+        let store = match plan {
             Some(plan) => Store::Split(Box::new(Split {
                 plan,
                 rows: Vec::new(),
@@ -404,6 +474,7 @@ impl DensityGrid {
             height,
             extent,
             bandwidth,
+            kernel,
             store,
             deposits: 0,
         })
@@ -420,6 +491,13 @@ impl DensityGrid {
     }
     pub fn bandwidth(&self) -> f64 {
         self.bandwidth
+    }
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+    /// Particles accumulated or merged in so far (far and non-finite ones included).
+    pub fn deposits(&self) -> u64 {
+        self.deposits
     }
     /// Row-major values, row 0 at the top: a pure function of the integer sums
     /// ([`raw_counts`](Self::raw_counts)). The first read after an
@@ -533,6 +611,9 @@ impl DensityGrid {
             self.deposits = self.deposits.saturating_add(n);
             let sat = self.deposits > EXACT_PARTICLES;
             match self.store {
+                Store::Direct(_) if self.kernel == Kernel::Histogram => {
+                    self.accumulate_histogram(sub, sat)
+                }
                 Store::Direct(_) => self.accumulate_direct(sub, sat),
                 Store::Split(_) => self.accumulate_split(sub, sat),
             }
@@ -550,6 +631,107 @@ impl DensityGrid {
         };
         let xs = (0..w).map(|c| linspace_at(e.xmin, e.xmax, w, c)).collect();
         (xs, step_x, square_table(w, step_x, inv2h2))
+    }
+
+    /// The sub-grid of the split path, for deposits made elsewhere (the GPU): `None` when the
+    /// grid takes the direct path (small bandwidths, the histogram kernel).
+    pub fn sub_grid(&self) -> Option<SubGrid> {
+        let Store::Split(split) = &self.store else {
+            return None;
+        };
+        let plan = split.plan;
+        let radius = cutoff_sigmas() * self.bandwidth;
+        let e = self.extent;
+        Some(SubGrid {
+            x0: plan.x0,
+            y0: plan.y0,
+            d: plan.d,
+            stride: plan.stride,
+            n_sub: plan.n_sub,
+            accept: [
+                e.xmin - radius,
+                e.xmax + radius,
+                e.ymin - radius,
+                e.ymax + radius,
+            ],
+        })
+    }
+
+    /// Add fixed-point sums deposited on [`sub_grid`](Self::sub_grid) elsewhere (`n_sub x
+    /// stride` values, row-major by sub-row, units of `2^-QUANTUM_BITS` of a peak) for
+    /// `particles` particles.
+    pub fn add_sub_grid_counts(&mut self, counts: &[i64], particles: u64) -> Result<()> {
+        let mut meta = self.raw_meta();
+        if meta.path != "split" || counts.len() != meta.shape[0] * meta.shape[1] {
+            return Err(Error::invalid(
+                "density grid",
+                format!(
+                    "{} sub-grid sums do not fit a {} grid of shape {:?}",
+                    counts.len(),
+                    meta.path,
+                    meta.shape
+                ),
+            ));
+        }
+        meta.deposits = particles;
+        let other = DensityGrid::from_raw(&meta, counts.to_vec())?;
+        self.merge(&other)
+    }
+
+    /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is
+    /// nearest, for points within half a pixel of the extent's pixel centres.
+    fn accumulate_histogram(&mut self, points: &[f32], sat: bool) {
+        let cells: Vec<usize> = points
+            .par_chunks(2 * 4096)
+            .flat_map_iter(|chunk| {
+                chunk
+                    .chunks_exact(2)
+                    .filter_map(|p| self.histogram_cell(p[0], p[1]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let Store::Direct(direct) = &mut self.store else {
+            unreachable!("histograms are direct stores")
+        };
+        direct.pixels = OnceLock::new();
+        let unit = SCALE as i64;
+        for i in cells {
+            direct.acc[i] = if sat {
+                add_fixed::<true>(direct.acc[i], unit)
+            } else {
+                add_fixed::<false>(direct.acc[i], unit)
+            };
+        }
+    }
+
+    /// Rows `r0..` of the values (as many as `out` holds, `out.len()` a multiple of the
+    /// width), equal to the same rows of [`data`](Self::data), computed for these rows only
+    /// when the whole grid has not been converted: large images are read band by band in
+    /// memory proportional to the band (plus the split path's sub-grid).
+    pub fn read_rows(&self, r0: usize, out: &mut [f64]) {
+        let w = self.width;
+        assert!(
+            out.len().is_multiple_of(w) && r0 * w + out.len() <= w * self.height,
+            "rows {r0}.. ({} values) outside a {}x{} grid",
+            out.len(),
+            w,
+            self.height
+        );
+        match &self.store {
+            Store::Direct(direct) => match direct.pixels.get() {
+                Some(v) => out.copy_from_slice(&v[r0 * w..r0 * w + out.len()]),
+                None => {
+                    let n = out.len();
+                    out.par_iter_mut()
+                        .zip(direct.acc[r0 * w..r0 * w + n].par_iter())
+                        .for_each(|(o, &v)| *o = dequantize(v))
+                }
+            },
+            Store::Split(split) => match split.pixels.get() {
+                Some(v) => out.copy_from_slice(&v[r0 * w..r0 * w + out.len()]),
+                None => self.fold_rows(split, r0, out),
+            },
+        }
     }
 
     fn accumulate_split(&mut self, points: &[f32], sat: bool) {
@@ -611,21 +793,9 @@ impl DensityGrid {
         }
     }
 
-    fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
-        let radius = cutoff_sigmas() * self.bandwidth;
-        let footprints: Vec<Footprint> = points
-            .par_chunks(2 * 4096)
-            .flat_map_iter(|chunk| {
-                chunk
-                    .chunks_exact(2)
-                    .filter_map(|p| self.footprint(p[0], p[1], radius))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if footprints.is_empty() {
-            return;
-        }
-
+    /// The direct path's bands: footprints sorted (stably, counting sort) by top row, so a
+    /// band finds its particles in one slice, and the weight tables.
+    fn band_context(&self, footprints: Vec<Footprint>) -> BandContext {
         // Stable counting sort by top row, so a band finds its particles in one slice.
         let h = self.height;
         let mut starts = vec![0usize; h + 1];
@@ -648,9 +818,6 @@ impl DensityGrid {
         };
         drop(footprints);
 
-        let threads = rayon::current_num_threads().max(1);
-        let bands = h.min(8 * threads).max(1);
-        let band_rows = h.div_ceil(bands);
         let w = self.width;
         let (ymin, ymax) = (self.extent.ymin, self.extent.ymax);
         let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
@@ -660,7 +827,7 @@ impl DensityGrid {
             0.0
         };
         let (xs, step_x, table_x) = self.column_setup();
-        let ctx = BandContext {
+        BandContext {
             width: w,
             span: span as usize,
             inv2h2,
@@ -674,7 +841,114 @@ impl DensityGrid {
                 .collect(),
             starts,
             sorted,
+        }
+    }
+
+    /// Rows `r0..` (as many as `out` holds) of the values this (empty) direct-path grid
+    /// would have after [`accumulate`](Self::accumulate)`(points)`, bit for bit, computed for
+    /// these rows only: large histogram or small-bandwidth images of particles held in memory
+    /// are rendered band by band without the `8 x pixels` bytes of the whole grid's sums.
+    /// Split-path grids (and grids with deposits) read their own rows instead.
+    pub fn rows_of_points(&self, points: &[f32], r0: usize, out: &mut [f64]) {
+        let w = self.width;
+        let k = out.len() / w;
+        let r1 = r0 + k;
+        if matches!(self.store, Store::Split(_)) || self.deposits > 0 {
+            return self.read_rows(r0, out);
+        }
+        let sat = (points.len() / 2) as u64 > EXACT_PARTICLES;
+        let mut acc = vec![0i64; out.len()];
+        if self.kernel == Kernel::Histogram {
+            let cells: Vec<usize> = points
+                .par_chunks(2 * 4096)
+                .flat_map_iter(|chunk| {
+                    chunk
+                        .chunks_exact(2)
+                        .filter_map(|p| self.histogram_cell(p[0], p[1]))
+                        .filter(|&i| i >= r0 * w && i < r1 * w)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let unit = SCALE as i64;
+            for i in cells {
+                let a = &mut acc[i - r0 * w];
+                *a = if sat {
+                    add_fixed::<true>(*a, unit)
+                } else {
+                    add_fixed::<false>(*a, unit)
+                };
+            }
+        } else {
+            let radius = cutoff_sigmas() * self.bandwidth;
+            let footprints: Vec<Footprint> = points
+                .par_chunks(2 * 4096)
+                .flat_map_iter(|chunk| {
+                    chunk
+                        .chunks_exact(2)
+                        .filter_map(|p| self.footprint(p[0], p[1], radius))
+                        .filter(|f| (f.r1 as usize) >= r0 && (f.r0 as usize) < r1)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !footprints.is_empty() {
+                let ctx = self.band_context(footprints);
+                let threads = rayon::current_num_threads().max(1);
+                let sub = k.div_ceil(8 * threads).max(1);
+                acc.par_chunks_mut(sub * w)
+                    .enumerate()
+                    .for_each(|(i, rows)| {
+                        if sat {
+                            ctx.add_band::<true>(r0 + i * sub, rows)
+                        } else {
+                            ctx.add_band::<false>(r0 + i * sub, rows)
+                        }
+                    });
+            }
+        }
+        out.par_iter_mut()
+            .zip(acc.par_iter())
+            .for_each(|(o, &v)| *o = dequantize(v));
+    }
+
+    /// [`Kernel::Histogram`]: the index of the pixel whose centre is nearest `(x, y)`, for
+    /// points within half a pixel of the extent's pixel centres.
+    fn histogram_cell(&self, x: f32, y: f32) -> Option<usize> {
+        let (w, h, e) = (self.width, self.height, self.extent);
+        // Cell index along one axis: round((p - lo) / step), valid in 0..n.
+        let cell = |p: f64, lo: f64, hi: f64, n: usize| -> Option<usize> {
+            if n == 1 {
+                let half = (hi - lo) / 2.0;
+                return (p.is_finite() && (p - (lo + half)).abs() <= half).then_some(0);
+            }
+            let k = ((p - lo) / ((hi - lo) / (n - 1) as f64)).round();
+            (k >= 0.0 && k < n as f64).then_some(k as usize)
         };
+        let c = cell(x as f64, e.xmin, e.xmax, w)?;
+        let k = cell(y as f64, e.ymin, e.ymax, h)?;
+        Some((h - 1 - k) * w + c)
+    }
+
+    fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
+        let radius = cutoff_sigmas() * self.bandwidth;
+        let footprints: Vec<Footprint> = points
+            .par_chunks(2 * 4096)
+            .flat_map_iter(|chunk| {
+                chunk
+                    .chunks_exact(2)
+                    .filter_map(|p| self.footprint(p[0], p[1], radius))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if footprints.is_empty() {
+            return;
+        }
+
+        let ctx = self.band_context(footprints);
+        let h = self.height;
+        let threads = rayon::current_num_threads().max(1);
+        let bands = h.min(8 * threads).max(1);
+        let band_rows = h.div_ceil(bands);
+        let w = self.width;
         let Store::Direct(direct) = &mut self.store else {
             unreachable!("direct path without a direct store")
         };
@@ -696,27 +970,46 @@ impl DensityGrid {
     /// non-zero sub-rows within `R + STENCIL d` of `y_r`, in increasing `s`, `T` the integer
     /// sums converted to f64 (so the pixels depend on the sums only, not on their history).
     fn fold(&self, split: &Split) -> Vec<f64> {
+        let mut out = vec![0.0; self.width * self.height];
+        self.fold_rows(split, 0, &mut out);
+        out
+    }
+
+    /// [`fold`](Self::fold) of the rows `r0..` that `out` holds (each row's value depends on
+    /// that row only: a band equals the same rows of the whole fold, bit for bit).
+    fn fold_rows(&self, split: &Split, r0: usize, out: &mut [f64]) {
         let plan = &split.plan;
         let (w, stride) = (self.width, plan.stride);
-        let mut out = vec![0.0; w * self.height];
-        if split.rows.is_empty() {
-            return out;
+        out.fill(0.0);
+        if split.rows.is_empty() || out.is_empty() {
+            return;
         }
-        let mut values: Vec<f64> = Vec::with_capacity(split.rows.len());
-        values.par_extend(split.rows.par_iter().map(|&v| dequantize(v)));
-        let touched: Vec<bool> = split
-            .rows
-            .par_chunks(stride)
-            .map(|row| row.iter().any(|&v| v != 0))
-            .collect();
-        if !touched.iter().any(|&t| t) {
-            return out;
-        }
-        let (rows, touched) = (&values[..], &touched[..]);
         let inv2h2 = 1.0 / (2.0 * self.bandwidth * self.bandwidth);
         // A particle within R of a pixel has its whole stencil within R + STENCIL d of it; a
         // stencil cut by this window lies beyond R + d (weights < 1e-7 of the peak).
         let reach = cutoff_sigmas() * self.bandwidth + STENCIL as f64 * plan.d;
+        let last = (plan.n_sub - 1) as f64;
+        // Only the sub-rows these rows reach are converted (a band of a large image reads
+        // a band of the sub-grid); each row's window below lies within, the same values.
+        let k = out.len() / w;
+        let (y_top, y_bottom) = (self.row_y(r0), self.row_y(r0 + k - 1));
+        let lo_s = ((y_bottom - reach - plan.y0) * plan.inv_d).ceil().max(0.0);
+        let hi_s = ((y_top + reach - plan.y0) * plan.inv_d).floor().min(last);
+        if lo_s > hi_s {
+            return;
+        }
+        let (lo_s, hi_s) = (lo_s as usize, hi_s as usize);
+        let window = &split.rows[lo_s * stride..(hi_s + 1) * stride];
+        let mut values: Vec<f64> = Vec::with_capacity(window.len());
+        values.par_extend(window.par_iter().map(|&v| dequantize(v)));
+        let touched: Vec<bool> = window
+            .par_chunks(stride)
+            .map(|row| row.iter().any(|&v| v != 0))
+            .collect();
+        if !touched.iter().any(|&t| t) {
+            return;
+        }
+        let (rows, touched) = (&values[..], &touched[..]);
         let span = (2.0 * reach * plan.inv_d).ceil() as usize + 2;
         // Along x: every column sums a window of `len` sub-columns from `starts[j]`.
         let len = span.next_multiple_of(8).min(stride);
@@ -732,18 +1025,18 @@ impl DensityGrid {
             let d0 = (a as f64 * plan.d + plan.x0) - self.column_x(j);
             gauss_into(d0, plan.d, inv2h2, &table, ws);
         }
-        let last = (plan.n_sub - 1) as f64;
         out.par_chunks_mut(w).enumerate().for_each_init(
             || (vec![0.0; stride], Vec::new(), Vec::new()),
             |(acc, weights, picked), (r, row)| {
-                let y = self.row_y(r);
+                let y = self.row_y(r0 + r);
                 let a = ((y - reach - plan.y0) * plan.inv_d).ceil().max(0.0);
                 let b = ((y + reach - plan.y0) * plan.inv_d).floor().min(last);
                 if a > b {
                     return;
                 }
                 let (a, b) = (a as usize, b as usize);
-                if !touched[a..=b].iter().any(|&t| t) {
+                debug_assert!(a >= lo_s && b <= hi_s);
+                if !touched[a - lo_s..=b - lo_s].iter().any(|&t| t) {
                     return;
                 }
                 weights.resize(b - a + 1, 0.0);
@@ -753,16 +1046,15 @@ impl DensityGrid {
                 picked.extend(
                     weights
                         .iter()
-                        .zip(&touched[a..=b])
+                        .zip(&touched[a - lo_s..=b - lo_s])
                         .enumerate()
                         .filter(|(_, (_, &t))| t)
-                        .map(|(k, (&wk, _))| ((a + k) * stride, wk)),
+                        .map(|(k, (&wk, _))| ((a + k - lo_s) * stride, wk)),
                 );
                 fold_row(acc, rows, picked);
                 columns_row(row, acc, &starts, &wx, len);
             },
         );
-        out
     }
 
     /// Whether the grid takes the split path (tests).
@@ -776,6 +1068,7 @@ impl DensityGrid {
             && self.height == other.height
             && self.extent == other.extent
             && self.bandwidth == other.bandwidth
+            && self.kernel == other.kernel
     }
 
     /// Add another grid of the same size, extent and bandwidth.
@@ -858,7 +1151,8 @@ pub struct RawGridMeta {
     /// `[xmin, xmax, ymin, ymax]`.
     pub extent: [f64; 4],
     pub bandwidth: f64,
-    /// `"split"` (sums on the sub-grid) or `"direct"` (sums on the pixels, row 0 = top).
+    /// `"split"` (sums on the sub-grid), `"direct"` (sums on the pixels, row 0 = top) or
+    /// `"histogram"` (counts on the pixels, [`Kernel::Histogram`]).
     pub path: String,
     /// Shape of the integer array: `[sub-rows, stored sub-columns]` or `[height, width]`.
     pub shape: [usize; 2],
@@ -872,6 +1166,9 @@ impl DensityGrid {
     /// The metadata of [`raw_counts`](Self::raw_counts).
     pub fn raw_meta(&self) -> RawGridMeta {
         let (path, shape) = match &self.store {
+            Store::Direct(_) if self.kernel == Kernel::Histogram => {
+                ("histogram", [self.height, self.width])
+            }
             Store::Direct(_) => ("direct", [self.height, self.width]),
             Store::Split(split) => ("split", [split.plan.n_sub, split.plan.stride]),
         };
@@ -921,7 +1218,13 @@ impl DensityGrid {
         }
         let [xmin, xmax, ymin, ymax] = meta.extent;
         let extent = Extent::new(xmin, xmax, ymin, ymax)?;
-        let mut grid = DensityGrid::new(extent, meta.width, meta.height, meta.bandwidth)?;
+        let kernel = if meta.path == "histogram" {
+            Kernel::Histogram
+        } else {
+            Kernel::Gaussian
+        };
+        let mut grid =
+            DensityGrid::with_kernel(extent, meta.width, meta.height, meta.bandwidth, kernel)?;
         let expected = grid.raw_meta();
         if (expected.path.as_str(), expected.shape) != (meta.path.as_str(), meta.shape) {
             return Err(bad(format!(

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod output;
 pub mod params;
 pub mod philox;
+pub mod raster;
 pub mod reference;
 pub mod run_folder;
 pub mod sampler;

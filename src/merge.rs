@@ -359,7 +359,16 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
             }
             let total = total.expect("at least one shard");
             // The merged folder is a whole run: no raw sums, like an unsharded run.
-            files.extend(write_grid(out, grid_name, &total, colormap, false)?);
+            let norm: crate::raster::Norm = params
+                .get("norm")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let png16 = params
+                .get("png16")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let shading = crate::raster::Shading { colormap, norm };
+            files.extend(write_grid(out, grid_name, &total, shading, png16, false)?);
         }
     }
     let mut counts: Option<MemorizationCounts> = None;

@@ -20,7 +20,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The temp file used while writing `path`: `.{filename}.tmp-{pid}-{k}` in the same folder,
 /// so that the final rename stays on one file system.
-fn temp_path_for(path: &Path) -> Result<PathBuf> {
+pub(crate) fn temp_path_for(path: &Path) -> Result<PathBuf> {
     let file_name = path.file_name().ok_or_else(|| {
         Error::Output(format!(
             "cannot write to {}: the path does not name a file",
@@ -38,7 +38,7 @@ fn temp_path_for(path: &Path) -> Result<PathBuf> {
 
 /// Flush, sync and close `writer`, then rename `temp` onto `path` (and sync the folder,
 /// best effort). Does not remove `temp` on failure; callers do.
-fn commit(writer: BufWriter<File>, temp: &Path, path: &Path) -> io::Result<()> {
+pub(crate) fn commit(writer: BufWriter<File>, temp: &Path, path: &Path) -> io::Result<()> {
     let file = writer.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);

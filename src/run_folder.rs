@@ -18,6 +18,10 @@ pub struct ImageSettings {
     pub height: usize,
     pub bandwidth: f64,
     pub colormap: Colormap,
+    pub kernel: crate::heatmap::Kernel,
+    pub norm: crate::raster::Norm,
+    /// Also write `NAME_gray16.png`, the raw density as 16-bit grayscale.
+    pub png16: bool,
     /// Write samples.npy and initial.npy (off for image-and-metrics-only runs).
     pub write_arrays: bool,
     /// Write the raw integer density sums `NAME_density_raw.npy/.json` that `memodiff
@@ -37,6 +41,9 @@ impl Default for ImageSettings {
             height: 512,
             bandwidth: 1.0 / 700f64.sqrt(),
             colormap: Colormap::Coolwarm,
+            kernel: crate::heatmap::Kernel::Gaussian,
+            norm: crate::raster::Norm::Linear,
+            png16: false,
             write_arrays: true,
             write_raw_grids: false,
         }
@@ -51,7 +58,8 @@ pub struct RunFolder {
     sample_grid: Option<DensityGrid>,
     initial_grid: Option<DensityGrid>,
     metrics: MemorizationCounter,
-    colormap: Colormap,
+    shading: crate::raster::Shading,
+    png16: bool,
     write_raw_grids: bool,
     dim: usize,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.
@@ -63,31 +71,26 @@ pub struct RunFolder {
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
 pub const METRICS_COUNTS: &str = "metrics_counts.json";
 
-/// Write a density grid as `NAME.png`, `NAME_density.npy` (f64, row 0 = top) and, with
-/// `raw`, the integer sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what
-/// `memodiff merge` adds up). Returns the names written.
+/// Write a density grid as `NAME.png`, `NAME_density.npy` (f32, row 0 = top) with its
+/// sidecar `NAME_density.json`, with `png16` `NAME_gray16.png`, and with `raw` the integer
+/// sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge` adds up).
+/// Large grids are written band by band ([`crate::raster`]). Returns the names written.
 pub fn write_grid(
     dir: &Path,
     name: &str,
     grid: &DensityGrid,
-    colormap: Colormap,
+    shading: crate::raster::Shading,
+    png16: bool,
     raw: bool,
 ) -> Result<Vec<String>> {
-    let png = format!("{name}.png");
-    grid.write_png(dir.join(&png), colormap)?;
-    let density = format!("{name}_density.npy");
-    crate::output::write_npy_f64(
-        &dir.join(&density),
-        grid.height() as u64,
-        grid.width(),
-        grid.data(),
-    )?;
+    let mut names = crate::raster::write_named(dir, name, grid, shading, png16)?;
     if !raw {
-        return Ok(vec![png, density]);
+        return Ok(names);
     }
     let raw = format!("{name}_density_raw.npy");
     grid.save_raw(&dir.join(&raw))?;
-    Ok(vec![png, density, raw, format!("{name}_density_raw.json")])
+    names.extend([raw, format!("{name}_density_raw.json")]);
+    Ok(names)
 }
 
 /// Make sure `dir` exists and is writable, before any work starts.
@@ -175,17 +178,19 @@ impl RunFolder {
         let dim = training.dim;
         let (sample_grid, initial_grid) = if dim == 2 {
             (
-                Some(DensityGrid::new(
+                Some(DensityGrid::with_kernel(
                     images.extent,
                     images.width,
                     images.height,
                     images.bandwidth,
+                    images.kernel,
                 )?),
-                Some(DensityGrid::new(
+                Some(DensityGrid::with_kernel(
                     images.initial_extent,
                     images.width,
                     images.height,
                     images.bandwidth,
+                    images.kernel,
                 )?),
             )
         } else {
@@ -219,7 +224,11 @@ impl RunFolder {
             sample_grid,
             initial_grid,
             metrics: MemorizationCounter::new(&training.points, dim)?,
-            colormap: images.colormap,
+            shading: crate::raster::Shading {
+                colormap: images.colormap,
+                norm: images.norm,
+            },
+            png16: images.png16,
             write_raw_grids: images.write_raw_grids,
             dim,
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
@@ -245,7 +254,8 @@ impl RunFolder {
                     &self.dir,
                     name,
                     grid,
-                    self.colormap,
+                    self.shading,
+                    self.png16,
                     self.write_raw_grids,
                 )?);
             }

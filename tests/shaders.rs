@@ -29,6 +29,21 @@ fn every_assembled_module_validates() {
 }
 
 #[test]
+fn deposit_params_match_the_shader() {
+    // Keep-in-sync check for src/gpu/raster.rs <-> shaders/heatmap/deposit.wgsl.
+    let source = memodiff::gpu::shaders::DEPOSIT_STAGE.source();
+    let module = naga::front::wgsl::parse_str(&source).unwrap();
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    let found = module.types.iter().any(|(handle, ty)| {
+        ty.name.as_deref() == Some("DepositParams")
+            && layouter[handle].size as usize
+                == std::mem::size_of::<memodiff::gpu::raster::DepositParams>()
+    });
+    assert!(found, "DepositParams differs between Rust and WGSL");
+}
+
+#[test]
 fn structs_shared_with_rust_have_the_same_size() {
     // Keep-in-sync check for src/params.rs <-> shaders/common/params.wgsl.
     let source = memodiff::gpu::shaders::EM_STEP_STAGE.source();

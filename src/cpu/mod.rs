@@ -3,6 +3,7 @@
 //! that runs them for real, over particles in parallel with rayon.
 
 pub mod approx;
+pub mod deposit;
 pub mod em_step;
 pub mod fast;
 pub mod init_noise;

@@ -3,6 +3,7 @@
 pub mod context;
 pub mod diagnostics;
 pub mod engine;
+pub mod raster;
 pub mod shaders;
 
 pub use context::{AdapterChoice, GpuContext};

@@ -1,0 +1,275 @@
+//! `memodiff render` end to end (cpu): a saved run re-rendered byte for byte, grids summed,
+//! mismatches refused with nothing written, csv input, the flags shared with `sample`.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn memodiff() -> Command {
+    Command::cargo_bin("memodiff").unwrap()
+}
+
+fn sample(out: &Path, extra: &[&str]) {
+    memodiff()
+        .args(["sample", "--backend", "cpu", "--particles", "3000", "--out"])
+        .arg(out)
+        .args(extra)
+        .assert()
+        .success();
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn render_of_a_saved_run_reproduces_its_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    for extra in [
+        &[][..],
+        &[
+            "--norm",
+            "eq-hist",
+            "--colormap",
+            "magma",
+            "--resolution",
+            "300x200",
+            "--extent",
+            "-2,2,-1.5,1.5",
+            "--png16",
+        ][..],
+    ] {
+        sample(&run, &[&["--force"][..], extra].concat());
+        // From the particles...
+        let out = dir.path().join("again.png");
+        memodiff()
+            .arg("render")
+            .arg(run.join("samples.npy"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .assert()
+            .success();
+        assert!(bytes(&out) == bytes(&run.join("samples.png")), "{extra:?}");
+        if extra.contains(&"--png16") {
+            let gray = dir.path().join("again_gray16.png");
+            assert!(bytes(&gray) == bytes(&run.join("samples_gray16.png")));
+            let img = image::open(&gray).unwrap();
+            assert!(matches!(img, image::DynamicImage::ImageLuma16(_)));
+        }
+        // ... and from the density grid (its sidecar gives size, extent and kernel).
+        let shade: Vec<&str> = extra
+            .iter()
+            .copied()
+            .filter(|a| ["--norm", "eq-hist", "--colormap", "magma"].contains(a))
+            .collect();
+        let out2 = dir.path().join("from_grid.png");
+        memodiff()
+            .arg("render")
+            .arg(run.join("samples_density.npy"))
+            .arg("--out")
+            .arg(&out2)
+            .args(&shade)
+            .assert()
+            .success();
+        assert!(bytes(&out2) == bytes(&run.join("samples.png")), "{extra:?}");
+    }
+}
+
+#[test]
+fn render_sums_grids_and_refuses_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    sample(&a, &["--seed", "1"]);
+    sample(&b, &["--seed", "2"]);
+    sample(&c, &["--seed", "3", "--resolution", "256"]);
+    let sum = dir.path().join("sum.png");
+    let grid = dir.path().join("sum.npy");
+    memodiff()
+        .arg("render")
+        .arg(a.join("samples_density.npy"))
+        .arg(b.join("samples_density.npy"))
+        .arg("--out")
+        .arg(&sum)
+        .arg("--grid")
+        .arg(&grid)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("6000 particles"));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&bytes(&grid.with_extension("json"))).unwrap();
+    assert_eq!(meta["particles"], 6000);
+    assert_eq!(meta["width"], 512);
+    // Summing the particles of both runs gives the same grid within f32 rounding.
+    let both = dir.path().join("both.png");
+    let both_grid = dir.path().join("both.npy");
+    memodiff()
+        .arg("render")
+        .arg(a.join("samples.npy"))
+        .arg(b.join("samples.npy"))
+        .arg("--out")
+        .arg(&both)
+        .arg("--grid")
+        .arg(&both_grid)
+        .assert()
+        .success();
+    let read = |p: &Path| -> Vec<f32> {
+        let b = bytes(p);
+        b[128..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (x, y) = (read(&grid), read(&both_grid));
+    let peak = y.iter().fold(0.0f32, |m, v| m.max(*v));
+    assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= 1e-6 * peak));
+
+    // A 256² grid does not add to 512² ones: refused, nothing written.
+    let bad = dir.path().join("bad.png");
+    memodiff()
+        .arg("render")
+        .arg(a.join("samples_density.npy"))
+        .arg(c.join("samples_density.npy"))
+        .arg("--out")
+        .arg(&bad)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("different shapes"));
+    // Flags that contradict the grids are refused too.
+    memodiff()
+        .arg("render")
+        .arg(a.join("samples_density.npy"))
+        .args(["--resolution", "100"])
+        .arg("--out")
+        .arg(&bad)
+        .assert()
+        .failure();
+    assert!(!bad.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn render_reads_csv_and_checks_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("p.csv");
+    std::fs::write(&csv, "x,y\n0,1\n0.5,-0.5\n").unwrap();
+    let out = dir.path().join("p.png");
+    memodiff()
+        .arg("render")
+        .arg(&csv)
+        .args(["--out"])
+        .arg(&out)
+        .args([
+            "--resolution",
+            "64x96",
+            "--kernel",
+            "histogram",
+            "--norm",
+            "log",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 particles"));
+    let img = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (64, 96));
+    // Wrong shapes and files are refused with a message.
+    let three = dir.path().join("three.csv");
+    std::fs::write(&three, "1,2,3\n").unwrap();
+    memodiff()
+        .arg("render")
+        .arg(&three)
+        .arg("--out")
+        .arg(dir.path().join("x.png"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("(P, 2)"));
+    memodiff()
+        .arg("render")
+        .arg(dir.path().join("missing.npy"))
+        .arg("--out")
+        .arg(dir.path().join("x.png"))
+        .assert()
+        .failure();
+    memodiff()
+        .arg("render")
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.path().join("x.jpg"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(".png"));
+    assert!(!dir.path().join("x.png").exists());
+}
+
+#[test]
+fn help_explains_the_image_flags() {
+    for cmd in ["render", "sample"] {
+        memodiff()
+            .args([cmd, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("eq-hist"))
+            .stdout(predicate::str::contains("histogram"))
+            .stdout(predicate::str::contains("--png16"))
+            .stdout(predicate::str::contains("16384"));
+    }
+}
+
+/// Shards of a run with --kernel histogram --norm eq-hist --png16 merge into the images of
+/// the unsharded run, byte for byte (the merge re-shades with the run's norm).
+#[test]
+fn merge_keeps_kernel_norm_and_png16() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--kernel",
+        "histogram",
+        "--norm",
+        "eq-hist",
+        "--png16",
+        "--resolution",
+        "128x96",
+    ];
+    let shard = |k: u32| {
+        let out = dir.path().join(format!("s{k}"));
+        sample(
+            &out,
+            &[&flags[..], &["--shard", &format!("{k}/2")]].concat(),
+        );
+        out
+    };
+    let (s0, s1) = (shard(0), shard(1));
+    let whole = dir.path().join("whole");
+    sample(&whole, &flags);
+    let merged = dir.path().join("merged");
+    memodiff()
+        .arg("merge")
+        .arg(&s0)
+        .arg(&s1)
+        .arg("--out")
+        .arg(&merged)
+        .assert()
+        .success();
+    for f in [
+        "samples.png",
+        "samples_gray16.png",
+        "samples_density.npy",
+        "initial.png",
+        "initial_gray16.png",
+    ] {
+        assert!(bytes(&merged.join(f)) == bytes(&whole.join(f)), "{f}");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&bytes(&merged.join("samples_density.json"))).unwrap();
+    assert_eq!(meta["kernel"], "histogram");
+    assert_eq!(meta["particles"], 3000);
+}
