@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod figure;
 pub mod gpu;
 pub mod heatmap;
 pub mod merge;
@@ -17,8 +18,10 @@ pub mod output;
 pub mod params;
 pub mod philox;
 pub mod reference;
+pub mod run_figures;
 pub mod run_folder;
 pub mod sampler;
 pub mod schedule;
+pub mod score_field;
 
 pub use error::{Error, Result};

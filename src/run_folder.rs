@@ -58,6 +58,8 @@ pub struct RunFolder {
     checkpoint: Option<(crate::checkpoint::RunSpec, crate::dataset::Dataset)>,
     /// Batches finished at the last checkpoint this process saved.
     saved_batches: Option<usize>,
+    /// `--figure` / `--snapshots` (see [`crate::run_figures`]).
+    figures: Option<crate::run_figures::RunFigures>,
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
@@ -224,7 +226,14 @@ impl RunFolder {
             dim,
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
+            figures: None,
         })
+    }
+
+    /// Also draw `figures` (framed figures, snapshot frames and their animation).
+    pub fn with_figures(mut self, figures: Option<crate::run_figures::RunFigures>) -> Self {
+        self.figures = figures;
+        self
     }
 
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
@@ -250,6 +259,13 @@ impl RunFolder {
                 )?);
             }
         }
+        if let Some(figures) = &self.figures {
+            written.extend(figures.finish(
+                &self.dir,
+                self.sample_grid.as_ref(),
+                self.initial_grid.as_ref(),
+            )?);
+        }
         crate::output::write_json(&self.dir.join(METRICS_COUNTS), &self.metrics.counts())?;
         written.push(METRICS_COUNTS.into());
         Ok((written, self.metrics))
@@ -259,11 +275,12 @@ impl RunFolder {
 impl BatchSink for RunFolder {
     fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         let arrays = &mut self.arrays;
-        let (sample_grid, initial_grid, metrics, dim) = (
+        let (sample_grid, initial_grid, metrics, dim, figures) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
             &mut self.metrics,
             self.dim,
+            &mut self.figures,
         );
         // Files, images and metrics are independent: do them side by side.
         let (files, counted) = rayon::join(
@@ -283,10 +300,26 @@ impl BatchSink for RunFolder {
                 if let Some(g) = initial_grid {
                     g.accumulate(initial);
                 }
+                if let Some(f) = figures {
+                    f.consume(initial, samples);
+                }
                 metrics.add_batch(samples, dim)
             },
         );
         files.and(counted)
+    }
+
+    fn snapshot_steps(&self) -> Vec<usize> {
+        self.figures
+            .as_ref()
+            .map_or_else(Vec::new, |f| f.snapshot_steps())
+    }
+
+    fn snapshot(&mut self, _first: u64, step: usize, positions: &[f32]) -> Result<()> {
+        if let Some(f) = &mut self.figures {
+            f.snapshot(step, positions);
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self, at: &crate::sampler::CheckpointAt) -> Result<()> {
