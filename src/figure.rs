@@ -52,21 +52,30 @@ pub struct Tick {
 }
 
 /// "Nice" tick values in `[lo, hi]`: multiples of a step of 1, 2, 2.5 or 5 times a power of
-/// ten, at most `max_count` of them (at least 2 when the range allows), in increasing
-/// order. Returns the values and the step.
+/// ten, the smallest such step that gives at most `max_count` ticks, in increasing order.
+/// At least 2 ticks always: when no step gives between 2 and `max_count` (a budget of 2
+/// on an interval like [-3, 3]), the coarsest step with 2 or more. Returns the values
+/// and the step.
 pub fn nice_ticks(lo: f64, hi: f64, max_count: usize) -> (Vec<f64>, f64) {
     if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
         let v = if lo.is_finite() { lo } else { 0.0 };
         return (vec![v], 0.0);
     }
-    let max_count = max_count.max(2);
-    let raw = (hi - lo) / (max_count - 1) as f64;
-    let mut decade = 10f64.powf(raw.log10().floor());
+    let max_count = max_count.max(2) as f64;
+    let count = |step: f64| (hi / step + 1e-9).floor() - (lo / step - 1e-9).ceil() + 1.0;
+    // From well below the spacing of max_count ticks upwards, steps in increasing order.
+    let mut decade = 10f64.powf(((hi - lo) / max_count).log10().floor() - 1.0);
+    let mut last_with_two = None;
     let step = 'search: loop {
         for m in [1.0, 2.0, 2.5, 5.0] {
             let step = m * decade;
-            let count = (hi / step + 1e-9).floor() - (lo / step - 1e-9).ceil() + 1.0;
-            if step >= raw && count <= max_count as f64 {
+            let n = count(step);
+            if n < 2.0 {
+                // Coarser steps only give fewer: take the last one with two ticks.
+                break 'search last_with_two.unwrap_or(step);
+            }
+            last_with_two = Some(step);
+            if n <= max_count {
                 break 'search step;
             }
         }
