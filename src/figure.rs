@@ -415,7 +415,7 @@ impl<'a> Figure<'a> {
         let r = (f * 0.75).max(4.0) as i32;
         for &(x, y) in self.markers {
             let p = to_px(x, y);
-            if !(x.is_finite() && y.is_finite()) || !inside(p) {
+            if !(x.is_finite() && y.is_finite() && inside(p)) {
                 continue;
             }
             let c = (p.0.round() as i32, p.1.round() as i32);
@@ -429,9 +429,10 @@ impl<'a> Figure<'a> {
             BLACK.stroke_width(1),
         ))?;
 
-        // Ticks and labels. Tick counts follow the room: about one per 4.5 font heights.
+        // Ticks and labels. Tick counts follow the room: one per 3.6 font heights across (labels
+        // of up to ~5 characters), one per 3 font heights up.
         let tick_len = (f * 0.4).round() as i32;
-        let max_x = ((pw as f64) / (f * 4.5)).floor().max(2.0) as usize;
+        let max_x = ((pw as f64) / (f * 3.6)).floor().max(2.0) as usize;
         let max_y = ((ph as f64) / (f * 3.0)).floor().max(2.0) as usize;
         let label_font = font(f);
         for t in axis_ticks(e.xmin, e.xmax, px as f64, (px + pw) as f64, max_x.min(9)) {

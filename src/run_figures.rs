@@ -27,7 +27,7 @@ pub const SNAPSHOT_DECADES: f64 = 3.0;
 
 /// How long each GIF frame shows: the first and last frames linger so a viewer sees the
 /// starting blob and the collapsed result.
-pub const GIF_FRAME_MS: u32 = 150;
+pub const GIF_FRAME_MS: u32 = 250;
 pub const GIF_FIRST_MS: u32 = 800;
 pub const GIF_LAST_MS: u32 = 2000;
 
