@@ -109,7 +109,54 @@ struct Snapshots {
     steps: Vec<usize>,
     times: Vec<f64>,
     n_steps: usize,
-    grids: Vec<DensityGrid>,
+    accumulator: Accumulator,
+}
+
+/// Adds snapshot positions to their density grids on a thread of its own: the sampler
+/// hands over a copy of the state and goes on with the next segment of the batch (on a
+/// GPU, the device keeps working) while the kernels are summed. At most one copy waits in
+/// the channel, which bounds the memory to two batch states. The sums are integers, so the
+/// grids do not depend on this (tested: bit-identical frames).
+#[derive(Debug)]
+struct Accumulator {
+    sender: Option<std::sync::mpsc::SyncSender<(usize, Vec<f32>)>>,
+    worker: Option<std::thread::JoinHandle<Vec<DensityGrid>>>,
+}
+
+impl Accumulator {
+    fn new(mut grids: Vec<DensityGrid>) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<f32>)>(1);
+        let worker = std::thread::spawn(move || {
+            for (i, points) in receiver {
+                grids[i].accumulate(&points);
+            }
+            grids
+        });
+        Accumulator {
+            sender: Some(sender),
+            worker: Some(worker),
+        }
+    }
+
+    /// Queue `points` for `grid`; blocks while another batch state waits. Never call it
+    /// from inside a rayon job: the sums run on rayon's pool, and a pool thread blocked
+    /// here (with the accumulation's jobs stolen under it) deadlocks.
+    fn add(&self, grid: usize, points: &[f32]) {
+        if let Some(sender) = &self.sender {
+            // A failed send means the worker died; `grids` reports it.
+            let _ = sender.send((grid, points.to_vec()));
+        }
+    }
+
+    /// Wait for every sum and return the grids.
+    fn grids(&mut self) -> Result<Vec<DensityGrid>> {
+        drop(self.sender.take());
+        self.worker
+            .take()
+            .ok_or_else(|| Error::Output("snapshot grids already taken".into()))?
+            .join()
+            .map_err(|_| Error::Output("the snapshot density accumulation failed".into()))
+    }
 }
 
 /// The figures of a run folder (see the module docs).
@@ -166,7 +213,7 @@ impl RunFigures {
                     times: plan.iter().map(|&s| time_after(steps, s)).collect(),
                     steps: plan,
                     n_steps: steps.len(),
-                    grids,
+                    accumulator: Accumulator::new(grids),
                 })
             }
         };
@@ -187,26 +234,26 @@ impl RunFigures {
     }
 
     /// A finished batch: its initial noise is the first snapshot, its samples the last.
+    /// Not from inside a rayon job (see [`Accumulator::add`]).
     pub fn consume(&mut self, initial: &[f32], samples: &[f32]) {
-        if let Some(s) = &mut self.snapshots {
-            let last = s.grids.len() - 1;
-            s.grids[0].accumulate(initial);
-            s.grids[last].accumulate(samples);
+        if let Some(s) = &self.snapshots {
+            s.accumulator.add(0, initial);
+            s.accumulator.add(s.steps.len() - 1, samples);
         }
     }
 
     /// The batch's positions after `step` steps.
     pub fn snapshot(&mut self, step: usize, positions: &[f32]) {
-        if let Some(s) = &mut self.snapshots {
+        if let Some(s) = &self.snapshots {
             if let Ok(i) = s.steps.binary_search(&step) {
-                s.grids[i].accumulate(positions);
+                s.accumulator.add(i, positions);
             }
         }
     }
 
     /// Draw and write everything into `dir`; returns the names written (relative to `dir`).
     pub fn finish(
-        &self,
+        mut self,
         dir: &Path,
         samples: Option<&DensityGrid>,
         initial: Option<&DensityGrid>,
@@ -232,18 +279,24 @@ impl RunFigures {
                 written.push(name.to_string());
             }
         }
-        if let Some(s) = &self.snapshots {
-            written.extend(self.write_snapshots(dir, s)?);
+        if let Some(mut s) = self.snapshots.take() {
+            let grids = s.accumulator.grids()?;
+            written.extend(self.write_snapshots(dir, &s, &grids)?);
         }
         Ok(written)
     }
 
-    fn write_snapshots(&self, dir: &Path, s: &Snapshots) -> Result<Vec<String>> {
+    fn write_snapshots(
+        &self,
+        dir: &Path,
+        s: &Snapshots,
+        grids: &[DensityGrid],
+    ) -> Result<Vec<String>> {
         let o = &self.options;
         // One colour scale for all frames: log10 over SNAPSHOT_DECADES below the largest
         // value of any frame. The collapsed points are ~30x denser than the starting blob,
         // so a linear scale would show the blob as the background colour.
-        let vmax = s.grids.iter().map(|g| g.min_max().1).fold(0.0f64, f64::max);
+        let vmax = grids.iter().map(|g| g.min_max().1).fold(0.0f64, f64::max);
         let vmax = if vmax > 0.0 { vmax } else { 1.0 };
         let vmin = vmax / 10f64.powf(SNAPSHOT_DECADES);
         let colorbar = Colorbar::log10(
@@ -254,9 +307,9 @@ impl RunFigures {
         );
         let frames_dir = dir.join("snapshots");
         std::fs::create_dir_all(&frames_dir).map_err(|e| Error::io(&frames_dir, e))?;
-        let mut frames = Vec::with_capacity(s.grids.len());
-        let mut info = Vec::with_capacity(s.grids.len());
-        for (i, grid) in s.grids.iter().enumerate() {
+        let mut frames = Vec::with_capacity(grids.len());
+        let mut info = Vec::with_capacity(grids.len());
+        for (i, grid) in grids.iter().enumerate() {
             let img = shade_log(grid, o.colormap, vmin, vmax);
             let when = match s.steps[i] {
                 0 => "initial noise".to_string(),
@@ -280,7 +333,7 @@ impl RunFigures {
             frames.push(png);
         }
         write_gif(&dir.join("collapse.gif"), &frames)?;
-        let e = s.grids[0].extent();
+        let e = grids[0].extent();
         crate::output::write_json(
             &frames_dir.join("snapshots.json"),
             &SnapshotsReport {
@@ -290,8 +343,8 @@ impl RunFigures {
                 vmin,
                 vmax,
                 extent: [e.xmin, e.xmax, e.ymin, e.ymax],
-                resolution: [s.grids[0].width(), s.grids[0].height()],
-                kernel_bandwidth: s.grids[0].bandwidth(),
+                resolution: [grids[0].width(), grids[0].height()],
+                kernel_bandwidth: grids[0].bandwidth(),
                 gif: "collapse.gif",
                 gif_frame_ms: [GIF_FIRST_MS, GIF_FRAME_MS, GIF_LAST_MS],
             },

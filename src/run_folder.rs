@@ -259,7 +259,7 @@ impl RunFolder {
                 )?);
             }
         }
-        if let Some(figures) = &self.figures {
+        if let Some(figures) = self.figures {
             written.extend(figures.finish(
                 &self.dir,
                 self.sample_grid.as_ref(),
@@ -275,12 +275,16 @@ impl RunFolder {
 impl BatchSink for RunFolder {
     fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         let arrays = &mut self.arrays;
-        let (sample_grid, initial_grid, metrics, dim, figures) = (
+        // Not inside the join below: handing the batch to the snapshot accumulator may
+        // block, and a blocked rayon worker can deadlock the pool the sums run on.
+        if let Some(f) = &mut self.figures {
+            f.consume(initial, samples);
+        }
+        let (sample_grid, initial_grid, metrics, dim) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
             &mut self.metrics,
             self.dim,
-            &mut self.figures,
         );
         // Files, images and metrics are independent: do them side by side.
         let (files, counted) = rayon::join(
@@ -299,9 +303,6 @@ impl BatchSink for RunFolder {
                 }
                 if let Some(g) = initial_grid {
                     g.accumulate(initial);
-                }
-                if let Some(f) = figures {
-                    f.consume(initial, samples);
                 }
                 metrics.add_batch(samples, dim)
             },

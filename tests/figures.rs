@@ -204,6 +204,9 @@ fn snapshots_write_k_frames_and_a_k_frame_gif_without_changing_the_samples() {
             "240x200",
             "--steps",
             "30",
+            // Three batches: each snapshot's grid accumulates across them.
+            "--batch",
+            "1000",
         ],
     );
     sample(&without, &["--resolution", "64", "--steps", "30"]);
@@ -241,7 +244,8 @@ fn snapshots_write_k_frames_and_a_k_frame_gif_without_changing_the_samples() {
             .map(|&s| s as u64)
             .collect::<Vec<_>>()
     );
-    // Stopping each batch at the snapshot steps does not change a single bit.
+    // Stopping each batch at the snapshot steps (and batches of 1000) does not change a
+    // single bit.
     for name in ["samples.npy", "initial.npy", "samples_density.npy"] {
         assert_eq!(
             std::fs::read(with.join(name)).unwrap(),
