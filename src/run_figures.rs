@@ -116,7 +116,9 @@ struct Snapshots {
 /// hands over a copy of the state and goes on with the next segment of the batch (on a
 /// GPU, the device keeps working) while the kernels are summed. At most one copy waits in
 /// the channel, which bounds the memory to two batch states. The sums are integers, so the
-/// grids do not depend on this (tested: bit-identical frames).
+/// grids do not depend on this (tested: bit-identical frames). The sums run on a rayon
+/// pool of their own: a thread of the global pool waiting to hand over a batch can then
+/// never hold up the accumulation it waits for.
 #[derive(Debug)]
 struct Accumulator {
     sender: Option<std::sync::mpsc::SyncSender<(usize, Vec<f32>)>>,
@@ -124,23 +126,28 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn new(mut grids: Vec<DensityGrid>) -> Self {
+    fn new(mut grids: Vec<DensityGrid>) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("snapshot-sums-{i}"))
+            .build()
+            .map_err(|e| Error::Output(format!("cannot start the snapshot threads: {e}")))?;
         let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<f32>)>(1);
-        let worker = std::thread::spawn(move || {
-            for (i, points) in receiver {
-                grids[i].accumulate(&points);
-            }
-            grids
-        });
-        Accumulator {
+        let worker = std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || {
+                for (i, points) in receiver {
+                    pool.install(|| grids[i].accumulate(&points));
+                }
+                grids
+            })
+            .map_err(|e| Error::Output(format!("cannot start the snapshot thread: {e}")))?;
+        Ok(Accumulator {
             sender: Some(sender),
             worker: Some(worker),
-        }
+        })
     }
 
-    /// Queue `points` for `grid`; blocks while another batch state waits. Never call it
-    /// from inside a rayon job: the sums run on rayon's pool, and a pool thread blocked
-    /// here (with the accumulation's jobs stolen under it) deadlocks.
+    /// Queue `points` for `grid`; blocks while another batch state waits.
     fn add(&self, grid: usize, points: &[f32]) {
         if let Some(sender) = &self.sender {
             // A failed send means the worker died; `grids` reports it.
@@ -213,7 +220,7 @@ impl RunFigures {
                     times: plan.iter().map(|&s| time_after(steps, s)).collect(),
                     steps: plan,
                     n_steps: steps.len(),
-                    accumulator: Accumulator::new(grids),
+                    accumulator: Accumulator::new(grids)?,
                 })
             }
         };
@@ -234,7 +241,6 @@ impl RunFigures {
     }
 
     /// A finished batch: its initial noise is the first snapshot, its samples the last.
-    /// Not from inside a rayon job (see [`Accumulator::add`]).
     pub fn consume(&mut self, initial: &[f32], samples: &[f32]) {
         if let Some(s) = &self.snapshots {
             s.accumulator.add(0, initial);

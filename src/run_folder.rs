@@ -275,8 +275,8 @@ impl RunFolder {
 impl BatchSink for RunFolder {
     fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         let arrays = &mut self.arrays;
-        // Not inside the join below: handing the batch to the snapshot accumulator may
-        // block, and a blocked rayon worker can deadlock the pool the sums run on.
+        // Before the join below, not in it: handing the batch to the snapshot accumulator
+        // may block, which would hold a rayon worker idle.
         if let Some(f) = &mut self.figures {
             f.consume(initial, samples);
         }
