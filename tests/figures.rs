@@ -405,3 +405,38 @@ fn gpu_score_kernel_gives_the_score_field() {
         check_against_reference(&table, n, &extent, tau, 1e-4);
     }
 }
+
+#[test]
+fn the_image_is_drawn_upright_where_its_data_are() {
+    // One narrow blob at (1, 2): upper right of the extent [-3, 3] x [-3, 3].
+    let extent = Extent::square(-3.0, 3.0).unwrap();
+    let mut grid = DensityGrid::new(extent, 121, 121, 0.08).unwrap();
+    grid.accumulate(&[1.0, 2.0]);
+    let img = grid.to_rgb_image(Colormap::Gray);
+    let figure = Figure {
+        x_label: String::new(),
+        y_label: String::new(),
+        ..Figure::new(Some(&img), extent)
+    };
+    let (w, h) = (400, 400);
+    let out = figure.render(w, h).unwrap();
+    let (px, py, pw, ph) = figure.layout(w, h).plot;
+    // The brightest pixel inside the plot area (frame excluded).
+    let mut best = (0u32, 0u32, 0u32);
+    for y in (py + 2) as u32..(py + ph - 1) as u32 {
+        for x in (px + 2) as u32..(px + pw - 1) as u32 {
+            let p = out.get_pixel(x, y).0;
+            let v = p[0] as u32 + p[1] as u32 + p[2] as u32;
+            if v > best.2 {
+                best = (x, y, v);
+            }
+        }
+    }
+    let data_x = -3.0 + (best.0 as f64 + 0.5 - px as f64) / pw as f64 * 6.0;
+    let data_y = 3.0 - (best.1 as f64 + 0.5 - py as f64) / ph as f64 * 6.0;
+    let pixel = 6.0 / pw.min(ph) as f64;
+    assert!(
+        (data_x - 1.0).abs() <= 2.0 * pixel && (data_y - 2.0).abs() <= 2.0 * pixel,
+        "the peak is drawn at ({data_x}, {data_y}), not (1, 2)"
+    );
+}
