@@ -50,6 +50,10 @@ pub enum Command {
     /// samples.npy) without sampling, or re-shade / sum density grids (`*_density.npy` with
     /// their `.json` sidecars) of the same extent and size.
     Render(RenderArgs),
+    /// Evaluate the empirical score on a grid at one forward time t: a quiver plot
+    /// (score_field.png) and the vectors as score_field.npy, shape (G, 4): x, y, score_x,
+    /// score_y.
+    ScoreField(crate::score_field::ScoreFieldArgs),
 }
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
@@ -184,6 +188,32 @@ pub struct SampleArgs {
     /// not with --backend reference).
     #[arg(long, value_parser = parse_count_usize)]
     pub checkpoint_every: Option<usize>,
+
+    /// Also draw framed figures of the density images, samples_figure.png and
+    /// initial_figure.png: title, x/y axes with ticks, a colorbar with the linear scale of
+    /// samples.png / initial.png (D = 2 only).
+    #[arg(long, help_heading = "Figures")]
+    pub figure: bool,
+
+    /// Mark the training points (rings) on --figure and --snapshots images.
+    #[arg(long, help_heading = "Figures")]
+    pub markers: bool,
+
+    /// Size of each figure and snapshot frame in pixels, `WxH` or `N` for N×N (the density
+    /// behind it keeps --resolution).
+    #[arg(long, default_value = "720x600", value_parser = crate::figure::parse_size, help_heading = "Figures")]
+    pub figure_size: (u32, u32),
+
+    /// Record the particle cloud at K time points (K >= 2, at most --steps), evenly spaced
+    /// in steps, the initial noise and the final samples included: framed frames
+    /// snapshots/frame_000.png ..., snapshots/snapshots.json (step and t of each) and the
+    /// looping animation collapse.gif. All frames share one colour scale, log10 over the
+    /// 3 decades below the largest density of any frame, so both the spread-out starting
+    /// blob and the collapsed points stay visible. Each batch stops at the snapshot steps
+    /// to read its state back. Frames cover --extent at --resolution; D = 2 only; not with
+    /// --shard or --checkpoint-every.
+    #[arg(long, value_parser = parse_count_usize, help_heading = "Figures")]
+    pub snapshots: Option<usize>,
 }
 
 /// How density images are drawn: shared by `sample` and `render`.
@@ -422,7 +452,7 @@ fn check_free_space(config: &SampleConfig, out: &std::path::Path) -> Result<()> 
 /// Refuse an existing non-empty folder `out` (a run would replace files in it): the user
 /// must say `--force`. A missing folder, an empty one or a non-folder (reported later by
 /// `prepare_dir`) passes.
-fn refuse_non_empty_out(out: &std::path::Path) -> Result<()> {
+pub(crate) fn refuse_non_empty_out(out: &std::path::Path) -> Result<()> {
     let non_empty = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
     if non_empty {
         return Err(crate::Error::Output(format!(
@@ -474,6 +504,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         }
         _ => {}
     }
+    crate::run_figures::check_args(args, &config)?;
     if !args.force {
         refuse_non_empty_out(&args.out)?;
     }
@@ -534,6 +565,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
             RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
         }
     };
+    let folder = folder.with_figures(crate::run_figures::from_args(args, &config, &images)?);
     let checkpoints = sampler::Checkpoints {
         every: args.checkpoint_every,
         resume: None,
@@ -856,6 +888,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Resume(args) => resume(&args).map(|_| ()),
         Command::Devices(args) => devices(&args),
         Command::Render(args) => render(&args).map(|_| ()),
+        Command::ScoreField(args) => crate::score_field::run(&args).map(|_| ()),
     }
 }
 

@@ -464,12 +464,12 @@ mod tests {
                 "dtype '<f2' is not supported",
             ),
             (
-                "rank3.npy",
+                "rank5.npy",
                 npy_bytes(
-                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 2), }",
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 3, 2, 1), }",
                     &six,
                 ),
-                "expected 2 dimensions",
+                "expected (N points, D coordinates)",
             ),
             (
                 "scalar.npy",
@@ -477,7 +477,7 @@ mod tests {
                     "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
                     &six[..4],
                 ),
-                "expected 2 dimensions",
+                "expected (N points, D coordinates)",
             ),
             (
                 "truncated.npy",

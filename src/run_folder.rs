@@ -66,6 +66,8 @@ pub struct RunFolder {
     checkpoint: Option<(crate::checkpoint::RunSpec, crate::dataset::Dataset)>,
     /// Batches finished at the last checkpoint this process saved.
     saved_batches: Option<usize>,
+    /// `--figure` / `--snapshots` (see [`crate::run_figures`]).
+    figures: Option<crate::run_figures::RunFigures>,
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
@@ -233,7 +235,14 @@ impl RunFolder {
             dim,
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
+            figures: None,
         })
+    }
+
+    /// Also draw `figures` (framed figures, snapshot frames and their animation).
+    pub fn with_figures(mut self, figures: Option<crate::run_figures::RunFigures>) -> Self {
+        self.figures = figures;
+        self
     }
 
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
@@ -260,6 +269,13 @@ impl RunFolder {
                 )?);
             }
         }
+        if let Some(figures) = self.figures {
+            written.extend(figures.finish(
+                &self.dir,
+                self.sample_grid.as_ref(),
+                self.initial_grid.as_ref(),
+            )?);
+        }
         crate::output::write_json(&self.dir.join(METRICS_COUNTS), &self.metrics.counts())?;
         written.push(METRICS_COUNTS.into());
         Ok((written, self.metrics))
@@ -269,6 +285,11 @@ impl RunFolder {
 impl BatchSink for RunFolder {
     fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         let arrays = &mut self.arrays;
+        // Before the join below, not in it: handing the batch to the snapshot accumulator
+        // may block, which would hold a rayon worker idle.
+        if let Some(f) = &mut self.figures {
+            f.consume(initial, samples);
+        }
         let (sample_grid, initial_grid, metrics, dim) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
@@ -297,6 +318,19 @@ impl BatchSink for RunFolder {
             },
         );
         files.and(counted)
+    }
+
+    fn snapshot_steps(&self) -> Vec<usize> {
+        self.figures
+            .as_ref()
+            .map_or_else(Vec::new, |f| f.snapshot_steps())
+    }
+
+    fn snapshot(&mut self, _first: u64, step: usize, positions: &[f32]) -> Result<()> {
+        if let Some(f) = &mut self.figures {
+            f.snapshot(step, positions);
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self, at: &crate::sampler::CheckpointAt) -> Result<()> {

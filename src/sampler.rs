@@ -204,6 +204,19 @@ pub trait BatchSink {
         let _ = at;
         Ok(())
     }
+
+    /// Step counts strictly between 0 and the number of steps, increasing, after which the
+    /// sink wants each batch's positions through [`snapshot`](Self::snapshot) (`sample
+    /// --snapshots`). The states after 0 steps and after all steps arrive via `consume`.
+    fn snapshot_steps(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The positions (row-major (n, D)) of batch `first_particle ..` after `step` steps.
+    fn snapshot(&mut self, first_particle: u64, step: usize, positions: &[f32]) -> Result<()> {
+        let _ = (first_particle, step, positions);
+        Ok(())
+    }
 }
 
 /// Where a checkpointed run stands: batch `first .. first + n` has done `step` steps.
@@ -346,6 +359,7 @@ pub fn run_checkpointed(
         ..Default::default()
     };
     let mut first = range.start;
+    let snapshot_steps = sink.snapshot_steps();
     let mut resume = checkpoints.resume;
     if let Some(point) = &resume {
         let aligned = (point.first - range.start).is_multiple_of(batch as u64);
@@ -406,6 +420,11 @@ pub fn run_checkpointed(
                 Some(k) => ((step / k + 1) * k).min(steps.len()),
                 None => steps.len(),
             };
+            // Segments also end at snapshot steps, where the state is read back.
+            let end = snapshot_steps
+                .iter()
+                .find(|&&s| s > step)
+                .map_or(end, |&s| s.min(end));
             let outcome = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted(String::new()))
             } else {
@@ -449,6 +468,13 @@ pub fn run_checkpointed(
                 });
             }
             step = end;
+            if step < steps.len() && snapshot_steps.binary_search(&step).is_ok() {
+                timing.sampling_s += segment_started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                sink.snapshot(first, step, samples)?;
+                timing.consume_s += started.elapsed().as_secs_f64();
+                segment_started = Instant::now();
+            }
             if checkpoints.every.is_some() && step < steps.len() {
                 timing.sampling_s += segment_started.elapsed().as_secs_f64();
                 let started = Instant::now();

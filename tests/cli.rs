@@ -1027,9 +1027,9 @@ fn rejects_malformed_files_without_writing() {
             "Fortran order",
         ),
         (
-            "rank3.npy",
-            npy_with_dict(&f4("(1, 3, 2)"), &six),
-            "expected 2 dimensions",
+            "rank5.npy",
+            npy_with_dict(&f4("(1, 1, 3, 2, 1)"), &six),
+            "expected (N points, D coordinates)",
         ),
         (
             "short.npy",
