@@ -97,7 +97,9 @@ pub struct BenchArgs {
 /// 1,000,000 particles, seed 0.
 #[derive(Debug, Clone, Args)]
 pub struct SampleArgs {
-    /// Number of particles P (accepts 1000000, 1_000_000 or 1e6).
+    /// Number of particles P (accepts 1000000, 1_000_000 or 1e6). Memory grows as P·D
+    /// (two f32 arrays of P×D for the .npy files; a batch's P·D on the device) and time
+    /// as P·N·D per step.
     #[arg(long, default_value = "1000000", value_parser = parse_count)]
     pub particles: u64,
 
@@ -118,7 +120,11 @@ pub struct SampleArgs {
     pub beta_max: f64,
 
     /// Training set: `circle:N` (N points on the unit circle), a `.npy` file of shape
-    /// (N, D) in f32/f64, or a `.csv` file of N rows of D numbers.
+    /// (N, D) in f32/f64, or a `.csv` file of N rows of D numbers. D may be 1 to 4096
+    /// (e.g. 28×28 images = 784, 32×32×3 = 3072); D ≤ 4 runs on the fastest kernels.
+    /// Time grows as P·N·D per step; the GPU holds the N×D points (padded to a multiple
+    /// of 4) in one storage buffer and a batch's particles in buffers of P·D floats, and
+    /// refuses with the numbers what exceeds its largest storage buffer binding.
     #[arg(long, default_value = "circle:8")]
     pub dataset: String,
 

@@ -15,6 +15,10 @@ use std::time::Instant;
 /// keeping a GPU busy.
 pub const DEFAULT_MAX_BATCH: usize = 1 << 22;
 
+/// Largest default batch in coordinates (P D): 64 MiB per f32 array, so a high-D run's
+/// host memory stays bounded (for D <= 4 `DEFAULT_MAX_BATCH` is the smaller bound).
+pub const DEFAULT_MAX_BATCH_VALUES: usize = 1 << 24;
+
 /// Most particles a run may ask for: far beyond any machine, but it keeps index arithmetic
 /// and the (P, D) file shape far from overflow.
 pub const MAX_PARTICLES: u64 = 1 << 40;
@@ -141,6 +145,16 @@ impl SampleConfig {
                     ),
                 ));
             }
+        }
+        let dim = self.dataset.dim;
+        if dim > crate::params::MAX_DIMENSION {
+            return Err(Error::invalid(
+                "--dataset",
+                format!(
+                    "points of dimension {dim}: the engines support D = 1 to {}",
+                    crate::params::MAX_DIMENSION
+                ),
+            ));
         }
         if self.batch == Some(0) {
             return Err(Error::invalid("--batch", "must be at least 1"));
@@ -269,7 +283,10 @@ pub struct SampleTiming {
 /// Batch size used for a run on `engine`.
 pub fn batch_size(config: &SampleConfig, engine: &dyn Engine) -> usize {
     let limit = engine.max_batch_particles(config.dataset.dim);
-    let wanted = config.batch.unwrap_or(DEFAULT_MAX_BATCH);
+    let dim = config.dataset.dim.max(1);
+    let wanted = config
+        .batch
+        .unwrap_or(DEFAULT_MAX_BATCH.min((DEFAULT_MAX_BATCH_VALUES / dim).max(1)));
     let range = config.particle_range();
     wanted
         .min(limit)

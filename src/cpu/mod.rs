@@ -4,13 +4,15 @@
 
 pub mod approx;
 pub mod em_step;
+pub mod em_step_general;
 pub mod fast;
 pub mod init_noise;
+pub mod reduce_general;
 pub mod score;
 
 use crate::engine::{Backend, Engine, Problem};
 use crate::error::{Error, Result};
-use crate::params::{StepParams, MAX_DIM};
+use crate::params::{StepParams, MAX_DIM, MAX_DIMENSION};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -109,11 +111,24 @@ impl Engine for CpuEngine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
-        if dim == 0 || dim > MAX_DIM {
+        if dim == 0 || dim > MAX_DIMENSION {
             return Err(Error::invalid(
                 "dimension",
-                format!("the cpu engine supports 1..={MAX_DIM} dimensions, the dataset has {dim}"),
+                format!(
+                    "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+                ),
             ));
+        }
+        if dim > MAX_DIM {
+            return advance_general(
+                problem,
+                first_particle,
+                initial,
+                state,
+                steps,
+                cancel,
+                on_step,
+            );
         }
         let training = score::pad_training(&problem.dataset.points, dim);
         if training.is_empty() {
@@ -168,4 +183,85 @@ impl Engine for CpuEngine {
         }
         Ok(())
     }
+}
+
+/// Particles per rayon work item of the general-D path: about 16 items per thread, at
+/// most 64 particles (a particle-step costs N D here, so items are short anyway).
+fn general_block_len(particles: usize) -> usize {
+    particles
+        .div_ceil(rayon::current_num_threads().max(1) * 16)
+        .clamp(1, 64)
+}
+
+/// The general-D (D > 4) CPU engine: the scalar twins `init_noise_into` and
+/// `em_step_general`, rayon over blocks of particles; each particle runs through all
+/// steps of the range while its padded row sits in L1.
+#[allow(clippy::too_many_arguments)]
+fn advance_general(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    let training = reduce_general::pad_general(&problem.dataset.points, dim);
+    if training.is_empty() {
+        return Err(Error::invalid("dataset", "the training set is empty"));
+    }
+    let width = reduce_general::padded_width(dim);
+    let params: Vec<StepParams> = problem.steps[steps.clone()]
+        .iter()
+        .map(StepParams::from_step)
+        .collect();
+    let key = crate::philox::seed_key(problem.seed);
+    let initial_std = problem.initial_std as f32;
+    let n = state.len() / dim;
+    let block = general_block_len(n);
+    let skipped = AtomicBool::new(false);
+    let start = steps.start;
+    let item = |c: usize, mut initial: Option<&mut [f32]>, rows: &mut [f32], done: &AtomicUsize| {
+        if cancel.load(Ordering::Relaxed) {
+            skipped.store(true, Ordering::Relaxed);
+            return;
+        }
+        let mut x = vec![0f32; width];
+        for (r, row) in rows.chunks_mut(dim).enumerate() {
+            let particle = first_particle + (c * block + r) as u64;
+            match initial.as_deref_mut() {
+                Some(initial) => {
+                    init_noise::init_noise_into(problem.seed, particle, initial_std, &mut x[..dim]);
+                    initial[r * dim..(r + 1) * dim].copy_from_slice(&x[..dim]);
+                }
+                None => x[..dim].copy_from_slice(row),
+            }
+            for step in &params {
+                em_step_general::em_step_general(&mut x, dim, &training, step, key, particle);
+            }
+            row.copy_from_slice(&x[..dim]);
+        }
+        done.fetch_add(rows.len() / dim, Ordering::Relaxed);
+    };
+    run_with_progress(
+        n,
+        params.len(),
+        &mut |k| on_step(start + k),
+        |done| match initial {
+            Some(initial) => initial
+                .par_chunks_mut(block * dim)
+                .zip(state.par_chunks_mut(block * dim))
+                .enumerate()
+                .for_each(|(c, (initial, rows))| item(c, Some(initial), rows, done)),
+            None => state
+                .par_chunks_mut(block * dim)
+                .enumerate()
+                .for_each(|(c, rows)| item(c, None, rows, done)),
+        },
+    );
+    if skipped.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("interrupted".into()));
+    }
+    Ok(())
 }

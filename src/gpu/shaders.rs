@@ -7,10 +7,13 @@ const SCORE_COMMON: &str = include_str!("../../shaders/common/score.wgsl");
 const TRAINING_SIMPLE: &str = include_str!("../../shaders/common/training_simple.wgsl");
 const TRAINING_TILED: &str = include_str!("../../shaders/common/training_tiled.wgsl");
 const REDUCE_CHUNK: &str = include_str!("../../shaders/common/reduce_chunk.wgsl");
+const REDUCE_GENERAL: &str = include_str!("../../shaders/common/reduce_general.wgsl");
 
 const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
 const SCORE: &str = include_str!("../../shaders/score.wgsl");
+const EM_STEP_GENERAL: &str = include_str!("../../shaders/em_step_general.wgsl");
+const SCORE_GENERAL: &str = include_str!("../../shaders/score_general.wgsl");
 const PHILOX_KAT: &str = include_str!("../../shaders/philox_kat.wgsl");
 
 /// One GPU stage: its name (= entry point) and the pieces it is assembled from.
@@ -63,6 +66,22 @@ pub const SCORE_TILED_STAGE: Stage = Stage {
     entry_point: "score",
     parts: &[PARAMS, SCORE_COMMON, TRAINING_TILED, REDUCE_CHUNK, SCORE],
 };
+/// The Euler–Maruyama step for D > 4: one workgroup per particle.
+pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
+    entry_point: "em_step_general",
+    parts: &[
+        PARAMS,
+        PHILOX,
+        SCORE_COMMON,
+        REDUCE_GENERAL,
+        EM_STEP_GENERAL,
+    ],
+};
+/// The score for D > 4: one workgroup per query point.
+pub const SCORE_GENERAL_STAGE: Stage = Stage {
+    entry_point: "score_general",
+    parts: &[PARAMS, SCORE_COMMON, REDUCE_GENERAL, SCORE_GENERAL],
+};
 pub const PHILOX_KAT_STAGE: Stage = Stage {
     entry_point: "philox_kat",
     parts: &[PHILOX, PHILOX_KAT],
@@ -75,5 +94,7 @@ pub const ALL_STAGES: &[Stage] = &[
     EM_STEP_TILED_STAGE,
     SCORE_STAGE,
     SCORE_TILED_STAGE,
+    EM_STEP_GENERAL_STAGE,
+    SCORE_GENERAL_STAGE,
     PHILOX_KAT_STAGE,
 ];
