@@ -2,7 +2,7 @@
 //! `main.rs` only parses, calls `run` and prints errors.
 
 use crate::dataset::Dataset;
-use crate::engine::Backend;
+use crate::engine::{Backend, SamplerKind};
 use crate::error::Result;
 use crate::heatmap::Extent;
 use crate::metrics::MemorizationSummary;
@@ -132,6 +132,13 @@ pub struct SampleArgs {
     /// otherwise; `gpu` uses any wgpu adapter, software ones (lavapipe) included.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+
+    /// Integrator on the same time grid and from the same initial noise: `em`
+    /// (Euler–Maruyama on the reverse SDE, the tutorial's) or `heun` (Heun's method on the
+    /// probability-flow ODE: deterministic after the initial noise, two score evaluations
+    /// a step; the last step, to t = 0 where the score is singular, is an Euler step).
+    #[arg(long, value_enum, default_value_t = SamplerKind::Em)]
+    pub sampler: SamplerKind,
 
     /// Output folder; created if missing. An existing non-empty folder needs --force.
     /// Every file is written under a temporary name and renamed into place.
@@ -265,6 +272,8 @@ pub struct RunParameters {
     pub particle_range: [u64; 2],
     pub time_points: usize,
     pub steps: usize,
+    /// The integrator (`em` or `heun`).
+    pub sampler: SamplerKind,
     pub seed: u64,
     pub beta_min: f64,
     pub beta_max: f64,
@@ -381,6 +390,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         dataset,
         batch: args.batch,
         shard: args.shard,
+        sampler: args.sampler,
     };
     if !args.no_samples {
         check_free_space(&config, &args.out)?;
@@ -447,6 +457,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 colormap: images.colormap.name().to_string(),
                 write_arrays: images.write_arrays,
                 checkpoint_every: every,
+                sampler: config.sampler,
                 backend_requested: args.backend.name().to_string(),
                 backend: engine.backend().name().to_string(),
                 device_name: engine.device_name(),
@@ -543,6 +554,7 @@ fn complete(
             particle_range: [range.start, range.end],
             time_points: config.time_points,
             steps: config.time_points - 1,
+            sampler: config.sampler,
             seed: config.seed,
             beta_min: config.schedule.beta_min,
             beta_max: config.schedule.beta_max,
@@ -611,6 +623,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         shard: spec
             .shard
             .map(|[index, count]| crate::sampler::Shard { index, count }),
+        sampler: spec.sampler,
     };
     config.validate()?;
     let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
@@ -673,8 +686,14 @@ fn print_summary(r: &RunReport, out: &std::path::Path) {
     let p = &r.parameters;
     let rate = (p.particles as f64 * p.steps as f64) / r.timings_s.sampling.max(1e-9);
     println!(
-        "{} particles, dataset {} (N = {}, D = {}), {} steps, seed {}",
-        p.particles, p.dataset, p.n_train, p.dim, p.steps, p.seed
+        "{} particles, dataset {} (N = {}, D = {}), {} steps ({}), seed {}",
+        p.particles,
+        p.dataset,
+        p.n_train,
+        p.dim,
+        p.steps,
+        p.sampler.name(),
+        p.seed
     );
     println!("backend {} on {}", r.backend, r.device);
     println!(

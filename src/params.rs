@@ -149,6 +149,75 @@ impl StepParams {
     }
 }
 
+/// One half of a Heun step of the probability-flow ODE (`heun_step.wgsl`), computed on the
+/// host in f64 and rounded once to f32. With `v(x, tau) = a x + b m(x, tau)`,
+/// `a = beta (1 - 1/sigma2) / 2`, `b = beta s / (2 sigma2)` (the ODE's velocity in reverse
+/// time, `beta x / 2 + beta score / 2`), step k from tau_k to tau_{k+1} is
+///
+/// - predictor (phase 0, at tau_k): `x~ = (1 + dt a0) x + dt b0 m0` replaces x, and the
+///   corrector's known part `(1 + dt a0 / 2) x + (dt b0 / 2) m0` goes to the scratch buffer;
+/// - corrector (phase 1, at tau_{k+1}, evaluated at x~):
+///   `x' = partial + (dt a1 / 2) x~ + (dt b1 / 2) m1`.
+///
+/// The last step ends at tau = 0 where sigma2 = 0 and the score is singular: it is the
+/// predictor alone, an Euler step.
+/// Keep in sync with `HeunParams` in `shaders/common/params.wgsl`. It is as large as
+/// `StepParams`: both are records of the same step-parameter buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
+pub struct HeunParams {
+    /// 0: predictor, 1: corrector.
+    pub phase: u32,
+    /// `s(tau)` and `1 / (2 sigma2(tau))` of the score evaluated in this half.
+    pub mean_scale: f32,
+    pub inv_two_sigma2: f32,
+    /// Coefficients of x and m in the new position (predictor) or the increment
+    /// (corrector).
+    pub x_coeff: f32,
+    pub mean_coeff: f32,
+    /// Predictor only: coefficients of x and m0 in the corrector's known part.
+    pub partial_x_coeff: f32,
+    pub partial_mean_coeff: f32,
+    pub _pad: [u32; 5],
+}
+
+const _: () = assert!(std::mem::size_of::<HeunParams>() == std::mem::size_of::<StepParams>());
+
+impl HeunParams {
+    /// The one or two halves of step `k` of `steps` (two, but one for the last step).
+    pub fn for_step(steps: &[ReverseStep], k: usize) -> Vec<HeunParams> {
+        let step = &steps[k];
+        let dt = step.dt;
+        let a = |s: &ReverseStep| 0.5 * s.beta * (1.0 - 1.0 / s.sigma2);
+        let b = |s: &ReverseStep| 0.5 * s.beta * s.mean_scale / s.sigma2;
+        let (a0, b0) = (a(step), b(step));
+        let predictor = HeunParams {
+            phase: 0,
+            mean_scale: step.mean_scale as f32,
+            inv_two_sigma2: (0.5 / step.sigma2) as f32,
+            x_coeff: (1.0 + dt * a0) as f32,
+            mean_coeff: (dt * b0) as f32,
+            partial_x_coeff: (1.0 + 0.5 * dt * a0) as f32,
+            partial_mean_coeff: (0.5 * dt * b0) as f32,
+            _pad: [0; 5],
+        };
+        let Some(next) = steps.get(k + 1) else {
+            return vec![predictor];
+        };
+        let corrector = HeunParams {
+            phase: 1,
+            mean_scale: next.mean_scale as f32,
+            inv_two_sigma2: (0.5 / next.sigma2) as f32,
+            x_coeff: (0.5 * dt * a(next)) as f32,
+            mean_coeff: (0.5 * dt * b(next)) as f32,
+            partial_x_coeff: 0.0,
+            partial_mean_coeff: 0.0,
+            _pad: [0; 5],
+        };
+        vec![predictor, corrector]
+    }
+}
+
 /// The range of training points one dispatch reduces over (see `em_step.wgsl`).
 /// Keep in sync with `ChunkParams` in `shaders/common/params.wgsl`.
 #[repr(C)]

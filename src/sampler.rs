@@ -3,7 +3,7 @@
 
 use crate::cpu::CpuEngine;
 use crate::dataset::Dataset;
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterChoice, GpuEngine};
 use crate::reference::ReferenceEngine;
@@ -38,6 +38,8 @@ pub struct SampleConfig {
     /// particle's trajectory depends only on the seed and its index, so the shards of a
     /// run together are exactly the unsharded run.
     pub shard: Option<Shard>,
+    /// The integrator: Euler–Maruyama (default) or Heun on the probability-flow ODE.
+    pub sampler: SamplerKind,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -85,6 +87,7 @@ impl SampleConfig {
             dataset,
             batch: None,
             shard: None,
+            sampler: SamplerKind::Em,
         }
     }
 
@@ -349,6 +352,7 @@ pub fn run_checkpointed(
         steps: &steps,
         seed: config.seed,
         initial_std: config.schedule.sigma2(1.0).sqrt(),
+        sampler: config.sampler,
     };
     let dim = config.dataset.dim;
     let batch = batch_size(config, engine);

@@ -125,6 +125,7 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
         steps: &steps,
         seed: 11,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        sampler: Default::default(),
     };
     let (n, first) = (3_001, 12_345);
     let mut engine = CpuEngine::new();
@@ -168,6 +169,7 @@ fn cpu_cancelled_batch_returns_interrupted() {
         steps: &steps,
         seed: 0,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        sampler: Default::default(),
     };
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let (mut init, mut out) = (vec![0f32; 2_000], vec![0f32; 2_000]);

@@ -6,13 +6,14 @@ pub mod approx;
 pub mod em_step;
 pub mod em_step_general;
 pub mod fast;
+pub mod heun_step;
 pub mod init_noise;
 pub mod reduce_general;
 pub mod score;
 
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
-use crate::params::{StepParams, MAX_DIM, MAX_DIMENSION};
+use crate::params::{HeunParams, StepParams, MAX_DIM, MAX_DIMENSION};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,6 +120,17 @@ impl Engine for CpuEngine {
                 ),
             ));
         }
+        if problem.sampler == SamplerKind::Heun {
+            return advance_heun(
+                problem,
+                first_particle,
+                initial,
+                state,
+                steps,
+                cancel,
+                on_step,
+            );
+        }
         if dim > MAX_DIM {
             return advance_general(
                 problem,
@@ -185,17 +197,8 @@ impl Engine for CpuEngine {
     }
 }
 
-/// Particles per rayon work item of the general-D path: about 16 items per thread, at
-/// most 64 particles (a particle-step costs N D here, so items are short anyway).
-fn general_block_len(particles: usize) -> usize {
-    particles
-        .div_ceil(rayon::current_num_threads().max(1) * 16)
-        .clamp(1, 64)
-}
-
-/// The general-D (D > 4) CPU engine: the scalar twins `init_noise_into` and
-/// `em_step_general`, rayon over blocks of particles; each particle runs through all
-/// steps of the range while its padded row sits in L1.
+/// The general-D (D > 4) Euler–Maruyama path: the scalar twins `init_noise_into` and
+/// `em_step_general`, rayon over blocks of particles.
 #[allow(clippy::too_many_arguments)]
 fn advance_general(
     problem: &Problem,
@@ -208,15 +211,108 @@ fn advance_general(
 ) -> Result<()> {
     let dim = problem.dataset.dim;
     let training = reduce_general::pad_general(&problem.dataset.points, dim);
-    if training.is_empty() {
-        return Err(Error::invalid("dataset", "the training set is empty"));
-    }
-    let width = reduce_general::padded_width(dim);
     let params: Vec<StepParams> = problem.steps[steps.clone()]
         .iter()
         .map(StepParams::from_step)
         .collect();
     let key = crate::philox::seed_key(problem.seed);
+    let run = |x: &mut [f32], particle: u64| {
+        for step in &params {
+            em_step_general::em_step_general(x, dim, &training, step, key, particle);
+        }
+    };
+    advance_rows(
+        problem,
+        first_particle,
+        initial,
+        state,
+        steps,
+        cancel,
+        on_step,
+        &run,
+    )
+}
+
+/// The Heun (probability-flow ODE) path, any D: the twins `heun_half_step` (D <= 4) and
+/// `heun_half_step_general`, rayon over blocks of particles. The initial noise is the
+/// same as for Euler–Maruyama; there is no other noise.
+#[allow(clippy::too_many_arguments)]
+fn advance_heun(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    let halves: Vec<HeunParams> = steps
+        .clone()
+        .flat_map(|k| HeunParams::for_step(problem.steps, k))
+        .collect();
+    let padded = reduce_general::pad_general(&problem.dataset.points, dim);
+    let training4 = if dim <= MAX_DIM {
+        score::pad_training(&problem.dataset.points, dim)
+    } else {
+        Vec::new()
+    };
+    let run = |x: &mut [f32], _particle: u64| {
+        if dim <= MAX_DIM {
+            let mut p = [0f32; 4];
+            p.copy_from_slice(&x[..4]);
+            let mut partial = [0f32; 4];
+            for half in &halves {
+                p = heun_step::heun_half_step(p, dim, &training4, half, &mut partial);
+            }
+            x[..4].copy_from_slice(&p);
+        } else {
+            let mut partial = vec![0f32; x.len()];
+            for half in &halves {
+                heun_step::heun_half_step_general(x, dim, &padded, half, &mut partial);
+            }
+        }
+    };
+    advance_rows(
+        problem,
+        first_particle,
+        initial,
+        state,
+        steps,
+        cancel,
+        on_step,
+        &run,
+    )
+}
+
+/// Particles per rayon work item of the row-by-row paths: about 16 items per thread, at
+/// most 64 particles (a particle-step costs N D here, so items are short anyway).
+fn general_block_len(particles: usize) -> usize {
+    particles
+        .div_ceil(rayon::current_num_threads().max(1) * 16)
+        .clamp(1, 64)
+}
+
+/// Run every particle through `run` (all steps of the range) row by row, rayon over
+/// blocks of particles: from its initial noise (`init_noise_into`, the shader's loop over
+/// lane blocks) or its saved position, in a zero-padded row of `padded_width(D)` that
+/// stays in L1 for all its steps.
+#[allow(clippy::too_many_arguments)]
+fn advance_rows(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+    run: &(dyn Fn(&mut [f32], u64) + Sync),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    if problem.dataset.is_empty() {
+        return Err(Error::invalid("dataset", "the training set is empty"));
+    }
+    let width = reduce_general::padded_width(dim);
     let initial_std = problem.initial_std as f32;
     let n = state.len() / dim;
     let block = general_block_len(n);
@@ -237,16 +333,14 @@ fn advance_general(
                 }
                 None => x[..dim].copy_from_slice(row),
             }
-            for step in &params {
-                em_step_general::em_step_general(&mut x, dim, &training, step, key, particle);
-            }
+            run(&mut x, particle);
             row.copy_from_slice(&x[..dim]);
         }
         done.fetch_add(rows.len() / dim, Ordering::Relaxed);
     };
     run_with_progress(
         n,
-        params.len(),
+        steps.len(),
         &mut |k| on_step(start + k),
         |done| match initial {
             Some(initial) => initial

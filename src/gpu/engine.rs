@@ -4,13 +4,15 @@
 
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
 use super::shaders::{
-    EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, INIT_NOISE_STAGE,
-    SCORE_GENERAL_STAGE, SCORE_STAGE, SCORE_TILED_STAGE,
+    EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, HEUN_STEP_GENERAL_STAGE,
+    HEUN_STEP_STAGE, HEUN_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_GENERAL_STAGE, SCORE_STAGE,
+    SCORE_TILED_STAGE,
 };
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::params::{
-    chunk_points, training_chunks_of, ChunkParams, RunParams, StepParams, MAX_DIM, MAX_DIMENSION,
+    chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams, StepParams, MAX_DIM,
+    MAX_DIMENSION,
 };
 use crate::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
@@ -42,7 +44,8 @@ pub const TILED_MIN_TRAINING_POINTS: usize = 256;
 struct ProblemBuffers {
     dim: usize,
     training_key: Vec<u32>,
-    steps_key: Vec<StepParams>,
+    /// The step records (`StepParams` or `HeunParams`, 48 bytes each), back to back.
+    steps_key: Vec<u8>,
     training: wgpu::Buffer,
     steps: wgpu::Buffer,
     step_stride: u64,
@@ -74,6 +77,9 @@ pub struct GpuEngine {
     score_tiled_pipeline: wgpu::ComputePipeline,
     step_general_pipeline: wgpu::ComputePipeline,
     score_general_pipeline: wgpu::ComputePipeline,
+    heun_pipeline: wgpu::ComputePipeline,
+    heun_tiled_pipeline: wgpu::ComputePipeline,
+    heun_general_pipeline: wgpu::ComputePipeline,
     run_params: wgpu::Buffer,
     workgroup_size: u32,
     reduction: Reduction,
@@ -162,6 +168,10 @@ impl GpuEngine {
         // invocations): their results do not depend on `workgroup_size` either.
         let step_general_pipeline = ctx.pipeline(&EM_STEP_GENERAL_STAGE, Some(&layout), 0);
         let score_general_pipeline = ctx.pipeline(&SCORE_GENERAL_STAGE, Some(&layout), 0);
+        let heun_pipeline = ctx.pipeline(&HEUN_STEP_STAGE, Some(&layout), workgroup_size);
+        let heun_tiled_pipeline =
+            ctx.pipeline(&HEUN_STEP_TILED_STAGE, Some(&layout), workgroup_size);
+        let heun_general_pipeline = ctx.pipeline(&HEUN_STEP_GENERAL_STAGE, Some(&layout), 0);
         let timestamps = ctx
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
@@ -185,6 +195,9 @@ impl GpuEngine {
             score_tiled_pipeline,
             step_general_pipeline,
             score_general_pipeline,
+            heun_pipeline,
+            heun_tiled_pipeline,
+            heun_general_pipeline,
             run_params,
             workgroup_size,
             reduction: Reduction::Auto,
@@ -221,7 +234,7 @@ impl GpuEngine {
     /// Upload training points (each padded to whole vec4: one for D <= 4, D/4 rounded up
     /// otherwise) and all steps' parameters, unless the same problem is already on the
     /// device.
-    fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<StepParams>) {
+    fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<u8>) {
         let padded = crate::cpu::reduce_general::pad_general(training, dim);
         let training_key: Vec<u32> = padded.iter().map(|v| v.to_bits()).collect();
         if let Some(p) = &self.problem {
@@ -254,10 +267,10 @@ impl GpuEngine {
             contents: &chunk_bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let mut bytes = vec![0u8; step_stride as usize * steps.len().max(1)];
-        for (k, s) in steps.iter().enumerate() {
+        let mut bytes = vec![0u8; step_stride as usize * (steps.len() / size as usize).max(1)];
+        for (k, s) in steps.chunks(size as usize).enumerate() {
             let at = k * step_stride as usize;
-            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(s));
+            bytes[at..at + size as usize].copy_from_slice(s);
         }
         let steps_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("step params"),
@@ -458,7 +471,7 @@ impl GpuEngine {
         self.prepare_problem(
             &dataset.points,
             dim,
-            vec![StepParams::for_score(schedule, tau)],
+            bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
         );
         self.prepare_batch(bytes.max(16), dim);
         let general = dim > MAX_DIM;
@@ -630,8 +643,25 @@ impl Engine for GpuEngine {
                 ),
             ));
         }
-        let params: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
-        self.prepare_problem(&problem.dataset.points, dim, params);
+        // The step records of the whole problem: one StepParams per step (em), or the
+        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
+        let mut records: Vec<u8> = Vec::new();
+        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
+        for (k, step) in problem.steps.iter().enumerate() {
+            first_record.push(records.len() / std::mem::size_of::<StepParams>());
+            match problem.sampler {
+                SamplerKind::Em => {
+                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
+                }
+                SamplerKind::Heun => {
+                    for half in HeunParams::for_step(problem.steps, k) {
+                        records.extend_from_slice(bytemuck::bytes_of(&half));
+                    }
+                }
+            }
+        }
+        first_record.push(records.len() / std::mem::size_of::<StepParams>());
+        self.prepare_problem(&problem.dataset.points, dim, records);
         self.prepare_batch(bytes, dim);
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
@@ -694,12 +724,14 @@ impl Engine for GpuEngine {
 
         // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
         let n_steps = steps.end;
-        let step_pipeline = if general {
-            &self.step_general_pipeline
-        } else if self.uses_tiled(problem.dataset.len()) {
-            &self.step_tiled_pipeline
-        } else {
-            &self.step_pipeline
+        let tiled = self.uses_tiled(problem.dataset.len());
+        let step_pipeline = match (problem.sampler, general, tiled) {
+            (SamplerKind::Em, true, _) => &self.step_general_pipeline,
+            (SamplerKind::Em, false, true) => &self.step_tiled_pipeline,
+            (SamplerKind::Em, false, false) => &self.step_pipeline,
+            (SamplerKind::Heun, true, _) => &self.heun_general_pipeline,
+            (SamplerKind::Heun, false, true) => &self.heun_tiled_pipeline,
+            (SamplerKind::Heun, false, false) => &self.heun_pipeline,
         };
         let mut submissions = Vec::new();
         for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
@@ -723,10 +755,12 @@ impl Engine for GpuEngine {
                 pass.set_pipeline(step_pipeline);
                 pass.set_bind_group(0, &main, &[]);
                 for k in chunk_start..chunk_end {
-                    pass.set_bind_group(1, &step_group, &[(k as u64 * stride) as u32]);
-                    for &offset in &chunk_offsets {
-                        pass.set_bind_group(2, &chunk_group, &[offset]);
-                        pass.dispatch_workgroups(step_gx, step_gy, 1);
+                    for record in first_record[k]..first_record[k + 1] {
+                        pass.set_bind_group(1, &step_group, &[(record as u64 * stride) as u32]);
+                        for &offset in &chunk_offsets {
+                            pass.set_bind_group(2, &chunk_group, &[offset]);
+                            pass.dispatch_workgroups(step_gx, step_gy, 1);
+                        }
                     }
                 }
             }
