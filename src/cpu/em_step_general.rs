@@ -2,7 +2,7 @@
 //! any dimension, `x' = keep_coeff x + mean_coeff m + noise_coeff z`, the normals of
 //! coordinates 4b..4b+3 from lane block b.
 
-use super::reduce_general::reduce_general;
+use super::reduce_general::reduce_general_with;
 use crate::params::StepParams;
 use crate::philox::{counter, normals4_f32, philox4x32_10};
 
@@ -17,8 +17,22 @@ pub fn em_step_general(
     key: [u32; 2],
     particle: u64,
 ) {
+    em_step_general_with::<false>(x, dim, training, step, key, particle)
+}
+
+/// `em_step_general` with the twin's potential or (`WIDE`) the cpu engine's.
+#[inline(always)]
+pub fn em_step_general_with<const WIDE: bool>(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    step: &StepParams,
+    key: [u32; 2],
+    particle: u64,
+) {
     let width = x.len();
-    let state = reduce_general(x, training, width, step.mean_scale, step.inv_two_sigma2);
+    let state =
+        reduce_general_with::<WIDE>(x, training, width, step.mean_scale, step.inv_two_sigma2);
     for (c, column) in x.chunks_exact_mut(4).enumerate() {
         let z = normals4_f32(philox4x32_10(
             counter(particle, step.step_index, c as u32),

@@ -2,7 +2,7 @@
 //! Heun step of the probability-flow ODE for one particle (see `HeunParams` for the
 //! halves and their coefficients), lanes beyond `dim` kept at zero.
 
-use super::reduce_general::reduce_general;
+use super::reduce_general::reduce_general_with;
 use super::score::weighted_training_mean;
 use crate::params::HeunParams;
 
@@ -40,8 +40,21 @@ pub fn heun_half_step_general(
     step: &HeunParams,
     partial: &mut [f32],
 ) {
+    heun_half_step_general_with::<false>(x, dim, training, step, partial)
+}
+
+/// `heun_half_step_general` with the twin's potential or (`WIDE`) the cpu engine's.
+#[inline(always)]
+pub fn heun_half_step_general_with<const WIDE: bool>(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    step: &HeunParams,
+    partial: &mut [f32],
+) {
     let width = x.len();
-    let state = reduce_general(x, training, width, step.mean_scale, step.inv_two_sigma2);
+    let state =
+        reduce_general_with::<WIDE>(x, training, width, step.mean_scale, step.inv_two_sigma2);
     for d in 0..dim {
         let m = state.mean(d);
         let next = step.x_coeff * x[d] + step.mean_coeff * m;

@@ -216,10 +216,9 @@ fn advance_general(
         .map(StepParams::from_step)
         .collect();
     let key = crate::philox::seed_key(problem.seed);
+    let isa = fast::Isa::detect();
     let run = |x: &mut [f32], particle: u64| {
-        for step in &params {
-            em_step_general::em_step_general(x, dim, &training, step, key, particle);
-        }
+        em_steps_on(isa, x, dim, &training, &params, key, particle);
     };
     advance_rows(
         problem,
@@ -252,6 +251,7 @@ fn advance_heun(
         .flat_map(|k| HeunParams::for_step(problem.steps, k))
         .collect();
     let padded = reduce_general::pad_general(&problem.dataset.points, dim);
+    let isa = fast::Isa::detect();
     let training4 = if dim <= MAX_DIM {
         score::pad_training(&problem.dataset.points, dim)
     } else {
@@ -267,10 +267,7 @@ fn advance_heun(
             }
             x[..4].copy_from_slice(&p);
         } else {
-            let mut partial = vec![0f32; x.len()];
-            for half in &halves {
-                heun_step::heun_half_step_general(x, dim, &padded, half, &mut partial);
-            }
+            heun_halves_on(isa, x, dim, &padded, &halves);
         }
     };
     advance_rows(
@@ -283,6 +280,108 @@ fn advance_heun(
         on_step,
         &run,
     )
+}
+
+/// The D > 4 inner loops (all steps of one particle) with the engine's 16-lane distance
+/// (`general_potential_wide`), compiled for the best instruction set of this CPU. The
+/// operations and their order are the same on every ISA (Rust never contracts a * b + c
+/// into an FMA by itself), so the bits are too; only the vector width changes.
+#[inline(always)]
+fn em_steps(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    for step in params {
+        em_step_general::em_step_general_with::<true>(x, dim, training, step, key, particle);
+    }
+}
+
+#[inline(always)]
+fn heun_halves(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    let mut partial = vec![0f32; x.len()];
+    for half in halves {
+        heun_step::heun_half_step_general_with::<true>(x, dim, training, half, &mut partial);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+fn em_steps_avx512(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    em_steps(x, dim, training, params, key, particle)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn em_steps_avx2(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    em_steps(x, dim, training, params, key, particle)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+fn heun_halves_avx512(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    heun_halves(x, dim, training, halves)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn heun_halves_avx2(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    heun_halves(x, dim, training, halves)
+}
+
+fn em_steps_on(
+    isa: fast::Isa,
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` only returns an ISA whose features this CPU has.
+        fast::Isa::Avx512 => unsafe { em_steps_avx512(x, dim, training, params, key, particle) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        fast::Isa::Avx2 => unsafe { em_steps_avx2(x, dim, training, params, key, particle) },
+        _ => em_steps(x, dim, training, params, key, particle),
+    }
+}
+
+fn heun_halves_on(
+    isa: fast::Isa,
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    halves: &[HeunParams],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` only returns an ISA whose features this CPU has.
+        fast::Isa::Avx512 => unsafe { heun_halves_avx512(x, dim, training, halves) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        fast::Isa::Avx2 => unsafe { heun_halves_avx2(x, dim, training, halves) },
+        _ => heun_halves(x, dim, training, halves),
+    }
 }
 
 /// Particles per rayon work item of the row-by-row paths: about 16 items per thread, at

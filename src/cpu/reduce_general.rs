@@ -70,10 +70,50 @@ pub fn general_potential(x: &[f32], xi: &[f32], mean_scale: f32, inv_two_sigma2:
     (-d2 * inv_two_sigma2).max(-FLT_MAX)
 }
 
+/// The cpu engine's potential: the same terms as `general_potential`, the squared
+/// distance summed in 16 lanes (4 independent chains of 4 instead of one, so the loop is
+/// not bound by the latency of its additions), then folded 16 -> 4 -> 1. It differs from
+/// the twin only by the order of the additions (f32 round-off).
+#[inline(always)]
+pub fn general_potential_wide(x: &[f32], xi: &[f32], mean_scale: f32, inv_two_sigma2: f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let (x16, x_rest) = x.split_at(x.len() / 16 * 16);
+    let (p16, p_rest) = xi.split_at(x16.len());
+    for (xc, pc) in x16.chunks_exact(16).zip(p16.chunks_exact(16)) {
+        for k in 0..16 {
+            let diff = xc[k] - mean_scale * pc[k];
+            acc[k] += diff * diff;
+        }
+    }
+    for (k, (a, b)) in x_rest.iter().zip(p_rest).enumerate() {
+        let diff = a - mean_scale * b;
+        acc[k] += diff * diff;
+    }
+    let mut lanes = [0f32; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    let d2 = ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3];
+    (-d2 * inv_two_sigma2).max(-FLT_MAX)
+}
+
 /// `reduce_general` over all training points, tile by tile from point 0 (the GPU's chunks
 /// are whole tiles and carry the state exactly, so they do not change the result).
 /// `x` is padded to `width`, `training` holds points of `width` coordinates.
 pub fn reduce_general(
+    x: &[f32],
+    training: &[f32],
+    width: usize,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> GeneralState {
+    reduce_general_with::<false>(x, training, width, mean_scale, inv_two_sigma2)
+}
+
+/// `reduce_general` with the twin's potential (`WIDE = false`) or the cpu engine's
+/// `general_potential_wide` (`WIDE = true`); everything else is the same.
+#[inline(always)]
+pub fn reduce_general_with<const WIDE: bool>(
     x: &[f32],
     training: &[f32],
     width: usize,
@@ -87,7 +127,11 @@ pub fn reduce_general(
     for tile in training.chunks(GENERAL_TILE * width) {
         let count = tile.len() / width;
         for (p, xi) in pot.iter_mut().zip(tile.chunks_exact(width)) {
-            *p = general_potential(x, xi, mean_scale, inv_two_sigma2);
+            *p = if WIDE {
+                general_potential_wide(x, xi, mean_scale, inv_two_sigma2)
+            } else {
+                general_potential(x, xi, mean_scale, inv_two_sigma2)
+            };
         }
         let mut tile_max = -FLT_MAX;
         for &p in &pot[..count] {
