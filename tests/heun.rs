@@ -166,3 +166,89 @@ fn gpu_heun_matches_the_reference() {
         assert_eq!(again.samples, g.samples, "batching changed heun's samples");
     }
 }
+
+/// A batch advanced in step ranges (checkpoints) gives the same bits as in one go: each
+/// Heun step is complete within a range (predictor and corrector).
+#[test]
+fn heun_in_step_ranges_is_bit_identical_to_one_go() {
+    let schedule = VpSchedule::default();
+    let steps = reverse_steps(&schedule, 30);
+    let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![("cpu", Box::new(CpuEngine::new()))];
+    if let Some(gpu) = gpu_engine("heun_in_step_ranges_is_bit_identical_to_one_go") {
+        engines.push(("gpu", Box::new(gpu)));
+    }
+    for dataset in [Dataset::circle(8).unwrap(), scattered(40, 6, 9)] {
+        let dim = dataset.dim;
+        let problem = Problem {
+            dataset: &dataset,
+            steps: &steps,
+            seed: 5,
+            initial_std: schedule.sigma2(1.0).sqrt(),
+            sampler: SamplerKind::Heun,
+        };
+        let n = 257;
+        for (name, engine) in engines.iter_mut() {
+            let (mut initial, mut whole) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+            let all = 0..steps.len();
+            engine
+                .advance_batch(
+                    &problem,
+                    0,
+                    Some(&mut initial),
+                    &mut whole,
+                    all,
+                    &NEVER,
+                    &mut |_| {},
+                )
+                .unwrap();
+            let (mut initial2, mut state) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+            engine
+                .advance_batch(
+                    &problem,
+                    0,
+                    Some(&mut initial2),
+                    &mut state,
+                    0..11,
+                    &NEVER,
+                    &mut |_| {},
+                )
+                .unwrap();
+            engine
+                .advance_batch(
+                    &problem,
+                    0,
+                    None,
+                    &mut state,
+                    11..steps.len(),
+                    &NEVER,
+                    &mut |_| {},
+                )
+                .unwrap();
+            assert_eq!(initial, initial2, "{name} D = {dim}");
+            assert_eq!(
+                whole, state,
+                "{name} D = {dim}: step ranges changed the bits"
+            );
+        }
+    }
+}
+
+/// Heun with more training points than one chunk dispatch on the vec4 kernels (D = 2):
+/// the softmax state crosses dispatches in both halves of a step.
+#[test]
+fn gpu_heun_with_more_training_points_than_one_chunk() {
+    use memodiff::params::TRAINING_CHUNK;
+    let Some(mut gpu) = gpu_engine("gpu_heun_with_more_training_points_than_one_chunk") else {
+        return;
+    };
+    let mut config = SampleConfig::new(scattered(2 * TRAINING_CHUNK + 99, 2, 8));
+    config.particles = 50;
+    config.time_points = 5;
+    config.sampler = SamplerKind::Heun;
+    let g = run_collect(&config, &mut gpu).unwrap();
+    let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    for i in 0..50 {
+        let d = row_distance(&g.samples, &r.samples, 2, i);
+        assert!(d <= 1e-3, "particle {i} differs from the reference by {d}");
+    }
+}
