@@ -153,8 +153,9 @@ pub struct SampleArgs {
     #[arg(long, default_value = "512", value_parser = parse_resolution)]
     pub resolution: (usize, usize),
 
-    /// Particles per batch (default: as many as one GPU buffer holds, at most 4,194,304).
-    /// Results do not depend on it.
+    /// Particles per batch (default: as many as one GPU buffer holds, at most 4,194,304
+    /// and at most 16,777,216 / D, i.e. 64 MiB of coordinates per array). Results do not
+    /// depend on it.
     #[arg(long, value_parser = parse_count_usize)]
     pub batch: Option<usize>,
 
