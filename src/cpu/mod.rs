@@ -120,7 +120,7 @@ impl Engine for CpuEngine {
                 ),
             ));
         }
-        if problem.sampler == SamplerKind::Heun {
+        if problem.sampler == SamplerKind::Heun && dim > MAX_DIM {
             return advance_heun(
                 problem,
                 first_particle,
@@ -146,10 +146,18 @@ impl Engine for CpuEngine {
         if training.is_empty() {
             return Err(Error::invalid("dataset", "the training set is empty"));
         }
-        let fast_steps: Vec<fast::FastStep> = problem.steps[steps.clone()]
-            .iter()
-            .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
-            .collect();
+        // The SIMD engine runs records: one per em step, or the halves of each heun step.
+        let fast_steps: Vec<fast::FastStep> = match problem.sampler {
+            SamplerKind::Em => problem.steps[steps.clone()]
+                .iter()
+                .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
+                .collect(),
+            SamplerKind::Heun => steps
+                .clone()
+                .flat_map(|k| HeunParams::for_step(problem.steps, k))
+                .map(|half| fast::FastStep::heun(&half))
+                .collect(),
+        };
         let kernel = fast::Kernel {
             dim,
             training: &training,
@@ -176,7 +184,7 @@ impl Engine for CpuEngine {
             };
         run_with_progress(
             n,
-            fast_steps.len(),
+            steps.len(),
             &mut |k| on_step(start + k),
             |done| match initial {
                 Some(initial) => initial
@@ -232,7 +240,7 @@ fn advance_general(
     )
 }
 
-/// The Heun (probability-flow ODE) path, any D: the twins `heun_half_step` (D <= 4) and
+/// The Heun (probability-flow ODE) path for D > 4 (D <= 4 runs on the SIMD engine):
 /// `heun_half_step_general`, rayon over blocks of particles. The initial noise is the
 /// same as for Euler–Maruyama; there is no other noise.
 #[allow(clippy::too_many_arguments)]
@@ -252,24 +260,7 @@ fn advance_heun(
         .collect();
     let padded = reduce_general::pad_general(&problem.dataset.points, dim);
     let isa = fast::Isa::detect();
-    let training4 = if dim <= MAX_DIM {
-        score::pad_training(&problem.dataset.points, dim)
-    } else {
-        Vec::new()
-    };
-    let run = |x: &mut [f32], _particle: u64| {
-        if dim <= MAX_DIM {
-            let mut p = [0f32; 4];
-            p.copy_from_slice(&x[..4]);
-            let mut partial = [0f32; 4];
-            for half in &halves {
-                p = heun_step::heun_half_step(p, dim, &training4, half, &mut partial);
-            }
-            x[..4].copy_from_slice(&p);
-        } else {
-            heun_halves_on(isa, x, dim, &padded, &halves);
-        }
-    };
+    let run = |x: &mut [f32], _particle: u64| heun_halves_on(isa, x, dim, &padded, &halves);
     advance_rows(
         problem,
         first_particle,
