@@ -464,8 +464,10 @@ fn general_gpu_score_matches_reference_across_chunks() {
     for (dim, n_train) in [
         (5, 2 * general_chunk_points(5) + 33),
         (784, general_chunk_points(784) + 1),
-        // The largest D: the most loop iterations per invocation (lavapipe's limit).
-        (4096, general_chunk_points(4096) + 1),
+        // The largest D: the most loop iterations per invocation. One dispatch over these
+        // 2,689 points would pass lavapipe's 65,535 iterations and silently end early (seen:
+        // relative error ~1 instead of 1e-7); the query next to the last point notices.
+        (4096, 3 * general_chunk_points(4096) + 1),
     ] {
         let data = scattered(n_train, dim, 11);
         // Query points near training points (so many weights matter) and one far away.
