@@ -2,7 +2,7 @@
 //! Heun step of the probability-flow ODE for one particle (see `HeunParams` for the
 //! halves and their coefficients), lanes beyond `dim` kept at zero.
 
-use super::reduce_general::reduce_general_with;
+use super::reduce_general::{reduce_general_block, reduce_general_with, GeneralState};
 use super::score::weighted_training_mean;
 use crate::params::HeunParams;
 
@@ -55,6 +55,40 @@ pub fn heun_half_step_general_with<const WIDE: bool>(
     let width = x.len();
     let state =
         reduce_general_with::<WIDE>(x, training, width, step.mean_scale, step.inv_two_sigma2);
+    heun_update(x, &state, dim, step, partial);
+}
+
+/// The cpu engine's half step for a block of particles (`xs`, `partials`: padded rows of
+/// `width`): `reduce_general_block`, then each particle's update; every particle's bits
+/// are those of `heun_half_step_general_with::<true>`.
+#[inline(always)]
+pub fn heun_half_step_general_block(
+    xs: &mut [f32],
+    width: usize,
+    dim: usize,
+    training: &[f32],
+    step: &HeunParams,
+    partials: &mut [f32],
+) {
+    let states =
+        reduce_general_block::<true>(xs, training, width, step.mean_scale, step.inv_two_sigma2);
+    for ((x, partial), state) in xs
+        .chunks_exact_mut(width)
+        .zip(partials.chunks_exact_mut(width))
+        .zip(&states)
+    {
+        heun_update(x, state, dim, step, partial);
+    }
+}
+
+#[inline(always)]
+fn heun_update(
+    x: &mut [f32],
+    state: &GeneralState,
+    dim: usize,
+    step: &HeunParams,
+    partial: &mut [f32],
+) {
     for d in 0..dim {
         let m = state.mean(d);
         let next = step.x_coeff * x[d] + step.mean_coeff * m;

@@ -273,8 +273,10 @@ fn advance_heun(
     )
 }
 
-/// The D > 4 inner loops (all steps of one particle) with the engine's 16-lane distance
-/// (`general_potential_wide`), compiled for the best instruction set of this CPU. The
+/// The D > 4 inner loops: all steps of a block of particles `particle ..` (`x`: their
+/// padded rows), each step reading each tile of training points once for the block, with
+/// the engine's 16-lane distance (`general_potential_wide`), compiled for the best
+/// instruction set of this CPU. The
 /// operations and their order are the same on every ISA (Rust never contracts a * b + c
 /// into an FMA by itself), so the bits are too; only the vector width changes.
 #[inline(always)]
@@ -286,16 +288,18 @@ fn em_steps(
     key: [u32; 2],
     particle: u64,
 ) {
+    let width = reduce_general::padded_width(dim);
     for step in params {
-        em_step_general::em_step_general_with::<true>(x, dim, training, step, key, particle);
+        em_step_general::em_step_general_block(x, width, dim, training, step, key, particle);
     }
 }
 
 #[inline(always)]
 fn heun_halves(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    let width = reduce_general::padded_width(dim);
     let mut partial = vec![0f32; x.len()];
     for half in halves {
-        heun_step::heun_half_step_general_with::<true>(x, dim, training, half, &mut partial);
+        heun_step::heun_half_step_general_block(x, width, dim, training, half, &mut partial);
     }
 }
 
@@ -383,10 +387,11 @@ fn general_block_len(particles: usize) -> usize {
         .clamp(1, 64)
 }
 
-/// Run every particle through `run` (all steps of the range) row by row, rayon over
-/// blocks of particles: from its initial noise (`init_noise_into`, the shader's loop over
-/// lane blocks) or its saved position, in a zero-padded row of `padded_width(D)` that
-/// stays in L1 for all its steps.
+/// Run the particles through `run` (all steps of the range), rayon over work items of up
+/// to 64 particles: each item's particles start from their initial noise
+/// (`init_noise_into`, the shader's loop over lane blocks) or their saved positions, in
+/// zero-padded rows of `padded_width(D)`, and `run` gets the rows and the item's first
+/// particle index.
 #[allow(clippy::too_many_arguments)]
 fn advance_rows(
     problem: &Problem,
@@ -413,17 +418,21 @@ fn advance_rows(
             skipped.store(true, Ordering::Relaxed);
             return;
         }
-        let mut x = vec![0f32; width];
-        for (r, row) in rows.chunks_mut(dim).enumerate() {
-            let particle = first_particle + (c * block + r) as u64;
+        // The item's particles, padded rows side by side, run as one block.
+        let first = first_particle + (c * block) as u64;
+        let mut xs = vec![0f32; rows.len() / dim * width];
+        for (r, (row, x)) in rows.chunks(dim).zip(xs.chunks_exact_mut(width)).enumerate() {
             match initial.as_deref_mut() {
                 Some(initial) => {
+                    let particle = first + r as u64;
                     init_noise::init_noise_into(problem.seed, particle, initial_std, &mut x[..dim]);
                     initial[r * dim..(r + 1) * dim].copy_from_slice(&x[..dim]);
                 }
                 None => x[..dim].copy_from_slice(row),
             }
-            run(&mut x, particle);
+        }
+        run(&mut xs, first);
+        for (row, x) in rows.chunks_mut(dim).zip(xs.chunks_exact(width)) {
             row.copy_from_slice(&x[..dim]);
         }
         done.fetch_add(rows.len() / dim, Ordering::Relaxed);

@@ -121,49 +121,93 @@ pub fn reduce_general_with<const WIDE: bool>(
     inv_two_sigma2: f32,
 ) -> GeneralState {
     let mut state = GeneralState::new(width);
-    let mut pot = [0f32; GENERAL_TILE];
-    let mut weight = [0f32; GENERAL_TILE];
     let mut sum = vec![0f32; width];
     for tile in training.chunks(GENERAL_TILE * width) {
-        let count = tile.len() / width;
-        for (p, xi) in pot.iter_mut().zip(tile.chunks_exact(width)) {
-            *p = if WIDE {
-                general_potential_wide(x, xi, mean_scale, inv_two_sigma2)
-            } else {
-                general_potential(x, xi, mean_scale, inv_two_sigma2)
-            };
-        }
-        let mut tile_max = -FLT_MAX;
-        for &p in &pot[..count] {
-            tile_max = tile_max.max(p);
-        }
-        for k in 0..count {
-            weight[k] = (pot[k] - tile_max).exp();
-        }
-        let mut tile_sum = 0.0f32;
-        for &w in &weight[..count] {
-            tile_sum += w;
-        }
-        let (mut keep, mut take) = (1.0f32, 1.0f32);
-        if tile_max > state.running_max {
-            keep = (state.running_max - tile_max).exp();
-        } else {
-            take = (tile_max - state.running_max).exp();
-        }
-        // The weighted column sums, point by point (the shader's order per column).
-        sum.fill(0.0);
-        for (&w, xi) in weight[..count].iter().zip(tile.chunks_exact(width)) {
-            for (s, v) in sum.iter_mut().zip(xi) {
-                *s += w * v;
-            }
-        }
-        for (acc, s) in state.weighted.iter_mut().zip(&sum) {
-            *acc = *acc * keep + s * take;
-        }
-        state.weight_sum = state.weight_sum * keep + tile_sum * take;
-        state.running_max = state.running_max.max(tile_max);
+        merge_tile::<WIDE>(
+            &mut state,
+            x,
+            tile,
+            width,
+            mean_scale,
+            inv_two_sigma2,
+            &mut sum,
+        );
     }
     state
+}
+
+/// `reduce_general_with` for a block of particles (`xs`: rows of `width`), tile by tile
+/// with the particles inside: a tile is read from memory once for the whole block instead
+/// of once per particle. Each particle's arithmetic is exactly `reduce_general_with`'s.
+#[inline(always)]
+pub fn reduce_general_block<const WIDE: bool>(
+    xs: &[f32],
+    training: &[f32],
+    width: usize,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> Vec<GeneralState> {
+    let mut states = vec![GeneralState::new(width); xs.len() / width];
+    let mut sum = vec![0f32; width];
+    for tile in training.chunks(GENERAL_TILE * width) {
+        for (state, x) in states.iter_mut().zip(xs.chunks_exact(width)) {
+            merge_tile::<WIDE>(state, x, tile, width, mean_scale, inv_two_sigma2, &mut sum);
+        }
+    }
+    states
+}
+
+/// One tile of `reduce_general`: the potentials, their max, the weights, their sum, the
+/// weighted column sums (`sum` is scratch of `width`), merged into `state`.
+#[inline(always)]
+fn merge_tile<const WIDE: bool>(
+    state: &mut GeneralState,
+    x: &[f32],
+    tile: &[f32],
+    width: usize,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+    sum: &mut [f32],
+) {
+    let mut pot = [0f32; GENERAL_TILE];
+    let mut weight = [0f32; GENERAL_TILE];
+    let count = tile.len() / width;
+    for (p, xi) in pot.iter_mut().zip(tile.chunks_exact(width)) {
+        *p = if WIDE {
+            general_potential_wide(x, xi, mean_scale, inv_two_sigma2)
+        } else {
+            general_potential(x, xi, mean_scale, inv_two_sigma2)
+        };
+    }
+    let mut tile_max = -FLT_MAX;
+    for &p in &pot[..count] {
+        tile_max = tile_max.max(p);
+    }
+    for k in 0..count {
+        weight[k] = (pot[k] - tile_max).exp();
+    }
+    let mut tile_sum = 0.0f32;
+    for &w in &weight[..count] {
+        tile_sum += w;
+    }
+    let (mut keep, mut take) = (1.0f32, 1.0f32);
+    if tile_max > state.running_max {
+        keep = (state.running_max - tile_max).exp();
+    } else {
+        take = (tile_max - state.running_max).exp();
+    }
+    // The weighted column sums, point by point (the shader's order per column).
+    sum.fill(0.0);
+    for (&w, xi) in weight[..count].iter().zip(tile.chunks_exact(width)) {
+        for (s, v) in sum.iter_mut().zip(xi) {
+            *s += w * v;
+        }
+    }
+    for (acc, s) in state.weighted.iter_mut().zip(sum.iter()) {
+        *acc = *acc * keep + s * take;
+    }
+    state.weight_sum = state.weight_sum * keep + tile_sum * take;
+    state.running_max = state.running_max.max(tile_max);
 }
 
 /// `score_general`: the empirical score `(s m - x) / sigma2` at many points (row-major,
