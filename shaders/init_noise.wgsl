@@ -1,4 +1,5 @@
-// Initial particles x_1 = sqrt(sigma2(1)) z, z ~ N(0, I) from the INITIAL_NOISE_STEP stream.
+// Initial particles x_1 = sqrt(sigma2(1)) z, z ~ N(0, I) from the INITIAL_NOISE_STEP stream,
+// any D (one invocation per particle).
 // CPU twin: src/cpu/init_noise.rs.
 // Assembled after common/params.wgsl and common/philox.wgsl.
 
@@ -15,9 +16,12 @@ fn init_noise(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let particle = global_particle_index(run, i);
     let seed = vec2<u32>(run.seed_lo, run.seed_hi);
-    let z = particle_normals(seed, particle, INITIAL_NOISE_STEP, 0u);
     let base = i * run.dim;
-    for (var d = 0u; d < run.dim; d++) {
-        particles[base + d] = run.initial_std * z[d];
+    // Coordinates 4b..4b+3 from lane block b (DESIGN.md §2): one block for D <= 4.
+    for (var block = 0u; 4u * block < run.dim; block++) {
+        let z = particle_normals(seed, particle, INITIAL_NOISE_STEP, block);
+        for (var k = 0u; k < 4u && 4u * block + k < run.dim; k++) {
+            particles[base + 4u * block + k] = run.initial_std * z[k];
+        }
     }
 }

@@ -63,6 +63,9 @@ pub struct RunSpec {
     pub png16: bool,
     pub write_arrays: bool,
     pub checkpoint_every: usize,
+    /// The integrator; checkpoints written before it existed were Euler–Maruyama.
+    #[serde(default)]
+    pub sampler: crate::engine::SamplerKind,
     /// `--backend` as given, the backend and device the run used, `--device`.
     pub backend_requested: String,
     pub backend: String,

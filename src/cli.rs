@@ -2,7 +2,7 @@
 //! `main.rs` only parses, calls `run` and prints errors.
 
 use crate::dataset::Dataset;
-use crate::engine::Backend;
+use crate::engine::{Backend, SamplerKind};
 use crate::error::Result;
 use crate::heatmap::Extent;
 use crate::metrics::MemorizationSummary;
@@ -105,7 +105,9 @@ pub struct BenchArgs {
 /// 1,000,000 particles, seed 0.
 #[derive(Debug, Clone, Args)]
 pub struct SampleArgs {
-    /// Number of particles P (accepts 1000000, 1_000_000 or 1e6).
+    /// Number of particles P (accepts 1000000, 1_000_000 or 1e6). Memory grows as P·D
+    /// (two f32 arrays of P×D for the .npy files; a batch's P·D on the device) and time
+    /// as P·N·D per step.
     #[arg(long, default_value = "1000000", value_parser = parse_count)]
     pub particles: u64,
 
@@ -130,7 +132,11 @@ pub struct SampleArgs {
     /// +(1,...,1), half around -(1,...,1)); `moons:N[:noise]` (scikit-learn's two moons);
     /// `spiral:N` (two turns of a spiral); `grid:K` (K x K points on [-1,1]^2); a `.npy` file
     /// of shape (N, D) in f32/f64, or of images (N, H, W) / (N, H, W, C), flattened to
-    /// D = H W C; or a `.csv` file of N rows of D numbers.
+    /// D = H W C; or a `.csv` file of N rows of D numbers. D may be 1 to 4096 (e.g. 28×28
+    /// images = 784, 32×32×3 = 3072); D ≤ 4 runs on the fastest kernels. Time grows as
+    /// P·N·D per step; the GPU holds the N×D points (padded to a multiple of 4) in one
+    /// storage buffer and a batch's particles in buffers of P·D floats, and refuses with
+    /// the numbers what exceeds its largest storage buffer binding.
     #[arg(long, default_value = "circle:8")]
     pub dataset: String,
 
@@ -149,6 +155,13 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 
+    /// Integrator on the same time grid and from the same initial noise: `em`
+    /// (Euler–Maruyama on the reverse SDE, the tutorial's) or `heun` (Heun's method on the
+    /// probability-flow ODE: deterministic after the initial noise, two score evaluations
+    /// a step; the last step, to t = 0 where the score is singular, is an Euler step).
+    #[arg(long, value_enum, default_value_t = SamplerKind::Em)]
+    pub sampler: SamplerKind,
+
     /// Output folder; created if missing. An existing non-empty folder needs --force.
     /// Every file is written under a temporary name and renamed into place.
     #[arg(long, default_value = "memodiff-out")]
@@ -157,8 +170,9 @@ pub struct SampleArgs {
     #[command(flatten)]
     pub image: ImageArgs,
 
-    /// Particles per batch (default: as many as one GPU buffer holds, at most 4,194,304).
-    /// Results do not depend on it.
+    /// Particles per batch (default: as many as one GPU buffer holds, at most 4,194,304
+    /// and at most 16,777,216 / D, i.e. 64 MiB of coordinates per array). Results do not
+    /// depend on it.
     #[arg(long, value_parser = parse_count_usize)]
     pub batch: Option<usize>,
 
@@ -354,6 +368,8 @@ pub struct RunParameters {
     pub particle_range: [u64; 2],
     pub time_points: usize,
     pub steps: usize,
+    /// The integrator (`em` or `heun`).
+    pub sampler: SamplerKind,
     pub seed: u64,
     pub beta_min: f64,
     pub beta_max: f64,
@@ -483,6 +499,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         dataset,
         batch: args.batch,
         shard: args.shard,
+        sampler: args.sampler,
     };
     if !args.no_samples {
         check_free_space(&config, &args.out)?;
@@ -555,6 +572,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 png16: images.png16,
                 write_arrays: images.write_arrays,
                 checkpoint_every: every,
+                sampler: config.sampler,
                 backend_requested: args.backend.name().to_string(),
                 backend: engine.backend().name().to_string(),
                 device_name: engine.device_name(),
@@ -670,6 +688,7 @@ fn complete(
             particle_range: [range.start, range.end],
             time_points: config.time_points,
             steps: config.time_points - 1,
+            sampler: config.sampler,
             seed: config.seed,
             beta_min: config.schedule.beta_min,
             beta_max: config.schedule.beta_max,
@@ -743,6 +762,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         shard: spec
             .shard
             .map(|[index, count]| crate::sampler::Shard { index, count }),
+        sampler: spec.sampler,
     };
     config.validate()?;
     let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
@@ -810,8 +830,14 @@ fn print_summary(r: &RunReport, out: &std::path::Path) {
     let p = &r.parameters;
     let rate = (p.particles as f64 * p.steps as f64) / r.timings_s.sampling.max(1e-9);
     println!(
-        "{} particles, dataset {} (N = {}, D = {}), {} steps, seed {}",
-        p.particles, p.dataset, p.n_train, p.dim, p.steps, p.seed
+        "{} particles, dataset {} (N = {}, D = {}), {} steps ({}), seed {}",
+        p.particles,
+        p.dataset,
+        p.n_train,
+        p.dim,
+        p.steps,
+        p.sampler.name(),
+        p.seed
     );
     println!("backend {} on {}", r.backend, r.device);
     println!(

@@ -36,6 +36,29 @@ impl Backend {
     }
 }
 
+/// The integrator of the reverse process.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// Euler–Maruyama on the reverse SDE (the tutorial's sampler, stochastic).
+    #[default]
+    Em,
+    /// Heun's method on the probability-flow ODE (deterministic after the initial noise;
+    /// the last step, to tau = 0 where the score is singular, is an Euler step).
+    Heun,
+}
+
+impl SamplerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Em => "em",
+            SamplerKind::Heun => "heun",
+        }
+    }
+}
+
 /// Everything that defines a run's trajectories, shared by all batches.
 #[derive(Debug, Clone, Copy)]
 pub struct Problem<'a> {
@@ -44,6 +67,8 @@ pub struct Problem<'a> {
     pub seed: u64,
     /// `sqrt(sigma2(1))`, the standard deviation of the initial particles.
     pub initial_std: f64,
+    /// Which integrator runs the steps (same grid, same initial noise).
+    pub sampler: SamplerKind,
 }
 
 /// One backend's sampler.

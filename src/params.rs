@@ -7,8 +7,46 @@
 use crate::schedule::ReverseStep;
 use bytemuck::{Pod, Zeroable};
 
-/// Largest dimension the simple (register-resident, `vec4`) kernels handle.
+/// Largest dimension the simple (register-resident, `vec4`) kernels handle. Larger D
+/// runs on the general-D kernels (`em_step_general.wgsl`, `cpu/em_step_general.rs`).
 pub const MAX_DIM: usize = 4;
+
+/// Largest dimension any engine accepts (64 x 64 images; 32 x 32 x 3 = 3072 fits).
+/// Keep in sync with `MAX_COLUMNS` (= MAX_DIMENSION / 4) in
+/// `shaders/common/reduce_general.wgsl`.
+pub const MAX_DIMENSION: usize = 4096;
+
+/// Invocations of one general-D workgroup (one workgroup per particle), and training
+/// points per tile (one per invocation). Keep in sync with `GENERAL_WG`/`GENERAL_TILE`
+/// in `shaders/common/reduce_general.wgsl` and `cpu/reduce_general.rs`.
+pub const GENERAL_WG: usize = 64;
+pub const GENERAL_TILE: usize = 64;
+
+/// Loop iterations one general-D invocation may spend on the tiles of one dispatch:
+/// half of lavapipe's 65,535, the rest is left for loading, storing and updating.
+const GENERAL_LOOP_BUDGET: usize = 32_768;
+
+/// Training points one general-D dispatch reduces over, chosen from D so that every
+/// invocation stays far below lavapipe's loop limit. Per tile of `GENERAL_TILE` points an
+/// invocation loops D/4 times (its point's distance), twice over the tile (max, sum) and
+/// over the tile once per column it owns. A multiple of `GENERAL_TILE`, so tiles (and
+/// results) do not depend on the chunking.
+pub fn general_chunk_points(dim: usize) -> usize {
+    let columns = dim.div_ceil(4);
+    let owned = columns.div_ceil(GENERAL_WG);
+    let per_tile = columns + 2 * GENERAL_TILE + owned * (GENERAL_TILE + 1) + 1;
+    (GENERAL_LOOP_BUDGET / per_tile).max(1) * GENERAL_TILE
+}
+
+/// Training points per chunk dispatch for dimension `dim`: `TRAINING_CHUNK` on the
+/// vec4 kernels (D <= 4), `general_chunk_points(dim)` on the general ones.
+pub fn chunk_points(dim: usize) -> usize {
+    if dim <= MAX_DIM {
+        TRAINING_CHUNK
+    } else {
+        general_chunk_points(dim)
+    }
+}
 
 /// Per-batch parameters. Keep in sync with `RunParams` in `shaders/common/params.wgsl`.
 #[repr(C)]
@@ -22,7 +60,7 @@ pub struct RunParams {
     pub first_particle_hi: u32,
     /// Particles (or query points) in this batch.
     pub batch_len: u32,
-    /// Dimension D of particles and training points (1..=MAX_DIM).
+    /// Dimension D of particles and training points (1..=MAX_DIMENSION).
     pub dim: u32,
     /// Number of training points N.
     pub n_train: u32,
@@ -111,6 +149,75 @@ impl StepParams {
     }
 }
 
+/// One half of a Heun step of the probability-flow ODE (`heun_step.wgsl`), computed on the
+/// host in f64 and rounded once to f32. With `v(x, tau) = a x + b m(x, tau)`,
+/// `a = beta (1 - 1/sigma2) / 2`, `b = beta s / (2 sigma2)` (the ODE's velocity in reverse
+/// time, `beta x / 2 + beta score / 2`), step k from tau_k to tau_{k+1} is
+///
+/// - predictor (phase 0, at tau_k): `x~ = (1 + dt a0) x + dt b0 m0` replaces x, and the
+///   corrector's known part `(1 + dt a0 / 2) x + (dt b0 / 2) m0` goes to the scratch buffer;
+/// - corrector (phase 1, at tau_{k+1}, evaluated at x~):
+///   `x' = partial + (dt a1 / 2) x~ + (dt b1 / 2) m1`.
+///
+/// The last step ends at tau = 0 where sigma2 = 0 and the score is singular: it is the
+/// predictor alone, an Euler step.
+/// Keep in sync with `HeunParams` in `shaders/common/params.wgsl`. It is as large as
+/// `StepParams`: both are records of the same step-parameter buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
+pub struct HeunParams {
+    /// 0: predictor, 1: corrector.
+    pub phase: u32,
+    /// `s(tau)` and `1 / (2 sigma2(tau))` of the score evaluated in this half.
+    pub mean_scale: f32,
+    pub inv_two_sigma2: f32,
+    /// Coefficients of x and m in the new position (predictor) or the increment
+    /// (corrector).
+    pub x_coeff: f32,
+    pub mean_coeff: f32,
+    /// Predictor only: coefficients of x and m0 in the corrector's known part.
+    pub partial_x_coeff: f32,
+    pub partial_mean_coeff: f32,
+    pub _pad: [u32; 5],
+}
+
+const _: () = assert!(std::mem::size_of::<HeunParams>() == std::mem::size_of::<StepParams>());
+
+impl HeunParams {
+    /// The one or two halves of step `k` of `steps` (two, but one for the last step).
+    pub fn for_step(steps: &[ReverseStep], k: usize) -> Vec<HeunParams> {
+        let step = &steps[k];
+        let dt = step.dt;
+        let a = |s: &ReverseStep| 0.5 * s.beta * (1.0 - 1.0 / s.sigma2);
+        let b = |s: &ReverseStep| 0.5 * s.beta * s.mean_scale / s.sigma2;
+        let (a0, b0) = (a(step), b(step));
+        let predictor = HeunParams {
+            phase: 0,
+            mean_scale: step.mean_scale as f32,
+            inv_two_sigma2: (0.5 / step.sigma2) as f32,
+            x_coeff: (1.0 + dt * a0) as f32,
+            mean_coeff: (dt * b0) as f32,
+            partial_x_coeff: (1.0 + 0.5 * dt * a0) as f32,
+            partial_mean_coeff: (0.5 * dt * b0) as f32,
+            _pad: [0; 5],
+        };
+        let Some(next) = steps.get(k + 1) else {
+            return vec![predictor];
+        };
+        let corrector = HeunParams {
+            phase: 1,
+            mean_scale: next.mean_scale as f32,
+            inv_two_sigma2: (0.5 / next.sigma2) as f32,
+            x_coeff: (0.5 * dt * a(next)) as f32,
+            mean_coeff: (0.5 * dt * b(next)) as f32,
+            partial_x_coeff: 0.0,
+            partial_mean_coeff: 0.0,
+            _pad: [0; 5],
+        };
+        vec![predictor, corrector]
+    }
+}
+
 /// The range of training points one dispatch reduces over (see `em_step.wgsl`).
 /// Keep in sync with `ChunkParams` in `shaders/common/params.wgsl`.
 #[repr(C)]
@@ -132,16 +239,45 @@ pub const TRAINING_CHUNK: usize = 32_768;
 
 /// Split `n_train` training points into chunks of at most `TRAINING_CHUNK`.
 pub fn training_chunks(n_train: usize) -> Vec<ChunkParams> {
-    let n = n_train.div_ceil(TRAINING_CHUNK).max(1);
+    training_chunks_of(n_train, TRAINING_CHUNK)
+}
+
+/// Split `n_train` training points into chunks of at most `chunk` points.
+pub fn training_chunks_of(n_train: usize, chunk: usize) -> Vec<ChunkParams> {
+    let n = n_train.div_ceil(chunk).max(1);
     (0..n)
         .map(|c| {
-            let start = c * TRAINING_CHUNK;
+            let start = c * chunk;
             ChunkParams {
                 start: start as u32,
-                count: (n_train - start).min(TRAINING_CHUNK) as u32,
+                count: (n_train - start).min(chunk) as u32,
                 first: (c == 0) as u32,
                 last: (c + 1 == n) as u32,
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn general_chunks_keep_every_invocation_far_below_the_loop_limit() {
+        for dim in [5, 17, 784, 3072, MAX_DIMENSION] {
+            let points = general_chunk_points(dim);
+            assert_eq!(points % GENERAL_TILE, 0);
+            let columns = dim.div_ceil(4);
+            let owned = columns.div_ceil(GENERAL_WG);
+            let tiles = points / GENERAL_TILE;
+            // Tiles, plus loading, storing and updating the owned columns and the
+            // initial-noise loop (5 iterations per column, one invocation per particle).
+            let total = tiles * (columns + 2 * GENERAL_TILE + owned * (GENERAL_TILE + 1) + 1)
+                + 4 * owned
+                + 5 * columns;
+            assert!(total < 45_000, "D = {dim}: {total} iterations");
+        }
+        assert_eq!(chunk_points(4), TRAINING_CHUNK);
+        assert_eq!(general_chunk_points(MAX_DIMENSION), 14 * GENERAL_TILE);
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::cpu::run_with_progress;
 use crate::dataset::Dataset;
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::Result;
 use crate::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
 use crate::schedule::{ReverseStep, VpSchedule};
@@ -78,6 +78,41 @@ pub fn em_step(
     }
 }
 
+/// The probability-flow ODE's velocity in reverse time at forward time `tau`:
+/// `dx/dt = -f(x, tau) + g(tau)^2 score(x, tau) / 2 = beta x / 2 + beta score / 2`.
+pub fn ode_velocity(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
+    let sc = score(dataset, schedule, tau, x);
+    let g = schedule.diffusion(tau);
+    x.iter()
+        .zip(&sc)
+        .map(|(&xd, &sd)| -schedule.drift(xd, tau) + 0.5 * g * g * sd)
+        .collect()
+}
+
+/// One Heun step of the probability-flow ODE from `step.tau` to `next_tau`:
+/// `x~ = x + dt v(x, tau)`, `x' = x + dt/2 (v(x, tau) + v(x~, next_tau))`. With
+/// `next_tau = None` (the last step, to tau = 0 where sigma2 = 0 and the score is
+/// singular) it is the Euler step `x' = x~`.
+pub fn heun_step(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    next_tau: Option<f64>,
+    x: &mut [f64],
+) {
+    let v0 = ode_velocity(dataset, schedule, step.tau, x);
+    let predicted: Vec<f64> = x.iter().zip(&v0).map(|(a, v)| a + step.dt * v).collect();
+    match next_tau {
+        None => x.copy_from_slice(&predicted),
+        Some(tau1) => {
+            let v1 = ode_velocity(dataset, schedule, tau1, &predicted);
+            for d in 0..x.len() {
+                x[d] += 0.5 * step.dt * (v0[d] + v1[d]);
+            }
+        }
+    }
+}
+
 /// The reference engine. It needs the schedule itself (not only the steps) because it
 /// re-evaluates f, g and the score from their definitions.
 #[derive(Debug, Clone)]
@@ -142,9 +177,18 @@ impl Engine for ReferenceEngine {
                         .for_each(|(v, o)| *v = *o as f64),
                 }
                 let mut z = vec![0.0; dim];
-                for step in &problem.steps[steps.clone()] {
-                    fill_normals_f64(problem.seed, particle, step.index, &mut z);
-                    em_step(problem.dataset, &schedule, step, &mut x, &z);
+                for k in steps.clone() {
+                    let step = &problem.steps[k];
+                    match problem.sampler {
+                        SamplerKind::Em => {
+                            fill_normals_f64(problem.seed, particle, step.index, &mut z);
+                            em_step(problem.dataset, &schedule, step, &mut x, &z);
+                        }
+                        SamplerKind::Heun => {
+                            let next_tau = problem.steps.get(k + 1).map(|s| s.tau);
+                            heun_step(problem.dataset, &schedule, step, next_tau, &mut x);
+                        }
+                    }
                 }
                 for (o, v) in out.iter_mut().zip(&x) {
                     *o = *v as f32;

@@ -3,7 +3,7 @@
 
 use crate::cpu::CpuEngine;
 use crate::dataset::Dataset;
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterChoice, GpuEngine};
 use crate::reference::ReferenceEngine;
@@ -14,6 +14,10 @@ use std::time::Instant;
 /// Largest batch by default: bounds host memory (two f32 arrays of this many rows) while
 /// keeping a GPU busy.
 pub const DEFAULT_MAX_BATCH: usize = 1 << 22;
+
+/// Largest default batch in coordinates (P D): 64 MiB per f32 array, so a high-D run's
+/// host memory stays bounded (for D <= 4 `DEFAULT_MAX_BATCH` is the smaller bound).
+pub const DEFAULT_MAX_BATCH_VALUES: usize = 1 << 24;
 
 /// Most particles a run may ask for: far beyond any machine, but it keeps index arithmetic
 /// and the (P, D) file shape far from overflow.
@@ -34,6 +38,8 @@ pub struct SampleConfig {
     /// particle's trajectory depends only on the seed and its index, so the shards of a
     /// run together are exactly the unsharded run.
     pub shard: Option<Shard>,
+    /// The integrator: Euler–Maruyama (default) or Heun on the probability-flow ODE.
+    pub sampler: SamplerKind,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -81,6 +87,7 @@ impl SampleConfig {
             dataset,
             batch: None,
             shard: None,
+            sampler: SamplerKind::Em,
         }
     }
 
@@ -141,6 +148,16 @@ impl SampleConfig {
                     ),
                 ));
             }
+        }
+        let dim = self.dataset.dim;
+        if dim > crate::params::MAX_DIMENSION {
+            return Err(Error::invalid(
+                "--dataset",
+                format!(
+                    "points of dimension {dim}: the engines support D = 1 to {}",
+                    crate::params::MAX_DIMENSION
+                ),
+            ));
         }
         if self.batch == Some(0) {
             return Err(Error::invalid("--batch", "must be at least 1"));
@@ -282,7 +299,10 @@ pub struct SampleTiming {
 /// Batch size used for a run on `engine`.
 pub fn batch_size(config: &SampleConfig, engine: &dyn Engine) -> usize {
     let limit = engine.max_batch_particles(config.dataset.dim);
-    let wanted = config.batch.unwrap_or(DEFAULT_MAX_BATCH);
+    let dim = config.dataset.dim.max(1);
+    let wanted = config
+        .batch
+        .unwrap_or(DEFAULT_MAX_BATCH.min((DEFAULT_MAX_BATCH_VALUES / dim).max(1)));
     let range = config.particle_range();
     wanted
         .min(limit)
@@ -345,6 +365,7 @@ pub fn run_checkpointed(
         steps: &steps,
         seed: config.seed,
         initial_std: config.schedule.sigma2(1.0).sqrt(),
+        sampler: config.sampler,
     };
     let dim = config.dataset.dim;
     let batch = batch_size(config, engine);

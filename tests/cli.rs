@@ -1074,3 +1074,51 @@ fn rejects_malformed_files_without_writing() {
         expect_rejected(tmp.path(), &["--dataset", &spec], phrase, &[name]);
     }
 }
+
+/// A 784-dimensional .npy training set (28 x 28 "images") runs end to end with
+/// `--sampler heun`; run.json records the sampler and D; the help explains the costs.
+#[test]
+fn high_dimensional_npy_with_the_heun_sampler() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, dim) = (5usize, 784usize);
+    let values: Vec<f32> = (0..n * dim)
+        .map(|k| ((k * 7919 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let mut bytes = npy_with_dict(
+        &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}"),
+        &[],
+    );
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    let path = write_input(tmp.path(), "images.npy", &bytes);
+    let out = tmp.path().join("run");
+    sample_cmd(
+        &out,
+        &[
+            "--dataset",
+            &path,
+            "--particles",
+            "12",
+            "--steps",
+            "20",
+            "--sampler",
+            "heun",
+        ],
+    )
+    .assert()
+    .success();
+    let samples = check_npy(&out.join("samples.npy"), 12, dim as u64);
+    assert!(samples.iter().all(|v| v.is_finite()));
+    let json = read_json(&out.join("run.json"));
+    assert_eq!(json["parameters"]["dim"], 784);
+    assert_eq!(json["parameters"]["sampler"], "heun");
+
+    let help = Command::cargo_bin("memodiff")
+        .unwrap()
+        .args(["sample", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for phrase in ["P·D", "P·N·D", "4096", "--sampler", "heun"] {
+        assert!(help.contains(phrase), "sample --help lacks {phrase}");
+    }
+}

@@ -125,6 +125,7 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
         steps: &steps,
         seed: 11,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        sampler: Default::default(),
     };
     let (n, first) = (3_001, 12_345);
     let mut engine = CpuEngine::new();
@@ -168,6 +169,7 @@ fn cpu_cancelled_batch_returns_interrupted() {
         steps: &steps,
         seed: 0,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        sampler: Default::default(),
     };
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let (mut init, mut out) = (vec![0f32; 2_000], vec![0f32; 2_000]);
@@ -183,5 +185,65 @@ fn cpu_cancelled_batch_returns_interrupted() {
     assert!(
         matches!(result, Err(memodiff::Error::Interrupted(_))),
         "{result:?}"
+    );
+}
+
+/// The general-D CPU path (D > 4) against the f64 reference, and batch invariance.
+#[test]
+fn cpu_matches_reference_in_high_dimensions() {
+    use memodiff::reference::ReferenceEngine;
+    for (dim, n_train, particles) in [(5, 20, 300), (17, 50, 100), (784, 30, 6)] {
+        let mut config = SampleConfig::new(scattered(n_train, dim, dim as u64 + 1));
+        config.particles = particles;
+        let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
+        let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+        let dist = |a: &[f32], b: &[f32], i: usize| {
+            (0..dim)
+                .map(|d| (a[i * dim + d] - b[i * dim + d]).abs())
+                .fold(0.0, f32::max)
+        };
+        let n = particles as usize;
+        assert!((0..n).all(|i| dist(&c.initial, &r.initial, i) < 1e-5));
+        let close = (0..n)
+            .filter(|&i| dist(&c.samples, &r.samples, i) <= 1e-3)
+            .count();
+        assert!(
+            close as f64 >= 0.999 * n as f64,
+            "D = {dim}: only {close} of {n} agree with the reference"
+        );
+        config.batch = Some(7);
+        let batched = run_collect(&config, &mut CpuEngine::new()).unwrap();
+        assert_eq!(
+            batched.samples, c.samples,
+            "D = {dim}: batching changed the samples"
+        );
+    }
+}
+
+/// D up to 4096 is accepted; beyond, a clear error names the limit.
+#[test]
+fn dimensions_beyond_4096_are_refused_clearly() {
+    let config = SampleConfig::new(scattered(2, 4097, 1));
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("4097") && err.contains("4096"), "{err}");
+    let mut config = SampleConfig::new(scattered(2, 4096, 1));
+    config.particles = 2;
+    config.time_points = 3;
+    let out = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    assert_eq!(out.samples.len(), 2 * 4096);
+    assert!(out.samples.iter().all(|v| v.is_finite()));
+}
+
+/// The GPU's training-buffer check says how many bytes are needed and available.
+#[test]
+fn gpu_training_buffer_limit_is_refused_with_numbers() {
+    use memodiff::gpu::engine::check_training_fits;
+    assert!(check_training_fits(1000, 784, 1 << 27).is_ok());
+    let err = check_training_fits(1_000_000, 784, 1 << 27)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("3136000000") && err.contains("134217728"),
+        "{err}"
     );
 }

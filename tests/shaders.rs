@@ -54,6 +54,7 @@ fn structs_shared_with_rust_have_the_same_size() {
         let expected = match ty.name.as_deref() {
             Some("RunParams") => std::mem::size_of::<memodiff::params::RunParams>(),
             Some("StepParams") => std::mem::size_of::<memodiff::params::StepParams>(),
+            Some("HeunParams") => std::mem::size_of::<memodiff::params::HeunParams>(),
             _ => continue,
         };
         assert_eq!(layouter[handle].size as usize, expected, "{:?}", ty.name);

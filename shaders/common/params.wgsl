@@ -32,6 +32,24 @@ struct StepParams {
     _pad: u32,
 }
 
+// One half of a Heun step of the probability-flow ODE (heun_step.wgsl). Same size as
+// StepParams: both are records of the step-parameter buffer.
+struct HeunParams {
+    // 0: predictor, 1: corrector.
+    phase: u32,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+    x_coeff: f32,
+    mean_coeff: f32,
+    partial_x_coeff: f32,
+    partial_mean_coeff: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
+}
+
 // Global particle index (lo, hi) of batch-local index `i`: a 64-bit add with carry.
 fn global_particle_index(run: RunParams, i: u32) -> vec2<u32> {
     let lo = run.first_particle_lo + i;

@@ -30,7 +30,7 @@
 //!   1e-3 after 99 steps, initial noise within 1e-5).
 
 use super::approx::{exp2, fmin, ln, mad, sincos_turns};
-use crate::params::StepParams;
+use crate::params::{HeunParams, StepParams};
 use crate::philox::INITIAL_NOISE_STEP;
 
 /// Particles per chunk, per instruction set: enough independent vector chains per
@@ -60,12 +60,30 @@ const PHILOX_M1: u64 = 0xCD9E_8D57;
 const PHILOX_W0: u32 = 0x9E37_79B9;
 const PHILOX_W1: u32 = 0xBB67_AE85;
 
-/// Per-step coefficients of the fast kernel, derived from the twin's [`StepParams`].
+/// What one record of `Kernel::steps` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// An Euler–Maruyama step (`em_step.rs`).
+    Em,
+    /// A Heun predictor half (`heun_step.rs`, phase 0): also keeps the corrector's known
+    /// part `partial_x_coeff x + partial_mean_coeff m` for the next record.
+    HeunPredictor,
+    /// A Heun corrector half (phase 1): `x' = partial + keep_coeff x + mean_coeff m`.
+    HeunCorrector,
+}
+
+/// Per-step coefficients of the fast kernel, derived from the twin's [`StepParams`] (or,
+/// for `--sampler heun`, one per half step from [`HeunParams`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FastStep {
+    pub kind: StepKind,
+    /// The coefficients of x, m and z (em), or of x and m (heun: `x_coeff`, `mean_coeff`).
     pub keep_coeff: f32,
     pub mean_coeff: f32,
     pub noise_coeff: f32,
+    /// Heun predictor only: the coefficients of the corrector's known part.
+    pub partial_x_coeff: f32,
+    pub partial_mean_coeff: f32,
     /// `sqrt(inv_two_sigma2 · log2 e)`: coordinates times this give base-2 potentials.
     pub scale: f32,
     /// `mean_scale · scale`, applied to the training points.
@@ -77,12 +95,35 @@ impl FastStep {
     pub fn new(step: &StepParams) -> Self {
         let scale = (step.inv_two_sigma2 as f64 * std::f64::consts::LOG2_E).sqrt();
         Self {
+            kind: StepKind::Em,
             keep_coeff: step.keep_coeff,
             mean_coeff: step.mean_coeff,
             noise_coeff: step.noise_coeff,
+            partial_x_coeff: 0.0,
+            partial_mean_coeff: 0.0,
             scale: scale as f32,
             train_scale: (step.mean_scale as f64 * scale) as f32,
             step_index: step.step_index,
+        }
+    }
+
+    /// One half of a Heun step (no noise).
+    pub fn heun(half: &HeunParams) -> Self {
+        let scale = (half.inv_two_sigma2 as f64 * std::f64::consts::LOG2_E).sqrt();
+        Self {
+            kind: if half.phase == 0 {
+                StepKind::HeunPredictor
+            } else {
+                StepKind::HeunCorrector
+            },
+            keep_coeff: half.x_coeff,
+            mean_coeff: half.mean_coeff,
+            noise_coeff: 0.0,
+            partial_x_coeff: half.partial_x_coeff,
+            partial_mean_coeff: half.partial_mean_coeff,
+            scale: scale as f32,
+            train_scale: (half.mean_scale as f64 * scale) as f32,
+            step_index: 0,
         }
     }
 }
@@ -301,17 +342,41 @@ fn run_chunk<const D: usize, const FMA: bool, const L: usize>(
             }
         }
     }
+    // The corrector's known part between the halves of a Heun step.
+    let mut partial = [[0.0f32; L]; D];
     for step in kernel.steps {
         let m = weighted_mean::<D, FMA, L>(&x, kernel.training, step, tile);
-        let z = normals::<D, FMA, L>(&lo, &hi, step.step_index, kernel.key);
-        for d in 0..D {
-            for l in 0..L {
-                let kept = step.keep_coeff * x[d][l];
-                x[d][l] = mad::<FMA>(
-                    step.noise_coeff,
-                    z[d][l],
-                    mad::<FMA>(step.mean_coeff, m[d][l], kept),
-                );
+        match step.kind {
+            StepKind::Em => {
+                let z = normals::<D, FMA, L>(&lo, &hi, step.step_index, kernel.key);
+                for d in 0..D {
+                    for l in 0..L {
+                        let kept = step.keep_coeff * x[d][l];
+                        x[d][l] = mad::<FMA>(
+                            step.noise_coeff,
+                            z[d][l],
+                            mad::<FMA>(step.mean_coeff, m[d][l], kept),
+                        );
+                    }
+                }
+            }
+            StepKind::HeunPredictor => {
+                for d in 0..D {
+                    for l in 0..L {
+                        let known = step.partial_x_coeff * x[d][l];
+                        partial[d][l] = mad::<FMA>(step.partial_mean_coeff, m[d][l], known);
+                        let kept = step.keep_coeff * x[d][l];
+                        x[d][l] = mad::<FMA>(step.mean_coeff, m[d][l], kept);
+                    }
+                }
+            }
+            StepKind::HeunCorrector => {
+                for d in 0..D {
+                    for l in 0..L {
+                        let kept = step.keep_coeff * x[d][l];
+                        x[d][l] = partial[d][l] + mad::<FMA>(step.mean_coeff, m[d][l], kept);
+                    }
+                }
             }
         }
     }
@@ -625,6 +690,59 @@ mod tests {
         let initial = rows.iter().flat_map(|r| r.0.clone()).collect();
         let samples = rows.iter().flat_map(|r| r.1.clone()).collect();
         (initial, samples)
+    }
+
+    /// `--sampler heun` on the SIMD engine against the scalar twin `heun_half_step`, on
+    /// every ISA, D = 1..4, from a particle index above 2^32.
+    #[test]
+    fn heun_matches_the_twin() {
+        use crate::cpu::heun_step::heun_half_step;
+        use crate::params::HeunParams;
+        let schedule = VpSchedule::default();
+        let steps = reverse_steps(&schedule, 100);
+        let halves: Vec<HeunParams> = (0..steps.len())
+            .flat_map(|k| HeunParams::for_step(&steps, k))
+            .collect();
+        let fast_steps: Vec<FastStep> = halves.iter().map(FastStep::heun).collect();
+        let seed = 77;
+        let initial_std = schedule.sigma2(1.0).sqrt() as f32;
+        let first = (1u64 << 32) - 5;
+        let n = 1_000;
+        for dim in 1..=4 {
+            let training = score::pad_training(&random_points(50, dim, 3 + dim as u64), dim);
+            let twin: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    let mut x = init_noise(seed, first + i as u64, initial_std);
+                    x[dim..].fill(0.0);
+                    let mut partial = [0.0; 4];
+                    for half in &halves {
+                        x = heun_half_step(x, dim, &training, half, &mut partial);
+                    }
+                    x[..dim].to_vec()
+                })
+                .collect();
+            let kernel = Kernel {
+                dim,
+                training: &training,
+                steps: &fast_steps,
+                key: seed_key(seed),
+                initial_std,
+            };
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+                let (mut init, mut out) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+                run(&kernel, isa, first, &mut init, &mut out);
+                let bad = (0..n)
+                    .filter(|&i| {
+                        (0..dim).any(|d| (out[i * dim + d] - twin[i * dim + d]).abs() > 1e-3)
+                    })
+                    .count();
+                assert!(
+                    bad * 1000 <= n,
+                    "D = {dim} {}: {bad} of {n} beyond 1e-3",
+                    isa.name()
+                );
+            }
+        }
     }
 
     fn compare(name: &str, points: &[f64], dim: usize, n: usize) {

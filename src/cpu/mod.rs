@@ -5,13 +5,16 @@
 pub mod approx;
 pub mod deposit;
 pub mod em_step;
+pub mod em_step_general;
 pub mod fast;
+pub mod heun_step;
 pub mod init_noise;
+pub mod reduce_general;
 pub mod score;
 
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
-use crate::params::{StepParams, MAX_DIM};
+use crate::params::{HeunParams, StepParams, MAX_DIM, MAX_DIMENSION};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -110,20 +113,52 @@ impl Engine for CpuEngine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
-        if dim == 0 || dim > MAX_DIM {
+        if dim == 0 || dim > MAX_DIMENSION {
             return Err(Error::invalid(
                 "dimension",
-                format!("the cpu engine supports 1..={MAX_DIM} dimensions, the dataset has {dim}"),
+                format!(
+                    "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+                ),
             ));
+        }
+        if problem.sampler == SamplerKind::Heun && dim > MAX_DIM {
+            return advance_heun(
+                problem,
+                first_particle,
+                initial,
+                state,
+                steps,
+                cancel,
+                on_step,
+            );
+        }
+        if dim > MAX_DIM {
+            return advance_general(
+                problem,
+                first_particle,
+                initial,
+                state,
+                steps,
+                cancel,
+                on_step,
+            );
         }
         let training = score::pad_training(&problem.dataset.points, dim);
         if training.is_empty() {
             return Err(Error::invalid("dataset", "the training set is empty"));
         }
-        let fast_steps: Vec<fast::FastStep> = problem.steps[steps.clone()]
-            .iter()
-            .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
-            .collect();
+        // The SIMD engine runs records: one per em step, or the halves of each heun step.
+        let fast_steps: Vec<fast::FastStep> = match problem.sampler {
+            SamplerKind::Em => problem.steps[steps.clone()]
+                .iter()
+                .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
+                .collect(),
+            SamplerKind::Heun => steps
+                .clone()
+                .flat_map(|k| HeunParams::for_step(problem.steps, k))
+                .map(|half| fast::FastStep::heun(&half))
+                .collect(),
+        };
         let kernel = fast::Kernel {
             dim,
             training: &training,
@@ -150,7 +185,7 @@ impl Engine for CpuEngine {
             };
         run_with_progress(
             n,
-            fast_steps.len(),
+            steps.len(),
             &mut |k| on_step(start + k),
             |done| match initial {
                 Some(initial) => initial
@@ -169,4 +204,258 @@ impl Engine for CpuEngine {
         }
         Ok(())
     }
+}
+
+/// The general-D (D > 4) Euler–Maruyama path: the scalar twins `init_noise_into` and
+/// `em_step_general`, rayon over blocks of particles.
+#[allow(clippy::too_many_arguments)]
+fn advance_general(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    let training = reduce_general::pad_general(&problem.dataset.points, dim);
+    let params: Vec<StepParams> = problem.steps[steps.clone()]
+        .iter()
+        .map(StepParams::from_step)
+        .collect();
+    let key = crate::philox::seed_key(problem.seed);
+    let isa = fast::Isa::detect();
+    let run = |x: &mut [f32], particle: u64| {
+        em_steps_on(isa, x, dim, &training, &params, key, particle);
+    };
+    advance_rows(
+        problem,
+        first_particle,
+        initial,
+        state,
+        steps,
+        cancel,
+        on_step,
+        &run,
+    )
+}
+
+/// The Heun (probability-flow ODE) path for D > 4 (D <= 4 runs on the SIMD engine):
+/// `heun_half_step_general`, rayon over blocks of particles. The initial noise is the
+/// same as for Euler–Maruyama; there is no other noise.
+#[allow(clippy::too_many_arguments)]
+fn advance_heun(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    let halves: Vec<HeunParams> = steps
+        .clone()
+        .flat_map(|k| HeunParams::for_step(problem.steps, k))
+        .collect();
+    let padded = reduce_general::pad_general(&problem.dataset.points, dim);
+    let isa = fast::Isa::detect();
+    let run = |x: &mut [f32], _particle: u64| heun_halves_on(isa, x, dim, &padded, &halves);
+    advance_rows(
+        problem,
+        first_particle,
+        initial,
+        state,
+        steps,
+        cancel,
+        on_step,
+        &run,
+    )
+}
+
+/// The D > 4 inner loops: all steps of a block of particles `particle ..` (`x`: their
+/// padded rows), each step reading each tile of training points once for the block, with
+/// the engine's 16-lane distance (`general_potential_wide`), compiled for the best
+/// instruction set of this CPU. The
+/// operations and their order are the same on every ISA (Rust never contracts a * b + c
+/// into an FMA by itself), so the bits are too; only the vector width changes.
+#[inline(always)]
+fn em_steps(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    let width = reduce_general::padded_width(dim);
+    for step in params {
+        em_step_general::em_step_general_block(x, width, dim, training, step, key, particle);
+    }
+}
+
+#[inline(always)]
+fn heun_halves(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    let width = reduce_general::padded_width(dim);
+    let mut partial = vec![0f32; x.len()];
+    for half in halves {
+        heun_step::heun_half_step_general_block(x, width, dim, training, half, &mut partial);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+fn em_steps_avx512(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    em_steps(x, dim, training, params, key, particle)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn em_steps_avx2(
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    em_steps(x, dim, training, params, key, particle)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+fn heun_halves_avx512(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    heun_halves(x, dim, training, halves)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn heun_halves_avx2(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
+    heun_halves(x, dim, training, halves)
+}
+
+fn em_steps_on(
+    isa: fast::Isa,
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    params: &[StepParams],
+    key: [u32; 2],
+    particle: u64,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` only returns an ISA whose features this CPU has.
+        fast::Isa::Avx512 => unsafe { em_steps_avx512(x, dim, training, params, key, particle) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        fast::Isa::Avx2 => unsafe { em_steps_avx2(x, dim, training, params, key, particle) },
+        _ => em_steps(x, dim, training, params, key, particle),
+    }
+}
+
+fn heun_halves_on(
+    isa: fast::Isa,
+    x: &mut [f32],
+    dim: usize,
+    training: &[f32],
+    halves: &[HeunParams],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` only returns an ISA whose features this CPU has.
+        fast::Isa::Avx512 => unsafe { heun_halves_avx512(x, dim, training, halves) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        fast::Isa::Avx2 => unsafe { heun_halves_avx2(x, dim, training, halves) },
+        _ => heun_halves(x, dim, training, halves),
+    }
+}
+
+/// Particles per rayon work item of the row-by-row paths: about 16 items per thread, at
+/// most 64 particles (a particle-step costs N D here, so items are short anyway).
+fn general_block_len(particles: usize) -> usize {
+    particles
+        .div_ceil(rayon::current_num_threads().max(1) * 16)
+        .clamp(1, 64)
+}
+
+/// Run the particles through `run` (all steps of the range), rayon over work items of up
+/// to 64 particles: each item's particles start from their initial noise
+/// (`init_noise_into`, the shader's loop over lane blocks) or their saved positions, in
+/// zero-padded rows of `padded_width(D)`, and `run` gets the rows and the item's first
+/// particle index.
+#[allow(clippy::too_many_arguments)]
+fn advance_rows(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+    run: &(dyn Fn(&mut [f32], u64) + Sync),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    if problem.dataset.is_empty() {
+        return Err(Error::invalid("dataset", "the training set is empty"));
+    }
+    let width = reduce_general::padded_width(dim);
+    let initial_std = problem.initial_std as f32;
+    let n = state.len() / dim;
+    let block = general_block_len(n);
+    let skipped = AtomicBool::new(false);
+    let start = steps.start;
+    let item = |c: usize, mut initial: Option<&mut [f32]>, rows: &mut [f32], done: &AtomicUsize| {
+        if cancel.load(Ordering::Relaxed) {
+            skipped.store(true, Ordering::Relaxed);
+            return;
+        }
+        // The item's particles, padded rows side by side, run as one block.
+        let first = first_particle + (c * block) as u64;
+        let mut xs = vec![0f32; rows.len() / dim * width];
+        for (r, (row, x)) in rows.chunks(dim).zip(xs.chunks_exact_mut(width)).enumerate() {
+            match initial.as_deref_mut() {
+                Some(initial) => {
+                    let particle = first + r as u64;
+                    init_noise::init_noise_into(problem.seed, particle, initial_std, &mut x[..dim]);
+                    initial[r * dim..(r + 1) * dim].copy_from_slice(&x[..dim]);
+                }
+                None => x[..dim].copy_from_slice(row),
+            }
+        }
+        run(&mut xs, first);
+        for (row, x) in rows.chunks_mut(dim).zip(xs.chunks_exact(width)) {
+            row.copy_from_slice(&x[..dim]);
+        }
+        done.fetch_add(rows.len() / dim, Ordering::Relaxed);
+    };
+    run_with_progress(
+        n,
+        steps.len(),
+        &mut |k| on_step(start + k),
+        |done| match initial {
+            Some(initial) => initial
+                .par_chunks_mut(block * dim)
+                .zip(state.par_chunks_mut(block * dim))
+                .enumerate()
+                .for_each(|(c, (initial, rows))| item(c, Some(initial), rows, done)),
+            None => state
+                .par_chunks_mut(block * dim)
+                .enumerate()
+                .for_each(|(c, rows)| item(c, None, rows, done)),
+        },
+    );
+    if skipped.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("interrupted".into()));
+    }
+    Ok(())
 }

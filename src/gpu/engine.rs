@@ -4,11 +4,16 @@
 
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
 use super::shaders::{
-    EM_STEP_STAGE, EM_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_STAGE, SCORE_TILED_STAGE,
+    EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, HEUN_STEP_GENERAL_STAGE,
+    HEUN_STEP_STAGE, HEUN_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_GENERAL_STAGE, SCORE_STAGE,
+    SCORE_TILED_STAGE,
 };
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
-use crate::params::{training_chunks, ChunkParams, RunParams, StepParams, MAX_DIM};
+use crate::params::{
+    chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams, StepParams, MAX_DIM,
+    MAX_DIMENSION,
+};
 use crate::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
 
@@ -37,8 +42,10 @@ pub const TILED_MIN_TRAINING_POINTS: usize = 256;
 
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
+    dim: usize,
     training_key: Vec<u32>,
-    steps_key: Vec<StepParams>,
+    /// The step records (`StepParams` or `HeunParams`, 48 bytes each), back to back.
+    steps_key: Vec<u8>,
     training: wgpu::Buffer,
     steps: wgpu::Buffer,
     step_stride: u64,
@@ -53,8 +60,8 @@ struct BatchBuffers {
     capacity_bytes: u64,
     particles: wgpu::Buffer,
     scratch: wgpu::Buffer,
-    /// Online-softmax state carried between chunk dispatches (32 bytes a particle), or
-    /// a placeholder when the training set fits one chunk.
+    /// Online-softmax state carried between chunk dispatches (`state_bytes_per_particle`),
+    /// or a placeholder when the training set fits one chunk.
     softmax_state: wgpu::Buffer,
 }
 
@@ -68,6 +75,11 @@ pub struct GpuEngine {
     step_tiled_pipeline: wgpu::ComputePipeline,
     score_pipeline: wgpu::ComputePipeline,
     score_tiled_pipeline: wgpu::ComputePipeline,
+    step_general_pipeline: wgpu::ComputePipeline,
+    score_general_pipeline: wgpu::ComputePipeline,
+    heun_pipeline: wgpu::ComputePipeline,
+    heun_tiled_pipeline: wgpu::ComputePipeline,
+    heun_general_pipeline: wgpu::ComputePipeline,
     run_params: wgpu::Buffer,
     workgroup_size: u32,
     reduction: Reduction,
@@ -152,6 +164,14 @@ impl GpuEngine {
         let step_tiled_pipeline = ctx.pipeline(&EM_STEP_TILED_STAGE, Some(&layout), workgroup_size);
         let score_pipeline = ctx.pipeline(&SCORE_STAGE, Some(&layout), workgroup_size);
         let score_tiled_pipeline = ctx.pipeline(&SCORE_TILED_STAGE, Some(&layout), workgroup_size);
+        // The general-D stages have a fixed workgroup (one per particle, GENERAL_WG
+        // invocations): their results do not depend on `workgroup_size` either.
+        let step_general_pipeline = ctx.pipeline(&EM_STEP_GENERAL_STAGE, Some(&layout), 0);
+        let score_general_pipeline = ctx.pipeline(&SCORE_GENERAL_STAGE, Some(&layout), 0);
+        let heun_pipeline = ctx.pipeline(&HEUN_STEP_STAGE, Some(&layout), workgroup_size);
+        let heun_tiled_pipeline =
+            ctx.pipeline(&HEUN_STEP_TILED_STAGE, Some(&layout), workgroup_size);
+        let heun_general_pipeline = ctx.pipeline(&HEUN_STEP_GENERAL_STAGE, Some(&layout), 0);
         let timestamps = ctx
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
@@ -173,6 +193,11 @@ impl GpuEngine {
             step_tiled_pipeline,
             score_pipeline,
             score_tiled_pipeline,
+            step_general_pipeline,
+            score_general_pipeline,
+            heun_pipeline,
+            heun_tiled_pipeline,
+            heun_general_pipeline,
             run_params,
             workgroup_size,
             reduction: Reduction::Auto,
@@ -206,18 +231,14 @@ impl GpuEngine {
         self.last_kernel_seconds
     }
 
-    /// Upload training points (padded to vec4) and all steps' parameters, unless the
-    /// same problem is already on the device.
-    fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<StepParams>) {
-        let mut padded = vec![0f32; training.len() / dim * 4];
-        for (i, row) in training.chunks(dim).enumerate() {
-            for (d, &v) in row.iter().enumerate() {
-                padded[i * 4 + d] = v as f32;
-            }
-        }
+    /// Upload training points (each padded to whole vec4: one for D <= 4, D/4 rounded up
+    /// otherwise) and all steps' parameters, unless the same problem is already on the
+    /// device.
+    fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<u8>) {
+        let padded = crate::cpu::reduce_general::pad_general(training, dim);
         let training_key: Vec<u32> = padded.iter().map(|v| v.to_bits()).collect();
         if let Some(p) = &self.problem {
-            if p.training_key == training_key && p.steps_key == steps {
+            if p.dim == dim && p.training_key == training_key && p.steps_key == steps {
                 return;
             }
         }
@@ -230,7 +251,10 @@ impl GpuEngine {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
         let size = std::mem::size_of::<StepParams>() as u64;
         let step_stride = size.div_ceil(align) * align;
-        let chunks = training_chunks(padded.len() / 4);
+        let chunks = training_chunks_of(
+            training_key.len() / crate::cpu::reduce_general::padded_width(dim),
+            chunk_points(dim),
+        );
         let chunk_size = std::mem::size_of::<ChunkParams>() as u64;
         let uniform_stride = chunk_size.div_ceil(align) * align;
         let mut chunk_bytes = vec![0u8; (uniform_stride as usize) * chunks.len()];
@@ -243,10 +267,10 @@ impl GpuEngine {
             contents: &chunk_bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let mut bytes = vec![0u8; step_stride as usize * steps.len().max(1)];
-        for (k, s) in steps.iter().enumerate() {
+        let mut bytes = vec![0u8; step_stride as usize * (steps.len() / size as usize).max(1)];
+        for (k, s) in steps.chunks(size as usize).enumerate() {
             let at = k * step_stride as usize;
-            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(s));
+            bytes[at..at + size as usize].copy_from_slice(s);
         }
         let steps_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("step params"),
@@ -254,6 +278,7 @@ impl GpuEngine {
             usage: wgpu::BufferUsages::UNIFORM,
         });
         self.problem = Some(ProblemBuffers {
+            dim,
             training_key,
             steps_key: steps,
             training,
@@ -270,7 +295,7 @@ impl GpuEngine {
     fn prepare_batch(&mut self, bytes: u64, dim: usize) {
         let chunked = self.problem.as_ref().is_some_and(|p| p.n_chunks > 1);
         let state_bytes = if chunked {
-            bytes / (4 * dim as u64) * 32
+            bytes / (4 * dim as u64) * state_bytes_per_particle(dim)
         } else {
             32
         };
@@ -302,6 +327,13 @@ impl GpuEngine {
                 mapped_at_creation: false,
             }),
         });
+    }
+
+    /// Workgroup counts (x, y) of the general-D stages: one workgroup per particle.
+    fn general_grid(&self, n: usize) -> (u32, u32) {
+        let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let x = n.clamp(1, max_x);
+        (x as u32, n.div_ceil(x).max(1) as u32)
     }
 
     /// Workgroup counts (x, y) covering `n` invocations, and threads per row.
@@ -396,14 +428,18 @@ impl GpuEngine {
             .collect()
     }
 
-    fn check_dim(dim: usize) -> Result<()> {
-        if dim == 0 || dim > MAX_DIM {
+    /// Refuse a dimension outside 1..=MAX_DIMENSION, or a training set that does not fit
+    /// one storage buffer binding, with the numbers.
+    fn check_problem(&self, dim: usize, n_train: usize) -> Result<()> {
+        if dim == 0 || dim > MAX_DIMENSION {
             return Err(Error::invalid(
                 "dimension",
-                format!("the GPU kernels support 1..={MAX_DIM} dimensions, the dataset has {dim}"),
+                format!(
+                    "the GPU kernels support 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+                ),
             ));
         }
-        Ok(())
+        check_training_fits(n_train, dim, self.ctx.max_storage_bytes())
     }
 
     /// Evaluate the empirical score at `points` (row-major, dimension `dataset.dim`) at
@@ -416,22 +452,35 @@ impl GpuEngine {
         points: &[f32],
     ) -> Result<Vec<f32>> {
         let dim = dataset.dim;
-        Self::check_dim(dim)?;
+        self.check_problem(dim, dataset.len())?;
         let n = points.len() / dim;
         let bytes = (points.len() * 4) as u64;
-        if bytes > self.ctx.max_storage_bytes() {
+        if n > self.max_batch_particles(dim) {
+            let max = self.ctx.max_storage_bytes();
             return Err(Error::invalid(
                 "points",
-                "too many query points for one buffer",
+                format!(
+                    "{n} query points of dimension {dim} need {} bytes of coordinates and {} \
+                     bytes of softmax state, over this adapter's largest storage buffer \
+                     binding of {max} bytes; evaluate them in smaller sets",
+                    bytes,
+                    n as u64 * state_bytes_per_particle(dim)
+                ),
             ));
         }
         self.prepare_problem(
             &dataset.points,
             dim,
-            vec![StepParams::for_score(schedule, tau)],
+            bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
         );
         self.prepare_batch(bytes.max(16), dim);
-        let (gx, gy, threads_per_row) = self.dispatch_grid(n);
+        let general = dim > MAX_DIM;
+        let (gx, gy, threads_per_row) = if general {
+            let (gx, gy) = self.general_grid(n);
+            (gx, gy, 0)
+        } else {
+            self.dispatch_grid(n)
+        };
         let mut run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
         run.threads_per_row = threads_per_row;
         let queue = &self.ctx.queue;
@@ -447,7 +496,9 @@ impl GpuEngine {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(if self.uses_tiled(dataset.len()) {
+            pass.set_pipeline(if general {
+                &self.score_general_pipeline
+            } else if self.uses_tiled(dataset.len()) {
                 &self.score_tiled_pipeline
             } else {
                 &self.score_pipeline
@@ -465,6 +516,35 @@ impl GpuEngine {
             .read_buffer(&self.batch.as_ref().unwrap().scratch, bytes)?;
         Ok(bytemuck::cast_slice(&out).to_vec())
     }
+}
+
+/// Bytes of online-softmax state a particle carries between chunk dispatches: two vec4
+/// on the vec4 kernels, (D/4 rounded up + 1) vec4 on the general-D ones.
+pub fn state_bytes_per_particle(dim: usize) -> u64 {
+    if dim <= MAX_DIM {
+        32
+    } else {
+        16 * (dim.div_ceil(4) as u64 + 1)
+    }
+}
+
+/// Refuse a training set whose padded points (16 bytes per 4 coordinates, rounded up)
+/// do not fit one storage buffer binding of `max_binding` bytes, with the numbers.
+pub fn check_training_fits(n_train: usize, dim: usize, max_binding: u64) -> Result<()> {
+    let needed = n_train as u64 * 16 * dim.div_ceil(4) as u64;
+    if needed > max_binding {
+        return Err(Error::invalid(
+            "--dataset",
+            format!(
+                "{n_train} training points of dimension {dim} need {needed} bytes in one GPU \
+                 buffer ({} bytes a point, padded to a multiple of 4 coordinates), but this \
+                 adapter's largest storage buffer binding is {max_binding} bytes; use fewer \
+                 training points or --backend cpu",
+                16 * dim.div_ceil(4)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A pair of timestamp queries around a batch's steps, and the buffers to read them.
@@ -526,8 +606,10 @@ impl Engine for GpuEngine {
     }
 
     fn max_batch_particles(&self, dim: usize) -> usize {
-        // The softmax state (32 bytes a particle) bounds batches of chunked problems.
-        let per_particle = (dim.max(1) * 4).max(32) as u64;
+        // Each of the particle, scratch and softmax-state buffers must fit one storage
+        // binding: 4 D bytes a particle for the first two, state_bytes_per_particle(D)
+        // (32 for D <= 4, 16 (D/4 + 1) beyond) for the state of chunked problems.
+        let per_particle = ((dim.max(1) * 4) as u64).max(state_bytes_per_particle(dim));
         (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
     }
 
@@ -542,23 +624,54 @@ impl Engine for GpuEngine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
-        Self::check_dim(dim)?;
+        self.check_problem(dim, problem.dataset.len())?;
         let n = samples.len() / dim;
         let bytes = (samples.len() * 4) as u64;
         if n == 0 {
             return Ok(());
         }
-        if n > self.max_batch_particles(dim) {
+        let limit = self.max_batch_particles(dim);
+        if n > limit {
             return Err(Error::invalid(
-                "batch",
-                "batch exceeds the GPU's buffer limit",
+                "--batch",
+                format!(
+                    "{n} particles of dimension {dim} need {bytes} bytes per particle buffer \
+                     and {} bytes of softmax state, over this adapter's largest storage \
+                     buffer binding of {} bytes; at most {limit} particles fit a batch",
+                    n as u64 * state_bytes_per_particle(dim),
+                    self.ctx.max_storage_bytes()
+                ),
             ));
         }
-        let params: Vec<StepParams> = problem.steps.iter().map(StepParams::from_step).collect();
-        self.prepare_problem(&problem.dataset.points, dim, params);
+        // The step records of the whole problem: one StepParams per step (em), or the
+        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
+        let mut records: Vec<u8> = Vec::new();
+        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
+        for (k, step) in problem.steps.iter().enumerate() {
+            first_record.push(records.len() / std::mem::size_of::<StepParams>());
+            match problem.sampler {
+                SamplerKind::Em => {
+                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
+                }
+                SamplerKind::Heun => {
+                    for half in HeunParams::for_step(problem.steps, k) {
+                        records.extend_from_slice(bytemuck::bytes_of(&half));
+                    }
+                }
+            }
+        }
+        first_record.push(records.len() / std::mem::size_of::<StepParams>());
+        self.prepare_problem(&problem.dataset.points, dim, records);
         self.prepare_batch(bytes, dim);
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
+        let general = dim > MAX_DIM;
+        // The general-D step runs one workgroup per particle (init_noise does not).
+        let (step_gx, step_gy) = if general {
+            self.general_grid(n)
+        } else {
+            (gx, gy)
+        };
         let mut run = RunParams::new(
             problem.seed,
             first_particle,
@@ -611,10 +724,14 @@ impl Engine for GpuEngine {
 
         // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
         let n_steps = steps.end;
-        let step_pipeline = if self.uses_tiled(problem.dataset.len()) {
-            &self.step_tiled_pipeline
-        } else {
-            &self.step_pipeline
+        let tiled = self.uses_tiled(problem.dataset.len());
+        let step_pipeline = match (problem.sampler, general, tiled) {
+            (SamplerKind::Em, true, _) => &self.step_general_pipeline,
+            (SamplerKind::Em, false, true) => &self.step_tiled_pipeline,
+            (SamplerKind::Em, false, false) => &self.step_pipeline,
+            (SamplerKind::Heun, true, _) => &self.heun_general_pipeline,
+            (SamplerKind::Heun, false, true) => &self.heun_tiled_pipeline,
+            (SamplerKind::Heun, false, false) => &self.heun_pipeline,
         };
         let mut submissions = Vec::new();
         for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
@@ -638,10 +755,12 @@ impl Engine for GpuEngine {
                 pass.set_pipeline(step_pipeline);
                 pass.set_bind_group(0, &main, &[]);
                 for k in chunk_start..chunk_end {
-                    pass.set_bind_group(1, &step_group, &[(k as u64 * stride) as u32]);
-                    for &offset in &chunk_offsets {
-                        pass.set_bind_group(2, &chunk_group, &[offset]);
-                        pass.dispatch_workgroups(gx, gy, 1);
+                    for record in first_record[k]..first_record[k + 1] {
+                        pass.set_bind_group(1, &step_group, &[(record as u64 * stride) as u32]);
+                        for &offset in &chunk_offsets {
+                            pass.set_bind_group(2, &chunk_group, &[offset]);
+                            pass.dispatch_workgroups(step_gx, step_gy, 1);
+                        }
                     }
                 }
             }

@@ -1,0 +1,44 @@
+// The empirical score at query points for D > 4: score = (s m - x) / sigma2, with m from
+// common/reduce_general.wgsl (one workgroup per query point, chunked like score.wgsl).
+// CPU twin: src/cpu/reduce_general.rs (score_general).
+// Assembled after common/params.wgsl, common/score.wgsl and common/reduce_general.wgsl.
+
+@group(0) @binding(0) var<uniform> run: RunParams;
+@group(0) @binding(1) var<storage, read_write> particles: array<f32>;
+@group(0) @binding(2) var<storage, read> training: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(4) var<storage, read_write> softmax_state: array<vec4<f32>>;
+@group(1) @binding(0) var<uniform> step: StepParams;
+@group(2) @binding(0) var<uniform> chunk: ChunkParams;
+
+@compute @workgroup_size(GENERAL_WG)
+fn score_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // One point per workgroup: a uniform return (see em_step_general.wgsl).
+    let i = wid.x + wid.y * groups.x;
+    if (i >= run.batch_len) {
+        return;
+    }
+    let state = reduce_general(i, lid, step.mean_scale, step.inv_two_sigma2);
+    if (chunk.last == 0u) {
+        return;
+    }
+    let columns = columns_of(run.dim);
+    let base = i * run.dim;
+    for (var j = 0u; j < OWNED; j++) {
+        let c = lid + j * GENERAL_WG;
+        if (c >= columns) {
+            break;
+        }
+        let x = particle_column(base, c);
+        let value = (step.mean_scale * (state.weighted[j] / state.weight_sum) - x) * step.inv_sigma2;
+        let d = 4u * c;
+        if (d < run.dim) { scores[base + d] = value.x; }
+        if (d + 1u < run.dim) { scores[base + d + 1u] = value.y; }
+        if (d + 2u < run.dim) { scores[base + d + 2u] = value.z; }
+        if (d + 3u < run.dim) { scores[base + d + 3u] = value.w; }
+    }
+}
