@@ -180,6 +180,30 @@ pub struct SampleArgs {
     /// not with --backend reference).
     #[arg(long, value_parser = parse_count_usize)]
     pub checkpoint_every: Option<usize>,
+
+    /// The score driving the sampler: `empirical` (the exact score of the training set,
+    /// which memorizes) or `kde:h` (the score of the training set smoothed by a Gaussian of
+    /// width h, components N(s x_i, (sigma2 + s^2 h^2) I); kde:0 is the empirical score).
+    #[arg(long, default_value = "empirical")]
+    pub score: crate::schedule::ScoreKind,
+
+    /// Early stopping: end the reverse process at forward time t_min (the grid of --steps
+    /// points then runs from 1 - 1/(S-1) down to t_min) and output each sample's denoised
+    /// mean E[x_0 | x_{t_min}] (the posterior mean of the training points for the empirical
+    /// score). 0 runs to t = 0 as usual.
+    #[arg(long, default_value_t = 0.0)]
+    pub t_min: f64,
+
+    /// Record the posterior concentration (mean of max_i w_i, and how often the current
+    /// argmax is the final nearest training point) at about this many points along the
+    /// trajectory; 0 turns it off. Not with --checkpoint-every.
+    #[arg(long, default_value_t = 20)]
+    pub posterior_records: usize,
+
+    /// Record the posterior concentration over the particles of index below this (the same
+    /// particles in every shard); its cost is this many times N per record.
+    #[arg(long, default_value = "100000", value_parser = parse_count)]
+    pub posterior_particles: u64,
 }
 
 /// Options of `memodiff resume`.
@@ -272,6 +296,12 @@ pub struct RunParameters {
     pub resolution: [usize; 2],
     pub kernel_bandwidth: f64,
     pub colormap: &'static str,
+    /// `--score`: `{"kind": "empirical"}` or `{"kind": "kde", "h": ...}`.
+    pub score: crate::schedule::ScoreKind,
+    /// `--t-min` (0: the reverse process runs to t = 0).
+    pub t_min: f64,
+    /// Where the metrics' nearest neighbours were found ("gpu" or "cpu"; exact either way).
+    pub nearest_neighbours_on: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -375,6 +405,8 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         dataset,
         batch: args.batch,
         shard: args.shard,
+        score: args.score,
+        t_min: args.t_min,
     };
     if !args.no_samples {
         check_free_space(&config, &args.out)?;
@@ -392,6 +424,13 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 "--checkpoint-every",
                 "cannot be used with --backend reference: its f64 state is rounded to f32 \
                  at a checkpoint, so a resumed run would not be bit-identical; use cpu or gpu",
+            ))
+        }
+        Some(_) if config.score != crate::schedule::ScoreKind::Empirical || config.t_min != 0.0 => {
+            return Err(crate::Error::invalid(
+                "--checkpoint-every",
+                "is not supported with --score kde:h or --t-min yet (a checkpoint does not \
+                 record them); run without checkpoints",
             ))
         }
         _ => {}
@@ -451,11 +490,33 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
             RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
         }
     };
+    let mut folder = folder;
+    // Posterior tracking keeps per-batch state a checkpoint does not save: off with
+    // checkpoints.
+    let records = if args.checkpoint_every.is_some() {
+        0
+    } else {
+        args.posterior_records
+    };
+    let plan = (records > 0 && args.posterior_particles > 0).then(|| {
+        crate::measure::PosteriorPlan::spread(
+            config.time_points - 1,
+            records,
+            args.posterior_particles,
+        )
+    });
+    let mut metrics = crate::measure::MetricsSink::new(&config, plan)?;
+    if let Some(ctx) = engine.gpu_context() {
+        metrics.use_gpu(ctx)?;
+    }
+    folder.set_metrics(metrics);
+    let nearest_on = if engine.gpu_context().is_some() { "gpu" } else { "cpu" };
     let checkpoints = sampler::Checkpoints {
         every: args.checkpoint_every,
         resume: None,
     };
     let run = Prepared {
+        nearest_on,
         started,
         config,
         images,
@@ -469,6 +530,8 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
 
 /// What `sample` and `resume` have set up before sampling.
 struct Prepared {
+    /// Where nearest neighbours of the metrics are found: "gpu" or "cpu" (exact either way).
+    nearest_on: &'static str,
     started: Instant,
     config: SampleConfig,
     images: ImageSettings,
@@ -487,6 +550,7 @@ fn complete(
     checkpoints: sampler::Checkpoints,
 ) -> Result<RunReport> {
     let Prepared {
+        nearest_on,
         started,
         config,
         images,
@@ -550,6 +614,9 @@ fn complete(
             resolution: [images.width, images.height],
             kernel_bandwidth: images.bandwidth,
             colormap: images.colormap.name(),
+            score: config.score,
+            t_min: config.t_min,
+            nearest_neighbours_on: nearest_on,
         },
         backend: engine.backend().name(),
         backend_requested,
@@ -605,6 +672,9 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         shard: spec
             .shard
             .map(|[index, count]| crate::sampler::Shard { index, count }),
+        // Checkpointed runs are refused with other scores or --t-min.
+        score: crate::schedule::ScoreKind::Empirical,
+        t_min: 0.0,
     };
     config.validate()?;
     let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
@@ -652,6 +722,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         resume: Some(std::mem::take(&mut saved.resume)),
     };
     let run = Prepared {
+        nearest_on: "cpu",
         started,
         config,
         images,
@@ -683,7 +754,40 @@ fn print_summary(r: &RunReport, out: &std::path::Path) {
         100.0 * m.fraction_within_0_05,
         100.0 * m.fraction_within_0_1
     );
+    print_memorization(m);
     println!("wrote {}: {}", out.display(), r.files.join(", "));
+}
+
+/// The ratio-criterion and posterior lines of a run's summary.
+pub fn print_memorization(m: &MemorizationSummary) {
+    let [lo, hi] = m.memorized_interval_95;
+    println!(
+        "memorized (d1/d2 < 1/3): {:.2}% [95% bootstrap {:.2}%, {:.2}%]; {} of {} training \
+         points reproduced, {} nearest to some sample",
+        100.0 * m.memorized_fraction,
+        100.0 * lo,
+        100.0 * hi,
+        m.distinct_memorized,
+        m.nearest_counts.len(),
+        m.distinct_nearest
+    );
+    if let Some(c) = &m.occupancy_chi_square {
+        println!(
+            "occupancy of the training points vs uniform: chi-square {:.4} on {} dof, p = {:.4}",
+            c.statistic, c.dof, c.p_value
+        );
+    }
+    if let Some(points) = &m.posterior {
+        let line: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.3}:{:.3}/{:.3}", p.ou_time, p.mean_max_weight, p.fraction_argmax_final))
+            .collect();
+        println!(
+            "posterior concentration (OU time: mean max w / argmax = final nearest), {} particles: {}",
+            points.first().map_or(0, |p| p.particles),
+            line.join(" ")
+        );
+    }
 }
 
 /// `memodiff bench`: run the matrix, print a markdown table, optionally write JSON.

@@ -11,14 +11,17 @@ pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod heatmap;
+pub mod measure;
 pub mod merge;
 pub mod metrics;
 pub mod output;
 pub mod params;
 pub mod philox;
+pub mod posterior;
 pub mod reference;
 pub mod run_folder;
 pub mod sampler;
 pub mod schedule;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -38,8 +38,12 @@ fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
 
 /// The empirical score `grad_x log p_tau(x) = (s sum_i w_i x_i - x) / sigma2`.
 pub fn score(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
-    let s = schedule.mean_scale(tau);
-    let v = schedule.sigma2(tau);
+    score_with(dataset, schedule.mean_scale(tau), schedule.sigma2(tau), x)
+}
+
+/// The score of the mixture `(1/N) sum_i N(s x_i, v I)`: `(s sum_i w_i x_i - x) / v`. With
+/// `v = sigma2(tau)` it is the empirical score; `kde:h` steps carry `v = sigma2 + s^2 h^2`.
+pub fn score_with(dataset: &Dataset, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
     let w = posterior_weights(dataset, x, s, v);
     (0..dataset.dim)
         .map(|d| {
@@ -70,7 +74,9 @@ pub fn em_step(
     x: &mut [f64],
     z: &[f64],
 ) {
-    let sc = score(dataset, schedule, step.tau, x);
+    // The step's own mean scale and component variance: the empirical score's
+    // `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h` (schedule::reverse_steps_with).
+    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
     let g = schedule.diffusion(step.tau);
     for d in 0..x.len() {
         let drift = -schedule.drift(x[d], step.tau) + g * g * sc[d];

@@ -4,6 +4,7 @@
 use crate::colormap::Colormap;
 use crate::error::{Error, Result};
 use crate::heatmap::{DensityGrid, Extent};
+use crate::measure::MetricsSink;
 use crate::metrics::MemorizationCounter;
 use crate::output::NpyStreamWriter;
 use crate::sampler::BatchSink;
@@ -50,10 +51,9 @@ pub struct RunFolder {
     arrays: Option<(NpyStreamWriter, NpyStreamWriter)>,
     sample_grid: Option<DensityGrid>,
     initial_grid: Option<DensityGrid>,
-    metrics: MemorizationCounter,
+    metrics: MetricsSink,
     colormap: Colormap,
     write_raw_grids: bool,
-    dim: usize,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.
     checkpoint: Option<(crate::checkpoint::RunSpec, crate::dataset::Dataset)>,
     /// Batches finished at the last checkpoint this process saved.
@@ -160,7 +160,7 @@ impl RunFolder {
                 }
             }
         }
-        folder.metrics.add_counts(&saved.counts)?;
+        folder.metrics.counter.add_counts(&saved.counts)?;
         Ok(folder)
     }
 
@@ -218,13 +218,18 @@ impl RunFolder {
             },
             sample_grid,
             initial_grid,
-            metrics: MemorizationCounter::new(&training.points, dim)?,
+            metrics: MetricsSink::plain(training)?,
             colormap: images.colormap,
             write_raw_grids: images.write_raw_grids,
-            dim,
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
         })
+    }
+
+    /// Replace the folder's metrics (before any batch): posterior concentration, GPU
+    /// nearest neighbours (see [`MetricsSink`]).
+    pub fn set_metrics(&mut self, metrics: MetricsSink) {
+        self.metrics = metrics;
     }
 
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
@@ -250,20 +255,22 @@ impl RunFolder {
                 )?);
             }
         }
-        crate::output::write_json(&self.dir.join(METRICS_COUNTS), &self.metrics.counts())?;
+        crate::output::write_json(
+            &self.dir.join(METRICS_COUNTS),
+            &self.metrics.counter.counts(),
+        )?;
         written.push(METRICS_COUNTS.into());
-        Ok((written, self.metrics))
+        Ok((written, self.metrics.counter))
     }
 }
 
 impl BatchSink for RunFolder {
-    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+    fn consume(&mut self, first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         let arrays = &mut self.arrays;
-        let (sample_grid, initial_grid, metrics, dim) = (
+        let (sample_grid, initial_grid, metrics) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
             &mut self.metrics,
-            self.dim,
         );
         // Files, images and metrics are independent: do them side by side.
         let (files, counted) = rayon::join(
@@ -283,7 +290,7 @@ impl BatchSink for RunFolder {
                 if let Some(g) = initial_grid {
                     g.accumulate(initial);
                 }
-                metrics.add_batch(samples, dim)
+                metrics.count(first, samples)
             },
         );
         files.and(counted)
@@ -307,12 +314,20 @@ impl BatchSink for RunFolder {
             crate::checkpoint::FolderState {
                 sample_grid: self.sample_grid.as_ref(),
                 initial_grid: self.initial_grid.as_ref(),
-                counts: self.metrics.counts(),
+                counts: self.metrics.counter.counts(),
                 rows_streamed,
                 unchanged: self.saved_batches == Some(at.batches_done),
             },
         )?;
         self.saved_batches = Some(at.batches_done);
         Ok(())
+    }
+
+    fn observe_steps(&self) -> Vec<usize> {
+        self.metrics.observe_steps()
+    }
+
+    fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
+        self.metrics.observe(first, step, state)
     }
 }

@@ -7,7 +7,7 @@ use crate::engine::{Backend, Engine, Problem};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterChoice, GpuEngine};
 use crate::reference::ReferenceEngine;
-use crate::schedule::{reverse_steps, VpSchedule};
+use crate::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -34,6 +34,12 @@ pub struct SampleConfig {
     /// particle's trajectory depends only on the seed and its index, so the shards of a
     /// run together are exactly the unsharded run.
     pub shard: Option<Shard>,
+    /// The score driving the sampler (`--score`): empirical, or `kde:h`.
+    pub score: ScoreKind,
+    /// Early stopping (`--t-min`): the grid ends at forward time `t_min` instead of 0 and
+    /// each sample is replaced by its denoised mean `E[x_0 | x_{t_min}]` (see
+    /// [`crate::schedule::reverse_steps_with`], [`crate::posterior::denoise`]). 0: off.
+    pub t_min: f64,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -81,7 +87,21 @@ impl SampleConfig {
             dataset,
             batch: None,
             shard: None,
+            score: ScoreKind::Empirical,
+            t_min: 0.0,
         }
+    }
+
+    /// The reverse steps of this run (time grid, score variant, early stop).
+    pub fn reverse_steps(&self) -> Vec<ReverseStep> {
+        reverse_steps_with(&self.schedule, self.time_points, self.score, self.t_min)
+    }
+
+    /// Where the state is after `k` of the steps: the forward time of step `k` (the point
+    /// at which that step evaluates the score), or `t_min` once all steps are done.
+    pub fn score_point_after(&self, steps: &[ReverseStep], k: usize) -> ScorePoint {
+        let tau = steps.get(k).map_or(self.t_min, |s| s.tau);
+        ScorePoint::new(&self.schedule, self.score, tau)
     }
 
     /// The particle indices this run simulates: all of them, or its shard's range.
@@ -140,6 +160,28 @@ impl SampleConfig {
                         shard.count, self.particles
                     ),
                 ));
+            }
+        }
+        if !self.t_min.is_finite() || self.t_min < 0.0 {
+            return Err(Error::invalid(
+                "--t-min",
+                format!("{} must be a finite number >= 0", self.t_min),
+            ));
+        }
+        let first_tau = 1.0 - 1.0 / (self.time_points - 1) as f64;
+        if self.t_min > 0.0 && self.t_min >= first_tau {
+            return Err(Error::invalid(
+                "--t-min",
+                format!(
+                    "{} leaves no step: the grid of {} time points starts at forward time \
+                     {first_tau}; use a smaller --t-min or more --steps",
+                    self.t_min, self.time_points
+                ),
+            ));
+        }
+        if let ScoreKind::Kde { h } = self.score {
+            if !h.is_finite() || h < 0.0 {
+                return Err(Error::invalid("--score", "kde:h needs a finite h >= 0"));
             }
         }
         if self.batch == Some(0) {
@@ -202,6 +244,20 @@ pub trait BatchSink {
     /// batch before `at.first`, and `at` the state of the batch in flight.
     fn checkpoint(&mut self, at: &CheckpointAt) -> Result<()> {
         let _ = at;
+        Ok(())
+    }
+
+    /// Numbers of steps done (0 ..= S-1, 0 being the initial noise) after which the
+    /// sampler shows each batch's positions to [`observe`](Self::observe). Splitting a
+    /// batch's steps there does not change its results (see `Engine::advance_batch`).
+    fn observe_steps(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The positions (row-major (n, D)) of the batch starting at `first_particle` after
+    /// `step` steps, before any `--t-min` denoising.
+    fn observe(&mut self, first_particle: u64, step: usize, state: &[f32]) -> Result<()> {
+        let _ = (first_particle, step, state);
         Ok(())
     }
 }
@@ -326,7 +382,12 @@ pub fn run_checkpointed(
     if checkpoints.every == Some(0) {
         return Err(Error::invalid("--checkpoint-every", "must be at least 1"));
     }
-    let steps = reverse_steps(&config.schedule, config.time_points);
+    let steps = config.reverse_steps();
+    let observe: std::collections::BTreeSet<usize> = sink
+        .observe_steps()
+        .into_iter()
+        .filter(|&k| k <= steps.len())
+        .collect();
     let problem = Problem {
         dataset: &config.dataset,
         steps: &steps,
@@ -401,18 +462,36 @@ pub fn run_checkpointed(
         }
         let mut reached = step;
         let mut segment_started = started;
+        // Whether the batch's initial noise has been drawn (a resumed batch has it).
+        let mut begun = step > 0;
+        if !begun && observe.contains(&0) {
+            engine.advance_batch(
+                &problem,
+                first,
+                Some(&mut *initial),
+                samples,
+                0..0,
+                cancel,
+                &mut |_| {},
+            )?;
+            begun = true;
+            sink.observe(first, 0, samples)?;
+        }
         while step < steps.len() {
-            let end = match checkpoints.every {
+            let mut end = match checkpoints.every {
                 Some(k) => ((step / k + 1) * k).min(steps.len()),
                 None => steps.len(),
             };
+            if let Some(&k) = observe.range(step + 1..).next() {
+                end = end.min(k);
+            }
             let outcome = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted(String::new()))
             } else {
                 engine.advance_batch(
                     &problem,
                     first,
-                    if step == 0 { Some(&mut *initial) } else { None },
+                    if begun { None } else { Some(&mut *initial) },
                     samples,
                     step..end,
                     cancel,
@@ -449,6 +528,10 @@ pub fn run_checkpointed(
                 });
             }
             step = end;
+            begun = true;
+            if observe.contains(&step) {
+                sink.observe(first, step, samples)?;
+            }
             if checkpoints.every.is_some() && step < steps.len() {
                 timing.sampling_s += segment_started.elapsed().as_secs_f64();
                 let started = Instant::now();
@@ -465,6 +548,10 @@ pub fn run_checkpointed(
                 saved = Some((batch_index, step));
                 segment_started = Instant::now();
             }
+        }
+        if config.t_min > 0.0 {
+            let point = config.score_point_after(&steps, steps.len());
+            crate::posterior::denoise(&config.dataset, config.score, &point, samples);
         }
         timing.sampling_s += segment_started.elapsed().as_secs_f64();
         let started = Instant::now();

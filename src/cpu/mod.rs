@@ -6,6 +6,7 @@ pub mod approx;
 pub mod em_step;
 pub mod fast;
 pub mod init_noise;
+pub mod nearest;
 pub mod score;
 
 use crate::engine::{Backend, Engine, Problem};

@@ -525,6 +525,10 @@ impl Engine for GpuEngine {
         self.last_kernel_seconds
     }
 
+    fn gpu_context(&self) -> Option<&GpuContext> {
+        Some(&self.ctx)
+    }
+
     fn max_batch_particles(&self, dim: usize) -> usize {
         // The softmax state (32 bytes a particle) bounds batches of chunked problems.
         let per_particle = (dim.max(1) * 4).max(32) as u64;

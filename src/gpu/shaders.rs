@@ -12,6 +12,7 @@ const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
 const SCORE: &str = include_str!("../../shaders/score.wgsl");
 const PHILOX_KAT: &str = include_str!("../../shaders/philox_kat.wgsl");
+const NEAREST: &str = include_str!("../../shaders/nearest.wgsl");
 
 /// One GPU stage: its name (= entry point) and the pieces it is assembled from.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +69,12 @@ pub const PHILOX_KAT_STAGE: Stage = Stage {
     parts: &[PHILOX, PHILOX_KAT],
 };
 
+/// The three nearest training points per sample (memorization metrics); any dimension.
+pub const NEAREST_STAGE: Stage = Stage {
+    entry_point: "nearest",
+    parts: &[NEAREST],
+};
+
 /// Every stage, for validation in tests (naga) and for pipeline creation.
 pub const ALL_STAGES: &[Stage] = &[
     INIT_NOISE_STAGE,
@@ -76,4 +83,5 @@ pub const ALL_STAGES: &[Stage] = &[
     SCORE_STAGE,
     SCORE_TILED_STAGE,
     PHILOX_KAT_STAGE,
+    NEAREST_STAGE,
 ];

@@ -1,0 +1,219 @@
+//! Memorization metrics end to end: GPU nearest neighbours against f64 brute force, score
+//! variants (kde:h, --t-min) through the engines, posterior concentration along the
+//! trajectory, and their shard merges.
+
+mod common;
+
+use common::{gpu_engine, scattered};
+use memodiff::cpu::CpuEngine;
+use memodiff::dataset::Dataset;
+use memodiff::engine::Engine;
+use memodiff::measure::{MetricsSink, PosteriorPlan};
+use memodiff::metrics::nearest_two;
+use memodiff::reference::ReferenceEngine;
+use memodiff::sampler::{run, run_collect, BatchSink, NoProgress, SampleConfig, Shard};
+use memodiff::schedule::ScoreKind;
+
+#[test]
+fn gpu_nearest_two_equals_f64_brute_force() {
+    let Some(engine) = gpu_engine("gpu_nearest_two_equals_f64_brute_force") else {
+        return;
+    };
+    let ctx = engine.gpu_context().expect("the GPU engine has a context");
+    // 20,000 points in D = 3: 60,000 coordinates, two chunks of the shader's loop; D = 7
+    // (beyond the sampler's vec4) and training sets of 1 and 2 points.
+    for (n, dim, rows) in [(20_000usize, 3usize, 1500usize), (700, 7, 800), (1, 2, 50), (2, 1, 50)] {
+        let training = scattered(n, dim, 17 + n as u64);
+        let data = scattered(rows, dim, 5);
+        // Samples: scattered points, half of them pulled onto training points (small d1).
+        let mut samples: Vec<f32> = data.points.iter().map(|&v| v as f32).collect();
+        for r in (0..rows).step_by(2) {
+            let t = training.point(r % n);
+            for d in 0..dim {
+                samples[r * dim + d] = (t[d] + 1e-3 * data.points[r * dim + d]) as f32;
+            }
+        }
+        samples[dim] = f32::NAN;
+        let mut gpu = memodiff::gpu::nearest::GpuNearest::new(ctx, &training.points, dim).unwrap();
+        let found = gpu.neighbours(&samples).unwrap();
+        assert_eq!(found.len(), rows);
+        assert!(found[1].is_none(), "a NaN sample has no neighbours");
+        for (r, nb) in found.iter().enumerate().filter(|(r, _)| *r != 1) {
+            let want = nearest_two(&training.points, dim, &samples[r * dim..(r + 1) * dim]);
+            assert_eq!(nb.unwrap(), want, "n {n} dim {dim} row {r}");
+        }
+        // The GPU's f32 candidates are the CPU twin's.
+        let cands = gpu.candidates(&samples).unwrap();
+        let t32: Vec<f32> = training.points.iter().map(|&v| v as f32).collect();
+        let same = (0..rows)
+            .filter(|&r| {
+                let twin =
+                    memodiff::cpu::nearest::nearest_three(&samples[r * dim..(r + 1) * dim], &t32, dim);
+                twin.i[..2] == cands[r].i[..2]
+            })
+            .count();
+        assert!(same >= rows - 2, "{same} of {rows} agree with the twin");
+    }
+}
+
+/// A sink that keeps the final samples and observes the trajectory through a MetricsSink.
+struct Both {
+    metrics: MetricsSink,
+    samples: Vec<f32>,
+}
+
+impl BatchSink for Both {
+    fn consume(&mut self, first: u64, initial: &[f32], samples: &[f32]) -> memodiff::Result<()> {
+        self.samples.extend_from_slice(samples);
+        self.metrics.consume(first, initial, samples)
+    }
+    fn observe_steps(&self) -> Vec<usize> {
+        self.metrics.observe_steps()
+    }
+    fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> memodiff::Result<()> {
+        self.metrics.observe(first, step, state)
+    }
+}
+
+fn circle_config(particles: u64) -> SampleConfig {
+    let mut config = SampleConfig::new(Dataset::circle(8).unwrap());
+    config.particles = particles;
+    config
+}
+
+#[test]
+fn posterior_concentration_along_the_trajectory() {
+    let mut config = circle_config(20_000);
+    config.batch = Some(7_000);
+    let plan = PosteriorPlan::spread(99, 10, 15_000);
+    let mut sink = Both {
+        metrics: MetricsSink::new(&config, Some(plan)).unwrap(),
+        samples: Vec::new(),
+    };
+    assert_eq!(sink.observe_steps()[0], 0);
+    assert_eq!(*sink.observe_steps().last().unwrap(), 99);
+    run(&config, &mut CpuEngine::new(), &mut sink, &mut NoProgress).unwrap();
+    // Observing between segments changes nothing (advance_batch is split-invariant).
+    let plain = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    assert_eq!(sink.samples, plain.samples);
+    let summary = sink.metrics.counter.summary();
+    let post = summary.posterior.unwrap();
+    assert!(post.iter().all(|p| p.particles == 15_000));
+    // Initial noise: the weights are spread over the 8 points; at tau = 0 they are the
+    // indicator of the nearest point, which is the final nearest point by definition.
+    assert!(post[0].mean_max_weight < 0.5, "{:?}", post[0]);
+    let last = post.last().unwrap();
+    assert_eq!((last.tau, last.mean_max_weight, last.fraction_argmax_final), (0.0, 1.0, 1.0));
+    // Concentration grows along the reverse process (up to Monte Carlo noise).
+    for w in post.windows(2) {
+        assert!(w[1].ou_time < w[0].ou_time);
+        assert!(w[1].mean_max_weight > w[0].mean_max_weight - 0.01, "{w:?}");
+    }
+    // Shards merge to the unsharded counts exactly.
+    let mut merged: Option<memodiff::metrics::MemorizationCounts> = None;
+    for k in 0..3 {
+        let mut part = config.clone();
+        part.shard = Some(Shard { index: k, count: 3 });
+        let mut sink = MetricsSink::new(&part, Some(plan)).unwrap();
+        run(&part, &mut CpuEngine::new(), &mut sink, &mut NoProgress).unwrap();
+        let c = sink.counter.counts();
+        match &mut merged {
+            None => merged = Some(c),
+            Some(m) => m.merge(&c).unwrap(),
+        }
+    }
+    assert_eq!(merged.unwrap(), sink.metrics.counter.counts());
+}
+
+#[test]
+fn kde_with_h_to_zero_is_the_empirical_score() {
+    let mut config = circle_config(2_000);
+    let empirical = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    config.score = ScoreKind::Kde { h: 0.0 };
+    let kde0 = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    assert_eq!(kde0.samples, empirical.samples);
+    // h -> 0 through the f64 reference engine: trajectories converge to the empirical ones.
+    config.particles = 300;
+    config.score = ScoreKind::Empirical;
+    let reference = |config: &SampleConfig| {
+        run_collect(config, &mut ReferenceEngine::new(config.schedule))
+            .unwrap()
+            .samples
+    };
+    let base = reference(&config);
+    let mut previous = f32::INFINITY;
+    for h in [1e-2, 1e-3, 1e-4] {
+        config.score = ScoreKind::Kde { h };
+        let max = reference(&config)
+            .iter()
+            .zip(&base)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(max < previous, "h = {h}: {max} not below {previous}");
+        previous = max;
+    }
+    assert!(previous < 1e-3, "h = 1e-4: max deviation {previous}");
+    // The cpu engine follows the reference with the kde score too.
+    config.score = ScoreKind::Kde { h: 0.3 };
+    let cpu = run_collect(&config, &mut CpuEngine::new()).unwrap().samples;
+    let r = reference(&config);
+    let close = cpu.iter().zip(&r).filter(|(a, b)| (*a - *b).abs() < 1e-3).count();
+    assert!(close >= cpu.len() * 99 / 100, "{close} of {}", cpu.len());
+}
+
+#[test]
+fn kde_and_t_min_move_memorization_to_generalization() {
+    let training = Dataset::circle(8).unwrap();
+    let memorized = |score: ScoreKind, t_min: f64| {
+        let mut config = SampleConfig::new(training.clone());
+        config.particles = 4_000;
+        config.score = score;
+        config.t_min = t_min;
+        let mut sink = MetricsSink::new(&config, None).unwrap();
+        run(&config, &mut CpuEngine::new(), &mut sink, &mut NoProgress).unwrap();
+        sink.counter.summary().memorized_fraction
+    };
+    let base = memorized(ScoreKind::Empirical, 0.0);
+    eprintln!("memorized: empirical {base}");
+    assert!(base > 0.9, "empirical score: {base}");
+    let kde = memorized(ScoreKind::Kde { h: 0.3 }, 0.0);
+    assert!(kde < base - 0.3, "kde:0.3 {kde} vs {base}");
+    let early = memorized(ScoreKind::Empirical, 0.3);
+    eprintln!("kde:0.3 {kde}, t-min 0.3 {early}");
+    assert!(early < base - 0.3, "t-min 0.3 {early} vs {base}");
+}
+
+#[test]
+fn t_min_outputs_the_denoised_mean() {
+    let mut config = circle_config(1_000);
+    config.t_min = 0.1;
+    let out = run_collect(&config, &mut CpuEngine::new()).unwrap();
+    // The same steps without the denoising: advance the batch by hand, then denoise.
+    let steps = config.reverse_steps();
+    assert_eq!(steps.len(), 99);
+    let problem = memodiff::engine::Problem {
+        dataset: &config.dataset,
+        steps: &steps,
+        seed: config.seed,
+        initial_std: config.schedule.sigma2(1.0).sqrt(),
+    };
+    let mut initial = vec![0f32; 2_000];
+    let mut state = vec![0f32; 2_000];
+    CpuEngine::new()
+        .run_batch(&problem, 0, &mut initial, &mut state, &mut |_| {})
+        .unwrap();
+    assert_eq!(initial, out.initial);
+    let point = config.score_point_after(&steps, steps.len());
+    assert_eq!(point.tau, 0.1);
+    memodiff::posterior::denoise(&config.dataset, config.score, &point, &mut state);
+    assert_eq!(state, out.samples);
+    // A posterior mean of points on the unit circle lies inside it.
+    for x in out.samples.chunks(2) {
+        assert!(x[0].hypot(x[1]) <= 1.0 + 1e-6);
+    }
+    // Bad values are refused.
+    config.t_min = 0.999;
+    assert!(config.validate().is_err());
+    config.t_min = -0.1;
+    assert!(config.validate().is_err());
+}
