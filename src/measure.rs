@@ -69,8 +69,8 @@ impl MetricsSink {
                         .zip(&points)
                         .map(|(&step, p)| PosteriorPoint {
                             step,
-                            tau: p.tau,
-                            ou_time: p.ou_time(&config.schedule),
+                            tau_bits: p.tau.to_bits(),
+                            ou_time_bits: p.ou_time(&config.schedule).to_bits(),
                             particles: 0,
                             max_weight_sum: 0,
                             argmax_is_final: 0,

@@ -475,9 +475,11 @@ pub struct PosteriorCounts {
 pub struct PosteriorPoint {
     /// Steps done (0: the initial noise).
     pub step: usize,
-    /// Forward time of the state and its Ornstein–Uhlenbeck time `B(tau) / 2`.
-    pub tau: f64,
-    pub ou_time: f64,
+    /// Forward time of the state and its Ornstein–Uhlenbeck time `B(tau) / 2`, as the bits
+    /// of their f64 (JSON readers may round decimal floats; integers are kept exactly, so
+    /// a merge rewrites the same file).
+    pub tau_bits: u64,
+    pub ou_time_bits: u64,
     pub particles: u64,
     /// Sum over particles of `round(max_i w_i 2^32)`.
     pub max_weight_sum: u64,
@@ -506,7 +508,7 @@ impl PosteriorCounts {
                 .points
                 .iter()
                 .zip(&other.points)
-                .all(|(a, b)| a.step == b.step && a.tau == b.tau);
+                .all(|(a, b)| a.step == b.step && a.tau_bits == b.tau_bits);
         if !same {
             return Err(Error::invalid(
                 "memorization counts",
@@ -528,8 +530,8 @@ impl PosteriorCounts {
                 let n = p.particles.max(1) as f64;
                 PosteriorSummaryPoint {
                     step: p.step,
-                    tau: p.tau,
-                    ou_time: p.ou_time,
+                    tau: f64::from_bits(p.tau_bits),
+                    ou_time: f64::from_bits(p.ou_time_bits),
                     particles: p.particles,
                     mean_max_weight: p.max_weight_sum as f64 / WEIGHT_SCALE / n,
                     fraction_argmax_final: p.argmax_is_final as f64 / n,
@@ -745,8 +747,8 @@ mod tests {
     fn counts_with_posterior_merge_and_round_trip() {
         let point = |step, sum, agree| PosteriorPoint {
             step,
-            tau: 0.5,
-            ou_time: 0.4,
+            tau_bits: 0.5f64.to_bits(),
+            ou_time_bits: 0.4f64.to_bits(),
             particles: 10,
             max_weight_sum: sum,
             argmax_is_final: agree,
