@@ -79,7 +79,7 @@ pub fn nearest_three(sample: &[f32], training: &[f32], dim: usize) -> Best {
     best
 }
 
-/// Largest Euclidean norm of the training points (for [`f32_error_bound`]).
+/// Largest Euclidean norm of the training points (for [`f32_error_bounds`]).
 pub fn max_norm(training: &[f64], dim: usize) -> f64 {
     training
         .chunks(dim)
@@ -87,24 +87,29 @@ pub fn max_norm(training: &[f64], dim: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// A bound on `|d2_f32 - d2|` for any training point, where `d2_f32` is the squared
-/// distance the shader (or its twin) computes from the f32-rounded training point and
-/// `d2` the exact f64 one: rounding of the training point (2^-24 relative), of each
-/// difference, square and sum (each 2^-24 relative, `dim + 2` of them along a sum), all
-/// bounded by `(dim + 4) 2^-24 (|x| + R)^2` and taken 4 times larger for safety (a GPU may
-/// fuse or reorder), plus a term for flushed denormals.
-pub fn f32_error_bound(sample: &[f32], dim: usize, training_max_norm: f64) -> f64 {
+/// Error bounds relating the shader's (or twin's) f32 squared distance `d2_f32` to the
+/// exact f64 distance `d` to a training point, for a sample `x` and training points of
+/// norm at most `R`: `d >= sqrt(d2_f32 / (1 + gamma)) - e`. Per coordinate the f32
+/// difference carries the rounding of the training point to f32 and of the subtraction,
+/// `2^-24 (|t_c| + |x_c - t_c|)`, so the difference vector is off by at most
+/// `e = 2^-24 (2 R + |x|)`; squaring and summing `dim` terms in f32 is off by a factor of at
+/// most `1 + (dim + 2) 2^-24`. Both are taken 4 times larger (a GPU may fuse or reorder;
+/// denormals may be flushed). Returns `(gamma, e)`.
+pub fn f32_error_bounds(sample: &[f32], dim: usize, training_max_norm: f64) -> (f64, f64) {
     let norm = sample
         .iter()
         .map(|&v| (v as f64) * (v as f64))
         .sum::<f64>()
         .sqrt();
-    (dim as f64 + 4.0) * 2f64.powi(-22) * (norm + training_max_norm).powi(2) + 1e-30
+    let gamma = 4.0 * (dim as f64 + 2.0) * 2f64.powi(-24);
+    let e = 4.0 * 2f64.powi(-24) * (2.0 * training_max_norm + norm) + 1e-18;
+    (gamma, e)
 }
 
 /// The exact nearest two of `sample` from its f32 top three: the three candidates'
 /// distances are recomputed in f64; every other training point has an f32 distance at
-/// least the third candidate's, so an f64 distance at least that minus the error bound.
+/// least the third candidate's, so an exact distance at least the bound of
+/// [`f32_error_bounds`] applied to it.
 /// When the second-best f64 candidate is strictly below that, the candidates' top two is
 /// the exact top two (ties between candidates go to the lowest index, as in brute force);
 /// otherwise (near-ties with a fourth point, overflow) the sample is done by brute force in
@@ -135,8 +140,9 @@ pub fn exact_neighbours(
     }
     cands.sort_by(|a, b| a.partial_cmp(b).expect("finite distances"));
     let proven = n <= 3 || {
-        let floor = best.d[2] as f64 - f32_error_bound(sample, dim, training_max_norm);
-        cands[1].0 < floor
+        let (gamma, e) = f32_error_bounds(sample, dim, training_max_norm);
+        let floor = (best.d[2] as f64 / (1.0 + gamma)).sqrt() - e;
+        cands[1].0.sqrt() < floor
     };
     if !proven {
         return (nearest_two(training, dim, sample), true);
