@@ -46,6 +46,10 @@ pub enum Command {
     Resume(ResumeArgs),
     /// List the GPU adapters (the indices `sample --device N` takes) and their limits.
     Devices(DevicesArgs),
+    /// Measure the collapse time of the reverse process on Gaussian training sets for a
+    /// grid of (N, d) and compare it with the prediction of Biroli et al. (2024),
+    /// t_C = 1/2 ln(1 + sigma^2 / (N^(2/d) - 1)); writes a CSV and a plot.
+    Collapse(crate::collapse::CollapseArgs),
 }
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
@@ -848,6 +852,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Merge(args) => merge(&args),
         Command::Resume(args) => resume(&args).map(|_| ()),
         Command::Devices(args) => devices(&args),
+        Command::Collapse(args) => crate::collapse::run(&args).map(|_| ()),
     }
 }
 

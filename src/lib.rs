@@ -2,8 +2,10 @@
 //! finite training set, on the GPU (wgpu/WGSL) with a CPU twin of every stage.
 
 pub mod bench;
+pub mod charts;
 pub mod checkpoint;
 pub mod cli;
+pub mod collapse;
 pub mod colormap;
 pub mod cpu;
 pub mod dataset;

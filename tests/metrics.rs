@@ -217,3 +217,60 @@ fn t_min_outputs_the_denoised_mean() {
     config.t_min = -0.1;
     assert!(config.validate().is_err());
 }
+
+/// The collapse time of two training points ±1 in d = 1, computed in the test: along the
+/// exact reverse process x_t follows the forward marginal p_t = (N(s, v) + N(-s, v)) / 2,
+/// so the mean of max_i w_i is E[max(q, 1 - q)], q = sigmoid(2 s x / v), x ~ N(s, v) (by
+/// symmetry), a 1-D integral; the normalised concentration 2 E[max w] - 1 reaches 1/2 at
+/// E[max w] = 3/4. `collapse::measure` on the sampler must find the same OU time.
+#[test]
+fn collapse_time_of_two_points_matches_the_exact_value() {
+    use memodiff::collapse::{measure, CollapseArgs};
+    let mean_max_w = |t: f64| {
+        let (s, v) = ((-t).exp(), -(-2.0 * t).exp_m1());
+        let (lo, hi, n) = (-12.0, 12.0, 24_000);
+        let h = (hi - lo) / n as f64;
+        (0..=n)
+            .map(|k| {
+                let z = lo + k as f64 * h;
+                let x = s + v.sqrt() * z;
+                let q = 1.0 / (1.0 + (-2.0 * s * x / v).exp());
+                let weight = if k == 0 || k == n { 0.5 } else { 1.0 };
+                weight * h * (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() * q.max(1.0 - q)
+            })
+            .sum::<f64>()
+    };
+    // Bisection: E[max w] decreases with t.
+    let (mut a, mut b) = (1e-4, 3.0);
+    for _ in 0..60 {
+        let m = 0.5 * (a + b);
+        if mean_max_w(m) > 0.75 {
+            a = m
+        } else {
+            b = m
+        }
+    }
+    let exact = 0.5 * (a + b);
+    let args = CollapseArgs {
+        n: vec![2],
+        d: vec![1],
+        sigma: 1.0,
+        particles: 40_000,
+        steps: 1000,
+        beta_min: 0.001,
+        beta_max: 20.0,
+        seed: 0,
+        data_seed: 0,
+        backend: memodiff::engine::Backend::Cpu,
+        out: std::path::PathBuf::new(),
+    };
+    let dataset = Dataset::new("pm1", 1, vec![-1.0, 1.0]).unwrap();
+    let case = measure(dataset, 1.0, &args, &mut CpuEngine::new()).unwrap();
+    let measured = case.measured.unwrap();
+    eprintln!("two points: exact t_C {exact:.4}, measured {measured:.4}");
+    assert!(case.resolved);
+    assert!(
+        (measured / exact - 1.0).abs() < 0.03,
+        "measured {measured} vs exact {exact}"
+    );
+}
