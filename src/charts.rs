@@ -55,12 +55,18 @@ const COLORS: [RGBColor; 6] = [
 fn range_of(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     (lo <= hi).then_some((lo, hi))
 }
 
 fn padded((lo, hi): (f64, f64)) -> (f64, f64) {
-    let pad = if hi > lo { 0.06 * (hi - lo) } else { 0.5 * lo.abs().max(1e-3) };
+    let pad = if hi > lo {
+        0.06 * (hi - lo)
+    } else {
+        0.5 * lo.abs().max(1e-3)
+    };
     (lo - pad, hi + pad)
 }
 
@@ -69,7 +75,10 @@ pub fn write_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<
     register();
     let fx = |x: f64| if chart.log_x { x.log10() } else { x };
     let fy = |y: f64| if chart.log_y { y.log10() } else { y };
-    let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| fx(p.0)));
+    let xs = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| fx(p.0)));
     let ys = chart.series.iter().flat_map(|s| {
         s.points.iter().map(|p| fy(p.1)).chain(
             s.intervals
@@ -88,8 +97,32 @@ pub fn write_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<
         let (lo, hi) = (x0.min(y0), x1.max(y1));
         (x0, x1, y0, y1) = (lo, hi, lo, hi);
     }
+    // The legend goes to the corner with the fewest data points.
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, (0.0, 0.45), (0.55, 1.0)),
+        (SeriesLabelPosition::UpperRight, (0.55, 1.0), (0.55, 1.0)),
+        (SeriesLabelPosition::LowerLeft, (0.0, 0.45), (0.0, 0.45)),
+        (SeriesLabelPosition::LowerRight, (0.55, 1.0), (0.0, 0.45)),
+    ];
+    let normalised: Vec<(f64, f64)> = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .map(|&(x, y)| ((fx(x) - x0) / (x1 - x0), (fy(y) - y0) / (y1 - y0)))
+        .collect();
+    let legend_corner = corners
+        .iter()
+        .min_by_key(|(_, (xa, xb), (ya, yb))| {
+            normalised
+                .iter()
+                .filter(|(x, y)| (*xa..=*xb).contains(x) && (*ya..=*yb).contains(y))
+                .count()
+        })
+        .map(|c| c.0.clone())
+        .expect("four corners");
     let mut buffer = vec![255u8; (width * height * 3) as usize];
-    let draw_error = |e: &dyn std::fmt::Display| Error::Output(format!("drawing {}: {e}", path.display()));
+    let draw_error =
+        |e: &dyn std::fmt::Display| Error::Output(format!("drawing {}: {e}", path.display()));
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw_error(&e))?;
@@ -103,7 +136,7 @@ pub fn write_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<
         let tick = |log: bool| {
             move |v: &f64| {
                 let x = if log { 10f64.powf(*v) } else { *v };
-                if x.abs() >= 100.0 {
+                if x.abs() >= 10.0 && (log || x.abs() >= 100.0) {
                     format!("{x:.0}")
                 } else if x != 0.0 && x.abs() < 1e-3 {
                     format!("{x:.0e}")
@@ -168,7 +201,7 @@ pub fn write_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font((FAMILY, 14))
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(legend_corner)
             .draw()
             .map_err(|e| draw_error(&e))?;
         root.present().map_err(|e| draw_error(&e))?;

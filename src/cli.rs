@@ -50,6 +50,9 @@ pub enum Command {
     /// grid of (N, d) and compare it with the prediction of Biroli et al. (2024),
     /// t_C = 1/2 ln(1 + sigma^2 / (N^(2/d) - 1)); writes a CSV and a plot.
     Collapse(crate::collapse::CollapseArgs),
+    /// Sweep one parameter (N, D, kde width h or t-min) over a list of values and write the
+    /// memorized fraction (d1/d2 < 1/3, with its 95% bootstrap interval) as a CSV and a plot.
+    Sweep(crate::sweep::SweepArgs),
 }
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
@@ -514,7 +517,11 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         metrics.use_gpu(ctx)?;
     }
     folder.set_metrics(metrics);
-    let nearest_on = if engine.gpu_context().is_some() { "gpu" } else { "cpu" };
+    let nearest_on = if engine.gpu_context().is_some() {
+        "gpu"
+    } else {
+        "cpu"
+    };
     let checkpoints = sampler::Checkpoints {
         every: args.checkpoint_every,
         resume: None,
@@ -784,7 +791,12 @@ pub fn print_memorization(m: &MemorizationSummary) {
     if let Some(points) = &m.posterior {
         let line: Vec<String> = points
             .iter()
-            .map(|p| format!("{:.3}:{:.3}/{:.3}", p.ou_time, p.mean_max_weight, p.fraction_argmax_final))
+            .map(|p| {
+                format!(
+                    "{:.3}:{:.3}/{:.3}",
+                    p.ou_time, p.mean_max_weight, p.fraction_argmax_final
+                )
+            })
             .collect();
         println!(
             "posterior concentration (OU time: mean max w / argmax = final nearest), {} particles: {}",
@@ -853,6 +865,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Resume(args) => resume(&args).map(|_| ()),
         Command::Devices(args) => devices(&args),
         Command::Collapse(args) => crate::collapse::run(&args).map(|_| ()),
+        Command::Sweep(args) => crate::sweep::run(&args).map(|_| ()),
     }
 }
 

@@ -98,7 +98,11 @@ pub fn gaussian_dataset(n: usize, d: usize, sigma: f64, seed: u64) -> Result<Dat
         crate::philox::fill_normals_f64(seed, i as u64, 0x5EED, row);
         row.iter_mut().for_each(|v| *v *= sigma);
     }
-    Dataset::new(format!("collapse-gaussian:{n}:{d}:{sigma}:{seed}"), d, points)
+    Dataset::new(
+        format!("collapse-gaussian:{n}:{d}:{sigma}:{seed}"),
+        d,
+        points,
+    )
 }
 
 /// The OU time at which `values` (ordered along the reverse process, i.e. by decreasing
@@ -182,9 +186,10 @@ pub fn measure(
     let resolved = conc.iter().position(|&v| v >= 0.5).is_some_and(|k| {
         k > 0 && k + 1 < conc.len() && measured.is_some_and(|m| times[k - 1] - times[k] <= 0.5 * m)
     });
-    let resolution = conc.iter().position(|&v| v >= 0.5).and_then(|k| {
-        (k > 0).then(|| times[k - 1] - times[k])
-    });
+    let resolution = conc
+        .iter()
+        .position(|&v| v >= 0.5)
+        .and_then(|k| (k > 0).then(|| times[k - 1] - times[k]));
     Ok(CollapseCase {
         n,
         d,
@@ -207,7 +212,10 @@ fn fmt(v: Option<f64>) -> String {
 /// `memodiff collapse`: run the grid, write the CSVs and the plot, print a table.
 pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
     if args.n.is_empty() || args.d.is_empty() || args.n.contains(&0) || args.d.contains(&0) {
-        return Err(Error::invalid("--n/--d", "give at least one N >= 1 and one d >= 1"));
+        return Err(Error::invalid(
+            "--n/--d",
+            "give at least one N >= 1 and one d >= 1",
+        ));
     }
     if !(args.sigma.is_finite() && args.sigma > 0.0) {
         return Err(Error::invalid("--sigma", "must be finite and > 0"));
@@ -247,7 +255,8 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
                     Some(v) => format!("{v:.1e} (unresolved, last step at {last:.1e})"),
                     None => "none".into(),
                 },
-                case.measured_argmax.map_or("none".into(), |v| format!("{v:.3e}")),
+                case.measured_argmax
+                    .map_or("none".into(), |v| format!("{v:.3e}")),
                 case.memorized_fraction
             );
             cases.push(case);
@@ -256,7 +265,9 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
     let mut csv = String::from(
         "n,d,sigma,predicted_t_c,measured_t_c,measured_t_c_argmax,resolved,start_ou_time,resolution,memorized_fraction\n",
     );
-    let mut curves = String::from("n,d,step,tau,ou_time,mean_max_weight,normalised_concentration,fraction_argmax_final\n");
+    let mut curves = String::from(
+        "n,d,step,tau,ou_time,mean_max_weight,normalised_concentration,fraction_argmax_final\n",
+    );
     for c in &cases {
         csv.push_str(&format!(
             "{},{},{},{:.6},{},{},{},{:.6},{},{:.6}\n",

@@ -25,5 +25,6 @@ pub mod run_folder;
 pub mod sampler;
 pub mod schedule;
 pub mod stats;
+pub mod sweep;
 
 pub use error::{Error, Result};

@@ -166,13 +166,14 @@ impl MetricsSink {
         };
         let _ = first;
         if let Some(t) = &mut self.tracker {
-            let counts = self.counter.posterior.as_mut().expect("set with the tracker");
+            let counts = self
+                .counter
+                .posterior
+                .as_mut()
+                .expect("set with the tracker");
             for (p, pending) in counts.points.iter_mut().zip(&mut t.pending) {
-                p.argmax_is_final += pending
-                    .iter()
-                    .zip(&nearest)
-                    .filter(|(a, b)| a == b)
-                    .count() as u64;
+                p.argmax_is_final +=
+                    pending.iter().zip(&nearest).filter(|(a, b)| a == b).count() as u64;
                 pending.clear();
             }
         }

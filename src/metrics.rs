@@ -154,7 +154,11 @@ impl Partial {
         for (a, b) in self.nearest_counts.iter_mut().zip(&other.nearest_counts) {
             *a += b;
         }
-        for (a, b) in self.memorized_counts.iter_mut().zip(&other.memorized_counts) {
+        for (a, b) in self
+            .memorized_counts
+            .iter_mut()
+            .zip(&other.memorized_counts)
+        {
             *a += b;
         }
         self
@@ -231,7 +235,11 @@ impl MemorizationCounter {
         for (a, b) in self.nearest_counts.iter_mut().zip(&total.nearest_counts) {
             *a += b;
         }
-        for (a, b) in self.memorized_counts.iter_mut().zip(&total.memorized_counts) {
+        for (a, b) in self
+            .memorized_counts
+            .iter_mut()
+            .zip(&total.memorized_counts)
+        {
             *a += b;
         }
     }
@@ -412,7 +420,11 @@ impl MemorizationCounts {
         }
         // Counts written before the ratio criterion existed have none: zeros.
         self.memorized_counts.resize(self.nearest_counts.len(), 0);
-        for (a, b) in self.memorized_counts.iter_mut().zip(&other.memorized_counts) {
+        for (a, b) in self
+            .memorized_counts
+            .iter_mut()
+            .zip(&other.memorized_counts)
+        {
             *a += b;
         }
         match (&mut self.posterior, &other.posterior) {
@@ -665,7 +677,7 @@ mod tests {
         assert!((nb.d1 - 0.1).abs() < 1e-7);
         assert!((nb.d2 - 1.81f64.sqrt()).abs() < 1e-7);
         assert!(nb.memorized()); // 0.1 / 1.345 = 0.074
-        // At x = 0.5: d1 = 0.5, d2 = sqrt(1.25) = 1.118, ratio 0.447: not memorized.
+                                 // At x = 0.5: d1 = 0.5, d2 = sqrt(1.25) = 1.118, ratio 0.447: not memorized.
         assert!(!c.neighbours(&[0.5, 0.0]).unwrap().memorized());
         // The threshold itself: ratio 1/3 exactly is not < 1/3. Two points on a line at
         // 0 and 4, sample at 1: d1 = 1, d2 = 3.
@@ -680,12 +692,18 @@ mod tests {
         // Duplicate training points, sample on them: d1 = d2 = 0, memorized.
         let dup = MemorizationCounter::new(&[1.0, 1.0, 3.0], 1).unwrap();
         let nb = dup.neighbours(&[1.0]).unwrap();
-        assert_eq!((nb.nearest, nb.second, nb.d1, nb.d2), (0, Some(1), 0.0, 0.0));
+        assert_eq!(
+            (nb.nearest, nb.second, nb.d1, nb.d2),
+            (0, Some(1), 0.0, 0.0)
+        );
         assert!(nb.memorized());
         // Counting: 3 memorized of 5 samples, on two distinct points.
         let mut c = counter();
-        c.add_batch(&[1.0, 0.0, 0.95, 0.02, 0.5, 0.5, 0.0, -1.1, f32::NAN, 0.0], 2)
-            .unwrap();
+        c.add_batch(
+            &[1.0, 0.0, 0.95, 0.02, 0.5, 0.5, 0.0, -1.1, f32::NAN, 0.0],
+            2,
+        )
+        .unwrap();
         let s = c.summary();
         assert_eq!(s.memorized_counts, vec![2, 0, 0, 1]);
         assert_eq!(s.memorized_fraction, 3.0 / 5.0);
@@ -697,7 +715,11 @@ mod tests {
         // nearest counts [3, 0, 0, 1]: expected 1 each: 4 + 1 + 1 + 0 = 6, 3 dof.
         assert_eq!(s.nearest_counts, vec![3, 0, 0, 1]);
         assert_eq!((chi.statistic, chi.dof), (6.0, 3));
-        assert!((chi.p_value - 0.111_610_225_526_122_4).abs() < 1e-9, "{}", chi.p_value);
+        assert!(
+            (chi.p_value - 0.111_610_225_526_122_4).abs() < 1e-9,
+            "{}",
+            chi.p_value
+        );
     }
 
     /// Brute force in f64 written independently: sort all distances.

@@ -159,7 +159,9 @@ impl std::str::FromStr for ScoreKind {
             Some(_) => Err(format!(
                 "'{text}': the kde width h must be a finite number >= 0, e.g. kde:0.1"
             )),
-            None => Err(format!("'{text}': expected `empirical` or `kde:h` (e.g. kde:0.1)")),
+            None => Err(format!(
+                "'{text}': expected `empirical` or `kde:h` (e.g. kde:0.1)"
+            )),
         }
     }
 }
@@ -276,14 +278,20 @@ mod tests {
         // kde:h: variance sigma2 + s^2 h^2 at every step, the rest unchanged.
         let kde = reverse_steps_with(&sched, 100, ScoreKind::Kde { h: 0.2 }, 0.0);
         for (a, b) in kde.iter().zip(reverse_steps(&sched, 100)) {
-            assert_eq!((a.t, a.dt, a.beta, a.mean_scale), (b.t, b.dt, b.beta, b.mean_scale));
+            assert_eq!(
+                (a.t, a.dt, a.beta, a.mean_scale),
+                (b.t, b.dt, b.beta, b.mean_scale)
+            );
             let want = b.sigma2 + b.mean_scale * b.mean_scale * 0.04;
             assert!((a.sigma2 - want).abs() < 1e-15);
         }
         assert!("kde:-1".parse::<ScoreKind>().is_err());
         assert!("kde:x".parse::<ScoreKind>().is_err());
         assert!("gauss".parse::<ScoreKind>().is_err());
-        assert_eq!("kde:0.5".parse::<ScoreKind>(), Ok(ScoreKind::Kde { h: 0.5 }));
+        assert_eq!(
+            "kde:0.5".parse::<ScoreKind>(),
+            Ok(ScoreKind::Kde { h: 0.5 })
+        );
         assert_eq!("empirical".parse::<ScoreKind>(), Ok(ScoreKind::Empirical));
     }
 }

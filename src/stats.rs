@@ -200,7 +200,10 @@ mod tests {
             (2.0, 2.0, (-1.0f64).exp()), // dof 2: exp(-x/2)
         ] {
             let got = chi_square_sf(x, dof);
-            assert!((got - p).abs() < 1e-9 * p.max(1e-3), "{x} {dof}: {got} vs {p}");
+            assert!(
+                (got - p).abs() < 1e-9 * p.max(1e-3),
+                "{x} {dof}: {got} vs {p}"
+            );
         }
         let c = chi_square_uniform(&[10, 10, 10, 10]).unwrap();
         assert_eq!((c.statistic, c.dof, c.p_value), (0.0, 3, 1.0));
@@ -213,7 +216,12 @@ mod tests {
 
     #[test]
     fn bootstrap_matches_the_binomial_spread() {
-        for &(k, n) in &[(30u64, 100u64), (500, 1000), (123_456, 1_000_000), (3, 1000)] {
+        for &(k, n) in &[
+            (30u64, 100u64),
+            (500, 1000),
+            (123_456, 1_000_000),
+            (3, 1000),
+        ] {
             let (lo, hi) = bootstrap_interval(k, n);
             let p = k as f64 / n as f64;
             let se = (p * (1.0 - p) / n as f64).sqrt();
