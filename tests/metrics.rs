@@ -22,7 +22,12 @@ fn gpu_nearest_two_equals_f64_brute_force() {
     let ctx = engine.gpu_context().expect("the GPU engine has a context");
     // 20,000 points in D = 3: 60,000 coordinates, two chunks of the shader's loop; D = 7
     // (beyond the sampler's vec4) and training sets of 1 and 2 points.
-    for (n, dim, rows) in [(20_000usize, 3usize, 1500usize), (700, 7, 800), (1, 2, 50), (2, 1, 50)] {
+    for (n, dim, rows) in [
+        (20_000usize, 3usize, 1500usize),
+        (700, 7, 800),
+        (1, 2, 50),
+        (2, 1, 50),
+    ] {
         let training = scattered(n, dim, 17 + n as u64);
         let data = scattered(rows, dim, 5);
         // Samples: scattered points, half of them pulled onto training points (small d1).
@@ -47,8 +52,11 @@ fn gpu_nearest_two_equals_f64_brute_force() {
         let t32: Vec<f32> = training.points.iter().map(|&v| v as f32).collect();
         let same = (0..rows)
             .filter(|&r| {
-                let twin =
-                    memodiff::cpu::nearest::nearest_three(&samples[r * dim..(r + 1) * dim], &t32, dim);
+                let twin = memodiff::cpu::nearest::nearest_three(
+                    &samples[r * dim..(r + 1) * dim],
+                    &t32,
+                    dim,
+                );
                 twin.i[..2] == cands[r].i[..2]
             })
             .count();
@@ -103,7 +111,10 @@ fn posterior_concentration_along_the_trajectory() {
     // indicator of the nearest point, which is the final nearest point by definition.
     assert!(post[0].mean_max_weight < 0.5, "{:?}", post[0]);
     let last = post.last().unwrap();
-    assert_eq!((last.tau, last.mean_max_weight, last.fraction_argmax_final), (0.0, 1.0, 1.0));
+    assert_eq!(
+        (last.tau, last.mean_max_weight, last.fraction_argmax_final),
+        (0.0, 1.0, 1.0)
+    );
     // Concentration grows along the reverse process (up to Monte Carlo noise).
     for w in post.windows(2) {
         assert!(w[1].ou_time < w[0].ou_time);
@@ -157,7 +168,11 @@ fn kde_with_h_to_zero_is_the_empirical_score() {
     config.score = ScoreKind::Kde { h: 0.3 };
     let cpu = run_collect(&config, &mut CpuEngine::new()).unwrap().samples;
     let r = reference(&config);
-    let close = cpu.iter().zip(&r).filter(|(a, b)| (*a - *b).abs() < 1e-3).count();
+    let close = cpu
+        .iter()
+        .zip(&r)
+        .filter(|(a, b)| (*a - *b).abs() < 1e-3)
+        .count();
     assert!(close >= cpu.len() * 99 / 100, "{close} of {}", cpu.len());
 }
 
@@ -236,7 +251,8 @@ fn collapse_time_of_two_points_matches_the_exact_value() {
                 let x = s + v.sqrt() * z;
                 let q = 1.0 / (1.0 + (-2.0 * s * x / v).exp());
                 let weight = if k == 0 || k == n { 0.5 } else { 1.0 };
-                weight * h * (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() * q.max(1.0 - q)
+                weight * h * (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt()
+                    * q.max(1.0 - q)
             })
             .sum::<f64>()
     };
@@ -273,4 +289,141 @@ fn collapse_time_of_two_points_matches_the_exact_value() {
         (measured / exact - 1.0).abs() < 0.03,
         "measured {measured} vs exact {exact}"
     );
+}
+
+fn memodiff() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("memodiff").unwrap();
+    cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    cmd
+}
+
+#[test]
+fn cli_score_variants_metrics_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [
+        "sample",
+        "--particles",
+        "3000",
+        "--backend",
+        "cpu",
+        "--no-samples",
+    ];
+    let output = memodiff()
+        .args(args)
+        .args(["--score", "kde:0.2", "--t-min", "0.05", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(output).unwrap();
+    assert!(text.contains("memorized (d1/d2 < 1/3)"), "{text}");
+    assert!(text.contains("chi-square"), "{text}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["parameters"]["score"]["kind"], "kde");
+    assert_eq!(run["parameters"]["score"]["h"], 0.2);
+    assert_eq!(run["parameters"]["t_min"], 0.05);
+    let m = &run["memorization"];
+    let frac = m["memorized_fraction"].as_f64().unwrap();
+    let ci = m["memorized_interval_95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= frac && frac <= ci[1].as_f64().unwrap());
+    assert_eq!(m["occupancy_chi_square"]["dof"], 7);
+    let post = m["posterior"].as_array().unwrap();
+    assert!(post.len() >= 10);
+    assert_eq!(post.last().unwrap()["tau"], 0.05);
+    // Bad input: a clear error and nothing written.
+    for (flag, value, says) in [
+        ("--score", "kde:-1", "kde width"),
+        ("--score", "gaussian", "empirical"),
+        ("--t-min", "0.999", "--t-min"),
+        ("--t-min", "nan", "--t-min"),
+    ] {
+        let bad = dir.path().join(format!("bad{}", value.len()));
+        let err = memodiff()
+            .args(args)
+            .args([flag, value, "--out"])
+            .arg(&bad)
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.contains(says), "{flag} {value}: {err}");
+        assert!(!bad.join("run.json").exists());
+    }
+    let err = memodiff()
+        .args(args)
+        .args(["--t-min", "0.1", "--checkpoint-every", "10", "--out"])
+        .arg(dir.path().join("ck"))
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8(err)
+        .unwrap()
+        .contains("--checkpoint-every"));
+}
+
+#[test]
+fn cli_collapse_and_sweep_write_csv_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let col = dir.path().join("collapse");
+    memodiff()
+        .args([
+            "collapse",
+            "--n",
+            "4,16",
+            "--d",
+            "2",
+            "--particles",
+            "300",
+            "--steps",
+            "120",
+            "--out",
+        ])
+        .arg(&col)
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(col.join("collapse.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("n,d,sigma,predicted_t_c,measured_t_c"));
+    assert!(image::open(col.join("collapse.png")).is_ok());
+    let sw = dir.path().join("sweep");
+    memodiff()
+        .args([
+            "sweep",
+            "--param",
+            "t-min",
+            "--values",
+            "0,0.1,0.3",
+            "--dataset",
+            "circle:8",
+        ])
+        .args(["--particles", "500", "--out"])
+        .arg(&sw)
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(sw.join("sweep.csv")).unwrap();
+    let fractions: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(7).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(fractions.len(), 3);
+    // Stopping earlier memorizes less (circle:8, 500 samples: far beyond the noise).
+    assert!(fractions[0] > fractions[2] + 0.2, "{fractions:?}");
+    assert!(image::open(sw.join("sweep.png")).is_ok());
+    // D > what the engines take, or a non-integer N: an error, no files.
+    let bad = dir.path().join("bad");
+    memodiff()
+        .args(["sweep", "--param", "n", "--values", "2.5", "--out"])
+        .arg(&bad)
+        .assert()
+        .failure();
+    assert!(!bad.join("sweep.csv").exists());
 }
