@@ -512,22 +512,12 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
             args.posterior_particles,
         )
     });
-    let mut metrics = crate::measure::MetricsSink::new(&config, plan)?;
-    if let Some(ctx) = engine.gpu_context() {
-        metrics.use_gpu(ctx)?;
-    }
-    folder.set_metrics(metrics);
-    let nearest_on = if engine.gpu_context().is_some() {
-        "gpu"
-    } else {
-        "cpu"
-    };
+    folder.set_metrics(crate::measure::MetricsSink::new(&config, plan)?);
     let checkpoints = sampler::Checkpoints {
         every: args.checkpoint_every,
         resume: None,
     };
     let run = Prepared {
-        nearest_on,
         started,
         config,
         images,
@@ -541,8 +531,6 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
 
 /// What `sample` and `resume` have set up before sampling.
 struct Prepared {
-    /// Where nearest neighbours of the metrics are found: "gpu" or "cpu" (exact either way).
-    nearest_on: &'static str,
     started: Instant,
     config: SampleConfig,
     images: ImageSettings,
@@ -561,7 +549,6 @@ fn complete(
     checkpoints: sampler::Checkpoints,
 ) -> Result<RunReport> {
     let Prepared {
-        nearest_on,
         started,
         config,
         images,
@@ -571,6 +558,14 @@ fn complete(
         command,
     } = run;
     let checkpointed = checkpoints.every.is_some();
+    // The metrics' nearest neighbours on the run's GPU, when it has one (exact either way).
+    let nearest_on = match engine.gpu_context() {
+        Some(ctx) => {
+            folder.use_gpu_nearest(ctx)?;
+            "gpu"
+        }
+        None => "cpu",
+    };
     let range = config.particle_range();
     let setup = started.elapsed().as_secs_f64();
     let mut bar = StepBar {
@@ -733,7 +728,6 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         resume: Some(std::mem::take(&mut saved.resume)),
     };
     let run = Prepared {
-        nearest_on: "cpu",
         started,
         config,
         images,

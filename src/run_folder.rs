@@ -232,6 +232,11 @@ impl RunFolder {
         self.metrics = metrics;
     }
 
+    /// Find the metrics' nearest neighbours on this GPU device (exact either way).
+    pub fn use_gpu_nearest(&mut self, ctx: &crate::gpu::GpuContext) -> Result<()> {
+        self.metrics.use_gpu(ctx)
+    }
+
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
     /// and the memorization counts.
     pub fn finish(self) -> Result<(Vec<String>, MemorizationCounter)> {
