@@ -462,6 +462,8 @@ pub fn run_checkpointed(
         }
         let mut reached = step;
         let mut segment_started = started;
+        // Time spent in `sink.observe` (metrics, not sampling) since `segment_started`.
+        let mut observed_s = 0.0;
         // Whether the batch's initial noise has been drawn (a resumed batch has it).
         let mut begun = step > 0;
         if !begun && observe.contains(&0) {
@@ -475,7 +477,9 @@ pub fn run_checkpointed(
                 &mut |_| {},
             )?;
             begun = true;
+            let observing = Instant::now();
             sink.observe(first, 0, samples)?;
+            observed_s += observing.elapsed().as_secs_f64();
         }
         while step < steps.len() {
             let mut end = match checkpoints.every {
@@ -530,10 +534,13 @@ pub fn run_checkpointed(
             step = end;
             begun = true;
             if observe.contains(&step) {
+                let observing = Instant::now();
                 sink.observe(first, step, samples)?;
+                observed_s += observing.elapsed().as_secs_f64();
             }
             if checkpoints.every.is_some() && step < steps.len() {
-                timing.sampling_s += segment_started.elapsed().as_secs_f64();
+                timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
+                timing.consume_s += std::mem::take(&mut observed_s);
                 let started = Instant::now();
                 sink.checkpoint(&CheckpointAt {
                     first,
@@ -553,7 +560,8 @@ pub fn run_checkpointed(
             let point = config.score_point_after(&steps, steps.len());
             crate::posterior::denoise(&config.dataset, config.score, &point, samples);
         }
-        timing.sampling_s += segment_started.elapsed().as_secs_f64();
+        timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
+        timing.consume_s += observed_s;
         let started = Instant::now();
         sink.consume(first, initial, samples)?;
         timing.batches += 1;

@@ -134,7 +134,7 @@ pub fn dataset_for(spec: &str, n: usize, d: usize, data_seed: u64) -> Result<Dat
 }
 
 fn whole(param: SweepParam, v: f64) -> Result<usize> {
-    if v.fract() != 0.0 || v < 1.0 || v > 1e9 {
+    if v.fract() != 0.0 || !(1.0..=1e9).contains(&v) {
         return Err(Error::invalid(
             "--values",
             format!(
