@@ -48,7 +48,9 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Measure the collapse time of the reverse process on Gaussian training sets for a
     /// grid of (N, d) and compare it with the prediction of Biroli et al. (2024),
-    /// t_C = 1/2 ln(1 + sigma^2 / (N^(2/d) - 1)); writes a CSV and a plot.
+    /// t_C = 1/2 ln(1 + sigma^2 / (N^(2/d) - 1)); writes a CSV and a plot. Measured t_C:
+    /// the Ornstein–Uhlenbeck time B(tau)/2 at which the normalised mean of max_i w_i,
+    /// (m - 1/N) / (1 - 1/N), first reaches 1/2 along the reverse process.
     Collapse(crate::collapse::CollapseArgs),
     /// Sweep one parameter (N, D, kde width h or t-min) over a list of values and write the
     /// memorized fraction (d1/d2 < 1/3, with its 95% bootstrap interval) as a CSV and a plot.

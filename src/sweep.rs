@@ -15,9 +15,9 @@ use std::path::PathBuf;
 /// The parameter a sweep varies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 pub enum SweepParam {
-    /// Training-set size N (the dataset must depend on it: `gaussian` or a `{n}` template).
+    /// Training-set size N (the dataset must depend on it: `gaussian` or a `%n` template).
     N,
-    /// Dimension D (likewise `gaussian` or a `{d}` template).
+    /// Dimension D (likewise `gaussian` or a `%d` template).
     D,
     /// Width h of the kde score (`--score kde:h`).
     H,
@@ -62,8 +62,8 @@ pub struct SweepArgs {
     pub d: Vec<usize>,
 
     /// Training set: `gaussian` (N points from N(0, I_D), seeded by --data-seed), or any
-    /// --dataset of `sample` in which `{n}` and `{d}` are replaced by N and D (e.g.
-    /// `circle:{n}`).
+    /// --dataset of `sample` in which `%n` and `%d` are replaced by N and D (e.g.
+    /// `circle:%n`).
     #[arg(long, default_value = "gaussian")]
     pub dataset: String,
 
@@ -128,8 +128,8 @@ pub fn dataset_for(spec: &str, n: usize, d: usize, data_seed: u64) -> Result<Dat
     }
     Dataset::parse(
         &spec
-            .replace("{n}", &n.to_string())
-            .replace("{d}", &d.to_string()),
+            .replace("%n", &n.to_string())
+            .replace("%d", &d.to_string()),
     )
 }
 
@@ -368,7 +368,7 @@ mod tests {
         assert_eq!(shape, vec![(2, 1), (8, 1), (2, 2), (8, 2)]);
         // Templates of `sample`'s datasets.
         let mut c = args(SweepParam::N, &[3.0]);
-        c.dataset = "circle:{n}".into();
+        c.dataset = "circle:%n".into();
         assert_eq!(run_points(&c, &mut engine).unwrap()[0].n, 3);
         // Bad values are refused before anything runs.
         assert!(run_points(&args(SweepParam::N, &[2.5]), &mut engine).is_err());
