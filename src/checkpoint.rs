@@ -64,6 +64,17 @@ pub struct RunSpec {
     pub backend_note: Option<String>,
     /// The command line of the `sample` run.
     pub command: Vec<String>,
+    /// Posterior-concentration recording (`--posterior-records`, `--posterior-particles`;
+    /// 0 and 0 in checkpoints written before it existed: not recorded).
+    #[serde(default)]
+    pub posterior_records: usize,
+    #[serde(default)]
+    pub posterior_particles: u64,
+    /// `--score` and the bits of `--t-min` (empirical and 0 in older checkpoints).
+    #[serde(default)]
+    pub score: crate::schedule::ScoreKind,
+    #[serde(default)]
+    pub t_min_bits: u64,
 }
 
 /// `checkpoint.json`.

@@ -205,7 +205,7 @@ pub struct SampleArgs {
 
     /// Record the posterior concentration (mean of max_i w_i, and how often the current
     /// argmax is the final nearest training point) at about this many points along the
-    /// trajectory; 0 turns it off. Not with --checkpoint-every.
+    /// trajectory; 0 turns it off.
     #[arg(long, default_value_t = 20)]
     pub posterior_records: usize,
 
@@ -435,13 +435,6 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                  at a checkpoint, so a resumed run would not be bit-identical; use cpu or gpu",
             ))
         }
-        Some(_) if config.score != crate::schedule::ScoreKind::Empirical || config.t_min != 0.0 => {
-            return Err(crate::Error::invalid(
-                "--checkpoint-every",
-                "is not supported with --score kde:h or --t-min yet (a checkpoint does not \
-                 record them); run without checkpoints",
-            ))
-        }
         _ => {}
     }
     if !args.force {
@@ -495,25 +488,16 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 device_index: args.device,
                 backend_note: note.clone(),
                 command: command.clone(),
+                posterior_records: args.posterior_records,
+                posterior_particles: args.posterior_particles,
+                score: config.score,
+                t_min_bits: config.t_min.to_bits(),
             };
             RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
         }
     };
     let mut folder = folder;
-    // Posterior tracking keeps per-batch state a checkpoint does not save: off with
-    // checkpoints.
-    let records = if args.checkpoint_every.is_some() {
-        0
-    } else {
-        args.posterior_records
-    };
-    let plan = (records > 0 && args.posterior_particles > 0).then(|| {
-        crate::measure::PosteriorPlan::spread(
-            config.time_points - 1,
-            records,
-            args.posterior_particles,
-        )
-    });
+    let plan = posterior_plan(&config, args.posterior_records, args.posterior_particles);
     folder.set_metrics(crate::measure::MetricsSink::new(&config, plan)?);
     let checkpoints = sampler::Checkpoints {
         every: args.checkpoint_every,
@@ -529,6 +513,17 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         command,
     };
     complete(run, &args.out, folder, checkpoints)
+}
+
+/// The posterior-concentration recording of `--posterior-records R --posterior-particles M`
+/// (none when either is 0).
+fn posterior_plan(
+    config: &SampleConfig,
+    records: usize,
+    particles: u64,
+) -> Option<crate::measure::PosteriorPlan> {
+    (records > 0 && particles > 0)
+        .then(|| crate::measure::PosteriorPlan::spread(config.time_points - 1, records, particles))
 }
 
 /// What `sample` and `resume` have set up before sampling.
@@ -680,9 +675,8 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         shard: spec
             .shard
             .map(|[index, count]| crate::sampler::Shard { index, count }),
-        // Checkpointed runs are refused with other scores or --t-min.
-        score: crate::schedule::ScoreKind::Empirical,
-        t_min: 0.0,
+        score: spec.score,
+        t_min: f64::from_bits(spec.t_min_bits),
     };
     config.validate()?;
     let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
@@ -715,7 +709,9 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         )));
     }
     let range = config.particle_range();
-    let folder = RunFolder::resume(out, range.end - range.start, &images, &mut saved)?;
+    let plan = posterior_plan(&config, spec.posterior_records, spec.posterior_particles);
+    let metrics = crate::measure::MetricsSink::new(&config, plan)?;
+    let folder = RunFolder::resume(out, range.end - range.start, &images, &mut saved, metrics)?;
     let at = &saved.meta;
     println!(
         "resuming {} from {}: batch {} at step {} of {}",

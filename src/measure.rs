@@ -36,7 +36,6 @@ struct Tracker {
     steps: Vec<usize>,
     points: Vec<crate::schedule::ScorePoint>,
     limit: u64,
-    pending: Vec<Vec<u32>>,
 }
 
 /// The metrics of a run (see the module documentation).
@@ -76,10 +75,10 @@ impl MetricsSink {
                             argmax_is_final: 0,
                         })
                         .collect(),
+                    pending: vec![Vec::new(); record.len()],
                 });
                 Some(Tracker {
                     dataset: dataset.clone(),
-                    pending: vec![Vec::new(); record.len()],
                     steps: record,
                     points,
                     limit: plan.particles,
@@ -108,6 +107,12 @@ impl MetricsSink {
         let t = self.counter.training().to_vec();
         self.gpu = Some(GpuNearest::new(ctx, &t, self.counter.dim())?);
         Ok(())
+    }
+
+    /// Whether the posterior concentration is recorded (its counts then change inside a
+    /// batch).
+    pub fn records_posterior(&self) -> bool {
+        self.tracker.is_some()
     }
 
     /// Whether nearest neighbours are found on a GPU.
@@ -145,7 +150,7 @@ impl MetricsSink {
         let p = &mut counts.points[r];
         p.particles += tracked as u64;
         p.max_weight_sum += results.iter().map(|r| r.0).sum::<u64>();
-        t.pending[r] = results.into_iter().map(|r| r.1).collect();
+        counts.pending[r] = results.into_iter().map(|r| r.1).collect();
         Ok(())
     }
 
@@ -165,13 +170,13 @@ impl MetricsSink {
             None => self.counter.add_batch_nearest(samples, dim)?,
         };
         let _ = first;
-        if let Some(t) = &mut self.tracker {
+        if self.tracker.is_some() {
             let counts = self
                 .counter
                 .posterior
                 .as_mut()
                 .expect("set with the tracker");
-            for (p, pending) in counts.points.iter_mut().zip(&mut t.pending) {
+            for (p, pending) in counts.points.iter_mut().zip(&mut counts.pending) {
                 p.argmax_is_final +=
                     pending.iter().zip(&nearest).filter(|(a, b)| a == b).count() as u64;
                 pending.clear();

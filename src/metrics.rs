@@ -480,6 +480,11 @@ pub const WEIGHT_SCALE: f64 = 4_294_967_296.0; // 2^32
 pub struct PosteriorCounts {
     pub limit: u64,
     pub points: Vec<PosteriorPoint>,
+    /// The batch in flight: for each recorded point it has passed, the argmax of each of its
+    /// tracked particles, until the batch's final samples are counted. Empty between
+    /// batches; a mid-batch checkpoint saves it so that a resumed run counts the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Vec<u32>>,
 }
 
 /// Sums at one recorded step.
@@ -531,6 +536,18 @@ impl PosteriorCounts {
             a.particles += b.particles;
             a.max_weight_sum += b.max_weight_sum;
             a.argmax_is_final += b.argmax_is_final;
+        }
+        // Only one part can have a batch in flight (a checkpoint added to a fresh counter).
+        let busy = |p: &PosteriorCounts| p.pending.iter().any(|v| !v.is_empty());
+        match (busy(self), busy(other)) {
+            (true, true) => {
+                return Err(Error::invalid(
+                    "memorization counts",
+                    "both parts have a batch in flight",
+                ))
+            }
+            (false, true) => self.pending = other.pending.clone(),
+            _ => {}
         }
         Ok(())
     }
@@ -779,6 +796,7 @@ mod tests {
         a.set_posterior(PosteriorCounts {
             limit: 100,
             points: vec![point(0, 1 << 33, 3)],
+            pending: Vec::new(),
         });
         a.add_batch(&[1.0, 0.0, 0.0, 0.9], 2).unwrap();
         let mut b = a.clone();
@@ -805,6 +823,7 @@ mod tests {
         other.set_posterior(PosteriorCounts {
             limit: 100,
             points: vec![point(1, 0, 0)],
+            pending: Vec::new(),
         });
         assert!(other.counts().merge(&back).is_err());
     }

@@ -124,11 +124,14 @@ impl RunFolder {
     }
 
     /// Reopen the folder of a checkpointed run from its checkpoint `saved`.
+    /// `metrics` is the run's fresh metrics sink (its posterior recording as the run's);
+    /// the checkpoint's counts are added to it.
     pub fn resume(
         dir: &Path,
         particles: u64,
         images: &ImageSettings,
         saved: &mut crate::checkpoint::Loaded,
+        metrics: MetricsSink,
     ) -> Result<Self> {
         let training = saved.training.clone();
         let run = saved.meta.run.clone();
@@ -160,6 +163,7 @@ impl RunFolder {
                 }
             }
         }
+        folder.metrics = metrics;
         folder.metrics.counter.add_counts(&saved.counts)?;
         Ok(folder)
     }
@@ -321,7 +325,9 @@ impl BatchSink for RunFolder {
                 initial_grid: self.initial_grid.as_ref(),
                 counts: self.metrics.counter.counts(),
                 rows_streamed,
-                unchanged: self.saved_batches == Some(at.batches_done),
+                // Posterior sums change inside a batch: then the counts are new each time.
+                unchanged: self.saved_batches == Some(at.batches_done)
+                    && !self.metrics.records_posterior(),
             },
         )?;
         self.saved_batches = Some(at.batches_done);

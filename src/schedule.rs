@@ -117,7 +117,7 @@ pub fn reverse_steps(schedule: &VpSchedule, time_points: usize) -> Vec<ReverseSt
 }
 
 /// Which score drives the sampler (`--score`).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ScoreKind {
     /// The exact score of the forward marginal of the training set (memorizes).

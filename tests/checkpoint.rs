@@ -114,14 +114,7 @@ fn kill_resume_compare(args: &[&str]) {
     assert!(killed.join("checkpoint/checkpoint.json").is_file());
     let said = run_ok(memodiff().arg("resume").arg(&killed));
     assert!(said.contains("resuming"), "{said}");
-    // Checkpointed runs do not record the posterior concentration: neither does this one.
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(args)
-            .args(["--posterior-records", "0", "--out"])
-            .arg(&plain),
-    );
+    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
     assert_same_run(&killed, &plain);
 }
 
@@ -136,6 +129,26 @@ fn killed_cpu_run_resumes_bit_identically() {
         "50000",
         "--steps",
         "300",
+    ]);
+}
+
+#[test]
+fn killed_kde_t_min_run_resumes_bit_identically() {
+    // The score variant and early stop travel in the checkpoint; the posterior
+    // concentration's per-batch state too (it is recorded by default).
+    kill_resume_compare(&[
+        "--backend",
+        "cpu",
+        "--particles",
+        "200000",
+        "--batch",
+        "50000",
+        "--steps",
+        "300",
+        "--score",
+        "kde:0.1",
+        "--t-min",
+        "0.05",
     ]);
 }
 
@@ -177,14 +190,7 @@ fn a_checkpointed_run_that_finishes_matches_and_leaves_no_checkpoint() {
             .args(["--checkpoint-every", "7", "--out"])
             .arg(&with),
     );
-    // Checkpointed runs do not record the posterior concentration: neither does this one.
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(args)
-            .args(["--posterior-records", "0", "--out"])
-            .arg(&plain),
-    );
+    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
     assert_same_run(&with, &plain);
 }
 
@@ -270,13 +276,6 @@ fn interrupted_checkpointed_run_says_resume_and_resumes() {
     assert!(err.contains("memodiff resume"), "{err}");
     assert!(err.contains("is kept"), "{err}");
     run_ok(memodiff().arg("resume").arg(&stopped));
-    // Checkpointed runs do not record the posterior concentration: neither does this one.
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(args)
-            .args(["--posterior-records", "0", "--out"])
-            .arg(&plain),
-    );
+    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
     assert_same_run(&stopped, &plain);
 }

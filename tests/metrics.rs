@@ -355,18 +355,32 @@ fn cli_score_variants_metrics_and_bad_input() {
         assert!(err.contains(says), "{flag} {value}: {err}");
         assert!(!bad.join("run.json").exists());
     }
-    let err = memodiff()
-        .args(args)
-        .args(["--t-min", "0.1", "--checkpoint-every", "10", "--out"])
-        .arg(dir.path().join("ck"))
+    // With checkpoints (mid-batch ones included) the same samples and metrics, posterior
+    // concentration included; the checkpoint records the score and t-min for a resume.
+    let variant = ["--score", "kde:0.1", "--t-min", "0.05", "--batch", "1000"];
+    let (plain, ck) = (dir.path().join("plain"), dir.path().join("ck"));
+    let base = ["sample", "--particles", "3000", "--backend", "cpu"];
+    memodiff()
+        .args(base)
+        .args(variant)
+        .arg("--out")
+        .arg(&plain)
         .assert()
-        .failure()
-        .get_output()
-        .stderr
-        .clone();
-    assert!(String::from_utf8(err)
-        .unwrap()
-        .contains("--checkpoint-every"));
+        .success();
+    memodiff()
+        .args(base)
+        .args(variant)
+        .args(["--checkpoint-every", "7", "--out"])
+        .arg(&ck)
+        .assert()
+        .success();
+    for name in ["samples.npy", "metrics_counts.json"] {
+        assert_eq!(
+            std::fs::read(plain.join(name)).unwrap(),
+            std::fs::read(ck.join(name)).unwrap(),
+            "{name}"
+        );
+    }
 }
 
 #[test]
