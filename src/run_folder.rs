@@ -325,9 +325,7 @@ impl BatchSink for RunFolder {
                 initial_grid: self.initial_grid.as_ref(),
                 counts: self.metrics.counter.counts(),
                 rows_streamed,
-                // Posterior sums change inside a batch: then the counts are new each time.
-                unchanged: self.saved_batches == Some(at.batches_done)
-                    && !self.metrics.records_posterior(),
+                unchanged: self.saved_batches == Some(at.batches_done),
             },
         )?;
         self.saved_batches = Some(at.batches_done);
