@@ -154,8 +154,9 @@ impl MetricsSink {
         Ok(())
     }
 
-    /// Count a finished batch of samples starting at particle `first`.
-    pub fn count(&mut self, first: u64, samples: &[f32]) -> Result<()> {
+    /// Count a finished batch of samples (the posterior argmaxes recorded for it are
+    /// matched row by row).
+    pub fn count(&mut self, samples: &[f32]) -> Result<()> {
         let dim = self.counter.dim();
         let nearest: Vec<u32> = match &mut self.gpu {
             Some(gpu) => {
@@ -169,7 +170,6 @@ impl MetricsSink {
             }
             None => self.counter.add_batch_nearest(samples, dim)?,
         };
-        let _ = first;
         if self.tracker.is_some() {
             let counts = self
                 .counter
@@ -187,8 +187,8 @@ impl MetricsSink {
 }
 
 impl BatchSink for MetricsSink {
-    fn consume(&mut self, first: u64, _initial: &[f32], samples: &[f32]) -> Result<()> {
-        self.count(first, samples)
+    fn consume(&mut self, _first: u64, _initial: &[f32], samples: &[f32]) -> Result<()> {
+        self.count(samples)
     }
 
     fn observe_steps(&self) -> Vec<usize> {

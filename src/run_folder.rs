@@ -274,7 +274,7 @@ impl RunFolder {
 }
 
 impl BatchSink for RunFolder {
-    fn consume(&mut self, first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         let arrays = &mut self.arrays;
         let (sample_grid, initial_grid, metrics) = (
             &mut self.sample_grid,
@@ -299,7 +299,7 @@ impl BatchSink for RunFolder {
                 if let Some(g) = initial_grid {
                     g.accumulate(initial);
                 }
-                metrics.count(first, samples)
+                metrics.count(samples)
             },
         );
         files.and(counted)
