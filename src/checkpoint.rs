@@ -74,6 +74,17 @@ pub struct RunSpec {
     pub backend_note: Option<String>,
     /// The command line of the `sample` run.
     pub command: Vec<String>,
+    /// Posterior-concentration recording (`--posterior-records`, `--posterior-particles`;
+    /// 0 and 0 in checkpoints written before it existed: not recorded).
+    #[serde(default)]
+    pub posterior_records: usize,
+    #[serde(default)]
+    pub posterior_particles: u64,
+    /// `--score` and the bits of `--t-min` (empirical and 0 in older checkpoints).
+    #[serde(default)]
+    pub score: crate::schedule::ScoreKind,
+    #[serde(default)]
+    pub t_min_bits: u64,
 }
 
 /// `checkpoint.json`.
@@ -98,8 +109,9 @@ pub struct FolderState<'a> {
     pub initial_grid: Option<&'a DensityGrid>,
     pub counts: MemorizationCounts,
     pub rows_streamed: u64,
-    /// The grids, counts and training set are those of the checkpoint on disk (no batch
-    /// finished since): link its files instead of writing them again.
+    /// The grids and training set are those of the checkpoint on disk (no batch finished
+    /// since): link its files instead of writing them again. (The counts are always
+    /// written: the posterior concentration's change inside a batch.)
     pub unchanged: bool,
 }
 
@@ -121,9 +133,12 @@ pub fn save(
         crate::output::write_npy_f32(&temp.join("state.npy"), at.n as u64, dim, at.state)?;
         crate::output::write_npy_f32(&temp.join("initial.npy"), at.n as u64, dim, at.initial)?;
     }
+    crate::output::write_json(&temp.join("metrics_counts.json"), &folder.counts)?;
     let current = out.join(CHECKPOINT_DIR);
     let linked = folder.unchanged && {
-        let mut names = vec!["metrics_counts.json", "training.npy"];
+        // The counts are written every time (small; with the posterior concentration
+        // they change inside a batch), the grids and training set are linked.
+        let mut names = vec!["training.npy"];
         if folder.sample_grid.is_some() {
             names.extend(["samples_density_raw.npy", "samples_density_raw.json"]);
         }
@@ -141,7 +156,6 @@ pub fn save(
         if let Some(grid) = folder.initial_grid {
             grid.save_raw(&temp.join("initial_density_raw.npy"))?;
         }
-        crate::output::write_json(&temp.join("metrics_counts.json"), &folder.counts)?;
         crate::output::write_npy_f64(
             &temp.join("training.npy"),
             training.len() as u64,

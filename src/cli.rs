@@ -54,6 +54,15 @@ pub enum Command {
     /// (score_field.png) and the vectors as score_field.npy, shape (G, 4): x, y, score_x,
     /// score_y.
     ScoreField(crate::score_field::ScoreFieldArgs),
+    /// Measure the collapse time of the reverse process on Gaussian training sets for a
+    /// grid of (N, d) and compare it with the prediction of Biroli et al. (2024),
+    /// t_C = 1/2 ln(1 + sigma^2 / (N^(2/d) - 1)); writes a CSV and a plot. Measured t_C:
+    /// the Ornstein–Uhlenbeck time B(tau)/2 at which the normalised mean of max_i w_i,
+    /// (m - 1/N) / (1 - 1/N), first reaches 1/2 along the reverse process.
+    Collapse(crate::collapse::CollapseArgs),
+    /// Sweep one parameter (N, D, kde width h or t-min) over a list of values and write the
+    /// memorized fraction (d1/d2 < 1/3, with its 95% bootstrap interval) as a CSV and a plot.
+    Sweep(crate::sweep::SweepArgs),
 }
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
@@ -228,6 +237,30 @@ pub struct SampleArgs {
     /// --shard or --checkpoint-every.
     #[arg(long, value_parser = parse_count_usize, help_heading = "Figures")]
     pub snapshots: Option<usize>,
+
+    /// The score driving the sampler: `empirical` (the exact score of the training set,
+    /// which memorizes) or `kde:h` (the score of the training set smoothed by a Gaussian of
+    /// width h, components N(s x_i, (sigma2 + s^2 h^2) I); kde:0 is the empirical score).
+    #[arg(long, default_value = "empirical")]
+    pub score: crate::schedule::ScoreKind,
+
+    /// Early stopping: end the reverse process at forward time t_min (the grid of --steps
+    /// points then runs from 1 - 1/(S-1) down to t_min) and output each sample's denoised
+    /// mean E[x_0 | x_{t_min}] (the posterior mean of the training points for the empirical
+    /// score). 0 runs to t = 0 as usual.
+    #[arg(long, default_value_t = 0.0)]
+    pub t_min: f64,
+
+    /// Record the posterior concentration (mean of max_i w_i, and how often the current
+    /// argmax is the final nearest training point) at about this many points along the
+    /// trajectory; 0 turns it off.
+    #[arg(long, default_value_t = 20)]
+    pub posterior_records: usize,
+
+    /// Record the posterior concentration over the particles of index below this (the same
+    /// particles in every shard); its cost is this many times N per record.
+    #[arg(long, default_value = "100000", value_parser = parse_count)]
+    pub posterior_particles: u64,
 }
 
 /// How density images are drawn: shared by `sample` and `render`.
@@ -389,6 +422,12 @@ pub struct RunParameters {
     pub colormap: &'static str,
     pub norm: crate::raster::Norm,
     pub png16: bool,
+    /// `--score`: `{"kind": "empirical"}` or `{"kind": "kde", "h": ...}`.
+    pub score: crate::schedule::ScoreKind,
+    /// `--t-min` (0: the reverse process runs to t = 0).
+    pub t_min: f64,
+    /// Where the metrics' nearest neighbours were found ("gpu" or "cpu"; exact either way).
+    pub nearest_neighbours_on: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -500,6 +539,8 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         batch: args.batch,
         shard: args.shard,
         sampler: args.sampler,
+        score: args.score,
+        t_min: args.t_min,
     };
     if !args.no_samples {
         check_free_space(&config, &args.out)?;
@@ -579,11 +620,17 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 device_index: args.device,
                 backend_note: note.clone(),
                 command: command.clone(),
+                posterior_records: args.posterior_records,
+                posterior_particles: args.posterior_particles,
+                score: config.score,
+                t_min_bits: config.t_min.to_bits(),
             };
             RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
         }
     };
-    let folder = folder.with_figures(crate::run_figures::from_args(args, &config, &images)?);
+    let mut folder = folder.with_figures(crate::run_figures::from_args(args, &config, &images)?);
+    let plan = posterior_plan(&config, args.posterior_records, args.posterior_particles);
+    folder.set_metrics(crate::measure::MetricsSink::new(&config, plan)?);
     let checkpoints = sampler::Checkpoints {
         every: args.checkpoint_every,
         resume: None,
@@ -600,6 +647,17 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         data_seed: Some(args.data_seed),
     };
     complete(run, &args.out, folder, checkpoints)
+}
+
+/// The posterior-concentration recording of `--posterior-records R --posterior-particles M`
+/// (none when either is 0).
+fn posterior_plan(
+    config: &SampleConfig,
+    records: usize,
+    particles: u64,
+) -> Option<crate::measure::PosteriorPlan> {
+    (records > 0 && particles > 0)
+        .then(|| crate::measure::PosteriorPlan::spread(config.time_points - 1, records, particles))
 }
 
 /// What `sample` and `resume` have set up before sampling.
@@ -637,6 +695,14 @@ fn complete(
         data_seed,
     } = run;
     let checkpointed = checkpoints.every.is_some();
+    // The metrics' nearest neighbours on the run's GPU, when it has one (exact either way).
+    let nearest_on = match engine.gpu_context() {
+        Some(ctx) => {
+            folder.use_gpu_nearest(ctx)?;
+            "gpu"
+        }
+        None => "cpu",
+    };
     let range = config.particle_range();
     let setup = started.elapsed().as_secs_f64();
     let mut bar = StepBar {
@@ -707,6 +773,9 @@ fn complete(
             colormap: images.colormap.name(),
             norm: images.norm,
             png16: images.png16,
+            score: config.score,
+            t_min: config.t_min,
+            nearest_neighbours_on: nearest_on,
         },
         backend: engine.backend().name(),
         backend_requested,
@@ -763,6 +832,8 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
             .shard
             .map(|[index, count]| crate::sampler::Shard { index, count }),
         sampler: spec.sampler,
+        score: spec.score,
+        t_min: f64::from_bits(spec.t_min_bits),
     };
     config.validate()?;
     let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
@@ -798,7 +869,9 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         )));
     }
     let range = config.particle_range();
-    let folder = RunFolder::resume(out, range.end - range.start, &images, &mut saved)?;
+    let plan = posterior_plan(&config, spec.posterior_records, spec.posterior_particles);
+    let metrics = crate::measure::MetricsSink::new(&config, plan)?;
+    let folder = RunFolder::resume(out, range.end - range.start, &images, &mut saved, metrics)?;
     let at = &saved.meta;
     println!(
         "resuming {} from {}: batch {} at step {} of {}",
@@ -852,7 +925,45 @@ fn print_summary(r: &RunReport, out: &std::path::Path) {
         100.0 * m.fraction_within_0_05,
         100.0 * m.fraction_within_0_1
     );
+    print_memorization(m);
     println!("wrote {}: {}", out.display(), r.files.join(", "));
+}
+
+/// The ratio-criterion and posterior lines of a run's summary.
+pub fn print_memorization(m: &MemorizationSummary) {
+    let [lo, hi] = m.memorized_interval_95;
+    println!(
+        "memorized (d1/d2 < 1/3): {:.2}% [95% bootstrap {:.2}%, {:.2}%]; {} of {} training \
+         points reproduced, {} nearest to some sample",
+        100.0 * m.memorized_fraction,
+        100.0 * lo,
+        100.0 * hi,
+        m.distinct_memorized,
+        m.nearest_counts.len(),
+        m.distinct_nearest
+    );
+    if let Some(c) = &m.occupancy_chi_square {
+        println!(
+            "occupancy of the training points vs uniform: chi-square {:.4} on {} dof, p = {:.4}",
+            c.statistic, c.dof, c.p_value
+        );
+    }
+    if let Some(points) = &m.posterior {
+        let line: Vec<String> = points
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:.3}:{:.3}/{:.3}",
+                    p.ou_time, p.mean_max_weight, p.fraction_argmax_final
+                )
+            })
+            .collect();
+        println!(
+            "posterior concentration (OU time: mean max w / argmax = final nearest), {} particles: {}",
+            points.first().map_or(0, |p| p.particles),
+            line.join(" ")
+        );
+    }
 }
 
 /// `memodiff bench`: run the matrix, print a markdown table, optionally write JSON.
@@ -915,6 +1026,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(args) => devices(&args),
         Command::Render(args) => render(&args).map(|_| ()),
         Command::ScoreField(args) => crate::score_field::run(&args).map(|_| ()),
+        Command::Collapse(args) => crate::collapse::run(&args).map(|_| ()),
+        Command::Sweep(args) => crate::sweep::run(&args).map(|_| ()),
     }
 }
 

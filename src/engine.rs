@@ -82,6 +82,11 @@ pub trait Engine {
     fn kernel_seconds(&self) -> Option<f64> {
         None
     }
+    /// The GPU device this engine runs on, if it is the GPU engine: other GPU stages (the
+    /// nearest-neighbour metrics) share it.
+    fn gpu_context(&self) -> Option<&crate::gpu::GpuContext> {
+        None
+    }
     /// Most particles one batch may hold for points of dimension `dim` (memory limits).
     fn max_batch_particles(&self, dim: usize) -> usize;
     /// Advance particles `first_particle .. first_particle + n` (n = `state.len() / dim`)

@@ -1,11 +1,18 @@
 //! Memorization summary: how many generated samples sit on a training point.
 //!
-//! For every sample, the nearest training point (brute force, Euclidean, f64 arithmetic on
-//! the f32 sample promoted to f64; ties go to the lowest index). Counts are integers, so a
-//! counter fed batch by batch, or several counters merged, give exactly the same summary as
-//! one counter fed everything at once.
+//! For every sample, the nearest and second-nearest training points and their distances
+//! d1 <= d2 (brute force, Euclidean, f64 arithmetic on the f32 sample promoted to f64; ties
+//! go to the lowest index; the GPU path of `gpu::nearest` gives the same values). A sample
+//! is *memorized* by the ratio criterion of Gu et al. ("On memorization in diffusion
+//! models") when d1 / d2 < 1/3; with a single training point d2 = infinity (the ratio is
+//! 0), and a sample exactly on a training point (d1 = 0) is memorized even when a duplicate
+//! point makes d2 = 0 too. Counts are integers, so a counter fed batch by batch, or several
+//! counters merged, give exactly the same summary as one counter fed everything at once;
+//! everything in the summary (fractions, bootstrap interval, distinct points, chi-square,
+//! posterior concentration) is a function of those counts.
 
 use crate::error::{Error, Result};
+use crate::stats::{bootstrap_interval, chi_square_uniform, ChiSquare};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -13,8 +20,54 @@ use serde::Serialize;
 pub const RADIUS_0_05: f64 = 0.05;
 pub const RADIUS_0_1: f64 = 0.1;
 
+/// The ratio criterion's threshold: memorized when d1 / d2 < 1/3.
+pub const RATIO_THRESHOLD: f64 = 1.0 / 3.0;
+
 /// Samples per rayon task (each task keeps its own per-training-point counts).
 const CHUNK: usize = 8192;
+
+/// Nearest and second-nearest training points of one sample and their Euclidean distances.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbours {
+    pub nearest: u32,
+    pub d1: f64,
+    /// `None` when there is a single training point (then `d2` is infinite).
+    pub second: Option<u32>,
+    pub d2: f64,
+}
+
+impl Neighbours {
+    /// The ratio criterion: d1 / d2 < 1/3, with d1 = 0 always memorized.
+    pub fn memorized(&self) -> bool {
+        self.d1 == 0.0 || self.d1 < RATIO_THRESHOLD * self.d2
+    }
+}
+
+/// Nearest two of row-major `(n, dim)` f64 `training` for `sample` (all finite), squared
+/// distances in f64, ties to the lowest index.
+pub fn nearest_two(training: &[f64], dim: usize, sample: &[f32]) -> Neighbours {
+    let mut best = (u32::MAX, f64::INFINITY);
+    let mut second = (u32::MAX, f64::INFINITY);
+    for (i, t) in training.chunks_exact(dim).enumerate() {
+        let mut d2 = 0.0f64;
+        for (&s, &tv) in sample.iter().zip(t) {
+            let d = s as f64 - tv;
+            d2 += d * d;
+        }
+        if d2 < best.1 {
+            second = best;
+            best = (i as u32, d2);
+        } else if d2 < second.1 {
+            second = (i as u32, d2);
+        }
+    }
+    Neighbours {
+        nearest: best.0,
+        d1: best.1.sqrt(),
+        second: (second.0 != u32::MAX).then_some(second.0),
+        d2: second.1.sqrt(),
+    }
+}
 
 /// Running memorization counts over batches of samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +80,8 @@ pub struct MemorizationCounter {
     within_0_1: u64,
     nearest_counts: Vec<u64>,
     nonfinite: u64,
+    memorized_counts: Vec<u64>,
+    pub(crate) posterior: Option<PosteriorCounts>,
 }
 
 /// The summary written to the run's metadata.
@@ -42,6 +97,25 @@ pub struct MemorizationSummary {
     pub nearest_counts: Vec<u64>,
     /// Samples with a NaN or infinite coordinate (counted in `particles`, in no other count).
     pub nonfinite: u64,
+    /// The ratio criterion's threshold (d1 / d2 below it: memorized).
+    pub ratio_threshold: f64,
+    /// Fraction of all samples memorized by the ratio criterion.
+    pub memorized_fraction: f64,
+    /// 95% percentile bootstrap interval of `memorized_fraction` (see
+    /// [`crate::stats::bootstrap_interval`]: a function of the counts alone).
+    pub memorized_interval_95: [f64; 2],
+    /// For each training point, the memorized samples nearest to it.
+    pub memorized_counts: Vec<u64>,
+    /// Training points reproduced: those with at least one memorized sample.
+    pub distinct_memorized: u64,
+    /// Training points that are the nearest of at least one sample.
+    pub distinct_nearest: u64,
+    /// Pearson's chi-square of `nearest_counts` (the occupancy of the training points)
+    /// against uniform occupancy: statistic, degrees of freedom (N - 1), p-value. Null
+    /// with one training point or no finite sample.
+    pub occupancy_chi_square: Option<ChiSquare>,
+    /// Posterior concentration along the trajectory, when it was recorded.
+    pub posterior: Option<Vec<PosteriorSummaryPoint>>,
 }
 
 /// Counts of one chunk of samples.
@@ -50,6 +124,7 @@ struct Partial {
     within_0_05: u64,
     within_0_1: u64,
     nearest_counts: Vec<u64>,
+    memorized_counts: Vec<u64>,
     nonfinite: u64,
 }
 
@@ -59,8 +134,17 @@ impl Partial {
             within_0_05: 0,
             within_0_1: 0,
             nearest_counts: vec![0; n],
+            memorized_counts: vec![0; n],
             nonfinite: 0,
         }
+    }
+
+    fn count(&mut self, n: &Neighbours) {
+        let i = n.nearest as usize;
+        self.nearest_counts[i] += 1;
+        self.memorized_counts[i] += n.memorized() as u64;
+        self.within_0_05 += (n.d1 <= RADIUS_0_05) as u64;
+        self.within_0_1 += (n.d1 <= RADIUS_0_1) as u64;
     }
 
     fn add(mut self, other: Partial) -> Self {
@@ -68,6 +152,13 @@ impl Partial {
         self.within_0_1 += other.within_0_1;
         self.nonfinite += other.nonfinite;
         for (a, b) in self.nearest_counts.iter_mut().zip(&other.nearest_counts) {
+            *a += b;
+        }
+        for (a, b) in self
+            .memorized_counts
+            .iter_mut()
+            .zip(&other.memorized_counts)
+        {
             *a += b;
         }
         self
@@ -103,7 +194,63 @@ impl MemorizationCounter {
             within_0_1: 0,
             nearest_counts: vec![0; training.len() / dim],
             nonfinite: 0,
+            memorized_counts: vec![0; training.len() / dim],
+            posterior: None,
         })
+    }
+
+    /// The row-major `(n, dim)` training points.
+    pub fn training(&self) -> &[f64] {
+        &self.training
+    }
+
+    /// Nearest and second-nearest training points of one sample (f64, brute force), or
+    /// `None` when a coordinate is not finite.
+    pub fn neighbours(&self, sample: &[f32]) -> Option<Neighbours> {
+        assert_eq!(sample.len(), self.dim, "sample dimension");
+        if sample.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        Some(nearest_two(&self.training, self.dim, sample))
+    }
+
+    /// Count samples whose neighbours were found elsewhere (the GPU path): `None` for a
+    /// non-finite sample.
+    pub fn add_neighbours(&mut self, list: &[Option<Neighbours>]) {
+        let mut part = Partial::new(self.nearest_counts.len());
+        for n in list {
+            match n {
+                None => part.nonfinite += 1,
+                Some(n) => part.count(n),
+            }
+        }
+        self.particles += list.len() as u64;
+        self.add_partial(part);
+    }
+
+    fn add_partial(&mut self, total: Partial) {
+        self.within_0_05 += total.within_0_05;
+        self.within_0_1 += total.within_0_1;
+        self.nonfinite += total.nonfinite;
+        for (a, b) in self.nearest_counts.iter_mut().zip(&total.nearest_counts) {
+            *a += b;
+        }
+        for (a, b) in self
+            .memorized_counts
+            .iter_mut()
+            .zip(&total.memorized_counts)
+        {
+            *a += b;
+        }
+    }
+
+    /// Start recording posterior concentration (see [`PosteriorCounts`]).
+    pub fn set_posterior(&mut self, posterior: PosteriorCounts) {
+        self.posterior = Some(posterior);
+    }
+
+    pub fn posterior_mut(&mut self) -> Option<&mut PosteriorCounts> {
+        self.posterior.as_mut()
     }
 
     /// Same as [`MemorizationCounter::new`] for f32 training points.
@@ -129,26 +276,44 @@ impl MemorizationCounter {
     /// The nearest training point of one sample and the Euclidean distance to it, or `None`
     /// when a coordinate is not finite. Ties go to the lowest index.
     pub fn nearest(&self, sample: &[f32]) -> Option<(usize, f64)> {
-        assert_eq!(sample.len(), self.dim, "sample dimension");
-        if sample.iter().any(|v| !v.is_finite()) {
-            return None;
-        }
-        let mut best = (0usize, f64::INFINITY);
-        for (i, t) in self.training.chunks_exact(self.dim).enumerate() {
-            let mut d2 = 0.0f64;
-            for (&s, &tv) in sample.iter().zip(t) {
-                let d = s as f64 - tv;
-                d2 += d * d;
-            }
-            if d2 < best.1 {
-                best = (i, d2);
-            }
-        }
-        Some((best.0, best.1.sqrt()))
+        self.neighbours(sample).map(|n| (n.nearest as usize, n.d1))
     }
 
     /// Count a batch of row-major `(m, dim)` f32 samples.
     pub fn add_batch(&mut self, samples: &[f32], dim: usize) -> Result<()> {
+        self.add_batch_nearest(samples, dim).map(|_| ())
+    }
+
+    /// [`add_batch`](Self::add_batch), returning each sample's nearest training point
+    /// (`u32::MAX` for a non-finite sample).
+    pub fn add_batch_nearest(&mut self, samples: &[f32], dim: usize) -> Result<Vec<u32>> {
+        self.check_batch(samples, dim)?;
+        let n = self.nearest_counts.len();
+        let mut nearest = vec![u32::MAX; samples.len() / dim];
+        let total = samples
+            .par_chunks(CHUNK * dim)
+            .zip(nearest.par_chunks_mut(CHUNK))
+            .map(|(chunk, out)| {
+                let mut part = Partial::new(n);
+                for (s, o) in chunk.chunks_exact(dim).zip(out) {
+                    match self.neighbours(s) {
+                        None => part.nonfinite += 1,
+                        Some(nb) => {
+                            *o = nb.nearest;
+                            part.count(&nb);
+                        }
+                    }
+                }
+                part
+            })
+            .reduce(|| Partial::new(n), Partial::add);
+        self.particles += (samples.len() / dim) as u64;
+        self.add_partial(total);
+        Ok(nearest)
+    }
+
+    /// The errors of a batch of the wrong shape.
+    pub fn check_batch(&self, samples: &[f32], dim: usize) -> Result<()> {
         if dim != self.dim {
             return Err(Error::invalid(
                 "dimension",
@@ -164,31 +329,6 @@ impl MemorizationCounter {
                 ),
             ));
         }
-        let n = self.nearest_counts.len();
-        let total = samples
-            .par_chunks(CHUNK * dim)
-            .map(|chunk| {
-                let mut part = Partial::new(n);
-                for s in chunk.chunks_exact(dim) {
-                    match self.nearest(s) {
-                        None => part.nonfinite += 1,
-                        Some((i, d)) => {
-                            part.nearest_counts[i] += 1;
-                            part.within_0_05 += (d <= RADIUS_0_05) as u64;
-                            part.within_0_1 += (d <= RADIUS_0_1) as u64;
-                        }
-                    }
-                }
-                part
-            })
-            .reduce(|| Partial::new(n), Partial::add);
-        self.particles += (samples.len() / dim) as u64;
-        self.within_0_05 += total.within_0_05;
-        self.within_0_1 += total.within_0_1;
-        self.nonfinite += total.nonfinite;
-        for (a, b) in self.nearest_counts.iter_mut().zip(&total.nearest_counts) {
-            *a += b;
-        }
         Ok(())
     }
 
@@ -200,14 +340,7 @@ impl MemorizationCounter {
                 "cannot merge counters built from different training points",
             ));
         }
-        self.particles += other.particles;
-        self.within_0_05 += other.within_0_05;
-        self.within_0_1 += other.within_0_1;
-        self.nonfinite += other.nonfinite;
-        for (a, b) in self.nearest_counts.iter_mut().zip(&other.nearest_counts) {
-            *a += b;
-        }
-        Ok(())
+        self.add_counts(&other.counts())
     }
 
     pub fn summary(&self) -> MemorizationSummary {
@@ -224,6 +357,8 @@ impl MemorizationCounter {
         self.within_0_1 = mine.within_0_1;
         self.nonfinite = mine.nonfinite;
         self.nearest_counts = mine.nearest_counts;
+        self.memorized_counts = mine.memorized_counts;
+        self.posterior = mine.posterior;
         Ok(())
     }
 
@@ -236,13 +371,15 @@ impl MemorizationCounter {
             within_0_1: self.within_0_1,
             nearest_counts: self.nearest_counts.clone(),
             nonfinite: self.nonfinite,
+            memorized_counts: self.memorized_counts.clone(),
+            posterior: self.posterior.clone(),
         }
     }
 }
 
 /// A counter's integer counts, as written to `metrics_counts.json`: counts of shards add
 /// up exactly to the counts of the whole run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MemorizationCounts {
     pub dim: usize,
     pub particles: u64,
@@ -251,6 +388,12 @@ pub struct MemorizationCounts {
     /// One count per training point.
     pub nearest_counts: Vec<u64>,
     pub nonfinite: u64,
+    /// Memorized samples (ratio criterion) nearest to each training point.
+    #[serde(default)]
+    pub memorized_counts: Vec<u64>,
+    /// Posterior concentration sums, when recorded.
+    #[serde(default)]
+    pub posterior: Option<PosteriorCounts>,
 }
 
 impl MemorizationCounts {
@@ -275,6 +418,25 @@ impl MemorizationCounts {
         for (a, b) in self.nearest_counts.iter_mut().zip(&other.nearest_counts) {
             *a += b;
         }
+        // Counts written before the ratio criterion existed have none: zeros.
+        self.memorized_counts.resize(self.nearest_counts.len(), 0);
+        for (a, b) in self
+            .memorized_counts
+            .iter_mut()
+            .zip(&other.memorized_counts)
+        {
+            *a += b;
+        }
+        match (&mut self.posterior, &other.posterior) {
+            (Some(a), Some(b)) => a.merge(b)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "memorization counts",
+                    "one part recorded the posterior concentration and the other did not",
+                ))
+            }
+        }
         Ok(())
     }
 
@@ -286,13 +448,125 @@ impl MemorizationCounts {
                 k as f64 / self.particles as f64
             }
         };
+        let mut memorized_counts = self.memorized_counts.clone();
+        memorized_counts.resize(self.nearest_counts.len(), 0);
+        let memorized: u64 = memorized_counts.iter().sum();
+        let distinct_memorized = memorized_counts.iter().filter(|&&c| c > 0).count() as u64;
+        let (lo, hi) = bootstrap_interval(memorized, self.particles);
         MemorizationSummary {
             particles: self.particles,
             fraction_within_0_05: frac(self.within_0_05),
             fraction_within_0_1: frac(self.within_0_1),
             nearest_counts: self.nearest_counts.clone(),
             nonfinite: self.nonfinite,
+            ratio_threshold: RATIO_THRESHOLD,
+            memorized_fraction: frac(memorized),
+            memorized_interval_95: [lo, hi],
+            memorized_counts,
+            distinct_memorized,
+            distinct_nearest: self.nearest_counts.iter().filter(|&&c| c > 0).count() as u64,
+            occupancy_chi_square: chi_square_uniform(&self.nearest_counts),
+            posterior: self.posterior.as_ref().map(PosteriorCounts::summary),
         }
+    }
+}
+
+/// Fixed-point scale of the posterior weight sums: integers add exactly over shards.
+pub const WEIGHT_SCALE: f64 = 4_294_967_296.0; // 2^32
+
+/// Posterior concentration sums at the recorded steps, over the particles whose index is
+/// below `limit` (so that every shard records the same particles as the unsharded run).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PosteriorCounts {
+    pub limit: u64,
+    pub points: Vec<PosteriorPoint>,
+    /// The batch in flight: for each recorded point it has passed, the argmax of each of its
+    /// tracked particles, until the batch's final samples are counted. Empty between
+    /// batches; a mid-batch checkpoint saves it so that a resumed run counts the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Vec<u32>>,
+}
+
+/// Sums at one recorded step.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PosteriorPoint {
+    /// Steps done (0: the initial noise).
+    pub step: usize,
+    /// Forward time of the state and its Ornstein–Uhlenbeck time `B(tau) / 2`, as the bits
+    /// of their f64 (JSON readers may round decimal floats; integers are kept exactly, so
+    /// a merge rewrites the same file).
+    pub tau_bits: u64,
+    pub ou_time_bits: u64,
+    pub particles: u64,
+    /// Sum over particles of `round(max_i w_i 2^32)`.
+    pub max_weight_sum: u64,
+    /// Particles whose argmax_i w_i here is the nearest training point of their sample.
+    pub argmax_is_final: u64,
+}
+
+/// The posterior concentration at one recorded step, as run.json shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PosteriorSummaryPoint {
+    pub step: usize,
+    pub tau: f64,
+    pub ou_time: f64,
+    pub particles: u64,
+    /// Mean over particles of `max_i w_i`.
+    pub mean_max_weight: f64,
+    /// Fraction of particles whose current argmax is their final nearest training point.
+    pub fraction_argmax_final: f64,
+}
+
+impl PosteriorCounts {
+    pub fn merge(&mut self, other: &PosteriorCounts) -> Result<()> {
+        let same = self.limit == other.limit
+            && self.points.len() == other.points.len()
+            && self
+                .points
+                .iter()
+                .zip(&other.points)
+                .all(|(a, b)| a.step == b.step && a.tau_bits == b.tau_bits);
+        if !same {
+            return Err(Error::invalid(
+                "memorization counts",
+                "the posterior concentration was recorded at different steps",
+            ));
+        }
+        for (a, b) in self.points.iter_mut().zip(&other.points) {
+            a.particles += b.particles;
+            a.max_weight_sum += b.max_weight_sum;
+            a.argmax_is_final += b.argmax_is_final;
+        }
+        // Only one part can have a batch in flight (a checkpoint added to a fresh counter).
+        let busy = |p: &PosteriorCounts| p.pending.iter().any(|v| !v.is_empty());
+        match (busy(self), busy(other)) {
+            (true, true) => {
+                return Err(Error::invalid(
+                    "memorization counts",
+                    "both parts have a batch in flight",
+                ))
+            }
+            (false, true) => self.pending = other.pending.clone(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self) -> Vec<PosteriorSummaryPoint> {
+        self.points
+            .iter()
+            .map(|p| {
+                let n = p.particles.max(1) as f64;
+                PosteriorSummaryPoint {
+                    step: p.step,
+                    tau: f64::from_bits(p.tau_bits),
+                    ou_time: f64::from_bits(p.ou_time_bits),
+                    particles: p.particles,
+                    mean_max_weight: p.max_weight_sum as f64 / WEIGHT_SCALE / n,
+                    fraction_argmax_final: p.argmax_is_final as f64 / n,
+                }
+            })
+            .collect()
     }
 }
 
@@ -408,5 +682,149 @@ mod tests {
         ] {
             assert!(json.get(key).is_some(), "{key}");
         }
+    }
+
+    #[test]
+    fn ratio_criterion_by_hand() {
+        let c = counter();
+        // d1 / d2 for a sample (x, 0) near point 0 = (1, 0): d1 = |1 - x|,
+        // d2 = sqrt(x^2 + 1) (points 1 and 3 tie; the lower index, 1, is second).
+        let nb = c.neighbours(&[0.9, 0.0]).unwrap();
+        assert_eq!((nb.nearest, nb.second), (0, Some(1)));
+        assert!((nb.d1 - 0.1).abs() < 1e-7);
+        assert!((nb.d2 - 1.81f64.sqrt()).abs() < 1e-7);
+        assert!(nb.memorized()); // 0.1 / 1.345 = 0.074
+                                 // At x = 0.5: d1 = 0.5, d2 = sqrt(1.25) = 1.118, ratio 0.447: not memorized.
+        assert!(!c.neighbours(&[0.5, 0.0]).unwrap().memorized());
+        // The threshold itself: ratio 1/3 exactly is not < 1/3. Two points on a line at
+        // 0 and 4, sample at 1: d1 = 1, d2 = 3.
+        let line = MemorizationCounter::new(&[0.0, 4.0], 1).unwrap();
+        assert!(!line.neighbours(&[1.0]).unwrap().memorized());
+        assert!(line.neighbours(&[0.999]).unwrap().memorized());
+        // A single training point: d2 infinite, always memorized.
+        let single = MemorizationCounter::new(&[0.0, 0.0], 2).unwrap();
+        let nb = single.neighbours(&[5.0, 5.0]).unwrap();
+        assert_eq!((nb.second, nb.d2), (None, f64::INFINITY));
+        assert!(nb.memorized());
+        // Duplicate training points, sample on them: d1 = d2 = 0, memorized.
+        let dup = MemorizationCounter::new(&[1.0, 1.0, 3.0], 1).unwrap();
+        let nb = dup.neighbours(&[1.0]).unwrap();
+        assert_eq!(
+            (nb.nearest, nb.second, nb.d1, nb.d2),
+            (0, Some(1), 0.0, 0.0)
+        );
+        assert!(nb.memorized());
+        // Counting: 3 memorized of 5 samples, on two distinct points.
+        let mut c = counter();
+        c.add_batch(
+            &[1.0, 0.0, 0.95, 0.02, 0.5, 0.5, 0.0, -1.1, f32::NAN, 0.0],
+            2,
+        )
+        .unwrap();
+        let s = c.summary();
+        assert_eq!(s.memorized_counts, vec![2, 0, 0, 1]);
+        assert_eq!(s.memorized_fraction, 3.0 / 5.0);
+        assert_eq!(s.distinct_memorized, 2);
+        assert_eq!(s.distinct_nearest, 2);
+        let [lo, hi] = s.memorized_interval_95;
+        assert!(lo <= 0.6 && 0.6 <= hi && lo < hi);
+        let chi = s.occupancy_chi_square.unwrap();
+        // nearest counts [3, 0, 0, 1]: expected 1 each: 4 + 1 + 1 + 0 = 6, 3 dof.
+        assert_eq!(s.nearest_counts, vec![3, 0, 0, 1]);
+        assert_eq!((chi.statistic, chi.dof), (6.0, 3));
+        assert!(
+            (chi.p_value - 0.111_610_225_526_122_4).abs() < 1e-9,
+            "{}",
+            chi.p_value
+        );
+    }
+
+    /// Brute force in f64 written independently: sort all distances.
+    fn brute(training: &[f64], dim: usize, x: &[f32]) -> (usize, f64, f64) {
+        let mut d: Vec<(f64, usize)> = training
+            .chunks(dim)
+            .enumerate()
+            .map(|(i, t)| {
+                let d2: f64 = t.iter().zip(x).map(|(a, &b)| (a - b as f64).powi(2)).sum();
+                (d2.sqrt(), i)
+            })
+            .collect();
+        d.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (d[0].1, d[0].0, d[1].0)
+    }
+
+    #[test]
+    fn neighbours_match_brute_force() {
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        for dim in [1usize, 2, 3, 7] {
+            let training: Vec<f64> = (0..300 * dim).map(|_| next()).collect();
+            let c = MemorizationCounter::new(&training, dim).unwrap();
+            let samples: Vec<f32> = (0..500 * dim).map(|_| next() as f32).collect();
+            let mut memorized = 0;
+            for x in samples.chunks(dim) {
+                let nb = c.neighbours(x).unwrap();
+                let (i, d1, d2) = brute(&training, dim, x);
+                assert_eq!(nb.nearest as usize, i);
+                assert!((nb.d1 - d1).abs() <= 1e-15 * d1.max(1.0));
+                assert!((nb.d2 - d2).abs() <= 1e-15 * d2.max(1.0));
+                memorized += (d1 < d2 / 3.0) as u64;
+            }
+            let mut counter = MemorizationCounter::new(&training, dim).unwrap();
+            counter.add_batch(&samples, dim).unwrap();
+            let s = counter.summary();
+            assert_eq!(s.memorized_fraction, memorized as f64 / 500.0);
+        }
+    }
+
+    #[test]
+    fn counts_with_posterior_merge_and_round_trip() {
+        let point = |step, sum, agree| PosteriorPoint {
+            step,
+            tau_bits: 0.5f64.to_bits(),
+            ou_time_bits: 0.4f64.to_bits(),
+            particles: 10,
+            max_weight_sum: sum,
+            argmax_is_final: agree,
+        };
+        let mut a = counter();
+        a.set_posterior(PosteriorCounts {
+            limit: 100,
+            points: vec![point(0, 1 << 33, 3)],
+            pending: Vec::new(),
+        });
+        a.add_batch(&[1.0, 0.0, 0.0, 0.9], 2).unwrap();
+        let mut b = a.clone();
+        b.add_batch(&[0.0, -1.0], 2).unwrap();
+        let json = serde_json::to_string(&b.counts()).unwrap();
+        let back: MemorizationCounts = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, b.counts());
+        let mut total = a.counts();
+        total.merge(&back).unwrap();
+        assert_eq!(total.particles, 5);
+        assert_eq!(total.memorized_counts, vec![2, 2, 0, 1]);
+        let post = total.summary().posterior.unwrap();
+        assert_eq!(post[0].particles, 20);
+        assert_eq!(post[0].mean_max_weight, 2.0 * 2.0 / 20.0);
+        assert_eq!(post[0].fraction_argmax_final, 6.0 / 20.0);
+        // Counts written before the ratio criterion and posterior existed still load.
+        let old = r#"{"dim":2,"particles":1,"within_0_05":0,"within_0_1":0,"nearest_counts":[1,0,0,0],"nonfinite":0}"#;
+        let mut old: MemorizationCounts = serde_json::from_str(old).unwrap();
+        old.merge(&counter().counts()).unwrap();
+        assert_eq!(old.summary().memorized_counts, vec![0; 4]);
+        // Posterior on one side only, or at other steps: refused.
+        assert!(counter().counts().merge(&back).is_err());
+        let mut other = counter();
+        other.set_posterior(PosteriorCounts {
+            limit: 100,
+            points: vec![point(1, 0, 0)],
+            pending: Vec::new(),
+        });
+        assert!(other.counts().merge(&back).is_err());
     }
 }

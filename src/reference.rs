@@ -38,8 +38,12 @@ fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
 
 /// The empirical score `grad_x log p_tau(x) = (s sum_i w_i x_i - x) / sigma2`.
 pub fn score(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
-    let s = schedule.mean_scale(tau);
-    let v = schedule.sigma2(tau);
+    score_with(dataset, schedule.mean_scale(tau), schedule.sigma2(tau), x)
+}
+
+/// The score of the mixture `(1/N) sum_i N(s x_i, v I)`: `(s sum_i w_i x_i - x) / v`. With
+/// `v = sigma2(tau)` it is the empirical score; `kde:h` steps carry `v = sigma2 + s^2 h^2`.
+pub fn score_with(dataset: &Dataset, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
     let w = posterior_weights(dataset, x, s, v);
     (0..dataset.dim)
         .map(|d| {
@@ -70,7 +74,9 @@ pub fn em_step(
     x: &mut [f64],
     z: &[f64],
 ) {
-    let sc = score(dataset, schedule, step.tau, x);
+    // The step's own mean scale and component variance: the empirical score's
+    // `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h` (schedule::reverse_steps_with).
+    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
     let g = schedule.diffusion(step.tau);
     for d in 0..x.len() {
         let drift = -schedule.drift(x[d], step.tau) + g * g * sc[d];
@@ -89,23 +95,41 @@ pub fn ode_velocity(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64
         .collect()
 }
 
-/// One Heun step of the probability-flow ODE from `step.tau` to `next_tau`:
-/// `x~ = x + dt v(x, tau)`, `x' = x + dt/2 (v(x, tau) + v(x~, next_tau))`. With
-/// `next_tau = None` (the last step, to tau = 0 where sigma2 = 0 and the score is
-/// singular) it is the Euler step `x' = x~`.
+/// The probability-flow velocity at a step's point (`tau`, and the score's component
+/// variance `step.sigma2`: `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h`):
+/// `v = -f(x, tau) + g(tau)^2 score / 2`.
+fn step_velocity(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    x: &[f64],
+) -> Vec<f64> {
+    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let g = schedule.diffusion(step.tau);
+    x.iter()
+        .zip(&sc)
+        .map(|(&xd, &sd)| -schedule.drift(xd, step.tau) + 0.5 * g * g * sd)
+        .collect()
+}
+
+/// One Heun step of the probability-flow ODE from `step.tau` to `next.tau`:
+/// `x~ = x + dt v(x, tau)`, `x' = x + dt/2 (v(x, tau) + v(x~, next.tau))`, the score at each
+/// point that of its step (so `kde:h` applies). With `next = None` (the last step, to
+/// tau = 0 where sigma2 = 0 and the score is singular, or to `--t-min`) it is the Euler
+/// step `x' = x~`.
 pub fn heun_step(
     dataset: &Dataset,
     schedule: &VpSchedule,
     step: &ReverseStep,
-    next_tau: Option<f64>,
+    next: Option<&ReverseStep>,
     x: &mut [f64],
 ) {
-    let v0 = ode_velocity(dataset, schedule, step.tau, x);
+    let v0 = step_velocity(dataset, schedule, step, x);
     let predicted: Vec<f64> = x.iter().zip(&v0).map(|(a, v)| a + step.dt * v).collect();
-    match next_tau {
+    match next {
         None => x.copy_from_slice(&predicted),
-        Some(tau1) => {
-            let v1 = ode_velocity(dataset, schedule, tau1, &predicted);
+        Some(next) => {
+            let v1 = step_velocity(dataset, schedule, next, &predicted);
             for d in 0..x.len() {
                 x[d] += 0.5 * step.dt * (v0[d] + v1[d]);
             }
@@ -185,8 +209,8 @@ impl Engine for ReferenceEngine {
                             em_step(problem.dataset, &schedule, step, &mut x, &z);
                         }
                         SamplerKind::Heun => {
-                            let next_tau = problem.steps.get(k + 1).map(|s| s.tau);
-                            heun_step(problem.dataset, &schedule, step, next_tau, &mut x);
+                            let next = problem.steps.get(k + 1);
+                            heun_step(problem.dataset, &schedule, step, next, &mut x);
                         }
                     }
                 }

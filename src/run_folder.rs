@@ -4,6 +4,7 @@
 use crate::colormap::Colormap;
 use crate::error::{Error, Result};
 use crate::heatmap::{DensityGrid, Extent};
+use crate::measure::MetricsSink;
 use crate::metrics::MemorizationCounter;
 use crate::output::NpyStreamWriter;
 use crate::sampler::BatchSink;
@@ -57,11 +58,10 @@ pub struct RunFolder {
     arrays: Option<(NpyStreamWriter, NpyStreamWriter)>,
     sample_grid: Option<DensityGrid>,
     initial_grid: Option<DensityGrid>,
-    metrics: MemorizationCounter,
+    metrics: MetricsSink,
     shading: crate::raster::Shading,
     png16: bool,
     write_raw_grids: bool,
-    dim: usize,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.
     checkpoint: Option<(crate::checkpoint::RunSpec, crate::dataset::Dataset)>,
     /// Batches finished at the last checkpoint this process saved.
@@ -129,11 +129,14 @@ impl RunFolder {
     }
 
     /// Reopen the folder of a checkpointed run from its checkpoint `saved`.
+    /// `metrics` is the run's fresh metrics sink (its posterior recording as the run's);
+    /// the checkpoint's counts are added to it.
     pub fn resume(
         dir: &Path,
         particles: u64,
         images: &ImageSettings,
         saved: &mut crate::checkpoint::Loaded,
+        metrics: MetricsSink,
     ) -> Result<Self> {
         let training = saved.training.clone();
         let run = saved.meta.run.clone();
@@ -165,7 +168,8 @@ impl RunFolder {
                 }
             }
         }
-        folder.metrics.add_counts(&saved.counts)?;
+        folder.metrics = metrics;
+        folder.metrics.counter.add_counts(&saved.counts)?;
         Ok(folder)
     }
 
@@ -225,14 +229,13 @@ impl RunFolder {
             },
             sample_grid,
             initial_grid,
-            metrics: MemorizationCounter::new(&training.points, dim)?,
+            metrics: MetricsSink::plain(training)?,
             shading: crate::raster::Shading {
                 colormap: images.colormap,
                 norm: images.norm,
             },
             png16: images.png16,
             write_raw_grids: images.write_raw_grids,
-            dim,
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
             figures: None,
@@ -243,6 +246,17 @@ impl RunFolder {
     pub fn with_figures(mut self, figures: Option<crate::run_figures::RunFigures>) -> Self {
         self.figures = figures;
         self
+    }
+
+    /// Replace the folder's metrics (before any batch): posterior concentration, GPU
+    /// nearest neighbours (see [`MetricsSink`]).
+    pub fn set_metrics(&mut self, metrics: MetricsSink) {
+        self.metrics = metrics;
+    }
+
+    /// Find the metrics' nearest neighbours on this GPU device (exact either way).
+    pub fn use_gpu_nearest(&mut self, ctx: &crate::gpu::GpuContext) -> Result<()> {
+        self.metrics.use_gpu(ctx)
     }
 
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
@@ -276,9 +290,12 @@ impl RunFolder {
                 self.initial_grid.as_ref(),
             )?);
         }
-        crate::output::write_json(&self.dir.join(METRICS_COUNTS), &self.metrics.counts())?;
+        crate::output::write_json(
+            &self.dir.join(METRICS_COUNTS),
+            &self.metrics.counter.counts(),
+        )?;
         written.push(METRICS_COUNTS.into());
-        Ok((written, self.metrics))
+        Ok((written, self.metrics.counter))
     }
 }
 
@@ -290,11 +307,10 @@ impl BatchSink for RunFolder {
         if let Some(f) = &mut self.figures {
             f.consume(initial, samples);
         }
-        let (sample_grid, initial_grid, metrics, dim) = (
+        let (sample_grid, initial_grid, metrics) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
             &mut self.metrics,
-            self.dim,
         );
         // Files, images and metrics are independent: do them side by side.
         let (files, counted) = rayon::join(
@@ -314,7 +330,7 @@ impl BatchSink for RunFolder {
                 if let Some(g) = initial_grid {
                     g.accumulate(initial);
                 }
-                metrics.add_batch(samples, dim)
+                metrics.count(samples)
             },
         );
         files.and(counted)
@@ -351,12 +367,20 @@ impl BatchSink for RunFolder {
             crate::checkpoint::FolderState {
                 sample_grid: self.sample_grid.as_ref(),
                 initial_grid: self.initial_grid.as_ref(),
-                counts: self.metrics.counts(),
+                counts: self.metrics.counter.counts(),
                 rows_streamed,
                 unchanged: self.saved_batches == Some(at.batches_done),
             },
         )?;
         self.saved_batches = Some(at.batches_done);
         Ok(())
+    }
+
+    fn observe_steps(&self) -> Vec<usize> {
+        self.metrics.observe_steps()
+    }
+
+    fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
+        self.metrics.observe(first, step, state)
     }
 }

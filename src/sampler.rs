@@ -7,7 +7,7 @@ use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterChoice, GpuEngine};
 use crate::reference::ReferenceEngine;
-use crate::schedule::{reverse_steps, VpSchedule};
+use crate::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -40,6 +40,12 @@ pub struct SampleConfig {
     pub shard: Option<Shard>,
     /// The integrator: Euler–Maruyama (default) or Heun on the probability-flow ODE.
     pub sampler: SamplerKind,
+    /// The score driving the sampler (`--score`): empirical, or `kde:h`.
+    pub score: ScoreKind,
+    /// Early stopping (`--t-min`): the grid ends at forward time `t_min` instead of 0 and
+    /// each sample is replaced by its denoised mean `E[x_0 | x_{t_min}]` (see
+    /// [`crate::schedule::reverse_steps_with`], [`crate::posterior::denoise`]). 0: off.
+    pub t_min: f64,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -88,7 +94,21 @@ impl SampleConfig {
             batch: None,
             shard: None,
             sampler: SamplerKind::Em,
+            score: ScoreKind::Empirical,
+            t_min: 0.0,
         }
+    }
+
+    /// The reverse steps of this run (time grid, score variant, early stop).
+    pub fn reverse_steps(&self) -> Vec<ReverseStep> {
+        reverse_steps_with(&self.schedule, self.time_points, self.score, self.t_min)
+    }
+
+    /// Where the state is after `k` of the steps: the forward time of step `k` (the point
+    /// at which that step evaluates the score), or `t_min` once all steps are done.
+    pub fn score_point_after(&self, steps: &[ReverseStep], k: usize) -> ScorePoint {
+        let tau = steps.get(k).map_or(self.t_min, |s| s.tau);
+        ScorePoint::new(&self.schedule, self.score, tau)
     }
 
     /// The particle indices this run simulates: all of them, or its shard's range.
@@ -158,6 +178,28 @@ impl SampleConfig {
                     crate::params::MAX_DIMENSION
                 ),
             ));
+        }
+        if !self.t_min.is_finite() || self.t_min < 0.0 {
+            return Err(Error::invalid(
+                "--t-min",
+                format!("{} must be a finite number >= 0", self.t_min),
+            ));
+        }
+        let first_tau = 1.0 - 1.0 / (self.time_points - 1) as f64;
+        if self.t_min > 0.0 && self.t_min >= first_tau {
+            return Err(Error::invalid(
+                "--t-min",
+                format!(
+                    "{} leaves no step: the grid of {} time points starts at forward time \
+                     {first_tau}; use a smaller --t-min or more --steps",
+                    self.t_min, self.time_points
+                ),
+            ));
+        }
+        if let ScoreKind::Kde { h } = self.score {
+            if !h.is_finite() || h < 0.0 {
+                return Err(Error::invalid("--score", "kde:h needs a finite h >= 0"));
+            }
         }
         if self.batch == Some(0) {
             return Err(Error::invalid("--batch", "must be at least 1"));
@@ -232,6 +274,20 @@ pub trait BatchSink {
     /// The positions (row-major (n, D)) of batch `first_particle ..` after `step` steps.
     fn snapshot(&mut self, first_particle: u64, step: usize, positions: &[f32]) -> Result<()> {
         let _ = (first_particle, step, positions);
+        Ok(())
+    }
+
+    /// Numbers of steps done (0 ..= S-1, 0 being the initial noise) after which the
+    /// sampler shows each batch's positions to [`observe`](Self::observe). Splitting a
+    /// batch's steps there does not change its results (see `Engine::advance_batch`).
+    fn observe_steps(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The positions (row-major (n, D)) of the batch starting at `first_particle` after
+    /// `step` steps, before any `--t-min` denoising.
+    fn observe(&mut self, first_particle: u64, step: usize, state: &[f32]) -> Result<()> {
+        let _ = (first_particle, step, state);
         Ok(())
     }
 }
@@ -359,7 +415,12 @@ pub fn run_checkpointed(
     if checkpoints.every == Some(0) {
         return Err(Error::invalid("--checkpoint-every", "must be at least 1"));
     }
-    let steps = reverse_steps(&config.schedule, config.time_points);
+    let steps = config.reverse_steps();
+    let observe: std::collections::BTreeSet<usize> = sink
+        .observe_steps()
+        .into_iter()
+        .filter(|&k| k <= steps.len())
+        .collect();
     let problem = Problem {
         dataset: &config.dataset,
         steps: &steps,
@@ -436,23 +497,45 @@ pub fn run_checkpointed(
         }
         let mut reached = step;
         let mut segment_started = started;
+        // Time spent in `sink.observe` (metrics, not sampling) since `segment_started`.
+        let mut observed_s = 0.0;
+        // Whether the batch's initial noise has been drawn (a resumed batch has it).
+        let mut begun = step > 0;
+        if !begun && observe.contains(&0) {
+            engine.advance_batch(
+                &problem,
+                first,
+                Some(&mut *initial),
+                samples,
+                0..0,
+                cancel,
+                &mut |_| {},
+            )?;
+            begun = true;
+            let observing = Instant::now();
+            sink.observe(first, 0, samples)?;
+            observed_s += observing.elapsed().as_secs_f64();
+        }
         while step < steps.len() {
-            let end = match checkpoints.every {
+            let mut end = match checkpoints.every {
                 Some(k) => ((step / k + 1) * k).min(steps.len()),
                 None => steps.len(),
             };
-            // Segments also end at snapshot steps, where the state is read back.
-            let end = snapshot_steps
-                .iter()
-                .find(|&&s| s > step)
-                .map_or(end, |&s| s.min(end));
+            // Segments also end where the sink looks at the state: snapshot steps (figures)
+            // and observed steps (metrics).
+            if let Some(&k) = snapshot_steps.iter().find(|&&s| s > step) {
+                end = end.min(k);
+            }
+            if let Some(&k) = observe.range(step + 1..).next() {
+                end = end.min(k);
+            }
             let outcome = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted(String::new()))
             } else {
                 engine.advance_batch(
                     &problem,
                     first,
-                    if step == 0 { Some(&mut *initial) } else { None },
+                    if begun { None } else { Some(&mut *initial) },
                     samples,
                     step..end,
                     cancel,
@@ -489,15 +572,20 @@ pub fn run_checkpointed(
                 });
             }
             step = end;
+            begun = true;
             if step < steps.len() && snapshot_steps.binary_search(&step).is_ok() {
-                timing.sampling_s += segment_started.elapsed().as_secs_f64();
-                let started = Instant::now();
+                let observing = Instant::now();
                 sink.snapshot(first, step, samples)?;
-                timing.consume_s += started.elapsed().as_secs_f64();
-                segment_started = Instant::now();
+                observed_s += observing.elapsed().as_secs_f64();
+            }
+            if observe.contains(&step) {
+                let observing = Instant::now();
+                sink.observe(first, step, samples)?;
+                observed_s += observing.elapsed().as_secs_f64();
             }
             if checkpoints.every.is_some() && step < steps.len() {
-                timing.sampling_s += segment_started.elapsed().as_secs_f64();
+                timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
+                timing.consume_s += std::mem::take(&mut observed_s);
                 let started = Instant::now();
                 sink.checkpoint(&CheckpointAt {
                     first,
@@ -513,7 +601,12 @@ pub fn run_checkpointed(
                 segment_started = Instant::now();
             }
         }
-        timing.sampling_s += segment_started.elapsed().as_secs_f64();
+        if config.t_min > 0.0 {
+            let point = config.score_point_after(&steps, steps.len());
+            crate::posterior::denoise(&config.dataset, config.score, &point, samples);
+        }
+        timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
+        timing.consume_s += observed_s;
         let started = Instant::now();
         sink.consume(first, initial, samples)?;
         timing.batches += 1;

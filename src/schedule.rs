@@ -72,6 +72,8 @@ pub struct ReverseStep {
     pub tau: f64,
     pub beta: f64,
     pub mean_scale: f64,
+    /// Variance of the score's mixture components: `sigma2(tau)` for the empirical score,
+    /// `sigma2(tau) + s^2 h^2` for `kde:h` (see [`reverse_steps_with`]).
     pub sigma2: f64,
 }
 
@@ -114,6 +116,116 @@ pub fn reverse_steps(schedule: &VpSchedule, time_points: usize) -> Vec<ReverseSt
         .collect()
 }
 
+/// Which score drives the sampler (`--score`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ScoreKind {
+    /// The exact score of the forward marginal of the training set (memorizes).
+    #[default]
+    Empirical,
+    /// The score of the training set smoothed by a Gaussian of width `h` (a kernel density
+    /// estimate): components `N(s x_i, (sigma2 + s^2 h^2) I)`.
+    Kde { h: f64 },
+}
+
+impl ScoreKind {
+    /// Variance of the mixture components at mean scale `s` and forward variance `sigma2`:
+    /// `sigma2` for the empirical score, `sigma2 + s^2 h^2` for `kde:h`.
+    pub fn variance(&self, mean_scale: f64, sigma2: f64) -> f64 {
+        match *self {
+            ScoreKind::Empirical => sigma2,
+            ScoreKind::Kde { h } => sigma2 + mean_scale * mean_scale * h * h,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            ScoreKind::Empirical => "empirical".into(),
+            ScoreKind::Kde { h } => format!("kde:{h}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ScoreKind {
+    type Err = String;
+    /// `empirical` or `kde:h` with h finite and >= 0 (`kde:0` is the empirical score).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "empirical" {
+            return Ok(ScoreKind::Empirical);
+        }
+        match text.strip_prefix("kde:").map(|h| h.trim().parse::<f64>()) {
+            Some(Ok(h)) if h.is_finite() && h >= 0.0 => Ok(ScoreKind::Kde { h }),
+            Some(_) => Err(format!(
+                "'{text}': the kde width h must be a finite number >= 0, e.g. kde:0.1"
+            )),
+            None => Err(format!(
+                "'{text}': expected `empirical` or `kde:h` (e.g. kde:0.1)"
+            )),
+        }
+    }
+}
+
+/// Where the score is evaluated: forward time, mean scale, forward variance and the
+/// variance of the score's mixture components (see [`ScoreKind::variance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScorePoint {
+    pub tau: f64,
+    pub mean_scale: f64,
+    pub sigma2: f64,
+    pub variance: f64,
+}
+
+impl ScorePoint {
+    pub fn new(schedule: &VpSchedule, score: ScoreKind, tau: f64) -> Self {
+        let (mean_scale, sigma2) = (schedule.mean_scale(tau), schedule.sigma2(tau));
+        Self {
+            tau,
+            mean_scale,
+            sigma2,
+            variance: score.variance(mean_scale, sigma2),
+        }
+    }
+
+    /// Ornstein–Uhlenbeck time of this point, `B(tau) / 2` (the time of Biroli et al.).
+    pub fn ou_time(&self, schedule: &VpSchedule) -> f64 {
+        0.5 * schedule.integrated_beta(self.tau)
+    }
+}
+
+/// The time grid with a score variant and early stopping: reverse times
+/// `ts = linspace(1/(S-1), 1 - t_min, S)` (S points whatever `t_min`, so `--steps` keeps its
+/// meaning; `t_min = 0` is exactly [`reverse_steps`]), forward times `tau = 1 - t` from
+/// `1 - 1/(S-1)` down to `t_min`. For `kde:h` each step's `sigma2` is replaced by the
+/// component variance `sigma2 + s^2 h^2`: the potentials, the score's `1/sigma2` and so the
+/// folded coefficients (`keep_coeff`, `mean_coeff`) of every engine follow, while the
+/// noise (`sqrt(dt beta)`) does not depend on it.
+pub fn reverse_steps_with(
+    schedule: &VpSchedule,
+    time_points: usize,
+    score: ScoreKind,
+    t_min: f64,
+) -> Vec<ReverseStep> {
+    assert!(time_points >= 2, "the grid needs at least two time points");
+    let ts = linspace(1.0 / (time_points - 1) as f64, 1.0 - t_min, time_points);
+    ts.windows(2)
+        .enumerate()
+        .map(|(k, w)| {
+            let (t, dt) = (w[0], w[1] - w[0]);
+            let point = ScorePoint::new(schedule, score, 1.0 - t);
+            ReverseStep {
+                index: k as u32,
+                t,
+                dt,
+                tau: point.tau,
+                beta: schedule.beta(point.tau),
+                mean_scale: point.mean_scale,
+                sigma2: point.variance,
+            }
+        })
+        .collect()
+}
+
 /// NumPy's `linspace(start, stop, n)` (endpoint included, last value exactly `stop`).
 pub fn linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
     match n {
@@ -143,5 +255,43 @@ mod tests {
         let last = steps.last().unwrap();
         let ratio = last.beta * last.dt / last.sigma2;
         assert!((1.8..2.1).contains(&ratio), "beta dt / sigma2 = {ratio}");
+    }
+
+    #[test]
+    fn variants_of_the_grid() {
+        let sched = VpSchedule::default();
+        // t_min = 0 and the empirical score are exactly the default grid.
+        assert_eq!(
+            reverse_steps_with(&sched, 100, ScoreKind::Empirical, 0.0),
+            reverse_steps(&sched, 100)
+        );
+        assert_eq!(
+            reverse_steps_with(&sched, 50, ScoreKind::Kde { h: 0.0 }, 0.0),
+            reverse_steps(&sched, 50)
+        );
+        // t_min: same number of steps, the last one ends at forward time t_min.
+        let early = reverse_steps_with(&sched, 100, ScoreKind::Empirical, 0.05);
+        assert_eq!(early.len(), 99);
+        let last = early.last().unwrap();
+        assert!((last.t + last.dt - 0.95).abs() < 1e-12);
+        assert!((early[0].t - 1.0 / 99.0).abs() < 1e-15);
+        // kde:h: variance sigma2 + s^2 h^2 at every step, the rest unchanged.
+        let kde = reverse_steps_with(&sched, 100, ScoreKind::Kde { h: 0.2 }, 0.0);
+        for (a, b) in kde.iter().zip(reverse_steps(&sched, 100)) {
+            assert_eq!(
+                (a.t, a.dt, a.beta, a.mean_scale),
+                (b.t, b.dt, b.beta, b.mean_scale)
+            );
+            let want = b.sigma2 + b.mean_scale * b.mean_scale * 0.04;
+            assert!((a.sigma2 - want).abs() < 1e-15);
+        }
+        assert!("kde:-1".parse::<ScoreKind>().is_err());
+        assert!("kde:x".parse::<ScoreKind>().is_err());
+        assert!("gauss".parse::<ScoreKind>().is_err());
+        assert_eq!(
+            "kde:0.5".parse::<ScoreKind>(),
+            Ok(ScoreKind::Kde { h: 0.5 })
+        );
+        assert_eq!("empirical".parse::<ScoreKind>(), Ok(ScoreKind::Empirical));
     }
 }

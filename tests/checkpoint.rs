@@ -133,6 +133,26 @@ fn killed_cpu_run_resumes_bit_identically() {
 }
 
 #[test]
+fn killed_kde_t_min_run_resumes_bit_identically() {
+    // The score variant and early stop travel in the checkpoint; the posterior
+    // concentration's per-batch state too (it is recorded by default).
+    kill_resume_compare(&[
+        "--backend",
+        "cpu",
+        "--particles",
+        "100000",
+        "--batch",
+        "25000",
+        "--steps",
+        "300",
+        "--score",
+        "kde:0.1",
+        "--t-min",
+        "0.05",
+    ]);
+}
+
+#[test]
 fn killed_gpu_run_resumes_bit_identically() {
     if common::gpu_engine("killed_gpu_run_resumes_bit_identically").is_none() {
         return;

@@ -53,7 +53,10 @@ pub fn describe_adapters() -> Vec<AdapterSummary> {
         .collect()
 }
 
-/// An open device and everything the engines need to know about it.
+/// An open device and everything the engines need to know about it. Cloning shares the
+/// device (wgpu handles are reference-counted): other stages, such as the nearest-neighbour
+/// metrics, run on the engine's device.
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,

@@ -605,6 +605,10 @@ impl Engine for GpuEngine {
         self.last_kernel_seconds
     }
 
+    fn gpu_context(&self) -> Option<&GpuContext> {
+        Some(&self.ctx)
+    }
+
     fn max_batch_particles(&self, dim: usize) -> usize {
         // Each of the particle, scratch and softmax-state buffers must fit one storage
         // binding: 4 D bytes a particle for the first two, state_bytes_per_particle(D)

@@ -3,6 +3,7 @@
 pub mod context;
 pub mod diagnostics;
 pub mod engine;
+pub mod nearest;
 pub mod raster;
 pub mod shaders;
 

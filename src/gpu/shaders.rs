@@ -18,6 +18,7 @@ const HEUN_STEP_GENERAL: &str = include_str!("../../shaders/heun_step_general.wg
 const SCORE_GENERAL: &str = include_str!("../../shaders/score_general.wgsl");
 const PHILOX_KAT: &str = include_str!("../../shaders/philox_kat.wgsl");
 const HEATMAP_DEPOSIT: &str = include_str!("../../shaders/heatmap/deposit.wgsl");
+const NEAREST: &str = include_str!("../../shaders/nearest.wgsl");
 
 /// One GPU stage: its name (= entry point) and the pieces it is assembled from.
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +124,12 @@ pub const DEPOSIT_STAGE: Stage = Stage {
     parts: &[HEATMAP_DEPOSIT],
 };
 
+/// The three nearest training points per sample (memorization metrics); any dimension.
+pub const NEAREST_STAGE: Stage = Stage {
+    entry_point: "nearest",
+    parts: &[NEAREST],
+};
+
 /// Every stage, for validation in tests (naga) and for pipeline creation.
 pub const ALL_STAGES: &[Stage] = &[
     INIT_NOISE_STAGE,
@@ -137,4 +144,5 @@ pub const ALL_STAGES: &[Stage] = &[
     HEUN_STEP_GENERAL_STAGE,
     PHILOX_KAT_STAGE,
     DEPOSIT_STAGE,
+    NEAREST_STAGE,
 ];

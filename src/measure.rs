@@ -1,0 +1,201 @@
+//! The metrics side of a run, fed batch by batch by the sampler: nearest-neighbour
+//! memorization counts (on the GPU when a device is given, else in f64 on the CPU) and the
+//! posterior concentration along the trajectory. Used by the run folder of `sample` and,
+//! alone, by `collapse` and `sweep`.
+
+use crate::dataset::Dataset;
+use crate::error::Result;
+use crate::gpu::nearest::GpuNearest;
+use crate::metrics::{MemorizationCounter, PosteriorCounts, PosteriorPoint, WEIGHT_SCALE};
+use crate::posterior::max_weight;
+use crate::sampler::{BatchSink, SampleConfig};
+use rayon::prelude::*;
+
+/// Which steps to record the posterior concentration at, and over which particles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PosteriorPlan {
+    /// Record after every `every` steps (and after the last step, and at step 0).
+    pub every: usize,
+    /// Only particles with index below this (the same ones in every shard); 0: off.
+    pub particles: u64,
+}
+
+impl PosteriorPlan {
+    /// `records` points along the trajectory (about), over the first `particles` particles.
+    pub fn spread(steps: usize, records: usize, particles: u64) -> Self {
+        Self {
+            every: steps.div_ceil(records.max(1)).max(1),
+            particles,
+        }
+    }
+}
+
+/// Recorded argmaxes of the batch in flight, one vector per recorded step.
+struct Tracker {
+    dataset: Dataset,
+    steps: Vec<usize>,
+    points: Vec<crate::schedule::ScorePoint>,
+    limit: u64,
+}
+
+/// The metrics of a run (see the module documentation).
+pub struct MetricsSink {
+    pub counter: MemorizationCounter,
+    tracker: Option<Tracker>,
+    gpu: Option<GpuNearest>,
+}
+
+impl MetricsSink {
+    /// Metrics for `config`'s training set; with `plan`, the posterior concentration too.
+    pub fn new(config: &SampleConfig, plan: Option<PosteriorPlan>) -> Result<Self> {
+        let dataset = &config.dataset;
+        let mut counter = MemorizationCounter::new(&dataset.points, dataset.dim)?;
+        let tracker = match plan {
+            Some(plan) if plan.particles > 0 => {
+                let steps = config.reverse_steps();
+                let mut record: Vec<usize> = (0..=steps.len()).step_by(plan.every).collect();
+                if record.last() != Some(&steps.len()) {
+                    record.push(steps.len());
+                }
+                let points: Vec<_> = record
+                    .iter()
+                    .map(|&k| config.score_point_after(&steps, k))
+                    .collect();
+                counter.set_posterior(PosteriorCounts {
+                    limit: plan.particles,
+                    points: record
+                        .iter()
+                        .zip(&points)
+                        .map(|(&step, p)| PosteriorPoint {
+                            step,
+                            tau_bits: p.tau.to_bits(),
+                            ou_time_bits: p.ou_time(&config.schedule).to_bits(),
+                            particles: 0,
+                            max_weight_sum: 0,
+                            argmax_is_final: 0,
+                        })
+                        .collect(),
+                    pending: vec![Vec::new(); record.len()],
+                });
+                Some(Tracker {
+                    dataset: dataset.clone(),
+                    steps: record,
+                    points,
+                    limit: plan.particles,
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            counter,
+            tracker,
+            gpu: None,
+        })
+    }
+
+    /// Memorization counts only, for `dataset`.
+    pub fn plain(dataset: &Dataset) -> Result<Self> {
+        Ok(Self {
+            counter: MemorizationCounter::new(&dataset.points, dataset.dim)?,
+            tracker: None,
+            gpu: None,
+        })
+    }
+
+    /// Find nearest neighbours on this GPU device (exact: see `gpu::nearest`).
+    pub fn use_gpu(&mut self, ctx: &crate::gpu::GpuContext) -> Result<()> {
+        let t = self.counter.training().to_vec();
+        self.gpu = Some(GpuNearest::new(ctx, &t, self.counter.dim())?);
+        Ok(())
+    }
+
+    /// Whether the posterior concentration is recorded (its counts then change inside a
+    /// batch).
+    pub fn records_posterior(&self) -> bool {
+        self.tracker.is_some()
+    }
+
+    /// Whether nearest neighbours are found on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    pub fn observe_steps(&self) -> Vec<usize> {
+        self.tracker
+            .as_ref()
+            .map(|t| t.steps.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
+        let Some(t) = &mut self.tracker else {
+            return Ok(());
+        };
+        let Some(r) = t.steps.iter().position(|&k| k == step) else {
+            return Ok(());
+        };
+        let dim = t.dataset.dim;
+        let rows = (state.len() / dim) as u64;
+        let tracked = t.limit.saturating_sub(first).min(rows) as usize;
+        let point = t.points[r];
+        let dataset = &t.dataset;
+        let results: Vec<(u64, u32)> = state[..tracked * dim]
+            .par_chunks(dim)
+            .map(|x| {
+                let (w, i) = max_weight(dataset, x, &point);
+                ((w * WEIGHT_SCALE).round() as u64, i)
+            })
+            .collect();
+        let counts = self.counter.posterior_mut().expect("set with the tracker");
+        let p = &mut counts.points[r];
+        p.particles += tracked as u64;
+        p.max_weight_sum += results.iter().map(|r| r.0).sum::<u64>();
+        counts.pending[r] = results.into_iter().map(|r| r.1).collect();
+        Ok(())
+    }
+
+    /// Count a finished batch of samples (the posterior argmaxes recorded for it are
+    /// matched row by row).
+    pub fn count(&mut self, samples: &[f32]) -> Result<()> {
+        let dim = self.counter.dim();
+        let nearest: Vec<u32> = match &mut self.gpu {
+            Some(gpu) => {
+                self.counter.check_batch(samples, dim)?;
+                let found = gpu.neighbours(samples)?;
+                self.counter.add_neighbours(&found);
+                found
+                    .iter()
+                    .map(|n| n.map_or(u32::MAX, |n| n.nearest))
+                    .collect()
+            }
+            None => self.counter.add_batch_nearest(samples, dim)?,
+        };
+        if self.tracker.is_some() {
+            let counts = self
+                .counter
+                .posterior
+                .as_mut()
+                .expect("set with the tracker");
+            for (p, pending) in counts.points.iter_mut().zip(&mut counts.pending) {
+                p.argmax_is_final +=
+                    pending.iter().zip(&nearest).filter(|(a, b)| a == b).count() as u64;
+                pending.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BatchSink for MetricsSink {
+    fn consume(&mut self, _first: u64, _initial: &[f32], samples: &[f32]) -> Result<()> {
+        self.count(samples)
+    }
+
+    fn observe_steps(&self) -> Vec<usize> {
+        MetricsSink::observe_steps(self)
+    }
+
+    fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
+        MetricsSink::observe(self, first, step, state)
+    }
+}
