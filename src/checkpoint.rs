@@ -85,6 +85,10 @@ pub struct RunSpec {
     pub score: crate::schedule::ScoreKind,
     #[serde(default)]
     pub t_min_bits: u64,
+    /// `--data-seed` (a random training set's points are in training.npy; this is for
+    /// run.json).
+    #[serde(default)]
+    pub data_seed: u64,
 }
 
 /// `checkpoint.json`.

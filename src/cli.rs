@@ -407,7 +407,7 @@ pub struct RunParameters {
     pub beta_min: f64,
     pub beta_max: f64,
     pub dataset: String,
-    pub data_seed: Option<u64>,
+    pub data_seed: u64,
     pub n_train: usize,
     pub dim: usize,
     /// (H, W, C) of one image, for image training sets.
@@ -624,6 +624,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
                 posterior_particles: args.posterior_particles,
                 score: config.score,
                 t_min_bits: config.t_min.to_bits(),
+                data_seed: args.data_seed,
             };
             RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
         }
@@ -644,7 +645,7 @@ pub fn sample(args: &SampleArgs) -> Result<RunReport> {
         backend_requested: args.backend.name(),
         command,
         image_grid,
-        data_seed: Some(args.data_seed),
+        data_seed: args.data_seed,
     };
     complete(run, &args.out, folder, checkpoints)
 }
@@ -671,8 +672,7 @@ struct Prepared {
     command: Vec<String>,
     /// `--image-grid K`: the image shape and K.
     image_grid: Option<(crate::dataset::ImageShape, usize)>,
-    /// `None` on resume: a random training set's name records its data seed.
-    data_seed: Option<u64>,
+    data_seed: u64,
 }
 
 /// Sample into `folder`, finish it, write run.json and print the summary (`sample` and
@@ -893,8 +893,9 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         note: spec.backend_note.clone(),
         backend_requested: backend_requested.name(),
         command: spec.command.clone(),
+        // Not redrawn on resume: training.npy keeps the points, not the image shape.
         image_grid: None,
-        data_seed: None,
+        data_seed: spec.data_seed,
     };
     complete(run, out, folder, checkpoints)
 }
