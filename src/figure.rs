@@ -5,7 +5,9 @@
 //! The API does not care how the image was shaded: the caller passes the RGB pixels, the
 //! extent they cover and, for the colorbar, the colormap and where its tick labels go
 //! (positions in [0, 1] along the bar). [`Colorbar::linear`] and [`Colorbar::log10`] build
-//! the ticks of the two scales this crate draws today.
+//! the ticks of plain linear and log10 scales; `crate::raster::colorbar` those of the density
+//! images' norms (linear, log1p, eq-hist). An image too large to hold is drawn through a
+//! [`PlotCapture`], which keeps only the pixels the plot area reads.
 //!
 //! Layout (tick values, where they land) is computed by pure functions ([`nice_ticks`],
 //! [`axis_ticks`]) that the tests check; plotters only rasterizes text and shapes, with
