@@ -735,6 +735,7 @@ pub fn write_grid_outputs_banded(
                 .png
                 .as_ref()
                 .or(outputs.png16.as_ref())
+                .or(outputs.figure.as_ref().map(|f| &f.path))
                 .ok_or_else(|| Error::Output("no output asked for".into()))?;
             let mut name = base.file_name().unwrap_or_default().to_os_string();
             name.push(".grid");
