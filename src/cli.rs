@@ -213,8 +213,9 @@ pub struct SampleArgs {
     pub checkpoint_every: Option<usize>,
 
     /// Also draw framed figures of the density images, samples_figure.png and
-    /// initial_figure.png: title, x/y axes with ticks, a colorbar with the linear scale of
-    /// samples.png / initial.png (D = 2 only).
+    /// initial_figure.png: title, x/y axes with ticks, the very colours of samples.png /
+    /// initial.png (same --norm, --colormap and --kernel, bilinearly resampled into the plot
+    /// area) and a colorbar whose ticks follow the norm (D = 2 only).
     #[arg(long, help_heading = "Figures")]
     pub figure: bool,
 
@@ -1085,6 +1086,37 @@ pub struct RenderArgs {
     /// the CPU.
     #[arg(long, value_enum, default_value_t = RenderBackend::Auto)]
     pub backend: RenderBackend,
+
+    /// Also write a framed figure next to the image, OUT_figure.png for --out OUT.png:
+    /// title, x/y axes with ticks, the image itself (the PNG's very colours, same norm,
+    /// colormap and kernel, bilinearly resampled into the plot area) and a colorbar whose
+    /// ticks follow the norm. Works at any --resolution: the figure keeps only the pixels
+    /// its plot area reads (memory bounded by the figure's size, not the image's).
+    #[arg(long, help_heading = "Figures")]
+    pub figure: bool,
+
+    /// Size of the figure in pixels, `WxH` or `N` for N×N (160..8192 a side; the image
+    /// keeps --resolution).
+    #[arg(long, default_value = "720x600", value_parser = crate::figure::parse_size, help_heading = "Figures")]
+    pub figure_size: (u32, u32),
+
+    /// Mark these points with rings on the figure: a (N, 2) `.npy` (float32/float64) or a
+    /// `.csv` of x,y rows, e.g. the training set. Needs --figure.
+    #[arg(long, value_name = "FILE", help_heading = "Figures")]
+    pub markers: Option<PathBuf>,
+
+    /// Title of the figure (`\n` starts a new line) [default: the image's file name, then
+    /// the particles, kernel and norm].
+    #[arg(long, help_heading = "Figures")]
+    pub title: Option<String>,
+}
+
+impl RenderArgs {
+    /// Where `--figure` goes: OUT_figure.png next to --out.
+    pub fn figure_path(&self) -> PathBuf {
+        let stem = self.out.file_stem().unwrap_or_default().to_string_lossy();
+        self.out.with_file_name(format!("{stem}_figure.png"))
+    }
 }
 
 /// Where `render` deposits particles.
@@ -1108,13 +1140,33 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
             format!("{}: the image must be a .png file", args.out.display()),
         ));
     }
+    if !args.figure && (args.markers.is_some() || args.title.is_some()) {
+        return Err(crate::Error::invalid(
+            if args.markers.is_some() {
+                "--markers"
+            } else {
+                "--title"
+            },
+            "belongs to the framed figure; add --figure",
+        ));
+    }
+    // Read before any work, so that a bad file writes nothing.
+    let markers: Vec<(f64, f64)> = match &args.markers {
+        Some(path) => read_particles(path)
+            .map_err(|e| crate::Error::invalid("--markers", e.to_string()))?
+            .chunks_exact(2)
+            .map(|p| (p[0] as f64, p[1] as f64))
+            .collect(),
+        None => Vec::new(),
+    };
     let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let figure_path = args.figure.then(|| args.figure_path());
     for input in &args.inputs {
         let same = |o: &Option<PathBuf>| {
             o.as_ref()
                 .is_some_and(|o| canon(o).is_some() && canon(o) == canon(input))
         };
-        if same(&Some(args.out.clone())) || same(&args.grid) {
+        if same(&Some(args.out.clone())) || same(&args.grid) || same(&figure_path) {
             return Err(crate::Error::invalid(
                 "--out",
                 format!("{} is also an input", input.display()),
@@ -1211,10 +1263,27 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
         let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
         args.out.with_file_name(format!("{stem}_gray16.png"))
     });
+    let figure = figure_path.map(|path| crate::raster::FigureRequest {
+        path,
+        size: args.figure_size,
+        title: match &args.title {
+            Some(t) => t.replace("\\n", "\n"),
+            None => format!(
+                "{}\n{} particles, {} kernel, {} norm",
+                args.out.file_name().unwrap_or_default().to_string_lossy(),
+                crate::run_figures::group_thousands(meta.particles),
+                kernel.name(),
+                args.image.norm.name()
+            ),
+        },
+        quantity: crate::run_figures::quantity_of(kernel).into(),
+        markers,
+    });
     let outputs = GridOutputs {
         png: Some(args.out.clone()),
         png16,
         npy: args.grid.clone(),
+        figure,
     };
     let sum = GridSum {
         width,
@@ -1234,6 +1303,9 @@ pub fn render(args: &RenderArgs) -> Result<crate::raster::GridMeta> {
     }
     if let Some(p) = &outputs.png16 {
         written.push(p.display().to_string());
+    }
+    if let Some(f) = &outputs.figure {
+        written.push(f.path.display().to_string());
     }
     let device = match &gpu {
         Some(g) if !particle_inputs.is_empty() => g.adapter_name(),

@@ -5,7 +5,9 @@
 //! The API does not care how the image was shaded: the caller passes the RGB pixels, the
 //! extent they cover and, for the colorbar, the colormap and where its tick labels go
 //! (positions in [0, 1] along the bar). [`Colorbar::linear`] and [`Colorbar::log10`] build
-//! the ticks of the two scales this crate draws today.
+//! the ticks of plain linear and log10 scales; `crate::raster::colorbar` those of the density
+//! images' norms (linear, log1p, eq-hist). An image too large to hold is drawn through a
+//! [`PlotCapture`], which keeps only the pixels the plot area reads.
 //!
 //! Layout (tick values, where they land) is computed by pure functions ([`nice_ticks`],
 //! [`axis_ticks`]) that the tests check; plotters only rasterizes text and shapes, with
@@ -233,6 +235,10 @@ pub struct Figure<'a> {
     pub markers: &'a [(f64, f64)],
     /// Arrows in data coordinates, drawn over the image.
     pub arrows: &'a [Arrow],
+    /// The plot area's pixels, already resampled from an image too large to hold (see
+    /// [`PlotCapture`]); exactly `layout(width, height).plot` in size. Drawn instead of
+    /// `image` when given.
+    pub plot_pixels: Option<&'a RgbImage>,
 }
 
 /// Where the parts of a figure go, in pixels of the whole figure.
@@ -257,6 +263,7 @@ impl<'a> Figure<'a> {
             colorbar: None,
             markers: &[],
             arrows: &[],
+            plot_pixels: None,
         }
     }
 
@@ -329,7 +336,19 @@ impl<'a> Figure<'a> {
         let layout = self.layout(width, height);
         let mut buf = vec![255u8; width as usize * height as usize * 3];
         // Pixels first, straight into the buffer; plotters then draws on top of them.
-        if let Some(img) = self.image {
+        if let Some(plot) = self.plot_pixels {
+            let (px, py, pw, ph) = layout.plot;
+            if (plot.width() as i32, plot.height() as i32) != (pw, ph) {
+                return Err(Error::Output(format!(
+                    "figure: plot pixels of {}x{} for a plot area of {pw}x{ph}",
+                    plot.width(),
+                    plot.height()
+                )));
+            }
+            for (x, y, p) in plot.enumerate_pixels() {
+                put(&mut buf, width, px + x as i32, py + y as i32, p.0);
+            }
+        } else if let Some(img) = self.image {
             blit_resampled(&mut buf, width, img, layout.plot);
         }
         if let Some(bar) = &self.colorbar {
@@ -538,37 +557,158 @@ fn put(buf: &mut [u8], width: u32, x: i32, y: i32, c: [u8; 3]) {
     buf[i..i + 3].copy_from_slice(&c);
 }
 
-/// Fill the plot rectangle with `img`, bilinearly resampled: the image's pixel centres sit
-/// on a grid spanning the extent edge to edge (`linspace`, as the density grids are built),
-/// so the plot pixel at data x reads the image at column `(x - xmin) / (xmax - xmin) * (W - 1)`.
+/// One output pixel's bilinear taps along an axis: source pixels `i0` and `i1` (equal at
+/// the last pixel) and the weight `a` of `i1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tap {
+    pub i0: usize,
+    pub i1: usize,
+    pub a: f64,
+}
+
+/// The taps of `dst` output pixels reading `src` source pixels. The image's pixel centres
+/// sit on a grid spanning the extent edge to edge (`linspace`, as the density grids are
+/// built), so the output pixel at data x reads source position
+/// `(x - xmin) / (xmax - xmin) * (src - 1)`, with x at the output pixel's centre.
+pub fn taps(src: usize, dst: usize) -> Vec<Tap> {
+    (0..dst)
+        .map(|k| {
+            let u = (k as f64 + 0.5) / dst as f64;
+            let f = (u * (src - 1) as f64).clamp(0.0, (src - 1) as f64);
+            let i0 = f.floor() as usize;
+            Tap {
+                i0,
+                i1: (i0 + 1).min(src - 1),
+                a: f - i0 as f64,
+            }
+        })
+        .collect()
+}
+
+/// Bilinear blend of four RGB pixels (top-left, top-right, bottom-left, bottom-right).
+#[inline]
+fn blend(p00: [u8; 3], p10: [u8; 3], p01: [u8; 3], p11: [u8; 3], ax: f64, ay: f64) -> [u8; 3] {
+    let mut out = [0u8; 3];
+    for (k, o) in out.iter_mut().enumerate() {
+        let top = p00[k] as f64 * (1.0 - ax) + p10[k] as f64 * ax;
+        let bottom = p01[k] as f64 * (1.0 - ax) + p11[k] as f64 * ax;
+        *o = (top * (1.0 - ay) + bottom * ay).round() as u8;
+    }
+    out
+}
+
+/// Fill the plot rectangle with `img`, bilinearly resampled (see [`taps`]).
 fn blit_resampled(buf: &mut [u8], width: u32, img: &RgbImage, plot: (i32, i32, i32, i32)) {
     let (px, py, pw, ph) = plot;
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     if iw == 0 || ih == 0 || pw <= 0 || ph <= 0 {
         return;
     }
-    let sample = |fx: f64, fy: f64| -> [u8; 3] {
-        let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-        let (x1, y1) = ((x0 + 1).min(iw - 1), (y0 + 1).min(ih - 1));
-        let (ax, ay) = (fx - x0 as f64, fy - y0 as f64);
-        let p = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0;
-        let mut out = [0u8; 3];
-        for (k, o) in out.iter_mut().enumerate() {
-            let top = p(x0, y0)[k] as f64 * (1.0 - ax) + p(x1, y0)[k] as f64 * ax;
-            let bottom = p(x0, y1)[k] as f64 * (1.0 - ax) + p(x1, y1)[k] as f64 * ax;
-            *o = (top * (1.0 - ay) + bottom * ay).round() as u8;
+    let (cols, rows) = (taps(iw, pw as usize), taps(ih, ph as usize));
+    let p = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0;
+    for (row, ty) in rows.iter().enumerate() {
+        for (col, tx) in cols.iter().enumerate() {
+            let c = blend(
+                p(tx.i0, ty.i0),
+                p(tx.i1, ty.i0),
+                p(tx.i0, ty.i1),
+                p(tx.i1, ty.i1),
+                tx.a,
+                ty.a,
+            );
+            put(buf, width, px + col as i32, py + row as i32, c);
         }
-        out
-    };
-    for row in 0..ph {
-        // Fraction of the way down from the top edge (ymax) of the extent.
-        let v = (row as f64 + 0.5) / ph as f64;
-        let fy = (v * (ih - 1) as f64).clamp(0.0, (ih - 1) as f64);
-        for col in 0..pw {
-            let u = (col as f64 + 0.5) / pw as f64;
-            let fx = (u * (iw - 1) as f64).clamp(0.0, (iw - 1) as f64);
-            put(buf, width, px + col, py + row, sample(fx, fy));
+    }
+}
+
+/// The plot area of a figure resampled from an image that is streamed row by row and never
+/// held whole (a 16384² density image is 805 MB of RGB): it keeps only the pixels the
+/// bilinear taps read, at most two columns and two rows per plot pixel, so its memory is
+/// bounded by 4 × the plot area (12 bytes a plot pixel) whatever the image size. The result
+/// is the same as drawing the whole image with [`Figure::image`] (tested).
+#[derive(Debug, Clone)]
+pub struct PlotCapture {
+    width: usize,
+    cols: Vec<Tap>,
+    rows: Vec<Tap>,
+    /// For each source column / row, its slot in `kept` (`usize::MAX`: not needed).
+    col_slot: Vec<usize>,
+    row_slot: Vec<usize>,
+    n_cols: usize,
+    /// RGB of the kept pixels, kept rows × kept columns.
+    kept: Vec<u8>,
+}
+
+impl PlotCapture {
+    /// For a `width` x `height` image drawn into a `plot_w` x `plot_h` plot area.
+    pub fn new(width: usize, height: usize, plot_w: usize, plot_h: usize) -> Self {
+        let (cols, rows) = (taps(width, plot_w), taps(height, plot_h));
+        let slots = |n: usize, taps: &[Tap]| {
+            let mut slot = vec![usize::MAX; n];
+            for t in taps {
+                slot[t.i0] = 0;
+                slot[t.i1] = 0;
+            }
+            let mut k = 0;
+            for s in slot.iter_mut().filter(|s| **s == 0) {
+                *s = k;
+                k += 1;
+            }
+            (slot, k)
+        };
+        let (col_slot, n_cols) = slots(width, &cols);
+        let (row_slot, n_rows) = slots(height, &rows);
+        PlotCapture {
+            width,
+            cols,
+            rows,
+            col_slot,
+            row_slot,
+            n_cols,
+            kept: vec![0; n_cols * n_rows * 3],
         }
+    }
+
+    /// Rows `r0..` of the image, RGB, `width` pixels each.
+    pub fn add_rows(&mut self, r0: usize, rgb: &[u8]) {
+        for (i, row) in rgb.chunks_exact(self.width * 3).enumerate() {
+            let Some(&slot) = self.row_slot.get(r0 + i) else {
+                return;
+            };
+            if slot == usize::MAX {
+                continue;
+            }
+            let out = &mut self.kept[slot * self.n_cols * 3..(slot + 1) * self.n_cols * 3];
+            for (c, &s) in self.col_slot.iter().enumerate() {
+                if s != usize::MAX {
+                    out[s * 3..s * 3 + 3].copy_from_slice(&row[c * 3..c * 3 + 3]);
+                }
+            }
+        }
+    }
+
+    /// The plot area's pixels (for [`Figure::plot_pixels`]).
+    pub fn finish(&self) -> RgbImage {
+        let (pw, ph) = (self.cols.len() as u32, self.rows.len() as u32);
+        let p = |c: usize, r: usize| {
+            let i = (self.row_slot[r] * self.n_cols + self.col_slot[c]) * 3;
+            [self.kept[i], self.kept[i + 1], self.kept[i + 2]]
+        };
+        let mut img = RgbImage::new(pw, ph);
+        for (row, ty) in self.rows.iter().enumerate() {
+            for (col, tx) in self.cols.iter().enumerate() {
+                let c = blend(
+                    p(tx.i0, ty.i0),
+                    p(tx.i1, ty.i0),
+                    p(tx.i0, ty.i1),
+                    p(tx.i1, ty.i1),
+                    tx.a,
+                    ty.a,
+                );
+                img.put_pixel(col as u32, row as u32, image::Rgb(c));
+            }
+        }
+        img
     }
 }
 

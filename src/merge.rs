@@ -368,7 +368,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
             let shading = crate::raster::Shading { colormap, norm };
-            files.extend(write_grid(out, grid_name, &total, shading, png16, false)?);
+            files.extend(write_grid(
+                out, grid_name, &total, shading, png16, false, None,
+            )?);
         }
     }
     let mut counts: Option<MemorizationCounts> = None;

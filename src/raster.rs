@@ -13,6 +13,7 @@
 use crate::colormap::{lut_index, Colormap};
 use crate::error::{Error, Result};
 use crate::heatmap::{DensityGrid, Extent, Kernel};
+use image::ImageEncoder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -161,6 +162,26 @@ pub struct GridOutputs {
     pub png16: Option<PathBuf>,
     /// The f32 grid (`.npy`, row 0 = top); its sidecar is the same path with `.json`.
     pub npy: Option<PathBuf>,
+    /// A framed figure of the RGB image (see [`FigureRequest`]).
+    pub figure: Option<FigureRequest>,
+}
+
+/// A framed figure ([`crate::figure::Figure`]) of a grid's RGB image, drawn from the very
+/// colours of the PNG while its rows are streamed (so it shows the PNG's norm, colormap and
+/// kernel exactly, bilinearly resampled into the plot area), with a colorbar whose ticks
+/// follow the norm ([`colorbar`]). Memory: a [`crate::figure::PlotCapture`], bounded by the
+/// figure's size whatever the image's.
+#[derive(Debug, Clone, Default)]
+pub struct FigureRequest {
+    pub path: PathBuf,
+    /// Total size in pixels (each side in `figure::MIN_SIDE..=figure::MAX_SIDE`).
+    pub size: (u32, u32),
+    /// `\n` separates lines.
+    pub title: String,
+    /// What the values are, for the colorbar's label (e.g. `density`).
+    pub quantity: String,
+    /// Points to mark with rings (data coordinates).
+    pub markers: Vec<(f64, f64)>,
 }
 
 impl GridOutputs {
@@ -177,6 +198,9 @@ impl GridOutputs {
         }
         if let Some(p) = &self.png16 {
             out.extend(name(p));
+        }
+        if let Some(f) = &self.figure {
+            out.extend(name(&f.path));
         }
         out
     }
@@ -419,6 +443,160 @@ pub fn shade_indices(values: &[f32], norm: Norm, stats: &Stats) -> Vec<usize> {
         .collect()
 }
 
+/// One colorbar tick: where it sits along the bar (`[0, 1]`, the normalized value that
+/// gets that colour), the density value there and its label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarTick {
+    pub pos: f64,
+    pub value: f64,
+    pub label: String,
+}
+
+/// Ticks closer than this (a fraction of the bar) would overlap their labels.
+const MIN_TICK_GAP: f64 = 0.06;
+
+/// The colorbar ticks of `norm` with `stats`: positions are computed by the very function
+/// that shades the pixels, so a tick's colour is the colour of its value in the image.
+///
+/// - linear: nice values (1, 2, 2.5, 5 × 10^k steps) between min and max;
+/// - log (`log1p(v - min) / log1p(max - min)`): `min` and `min + 10^k` (with 2 and 5 ×
+///   10^k while fewer than three decades fit; nice linear steps under a range of 10, where
+///   log1p is nearly linear), thinned so that labels do not overlap;
+/// - eq-hist: positions 0, 0.25, 0.5, 0.75 and 1 labelled with the smallest value that maps
+///   at or above them, found by bisection (the equalization is monotone but has no closed
+///   inverse).
+///
+/// A constant grid (all one colour) gets one tick at the bottom.
+pub fn colorbar_ticks(norm: Norm, stats: &Stats) -> Vec<BarTick> {
+    let (lo, hi) = (stats.min, stats.max);
+    let range = hi - lo;
+    if !(range > 0.0 && range.is_finite()) {
+        return vec![BarTick {
+            pos: 0.0,
+            value: lo,
+            label: crate::figure::format_tick(lo, 0.0),
+        }];
+    }
+    let at = |value: f64, step: f64| BarTick {
+        pos: normalize(value, norm, stats).clamp(0.0, 1.0),
+        value,
+        label: crate::figure::format_tick(value, step),
+    };
+    // A label precise enough to tell a value from its neighbours: 3 significant digits.
+    let sig = |v: f64| {
+        if v == 0.0 {
+            0.0
+        } else {
+            10f64.powf(v.abs().log10().floor() - 2.0)
+        }
+    };
+    let mut ticks: Vec<BarTick> = match norm {
+        Norm::Linear => {
+            let (values, step) = crate::figure::nice_ticks(lo, hi, 6);
+            values.into_iter().map(|v| at(v, step)).collect()
+        }
+        Norm::Log => {
+            let offsets: Vec<(f64, f64)> = if range < 10.0 {
+                let (d, step) = crate::figure::nice_ticks(0.0, range, 5);
+                d.into_iter().map(|d| (d, step)).collect()
+            } else {
+                let top = range.log10().floor() as i32;
+                let decades = top + 1;
+                let mults: &[f64] = if decades < 3 {
+                    &[1.0, 2.0, 5.0]
+                } else {
+                    &[1.0]
+                };
+                let mut d = vec![(0.0, if lo == 0.0 { 1.0 } else { sig(lo) })];
+                for k in 0..=top {
+                    let p = 10f64.powi(k);
+                    d.extend(
+                        mults
+                            .iter()
+                            .map(|m| (m * p, p))
+                            .filter(|(v, _)| *v <= range),
+                    );
+                }
+                d
+            };
+            let mut ticks: Vec<BarTick> = offsets
+                .into_iter()
+                .map(|(d, step)| at(lo + d, step))
+                .collect();
+            // Keep the largest ticks (the decades the eye reads first) and the bottom one.
+            ticks.sort_by(|a, b| b.pos.total_cmp(&a.pos));
+            let mut kept: Vec<BarTick> = Vec::new();
+            let bottom = ticks.pop();
+            for t in ticks {
+                if kept.last().is_none_or(|k| k.pos - t.pos >= MIN_TICK_GAP) {
+                    kept.push(t);
+                }
+            }
+            if let Some(b) = bottom {
+                if kept.last().is_some_and(|k| k.pos - b.pos < MIN_TICK_GAP) {
+                    kept.pop();
+                }
+                kept.push(b);
+            }
+            kept.reverse();
+            kept
+        }
+        Norm::EqHist => [0.0, 0.25, 0.5, 0.75, 1.0]
+            .into_iter()
+            .map(|p| {
+                let v = inverse_of_norm(p, norm, stats);
+                BarTick {
+                    pos: p,
+                    value: v,
+                    label: crate::figure::format_tick(v, sig(v)),
+                }
+            })
+            .collect(),
+    };
+    // Equal labels (values closer than the labels' digits) would read as one value twice.
+    ticks.dedup_by(|b, a| a.label == b.label);
+    ticks
+}
+
+/// The smallest value in `[stats.min, stats.max]` that `norm` maps at or above `p`, by
+/// bisection (to f64 precision; every norm is monotone in the value).
+pub fn inverse_of_norm(p: f64, norm: Norm, stats: &Stats) -> f64 {
+    let (mut a, mut b) = (stats.min, stats.max);
+    if normalize(a, norm, stats) >= p {
+        return a;
+    }
+    for _ in 0..200 {
+        let m = 0.5 * (a + b);
+        if m <= a || m >= b {
+            break;
+        }
+        if normalize(m, norm, stats) >= p {
+            b = m;
+        } else {
+            a = m;
+        }
+    }
+    b
+}
+
+/// The colorbar of `shading` with `stats`: [`colorbar_ticks`], labelled with `quantity`
+/// and the norm.
+pub fn colorbar(shading: Shading, stats: &Stats, quantity: &str) -> crate::figure::Colorbar {
+    let how = match shading.norm {
+        Norm::Linear => "linear",
+        Norm::Log => "log: log1p(v − min)",
+        Norm::EqHist => "eq-hist: equal pixel counts",
+    };
+    crate::figure::Colorbar {
+        colormap: shading.colormap,
+        ticks: colorbar_ticks(shading.norm, stats)
+            .into_iter()
+            .map(|t| (t.pos, t.label))
+            .collect(),
+        label: format!("{quantity} ({how})"),
+    }
+}
+
 /// Statistics of a whole in-memory array (tests, small grids).
 pub fn stats_of(values: &[f32], norm: Norm) -> Stats {
     let (min, max) = min_max(values);
@@ -518,6 +696,25 @@ pub fn write_grid_outputs_banded(
     let (w, h) = (source.width(), source.height());
     let rows_per_band = (limits.band_pixels / w.max(1)).max(1);
     let in_memory = w * h <= limits.in_memory_pixels;
+    if let Some(f) = &outputs.figure {
+        // Checked before any work: the figure is drawn last.
+        let sides = [f.size.0, f.size.1];
+        if sides
+            .iter()
+            .any(|s| !(crate::figure::MIN_SIDE..=crate::figure::MAX_SIDE).contains(s))
+        {
+            return Err(Error::invalid(
+                "--figure-size",
+                format!(
+                    "each side must be in {}..={} pixels, got {}x{}",
+                    crate::figure::MIN_SIDE,
+                    crate::figure::MAX_SIDE,
+                    f.size.0,
+                    f.size.1
+                ),
+            ));
+        }
+    }
 
     // Pass 1: the f32 values, band by band, into memory or into the .npy (or scratch) file.
     let header = crate::output::npy_header("<f4", &[h as u64, w as u64]);
@@ -538,6 +735,7 @@ pub fn write_grid_outputs_banded(
                 .png
                 .as_ref()
                 .or(outputs.png16.as_ref())
+                .or(outputs.figure.as_ref().map(|f| &f.path))
                 .ok_or_else(|| Error::Output("no output asked for".into()))?;
             let mut name = base.file_name().unwrap_or_default().to_os_string();
             name.push(".grid");
@@ -594,7 +792,8 @@ pub fn write_grid_outputs_banded(
 
     // Pass 2 (eq-hist only): the histogram.
     let mut stats = Stats { min, max, eq: None };
-    if shading.norm == Norm::EqHist && max > min && outputs.png.is_some() {
+    let shaded = outputs.png.is_some() || outputs.figure.is_some();
+    if shading.norm == Norm::EqHist && max > min && shaded {
         let mut counts = vec![0u64; EQ_HIST_BINS];
         let mut buf = Vec::new();
         for r0 in (0..h).step_by(rows_per_band) {
@@ -606,13 +805,45 @@ pub fn write_grid_outputs_banded(
     }
 
     // Pass 3: the PNG rows (and the 16-bit ones), band by band through streaming encoders.
+    // A figure keeps the RGB pixels its plot area reads from the same rows.
+    let figure = match &outputs.figure {
+        Some(req) => {
+            let e = meta_extent(&meta)?;
+            let fig = crate::figure::Figure {
+                title: req.title.clone(),
+                colorbar: Some(colorbar(shading, &stats, &req.quantity)),
+                ..crate::figure::Figure::new(None, e)
+            };
+            let (_, _, pw, ph) = fig.layout(req.size.0, req.size.1).plot;
+            let capture =
+                crate::figure::PlotCapture::new(w, h, pw.max(1) as usize, ph.max(1) as usize);
+            Some((req, fig, capture))
+        }
+        None => None,
+    };
+    let mut capture = figure.as_ref().map(|(_, _, c)| c.clone());
+    let lut = shading.colormap.lut();
+    let (norm, stats_ref) = (shading.norm, &stats);
+    let mut shade_band = |r0: usize, rows: usize, bytes: &mut Vec<u8>| -> Result<()> {
+        let mut buf = Vec::new();
+        values.read_band(w, r0, &mut buf, rows)?;
+        bytes.resize(buf.len() * 3, 0);
+        bytes
+            .par_chunks_mut(3)
+            .zip(buf.par_iter())
+            .for_each(|(px, &v)| {
+                px.copy_from_slice(&lut[lut_index(normalize(v as f64, norm, stats_ref))])
+            });
+        if let Some(c) = capture.as_mut() {
+            c.add_rows(r0, bytes);
+        }
+        Ok(())
+    };
     let mut png = match &outputs.png {
         Some(p) => Some(TempFile::create(p)?),
         None => None,
     };
     if let Some(f) = png.as_mut() {
-        let lut = shading.colormap.lut();
-        let (norm, stats) = (shading.norm, &stats);
         stream_png(
             f,
             w,
@@ -620,20 +851,35 @@ pub fn write_grid_outputs_banded(
             rows_per_band,
             png::ColorType::Rgb,
             png::BitDepth::Eight,
-            |r0, rows, bytes| {
-                let mut buf = Vec::new();
-                values.read_band(w, r0, &mut buf, rows)?;
-                bytes.resize(buf.len() * 3, 0);
-                bytes
-                    .par_chunks_mut(3)
-                    .zip(buf.par_iter())
-                    .for_each(|(px, &v)| {
-                        px.copy_from_slice(&lut[lut_index(normalize(v as f64, norm, stats))])
-                    });
-                Ok(())
-            },
+            &mut shade_band,
         )?;
+    } else if figure.is_some() {
+        let mut bytes = Vec::new();
+        for r0 in (0..h).step_by(rows_per_band) {
+            shade_band(r0, rows_per_band.min(h - r0), &mut bytes)?;
+        }
     }
+    let figure_file = match (figure, capture) {
+        (Some((req, mut fig, _)), Some(capture)) => {
+            let plot = capture.finish();
+            drop(capture);
+            fig.plot_pixels = Some(&plot);
+            fig.markers = &req.markers;
+            let img = fig.render(req.size.0, req.size.1)?;
+            let mut f = TempFile::create(&req.path)?;
+            let path = f.path.clone();
+            image::codecs::png::PngEncoder::new(f.writer())
+                .write_image(
+                    img.as_raw(),
+                    img.width(),
+                    img.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
+                .map_err(|e| Error::Output(format!("{}: {e}", path.display())))?;
+            Some(f)
+        }
+        _ => None,
+    };
     let mut png16 = match &outputs.png16 {
         Some(p) => Some(TempFile::create(p)?),
         None => None,
@@ -670,6 +916,9 @@ pub fn write_grid_outputs_banded(
         f.commit()?;
     }
     if let Some(f) = png16 {
+        f.commit()?;
+    }
+    if let Some(f) = figure_file {
         f.commit()?;
     }
     if let Some(f) = npy_file {
@@ -715,18 +964,21 @@ fn stream_png(
 }
 
 /// Write a density grid as `DIR/NAME.png`, `DIR/NAME_density.npy` + `.json` (f32, row 0 =
-/// top) and with `png16` `DIR/NAME_gray16.png`; returns the names written.
+/// top), with `png16` `DIR/NAME_gray16.png` and with `figure` that figure; returns the
+/// names written.
 pub fn write_named(
     dir: &Path,
     name: &str,
     grid: &DensityGrid,
     shading: Shading,
     png16: bool,
+    figure: Option<FigureRequest>,
 ) -> Result<Vec<String>> {
     let outputs = GridOutputs {
         png: Some(dir.join(format!("{name}.png"))),
         png16: png16.then(|| dir.join(format!("{name}_gray16.png"))),
         npy: Some(dir.join(format!("{name}_density.npy"))),
+        figure,
     };
     write_grid_outputs(grid, GridMeta::of(grid), shading, &outputs)?;
     Ok(outputs.names())

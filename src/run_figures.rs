@@ -257,34 +257,37 @@ impl RunFigures {
         }
     }
 
-    /// Draw and write everything into `dir`; returns the names written (relative to `dir`).
-    pub fn finish(
-        mut self,
+    /// The framed figure of density image `name` (`samples` or `initial`) with `--figure`,
+    /// for [`crate::raster::write_grid_outputs`] to draw from the PNG's own colours (same
+    /// norm, colormap and kernel as `NAME.png`).
+    pub fn figure_request(
+        &self,
         dir: &Path,
-        samples: Option<&DensityGrid>,
-        initial: Option<&DensityGrid>,
-    ) -> Result<Vec<String>> {
+        name: &str,
+        grid: &DensityGrid,
+    ) -> Option<crate::raster::FigureRequest> {
         let o = &self.options;
-        let mut written = Vec::new();
-        if o.figure {
-            for (grid, name, what) in [
-                (samples, "samples_figure.png", "samples"),
-                (initial, "initial_figure.png", "initial noise x₁"),
-            ] {
-                let Some(grid) = grid else { continue };
-                let (lo, hi) = grid.min_max();
-                let img = grid.to_rgb_image(o.colormap);
-                let figure = Figure {
-                    title: format!("{what}\n{}", o.description),
-                    colorbar: Some(Colorbar::linear(o.colormap, lo, hi, "density (linear)")),
-                    markers: &o.markers,
-                    ..Figure::new(Some(&img), grid.extent())
-                };
-                let png = figure.render(o.size.0, o.size.1)?;
-                crate::figure::write_png(&png, &dir.join(name))?;
-                written.push(name.to_string());
-            }
+        if !o.figure {
+            return None;
         }
+        let what = match name {
+            "initial" => "initial noise x₁",
+            other => other,
+        };
+        Some(crate::raster::FigureRequest {
+            path: dir.join(format!("{name}_figure.png")),
+            size: o.size,
+            title: format!("{what}\n{}", o.description),
+            quantity: quantity_of(grid.kernel()).into(),
+            markers: o.markers.clone(),
+        })
+    }
+
+    /// Draw and write the snapshot frames into `dir` (the `--figure` figures are written
+    /// with their density images, [`figure_request`](Self::figure_request)); returns the
+    /// names written (relative to `dir`).
+    pub fn finish(mut self, dir: &Path) -> Result<Vec<String>> {
+        let mut written = Vec::new();
         if let Some(mut s) = self.snapshots.take() {
             let grids = s.accumulator.grids()?;
             written.extend(self.write_snapshots(dir, &s, &grids)?);
@@ -481,6 +484,14 @@ pub fn from_args(
         images.bandwidth,
     )
     .map(Some)
+}
+
+/// What a grid of `kernel` holds, for colorbar labels.
+pub fn quantity_of(kernel: crate::heatmap::Kernel) -> &'static str {
+    match kernel {
+        crate::heatmap::Kernel::Histogram => "particles per pixel",
+        _ => "density",
+    }
 }
 
 /// `1234567` -> `1,234,567`.

@@ -75,7 +75,8 @@ pub const METRICS_COUNTS: &str = "metrics_counts.json";
 
 /// Write a density grid as `NAME.png`, `NAME_density.npy` (f32, row 0 = top) with its
 /// sidecar `NAME_density.json`, with `png16` `NAME_gray16.png`, and with `raw` the integer
-/// sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge` adds up).
+/// sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge` adds up),
+/// and with `figure` a framed figure drawn from the PNG's own colours.
 /// Large grids are written band by band ([`crate::raster`]). Returns the names written.
 pub fn write_grid(
     dir: &Path,
@@ -84,8 +85,9 @@ pub fn write_grid(
     shading: crate::raster::Shading,
     png16: bool,
     raw: bool,
+    figure: Option<crate::raster::FigureRequest>,
 ) -> Result<Vec<String>> {
-    let mut names = crate::raster::write_named(dir, name, grid, shading, png16)?;
+    let mut names = crate::raster::write_named(dir, name, grid, shading, png16, figure)?;
     if !raw {
         return Ok(names);
     }
@@ -273,6 +275,11 @@ impl RunFolder {
             (&self.initial_grid, "initial"),
         ] {
             if let Some(grid) = grid {
+                // `--figure`: drawn from the PNG's own colours as its rows are shaded.
+                let figure = self
+                    .figures
+                    .as_ref()
+                    .and_then(|f| f.figure_request(&self.dir, name, grid));
                 written.extend(write_grid(
                     &self.dir,
                     name,
@@ -280,15 +287,12 @@ impl RunFolder {
                     self.shading,
                     self.png16,
                     self.write_raw_grids,
+                    figure,
                 )?);
             }
         }
         if let Some(figures) = self.figures {
-            written.extend(figures.finish(
-                &self.dir,
-                self.sample_grid.as_ref(),
-                self.initial_grid.as_ref(),
-            )?);
+            written.extend(figures.finish(&self.dir)?);
         }
         crate::output::write_json(
             &self.dir.join(METRICS_COUNTS),

@@ -131,6 +131,7 @@ fn tiled_output_equals_untiled() {
             png: Some(dir.path().join(format!("{tag}.png"))),
             png16: Some(dir.path().join(format!("{tag}16.png"))),
             npy: Some(dir.path().join(format!("{tag}.npy"))),
+            figure: None,
         };
         let shading = Shading {
             colormap: Colormap::Viridis,

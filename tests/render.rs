@@ -221,8 +221,18 @@ fn help_explains_the_image_flags() {
             .stdout(predicate::str::contains("eq-hist"))
             .stdout(predicate::str::contains("histogram"))
             .stdout(predicate::str::contains("--png16"))
-            .stdout(predicate::str::contains("16384"));
+            .stdout(predicate::str::contains("16384"))
+            .stdout(predicate::str::contains("--figure"))
+            .stdout(predicate::str::contains("ticks follow the norm"));
     }
+    // render's figure flags say where the figure goes and what --markers reads.
+    memodiff()
+        .args(["render", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("OUT_figure.png"))
+        .stdout(predicate::str::contains("--figure-size"))
+        .stdout(predicate::str::contains("--markers <FILE>"));
 }
 
 /// Shards of a run with --kernel histogram --norm eq-hist --png16 merge into the images of
