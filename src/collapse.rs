@@ -89,20 +89,11 @@ pub fn predicted_collapse_time(n: usize, d: usize, sigma: f64) -> f64 {
     0.5 * (1.0 + sigma * sigma / denom).ln()
 }
 
-/// N points drawn from N(0, sigma^2 I_d): point i is `sigma` times the Philox normals of
-/// (`seed`, particle i, step 0x5EED): deterministic, independent of the sampler's streams
-/// (which use the run's seed and step indices below 2^32 - 1 only as keyed by that seed).
+/// N points drawn from N(0, sigma^2 I_d) with data seed `seed` (see `crate::synthetic`).
 pub fn gaussian_dataset(n: usize, d: usize, sigma: f64, seed: u64) -> Result<Dataset> {
-    let mut points = vec![0.0; n * d];
-    for (i, row) in points.chunks_mut(d).enumerate() {
-        crate::philox::fill_normals_f64(seed, i as u64, 0x5EED, row);
-        row.iter_mut().for_each(|v| *v *= sigma);
-    }
-    Dataset::new(
-        format!("collapse-gaussian:{n}:{d}:{sigma}:{seed}"),
-        d,
-        points,
-    )
+    // The `gaussian:N:D:sigma` training set of `sample --dataset`, so a case can be rerun
+    // (and looked at) with `memodiff sample --dataset gaussian:N:D:sigma --data-seed S`.
+    Dataset::parse_seeded(&format!("gaussian:{n}:{d}:{sigma}"), seed)
 }
 
 /// The OU time at which `values` (ordered along the reverse process, i.e. by decreasing
