@@ -40,7 +40,7 @@ pub struct CollapseArgs {
     #[arg(long, value_delimiter = ',', default_value = "4,16,64,256")]
     pub n: Vec<usize>,
 
-    /// Dimensions d, comma-separated (the engines take 1..=4 until wider ones land).
+    /// Dimensions d, comma-separated (1 to 4096; time grows as particles · N · d per step).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub d: Vec<usize>,
 
@@ -60,7 +60,7 @@ pub struct CollapseArgs {
     #[arg(long, default_value_t = 0.001)]
     pub beta_min: f64,
 
-    /// beta at t = 1: the run starts at OU time B(1)/2 (10.0 with the default 20), which
+    /// beta at t = 1: the run starts at OU time B(1)/2 (about 5.0 with the default 20), which
     /// must be well above the collapse times studied.
     #[arg(long, default_value_t = 20.0)]
     pub beta_max: f64,

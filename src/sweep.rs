@@ -56,8 +56,7 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',', default_value = "64")]
     pub n: Vec<usize>,
 
-    /// Dimensions D; several give one series each (unless --param d). The engines take
-    /// 1..=4 until wider ones land.
+    /// Dimensions D (1 to 4096); several give one series each (unless --param d).
     #[arg(long, value_delimiter = ',', default_value = "2")]
     pub d: Vec<usize>,
 
