@@ -84,6 +84,8 @@ pub struct DensityOn {
     pub initial: &'static str,
     /// Why the samples' grid is on the CPU on a GPU run.
     pub note: Option<String>,
+    /// Row tiles of the GPU sub-grid (more than 1 when it exceeds one storage buffer).
+    pub gpu_tiles: Option<usize>,
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
@@ -290,6 +292,7 @@ impl RunFolder {
             samples: "cpu",
             initial: "cpu",
             note: None,
+            gpu_tiles: None,
         };
         let (Some(ctx), Some(grid)) = (ctx, &self.sample_grid) else {
             return on;
@@ -300,6 +303,7 @@ impl RunFolder {
         }
         match crate::gpu::raster::GpuDensity::new(ctx.clone(), grid, None) {
             Ok(density) => {
+                on.gpu_tiles = Some(density.tiles());
                 self.gpu_samples = Some(density);
                 on.samples = "gpu";
             }
