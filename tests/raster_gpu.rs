@@ -348,6 +348,28 @@ fn gpu_sample_run_deposits_on_the_gpu() {
         eprintln!("h = {bw}: max error {:.2e} of the maximum", err / peak);
         assert!(peak > 10.0);
         assert!(err <= 1e-5 * peak, "h = {bw}: {err} vs max {peak}");
+        // `render --backend gpu` of the run's samples deposits the same f32 weights into
+        // the same exact sums: the run's picture and grid, byte for byte (`--backend cpu`
+        // uses f64 weights: within ~1e-6 of the maximum, not byte-identical).
+        let again = dir.path().join(format!("{name}.png"));
+        let again_grid = dir.path().join(format!("{name}.npy"));
+        assert_cmd::Command::cargo_bin("memodiff")
+            .unwrap()
+            .arg("render")
+            .arg(out.join("samples.npy"))
+            .arg("--out")
+            .arg(&again)
+            .arg("--grid")
+            .arg(&again_grid)
+            .args(["--backend", "gpu", "--bandwidth", &bw.to_string()])
+            .assert()
+            .success();
+        assert!(std::fs::read(&again).unwrap() == std::fs::read(out.join("samples.png")).unwrap());
+        let (_, rendered) = memodiff::output::read_npy_f32(&again_grid).unwrap();
+        assert!(
+            rendered == grid,
+            "h = {bw}: render --backend gpu differs from the run"
+        );
     }
     let out = dir.path().join("tiny");
     assert_cmd::Command::cargo_bin("memodiff")

@@ -72,7 +72,8 @@ pub fn lagrange_uniform() -> [[f32; 4]; 16] {
     out
 }
 
-/// The deposit pipeline on a device.
+/// The deposit pipeline on a device (clones share it).
+#[derive(Clone)]
 pub struct GpuRaster {
     ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
@@ -130,11 +131,11 @@ impl GpuRaster {
         self.ctx.adapter_name()
     }
 
-    /// Whether `grid` can be filled here: it takes the split path and its sub-grid (8
-    /// bytes a node) fits one storage buffer.
+    /// Whether `grid` can be filled here: it takes the split path and one sub-row of its
+    /// sub-grid (8 bytes a node) fits a storage buffer (larger sub-grids are tiled).
     pub fn supports(&self, grid: &DensityGrid) -> bool {
         grid.sub_grid()
-            .is_some_and(|s| (s.n_sub * s.stride * 8) as u64 <= self.ctx.max_storage_bytes())
+            .is_some_and(|s| (s.stride * 8) as u64 <= self.ctx.max_storage_bytes())
     }
 
     /// Encode the deposit of particles `0..n` of `points` (rows of `dim` floats) into
@@ -245,17 +246,12 @@ impl GpuRaster {
     }
 
     /// Add the kernels of row-major `(n, 2)` points to `grid` ([`supports`](Self::supports)
-    /// must hold): deposited on the GPU, added to the grid's integer sums.
+    /// must hold): deposited on the GPU (in row tiles when the sub-grid exceeds one storage
+    /// buffer), added to the grid's integer sums.
     pub fn accumulate(&self, grid: &mut DensityGrid, points: &[f32]) -> Result<()> {
-        let sub = grid.sub_grid().ok_or_else(|| {
-            Error::Gpu("this density grid takes the direct path, not the GPU's".into())
-        })?;
-        let words = self.deposit_words(&sub, points)?;
-        let counts: Vec<i64> = words
-            .chunks_exact(2)
-            .map(|w| ((u64::from(w[1]) << 32) | u64::from(w[0])) as i64)
-            .collect();
-        grid.add_sub_grid_counts(&counts, (points.len() / 2) as u64)
+        let mut density = GpuDensity::with_raster(self.clone(), grid, None)?;
+        density.deposit_points(points)?;
+        density.flush(grid)
     }
 }
 
@@ -283,6 +279,16 @@ impl GpuDensity {
     /// `tile_bytes` (`None`: the device's largest storage binding). `Err` with the reason
     /// when the GPU cannot serve the grid (direct path, or too large).
     pub fn new(ctx: GpuContext, grid: &DensityGrid, tile_bytes: Option<u64>) -> Result<Self> {
+        Self::with_raster(GpuRaster::new(ctx), grid, tile_bytes)
+    }
+
+    /// [`new`](Self::new) with an existing pipeline.
+    pub fn with_raster(
+        raster: GpuRaster,
+        grid: &DensityGrid,
+        tile_bytes: Option<u64>,
+    ) -> Result<Self> {
+        let ctx = &raster.ctx;
         let sub = grid.sub_grid().ok_or_else(|| {
             Error::Gpu(format!(
                 "the {} kernel at bandwidth {} on a {}x{} image takes the direct (per-pixel) \
@@ -302,7 +308,6 @@ impl GpuDensity {
                  storage buffer ({cap} bytes)"
             )));
         }
-        let raster = GpuRaster::new(ctx);
         let tiles = (0..sub.n_sub)
             .step_by(rows_per_tile)
             .map(|row0| {
