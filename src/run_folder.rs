@@ -78,9 +78,10 @@ pub struct RunFolder {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DensityOn {
     /// `"gpu"`: deposited on the engine's device straight from its particle buffer;
-    /// `"cpu"`: accumulated on the host from the batches read back.
+    /// `"cpu"`: accumulated on the host from the batches read back; `"none"`: no density
+    /// images (D != 2).
     pub samples: &'static str,
-    /// The initial noise: always on the CPU (it comes back for initial.npy anyway).
+    /// The initial noise: on the CPU (it comes back for initial.npy anyway), or `"none"`.
     pub initial: &'static str,
     /// Why the samples' grid is on the CPU on a GPU run.
     pub note: Option<String>,
@@ -294,7 +295,13 @@ impl RunFolder {
             note: None,
             gpu_tiles: None,
         };
-        let (Some(ctx), Some(grid)) = (ctx, &self.sample_grid) else {
+        let Some(grid) = &self.sample_grid else {
+            // D != 2: no density images at all.
+            on.samples = "none";
+            on.initial = "none";
+            return on;
+        };
+        let Some(ctx) = ctx else {
             return on;
         };
         if t_min > 0.0 {
