@@ -384,4 +384,18 @@ fn gpu_sample_run_deposits_on_the_gpu() {
     let on = &run_json(&out)["parameters"]["density_on"];
     assert_eq!(on["samples"], "cpu", "{on}");
     assert!(on["note"].as_str().unwrap().contains("direct"), "{on}");
+    // --t-min changes the samples on the host after the last step: the CPU draws them.
+    let out = dir.path().join("t_min");
+    assert_cmd::Command::cargo_bin("memodiff")
+        .unwrap()
+        .arg("sample")
+        .arg("--out")
+        .arg(&out)
+        .args(["--backend", "gpu", "--particles", "300", "--steps", "10"])
+        .args(["--t-min", "0.05"])
+        .assert()
+        .success();
+    let on = &run_json(&out)["parameters"]["density_on"];
+    assert_eq!(on["samples"], "cpu", "{on}");
+    assert!(on["note"].as_str().unwrap().contains("--t-min"), "{on}");
 }
