@@ -429,6 +429,9 @@ pub struct RunParameters {
     pub t_min: f64,
     /// Where the metrics' nearest neighbours were found ("gpu" or "cpu"; exact either way).
     pub nearest_neighbours_on: &'static str,
+    /// Where the density grids were computed (samples on the engine's GPU where it can
+    /// serve the grid; see docs/readme-raster.md).
+    pub density_on: crate::run_folder::DensityOn,
 }
 
 #[derive(Debug, Serialize)]
@@ -704,6 +707,7 @@ fn complete(
         }
         None => "cpu",
     };
+    let density_on = folder.use_gpu_density(engine.gpu_context(), config.t_min);
     let range = config.particle_range();
     let setup = started.elapsed().as_secs_f64();
     let mut bar = StepBar {
@@ -777,6 +781,7 @@ fn complete(
             score: config.score,
             t_min: config.t_min,
             nearest_neighbours_on: nearest_on,
+            density_on,
         },
         backend: engine.backend().name(),
         backend_requested,

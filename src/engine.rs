@@ -114,6 +114,18 @@ pub trait Engine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()>;
 
+    /// Add the positions the last [`advance_batch`](Self::advance_batch) left, particles
+    /// `0..n` of the batch, to `target` on the device, without reading them back: only the
+    /// GPU engine, whose particles stay in a device buffer, can (`target` must live on the
+    /// same device). The sampler calls it once a batch has done all its steps.
+    fn deposit_samples(&self, n: usize, target: &mut crate::gpu::raster::GpuDensity) -> Result<()> {
+        let _ = (n, target);
+        Err(crate::error::Error::Gpu(format!(
+            "the {} engine keeps no particles on a GPU",
+            self.backend().name()
+        )))
+    }
+
     /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
     /// write their initial noise into `initial` and their final positions into `samples`
     /// (both row-major (n, dim)). `on_step` is called with the number of steps finished.

@@ -678,6 +678,48 @@ impl DensityGrid {
         self.merge(&other)
     }
 
+    /// Add fixed-point sums of the sub-rows `row0 ..` of [`sub_grid`](Self::sub_grid) (a
+    /// whole number of sub-rows, row-major) deposited elsewhere: one tile of a GPU sub-grid.
+    /// The particles they hold are counted separately ([`add_deposits`](Self::add_deposits)),
+    /// since a particle may reach two tiles.
+    pub fn add_sub_grid_rows(&mut self, row0: usize, counts: &[i64]) -> Result<()> {
+        let Store::Split(split) = &mut self.store else {
+            return Err(Error::invalid(
+                "density grid",
+                "sub-grid sums do not fit a grid on the direct path",
+            ));
+        };
+        let plan = split.plan;
+        if !counts.len().is_multiple_of(plan.stride)
+            || row0 * plan.stride + counts.len() > plan.n_sub * plan.stride
+        {
+            return Err(Error::invalid(
+                "density grid",
+                format!(
+                    "{} sub-grid sums from sub-row {row0} do not fit {} sub-rows of {}",
+                    counts.len(),
+                    plan.n_sub,
+                    plan.stride
+                ),
+            ));
+        }
+        if counts.iter().all(|&c| c == 0) {
+            return Ok(());
+        }
+        split.allocate();
+        add_counts(
+            &mut split.rows[row0 * plan.stride..][..counts.len()],
+            counts,
+        );
+        split.pixels = OnceLock::new();
+        Ok(())
+    }
+
+    /// Count `particles` more deposits (see [`add_sub_grid_rows`](Self::add_sub_grid_rows)).
+    pub fn add_deposits(&mut self, particles: u64) {
+        self.deposits = self.deposits.saturating_add(particles);
+    }
+
     /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is
     /// nearest, for points within half a pixel of the extent's pixel centres.
     fn accumulate_histogram(&mut self, points: &[f32], sat: bool) {

@@ -68,6 +68,25 @@ pub struct RunFolder {
     saved_batches: Option<usize>,
     /// `--figure` / `--snapshots` (see [`crate::run_figures`]).
     figures: Option<crate::run_figures::RunFigures>,
+    /// samples' density grid on the engine's GPU ([`use_gpu_density`](Self::use_gpu_density)):
+    /// batches are deposited there by the sampler, and `sample_grid` receives the sums at
+    /// each checkpoint and at the end.
+    gpu_samples: Option<crate::gpu::raster::GpuDensity>,
+}
+
+/// Where a run's density grids were computed (run.json's `density_on`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DensityOn {
+    /// `"gpu"`: deposited on the engine's device straight from its particle buffer;
+    /// `"cpu"`: accumulated on the host from the batches read back; `"none"`: no density
+    /// images (D != 2).
+    pub samples: &'static str,
+    /// The initial noise: on the CPU (it comes back for initial.npy anyway), or `"none"`.
+    pub initial: &'static str,
+    /// Why the samples' grid is on the CPU on a GPU run.
+    pub note: Option<String>,
+    /// Row tiles of the GPU sub-grid (more than 1 when it exceeds one storage buffer).
+    pub gpu_tiles: Option<usize>,
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
@@ -241,6 +260,7 @@ impl RunFolder {
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
             figures: None,
+            gpu_samples: None,
         })
     }
 
@@ -261,9 +281,58 @@ impl RunFolder {
         self.metrics.use_gpu(ctx)
     }
 
+    /// Deposit the samples' density on the engine's GPU (`ctx`, `None` for the CPU
+    /// engines) from its particle buffer, where that grid can be served there: its split
+    /// path (the Gaussian kernel at bandwidths of about 1.5 pixels and more), and no
+    /// host-side change to the samples after the last step (`--t-min` denoising: `t_min >
+    /// 0`). Otherwise the CPU accumulates it, and the returned note says why.
+    pub fn use_gpu_density(
+        &mut self,
+        ctx: Option<&crate::gpu::GpuContext>,
+        t_min: f64,
+    ) -> DensityOn {
+        let mut on = DensityOn {
+            samples: "cpu",
+            initial: "cpu",
+            note: None,
+            gpu_tiles: None,
+        };
+        let Some(grid) = &self.sample_grid else {
+            // D != 2: no density images at all.
+            on.samples = "none";
+            on.initial = "none";
+            return on;
+        };
+        let Some(ctx) = ctx else {
+            return on;
+        };
+        if t_min > 0.0 {
+            on.note = Some("--t-min denoises the samples on the host after the last step".into());
+            return on;
+        }
+        match crate::gpu::raster::GpuDensity::new(ctx.clone(), grid, None) {
+            Ok(density) => {
+                on.gpu_tiles = Some(density.tiles());
+                self.gpu_samples = Some(density);
+                on.samples = "gpu";
+            }
+            Err(e) => on.note = Some(e.to_string()),
+        }
+        on
+    }
+
+    /// Add what the GPU deposited since the last call to the samples' grid.
+    fn flush_gpu(&mut self) -> Result<()> {
+        if let (Some(density), Some(grid)) = (&mut self.gpu_samples, &mut self.sample_grid) {
+            density.flush(grid)?;
+        }
+        Ok(())
+    }
+
     /// Finish the `.npy` files and write the PNGs; returns the names of the files written
     /// and the memorization counts.
-    pub fn finish(self) -> Result<(Vec<String>, MemorizationCounter)> {
+    pub fn finish(mut self) -> Result<(Vec<String>, MemorizationCounter)> {
+        self.flush_gpu()?;
         let mut written = Vec::new();
         if let Some((samples, initial)) = self.arrays {
             samples.finish()?;
@@ -311,6 +380,8 @@ impl BatchSink for RunFolder {
         if let Some(f) = &mut self.figures {
             f.consume(initial, samples);
         }
+        // A grid on the GPU got this batch from the engine's buffer already.
+        let on_gpu = self.gpu_samples.is_some();
         let (sample_grid, initial_grid, metrics) = (
             &mut self.sample_grid,
             &mut self.initial_grid,
@@ -328,7 +399,7 @@ impl BatchSink for RunFolder {
                 }
             },
             || {
-                if let Some(g) = sample_grid {
+                if let Some(g) = sample_grid.as_mut().filter(|_| !on_gpu) {
                     g.accumulate(samples);
                 }
                 if let Some(g) = initial_grid {
@@ -338,6 +409,10 @@ impl BatchSink for RunFolder {
             },
         );
         files.and(counted)
+    }
+
+    fn gpu_density(&mut self) -> Option<&mut crate::gpu::raster::GpuDensity> {
+        self.gpu_samples.as_mut()
     }
 
     fn snapshot_steps(&self) -> Vec<usize> {
@@ -354,6 +429,10 @@ impl BatchSink for RunFolder {
     }
 
     fn checkpoint(&mut self, at: &crate::sampler::CheckpointAt) -> Result<()> {
+        if self.checkpoint.is_none() {
+            return Ok(());
+        }
+        self.flush_gpu()?;
         let Some((run, training)) = &self.checkpoint else {
             return Ok(());
         };

@@ -257,6 +257,13 @@ pub trait BatchSink {
     /// `initial` and `samples` are row-major (n, D) for particles `first .. first + n`.
     fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
 
+    /// A density grid on the engine's GPU that wants each finished batch's final positions
+    /// deposited there ([`Engine::deposit_samples`]) before [`consume`](Self::consume),
+    /// which then leaves that grid alone.
+    fn gpu_density(&mut self) -> Option<&mut crate::gpu::raster::GpuDensity> {
+        None
+    }
+
     /// Save a checkpoint (runs with [`Checkpoints::every`] only): the sink holds every
     /// batch before `at.first`, and `at` the state of the batch in flight.
     fn checkpoint(&mut self, at: &CheckpointAt) -> Result<()> {
@@ -608,6 +615,12 @@ pub fn run_checkpointed(
         timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
         timing.consume_s += observed_s;
         let started = Instant::now();
+        // The sink's density on the engine's device: deposited from the particle buffer,
+        // which still holds this batch's final positions (sinks ask for this only when no
+        // host-side change, such as --t-min denoising, follows the last step).
+        if let Some(density) = sink.gpu_density() {
+            engine.deposit_samples(n, density)?;
+        }
         sink.consume(first, initial, samples)?;
         timing.batches += 1;
         first += n as u64;

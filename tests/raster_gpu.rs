@@ -6,7 +6,7 @@
 
 mod common;
 
-use memodiff::gpu::raster::{lagrange_uniform, DepositParams, GpuRaster};
+use memodiff::gpu::raster::{lagrange_uniform, DepositParams, GpuDensity, GpuRaster};
 use memodiff::gpu::{AdapterChoice, GpuContext};
 use memodiff::heatmap::{DensityGrid, Extent, DEFAULT_BANDWIDTH};
 
@@ -203,4 +203,199 @@ fn render_on_the_gpu_matches_the_cpu_picture() {
         differ += usize::from(d != 0);
     }
     assert!(differ * 100 <= gpu.len() / 3, "{differ} pixels differ");
+}
+
+/// A sub-grid split into row tiles (an artificially small tile cap: a few sub-rows each, so
+/// many particles' stencils straddle two tiles) gives exactly the integer sums of the
+/// whole sub-grid in one buffer, and of `GpuRaster`'s one-shot deposit; the sums survive a
+/// flush into the grid and the device grid is zero afterwards.
+#[test]
+fn tiled_gpu_grid_equals_untiled() {
+    let Some(gpu) = raster("tiled_gpu_grid_equals_untiled") else {
+        return;
+    };
+    let ctx = GpuContext::new(AdapterChoice::Any).unwrap();
+    let extent = Extent::square(-3.0, 3.0).unwrap();
+    let pts = cloud(4000, 11);
+    for bw in [DEFAULT_BANDWIDTH, 0.02] {
+        let empty = DensityGrid::new(extent, 256, 256, bw).unwrap();
+        let sub = empty.sub_grid().unwrap();
+        let mut whole = GpuDensity::new(ctx.clone(), &empty, None).unwrap();
+        assert_eq!(whole.tiles(), 1);
+        // 5 sub-rows a tile: not a divisor of the 8-row stencil.
+        let mut tiled =
+            GpuDensity::new(ctx.clone(), &empty, Some((5 * sub.stride * 8) as u64)).unwrap();
+        assert_eq!(tiled.tiles(), sub.n_sub.div_ceil(5));
+        // Two deposits add up like one; batches in another order give the same sums.
+        whole.deposit_points(&pts[..3000]).unwrap();
+        whole.deposit_points(&pts[3000..]).unwrap();
+        tiled.deposit_points(&pts[3000..]).unwrap();
+        tiled.deposit_points(&pts[..3000]).unwrap();
+        let (mut a, mut b) = (empty.clone(), empty.clone());
+        whole.flush(&mut a).unwrap();
+        tiled.flush(&mut b).unwrap();
+        assert_eq!(a.raw_counts(), b.raw_counts(), "h = {bw}");
+        assert!(a.raw_counts().iter().any(|&c| c != 0));
+        assert_eq!((a.deposits(), b.deposits()), (4000, 4000));
+        let mut one_shot = empty.clone();
+        gpu.accumulate(&mut one_shot, &pts).unwrap();
+        assert_eq!(a.raw_counts(), one_shot.raw_counts(), "h = {bw}");
+        // Flushed: a second flush adds nothing.
+        tiled.flush(&mut b).unwrap();
+        assert_eq!(a.raw_counts(), b.raw_counts());
+        assert_eq!(b.deposits(), 4000);
+    }
+}
+
+/// The tiled deposit's CPU twin: tiles deposited one by one with `row0`/`rows` put every
+/// node's sum where the untiled twin does.
+#[test]
+fn deposit_twin_tiles_cover_the_sub_grid() {
+    let extent = Extent::square(-3.0, 3.0).unwrap();
+    let pts = cloud(3000, 13);
+    let grid = DensityGrid::new(extent, 256, 256, DEFAULT_BANDWIDTH).unwrap();
+    let sub = grid.sub_grid().unwrap();
+    let lagrange = lagrange_uniform();
+    let base = DepositParams {
+        count: (pts.len() / 2) as u32,
+        ..DepositParams::for_sub_grid(&sub)
+    };
+    let mut whole = vec![0u32; 2 * sub.n_sub * sub.stride];
+    memodiff::cpu::deposit::deposit(&base, &lagrange, &pts, &mut whole);
+    let mut joined = Vec::new();
+    for row0 in (0..sub.n_sub).step_by(7) {
+        let rows = 7.min(sub.n_sub - row0);
+        let mut tile = vec![0u32; 2 * rows * sub.stride];
+        let params = DepositParams {
+            row0: row0 as u32,
+            rows: rows as u32,
+            ..base
+        };
+        memodiff::cpu::deposit::deposit(&params, &lagrange, &pts, &mut tile);
+        joined.extend(tile);
+    }
+    assert_eq!(whole, joined);
+}
+
+/// Column 0, 1 of wider rows (the engine's (P, D) buffer): `dim` is the row stride.
+#[test]
+fn deposit_twin_reads_the_first_two_columns() {
+    let extent = Extent::square(-3.0, 3.0).unwrap();
+    let pts = cloud(500, 17);
+    let wide: Vec<f32> = pts
+        .chunks_exact(2)
+        .flat_map(|p| [p[0], p[1], 9.0, -9.0])
+        .collect();
+    let grid = DensityGrid::new(extent, 256, 256, DEFAULT_BANDWIDTH).unwrap();
+    let sub = grid.sub_grid().unwrap();
+    let base = DepositParams {
+        count: 500,
+        ..DepositParams::for_sub_grid(&sub)
+    };
+    let (mut a, mut b) = (
+        vec![0u32; 2 * sub.n_sub * sub.stride],
+        vec![0u32; 2 * sub.n_sub * sub.stride],
+    );
+    memodiff::cpu::deposit::deposit(&base, &lagrange_uniform(), &pts, &mut a);
+    let params = DepositParams { dim: 4, ..base };
+    memodiff::cpu::deposit::deposit(&params, &lagrange_uniform(), &wide, &mut b);
+    assert_eq!(a, b);
+}
+
+fn run_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// `sample --backend gpu` deposits the samples' density on the GPU from the engine's
+/// particle buffer (run.json says so) in batches (exact integer sums across batches), and
+/// samples_density.npy stays within 1e-5 of the maximum of the direct double-precision sum
+/// of the run's own samples.npy, at the default bandwidth and at 0.02 (the smallest the
+/// sub-grid serves at 512² on [-3, 3]²). A bandwidth under a pixel falls back to the CPU
+/// and run.json says why.
+#[test]
+fn gpu_sample_run_deposits_on_the_gpu() {
+    if raster("gpu_sample_run_deposits_on_the_gpu").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let extent = Extent::square(-3.0, 3.0).unwrap();
+    for (name, bw) in [("default", DEFAULT_BANDWIDTH), ("small", 0.02)] {
+        let out = dir.path().join(name);
+        assert_cmd::Command::cargo_bin("memodiff")
+            .unwrap()
+            .arg("sample")
+            .arg("--out")
+            .arg(&out)
+            .args(["--backend", "gpu", "--particles", "2000", "--batch", "700"])
+            .args(["--bandwidth", &bw.to_string(), "--steps", "30"])
+            .assert()
+            .success();
+        let report = run_json(&out);
+        let on = &report["parameters"]["density_on"];
+        assert_eq!(on["samples"], "gpu", "{on}");
+        assert_eq!(on["initial"], "cpu", "{on}");
+        assert_eq!(report["parameters"]["batches"], 3);
+        let (_, samples) = memodiff::output::read_npy_f32(&out.join("samples.npy")).unwrap();
+        let (shape, grid) =
+            memodiff::output::read_npy_f32(&out.join("samples_density.npy")).unwrap();
+        assert_eq!(shape, [512, 512]);
+        let exact = direct_sum(extent, 512, 512, bw, &samples);
+        let peak = exact.iter().fold(0.0f64, |m, v| m.max(*v));
+        let err = grid
+            .iter()
+            .zip(&exact)
+            .fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+        eprintln!("h = {bw}: max error {:.2e} of the maximum", err / peak);
+        assert!(peak > 10.0);
+        assert!(err <= 1e-5 * peak, "h = {bw}: {err} vs max {peak}");
+        // `render --backend gpu` of the run's samples deposits the same f32 weights into
+        // the same exact sums: the run's picture and grid, byte for byte (`--backend cpu`
+        // uses f64 weights: within ~1e-6 of the maximum, not byte-identical).
+        let again = dir.path().join(format!("{name}.png"));
+        let again_grid = dir.path().join(format!("{name}.npy"));
+        assert_cmd::Command::cargo_bin("memodiff")
+            .unwrap()
+            .arg("render")
+            .arg(out.join("samples.npy"))
+            .arg("--out")
+            .arg(&again)
+            .arg("--grid")
+            .arg(&again_grid)
+            .args(["--backend", "gpu", "--bandwidth", &bw.to_string()])
+            .assert()
+            .success();
+        assert!(std::fs::read(&again).unwrap() == std::fs::read(out.join("samples.png")).unwrap());
+        let (_, rendered) = memodiff::output::read_npy_f32(&again_grid).unwrap();
+        assert!(
+            rendered == grid,
+            "h = {bw}: render --backend gpu differs from the run"
+        );
+    }
+    let out = dir.path().join("tiny");
+    assert_cmd::Command::cargo_bin("memodiff")
+        .unwrap()
+        .arg("sample")
+        .arg("--out")
+        .arg(&out)
+        .args(["--backend", "gpu", "--particles", "300", "--steps", "10"])
+        .args(["--bandwidth", "0.004"])
+        .assert()
+        .success();
+    let on = &run_json(&out)["parameters"]["density_on"];
+    assert_eq!(on["samples"], "cpu", "{on}");
+    assert!(on["note"].as_str().unwrap().contains("direct"), "{on}");
+    // --t-min changes the samples on the host after the last step: the CPU draws them.
+    let out = dir.path().join("t_min");
+    assert_cmd::Command::cargo_bin("memodiff")
+        .unwrap()
+        .arg("sample")
+        .arg("--out")
+        .arg(&out)
+        .args(["--backend", "gpu", "--particles", "300", "--steps", "10"])
+        .args(["--t-min", "0.05"])
+        .assert()
+        .success();
+    let on = &run_json(&out)["parameters"]["density_on"];
+    assert_eq!(on["samples"], "cpu", "{on}");
+    assert!(on["note"].as_str().unwrap().contains("--t-min"), "{on}");
 }

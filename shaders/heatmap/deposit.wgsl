@@ -20,13 +20,20 @@ struct DepositParams {
     count: u32,
     first: u32,
     n_sub: u32,
-    pad: u32,
+    // Floats per particle row (the engine's buffer holds (P, D) rows; x, y are the first two).
+    dim: u32,
+    // This dispatch's tile: sub-rows row0 .. row0 + rows of the sub-grid, stored from
+    // grid[0] (a sub-grid larger than one storage buffer is deposited tile by tile).
+    row0: u32,
+    rows: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: DepositParams;
-// Row-major (x, y) pairs.
+// Row-major rows of `dim` floats, (x, y) first.
 @group(0) @binding(1) var<storage, read> points: array<f32>;
-// Two words (lo, hi) per sub-grid node, row-major by sub-row.
+// Two words (lo, hi) per sub-grid node of the tile, row-major by sub-row.
 @group(0) @binding(2) var<storage, read_write> grid: array<atomic<u32>>;
 // LAGRANGE[n][k] of src/heatmap.rs: row n is (k = 0..3, k = 4..7).
 @group(0) @binding(3) var<uniform> lagrange: array<vec4<f32>, 16>;
@@ -79,7 +86,7 @@ fn deposit(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let k = params.first + i;
-    let p = vec2<f32>(points[2u * k], points[2u * k + 1u]);
+    let p = vec2<f32>(points[params.dim * k], points[params.dim * k + 1u]);
     // NaN fails every comparison: skipped like far particles.
     if (!(all(p >= params.lo) && all(p <= params.hi))) {
         return;
@@ -93,9 +100,18 @@ fn deposit(@builtin(global_invocation_id) gid: vec3<u32>) {
     // Nodes -3 ..= 4 around the anchor node.
     let col = u32(cell.x) - (STENCIL / 2u - 1u);
     let row = u32(cell.y) - (STENCIL / 2u - 1u);
+    // Stencils wholly outside this tile's sub-rows add nothing here.
+    let end = params.row0 + params.rows;
+    if (row + STENCIL <= params.row0 || row >= end) {
+        return;
+    }
     for (var r = 0u; r < STENCIL; r = r + 1u) {
+        let sub_row = row + r;
+        if (sub_row < params.row0 || sub_row >= end) {
+            continue;
+        }
         let ly = wy[r] * SCALE;
-        let base = (row + r) * params.stride + col;
+        let base = (sub_row - params.row0) * params.stride + col;
         for (var c = 0u; c < STENCIL; c = c + 1u) {
             add_fixed(base + c, ly * wx[c]);
         }

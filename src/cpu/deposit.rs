@@ -57,7 +57,8 @@ pub fn deposit(
 ) {
     for i in 0..params.count {
         let k = (params.first + i) as usize;
-        let p = [points[2 * k], points[2 * k + 1]];
+        let dim = params.dim as usize;
+        let p = [points[dim * k], points[dim * k + 1]];
         let inside = p[0] >= params.lo[0]
             && p[1] >= params.lo[1]
             && p[0] <= params.hi[0]
@@ -75,9 +76,18 @@ pub fn deposit(
         let wy = lagrange_weights(lagrange, t[1]);
         let col = (cell[0] as u32).wrapping_sub(STENCIL / 2 - 1);
         let row = (cell[1] as u32).wrapping_sub(STENCIL / 2 - 1);
+        // Stencils wholly outside this tile's sub-rows add nothing here.
+        let end = params.row0 + params.rows;
+        if row + STENCIL <= params.row0 || row >= end {
+            continue;
+        }
         for r in 0..STENCIL {
+            let sub_row = row + r;
+            if sub_row < params.row0 || sub_row >= end {
+                continue;
+            }
             let ly = wy[r as usize] * SCALE;
-            let base = (row + r) * params.stride + col;
+            let base = (sub_row - params.row0) * params.stride + col;
             for c in 0..STENCIL {
                 add_fixed(grid, base + c, ly * wx[c as usize]);
             }

@@ -617,6 +617,20 @@ impl Engine for GpuEngine {
         (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
     }
 
+    /// Deposits straight from the particle buffer, which after `advance_batch` holds the
+    /// batch's positions in its first `n * D` floats (until the next batch overwrites it).
+    fn deposit_samples(&self, n: usize, target: &mut crate::gpu::raster::GpuDensity) -> Result<()> {
+        let (Some(batch), Some(problem)) = (&self.batch, &self.problem) else {
+            return Err(Error::Gpu("no batch has run on this GPU engine yet".into()));
+        };
+        if (n * problem.dim * 4) as u64 > batch.capacity_bytes {
+            return Err(Error::Gpu(format!(
+                "{n} particles are more than the last batch held"
+            )));
+        }
+        target.deposit_buffer(&batch.particles, n, problem.dim)
+    }
+
     fn advance_batch(
         &mut self,
         problem: &Problem,

@@ -27,7 +27,12 @@ pub struct DepositParams {
     pub count: u32,
     pub first: u32,
     pub n_sub: u32,
-    pub pad: u32,
+    /// Floats per particle row (2 for `(n, 2)` points; D for the engine's `(P, D)` buffer).
+    pub dim: u32,
+    /// The tile this dispatch fills: sub-rows `row0 .. row0 + rows`, stored from word 0.
+    pub row0: u32,
+    pub rows: u32,
+    pub pad: [u32; 2],
 }
 
 /// Invocations per workgroup of the deposit (the shader's `@workgroup_size`).
@@ -48,7 +53,10 @@ impl DepositParams {
             count: 0,
             first: 0,
             n_sub: sub.n_sub as u32,
-            pad: 0,
+            dim: 2,
+            row0: 0,
+            rows: sub.n_sub as u32,
+            pad: [0; 2],
         }
     }
 }
@@ -64,7 +72,8 @@ pub fn lagrange_uniform() -> [[f32; 4]; 16] {
     out
 }
 
-/// The deposit pipeline on a device.
+/// The deposit pipeline on a device (clones share it).
+#[derive(Clone)]
 pub struct GpuRaster {
     ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
@@ -122,11 +131,82 @@ impl GpuRaster {
         self.ctx.adapter_name()
     }
 
-    /// Whether `grid` can be filled here: it takes the split path and its sub-grid (8
-    /// bytes a node) fits one storage buffer.
+    /// Whether `grid` can be filled here: it takes the split path and one sub-row of its
+    /// sub-grid (8 bytes a node) fits a storage buffer (larger sub-grids are tiled).
     pub fn supports(&self, grid: &DensityGrid) -> bool {
         grid.sub_grid()
-            .is_some_and(|s| (s.n_sub * s.stride * 8) as u64 <= self.ctx.max_storage_bytes())
+            .is_some_and(|s| (s.stride * 8) as u64 <= self.ctx.max_storage_bytes())
+    }
+
+    /// Encode the deposit of particles `0..n` of `points` (rows of `dim` floats) into
+    /// `tile`, the sub-rows `row0 .. row0 + rows` of `sub`: one dispatch per
+    /// `max_compute_workgroups_per_dimension` workgroups. Returns the uniform buffers,
+    /// which must live until the encoder is submitted.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        sub: &SubGrid,
+        points: &wgpu::Buffer,
+        n: usize,
+        dim: usize,
+        tile: &wgpu::Buffer,
+        row0: usize,
+        rows: usize,
+    ) -> Vec<wgpu::Buffer> {
+        let device = &self.ctx.device;
+        let max_groups = device.limits().max_compute_workgroups_per_dimension as usize;
+        let per_dispatch = max_groups * WORKGROUP as usize;
+        let base = DepositParams {
+            dim: dim as u32,
+            row0: row0 as u32,
+            rows: rows as u32,
+            ..DepositParams::for_sub_grid(sub)
+        };
+        let mut uniforms = Vec::new();
+        for first in (0..n).step_by(per_dispatch) {
+            let count = per_dispatch.min(n - first);
+            let params = DepositParams {
+                count: count as u32,
+                first: first as u32,
+                ..base
+            };
+            let ubuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("deposit params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("deposit"),
+                layout: &self.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: ubuf.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: points.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: tile.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: self.lagrange.as_entire_binding(),
+                    },
+                ],
+            });
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&self.pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups((count as u32).div_ceil(WORKGROUP), 1, 1);
+            }
+            uniforms.push(ubuf);
+        }
+        uniforms
     }
 
     /// The raw sub-grid words (lo, hi per node) of `points` deposited on `sub`.
@@ -146,8 +226,6 @@ impl GpuRaster {
             // wgpu zero-initializes buffers.
             mapped_at_creation: false,
         });
-        let base = DepositParams::for_sub_grid(sub);
-        let max_groups = device.limits().max_compute_workgroups_per_dimension as usize;
         for upload in points.chunks(2 * UPLOAD_PARTICLES) {
             let n = upload.len() / 2;
             if n == 0 {
@@ -159,50 +237,7 @@ impl GpuRaster {
                 usage: wgpu::BufferUsages::STORAGE,
             });
             let mut encoder = device.create_command_encoder(&Default::default());
-            let per_dispatch = max_groups * WORKGROUP as usize;
-            let mut uniforms = Vec::new();
-            for first in (0..n).step_by(per_dispatch) {
-                let count = per_dispatch.min(n - first);
-                let params = DepositParams {
-                    count: count as u32,
-                    first: first as u32,
-                    ..base
-                };
-                let ubuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("deposit params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-                let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("deposit"),
-                    layout: &self.layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: ubuf.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: buffer.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: grid.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: self.lagrange.as_entire_binding(),
-                        },
-                    ],
-                });
-                {
-                    let mut pass = encoder.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&self.pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups((count as u32).div_ceil(WORKGROUP), 1, 1);
-                }
-                uniforms.push(ubuf);
-            }
+            let _uniforms = self.encode(&mut encoder, sub, &buffer, n, 2, &grid, 0, sub.n_sub);
             self.ctx.queue.submit([encoder.finish()]);
             self.ctx.wait()?;
         }
@@ -211,16 +246,182 @@ impl GpuRaster {
     }
 
     /// Add the kernels of row-major `(n, 2)` points to `grid` ([`supports`](Self::supports)
-    /// must hold): deposited on the GPU, added to the grid's integer sums.
+    /// must hold): deposited on the GPU (in row tiles when the sub-grid exceeds one storage
+    /// buffer), added to the grid's integer sums.
     pub fn accumulate(&self, grid: &mut DensityGrid, points: &[f32]) -> Result<()> {
+        let mut density = GpuDensity::with_raster(self.clone(), grid, None)?;
+        density.deposit_points(points)?;
+        density.flush(grid)
+    }
+}
+
+/// A density sub-grid resident on the device, accumulated across batches straight from a
+/// GPU buffer of particles (the sampler's, see `GpuEngine`'s
+/// [`Engine::deposit_samples`](crate::engine::Engine::deposit_samples)): no particle comes
+/// back to the host for it, and the sums come back once, at [`flush`](Self::flush).
+///
+/// A sub-grid larger than one storage buffer (or `tile_bytes`) is split into row tiles,
+/// each its own buffer and its own pass over the particles (a particle's 8 stencil rows
+/// reach one or two tiles; the others skip it). Sums are exact integers, so tiling and the
+/// order of batches change nothing (tested).
+pub struct GpuDensity {
+    raster: GpuRaster,
+    sub: SubGrid,
+    /// (first sub-row, sub-rows, buffer of 2 words a node).
+    tiles: Vec<(usize, usize, wgpu::Buffer)>,
+    /// Particles deposited since the last flush (far and non-finite ones included, as the
+    /// CPU path counts them).
+    pending: u64,
+}
+
+impl GpuDensity {
+    /// A zeroed device sub-grid for `grid` (its split path), in tiles of at most
+    /// `tile_bytes` (`None`: the device's largest storage binding). `Err` with the reason
+    /// when the GPU cannot serve the grid (direct path, or too large).
+    pub fn new(ctx: GpuContext, grid: &DensityGrid, tile_bytes: Option<u64>) -> Result<Self> {
+        Self::with_raster(GpuRaster::new(ctx), grid, tile_bytes)
+    }
+
+    /// [`new`](Self::new) with an existing pipeline.
+    pub fn with_raster(
+        raster: GpuRaster,
+        grid: &DensityGrid,
+        tile_bytes: Option<u64>,
+    ) -> Result<Self> {
+        let ctx = &raster.ctx;
         let sub = grid.sub_grid().ok_or_else(|| {
-            Error::Gpu("this density grid takes the direct path, not the GPU's".into())
+            Error::Gpu(format!(
+                "the {} kernel at bandwidth {} on a {}x{} image takes the direct (per-pixel) \
+                 path, which only the CPU has",
+                grid.kernel().name(),
+                grid.bandwidth(),
+                grid.width(),
+                grid.height()
+            ))
         })?;
-        let words = self.deposit_words(&sub, points)?;
-        let counts: Vec<i64> = words
-            .chunks_exact(2)
-            .map(|w| ((u64::from(w[1]) << 32) | u64::from(w[0])) as i64)
+        let row_bytes = (sub.stride * 8) as u64;
+        let cap = tile_bytes.unwrap_or(u64::MAX).min(ctx.max_storage_bytes());
+        let rows_per_tile = (cap / row_bytes) as usize;
+        if rows_per_tile == 0 {
+            return Err(Error::Gpu(format!(
+                "one sub-row of the density sub-grid ({row_bytes} bytes) is larger than a \
+                 storage buffer ({cap} bytes)"
+            )));
+        }
+        let tiles = (0..sub.n_sub)
+            .step_by(rows_per_tile)
+            .map(|row0| {
+                let rows = rows_per_tile.min(sub.n_sub - row0);
+                let buffer = raster.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("density tile"),
+                    size: rows as u64 * row_bytes,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    // wgpu zero-initializes buffers.
+                    mapped_at_creation: false,
+                });
+                (row0, rows, buffer)
+            })
             .collect();
-        grid.add_sub_grid_counts(&counts, (points.len() / 2) as u64)
+        raster.ctx.check()?;
+        Ok(GpuDensity {
+            raster,
+            sub,
+            tiles,
+            pending: 0,
+        })
+    }
+
+    /// Number of row tiles the sub-grid is split into.
+    pub fn tiles(&self) -> usize {
+        self.tiles.len()
+    }
+
+    /// The device this grid lives on.
+    pub fn context(&self) -> &GpuContext {
+        &self.raster.ctx
+    }
+
+    /// Add particles `0..n` of `points`, a buffer of this device holding row-major rows of
+    /// `dim` floats (x, y first), to every tile. Queued only: later submissions see it.
+    pub fn deposit_buffer(&mut self, points: &wgpu::Buffer, n: usize, dim: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        if dim < 2 {
+            return Err(Error::Gpu(
+                "density images need points of dimension 2".into(),
+            ));
+        }
+        let mut encoder = self
+            .raster
+            .ctx
+            .device
+            .create_command_encoder(&Default::default());
+        let mut uniforms = Vec::new();
+        for (row0, rows, tile) in &self.tiles {
+            uniforms.extend(self.raster.encode(
+                &mut encoder,
+                &self.sub,
+                points,
+                n,
+                dim,
+                tile,
+                *row0,
+                *rows,
+            ));
+        }
+        self.raster.ctx.queue.submit([encoder.finish()]);
+        self.pending += n as u64;
+        self.raster.ctx.check()
+    }
+
+    /// Upload row-major `(n, 2)` points and deposit them (tests, and callers without a
+    /// device buffer of their own).
+    pub fn deposit_points(&mut self, points: &[f32]) -> Result<()> {
+        for upload in points.chunks(2 * UPLOAD_PARTICLES) {
+            let buffer =
+                self.raster
+                    .ctx
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("particles"),
+                        contents: bytemuck::cast_slice(upload),
+                        usage: wgpu::BufferUsages::STORAGE,
+                    });
+            self.deposit_buffer(&buffer, upload.len() / 2, 2)?;
+            self.raster.ctx.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Read the sums back, tile by tile, add them (and the particle count) to `grid`'s
+    /// integer sums, and zero the device grid: what was deposited is then in `grid` once.
+    pub fn flush(&mut self, grid: &mut DensityGrid) -> Result<()> {
+        if grid.sub_grid() != Some(self.sub) {
+            return Err(Error::Gpu(
+                "the GPU density sub-grid does not belong to this grid".into(),
+            ));
+        }
+        let row_bytes = (self.sub.stride * 8) as u64;
+        for (row0, rows, tile) in &self.tiles {
+            let bytes = *rows as u64 * row_bytes;
+            let raw = self.raster.ctx.read_buffer(tile, bytes)?;
+            let counts: Vec<i64> = bytemuck::cast_slice::<u8, u32>(&raw)
+                .chunks_exact(2)
+                .map(|w| ((u64::from(w[1]) << 32) | u64::from(w[0])) as i64)
+                .collect();
+            grid.add_sub_grid_rows(*row0, &counts)?;
+            let mut encoder = self
+                .raster
+                .ctx
+                .device
+                .create_command_encoder(&Default::default());
+            encoder.clear_buffer(tile, 0, None);
+            self.raster.ctx.queue.submit([encoder.finish()]);
+        }
+        grid.add_deposits(std::mem::take(&mut self.pending));
+        self.raster.ctx.wait()
     }
 }
