@@ -267,6 +267,22 @@ fn snapshots_write_k_frames_and_a_k_frame_gif_without_changing_the_samples() {
     );
 }
 
+/// Run `memodiff <command> --out <out> <extra>` and check that it fails, names `needle`
+/// in its message and writes nothing at `out`.
+fn assert_refused(command: &[&str], out: &Path, extra: &[&str], needle: &str) {
+    let output = memodiff()
+        .args(command)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{extra:?} was accepted");
+    assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+}
+
 #[test]
 fn bad_figure_options_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,17 +298,12 @@ fn bad_figure_options_are_refused_before_anything_is_written() {
         (vec!["--figure", "--figure-size", "50x50"], "figure-size"),
         (vec!["--snapshots", "4", "--shard", "0/2"], "--shard"),
     ] {
-        let output = memodiff()
-            .args(["sample", "--backend", "cpu", "--particles", "100"])
-            .arg("--out")
-            .arg(&out)
-            .args(&extra)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{extra:?} was accepted");
-        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
-        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+        assert_refused(
+            &["sample", "--backend", "cpu", "--particles", "100"],
+            &out,
+            &extra,
+            needle,
+        );
     }
     for (extra, needle) in [
         (vec!["--t", "0"], "--t"),
@@ -300,17 +311,7 @@ fn bad_figure_options_are_refused_before_anything_is_written() {
         (vec!["--grid", "1"], "--grid"),
         (vec!["--dataset", "circle:0"], "dataset"),
     ] {
-        let output = memodiff()
-            .args(["score-field", "--backend", "cpu"])
-            .arg("--out")
-            .arg(&out)
-            .args(&extra)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{extra:?} was accepted");
-        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
-        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+        assert_refused(&["score-field", "--backend", "cpu"], &out, &extra, needle);
     }
 }
 
