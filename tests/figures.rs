@@ -169,10 +169,10 @@ fn snapshot_plan_is_even_and_keeps_the_first_and_last_time_points() {
     assert!(snapshot_plan(99, 101).is_err());
 }
 
-/// Run `memodiff sample --backend cpu` with `extra` into `out`; panics on failure.
-fn sample(out: &Path, extra: &[&str]) {
+/// Run `memodiff <command> --out <out> <extra>`; panics on failure.
+fn run_ok(command: &[&str], out: &Path, extra: &[&str]) {
     let output = memodiff()
-        .args(["sample", "--backend", "cpu", "--particles", "3000"])
+        .args(command)
         .arg("--out")
         .arg(out)
         .args(extra)
@@ -182,6 +182,15 @@ fn sample(out: &Path, extra: &[&str]) {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Run `memodiff sample --backend cpu` with `extra` into `out`; panics on failure.
+fn sample(out: &Path, extra: &[&str]) {
+    run_ok(
+        &["sample", "--backend", "cpu", "--particles", "3000"],
+        out,
+        extra,
     );
 }
 
@@ -344,8 +353,8 @@ fn check_against_reference(table: &[f32], n: usize, extent: &Extent, tau: f64, r
 fn score_field_npy_is_the_score_on_the_grid() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sf");
-    let output = memodiff()
-        .args([
+    run_ok(
+        &[
             "score-field",
             "--t",
             "0.005",
@@ -357,15 +366,9 @@ fn score_field_npy_is_the_score_on_the_grid() {
             "16",
             "--size",
             "320x300",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        &out,
+        &[],
     );
     let (shape, table) = memodiff::output::read_npy_f32(&out.join("score_field.npy")).unwrap();
     assert_eq!(shape, [256, 4]);
