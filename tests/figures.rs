@@ -169,15 +169,20 @@ fn snapshot_plan_is_even_and_keeps_the_first_and_last_time_points() {
     assert!(snapshot_plan(99, 101).is_err());
 }
 
-/// Run `memodiff <command> --out <out> <extra>`; panics on failure.
-fn run_ok(command: &[&str], out: &Path, extra: &[&str]) {
-    let output = memodiff()
+/// Run `memodiff <command> --out <out> <extra>`.
+fn run(command: &[&str], out: &Path, extra: &[&str]) -> std::process::Output {
+    memodiff()
         .args(command)
         .arg("--out")
         .arg(out)
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`run`], panicking on failure.
+fn run_ok(command: &[&str], out: &Path, extra: &[&str]) {
+    let output = run(command, out, extra);
     assert!(
         output.status.success(),
         "{}",
@@ -279,13 +284,7 @@ fn snapshots_write_k_frames_and_a_k_frame_gif_without_changing_the_samples() {
 /// Run `memodiff <command> --out <out> <extra>` and check that it fails, names `needle`
 /// in its message and writes nothing at `out`.
 fn assert_refused(command: &[&str], out: &Path, extra: &[&str], needle: &str) {
-    let output = memodiff()
-        .args(command)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
+    let output = run(command, out, extra);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{extra:?} was accepted");
     assert!(stderr.contains(needle), "{extra:?}: {stderr}");
