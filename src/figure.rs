@@ -597,15 +597,15 @@ fn blend(p00: [u8; 3], p10: [u8; 3], p01: [u8; 3], p11: [u8; 3], ax: f64, ay: f6
     out
 }
 
-/// Fill the plot rectangle with `img`, bilinearly resampled (see [`taps`]).
-fn blit_resampled(buf: &mut [u8], width: u32, img: &RgbImage, plot: (i32, i32, i32, i32)) {
-    let (px, py, pw, ph) = plot;
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
-    if iw == 0 || ih == 0 || pw <= 0 || ph <= 0 {
-        return;
-    }
-    let (cols, rows) = (taps(iw, pw as usize), taps(ih, ph as usize));
-    let p = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0;
+/// Output pixel (col, row) for every pair of taps: the blend of the four source pixels
+/// that `p(x, y)` gives, handed to `out(col, row, colour)`. Both resamplers (whole image
+/// and streamed) go through this, so they give the same pixels.
+fn bilinear(
+    cols: &[Tap],
+    rows: &[Tap],
+    p: impl Fn(usize, usize) -> [u8; 3],
+    mut out: impl FnMut(usize, usize, [u8; 3]),
+) {
     for (row, ty) in rows.iter().enumerate() {
         for (col, tx) in cols.iter().enumerate() {
             let c = blend(
@@ -616,9 +616,23 @@ fn blit_resampled(buf: &mut [u8], width: u32, img: &RgbImage, plot: (i32, i32, i
                 tx.a,
                 ty.a,
             );
-            put(buf, width, px + col as i32, py + row as i32, c);
+            out(col, row, c);
         }
     }
+}
+
+/// Fill the plot rectangle with `img`, bilinearly resampled (see [`taps`]).
+fn blit_resampled(buf: &mut [u8], width: u32, img: &RgbImage, plot: (i32, i32, i32, i32)) {
+    let (px, py, pw, ph) = plot;
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    if iw == 0 || ih == 0 || pw <= 0 || ph <= 0 {
+        return;
+    }
+    let (cols, rows) = (taps(iw, pw as usize), taps(ih, ph as usize));
+    let p = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0;
+    bilinear(&cols, &rows, p, |col, row, c| {
+        put(buf, width, px + col as i32, py + row as i32, c)
+    });
 }
 
 /// The plot area of a figure resampled from an image that is streamed row by row and never
@@ -695,19 +709,9 @@ impl PlotCapture {
             [self.kept[i], self.kept[i + 1], self.kept[i + 2]]
         };
         let mut img = RgbImage::new(pw, ph);
-        for (row, ty) in self.rows.iter().enumerate() {
-            for (col, tx) in self.cols.iter().enumerate() {
-                let c = blend(
-                    p(tx.i0, ty.i0),
-                    p(tx.i1, ty.i0),
-                    p(tx.i0, ty.i1),
-                    p(tx.i1, ty.i1),
-                    tx.a,
-                    ty.a,
-                );
-                img.put_pixel(col as u32, row as u32, image::Rgb(c));
-            }
-        }
+        bilinear(&self.cols, &self.rows, p, |col, row, c| {
+            img.put_pixel(col as u32, row as u32, image::Rgb(c))
+        });
         img
     }
 }

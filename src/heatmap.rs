@@ -576,6 +576,26 @@ impl DensityGrid {
         Some((a, b))
     }
 
+    /// The footprints of row-major `(n, 2)` points (cut at `cutoff_sigmas` bandwidths) that
+    /// `keep` accepts, in point order, computed in parallel.
+    fn footprints(
+        &self,
+        points: &[f32],
+        keep: impl Fn(&Footprint) -> bool + Sync,
+    ) -> Vec<Footprint> {
+        let radius = cutoff_sigmas() * self.bandwidth;
+        points
+            .par_chunks(2 * 4096)
+            .flat_map_iter(|chunk| {
+                chunk
+                    .chunks_exact(2)
+                    .filter_map(|p| self.footprint(p[0], p[1], radius))
+                    .filter(|f| keep(f))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn footprint(&self, x: f32, y: f32, radius: f64) -> Option<Footprint> {
         let (x, y) = (x as f64, y as f64);
         if !(x.is_finite() && y.is_finite()) {
@@ -723,15 +743,7 @@ impl DensityGrid {
     /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is
     /// nearest, for points within half a pixel of the extent's pixel centres.
     fn accumulate_histogram(&mut self, points: &[f32], sat: bool) {
-        let cells: Vec<usize> = points
-            .par_chunks(2 * 4096)
-            .flat_map_iter(|chunk| {
-                chunk
-                    .chunks_exact(2)
-                    .filter_map(|p| self.histogram_cell(p[0], p[1]))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let cells = self.histogram_cells(points, |_| true);
         let Store::Direct(direct) = &mut self.store else {
             unreachable!("histograms are direct stores")
         };
@@ -901,16 +913,7 @@ impl DensityGrid {
         let sat = (points.len() / 2) as u64 > EXACT_PARTICLES;
         let mut acc = vec![0i64; out.len()];
         if self.kernel == Kernel::Histogram {
-            let cells: Vec<usize> = points
-                .par_chunks(2 * 4096)
-                .flat_map_iter(|chunk| {
-                    chunk
-                        .chunks_exact(2)
-                        .filter_map(|p| self.histogram_cell(p[0], p[1]))
-                        .filter(|&i| i >= r0 * w && i < r1 * w)
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let cells = self.histogram_cells(points, |i| i >= r0 * w && i < r1 * w);
             let unit = SCALE as i64;
             for i in cells {
                 let a = &mut acc[i - r0 * w];
@@ -921,35 +924,33 @@ impl DensityGrid {
                 };
             }
         } else {
-            let radius = cutoff_sigmas() * self.bandwidth;
-            let footprints: Vec<Footprint> = points
-                .par_chunks(2 * 4096)
-                .flat_map_iter(|chunk| {
-                    chunk
-                        .chunks_exact(2)
-                        .filter_map(|p| self.footprint(p[0], p[1], radius))
-                        .filter(|f| (f.r1 as usize) >= r0 && (f.r0 as usize) < r1)
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let footprints =
+                self.footprints(points, |f| (f.r1 as usize) >= r0 && (f.r0 as usize) < r1);
             if !footprints.is_empty() {
                 let ctx = self.band_context(footprints);
                 let threads = rayon::current_num_threads().max(1);
                 let sub = k.div_ceil(8 * threads).max(1);
-                acc.par_chunks_mut(sub * w)
-                    .enumerate()
-                    .for_each(|(i, rows)| {
-                        if sat {
-                            ctx.add_band::<true>(r0 + i * sub, rows)
-                        } else {
-                            ctx.add_band::<false>(r0 + i * sub, rows)
-                        }
-                    });
+                ctx.add_bands(r0, sub, w, &mut acc, sat);
             }
         }
         out.par_iter_mut()
             .zip(acc.par_iter())
             .for_each(|(o, &v)| *o = dequantize(v));
+    }
+
+    /// The [`histogram_cell`](Self::histogram_cell)s of row-major `(n, 2)` points that
+    /// `keep` accepts, in point order, computed in parallel.
+    fn histogram_cells(&self, points: &[f32], keep: impl Fn(usize) -> bool + Sync) -> Vec<usize> {
+        points
+            .par_chunks(2 * 4096)
+            .flat_map_iter(|chunk| {
+                chunk
+                    .chunks_exact(2)
+                    .filter_map(|p| self.histogram_cell(p[0], p[1]))
+                    .filter(|&i| keep(i))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// [`Kernel::Histogram`]: the index of the pixel whose centre is nearest `(x, y)`, for
@@ -971,16 +972,7 @@ impl DensityGrid {
     }
 
     fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
-        let radius = cutoff_sigmas() * self.bandwidth;
-        let footprints: Vec<Footprint> = points
-            .par_chunks(2 * 4096)
-            .flat_map_iter(|chunk| {
-                chunk
-                    .chunks_exact(2)
-                    .filter_map(|p| self.footprint(p[0], p[1], radius))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let footprints = self.footprints(points, |_| true);
         if footprints.is_empty() {
             return;
         }
@@ -995,17 +987,7 @@ impl DensityGrid {
             unreachable!("direct path without a direct store")
         };
         direct.pixels = OnceLock::new();
-        direct
-            .acc
-            .par_chunks_mut(band_rows * w)
-            .enumerate()
-            .for_each(|(band, rows)| {
-                if sat {
-                    ctx.add_band::<true>(band * band_rows, rows)
-                } else {
-                    ctx.add_band::<false>(band * band_rows, rows)
-                }
-            });
+        ctx.add_bands(0, band_rows, w, &mut direct.acc, sat);
     }
 
     /// The pixels of a split store: `pixel(r, j) = sum_s gy(y_r - y_s) T[s][j]` over the
@@ -1407,6 +1389,27 @@ struct BandContext {
 }
 
 impl BandContext {
+    /// Add the kernels into `acc` (rows `first_row..` of `width` pixels), rayon over
+    /// bands of `band_rows` rows, with the saturating or the exact sum (`sat`).
+    fn add_bands(
+        &self,
+        first_row: usize,
+        band_rows: usize,
+        width: usize,
+        acc: &mut [i64],
+        sat: bool,
+    ) {
+        acc.par_chunks_mut(band_rows * width)
+            .enumerate()
+            .for_each(|(band, rows)| {
+                if sat {
+                    self.add_band::<true>(first_row + band * band_rows, rows)
+                } else {
+                    self.add_band::<false>(first_row + band * band_rows, rows)
+                }
+            });
+    }
+
     /// Add the kernels reaching rows `b0..` (as many as `rows` holds) into `rows`.
     fn add_band<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
         #[cfg(target_arch = "x86_64")]

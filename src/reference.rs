@@ -2,15 +2,14 @@
 //! speed. It draws the same Philox normals (Box–Muller in f64), so it follows the same
 //! trajectories as the f32 engines up to rounding.
 
-use crate::cpu::run_with_progress;
+use crate::cpu::run_blocks;
 use crate::dataset::Dataset;
 use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::Result;
 use crate::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
 use crate::schedule::{ReverseStep, VpSchedule};
-use rayon::prelude::*;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// Potentials `-|x - s x_i|^2 / (2 v)` of all training points at `x`.
 fn potentials(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
@@ -174,16 +173,17 @@ impl Engine for ReferenceEngine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
-        let n = state.len() / dim;
         let schedule = self.schedule;
-        let skipped = AtomicBool::new(false);
-        let start = steps.start;
-        let particle_job =
-            |i: usize, x0: Option<&mut [f32]>, out: &mut [f32], done: &AtomicUsize| {
-                if cancel.load(Ordering::Relaxed) {
-                    skipped.store(true, Ordering::Relaxed);
-                    return;
-                }
+        // One particle per work item: an f64 particle-step is slow, so items balance well.
+        run_blocks(
+            dim,
+            1,
+            initial,
+            state,
+            steps.clone(),
+            cancel,
+            on_step,
+            |i, x0, out| {
                 let particle = first_particle + i as u64;
                 let mut x = vec![0.0; dim];
                 match x0 {
@@ -217,27 +217,7 @@ impl Engine for ReferenceEngine {
                 for (o, v) in out.iter_mut().zip(&x) {
                     *o = *v as f32;
                 }
-                done.fetch_add(1, Ordering::Relaxed);
-            };
-        run_with_progress(
-            n,
-            steps.len(),
-            &mut |k| on_step(start + k),
-            |done| match initial {
-                Some(initial) => initial
-                    .par_chunks_mut(dim)
-                    .zip(state.par_chunks_mut(dim))
-                    .enumerate()
-                    .for_each(|(i, (x0, out))| particle_job(i, Some(x0), out, done)),
-                None => state
-                    .par_chunks_mut(dim)
-                    .enumerate()
-                    .for_each(|(i, out)| particle_job(i, None, out, done)),
             },
-        );
-        if skipped.load(Ordering::Relaxed) {
-            return Err(crate::error::Error::Interrupted("interrupted".into()));
-        }
-        Ok(())
+        )
     }
 }

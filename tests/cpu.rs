@@ -188,6 +188,53 @@ fn cpu_cancelled_batch_returns_interrupted() {
     );
 }
 
+/// Every path of the CPU engine (SIMD D <= 4, general-D Euler–Maruyama and Heun) and the
+/// reference engine stop on a set cancel flag, from the initial noise or a saved state.
+#[test]
+fn every_cpu_path_returns_interrupted_when_cancelled() {
+    use memodiff::engine::{Engine, Problem, SamplerKind};
+    use memodiff::reference::ReferenceEngine;
+    use memodiff::schedule::{reverse_steps, VpSchedule};
+    let schedule = VpSchedule::default();
+    let steps = reverse_steps(&schedule, 20);
+    for dim in [2, 8] {
+        let dataset = scattered(16, dim, 3);
+        for sampler in [SamplerKind::Em, SamplerKind::Heun] {
+            let problem = Problem {
+                dataset: &dataset,
+                steps: &steps,
+                seed: 0,
+                initial_std: schedule.sigma2(1.0).sqrt(),
+                sampler,
+            };
+            let engines: [Box<dyn Engine>; 2] = [
+                Box::new(CpuEngine::new()),
+                Box::new(ReferenceEngine::new(schedule)),
+            ];
+            for mut engine in engines {
+                let cancel = std::sync::atomic::AtomicBool::new(true);
+                let (mut init, mut out) = (vec![0f32; 100 * dim], vec![0f32; 100 * dim]);
+                for initial in [Some(&mut init[..]), None] {
+                    let result = engine.advance_batch(
+                        &problem,
+                        0,
+                        initial,
+                        &mut out,
+                        0..steps.len(),
+                        &cancel,
+                        &mut |_| {},
+                    );
+                    assert!(
+                        matches!(result, Err(memodiff::Error::Interrupted(_))),
+                        "D = {dim}, {sampler:?}, {:?}: {result:?}",
+                        engine.backend()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The general-D CPU path (D > 4) against the f64 reference, and batch invariance.
 #[test]
 fn cpu_matches_reference_in_high_dimensions() {

@@ -169,19 +169,33 @@ fn snapshot_plan_is_even_and_keeps_the_first_and_last_time_points() {
     assert!(snapshot_plan(99, 101).is_err());
 }
 
-/// Run `memodiff sample --backend cpu` with `extra` into `out`; panics on failure.
-fn sample(out: &Path, extra: &[&str]) {
-    let output = memodiff()
-        .args(["sample", "--backend", "cpu", "--particles", "3000"])
+/// Run `memodiff <command> --out <out> <extra>`.
+fn run(command: &[&str], out: &Path, extra: &[&str]) -> std::process::Output {
+    memodiff()
+        .args(command)
         .arg("--out")
         .arg(out)
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`run`], panicking on failure.
+fn run_ok(command: &[&str], out: &Path, extra: &[&str]) {
+    let output = run(command, out, extra);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Run `memodiff sample --backend cpu` with `extra` into `out`; panics on failure.
+fn sample(out: &Path, extra: &[&str]) {
+    run_ok(
+        &["sample", "--backend", "cpu", "--particles", "3000"],
+        out,
+        extra,
     );
 }
 
@@ -267,6 +281,16 @@ fn snapshots_write_k_frames_and_a_k_frame_gif_without_changing_the_samples() {
     );
 }
 
+/// Run `memodiff <command> --out <out> <extra>` and check that it fails, names `needle`
+/// in its message and writes nothing at `out`.
+fn assert_refused(command: &[&str], out: &Path, extra: &[&str], needle: &str) {
+    let output = run(command, out, extra);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{extra:?} was accepted");
+    assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+}
+
 #[test]
 fn bad_figure_options_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,17 +306,12 @@ fn bad_figure_options_are_refused_before_anything_is_written() {
         (vec!["--figure", "--figure-size", "50x50"], "figure-size"),
         (vec!["--snapshots", "4", "--shard", "0/2"], "--shard"),
     ] {
-        let output = memodiff()
-            .args(["sample", "--backend", "cpu", "--particles", "100"])
-            .arg("--out")
-            .arg(&out)
-            .args(&extra)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{extra:?} was accepted");
-        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
-        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+        assert_refused(
+            &["sample", "--backend", "cpu", "--particles", "100"],
+            &out,
+            &extra,
+            needle,
+        );
     }
     for (extra, needle) in [
         (vec!["--t", "0"], "--t"),
@@ -300,17 +319,7 @@ fn bad_figure_options_are_refused_before_anything_is_written() {
         (vec!["--grid", "1"], "--grid"),
         (vec!["--dataset", "circle:0"], "dataset"),
     ] {
-        let output = memodiff()
-            .args(["score-field", "--backend", "cpu"])
-            .arg("--out")
-            .arg(&out)
-            .args(&extra)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{extra:?} was accepted");
-        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
-        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+        assert_refused(&["score-field", "--backend", "cpu"], &out, &extra, needle);
     }
 }
 
@@ -343,8 +352,8 @@ fn check_against_reference(table: &[f32], n: usize, extent: &Extent, tau: f64, r
 fn score_field_npy_is_the_score_on_the_grid() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sf");
-    let output = memodiff()
-        .args([
+    run_ok(
+        &[
             "score-field",
             "--t",
             "0.005",
@@ -356,15 +365,9 @@ fn score_field_npy_is_the_score_on_the_grid() {
             "16",
             "--size",
             "320x300",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        &out,
+        &[],
     );
     let (shape, table) = memodiff::output::read_npy_f32(&out.join("score_field.npy")).unwrap();
     assert_eq!(shape, [256, 4]);

@@ -2,42 +2,14 @@
 //! (tiled) output equal to the whole-grid output, the normalizations, the histogram kernel,
 //! the y axis, and the f32 grid files with their sidecars.
 
+mod common;
+
 use memodiff::colormap::{lut_index, Colormap};
 use memodiff::heatmap::{direct_sum, DensityGrid, Extent, Kernel, DEFAULT_BANDWIDTH};
 use memodiff::raster::{
     shade_indices, stats_of, write_grid_outputs, write_grid_outputs_banded, BandLimits, GridFile,
     GridMeta, GridOutputs, GridSum, Norm, Shading,
 };
-
-/// `n` points (row-major x, y): a Gaussian blob, a ring and a few outliers, from an LCG.
-fn cloud(n: usize, salt: u64) -> Vec<f32> {
-    let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut u = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut out = Vec::with_capacity(2 * n);
-    for i in 0..n {
-        let (a, b) = (u(), u());
-        let r = (-2.0 * a.ln()).sqrt();
-        let (gx, gy) = (
-            r * (std::f64::consts::TAU * b).cos(),
-            r * (std::f64::consts::TAU * b).sin(),
-        );
-        let (x, y) = match i % 3 {
-            0 => (0.6 * gx, 0.6 * gy),
-            1 => {
-                let t = std::f64::consts::TAU * u();
-                (t.cos() + 0.03 * gx, t.sin() + 0.03 * gy)
-            }
-            _ => (2.5 * gx, 2.5 * gy),
-        };
-        out.extend([x as f32, y as f32]);
-    }
-    out
-}
 
 fn max_abs(v: &[f64]) -> f64 {
     v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
@@ -49,7 +21,7 @@ fn max_abs(v: &[f64]) -> f64 {
 #[test]
 fn kernel_sum_matches_direct_double_sum_at_512() {
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(2000, 7);
+    let pts = common::cloud(2000, 7, false);
     for bw in [DEFAULT_BANDWIDTH, 0.008] {
         let mut grid = DensityGrid::new(extent, 512, 512, bw).unwrap();
         grid.accumulate(&pts);
@@ -79,7 +51,7 @@ fn kernel_sum_matches_direct_double_sum_at_512() {
 #[test]
 fn bands_equal_the_whole_grid() {
     let extent = Extent::new(-2.5, 3.0, -1.5, 2.0).unwrap();
-    let pts = cloud(3000, 3);
+    let pts = common::cloud(3000, 3, false);
     for (bw, kernel) in [
         (DEFAULT_BANDWIDTH, Kernel::Gaussian),
         (0.004, Kernel::Gaussian),
@@ -125,7 +97,7 @@ fn tiled_output_equals_untiled() {
     let dir = tempfile::tempdir().unwrap();
     let extent = Extent::square(-3.0, 3.0).unwrap();
     let mut grid = DensityGrid::new(extent, 257, 190, DEFAULT_BANDWIDTH).unwrap();
-    grid.accumulate(&cloud(5000, 11));
+    grid.accumulate(&common::cloud(5000, 11, false));
     for norm in [Norm::Linear, Norm::Log, Norm::EqHist] {
         let outputs = |tag: &str| GridOutputs {
             png: Some(dir.path().join(format!("{tag}.png"))),
@@ -196,7 +168,7 @@ fn tiled_output_equals_untiled() {
 fn eq_hist_is_monotone_and_uses_the_full_range() {
     let extent = Extent::square(-3.0, 3.0).unwrap();
     let mut grid = DensityGrid::new(extent, 200, 160, 0.05).unwrap();
-    grid.accumulate(&cloud(4000, 5));
+    grid.accumulate(&common::cloud(4000, 5, false));
     let values: Vec<f32> = grid.data().iter().map(|&v| v as f32).collect();
     let stats = stats_of(&values, Norm::EqHist);
     let idx = shade_indices(&values, Norm::EqHist, &stats);
@@ -357,7 +329,7 @@ fn histogram_counts_particles_per_pixel() {
 fn grid_files_sum() {
     let dir = tempfile::tempdir().unwrap();
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(4000, 9);
+    let pts = common::cloud(4000, 9, false);
     let write = |pts: &[f32], name: &str| {
         let mut g = DensityGrid::new(extent, 128, 96, DEFAULT_BANDWIDTH).unwrap();
         g.accumulate(pts);

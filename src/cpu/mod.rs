@@ -90,6 +90,59 @@ pub(crate) fn run_with_progress<F>(
     on_step(steps);
 }
 
+/// Run `item` over the particles in work items of `block` particles, rayon in parallel,
+/// with step progress for `on_step` and Ctrl-C: `item` gets the work item's index, its
+/// slice of `initial` (where the batch starts from the initial noise) and of `state`, and
+/// runs them through all the steps of `steps`. Once `cancel` is set the items not yet
+/// started are skipped and the batch returns `Error::Interrupted`. The engines' paths
+/// share this so that their work items, progress and cancelling stay the same.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_blocks<F>(
+    dim: usize,
+    block: usize,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+    item: F,
+) -> Result<()>
+where
+    F: Fn(usize, Option<&mut [f32]>, &mut [f32]) + Sync,
+{
+    let n = state.len() / dim;
+    let skipped = AtomicBool::new(false);
+    let start = steps.start;
+    let job = |c: usize, initial: Option<&mut [f32]>, state: &mut [f32], done: &AtomicUsize| {
+        if cancel.load(Ordering::Relaxed) {
+            skipped.store(true, Ordering::Relaxed);
+            return;
+        }
+        item(c, initial, state);
+        done.fetch_add(state.len() / dim, Ordering::Relaxed);
+    };
+    run_with_progress(
+        n,
+        steps.len(),
+        &mut |k| on_step(start + k),
+        |done| match initial {
+            Some(initial) => initial
+                .par_chunks_mut(block * dim)
+                .zip(state.par_chunks_mut(block * dim))
+                .enumerate()
+                .for_each(|(c, (initial, state))| job(c, Some(initial), state, done)),
+            None => state
+                .par_chunks_mut(block * dim)
+                .enumerate()
+                .for_each(|(c, state)| job(c, None, state, done)),
+        },
+    );
+    if skipped.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("interrupted".into()));
+    }
+    Ok(())
+}
+
 impl Engine for CpuEngine {
     fn backend(&self) -> Backend {
         Backend::Cpu
@@ -168,42 +221,22 @@ impl Engine for CpuEngine {
             initial_std: problem.initial_std as f32,
         };
         let isa = fast::Isa::detect();
-        let n = state.len() / dim;
-        let block = block_len(n);
-        let skipped = AtomicBool::new(false);
-        let start = steps.start;
+        let block = block_len(state.len() / dim);
         // A work item runs its particles through all the steps of the range: Ctrl-C stops
         // the batch at the next work item.
-        let item =
-            |c: usize, initial: Option<&mut [f32]>, state: &mut [f32], done: &AtomicUsize| {
-                if cancel.load(Ordering::Relaxed) {
-                    skipped.store(true, Ordering::Relaxed);
-                    return;
-                }
+        run_blocks(
+            dim,
+            block,
+            initial,
+            state,
+            steps,
+            cancel,
+            on_step,
+            |c, initial, state| {
                 let first = first_particle + (c * block) as u64;
                 fast::advance(&kernel, isa, first, initial, state);
-                done.fetch_add(state.len() / dim, Ordering::Relaxed);
-            };
-        run_with_progress(
-            n,
-            steps.len(),
-            &mut |k| on_step(start + k),
-            |done| match initial {
-                Some(initial) => initial
-                    .par_chunks_mut(block * dim)
-                    .zip(state.par_chunks_mut(block * dim))
-                    .enumerate()
-                    .for_each(|(c, (initial, state))| item(c, Some(initial), state, done)),
-                None => state
-                    .par_chunks_mut(block * dim)
-                    .enumerate()
-                    .for_each(|(c, state)| item(c, None, state, done)),
             },
-        );
-        if skipped.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted("interrupted".into()));
-        }
-        Ok(())
+        )
     }
 }
 
@@ -411,52 +444,38 @@ fn advance_rows(
     }
     let width = reduce_general::padded_width(dim);
     let initial_std = problem.initial_std as f32;
-    let n = state.len() / dim;
-    let block = general_block_len(n);
-    let skipped = AtomicBool::new(false);
-    let start = steps.start;
-    let item = |c: usize, mut initial: Option<&mut [f32]>, rows: &mut [f32], done: &AtomicUsize| {
-        if cancel.load(Ordering::Relaxed) {
-            skipped.store(true, Ordering::Relaxed);
-            return;
-        }
-        // The item's particles, padded rows side by side, run as one block.
-        let first = first_particle + (c * block) as u64;
-        let mut xs = vec![0f32; rows.len() / dim * width];
-        for (r, (row, x)) in rows.chunks(dim).zip(xs.chunks_exact_mut(width)).enumerate() {
-            match initial.as_deref_mut() {
-                Some(initial) => {
-                    let particle = first + r as u64;
-                    init_noise::init_noise_into(problem.seed, particle, initial_std, &mut x[..dim]);
-                    initial[r * dim..(r + 1) * dim].copy_from_slice(&x[..dim]);
+    let block = general_block_len(state.len() / dim);
+    run_blocks(
+        dim,
+        block,
+        initial,
+        state,
+        steps,
+        cancel,
+        on_step,
+        |c, mut initial, rows| {
+            // The item's particles, padded rows side by side, run as one block.
+            let first = first_particle + (c * block) as u64;
+            let mut xs = vec![0f32; rows.len() / dim * width];
+            for (r, (row, x)) in rows.chunks(dim).zip(xs.chunks_exact_mut(width)).enumerate() {
+                match initial.as_deref_mut() {
+                    Some(initial) => {
+                        let particle = first + r as u64;
+                        init_noise::init_noise_into(
+                            problem.seed,
+                            particle,
+                            initial_std,
+                            &mut x[..dim],
+                        );
+                        initial[r * dim..(r + 1) * dim].copy_from_slice(&x[..dim]);
+                    }
+                    None => x[..dim].copy_from_slice(row),
                 }
-                None => x[..dim].copy_from_slice(row),
             }
-        }
-        run(&mut xs, first);
-        for (row, x) in rows.chunks_mut(dim).zip(xs.chunks_exact(width)) {
-            row.copy_from_slice(&x[..dim]);
-        }
-        done.fetch_add(rows.len() / dim, Ordering::Relaxed);
-    };
-    run_with_progress(
-        n,
-        steps.len(),
-        &mut |k| on_step(start + k),
-        |done| match initial {
-            Some(initial) => initial
-                .par_chunks_mut(block * dim)
-                .zip(state.par_chunks_mut(block * dim))
-                .enumerate()
-                .for_each(|(c, (initial, rows))| item(c, Some(initial), rows, done)),
-            None => state
-                .par_chunks_mut(block * dim)
-                .enumerate()
-                .for_each(|(c, rows)| item(c, None, rows, done)),
+            run(&mut xs, first);
+            for (row, x) in rows.chunks_mut(dim).zip(xs.chunks_exact(width)) {
+                row.copy_from_slice(&x[..dim]);
+            }
         },
-    );
-    if skipped.load(Ordering::Relaxed) {
-        return Err(Error::Interrupted("interrupted".into()));
-    }
-    Ok(())
+    )
 }

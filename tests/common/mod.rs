@@ -51,3 +51,37 @@ pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::dataset::Dataset 
         .collect();
     memodiff::dataset::Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
 }
+
+/// `n` deterministic 2-d points (row-major x, y) from an LCG: a Gaussian blob, a ring and
+/// outliers in turn, and with `non_finite` also a few NaN points (every 97th of the fourth
+/// kind), for the density-image tests.
+pub fn cloud(n: usize, salt: u64, non_finite: bool) -> Vec<f32> {
+    let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut u = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let kinds = if non_finite { 4 } else { 3 };
+    let mut out = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let (a, b) = (u(), u());
+        let r = (-2.0 * a.ln()).sqrt();
+        let (gx, gy) = (
+            r * (std::f64::consts::TAU * b).cos(),
+            r * (std::f64::consts::TAU * b).sin(),
+        );
+        let (x, y) = match i % kinds {
+            0 => (0.6 * gx, 0.6 * gy),
+            1 => {
+                let t = std::f64::consts::TAU * u();
+                (t.cos() + 0.03 * gx, t.sin() + 0.03 * gy)
+            }
+            2 if non_finite && i % 97 == 2 => (f64::NAN, 0.0),
+            _ => (2.5 * gx, 2.5 * gy),
+        };
+        out.extend([x as f32, y as f32]);
+    }
+    out
+}
