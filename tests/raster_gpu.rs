@@ -60,44 +60,13 @@ fn raster(test: &str) -> Option<GpuRaster> {
     }
 }
 
-/// Deterministic points: a blob, a ring, outliers and a few non-finite ones.
-fn cloud(n: usize, salt: u64) -> Vec<f32> {
-    let mut s = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut u = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut out = Vec::with_capacity(2 * n);
-    for i in 0..n {
-        let (a, b) = (u(), u());
-        let r = (-2.0 * a.ln()).sqrt();
-        let (gx, gy) = (
-            r * (std::f64::consts::TAU * b).cos(),
-            r * (std::f64::consts::TAU * b).sin(),
-        );
-        let (x, y) = match i % 4 {
-            0 => (0.6 * gx, 0.6 * gy),
-            1 => {
-                let t = std::f64::consts::TAU * u();
-                (t.cos() + 0.03 * gx, t.sin() + 0.03 * gy)
-            }
-            2 if i % 97 == 2 => (f64::NAN, 0.0),
-            _ => (2.5 * gx, 2.5 * gy),
-        };
-        out.extend([x as f32, y as f32]);
-    }
-    out
-}
-
 #[test]
 fn gpu_deposit_equals_its_cpu_twin() {
     let Some(gpu) = raster("gpu_deposit_equals_its_cpu_twin") else {
         return;
     };
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(5000, 3);
+    let pts = common::cloud(5000, 3, true);
     for bw in [DEFAULT_BANDWIDTH, 0.02] {
         let grid = DensityGrid::new(extent, 512, 512, bw).unwrap();
         let sub = grid.sub_grid().expect("split path");
@@ -127,7 +96,7 @@ fn gpu_grid_matches_direct_double_sum() {
         return;
     };
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(2000, 7);
+    let pts = common::cloud(2000, 7, true);
     for bw in [DEFAULT_BANDWIDTH, 0.02] {
         let mut grid = DensityGrid::new(extent, 512, 512, bw).unwrap();
         assert!(gpu.supports(&grid));
@@ -170,7 +139,7 @@ fn render_on_the_gpu_matches_the_cpu_picture() {
     }
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("p.csv");
-    let pts = cloud(3000, 5);
+    let pts = common::cloud(3000, 5, true);
     let text: String = pts
         .chunks_exact(2)
         .filter(|p| p[0].is_finite())
@@ -216,7 +185,7 @@ fn tiled_gpu_grid_equals_untiled() {
     };
     let ctx = GpuContext::new(AdapterChoice::Any).unwrap();
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(4000, 11);
+    let pts = common::cloud(4000, 11, true);
     for bw in [DEFAULT_BANDWIDTH, 0.02] {
         let empty = DensityGrid::new(extent, 256, 256, bw).unwrap();
         let sub = empty.sub_grid().unwrap();
@@ -252,7 +221,7 @@ fn tiled_gpu_grid_equals_untiled() {
 #[test]
 fn deposit_twin_tiles_cover_the_sub_grid() {
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(3000, 13);
+    let pts = common::cloud(3000, 13, true);
     let grid = DensityGrid::new(extent, 256, 256, DEFAULT_BANDWIDTH).unwrap();
     let sub = grid.sub_grid().unwrap();
     let lagrange = lagrange_uniform();
@@ -281,7 +250,7 @@ fn deposit_twin_tiles_cover_the_sub_grid() {
 #[test]
 fn deposit_twin_reads_the_first_two_columns() {
     let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = cloud(500, 17);
+    let pts = common::cloud(500, 17, true);
     let wide: Vec<f32> = pts
         .chunks_exact(2)
         .flat_map(|p| [p[0], p[1], 9.0, -9.0])
