@@ -2,7 +2,9 @@
 //! any dimension, `x' = keep_coeff x + mean_coeff m + noise_coeff z`, the normals of
 //! coordinates 4b..4b+3 from lane block b.
 
-use super::reduce_general::{reduce_general_block, reduce_general_with, GeneralState};
+use super::reduce_general::{
+    reduce_general_block, reduce_general_with, BlockScratch, GeneralState,
+};
 use crate::params::StepParams;
 use crate::philox::{counter, normals4_f32, philox4x32_10};
 
@@ -49,10 +51,17 @@ pub fn em_step_general_block(
     step: &StepParams,
     key: [u32; 2],
     first_particle: u64,
+    scratch: &mut BlockScratch,
 ) {
-    let states =
-        reduce_general_block::<true>(xs, training, width, step.mean_scale, step.inv_two_sigma2);
-    for (r, (x, state)) in xs.chunks_exact_mut(width).zip(&states).enumerate() {
+    reduce_general_block::<true>(
+        xs,
+        training,
+        width,
+        step.mean_scale,
+        step.inv_two_sigma2,
+        scratch,
+    );
+    for (r, (x, state)) in xs.chunks_exact_mut(width).zip(&scratch.states).enumerate() {
         em_update(x, state, dim, step, key, first_particle + r as u64);
     }
 }

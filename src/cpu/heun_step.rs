@@ -2,7 +2,9 @@
 //! Heun step of the probability-flow ODE for one particle (see `HeunParams` for the
 //! halves and their coefficients), lanes beyond `dim` kept at zero.
 
-use super::reduce_general::{reduce_general_block, reduce_general_with, GeneralState};
+use super::reduce_general::{
+    reduce_general_block, reduce_general_with, BlockScratch, GeneralState,
+};
 use super::score::weighted_training_mean;
 use crate::params::HeunParams;
 
@@ -69,13 +71,20 @@ pub fn heun_half_step_general_block(
     training: &[f32],
     step: &HeunParams,
     partials: &mut [f32],
+    scratch: &mut BlockScratch,
 ) {
-    let states =
-        reduce_general_block::<true>(xs, training, width, step.mean_scale, step.inv_two_sigma2);
+    reduce_general_block::<true>(
+        xs,
+        training,
+        width,
+        step.mean_scale,
+        step.inv_two_sigma2,
+        scratch,
+    );
     for ((x, partial), state) in xs
         .chunks_exact_mut(width)
         .zip(partials.chunks_exact_mut(width))
-        .zip(&states)
+        .zip(&scratch.states)
     {
         heun_update(x, state, dim, step, partial);
     }

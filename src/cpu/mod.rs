@@ -324,8 +324,18 @@ fn em_steps(
     particle: u64,
 ) {
     let width = reduce_general::padded_width(dim);
+    let mut scratch = reduce_general::BlockScratch::new(x.len() / width, width);
     for step in params {
-        em_step_general::em_step_general_block(x, width, dim, training, step, key, particle);
+        em_step_general::em_step_general_block(
+            x,
+            width,
+            dim,
+            training,
+            step,
+            key,
+            particle,
+            &mut scratch,
+        );
     }
 }
 
@@ -333,8 +343,17 @@ fn em_steps(
 fn heun_halves(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
     let width = reduce_general::padded_width(dim);
     let mut partial = vec![0f32; x.len()];
+    let mut scratch = reduce_general::BlockScratch::new(x.len() / width, width);
     for half in halves {
-        heun_step::heun_half_step_general_block(x, width, dim, training, half, &mut partial);
+        heun_step::heun_half_step_general_block(
+            x,
+            width,
+            dim,
+            training,
+            half,
+            &mut partial,
+            &mut scratch,
+        );
     }
 }
 

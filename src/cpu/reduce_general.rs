@@ -48,6 +48,13 @@ impl GeneralState {
         }
     }
 
+    /// Back to the empty state of [`GeneralState::new`], keeping the allocation.
+    pub fn reset(&mut self) {
+        self.running_max = -FLT_MAX;
+        self.weight_sum = 0.0;
+        self.weighted.fill(0.0);
+    }
+
     /// Coordinate `d` of the softmax-weighted training mean.
     #[inline]
     pub fn mean(&self, d: usize) -> f32 {
@@ -136,9 +143,29 @@ pub fn reduce_general_with<const WIDE: bool>(
     state
 }
 
+/// Scratch of [`reduce_general_block`]: one online-softmax state per particle of a block and
+/// the column sums of a tile. Allocated once per work item and reused by every step, so
+/// the steps themselves allocate nothing.
+#[derive(Debug, Clone)]
+pub struct BlockScratch {
+    pub states: Vec<GeneralState>,
+    sum: Vec<f32>,
+}
+
+impl BlockScratch {
+    /// For blocks of up to `particles` rows of `width`.
+    pub fn new(particles: usize, width: usize) -> Self {
+        Self {
+            states: vec![GeneralState::new(width); particles],
+            sum: vec![0f32; width],
+        }
+    }
+}
+
 /// `reduce_general_with` for a block of particles (`xs`: rows of `width`), tile by tile
 /// with the particles inside: a tile is read from memory once for the whole block instead
 /// of once per particle. Each particle's arithmetic is exactly `reduce_general_with`'s.
+/// The states end up in `scratch.states[..xs.len() / width]`.
 #[inline(always)]
 pub fn reduce_general_block<const WIDE: bool>(
     xs: &[f32],
@@ -146,15 +173,25 @@ pub fn reduce_general_block<const WIDE: bool>(
     width: usize,
     mean_scale: f32,
     inv_two_sigma2: f32,
-) -> Vec<GeneralState> {
-    let mut states = vec![GeneralState::new(width); xs.len() / width];
-    let mut sum = vec![0f32; width];
+    scratch: &mut BlockScratch,
+) {
+    let states = &mut scratch.states[..xs.len() / width];
+    for state in states.iter_mut() {
+        state.reset();
+    }
     for tile in training.chunks(GENERAL_TILE * width) {
         for (state, x) in states.iter_mut().zip(xs.chunks_exact(width)) {
-            merge_tile::<WIDE>(state, x, tile, width, mean_scale, inv_two_sigma2, &mut sum);
+            merge_tile::<WIDE>(
+                state,
+                x,
+                tile,
+                width,
+                mean_scale,
+                inv_two_sigma2,
+                &mut scratch.sum,
+            );
         }
     }
-    states
 }
 
 /// One tile of `reduce_general`: the potentials, their max, the weights, their sum, the
