@@ -43,7 +43,9 @@ pub const TILED_MIN_TRAINING_POINTS: usize = 256;
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
     dim: usize,
-    training_key: Vec<u32>,
+    /// The training points as given (f64), to recognise the same problem on the next call
+    /// (every segment of every batch calls `prepare_problem`) without padding them again.
+    training_key: Vec<f64>,
     /// The step records (`StepParams` or `HeunParams`, 48 bytes each), back to back.
     steps_key: Vec<u8>,
     training: wgpu::Buffer,
@@ -235,13 +237,19 @@ impl GpuEngine {
     /// otherwise) and all steps' parameters, unless the same problem is already on the
     /// device.
     fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<u8>) {
-        let padded = crate::cpu::reduce_general::pad_general(training, dim);
-        let training_key: Vec<u32> = padded.iter().map(|v| v.to_bits()).collect();
         if let Some(p) = &self.problem {
-            if p.dim == dim && p.training_key == training_key && p.steps_key == steps {
+            // Bitwise, like the f32 data uploaded (f64 == would merge 0.0 and -0.0).
+            let same_points = p.training_key.len() == training.len()
+                && p.training_key
+                    .iter()
+                    .zip(training)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            if p.dim == dim && p.steps_key == steps && same_points {
                 return;
             }
         }
+        let points = training;
+        let padded = crate::cpu::reduce_general::pad_general(points, dim);
         let device = &self.ctx.device;
         let training = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("training points"),
@@ -251,10 +259,7 @@ impl GpuEngine {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
         let size = std::mem::size_of::<StepParams>() as u64;
         let step_stride = size.div_ceil(align) * align;
-        let chunks = training_chunks_of(
-            training_key.len() / crate::cpu::reduce_general::padded_width(dim),
-            chunk_points(dim),
-        );
+        let chunks = training_chunks_of(points.len() / dim, chunk_points(dim));
         let chunk_size = std::mem::size_of::<ChunkParams>() as u64;
         let uniform_stride = chunk_size.div_ceil(align) * align;
         let mut chunk_bytes = vec![0u8; (uniform_stride as usize) * chunks.len()];
@@ -279,7 +284,7 @@ impl GpuEngine {
         });
         self.problem = Some(ProblemBuffers {
             dim,
-            training_key,
+            training_key: points.to_vec(),
             steps_key: steps,
             training,
             steps: steps_buffer,
