@@ -647,21 +647,24 @@ pub fn run_checkpointed(
             }
             if tapped {
                 let observing = Instant::now();
+                // The segment's records, column by column, in one pass over the rows.
                 let records = tap_steps.len();
-                for (j, &k) in tap_steps.iter().enumerate() {
-                    if (step..end).contains(&k) {
-                        let column = |v: &[f32]| -> Vec<f32> {
-                            v.iter().skip(j).step_by(records).copied().collect()
-                        };
-                        let weights = column(&tap_weight);
-                        let argmax: Vec<u32> = tap_argmax
-                            .iter()
-                            .skip(j)
-                            .step_by(records)
-                            .copied()
-                            .collect();
-                        sink.observe_tapped(first, k, &weights, &argmax)?;
+                let live: Vec<usize> = (0..records)
+                    .filter(|&j| (step..end).contains(&tap_steps[j]))
+                    .collect();
+                let mut weights = vec![Vec::with_capacity(tap_rows); live.len()];
+                let mut argmax = vec![Vec::with_capacity(tap_rows); live.len()];
+                for (row_w, row_a) in tap_weight
+                    .chunks_exact(records)
+                    .zip(tap_argmax.chunks_exact(records))
+                {
+                    for (c, &j) in live.iter().enumerate() {
+                        weights[c].push(row_w[j]);
+                        argmax[c].push(row_a[j]);
                     }
+                }
+                for (c, &j) in live.iter().enumerate() {
+                    sink.observe_tapped(first, tap_steps[j], &weights[c], &argmax[c])?;
                 }
                 observed_s += observing.elapsed().as_secs_f64();
             }
