@@ -71,6 +71,39 @@ pub struct Problem<'a> {
     pub sampler: SamplerKind,
 }
 
+/// Where an engine writes the posterior concentration it meets in its own score
+/// evaluations (see [`Engine::advance_batch_tapped`]): for each step index of `steps`, the
+/// largest softmax weight `max_i w_i` and its argmax (ties: lowest index, up to the
+/// engine's rounding) of the first `rows` rows of the batch. The score of step `k` is
+/// evaluated at the positions after `k` steps, at that step's mean scale and component
+/// variance: exactly the posterior of the state after `k` steps (for Heun: its
+/// predictor's evaluation).
+#[derive(Debug)]
+pub struct PosteriorTap<'a> {
+    /// Absolute step indices (into `Problem::steps`), strictly increasing. A call fills
+    /// those inside its `steps` range and leaves the others alone.
+    pub steps: &'a [usize],
+    /// Rows of the batch recorded: particles `first_particle .. first_particle + rows`.
+    pub rows: usize,
+    /// `rows * steps.len()` values, row-major: row `r`'s value at `steps[j]` is at
+    /// `r * steps.len() + j` (a work item of consecutive rows writes one contiguous piece).
+    pub max_weight: &'a mut [f32],
+    pub argmax: &'a mut [u32],
+}
+
+impl PosteriorTap<'_> {
+    /// Panics unless the buffers hold `rows * steps.len()` values each.
+    pub fn check(&self) {
+        let want = self.rows * self.steps.len();
+        assert_eq!(
+            self.max_weight.len(),
+            want,
+            "posterior tap: max_weight length"
+        );
+        assert_eq!(self.argmax.len(), want, "posterior tap: argmax length");
+    }
+}
+
 /// One backend's sampler.
 pub trait Engine {
     /// Which backend this is (never `Auto`).
@@ -113,6 +146,51 @@ pub trait Engine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()>;
+
+    /// Whether [`advance_batch_tapped`](Self::advance_batch_tapped) works for `problem`.
+    /// Without it the driver stops each batch at the recorded steps and measures the
+    /// posterior in a separate pass over the training set.
+    fn posterior_tap(&self, problem: &Problem) -> bool {
+        let _ = problem;
+        false
+    }
+
+    /// [`advance_batch`](Self::advance_batch), also filling `tap` (see [`PosteriorTap`])
+    /// for its steps inside `steps`. The positions written to `state` are bit-identical to
+    /// those of `advance_batch` over the same ranges (the reference engine: to those of
+    /// `advance_batch` split at every tapped step), whatever `tap.rows`: a particle's
+    /// trajectory never depends on whether it is recorded. Only engines whose
+    /// [`posterior_tap`](Self::posterior_tap) is true implement it.
+    #[allow(clippy::too_many_arguments)]
+    fn advance_batch_tapped(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: &mut PosteriorTap,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let _ = (
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            tap,
+            cancel,
+            on_step,
+        );
+        Err(crate::error::Error::invalid(
+            "posterior tap",
+            format!(
+                "the {} engine does not report its softmax weights",
+                self.backend().name()
+            ),
+        ))
+    }
 
     /// Add the positions the last [`advance_batch`](Self::advance_batch) left, particles
     /// `0..n` of the batch, to `target` on the device, without reading them back: only the

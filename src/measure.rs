@@ -7,9 +7,8 @@ use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::gpu::nearest::GpuNearest;
 use crate::metrics::{MemorizationCounter, PosteriorCounts, PosteriorPoint, WEIGHT_SCALE};
-use crate::posterior::max_weight;
+use crate::posterior::{columns, max_weights};
 use crate::sampler::{BatchSink, SampleConfig};
-use rayon::prelude::*;
 
 /// Which steps to record the posterior concentration at, and over which particles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +32,15 @@ impl PosteriorPlan {
 /// Recorded argmaxes of the batch in flight, one vector per recorded step.
 struct Tracker {
     dataset: Dataset,
+    /// The training points column by column, for `posterior::max_weights`.
+    columns: Vec<f64>,
     steps: Vec<usize>,
     points: Vec<crate::schedule::ScorePoint>,
     limit: u64,
+    /// A record at variance 0 (the end of a run to tau = 0) of the batch in flight and its
+    /// rows: there the weights are the indicator of the nearest training point, which
+    /// `count` finds anyway.
+    at_nearest: Option<(usize, usize)>,
 }
 
 /// The metrics of a run (see the module documentation).
@@ -79,9 +84,11 @@ impl MetricsSink {
                 });
                 Some(Tracker {
                     dataset: dataset.clone(),
+                    columns: columns(dataset),
                     steps: record,
                     points,
                     limit: plan.particles,
+                    at_nearest: None,
                 })
             }
             _ => None,
@@ -138,20 +145,60 @@ impl MetricsSink {
         let rows = (state.len() / dim) as u64;
         let tracked = t.limit.saturating_sub(first).min(rows) as usize;
         let point = t.points[r];
-        let dataset = &t.dataset;
-        let results: Vec<(u64, u32)> = state[..tracked * dim]
-            .par_chunks(dim)
-            .map(|x| {
-                let (w, i) = max_weight(dataset, x, &point);
-                ((w * WEIGHT_SCALE).round() as u64, i)
-            })
-            .collect();
+        if point.variance <= 0.0 && point.mean_scale == 1.0 {
+            // Weight 1 on the nearest training point: `count` records it from the nearest
+            // neighbours (the same f64 distances, the same lowest-index ties).
+            t.at_nearest = Some((r, tracked));
+            return Ok(());
+        }
+        let results = max_weights(&t.dataset, &t.columns, &state[..tracked * dim], &point);
+        self.record(
+            r,
+            results.iter().map(|&(w, _)| w),
+            results.iter().map(|&(_, i)| i).collect(),
+        );
+        Ok(())
+    }
+
+    /// The rows of the batch starting at `first` whose posterior is recorded.
+    pub fn tap_rows(&self, first: u64, n: usize) -> Option<usize> {
+        self.tracker
+            .as_ref()
+            .map(|t| t.limit.saturating_sub(first).min(n as u64) as usize)
+    }
+
+    /// [`observe`](Self::observe) from the engine's own score evaluation (see
+    /// `BatchSink::observe_tapped`): f32 weights, the engine's argmax.
+    pub fn observe_tapped(
+        &mut self,
+        first: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> Result<()> {
+        let Some(t) = &self.tracker else {
+            return Ok(());
+        };
+        let Some(r) = t.steps.iter().position(|&k| k == step) else {
+            return Ok(());
+        };
+        debug_assert_eq!(
+            Some(max_weight.len()),
+            self.tap_rows(first, max_weight.len())
+        );
+        self.record(r, max_weight.iter().map(|&w| w as f64), argmax.to_vec());
+        Ok(())
+    }
+
+    /// Add one batch's record `r`: its rows' largest weights and argmaxes.
+    fn record(&mut self, r: usize, weights: impl Iterator<Item = f64>, argmax: Vec<u32>) {
         let counts = self.counter.posterior_mut().expect("set with the tracker");
         let p = &mut counts.points[r];
-        p.particles += tracked as u64;
-        p.max_weight_sum += results.iter().map(|r| r.0).sum::<u64>();
-        counts.pending[r] = results.into_iter().map(|r| r.1).collect();
-        Ok(())
+        p.particles += argmax.len() as u64;
+        p.max_weight_sum += weights
+            .map(|w| (w * WEIGHT_SCALE).round() as u64)
+            .sum::<u64>();
+        counts.pending[r] = argmax;
     }
 
     /// Count a finished batch of samples (the posterior argmaxes recorded for it are
@@ -170,6 +217,15 @@ impl MetricsSink {
             }
             None => self.counter.add_batch_nearest(samples, dim)?,
         };
+        if let Some((r, rows)) = self.tracker.as_mut().and_then(|t| t.at_nearest.take()) {
+            // `posterior::max_weight` at variance 0: weight 1, the nearest point (0, its
+            // first index, for a row with a non-finite coordinate).
+            let argmax = nearest[..rows]
+                .iter()
+                .map(|&i| if i == u32::MAX { 0 } else { i })
+                .collect();
+            self.record(r, std::iter::repeat_n(1.0, rows), argmax);
+        }
         if self.tracker.is_some() {
             let counts = self
                 .counter
@@ -197,5 +253,19 @@ impl BatchSink for MetricsSink {
 
     fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
         MetricsSink::observe(self, first, step, state)
+    }
+
+    fn tap_rows(&self, first: u64, n: usize) -> Option<usize> {
+        MetricsSink::tap_rows(self, first, n)
+    }
+
+    fn observe_tapped(
+        &mut self,
+        first: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> Result<()> {
+        MetricsSink::observe_tapped(self, first, step, max_weight, argmax)
     }
 }

@@ -26,6 +26,10 @@ pub const RATIO_THRESHOLD: f64 = 1.0 / 3.0;
 /// Samples per rayon task (each task keeps its own per-training-point counts).
 const CHUNK: usize = 8192;
 
+/// Training sets larger than this are screened in f32 before the exact f64 recheck
+/// (smaller ones cost a few f64 distances per sample by brute force anyway).
+const SCREEN_MIN_POINTS: usize = 32;
+
 /// Nearest and second-nearest training points of one sample and their Euclidean distances.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neighbours {
@@ -75,6 +79,10 @@ pub struct MemorizationCounter {
     dim: usize,
     /// Row-major `(n, dim)` training points.
     training: Vec<f64>,
+    /// The same as f32 columns and their largest norm, for the f32 screening of
+    /// `add_batch_nearest` (empty for small training sets, done by brute force).
+    screen_columns: Vec<f32>,
+    screen_max_norm: f64,
     particles: u64,
     within_0_05: u64,
     within_0_1: u64,
@@ -186,9 +194,21 @@ impl MemorizationCounter {
                 "every coordinate must be finite",
             ));
         }
+        let n = training.len() / dim;
+        let screened = n > SCREEN_MIN_POINTS;
         Ok(MemorizationCounter {
             dim,
             training: training.to_vec(),
+            screen_columns: if screened {
+                crate::cpu::nearest::columns_f32(training, dim)
+            } else {
+                Vec::new()
+            },
+            screen_max_norm: if screened {
+                crate::cpu::nearest::max_norm(training, dim)
+            } else {
+                0.0
+            },
             particles: 0,
             within_0_05: 0,
             within_0_1: 0,
@@ -290,13 +310,36 @@ impl MemorizationCounter {
         self.check_batch(samples, dim)?;
         let n = self.nearest_counts.len();
         let mut nearest = vec![u32::MAX; samples.len() / dim];
+        // Large training sets: smaller tasks, so that a few thousand samples still keep
+        // every thread busy.
+        let chunk = if n * dim > 4096 { 256 } else { CHUNK };
         let total = samples
-            .par_chunks(CHUNK * dim)
-            .zip(nearest.par_chunks_mut(CHUNK))
+            .par_chunks(chunk * dim)
+            .zip(nearest.par_chunks_mut(chunk))
             .map(|(chunk, out)| {
                 let mut part = Partial::new(n);
-                for (s, o) in chunk.chunks_exact(dim).zip(out) {
-                    match self.neighbours(s) {
+                // Large training sets: f32 screening (blocked), then the exact f64 nearest
+                // two from its top three (`exact_neighbours`: proven within the f32 error
+                // bound, else brute force in f64): the same neighbours as `neighbours`.
+                let screened = (!self.screen_columns.is_empty()).then(|| {
+                    crate::cpu::nearest::nearest_three_blocked(chunk, &self.screen_columns, dim)
+                });
+                for (r, (s, o)) in chunk.chunks_exact(dim).zip(out).enumerate() {
+                    let found = match &screened {
+                        Some(_) if s.iter().any(|v| !v.is_finite()) => None,
+                        Some(best) => Some(
+                            crate::cpu::nearest::exact_neighbours(
+                                &self.training,
+                                dim,
+                                self.screen_max_norm,
+                                s,
+                                &best[r],
+                            )
+                            .0,
+                        ),
+                        None => self.neighbours(s),
+                    };
+                    match found {
                         None => part.nonfinite += 1,
                         Some(nb) => {
                             *o = nb.nearest;

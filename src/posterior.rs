@@ -35,6 +35,85 @@ pub fn max_weight(dataset: &Dataset, x: &[f32], point: &ScorePoint) -> (f64, u32
     (1.0 / total, best.1)
 }
 
+/// Particles per block of [`max_weights`]: each column of training coordinates loaded
+/// from memory serves this many particles.
+const BLOCK_ROWS: usize = 8;
+/// Training points per tile of [`max_weights`]: a block's partial distances
+/// (`BLOCK_ROWS` x `TILE_POINTS` f64, 32 KiB) stay in L1 while the coordinates stream.
+const TILE_POINTS: usize = 512;
+
+/// The training points column by column (`columns[c * n + i]` is coordinate `c` of point
+/// `i`), the layout [`max_weights`] streams.
+pub fn columns(dataset: &Dataset) -> Vec<f64> {
+    let (n, dim) = (dataset.len(), dataset.dim);
+    let mut out = vec![0.0; n * dim];
+    for i in 0..n {
+        for (c, &v) in dataset.point(i).iter().enumerate() {
+            out[c * n + i] = v;
+        }
+    }
+    out
+}
+
+/// [`max_weight`] of every row of `rows` (row-major, `dataset.dim` wide), bit for bit:
+/// the same f64 operations in the same order per particle (each squared distance summed
+/// over coordinates from the first, the exponentials summed over points from the first),
+/// organised as a blocked particle x point reduction: blocks of `BLOCK_ROWS` particles in
+/// parallel, the training coordinates (`columns`, see [`columns`]) streamed once per
+/// block and tile, the inner loop over training points (vectorised). f64, not f32: at
+/// D = 784 and the small variances of the last steps an f32 distance's rounding
+/// (about sqrt(D) 2^-24 |d|^2) reaches a tenth of the variance and moves the weights by
+/// percents, and the exact argmax would then need an f64 recheck of most points anyway.
+pub fn max_weights(
+    dataset: &Dataset,
+    columns: &[f64],
+    rows: &[f32],
+    point: &ScorePoint,
+) -> Vec<(f64, u32)> {
+    let (n, dim) = (dataset.len(), dataset.dim);
+    assert_eq!(columns.len(), n * dim, "columns of another training set");
+    let s = point.mean_scale;
+    let mut out = vec![(0.0, 0u32); rows.len() / dim];
+    out.par_chunks_mut(BLOCK_ROWS)
+        .zip(rows.par_chunks(BLOCK_ROWS * dim))
+        .for_each(|(out, block)| {
+            let count = out.len();
+            // Squared distances of the block's particles to every point, row by particle.
+            let mut d2 = vec![0.0f64; count * n];
+            for start in (0..n).step_by(TILE_POINTS) {
+                let len = TILE_POINTS.min(n - start);
+                for c in 0..dim {
+                    let column = &columns[c * n + start..c * n + start + len];
+                    for (p, x) in block.chunks_exact(dim).enumerate() {
+                        let xk = x[c] as f64;
+                        let acc = &mut d2[p * n + start..p * n + start + len];
+                        for (a, &xi) in acc.iter_mut().zip(column) {
+                            let d = xk - s * xi;
+                            *a += d * d;
+                        }
+                    }
+                }
+            }
+            for (p, result) in out.iter_mut().enumerate() {
+                let d2 = &d2[p * n..(p + 1) * n];
+                let mut best = (f64::INFINITY, 0u32);
+                for (i, &d) in d2.iter().enumerate() {
+                    if d < best.0 {
+                        best = (d, i as u32);
+                    }
+                }
+                *result = if point.variance <= 0.0 {
+                    (1.0, best.1)
+                } else {
+                    let inv_two_v = 0.5 / point.variance;
+                    let total: f64 = d2.iter().map(|&d| (-(d - best.0) * inv_two_v).exp()).sum();
+                    (1.0 / total, best.1)
+                };
+            }
+        });
+    out
+}
+
 /// Replace each row of `state` (positions at forward time `point.tau`) by the denoised mean
 /// `E[x_0 | x_tau] = (x + sigma2 score(x)) / s` (Tweedie's formula) of the model the score
 /// describes: `m = sum_i w_i x_i` for the empirical score, `(sigma2 m + s h^2 x) / v` for

@@ -4,9 +4,11 @@
 
 use crate::cpu::run_blocks;
 use crate::dataset::Dataset;
-use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::Result;
 use crate::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
+use crate::posterior::max_weight as max_weight_of;
+use crate::schedule::ScorePoint;
 use crate::schedule::{ReverseStep, VpSchedule};
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -136,6 +138,9 @@ pub fn heun_step(
     }
 }
 
+/// A row's piece of a [`PosteriorTap`]'s buffers, taken by the work item of that row.
+type Piece<'t> = std::sync::Mutex<Option<(&'t mut [f32], &'t mut [u32])>>;
+
 /// The reference engine. It needs the schedule itself (not only the steps) because it
 /// re-evaluates f, g and the score from their definitions.
 #[derive(Debug, Clone)]
@@ -172,8 +177,80 @@ impl Engine for ReferenceEngine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        self.advance(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            None,
+            cancel,
+            on_step,
+        )
+    }
+
+    fn posterior_tap(&self, _problem: &Problem) -> bool {
+        true
+    }
+
+    fn advance_batch_tapped(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: &mut PosteriorTap,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.advance(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            Some(tap),
+            cancel,
+            on_step,
+        )
+    }
+}
+
+impl ReferenceEngine {
+    /// `advance_batch`, with the posterior tap where given. At every tapped step the state
+    /// is rounded to f32 first, for all particles, as it is where the driver splits a batch
+    /// at the recorded steps: a run gives the same trajectories with or without the tap.
+    /// The tap's values are `posterior::max_weight` (f64) of the rounded state, rounded to
+    /// f32.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
         let dim = problem.dataset.dim;
         let schedule = self.schedule;
+        let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
+            Some(tap) => {
+                tap.check();
+                let records = tap.steps.len().max(1);
+                let pieces = tap
+                    .max_weight
+                    .chunks_mut(records)
+                    .zip(tap.argmax.chunks_mut(records))
+                    .map(|p| std::sync::Mutex::new(Some(p)))
+                    .collect();
+                (tap.steps, tap.rows, pieces)
+            }
+            None => (&[], 0, Vec::new()),
+        };
         // One particle per work item: an f64 particle-step is slow, so items balance well.
         run_blocks(
             dim,
@@ -201,8 +278,28 @@ impl Engine for ReferenceEngine {
                         .for_each(|(v, o)| *v = *o as f64),
                 }
                 let mut z = vec![0.0; dim];
+                let mut piece = if i < tap_rows {
+                    pieces[i].lock().expect("tap piece").take()
+                } else {
+                    None
+                };
                 for k in steps.clone() {
                     let step = &problem.steps[k];
+                    if let Some(j) = tap_steps.iter().position(|&t| t == k) {
+                        let rounded: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                        x.iter_mut().zip(&rounded).for_each(|(v, &r)| *v = r as f64);
+                        if let Some((max_weight, argmax)) = piece.as_mut() {
+                            let point = ScorePoint {
+                                tau: step.tau,
+                                mean_scale: step.mean_scale,
+                                sigma2: step.sigma2,
+                                variance: step.sigma2,
+                            };
+                            let (w, a) = max_weight_of(problem.dataset, &rounded, &point);
+                            max_weight[j] = w as f32;
+                            argmax[j] = a;
+                        }
+                    }
                     match problem.sampler {
                         SamplerKind::Em => {
                             fill_normals_f64(problem.seed, particle, step.index, &mut z);

@@ -466,4 +466,18 @@ impl BatchSink for RunFolder {
     fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
         self.metrics.observe(first, step, state)
     }
+
+    fn tap_rows(&self, first: u64, n: usize) -> Option<usize> {
+        self.metrics.tap_rows(first, n)
+    }
+
+    fn observe_tapped(
+        &mut self,
+        first: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> Result<()> {
+        self.metrics.observe_tapped(first, step, max_weight, argmax)
+    }
 }

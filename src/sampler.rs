@@ -297,6 +297,34 @@ pub trait BatchSink {
         let _ = (first_particle, step, state);
         Ok(())
     }
+
+    /// How many rows of the batch `first_particle .. first_particle + n` the sink wants
+    /// the posterior concentration of, or `None` when it wants the positions themselves
+    /// through [`observe`](Self::observe). With `Some`, an engine that evaluates the
+    /// posterior in its own score ([`Engine::posterior_tap`]) reports it through
+    /// [`observe_tapped`](Self::observe_tapped) for the observed steps before the last
+    /// (the batch is then not split there), and `observe` gets the others.
+    fn tap_rows(&self, first_particle: u64, n: usize) -> Option<usize> {
+        let _ = (first_particle, n);
+        None
+    }
+
+    /// The posterior concentration of the first `max_weight.len()` rows of the batch
+    /// starting at `first_particle` after `step` steps, as the engine's score evaluation
+    /// of step `step` found it (largest softmax weight, its training point).
+    fn observe_tapped(
+        &mut self,
+        first_particle: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> Result<()> {
+        let _ = (first_particle, step, max_weight, argmax);
+        Err(Error::invalid(
+            "posterior tap",
+            "this sink takes positions, not tapped weights",
+        ))
+    }
 }
 
 /// Where a checkpointed run stands: batch `first .. first + n` has done `step` steps.
@@ -423,7 +451,7 @@ pub fn run_checkpointed(
         return Err(Error::invalid("--checkpoint-every", "must be at least 1"));
     }
     let steps = config.reverse_steps();
-    let observe: std::collections::BTreeSet<usize> = sink
+    let mut observe: std::collections::BTreeSet<usize> = sink
         .observe_steps()
         .into_iter()
         .filter(|&k| k <= steps.len())
@@ -435,6 +463,20 @@ pub fn run_checkpointed(
         initial_std: config.schedule.sigma2(1.0).sqrt(),
         sampler: config.sampler,
     };
+    // Observed steps whose posterior the engine reports from its own score evaluation:
+    // the batch runs through them without stopping. (The state after the last step is
+    // no score evaluation: it stays observed.)
+    let tap_steps: Vec<usize> = if engine.posterior_tap(&problem)
+        && sink.tap_rows(config.particle_range().start, 1).is_some()
+    {
+        observe.range(..steps.len()).copied().collect()
+    } else {
+        Vec::new()
+    };
+    for k in &tap_steps {
+        observe.remove(k);
+    }
+    let (mut tap_weight, mut tap_argmax) = (Vec::new(), Vec::new());
     let dim = config.dataset.dim;
     let batch = batch_size(config, engine);
     let mut initial = vec![0f32; batch * dim];
@@ -502,6 +544,13 @@ pub fn run_checkpointed(
             step = point.step;
             saved = Some((batch_index, step));
         }
+        let tap_rows = if tap_steps.is_empty() {
+            0
+        } else {
+            sink.tap_rows(first, n).unwrap_or(0).min(n)
+        };
+        tap_weight.resize(tap_rows * tap_steps.len(), 0f32);
+        tap_argmax.resize(tap_rows * tap_steps.len(), 0u32);
         let mut reached = step;
         let mut segment_started = started;
         // Time spent in `sink.observe` (metrics, not sampling) since `segment_started`.
@@ -536,8 +585,32 @@ pub fn run_checkpointed(
             if let Some(&k) = observe.range(step + 1..).next() {
                 end = end.min(k);
             }
+            let mut on_step = |done| {
+                // Once stopping, the CPU engines' final count is not a step reached.
+                if !cancel.load(Ordering::Relaxed) {
+                    reached = done;
+                }
+                progress.advance_to(done_before + n as u64 * done as u64)
+            };
+            let tapped = tap_rows > 0 && tap_steps.iter().any(|k| (step..end).contains(k));
             let outcome = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted(String::new()))
+            } else if tapped {
+                engine.advance_batch_tapped(
+                    &problem,
+                    first,
+                    if begun { None } else { Some(&mut *initial) },
+                    samples,
+                    step..end,
+                    &mut crate::engine::PosteriorTap {
+                        steps: &tap_steps,
+                        rows: tap_rows,
+                        max_weight: &mut tap_weight,
+                        argmax: &mut tap_argmax,
+                    },
+                    cancel,
+                    &mut on_step,
+                )
             } else {
                 engine.advance_batch(
                     &problem,
@@ -546,13 +619,7 @@ pub fn run_checkpointed(
                     samples,
                     step..end,
                     cancel,
-                    &mut |done| {
-                        // Once stopping, the CPU engines' final count is not a step reached.
-                        if !cancel.load(Ordering::Relaxed) {
-                            reached = done;
-                        }
-                        progress.advance_to(done_before + n as u64 * done as u64)
-                    },
+                    &mut on_step,
                 )
             };
             if let Err(e) = outcome {
@@ -577,6 +644,29 @@ pub fn run_checkpointed(
                     }
                     e => e,
                 });
+            }
+            if tapped {
+                let observing = Instant::now();
+                // The segment's records, column by column, in one pass over the rows.
+                let records = tap_steps.len();
+                let live: Vec<usize> = (0..records)
+                    .filter(|&j| (step..end).contains(&tap_steps[j]))
+                    .collect();
+                let mut weights = vec![Vec::with_capacity(tap_rows); live.len()];
+                let mut argmax = vec![Vec::with_capacity(tap_rows); live.len()];
+                for (row_w, row_a) in tap_weight
+                    .chunks_exact(records)
+                    .zip(tap_argmax.chunks_exact(records))
+                {
+                    for (c, &j) in live.iter().enumerate() {
+                        weights[c].push(row_w[j]);
+                        argmax[c].push(row_a[j]);
+                    }
+                }
+                for (c, &j) in live.iter().enumerate() {
+                    sink.observe_tapped(first, tap_steps[j], &weights[c], &argmax[c])?;
+                }
+                observed_s += observing.elapsed().as_secs_f64();
             }
             step = end;
             begun = true;

@@ -7,12 +7,15 @@ mod common;
 use common::{gpu_engine, scattered};
 use memodiff::cpu::CpuEngine;
 use memodiff::dataset::Dataset;
-use memodiff::engine::Engine;
+use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
 use memodiff::measure::{MetricsSink, PosteriorPlan};
 use memodiff::metrics::nearest_two;
+use memodiff::posterior::max_weight;
 use memodiff::reference::ReferenceEngine;
-use memodiff::sampler::{run, run_collect, BatchSink, NoProgress, SampleConfig, Shard};
-use memodiff::schedule::ScoreKind;
+use memodiff::sampler::{
+    run, run_checkpointed, run_collect, BatchSink, Checkpoints, NoProgress, SampleConfig, Shard,
+};
+use memodiff::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
 
 #[test]
 fn gpu_nearest_two_equals_f64_brute_force() {
@@ -64,10 +67,13 @@ fn gpu_nearest_two_equals_f64_brute_force() {
     }
 }
 
-/// A sink that keeps the final samples and observes the trajectory through a MetricsSink.
+/// A sink that keeps the final samples and observes the trajectory through a MetricsSink:
+/// from the positions (`tap: false`) or from the engine's score evaluation (`tap: true`,
+/// what `memodiff sample` does).
 struct Both {
     metrics: MetricsSink,
     samples: Vec<f32>,
+    tap: bool,
 }
 
 impl BatchSink for Both {
@@ -80,6 +86,18 @@ impl BatchSink for Both {
     }
     fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> memodiff::Result<()> {
         self.metrics.observe(first, step, state)
+    }
+    fn tap_rows(&self, first: u64, n: usize) -> Option<usize> {
+        self.tap.then(|| self.metrics.tap_rows(first, n)).flatten()
+    }
+    fn observe_tapped(
+        &mut self,
+        first: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> memodiff::Result<()> {
+        self.metrics.observe_tapped(first, step, max_weight, argmax)
     }
 }
 
@@ -97,6 +115,7 @@ fn posterior_concentration_along_the_trajectory() {
     let mut sink = Both {
         metrics: MetricsSink::new(&config, Some(plan)).unwrap(),
         samples: Vec::new(),
+        tap: true,
     };
     assert_eq!(sink.observe_steps()[0], 0);
     assert_eq!(*sink.observe_steps().last().unwrap(), 99);
@@ -441,4 +460,357 @@ fn cli_collapse_and_sweep_write_csv_and_plot() {
         .assert()
         .failure();
     assert!(!bad.join("sweep.csv").exists());
+}
+
+/// The posterior of `rows` at the steps `taps` of a problem, the slow way: the batch run
+/// by `advance_batch` in segments ending at each tapped step, `posterior::max_weight` (f64)
+/// of the state there. Returns the final state, row-major the (weight, argmax) pairs, and
+/// the state at each tap.
+fn split_posterior(
+    engine: &mut dyn Engine,
+    problem: &Problem,
+    first: u64,
+    n: usize,
+    rows: usize,
+    taps: &[usize],
+) -> (Vec<f32>, Vec<(f64, u32)>, Vec<Vec<f32>>) {
+    let dim = problem.dataset.dim;
+    let (mut initial, mut state) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+    let mut found = vec![(0.0, 0u32); rows * taps.len()];
+    let mut states = Vec::new();
+    let mut at = 0;
+    let mut begun = false;
+    // Also cut where the tapped run of the test cuts its ranges (step 30): the reference
+    // engine rounds its state to f32 at every cut.
+    let mut cuts = taps.to_vec();
+    cuts.extend([30, problem.steps.len()]);
+    cuts.sort();
+    cuts.dedup();
+    for &cut in &cuts {
+        engine
+            .advance_batch(
+                problem,
+                first,
+                (!begun).then_some(&mut initial[..]),
+                &mut state,
+                at..cut,
+                &NEVER,
+                &mut |_| {},
+            )
+            .unwrap();
+        begun = true;
+        at = cut;
+        if let Some(j) = taps.iter().position(|&t| t == cut) {
+            states.push(state.clone());
+            let step = &problem.steps[cut];
+            let point = ScorePoint {
+                tau: step.tau,
+                mean_scale: step.mean_scale,
+                sigma2: step.sigma2,
+                variance: step.sigma2,
+            };
+            for r in 0..rows {
+                found[r * taps.len() + j] =
+                    max_weight(problem.dataset, &state[r * dim..(r + 1) * dim], &point);
+            }
+        }
+    }
+    (state, found, states)
+}
+
+/// The engines that have the posterior tap report, at the tapped steps, the f64 posterior
+/// of the state there: largest weight within 1e-4 relative, argmax equal except at
+/// near-ties of the two top potentials; and their positions are those of the untapped run.
+#[test]
+fn posterior_tap_matches_the_f64_posterior() {
+    let schedule = VpSchedule::default();
+    let taps = [0usize, 1, 10, 45, 80, 97, 98];
+    let mut report = Vec::new();
+    for (backend, dim, n_train, n, sampler) in [
+        ("cpu", 1usize, 300usize, 700usize, SamplerKind::Em),
+        ("cpu", 2, 8, 1000, SamplerKind::Em),
+        ("cpu", 2, 300, 700, SamplerKind::Heun),
+        ("cpu", 3, 130, 700, SamplerKind::Em),
+        ("cpu", 4, 1100, 300, SamplerKind::Em),
+        ("reference", 2, 40, 60, SamplerKind::Em),
+        ("reference", 3, 40, 40, SamplerKind::Heun),
+    ] {
+        let dataset = scattered(n_train, dim, 31 + dim as u64);
+        let steps = reverse_steps_with(&schedule, 100, ScoreKind::Empirical, 0.0);
+        let problem = Problem {
+            dataset: &dataset,
+            steps: &steps,
+            seed: 4242,
+            initial_std: schedule.sigma2(1.0).sqrt(),
+            sampler,
+        };
+        let mut engine: Box<dyn Engine> = match backend {
+            "cpu" => Box::new(CpuEngine::new()),
+            _ => Box::new(ReferenceEngine::new(schedule)),
+        };
+        assert!(engine.posterior_tap(&problem));
+        // Above 2^32: the counter's high word; rows not a multiple of a chunk or block.
+        let first = (1u64 << 32) - 70;
+        let rows = n - 37;
+        let (mut initial, mut state) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+        let mut weights = vec![0f32; rows * taps.len()];
+        let mut argmax = vec![0u32; rows * taps.len()];
+        // In two ranges, the cut between taps: each call fills the taps of its range.
+        for (range, init) in [(0..30, true), (30..steps.len(), false)] {
+            engine
+                .advance_batch_tapped(
+                    &problem,
+                    first,
+                    init.then_some(&mut initial[..]),
+                    &mut state,
+                    range,
+                    &mut PosteriorTap {
+                        steps: &taps,
+                        rows,
+                        max_weight: &mut weights,
+                        argmax: &mut argmax,
+                    },
+                    &NEVER,
+                    &mut |_| {},
+                )
+                .unwrap();
+        }
+        let (split_state, want, at_taps) =
+            split_posterior(engine.as_mut(), &problem, first, n, rows, &taps);
+        if backend == "cpu" {
+            // The SIMD engine's state is f32 between calls: the cut at 30 is no change.
+            let plain = {
+                let (mut i, mut s) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+                engine
+                    .advance_batch(
+                        &problem,
+                        first,
+                        Some(&mut i),
+                        &mut s,
+                        0..steps.len(),
+                        &NEVER,
+                        &mut |_| {},
+                    )
+                    .unwrap();
+                s
+            };
+            assert_eq!(
+                state, plain,
+                "{backend} D = {dim}: the tap moved the particles"
+            );
+        }
+        assert_eq!(
+            state, split_state,
+            "{backend} D = {dim}: tapped vs split run"
+        );
+        let (mut worst, mut ties) = (0f64, 0usize);
+        for r in 0..rows {
+            for (j, &k) in taps.iter().enumerate() {
+                let (w, a) = want[r * taps.len() + j];
+                let (tw, ta) = (
+                    weights[r * taps.len() + j] as f64,
+                    argmax[r * taps.len() + j],
+                );
+                worst = worst.max((tw - w).abs() / w);
+                if ta != a {
+                    // A near-tie: the two points' potentials at this state within 1e-4 of
+                    // each other (relative to the larger) is what f32 energies cannot order.
+                    let step = &steps[k];
+                    let x = &at_taps[j][r * dim..(r + 1) * dim];
+                    let pot = |i: u32| {
+                        let d2: f64 = dataset
+                            .point(i as usize)
+                            .iter()
+                            .zip(x)
+                            .map(|(&t, &v)| (v as f64 - step.mean_scale * t).powi(2))
+                            .sum();
+                        d2 / (2.0 * step.sigma2)
+                    };
+                    let (pa, pb) = (pot(a), pot(ta));
+                    assert!(
+                        (pa - pb).abs() <= 1e-4 * pa.max(pb).max(1.0),
+                        "{backend} D = {dim} row {r} step {k}: argmax {ta} vs {a}, potentials {pb} vs {pa}"
+                    );
+                    ties += 1;
+                }
+            }
+        }
+        report.push(format!(
+            "{backend} D={dim} N={n_train} {sampler:?}: max rel err {worst:e}, {ties} near-ties"
+        ));
+        assert!(
+            worst <= 1e-4,
+            "{backend} D = {dim}: max weight off by {worst:e} relative"
+        );
+        assert!(ties * 100 <= rows * taps.len(), "{ties} near-ties");
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// `memodiff sample`'s metrics with the tap: the same samples as observing the positions,
+/// posterior summaries within the f32 tap's accuracy, and counts that do not depend on the
+/// batch size, the shards or checkpoint segments.
+#[test]
+fn tapped_posterior_counts_are_batch_invariant_and_match_the_observed() {
+    let mut config = circle_config(12_000);
+    config.batch = Some(5_000);
+    let plan = PosteriorPlan::spread(99, 20, 9_000);
+    let go = |config: &SampleConfig, tap: bool, every: Option<usize>| {
+        let mut sink = Both {
+            metrics: MetricsSink::new(config, Some(plan)).unwrap(),
+            samples: Vec::new(),
+            tap,
+        };
+        run_checkpointed(
+            config,
+            &mut CpuEngine::new(),
+            &mut sink,
+            &mut NoProgress,
+            &NEVER,
+            Checkpoints {
+                every,
+                resume: None,
+            },
+        )
+        .unwrap();
+        sink
+    };
+    let tapped = go(&config, true, None);
+    let observed = go(&config, false, None);
+    assert_eq!(tapped.samples, observed.samples);
+    let (a, b) = (
+        tapped.metrics.counter.summary().posterior.unwrap(),
+        observed.metrics.counter.summary().posterior.unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (p, q) in a.iter().zip(&b) {
+        assert_eq!((p.particles, p.tau), (q.particles, q.tau));
+        assert!(
+            (p.mean_max_weight - q.mean_max_weight).abs() <= 1e-5,
+            "{p:?} vs {q:?}"
+        );
+        assert!(
+            (p.fraction_argmax_final - q.fraction_argmax_final).abs() <= 1e-3,
+            "{p:?} vs {q:?}"
+        );
+    }
+    // The last record (tau = 0) comes from the nearest neighbours: exactly the f64 one.
+    assert_eq!(a.last(), b.last());
+    let counts = tapped.metrics.counter.counts();
+    for batch in [1_000, 3_001, 12_000] {
+        let mut other = config.clone();
+        other.batch = Some(batch);
+        assert_eq!(
+            go(&other, true, None).metrics.counter.counts(),
+            counts,
+            "batch {batch}"
+        );
+    }
+    assert_eq!(
+        go(&config, true, Some(13)).metrics.counter.counts(),
+        counts,
+        "segments of 13 steps"
+    );
+    let mut merged: Option<memodiff::metrics::MemorizationCounts> = None;
+    for k in 0..3 {
+        let mut part = config.clone();
+        part.shard = Some(Shard { index: k, count: 3 });
+        let c = go(&part, true, None).metrics.counter.counts();
+        match &mut merged {
+            None => merged = Some(c),
+            Some(m) => m.merge(&c).unwrap(),
+        }
+    }
+    assert_eq!(merged.unwrap(), counts, "three shards");
+}
+
+/// The blocked posterior pass (engines without the tap) is `posterior::max_weight` bit for
+/// bit, at D = 2, 64 and 784, at large, small and zero variance, rows not a multiple of
+/// its block.
+#[test]
+fn blocked_max_weights_equal_the_scalar_f64_pass() {
+    let schedule = VpSchedule::default();
+    for (n_train, dim, rows) in [
+        (8usize, 2usize, 37usize),
+        (700, 2, 19),
+        (300, 64, 21),
+        (90, 784, 11),
+    ] {
+        let dataset = scattered(n_train, dim, 3 + dim as u64);
+        let columns = memodiff::posterior::columns(&dataset);
+        let noise = scattered(rows, dim, 99);
+        for tau in [0.9, 0.2, 0.01, 0.0] {
+            let point = ScorePoint::new(&schedule, ScoreKind::Empirical, tau);
+            // Near the scaled training points (small variance: a sharp posterior), and
+            // one far away.
+            let mut x: Vec<f32> = (0..rows * dim)
+                .map(|k| {
+                    let t = dataset.point((k / dim) % n_train)[k % dim];
+                    (point.mean_scale * t + 0.05 * noise.points[k]) as f32
+                })
+                .collect();
+            x[0] = 1e6;
+            let fast = memodiff::posterior::max_weights(&dataset, &columns, &x, &point);
+            for (r, got) in fast.iter().enumerate() {
+                let want = max_weight(&dataset, &x[r * dim..(r + 1) * dim], &point);
+                assert_eq!(
+                    (got.0.to_bits(), got.1),
+                    (want.0.to_bits(), want.1),
+                    "D = {dim} N = {n_train} tau {tau} row {r}"
+                );
+            }
+        }
+    }
+}
+
+/// The CPU memorization counts (f32 screening, then the exact f64 recheck) are those of
+/// f64 brute force, for samples placed at the ratio criterion's threshold d1/d2 = 1/3 and
+/// at near-ties d1 = d2, within a few f32 ulps either side, at D = 2, 64 and 784.
+#[test]
+fn screened_nearest_counts_equal_f64_brute_force_at_the_threshold() {
+    for (n_train, dim) in [(200usize, 2usize), (150, 64), (60, 784)] {
+        let training = scattered(n_train, dim, 11 + dim as u64);
+        let mut samples = Vec::new();
+        for k in 0..n_train - 1 {
+            let (a, b) = (training.point(k), training.point(k + 1));
+            // Fraction 1/4 of the way from a to b: d1/d2 = 1/3 (when no other point is
+            // nearer); 1/2: a tie; each nudged by a few parts in 1e7 either side.
+            for f in [0.25, 0.5] {
+                for nudge in [-3e-7, -1e-7, 0.0, 1e-7, 3e-7] {
+                    let t = f + nudge;
+                    samples.extend(a.iter().zip(b).map(|(&p, &q)| (p + t * (q - p)) as f32));
+                }
+            }
+        }
+        samples.extend(training.point(3).iter().map(|&v| v as f32)); // d1 = 0
+        samples.extend(std::iter::repeat_n(f32::NAN, dim));
+        let rows = samples.len() / dim;
+        let mut screened =
+            memodiff::metrics::MemorizationCounter::new(&training.points, dim).unwrap();
+        let nearest = screened.add_batch_nearest(&samples, dim).unwrap();
+        let mut brute = memodiff::metrics::MemorizationCounter::new(&training.points, dim).unwrap();
+        let list: Vec<_> = samples
+            .chunks(dim)
+            .map(|x| {
+                x.iter()
+                    .all(|v| v.is_finite())
+                    .then(|| nearest_two(&training.points, dim, x))
+            })
+            .collect();
+        brute.add_neighbours(&list);
+        assert_eq!(screened.counts(), brute.counts(), "D = {dim}");
+        for (r, nb) in list.iter().enumerate() {
+            assert_eq!(
+                nearest[r],
+                nb.map_or(u32::MAX, |nb| nb.nearest),
+                "D = {dim} row {r}"
+            );
+        }
+        // The threshold is really crossed within the nudges (the test tests something).
+        let memorized = list.iter().flatten().filter(|nb| nb.memorized()).count();
+        assert!(
+            memorized > 0 && memorized < rows - 1,
+            "D = {dim}: {memorized} of {rows}"
+        );
+    }
 }

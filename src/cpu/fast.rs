@@ -217,6 +217,22 @@ pub fn run(
     advance(kernel, isa, first_particle, Some(initial), samples)
 }
 
+/// The posterior tap of one call of [`advance_tapped`]: at the records of `kernel.steps`
+/// that have a slot, the largest softmax weight (`1 / weight_sum`: the weights are
+/// relative to the running maximum, whose own weight is 1) and the index of the training
+/// point that set the running maximum (first of equal energies) of the call's first
+/// `rows` particles.
+#[derive(Debug)]
+pub struct ChunkTap<'a> {
+    /// One entry per record of `kernel.steps`: where its values go (`0..records`), if tapped.
+    pub slots: &'a [Option<usize>],
+    pub records: usize,
+    pub rows: usize,
+    /// `rows * records`, row-major (row `r`, slot `j` at `r * records + j`).
+    pub max_weight: &'a mut [f32],
+    pub argmax: &'a mut [u32],
+}
+
 /// Run particles `first_particle ..` (n = `state.len() / dim`) through `kernel.steps` on
 /// the calling thread. With `initial`, they start from their initial noise (written
 /// there); without, from the positions in `state`. `state` receives the positions after
@@ -231,6 +247,33 @@ pub fn advance(
     initial: Option<&mut [f32]>,
     state: &mut [f32],
 ) {
+    advance_tapped(kernel, isa, first_particle, initial, state, None)
+}
+
+/// [`advance`], also filling `tap` (see [`ChunkTap`]). The positions are bit-identical to
+/// those of [`advance`]: the tapped records run the same arithmetic and only also track
+/// the argmax.
+///
+/// Panics as [`advance`] does, or if the tap does not match `kernel.steps` and `state`.
+pub fn advance_tapped(
+    kernel: &Kernel,
+    isa: Isa,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    tap: Option<&mut ChunkTap>,
+) {
+    if let Some(tap) = &tap {
+        assert_eq!(
+            tap.slots.len(),
+            kernel.steps.len(),
+            "one tap slot per record"
+        );
+        assert!(tap.rows <= state.len() / kernel.dim.max(1));
+        assert_eq!(tap.max_weight.len(), tap.rows * tap.records);
+        assert_eq!(tap.argmax.len(), tap.rows * tap.records);
+        assert!(tap.slots.iter().flatten().all(|&j| j < tap.records));
+    }
     assert!(
         (1..=4).contains(&kernel.dim),
         "dimension {} not in 1..=4",
@@ -249,28 +292,46 @@ pub fn advance(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa.available()` checked the features the wrapper enables.
-        Isa::Avx512 => unsafe { run_avx512(kernel, first_particle, initial, state) },
+        Isa::Avx512 => unsafe { run_avx512(kernel, first_particle, initial, state, tap) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { run_avx2(kernel, first_particle, initial, state) },
-        _ => run_portable(kernel, first_particle, initial, state),
+        Isa::Avx2 => unsafe { run_avx2(kernel, first_particle, initial, state, tap) },
+        _ => run_portable(kernel, first_particle, initial, state, tap),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-fn run_avx512(kernel: &Kernel, first: u64, initial: Option<&mut [f32]>, samples: &mut [f32]) {
-    run_any_dim::<true, AVX512_LANES>(kernel, first, initial, samples)
+fn run_avx512(
+    kernel: &Kernel,
+    first: u64,
+    initial: Option<&mut [f32]>,
+    samples: &mut [f32],
+    tap: Option<&mut ChunkTap>,
+) {
+    run_any_dim::<true, AVX512_LANES>(kernel, first, initial, samples, tap)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn run_avx2(kernel: &Kernel, first: u64, initial: Option<&mut [f32]>, samples: &mut [f32]) {
-    run_any_dim::<true, AVX2_LANES>(kernel, first, initial, samples)
+fn run_avx2(
+    kernel: &Kernel,
+    first: u64,
+    initial: Option<&mut [f32]>,
+    samples: &mut [f32],
+    tap: Option<&mut ChunkTap>,
+) {
+    run_any_dim::<true, AVX2_LANES>(kernel, first, initial, samples, tap)
 }
 
-fn run_portable(kernel: &Kernel, first: u64, initial: Option<&mut [f32]>, samples: &mut [f32]) {
-    run_any_dim::<false, PORTABLE_LANES>(kernel, first, initial, samples)
+fn run_portable(
+    kernel: &Kernel,
+    first: u64,
+    initial: Option<&mut [f32]>,
+    samples: &mut [f32],
+    tap: Option<&mut ChunkTap>,
+) {
+    run_any_dim::<false, PORTABLE_LANES>(kernel, first, initial, samples, tap)
 }
 
 #[inline(always)]
@@ -279,12 +340,13 @@ fn run_any_dim<const FMA: bool, const L: usize>(
     first: u64,
     initial: Option<&mut [f32]>,
     samples: &mut [f32],
+    tap: Option<&mut ChunkTap>,
 ) {
     match kernel.dim {
-        1 => run_dim::<1, FMA, L>(kernel, first, initial, samples),
-        2 => run_dim::<2, FMA, L>(kernel, first, initial, samples),
-        3 => run_dim::<3, FMA, L>(kernel, first, initial, samples),
-        _ => run_dim::<4, FMA, L>(kernel, first, initial, samples),
+        1 => run_dim::<1, FMA, L>(kernel, first, initial, samples, tap),
+        2 => run_dim::<2, FMA, L>(kernel, first, initial, samples, tap),
+        3 => run_dim::<3, FMA, L>(kernel, first, initial, samples, tap),
+        _ => run_dim::<4, FMA, L>(kernel, first, initial, samples, tap),
     }
 }
 
@@ -294,6 +356,7 @@ fn run_dim<const D: usize, const FMA: bool, const L: usize>(
     first: u64,
     mut initial: Option<&mut [f32]>,
     samples: &mut [f32],
+    mut tap: Option<&mut ChunkTap>,
 ) {
     let mut tile = [[0.0f32; L]; MAX_TILE];
     for (c, out) in samples.chunks_mut(L * D).enumerate() {
@@ -301,8 +364,29 @@ fn run_dim<const D: usize, const FMA: bool, const L: usize>(
         let init_out = initial
             .as_deref_mut()
             .map(|i| &mut i[c * L * D..c * L * D + out.len()]);
-        run_chunk::<D, FMA, L>(kernel, base, init_out, out, &mut tile);
+        // The chunk's recorded rows, if any: its lanes below `tap.rows - c L`.
+        let chunk_tap = tap.as_deref_mut().and_then(|tap| {
+            let lanes = tap.rows.saturating_sub(c * L).min(L);
+            let at = c * L * tap.records..(c * L + lanes) * tap.records;
+            (lanes > 0).then(|| LaneTap {
+                slots: tap.slots,
+                records: tap.records,
+                lanes,
+                max_weight: &mut tap.max_weight[at.clone()],
+                argmax: &mut tap.argmax[at],
+            })
+        });
+        run_chunk::<D, FMA, L>(kernel, base, init_out, out, &mut tile, chunk_tap);
     }
+}
+
+/// The part of a [`ChunkTap`] that one chunk fills: its first `lanes` lanes.
+struct LaneTap<'a> {
+    slots: &'a [Option<usize>],
+    records: usize,
+    lanes: usize,
+    max_weight: &'a mut [f32],
+    argmax: &'a mut [u32],
 }
 
 /// One chunk of up to `L` particles (`out.len() / D` of them; the lanes beyond are
@@ -315,6 +399,7 @@ fn run_chunk<const D: usize, const FMA: bool, const L: usize>(
     init_out: Option<&mut [f32]>,
     out: &mut [f32],
     tile: &mut [[f32; L]; MAX_TILE],
+    mut tap: Option<LaneTap>,
 ) {
     let mut lo = [0u64; L];
     let mut hi = [0u64; L];
@@ -344,8 +429,26 @@ fn run_chunk<const D: usize, const FMA: bool, const L: usize>(
     }
     // The corrector's known part between the halves of a Heun step.
     let mut partial = [[0.0f32; L]; D];
-    for step in kernel.steps {
-        let m = weighted_mean::<D, FMA, L>(&x, kernel.training, step, tile);
+    for (record, step) in kernel.steps.iter().enumerate() {
+        let slot = tap.as_ref().and_then(|t| t.slots[record]);
+        let m = match (slot, tap.as_mut()) {
+            (Some(j), Some(t)) => {
+                let mut top = Top::<L>::default();
+                let m = weighted_mean::<D, FMA, L, true>(&x, kernel.training, step, tile, &mut top);
+                for l in 0..t.lanes {
+                    t.max_weight[l * t.records + j] = top.max_weight[l];
+                    t.argmax[l * t.records + j] = top.argmax[l];
+                }
+                m
+            }
+            _ => weighted_mean::<D, FMA, L, false>(
+                &x,
+                kernel.training,
+                step,
+                tile,
+                &mut Top::default(),
+            ),
+        };
         match step.kind {
             StepKind::Em => {
                 let z = normals::<D, FMA, L>(&lo, &hi, step.step_index, kernel.key);
@@ -393,14 +496,33 @@ fn store<const D: usize, const L: usize>(x: &[[f32; L]; D], out: &mut [f32]) {
     }
 }
 
+/// The posterior concentration of a chunk's lanes, as [`weighted_mean`] meets it.
+struct Top<const L: usize> {
+    max_weight: [f32; L],
+    argmax: [u32; L],
+}
+
+impl<const L: usize> Default for Top<L> {
+    fn default() -> Self {
+        Self {
+            max_weight: [0.0; L],
+            argmax: [0; L],
+        }
+    }
+}
+
 /// Softmax-weighted mean of the training points for 16 particles: the twin's
 /// `score::weighted_training_mean`, by tiles with a running minimum of base-2 energies.
+/// With `TAP` it also fills `top`: `1 / weight_sum` and the first index of the minimum
+/// energy; the arithmetic of the mean is the same either way (the positions do not depend
+/// on `TAP`).
 #[inline(always)]
-fn weighted_mean<const D: usize, const FMA: bool, const L: usize>(
+fn weighted_mean<const D: usize, const FMA: bool, const L: usize, const TAP: bool>(
     x: &[[f32; L]; D],
     training: &[[f32; 4]],
     step: &FastStep,
     tile: &mut [[f32; L]; MAX_TILE],
+    top: &mut Top<L>,
 ) -> [[f32; L]; D] {
     let mut xs = [[0.0f32; L]; D];
     for d in 0..D {
@@ -419,10 +541,13 @@ fn weighted_mean<const D: usize, const FMA: bool, const L: usize>(
     let mut group_sum = [0.0f32; L];
     let mut group_acc = [[0.0f32; L]; D];
     let tiles_per_group = (GROUP_POINTS / tile_len(L)).max(1);
+    let mut run_arg = [0u32; L];
     for (b, block) in training.chunks(tile_len(L)).enumerate() {
         // Pass 1: energies E = |r x - r s x_i|^2 (clamped, NaN -> f32::MAX) and their min.
         let mut block_min = [f32::MAX; L];
-        for (energy, xi) in tile.iter_mut().zip(block) {
+        let first_index = (b * tile_len(L)) as u32;
+        let mut block_arg = [first_index; L];
+        for (i, (energy, xi)) in tile.iter_mut().zip(block).enumerate() {
             let mut e = [0.0f32; L];
             for d in 0..D {
                 for l in 0..L {
@@ -437,7 +562,17 @@ fn weighted_mean<const D: usize, const FMA: bool, const L: usize>(
             for l in 0..L {
                 let v = fmin(e[l], f32::MAX);
                 energy[l] = v;
+                if TAP && v < block_min[l] {
+                    block_arg[l] = first_index + i as u32;
+                }
                 block_min[l] = fmin(block_min[l], v);
+            }
+        }
+        if TAP {
+            for l in 0..L {
+                if b == 0 || block_min[l] < run_min[l] {
+                    run_arg[l] = block_arg[l];
+                }
             }
         }
         if b == 0 {
@@ -506,6 +641,10 @@ fn weighted_mean<const D: usize, const FMA: bool, const L: usize>(
     let mut inv = [0.0f32; L];
     for l in 0..L {
         inv[l] = 1.0 / weight_sum[l];
+    }
+    if TAP {
+        top.max_weight = inv;
+        top.argmax = run_arg;
     }
     for acc_d in acc.iter_mut() {
         for l in 0..L {
@@ -898,7 +1037,13 @@ mod tests {
                 x[0][l] = if l % 2 == 0 { far } else { -far };
                 x[1][l] = far * (l as f32 / 8.0 - 1.0);
             }
-            let m = weighted_mean::<2, false, LANES>(&x, &training, &last, &mut tile);
+            let m = weighted_mean::<2, false, LANES, false>(
+                &x,
+                &training,
+                &last,
+                &mut tile,
+                &mut Top::default(),
+            );
             for l in 0..LANES {
                 let twin = score::weighted_training_mean(
                     [x[0][l], x[1][l], 0.0, 0.0],

@@ -197,6 +197,74 @@ impl Engine for CpuEngine {
                 on_step,
             );
         }
+        advance_fast(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            None,
+            cancel,
+            on_step,
+        )
+    }
+
+    /// The D <= 4 SIMD engine reads the softmax state of its lanes. HOOK (D > 4): once the
+    /// blocked D > 4 kernel reports each row's `1 / weight_sum` and argmax at a step, return
+    /// true for it too and fill the tap in `advance_batch_tapped` like `advance_fast` does.
+    fn posterior_tap(&self, problem: &Problem) -> bool {
+        (1..=MAX_DIM).contains(&problem.dataset.dim)
+    }
+
+    fn advance_batch_tapped(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: &mut crate::engine::PosteriorTap,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        if !self.posterior_tap(problem) {
+            return Err(Error::invalid(
+                "posterior tap",
+                format!(
+                    "the cpu engine reports its softmax weights for D <= {MAX_DIM} only \
+                     (the dataset has D = {})",
+                    problem.dataset.dim
+                ),
+            ));
+        }
+        advance_fast(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            Some(tap),
+            cancel,
+            on_step,
+        )
+    }
+}
+
+/// The D <= 4 path: the SIMD engine (`fast.rs`) over work items of `block_len` particles,
+/// filling `tap` where given.
+#[allow(clippy::too_many_arguments)]
+fn advance_fast(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    tap: Option<&mut crate::engine::PosteriorTap>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    {
+        let dim = problem.dataset.dim;
         let training = score::pad_training(&problem.dataset.points, dim);
         if training.is_empty() {
             return Err(Error::invalid("dataset", "the training set is empty"));
@@ -222,6 +290,36 @@ impl Engine for CpuEngine {
         };
         let isa = fast::Isa::detect();
         let block = block_len(state.len() / dim);
+        // The kernel record at which each tapped step evaluates its score: em, one record
+        // per step; heun, the predictor half of each step, two records per step.
+        let records_per_step = match problem.sampler {
+            SamplerKind::Em => 1,
+            SamplerKind::Heun => 2,
+        };
+        let mut slots = vec![None; fast_steps.len()];
+        // Each work item's piece of the tap's buffers (row-major, so consecutive rows are
+        // one contiguous piece), taken by the item that owns those rows.
+        type Piece<'t> = std::sync::Mutex<Option<(&'t mut [f32], &'t mut [u32])>>;
+        let (records, tap_rows, pieces): (usize, usize, Vec<Piece>) = match tap {
+            Some(tap) => {
+                tap.check();
+                assert!(tap.rows <= state.len() / dim, "tap rows beyond the batch");
+                for (j, &k) in tap.steps.iter().enumerate() {
+                    if steps.contains(&k) {
+                        slots[(k - steps.start) * records_per_step] = Some(j);
+                    }
+                }
+                let records = tap.steps.len();
+                let pieces = tap
+                    .max_weight
+                    .chunks_mut((block * records).max(1))
+                    .zip(tap.argmax.chunks_mut((block * records).max(1)))
+                    .map(|p| std::sync::Mutex::new(Some(p)))
+                    .collect();
+                (records, tap.rows, pieces)
+            }
+            None => (0, 0, Vec::new()),
+        };
         // A work item runs its particles through all the steps of the range: Ctrl-C stops
         // the batch at the next work item.
         run_blocks(
@@ -234,7 +332,29 @@ impl Engine for CpuEngine {
             on_step,
             |c, initial, state| {
                 let first = first_particle + (c * block) as u64;
-                fast::advance(&kernel, isa, first, initial, state);
+                let piece = pieces
+                    .get(c)
+                    .and_then(|p| p.lock().expect("tap piece").take());
+                match piece {
+                    Some((max_weight, argmax)) if records > 0 => {
+                        let mut chunk_tap = fast::ChunkTap {
+                            slots: &slots,
+                            records,
+                            rows: tap_rows.saturating_sub(c * block).min(block),
+                            max_weight,
+                            argmax,
+                        };
+                        fast::advance_tapped(
+                            &kernel,
+                            isa,
+                            first,
+                            initial,
+                            state,
+                            Some(&mut chunk_tap),
+                        );
+                    }
+                    _ => fast::advance(&kernel, isa, first, initial, state),
+                }
             },
         )
     }

@@ -79,6 +79,76 @@ pub fn nearest_three(sample: &[f32], training: &[f32], dim: usize) -> Best {
     best
 }
 
+/// Samples per block of [`nearest_three_blocked`]: each column of training coordinates
+/// loaded serves this many samples.
+const SCREEN_ROWS: usize = 8;
+/// Training points per tile of [`nearest_three_blocked`]: a block's partial squared
+/// distances (`SCREEN_ROWS` x `SCREEN_TILE` f32, 16 KiB) stay in L1.
+const SCREEN_TILE: usize = 512;
+
+/// Row-major f64 training points as f32 columns (`columns[c * n + i]`), the layout
+/// [`nearest_three_blocked`] streams.
+pub fn columns_f32(training: &[f64], dim: usize) -> Vec<f32> {
+    let n = training.len() / dim;
+    let mut out = vec![0f32; n * dim];
+    for (i, t) in training.chunks_exact(dim).enumerate() {
+        for (c, &v) in t.iter().enumerate() {
+            out[c * n + i] = v as f32;
+        }
+    }
+    out
+}
+
+/// [`nearest_three`] of each row of `samples` (row-major, `dim` wide), the same f32
+/// distances (each summed over coordinates from the first) and the same updates in point
+/// order, so the same [`Best`]; organised as a blocked sample x point reduction: the
+/// training coordinates (`columns`, see [`columns_f32`]) stream once per block of
+/// `SCREEN_ROWS` samples and tile of points, the inner loop runs over points (vectorised).
+pub fn nearest_three_blocked(samples: &[f32], columns: &[f32], dim: usize) -> Vec<Best> {
+    let n = columns.len() / dim;
+    let mut out = Vec::with_capacity(samples.len() / dim);
+    let mut d2 = vec![[0f32; SCREEN_TILE]; SCREEN_ROWS];
+    for block in samples.chunks(SCREEN_ROWS * dim) {
+        let rows = block.len() / dim;
+        let mut best = [Best::empty(); SCREEN_ROWS];
+        for start in (0..n).step_by(SCREEN_TILE) {
+            let len = SCREEN_TILE.min(n - start);
+            for acc in &mut d2[..rows] {
+                acc[..len].fill(0.0);
+            }
+            for c in 0..dim {
+                let column = &columns[c * n + start..c * n + start + len];
+                for (acc, x) in d2.iter_mut().zip(block.chunks_exact(dim)) {
+                    let xc = x[c];
+                    for (a, &t) in acc[..len].iter_mut().zip(column) {
+                        let diff = xc - t;
+                        *a += diff * diff;
+                    }
+                }
+            }
+            for (best, acc) in best.iter_mut().zip(&d2[..rows]) {
+                for (k, &d) in acc[..len].iter().enumerate() {
+                    if d < best.d[2] {
+                        let j = (start + k) as u32;
+                        if d < best.d[0] {
+                            best.d = [d, best.d[0], best.d[1], 0.0];
+                            best.i = [j, best.i[0], best.i[1], 0];
+                        } else if d < best.d[1] {
+                            best.d = [best.d[0], d, best.d[1], 0.0];
+                            best.i = [best.i[0], j, best.i[1], 0];
+                        } else {
+                            best.d[2] = d;
+                            best.i[2] = j;
+                        }
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&best[..rows]);
+    }
+    out
+}
+
 /// Largest Euclidean norm of the training points (for [`f32_error_bounds`]).
 pub fn max_norm(training: &[f64], dim: usize) -> f64 {
     training
@@ -185,8 +255,10 @@ mod tests {
             let mut samples: Vec<f32> = (0..300 * dim).map(|_| next() as f32).collect();
             samples[..dim].copy_from_slice(&t32[..dim]);
             let mut fallbacks = 0;
-            for x in samples.chunks(dim) {
+            let blocked = nearest_three_blocked(&samples, &columns_f32(&training, dim), dim);
+            for (x, screened) in samples.chunks(dim).zip(&blocked) {
                 let best = nearest_three(x, &t32, dim);
+                assert_eq!(*screened, best, "blocked screening, n {n} dim {dim}");
                 let (nb, fell) = exact_neighbours(&training, dim, norm, x, &best);
                 fallbacks += fell as usize;
                 assert_eq!(nb, nearest_two(&training, dim, x), "n {n} dim {dim}");
