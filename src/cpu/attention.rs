@@ -1,0 +1,678 @@
+//! The cpu engine's kernel for D > 4: the empirical score as attention (particles are the
+//! queries, training points the keys and values), blocked like a GEMM and fused.
+//!
+//! - Per step, a work item's particles (`x' = x / s`, so the training points need no
+//!   per-step scaling) meet the training points block by block (`block_points(D)` points,
+//!   sized so a block in both layouts stays in L2). Within a block, a register tile of
+//!   `R` particles x `PANEL` (32) points computes the dot products `x'·a_i` from panels
+//!   stored coordinate-major (`[k][32]`), one FMA per pair and coordinate; the particles'
+//!   rows stay in L1 while each block is read once per work item, not once per particle.
+//! - Logits in base 2, `L_i = κ (x'·a_i − |a_i|²/2 − |x'|²/2) = −κ |x' − a_i|² / 2` with
+//!   `κ = s² log2(e) / σ²`. The dot form cancels digits at small σ² (see
+//!   `docs/performance-cpu-attention.md`): each pair carries a rigorous bound `e_i` of its
+//!   f32 error, and a pair whose bound exceeds `RECOMPUTE_TOLERANCE` and whose logit may
+//!   lie within `e_i + margin` of the running max is recomputed in the direct form
+//!   `|x' − a_i|²` (no cancellation). Pairs further below have weights under
+//!   `2^-(log2 N + 25)` of the max, true and computed, so they do not matter.
+//! - Online softmax per particle across blocks (one rescale per block at most), the
+//!   weights of a block exponentiated in place, then the weighted mean `W·A` as a second
+//!   register-tiled product over row-major points (`R` particles x 32 coordinates).
+//!   No N-wide temporaries: the only per-particle buffers are one block of weights and
+//!   the D-wide accumulator.
+//! - Every particle's arithmetic (its own accumulators, the fixed block order, its own
+//!   recompute decisions) is independent of which particles share its tile or work item,
+//!   so results are bit-identical for any batch size or thread count on a given ISA.
+
+use super::approx::{exp2, mad};
+use super::fast::Isa;
+use crate::params::{HeunParams, StepParams};
+use crate::philox::{counter, normals4_f32, philox4x32_10};
+
+/// Training points per panel of the logits kernel (and per weights row of its tile).
+pub const PANEL: usize = 32;
+/// Coordinates per register tile of the weighted-mean kernel; rows are padded to it.
+pub const MEAN_CHUNK: usize = 32;
+/// A pair whose error bound (base-2 logit units) stays below this keeps its dot-form
+/// logit: a relative weight error of at most `2^(1/1024) − 1 ≈ 6.8e-4`, on weights that
+/// only matter when the posterior is spread (large σ², where the bounds are far smaller).
+pub const RECOMPUTE_TOLERANCE: f32 = 1.0 / 1024.0;
+/// Beyond `log2 N` this many base-2 units below the max, a point's weight is below
+/// 2^-25 / N of the max: all of them together move the sum by less than 2^-24.
+const CULL_MARGIN_BITS: f32 = 25.0;
+/// f32 unit round-off.
+const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Particles per register tile, per instruction set: AVX-512 8 x 32 points = 16 zmm
+/// accumulators; AVX2 3 x 32 = 12 ymm; SSE2 1 x 32 = 8 xmm.
+pub fn tile_rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 8,
+        Isa::Avx2 => 3,
+        Isa::Portable => 1,
+    }
+}
+
+/// Training points per block for dimension `dim`: both layouts of a block in about
+/// 1 MiB (half of a 2 MiB L2), a whole number of panels, 32..=512 points. It depends on D
+/// only, so the online softmax's block boundaries (and the bits) never change with the
+/// batch.
+pub fn block_points(dim: usize) -> usize {
+    ((131_072 / dim.max(1)) / PANEL * PANEL).clamp(PANEL, 512)
+}
+
+/// The training set in the layouts the micro-kernels read, built once per advance call.
+#[derive(Debug, Clone)]
+pub struct TrainingPanels {
+    pub dim: usize,
+    /// Number of real points N.
+    pub points: usize,
+    /// Row width of `rows` and of the accumulators: `dim` rounded up to `MEAN_CHUNK`.
+    pub row_width: usize,
+    /// Panels of `PANEL` points, coordinate-major: panel j holds `[k][PANEL]` at
+    /// `j * dim * PANEL`; points beyond N are zero.
+    pub panels: Vec<f32>,
+    /// Row-major points padded with zeros to `row_width` and to a whole panel.
+    pub rows: Vec<f32>,
+    /// `|a_i|² / 2` (from f64, rounded once) and `|a_i|`, per (padded) point.
+    pub half_norm2: Vec<f32>,
+    pub norm: Vec<f32>,
+}
+
+impl TrainingPanels {
+    pub fn new(points: &[f64], dim: usize) -> Self {
+        let n = points.len() / dim;
+        let padded = n.div_ceil(PANEL) * PANEL;
+        let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
+        let mut panels = vec![0f32; padded * dim];
+        let mut rows = vec![0f32; padded * row_width];
+        let mut half_norm2 = vec![0f32; padded];
+        let mut norm = vec![0f32; padded];
+        for (i, a) in points.chunks_exact(dim).enumerate() {
+            let (j, l) = (i / PANEL, i % PANEL);
+            for (k, &v) in a.iter().enumerate() {
+                panels[j * dim * PANEL + k * PANEL + l] = v as f32;
+                rows[i * row_width + k] = v as f32;
+            }
+            // The norms of the f32 points the kernels actually use.
+            let n2: f64 = a.iter().map(|&v| (v as f32 as f64).powi(2)).sum();
+            half_norm2[i] = (0.5 * n2) as f32;
+            norm[i] = (n2.sqrt() * (1.0 + 4.0 * UNIT_ROUNDOFF)) as f32;
+        }
+        Self {
+            dim,
+            points: n,
+            row_width,
+            panels,
+            rows,
+            half_norm2,
+            norm,
+        }
+    }
+
+    fn padded_points(&self) -> usize {
+        self.half_norm2.len()
+    }
+}
+
+/// One score evaluation's coefficients (an em step or a heun half).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreScale {
+    /// `1 / s`: particles are divided by it instead of scaling the points.
+    pub inv_scale: f32,
+    /// `κ = s² log2(e) / σ²`.
+    pub kappa: f32,
+}
+
+impl ScoreScale {
+    pub fn new(mean_scale: f32, inv_two_sigma2: f32) -> Self {
+        let s = mean_scale as f64;
+        Self {
+            inv_scale: (1.0 / s) as f32,
+            kappa: (2.0 * s * s * inv_two_sigma2 as f64 * std::f64::consts::LOG2_E) as f32,
+        }
+    }
+}
+
+/// What a step does with the weighted mean `m` (the rows' `x` is updated in place).
+#[derive(Debug, Clone, Copy)]
+pub enum Update {
+    /// `x' = keep x + mean_coeff m + noise_coeff z`, z from Philox (step, lane block).
+    Em(StepParams),
+    /// A Heun half (see `HeunParams`): the predictor also writes the corrector's part.
+    Heun(HeunParams),
+}
+
+impl Update {
+    fn scale(&self) -> ScoreScale {
+        match self {
+            Update::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
+            Update::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
+        }
+    }
+}
+
+/// The posterior tap of one record: `(max_i w_i, argmax_i)` of the softmax (ties: the
+/// lowest index), for the first rows of a call.
+pub type PosteriorSample = (f32, u32);
+
+/// Per-work-item scratch, allocated once per item and reused by every step.
+#[derive(Debug, Clone)]
+pub struct Scratch {
+    rows: usize,
+    /// `x'` coordinate-major per tile of `R` particles (`[tile][k][R]`).
+    tiles: Vec<f32>,
+    /// `x'` row-major (`[p][dim]`), for the direct-form recomputes.
+    scaled: Vec<f32>,
+    /// One block of logits, then weights, per particle (`[p][block]`).
+    weights: Vec<f32>,
+    /// The weighted sums per particle (`[p][row_width]`).
+    acc: Vec<f32>,
+    running_max: Vec<f32>,
+    weight_sum: Vec<f32>,
+    argmax: Vec<u32>,
+    /// Pairs recomputed in the direct form (statistics).
+    pub recomputed: u64,
+}
+
+impl Scratch {
+    pub fn new(particles: usize, r: usize, training: &TrainingPanels) -> Self {
+        let rows = particles.div_ceil(r) * r;
+        let dim = training.dim;
+        Self {
+            rows,
+            tiles: vec![0f32; rows * dim],
+            scaled: vec![0f32; rows * dim],
+            weights: vec![0f32; rows * block_points(dim)],
+            acc: vec![0f32; rows * training.row_width],
+            running_max: vec![0f32; rows],
+            weight_sum: vec![0f32; rows],
+            argmax: vec![0u32; rows],
+            recomputed: 0,
+        }
+    }
+}
+
+/// Run one work item's particles (`xs`: `particles` rows of `dim`, row-major, updated in
+/// place) through `updates`, on `isa`. `partials` (same shape as `xs`) carries the Heun
+/// corrector's known part between halves. `first_particle` is the global index of row 0
+/// (for the noise). `tap`: for the updates whose index is listed (`tap.0`), the
+/// posterior of the first `tap.1.len() / tap.0.len()` rows goes to
+/// `tap.1[record * rows + row]`.
+#[allow(clippy::too_many_arguments)]
+pub fn advance(
+    isa: Isa,
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    assert!(isa.available(), "{} is not available", isa.name());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa.available()` checked the features the wrapper enables.
+        Isa::Avx512 => unsafe {
+            advance_avx512(
+                training,
+                xs,
+                partials,
+                updates,
+                key,
+                first_particle,
+                scratch,
+                tap,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe {
+            advance_avx2(
+                training,
+                xs,
+                partials,
+                updates,
+                key,
+                first_particle,
+                scratch,
+                tap,
+            )
+        },
+        _ => advance_with::<1, false>(
+            training,
+            xs,
+            partials,
+            updates,
+            key,
+            first_particle,
+            scratch,
+            tap,
+        ),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+#[allow(clippy::too_many_arguments)]
+fn advance_avx512(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    advance_with::<8, true>(
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn advance_avx2(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    advance_with::<3, true>(
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn advance_with<const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    mut tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    let dim = training.dim;
+    let particles = xs.len() / dim;
+    assert!(scratch.rows >= particles && scratch.rows % R == 0);
+    assert_eq!(partials.len(), xs.len());
+    for (u, update) in updates.iter().enumerate() {
+        score_means::<R, FMA>(training, xs, update.scale(), scratch);
+        // The tap: weights are relative to the running max, whose point weighs 1.
+        if let Some((records, out)) = tap.as_mut() {
+            if let Some(record) = records.iter().position(|&r| r == u) {
+                let rows = out.len() / records.len();
+                for row in 0..rows.min(particles) {
+                    out[record * rows + row] = (1.0 / scratch.weight_sum[row], scratch.argmax[row]);
+                }
+            }
+        }
+        let width = training.row_width;
+        for (p, (x, partial)) in xs
+            .chunks_exact_mut(dim)
+            .zip(partials.chunks_exact_mut(dim))
+            .enumerate()
+        {
+            let acc = &scratch.acc[p * width..p * width + dim];
+            let sum = scratch.weight_sum[p];
+            match update {
+                Update::Em(step) => em_update(x, acc, sum, step, key, first_particle + p as u64),
+                Update::Heun(half) => heun_update(x, partial, acc, sum, half),
+            }
+        }
+    }
+}
+
+/// `x' = keep x + mean_coeff m + noise_coeff z` (the twin's `em_update`, with
+/// `m = acc / weight_sum`), the normals of coordinates 4b..4b+3 from lane block b.
+#[inline(always)]
+fn em_update(
+    x: &mut [f32],
+    acc: &[f32],
+    weight_sum: f32,
+    step: &StepParams,
+    key: [u32; 2],
+    particle: u64,
+) {
+    for (c, (column, acc)) in x.chunks_mut(4).zip(acc.chunks(4)).enumerate() {
+        let z = normals4_f32(philox4x32_10(
+            counter(particle, step.step_index, c as u32),
+            key,
+        ));
+        for k in 0..column.len() {
+            let m = acc[k] / weight_sum;
+            column[k] = step.keep_coeff * column[k] + step.mean_coeff * m + step.noise_coeff * z[k];
+        }
+    }
+}
+
+/// The twin's `heun_update` with `m = acc / weight_sum`.
+#[inline(always)]
+fn heun_update(
+    x: &mut [f32],
+    partial: &mut [f32],
+    acc: &[f32],
+    weight_sum: f32,
+    step: &HeunParams,
+) {
+    for d in 0..x.len() {
+        let m = acc[d] / weight_sum;
+        let next = step.x_coeff * x[d] + step.mean_coeff * m;
+        if step.phase == 0 {
+            partial[d] = step.partial_x_coeff * x[d] + step.partial_mean_coeff * m;
+            x[d] = next;
+        } else {
+            x[d] = partial[d] + next;
+        }
+    }
+}
+
+/// The softmax-weighted sums `acc[p] = Σ_i 2^(L_i − M) a_i`, `weight_sum[p]`,
+/// `running_max[p]` and `argmax[p]` of every row of `xs` (the fused pass).
+#[inline(always)]
+fn score_means<const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &[f32],
+    scale: ScoreScale,
+    scratch: &mut Scratch,
+) {
+    let dim = training.dim;
+    let particles = xs.len() / dim;
+    let rows = particles.div_ceil(R) * R;
+    let width = training.row_width;
+    let block = block_points(dim);
+    // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
+    scratch.scaled[..rows * dim].fill(0.0);
+    for (x, xp) in xs
+        .chunks_exact(dim)
+        .zip(scratch.scaled.chunks_exact_mut(dim))
+    {
+        for (o, &v) in xp.iter_mut().zip(x) {
+            *o = v * scale.inv_scale;
+        }
+    }
+    for t in 0..rows / R {
+        let tile = &mut scratch.tiles[t * R * dim..(t + 1) * R * dim];
+        for r in 0..R {
+            let row = &scratch.scaled[(t * R + r) * dim..(t * R + r + 1) * dim];
+            for (k, &v) in row.iter().enumerate() {
+                tile[k * R + r] = v;
+            }
+        }
+    }
+    scratch.acc[..rows * width].fill(0.0);
+    scratch.running_max[..rows].fill(f32::NEG_INFINITY);
+    scratch.weight_sum[..rows].fill(0.0);
+    scratch.argmax[..rows].fill(0);
+    // Per-particle parts of the error bound of a dot-form logit (see `bound_terms`).
+    let mut bounds = vec![BoundTerms::default(); particles];
+    for (p, b) in bounds.iter_mut().enumerate() {
+        *b = bound_terms(&scratch.scaled[p * dim..(p + 1) * dim], scale.kappa);
+    }
+    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    let padded_points = training.padded_points();
+    let mut start = 0;
+    while start < padded_points {
+        let count = block.min(padded_points - start);
+        // 1. Dot products of the block, tile by tile, into the weights buffer.
+        for t in 0..rows / R {
+            let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
+            for j in 0..count / PANEL {
+                let panel_index = start / PANEL + j;
+                let panel =
+                    &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
+                let dots = dot_tile::<R, FMA>(tile, panel);
+                for (r, d) in dots.iter().enumerate() {
+                    let o = (t * R + r) * block + j * PANEL;
+                    scratch.weights[o..o + PANEL].copy_from_slice(d);
+                }
+            }
+        }
+        // 2. Per particle: logits, recomputes, online max, weights.
+        for p in 0..particles {
+            let w = &mut scratch.weights[p * block..p * block + count];
+            let xp = &scratch.scaled[p * dim..(p + 1) * dim];
+            let (block_max, block_arg, recomputed) = logits_to_weights::<FMA>(
+                w,
+                xp,
+                training,
+                start,
+                &bounds[p],
+                scale.kappa,
+                scratch.running_max[p],
+                margin,
+            );
+            scratch.recomputed += recomputed;
+            let old = scratch.running_max[p];
+            if block_max > old {
+                // Rescale what came before (nothing on the first block: sums are 0).
+                let keep = if old == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp2::<FMA>(old - block_max)
+                };
+                for a in &mut scratch.acc[p * width..(p + 1) * width] {
+                    *a *= keep;
+                }
+                scratch.weight_sum[p] *= keep;
+                scratch.running_max[p] = block_max;
+                scratch.argmax[p] = block_arg;
+            }
+            let m = scratch.running_max[p];
+            let mut sum = 0f32;
+            for v in w.iter_mut() {
+                *v = exp2::<FMA>(*v - m);
+                sum += *v;
+            }
+            scratch.weight_sum[p] += sum;
+        }
+        // 3. The weighted sums of the block's rows, tile by tile.
+        let rows_of_block = &training.rows[start * width..(start + count) * width];
+        for t in 0..rows / R {
+            let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
+            let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
+            mean_tile::<R, FMA>(weights, block, count, rows_of_block, width, acc);
+        }
+        start += count;
+    }
+}
+
+/// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]`, one FMA chain per
+/// pair, k in order (independent of the tile's other particles).
+#[inline(always)]
+fn dot_tile<const R: usize, const FMA: bool>(tile: &[f32], panel: &[f32]) -> [[f32; PANEL]; R] {
+    let mut acc = [[0f32; PANEL]; R];
+    for (xk, ak) in tile.chunks_exact(R).zip(panel.chunks_exact(PANEL)) {
+        let ak: &[f32; PANEL] = ak.try_into().unwrap();
+        for r in 0..R {
+            let xv = xk[r];
+            for l in 0..PANEL {
+                acc[r][l] = mad::<FMA>(xv, ak[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's `count` points, i in order, in
+/// register tiles of `R` particles x `MEAN_CHUNK` coordinates.
+#[inline(always)]
+fn mean_tile<const R: usize, const FMA: bool>(
+    weights: &[f32],
+    block: usize,
+    count: usize,
+    rows: &[f32],
+    width: usize,
+    acc: &mut [f32],
+) {
+    for d0 in (0..width).step_by(MEAN_CHUNK) {
+        let mut tile = [[0f32; MEAN_CHUNK]; R];
+        for r in 0..R {
+            tile[r].copy_from_slice(&acc[r * width + d0..r * width + d0 + MEAN_CHUNK]);
+        }
+        for i in 0..count {
+            let a: &[f32; MEAN_CHUNK] = rows[i * width + d0..i * width + d0 + MEAN_CHUNK]
+                .try_into()
+                .unwrap();
+            for r in 0..R {
+                let w = weights[r * block + i];
+                for l in 0..MEAN_CHUNK {
+                    tile[r][l] = mad::<FMA>(w, a[l], tile[r][l]);
+                }
+            }
+        }
+        for r in 0..R {
+            acc[r * width + d0..r * width + d0 + MEAN_CHUNK].copy_from_slice(&tile[r]);
+        }
+    }
+}
+
+/// The per-particle coefficients of a dot-form logit's error bound
+/// `e_i = norm_coeff |a_i| + half_norm_coeff |a_i|²/2 + constant`, in base-2 units.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundTerms {
+    /// `|x'|²/2` as the kernel computes it.
+    pub half_norm2: f32,
+    norm_coeff: f32,
+    half_norm_coeff: f32,
+    constant: f32,
+}
+
+/// The error bound of `L̃ = κ ((dot − h) − q)` in f32: the dot, a chain of D FMAs, is off
+/// by at most `γ_D Σ|x'_k a_k| ≤ γ_D |x'||a|`; `h = |a|²/2` and `q = |x'|²/2` are off by
+/// `u h` and `γ_D q`; the two subtractions and the product by κ add a rounding each of
+/// at most `u (|x'||a| + h + q)`. Everything is inflated by 2% for the bound's own
+/// rounding.
+pub fn bound_terms(scaled: &[f32], kappa: f32) -> BoundTerms {
+    let dim = scaled.len();
+    let mut q = 0f32;
+    let mut q64 = 0f64;
+    for &v in scaled {
+        q += v * v;
+        q64 += (v as f64) * (v as f64);
+    }
+    let u = UNIT_ROUNDOFF;
+    let gamma = dim as f64 * u / (1.0 - dim as f64 * u);
+    let k = kappa as f64 * 1.02;
+    let norm = q64.sqrt();
+    let half = 0.5 * q64;
+    BoundTerms {
+        half_norm2: 0.5 * q,
+        norm_coeff: (k * (gamma + 3.0 * u) * norm) as f32,
+        half_norm_coeff: (k * 4.0 * u) as f32,
+        constant: (k * (gamma + 4.0 * u) * half) as f32,
+    }
+}
+
+/// Turn a block's dot products (`w`, in place) into base-2 logits, recompute in the
+/// direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie within
+/// their bound + `margin` of the running max, and return the block's max logit, the
+/// index of its first occurrence, and the number of recomputed pairs. Padding points get
+/// `-inf`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn logits_to_weights<const FMA: bool>(
+    w: &mut [f32],
+    xp: &[f32],
+    training: &TrainingPanels,
+    start: usize,
+    bound: &BoundTerms,
+    kappa: f32,
+    running_max: f32,
+    margin: f32,
+) -> (f32, u32, u64) {
+    let count = w.len();
+    let h = &training.half_norm2[start..start + count];
+    let na = &training.norm[start..start + count];
+    let q = bound.half_norm2;
+    // Lower bound of the block's best true logit, with the running max.
+    let real = training.points.saturating_sub(start).min(count);
+    let mut lower = running_max;
+    let mut any_loose = false;
+    for i in 0..real {
+        let logit = kappa * ((w[i] - h[i]) - q);
+        w[i] = logit;
+        let e = mad::<FMA>(
+            bound.norm_coeff,
+            na[i],
+            mad::<FMA>(bound.half_norm_coeff, h[i], bound.constant),
+        );
+        lower = lower.max(logit - e);
+        any_loose |= e > RECOMPUTE_TOLERANCE;
+    }
+    let mut recomputed = 0;
+    if any_loose {
+        let threshold = lower - margin;
+        let dim = training.dim;
+        for i in 0..real {
+            let e = mad::<FMA>(
+                bound.norm_coeff,
+                na[i],
+                mad::<FMA>(bound.half_norm_coeff, h[i], bound.constant),
+            );
+            if e > RECOMPUTE_TOLERANCE && w[i] + e >= threshold {
+                let row = &training.rows[(start + i) * training.row_width..][..dim];
+                w[i] = -0.5 * kappa * direct_distance2(xp, row);
+                recomputed += 1;
+            }
+        }
+    }
+    for v in &mut w[real..] {
+        *v = f32::NEG_INFINITY;
+    }
+    let mut best = f32::NEG_INFINITY;
+    let mut arg = 0u32;
+    for (i, &v) in w.iter().enumerate() {
+        if v > best {
+            best = v;
+            arg = (start + i) as u32;
+        }
+    }
+    (best, arg, recomputed)
+}
+
+/// `|x' − a|²` in f32, 16 lanes folded in a fixed order (no cancellation).
+#[inline(always)]
+pub fn direct_distance2(xp: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (x16, x_rest) = xp.split_at(xp.len() / 16 * 16);
+    let (a16, a_rest) = a.split_at(x16.len());
+    for (xc, ac) in x16.chunks_exact(16).zip(a16.chunks_exact(16)) {
+        for k in 0..16 {
+            let d = xc[k] - ac[k];
+            acc[k] += d * d;
+        }
+    }
+    for (k, (x, a)) in x_rest.iter().zip(a_rest).enumerate() {
+        let d = x - a;
+        acc[k] += d * d;
+    }
+    let mut lanes = [0f32; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+}
