@@ -73,7 +73,8 @@ pub struct TrainingPanels {
     pub panels: Vec<f32>,
     /// Row-major points padded with zeros to `row_width` and to a whole panel.
     pub rows: Vec<f32>,
-    /// `|a_i|² / 2` (from f64, rounded once) and `|a_i|`, per (padded) point.
+    /// `|a_i|² / 2` (from f64, rounded once; `inf` for padding points, so their logits are
+    /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
     pub half_norm2: Vec<f32>,
     pub norm: Vec<f32>,
 }
@@ -85,7 +86,7 @@ impl TrainingPanels {
         let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
         let mut panels = vec![0f32; padded * dim];
         let mut rows = vec![0f32; padded * row_width];
-        let mut half_norm2 = vec![0f32; padded];
+        let mut half_norm2 = vec![f32::INFINITY; padded];
         let mut norm = vec![0f32; padded];
         for (i, a) in points.chunks_exact(dim).enumerate() {
             let (j, l) = (i / PANEL, i % PANEL);
@@ -240,7 +241,7 @@ pub fn advance(
                 tap,
             )
         },
-        _ => advance_with::<1, false>(
+        _ => advance_with::<Portable16, 1, false>(
             training,
             xs,
             partials,
@@ -266,7 +267,7 @@ fn advance_avx512(
     scratch: &mut Scratch,
     tap: Option<(&[usize], &mut [PosteriorSample])>,
 ) {
-    advance_with::<8, true>(
+    advance_with::<x86::Avx512x16, 8, true>(
         training,
         xs,
         partials,
@@ -291,7 +292,7 @@ fn advance_avx2(
     scratch: &mut Scratch,
     tap: Option<(&[usize], &mut [PosteriorSample])>,
 ) {
-    advance_with::<3, true>(
+    advance_with::<x86::Avx2x16, 3, true>(
         training,
         xs,
         partials,
@@ -305,7 +306,7 @@ fn advance_avx2(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn advance_with<const R: usize, const FMA: bool>(
+fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     training: &TrainingPanels,
     xs: &mut [f32],
     partials: &mut [f32],
@@ -320,7 +321,8 @@ fn advance_with<const R: usize, const FMA: bool>(
     assert!(scratch.rows >= particles && scratch.rows % R == 0);
     assert_eq!(partials.len(), xs.len());
     for (u, update) in updates.iter().enumerate() {
-        score_means::<R, FMA>(training, xs, update.scale(), scratch);
+        // SAFETY: the wrappers only instantiate `V` for features this CPU has.
+        unsafe { score_means::<V, R, FMA>(training, xs, update.scale(), scratch) };
         // The tap: weights are relative to the running max, whose point weighs 1.
         if let Some((records, out)) = tap.as_mut() {
             if let Some(record) = records.iter().position(|&r| r == u) {
@@ -393,7 +395,7 @@ fn heun_update(
 /// The softmax-weighted sums `acc[p] = Σ_i 2^(L_i − M) a_i`, `weight_sum[p]`,
 /// `running_max[p]` and `argmax[p]` of every row of `xs` (the fused pass).
 #[inline(always)]
-fn score_means<const R: usize, const FMA: bool>(
+unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
     training: &TrainingPanels,
     xs: &[f32],
     scale: ScoreScale,
@@ -406,10 +408,7 @@ fn score_means<const R: usize, const FMA: bool>(
     let block = block_points(dim);
     // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
     scratch.scaled[..rows * dim].fill(0.0);
-    for (x, xp) in xs
-        .chunks_exact(dim)
-        .zip(scratch.scaled.chunks_exact_mut(dim))
-    {
+    for (x, xp) in xs.chunks_exact(dim).zip(scratch.scaled.chunks_exact_mut(dim)) {
         for (o, &v) in xp.iter_mut().zip(x) {
             *o = v * scale.inv_scale;
         }
@@ -428,10 +427,10 @@ fn score_means<const R: usize, const FMA: bool>(
     scratch.weight_sum[..rows].fill(0.0);
     scratch.argmax[..rows].fill(0);
     // Per-particle parts of the error bound of a dot-form logit (see `bound_terms`).
-    let mut bounds = vec![BoundTerms::default(); particles];
-    for (p, b) in bounds.iter_mut().enumerate() {
-        *b = bound_terms(&scratch.scaled[p * dim..(p + 1) * dim], scale.kappa);
-    }
+    let bounds: Vec<BoundTerms> = scratch.scaled[..particles * dim]
+        .chunks_exact(dim)
+        .map(|xp| bound_terms(xp, scale.kappa))
+        .collect();
     let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
     let padded_points = training.padded_points();
     let mut start = 0;
@@ -444,18 +443,15 @@ fn score_means<const R: usize, const FMA: bool>(
                 let panel_index = start / PANEL + j;
                 let panel =
                     &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
-                let dots = dot_tile::<R, FMA>(tile, panel);
-                for (r, d) in dots.iter().enumerate() {
-                    let o = (t * R + r) * block + j * PANEL;
-                    scratch.weights[o..o + PANEL].copy_from_slice(d);
-                }
+                let out = &mut scratch.weights[t * R * block + j * PANEL..];
+                dot_tile::<V, R>(tile, panel, out, block);
             }
         }
         // 2. Per particle: logits, recomputes, online max, weights.
         for p in 0..particles {
             let w = &mut scratch.weights[p * block..p * block + count];
             let xp = &scratch.scaled[p * dim..(p + 1) * dim];
-            let (block_max, block_arg, recomputed) = logits_to_weights::<FMA>(
+            let (block_max, recomputed) = logits::<FMA>(
                 w,
                 xp,
                 training,
@@ -479,48 +475,74 @@ fn score_means<const R: usize, const FMA: bool>(
                 }
                 scratch.weight_sum[p] *= keep;
                 scratch.running_max[p] = block_max;
-                scratch.argmax[p] = block_arg;
+                // The first point of the block at the max (ties: the lowest index).
+                let first = w.iter().position(|&v| v == block_max).unwrap_or(0);
+                scratch.argmax[p] = (start + first) as u32;
             }
             let m = scratch.running_max[p];
-            let mut sum = 0f32;
             for v in w.iter_mut() {
                 *v = exp2::<FMA>(*v - m);
-                sum += *v;
             }
-            scratch.weight_sum[p] += sum;
+            // Summed in 16 lanes, folded in a fixed order.
+            let mut lanes = [0f32; 16];
+            for chunk in w.chunks_exact(16) {
+                for l in 0..16 {
+                    lanes[l] += chunk[l];
+                }
+            }
+            scratch.weight_sum[p] += fold16(&lanes);
         }
         // 3. The weighted sums of the block's rows, tile by tile.
         let rows_of_block = &training.rows[start * width..(start + count) * width];
         for t in 0..rows / R {
             let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
             let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
-            mean_tile::<R, FMA>(weights, block, count, rows_of_block, width, acc);
+            mean_tile::<V, R>(weights, block, count, rows_of_block, width, acc);
         }
         start += count;
     }
 }
 
-/// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]`, one FMA chain per
-/// pair, k in order (independent of the tile's other particles).
+/// `((a0 + a4 + a8 + a12) + ...)`: 16 lanes to one, in a fixed order.
 #[inline(always)]
-fn dot_tile<const R: usize, const FMA: bool>(tile: &[f32], panel: &[f32]) -> [[f32; PANEL]; R] {
-    let mut acc = [[0f32; PANEL]; R];
+fn fold16(acc: &[f32; 16]) -> f32 {
+    let mut lanes = [0f32; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+}
+
+/// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]` (written to
+/// `out[r * stride ..][..PANEL]`), one FMA chain per pair, k in order (independent of the
+/// tile's other particles).
+#[inline(always)]
+unsafe fn dot_tile<V: Lanes16, const R: usize>(
+    tile: &[f32],
+    panel: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut acc = [[V::zero(); 2]; R];
     for (xk, ak) in tile.chunks_exact(R).zip(panel.chunks_exact(PANEL)) {
-        let ak: &[f32; PANEL] = ak.try_into().unwrap();
+        let a0 = V::load(half16(ak, 0));
+        let a1 = V::load(half16(ak, 16));
         for r in 0..R {
-            let xv = xk[r];
-            for l in 0..PANEL {
-                acc[r][l] = mad::<FMA>(xv, ak[l], acc[r][l]);
-            }
+            let xv = V::splat(xk[r]);
+            acc[r][0] = xv.mul_add(a0, acc[r][0]);
+            acc[r][1] = xv.mul_add(a1, acc[r][1]);
         }
     }
-    acc
+    for (r, acc) in acc.iter().enumerate() {
+        acc[0].store(half16_mut(out, r * stride));
+        acc[1].store(half16_mut(out, r * stride + 16));
+    }
 }
 
 /// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's `count` points, i in order, in
 /// register tiles of `R` particles x `MEAN_CHUNK` coordinates.
 #[inline(always)]
-fn mean_tile<const R: usize, const FMA: bool>(
+unsafe fn mean_tile<V: Lanes16, const R: usize>(
     weights: &[f32],
     block: usize,
     count: usize,
@@ -529,23 +551,23 @@ fn mean_tile<const R: usize, const FMA: bool>(
     acc: &mut [f32],
 ) {
     for d0 in (0..width).step_by(MEAN_CHUNK) {
-        let mut tile = [[0f32; MEAN_CHUNK]; R];
-        for r in 0..R {
-            tile[r].copy_from_slice(&acc[r * width + d0..r * width + d0 + MEAN_CHUNK]);
+        let mut tile = [[V::zero(); 2]; R];
+        for (r, t) in tile.iter_mut().enumerate() {
+            t[0] = V::load(half16(acc, r * width + d0));
+            t[1] = V::load(half16(acc, r * width + d0 + 16));
         }
-        for i in 0..count {
-            let a: &[f32; MEAN_CHUNK] = rows[i * width + d0..i * width + d0 + MEAN_CHUNK]
-                .try_into()
-                .unwrap();
-            for r in 0..R {
-                let w = weights[r * block + i];
-                for l in 0..MEAN_CHUNK {
-                    tile[r][l] = mad::<FMA>(w, a[l], tile[r][l]);
-                }
+        for (i, row) in rows.chunks_exact(width).take(count).enumerate() {
+            let a0 = V::load(half16(row, d0));
+            let a1 = V::load(half16(row, d0 + 16));
+            for (r, t) in tile.iter_mut().enumerate() {
+                let w = V::splat(weights[r * block + i]);
+                t[0] = w.mul_add(a0, t[0]);
+                t[1] = w.mul_add(a1, t[1]);
             }
         }
-        for r in 0..R {
-            acc[r * width + d0..r * width + d0 + MEAN_CHUNK].copy_from_slice(&tile[r]);
+        for (r, t) in tile.iter().enumerate() {
+            t[0].store(half16_mut(acc, r * width + d0));
+            t[1].store(half16_mut(acc, r * width + d0 + 16));
         }
     }
 }
@@ -589,12 +611,11 @@ pub fn bound_terms(scaled: &[f32], kappa: f32) -> BoundTerms {
 
 /// Turn a block's dot products (`w`, in place) into base-2 logits, recompute in the
 /// direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie within
-/// their bound + `margin` of the running max, and return the block's max logit, the
-/// index of its first occurrence, and the number of recomputed pairs. Padding points get
-/// `-inf`.
+/// their bound + `margin` of the running max, and return the block's max logit and the
+/// number of recomputed pairs. Padding points (`|a|²/2 = inf`) get `-inf`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn logits_to_weights<const FMA: bool>(
+fn logits<const FMA: bool>(
     w: &mut [f32],
     xp: &[f32],
     training: &TrainingPanels,
@@ -603,55 +624,55 @@ fn logits_to_weights<const FMA: bool>(
     kappa: f32,
     running_max: f32,
     margin: f32,
-) -> (f32, u32, u64) {
+) -> (f32, u64) {
     let count = w.len();
     let h = &training.half_norm2[start..start + count];
     let na = &training.norm[start..start + count];
     let q = bound.half_norm2;
-    // Lower bound of the block's best true logit, with the running max.
-    let real = training.points.saturating_sub(start).min(count);
-    let mut lower = running_max;
-    let mut any_loose = false;
-    for i in 0..real {
-        let logit = kappa * ((w[i] - h[i]) - q);
-        w[i] = logit;
-        let e = mad::<FMA>(
+    let error = |i: usize| {
+        mad::<FMA>(
             bound.norm_coeff,
             na[i],
             mad::<FMA>(bound.half_norm_coeff, h[i], bound.constant),
-        );
-        lower = lower.max(logit - e);
-        any_loose |= e > RECOMPUTE_TOLERANCE;
+        )
+    };
+    // In 16 lanes (count is a whole number of panels): the logits, a lower bound of the
+    // block's best true logit, and whether any bound exceeds the tolerance.
+    let mut lower = [f32::NEG_INFINITY; 16];
+    let mut best = [f32::NEG_INFINITY; 16];
+    let mut loose = [false; 16];
+    for c in 0..count / 16 {
+        for l in 0..16 {
+            let i = 16 * c + l;
+            let logit = kappa * ((w[i] - h[i]) - q);
+            w[i] = logit;
+            let e = error(i);
+            let low = logit - e;
+            lower[l] = if low > lower[l] { low } else { lower[l] };
+            best[l] = if logit > best[l] { logit } else { best[l] };
+            loose[l] |= e > RECOMPUTE_TOLERANCE;
+        }
     }
+    let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
+    let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let real = training.points.saturating_sub(start).min(count);
     let mut recomputed = 0;
-    if any_loose {
+    if loose.iter().any(|&l| l) {
         let threshold = lower - margin;
         let dim = training.dim;
         for i in 0..real {
-            let e = mad::<FMA>(
-                bound.norm_coeff,
-                na[i],
-                mad::<FMA>(bound.half_norm_coeff, h[i], bound.constant),
-            );
+            let e = error(i);
             if e > RECOMPUTE_TOLERANCE && w[i] + e >= threshold {
                 let row = &training.rows[(start + i) * training.row_width..][..dim];
                 w[i] = -0.5 * kappa * direct_distance2(xp, row);
                 recomputed += 1;
             }
         }
-    }
-    for v in &mut w[real..] {
-        *v = f32::NEG_INFINITY;
-    }
-    let mut best = f32::NEG_INFINITY;
-    let mut arg = 0u32;
-    for (i, &v) in w.iter().enumerate() {
-        if v > best {
-            best = v;
-            arg = (start + i) as u32;
+        if recomputed > 0 {
+            block_max = w.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         }
     }
-    (best, arg, recomputed)
+    (block_max, recomputed)
 }
 
 /// `|x' − a|²` in f32, 16 lanes folded in a fixed order (no cancellation).
@@ -670,9 +691,140 @@ pub fn direct_distance2(xp: &[f32], a: &[f32]) -> f32 {
         let d = x - a;
         acc[k] += d * d;
     }
-    let mut lanes = [0f32; 4];
-    for k in 0..4 {
-        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    fold16(&acc)
+}
+
+/// 16 f32 lanes as the micro-kernels see them: one zmm (AVX-512), two ymm (AVX2) or a
+/// plain array (portable; LLVM vectorizes it for SSE2). Written with intrinsics because
+/// LLVM, left alone, vectorized the register tiles across particles with gathers and
+/// scatters instead of keeping them in registers. The three give the same operations in
+/// the same order; only FMA (contracted or not) differs between the portable one and the
+/// others.
+pub trait Lanes16: Copy {
+    const FMA: bool;
+    /// # Safety
+    /// The CPU has the features of the implementing type (the callers are the
+    /// `#[target_feature]` wrappers chosen by `Isa::detect`).
+    unsafe fn zero() -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn splat(v: f32) -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn load(src: &[f32; 16]) -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn store(self, dst: &mut [f32; 16]);
+    /// `self * b + c`.
+    /// # Safety
+    /// As `zero`.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+}
+
+#[derive(Clone, Copy)]
+pub struct Portable16([f32; 16]);
+
+impl Lanes16 for Portable16 {
+    const FMA: bool = false;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self([0.0; 16])
     }
-    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self([v; 16])
+    }
+    #[inline(always)]
+    unsafe fn load(src: &[f32; 16]) -> Self {
+        Self(*src)
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32; 16]) {
+        *dst = self.0;
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        let mut out = [0f32; 16];
+        for l in 0..16 {
+            out[l] = self.0[l] * b.0[l] + c.0[l];
+        }
+        Self(out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Lanes16;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct Avx512x16(__m512);
+
+    impl Lanes16 for Avx512x16 {
+        const FMA: bool = true;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Self(_mm512_setzero_ps())
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Self(_mm512_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(src: &[f32; 16]) -> Self {
+            Self(_mm512_loadu_ps(src.as_ptr()))
+        }
+        #[inline(always)]
+        unsafe fn store(self, dst: &mut [f32; 16]) {
+            _mm512_storeu_ps(dst.as_mut_ptr(), self.0)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Self(_mm512_fmadd_ps(self.0, b.0, c.0))
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Avx2x16(__m256, __m256);
+
+    impl Lanes16 for Avx2x16 {
+        const FMA: bool = true;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Self(_mm256_setzero_ps(), _mm256_setzero_ps())
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Self(_mm256_set1_ps(v), _mm256_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(src: &[f32; 16]) -> Self {
+            Self(
+                _mm256_loadu_ps(src.as_ptr()),
+                _mm256_loadu_ps(src.as_ptr().add(8)),
+            )
+        }
+        #[inline(always)]
+        unsafe fn store(self, dst: &mut [f32; 16]) {
+            _mm256_storeu_ps(dst.as_mut_ptr(), self.0);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8), self.1);
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Self(
+                _mm256_fmadd_ps(self.0, b.0, c.0),
+                _mm256_fmadd_ps(self.1, b.1, c.1),
+            )
+        }
+    }
+}
+
+#[inline(always)]
+fn half16(s: &[f32], at: usize) -> &[f32; 16] {
+    s[at..at + 16].try_into().unwrap()
+}
+
+#[inline(always)]
+fn half16_mut(s: &mut [f32], at: usize) -> &mut [f32; 16] {
+    (&mut s[at..at + 16]).try_into().unwrap()
 }
