@@ -408,7 +408,10 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
     let block = block_points(dim);
     // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
     scratch.scaled[..rows * dim].fill(0.0);
-    for (x, xp) in xs.chunks_exact(dim).zip(scratch.scaled.chunks_exact_mut(dim)) {
+    for (x, xp) in xs
+        .chunks_exact(dim)
+        .zip(scratch.scaled.chunks_exact_mut(dim))
+    {
         for (o, &v) in xp.iter_mut().zip(x) {
             *o = v * scale.inv_scale;
         }
@@ -511,6 +514,54 @@ fn fold16(acc: &[f32; 16]) -> f32 {
         lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
     }
     ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+}
+
+/// The base-2 logits the kernel uses for one particle `x` against every training point
+/// (dot form with the bounded recomputes, block by block as in a step), on the portable
+/// build, and the number of pairs recomputed: for the accuracy tests and measurements.
+pub fn particle_logits(
+    training: &TrainingPanels,
+    x: &[f32],
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> (Vec<f32>, u64) {
+    let dim = training.dim;
+    let scale = ScoreScale::new(mean_scale, inv_two_sigma2);
+    let xp: Vec<f32> = x.iter().map(|&v| v * scale.inv_scale).collect();
+    let bound = bound_terms(&xp, scale.kappa);
+    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    let block = block_points(dim);
+    let padded = training.padded_points();
+    let mut out = Vec::with_capacity(padded);
+    let mut running_max = f32::NEG_INFINITY;
+    let mut recomputed = 0;
+    let mut start = 0;
+    while start < padded {
+        let count = block.min(padded - start);
+        let mut w = vec![0f32; count];
+        for j in 0..count / PANEL {
+            let index = start / PANEL + j;
+            let panel = &training.panels[index * dim * PANEL..(index + 1) * dim * PANEL];
+            // SAFETY: the portable lanes need no CPU feature.
+            unsafe { dot_tile::<Portable16, 1>(&xp, panel, &mut w[j * PANEL..], count) };
+        }
+        let (block_max, r) = logits::<false>(
+            &mut w,
+            &xp,
+            training,
+            start,
+            &bound,
+            scale.kappa,
+            running_max,
+            margin,
+        );
+        running_max = running_max.max(block_max);
+        recomputed += r;
+        out.extend_from_slice(&w);
+        start += count;
+    }
+    out.truncate(training.points);
+    (out, recomputed)
 }
 
 /// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]` (written to
