@@ -680,24 +680,28 @@ fn logits<const FMA: bool>(
     let h = &training.half_norm2[start..start + count];
     let na = &training.norm[start..start + count];
     let q = bound.half_norm2;
-    let error = |i: usize| {
-        mad::<FMA>(
-            bound.norm_coeff,
-            na[i],
-            mad::<FMA>(bound.half_norm_coeff, h[i], bound.constant),
-        )
-    };
     // In 16 lanes (count is a whole number of panels): the logits, a lower bound of the
-    // block's best true logit, and whether any bound exceeds the tolerance.
+    // block's best true logit, and whether any bound exceeds the tolerance. Fixed-size
+    // chunks so that LLVM vectorizes the lanes.
     let mut lower = [f32::NEG_INFINITY; 16];
     let mut best = [f32::NEG_INFINITY; 16];
     let mut loose = [false; 16];
-    for c in 0..count / 16 {
+    for ((wc, hc), nc) in w
+        .chunks_exact_mut(16)
+        .zip(h.chunks_exact(16))
+        .zip(na.chunks_exact(16))
+    {
+        let wc: &mut [f32; 16] = wc.try_into().unwrap();
+        let hc: &[f32; 16] = hc.try_into().unwrap();
+        let nc: &[f32; 16] = nc.try_into().unwrap();
         for l in 0..16 {
-            let i = 16 * c + l;
-            let logit = kappa * ((w[i] - h[i]) - q);
-            w[i] = logit;
-            let e = error(i);
+            let logit = kappa * ((wc[l] - hc[l]) - q);
+            wc[l] = logit;
+            let e = mad::<FMA>(
+                bound.norm_coeff,
+                nc[l],
+                mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
+            );
             let low = logit - e;
             lower[l] = if low > lower[l] { low } else { lower[l] };
             best[l] = if logit > best[l] { logit } else { best[l] };
@@ -706,16 +710,35 @@ fn logits<const FMA: bool>(
     }
     let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
     let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let real = training.points.saturating_sub(start).min(count);
     let mut recomputed = 0;
     if loose.iter().any(|&l| l) {
         let threshold = lower - margin;
         let dim = training.dim;
-        for i in 0..real {
-            let e = error(i);
-            if e > RECOMPUTE_TOLERANCE && w[i] + e >= threshold {
-                let row = &training.rows[(start + i) * training.row_width..][..dim];
-                w[i] = -0.5 * kappa * direct_distance2(xp, row);
+        for (c, ((wc, hc), nc)) in w
+            .chunks_exact_mut(16)
+            .zip(h.chunks_exact(16))
+            .zip(na.chunks_exact(16))
+            .enumerate()
+        {
+            let wc: &mut [f32; 16] = wc.try_into().unwrap();
+            let hc: &[f32; 16] = hc.try_into().unwrap();
+            let nc: &[f32; 16] = nc.try_into().unwrap();
+            // Candidates, vectorized; padding points (w = -inf, e = inf) give NaN: never.
+            let mut candidate = [false; 16];
+            for l in 0..16 {
+                let e = mad::<FMA>(
+                    bound.norm_coeff,
+                    nc[l],
+                    mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
+                );
+                candidate[l] = (e > RECOMPUTE_TOLERANCE) & (wc[l] + e >= threshold);
+            }
+            if !candidate.iter().any(|&c| c) {
+                continue;
+            }
+            for l in (0..16).filter(|&l| candidate[l]) {
+                let row = &training.rows[(start + 16 * c + l) * training.row_width..][..dim];
+                wc[l] = -0.5 * kappa * direct_distance2(xp, row);
                 recomputed += 1;
             }
         }
