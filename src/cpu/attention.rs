@@ -267,7 +267,7 @@ fn advance_avx512(
     scratch: &mut Scratch,
     tap: Option<(&[usize], &mut [PosteriorSample])>,
 ) {
-    advance_with::<x86::Avx512x16, 8, true>(
+    advance_with::<Fused16, 8, true>(
         training,
         xs,
         partials,
@@ -318,7 +318,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
 ) {
     let dim = training.dim;
     let particles = xs.len() / dim;
-    assert!(scratch.rows >= particles && scratch.rows % R == 0);
+    assert!(scratch.rows >= particles && scratch.rows.is_multiple_of(R));
     assert_eq!(partials.len(), xs.len());
     for (u, update) in updates.iter().enumerate() {
         // SAFETY: the wrappers only instantiate `V` for features this CPU has.
@@ -451,7 +451,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
             }
         }
         // 2. Per particle: logits, recomputes, online max, weights.
-        for p in 0..particles {
+        for (p, bound) in bounds.iter().enumerate() {
             let w = &mut scratch.weights[p * block..p * block + count];
             let xp = &scratch.scaled[p * dim..(p + 1) * dim];
             let (block_max, recomputed) = logits::<FMA>(
@@ -459,7 +459,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 xp,
                 training,
                 start,
-                &bounds[p],
+                bound,
                 scale.kappa,
                 scratch.running_max[p],
                 margin,
@@ -818,11 +818,37 @@ impl Lanes16 for Portable16 {
     }
     #[inline(always)]
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-        let mut out = [0f32; 16];
-        for l in 0..16 {
-            out[l] = self.0[l] * b.0[l] + c.0[l];
-        }
-        Self(out)
+        Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
+    }
+}
+
+/// 16 lanes with fused multiply-adds, as a plain array: inside the AVX-512 wrapper LLVM
+/// keeps it in one zmm register (the AVX-512 intrinsics need Rust 1.89; the crate's MSRV
+/// is 1.87).
+#[derive(Clone, Copy)]
+pub struct Fused16([f32; 16]);
+
+impl Lanes16 for Fused16 {
+    const FMA: bool = true;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self([0.0; 16])
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self([v; 16])
+    }
+    #[inline(always)]
+    unsafe fn load(src: &[f32; 16]) -> Self {
+        Self(*src)
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32; 16]) {
+        *dst = self.0;
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l].mul_add(b.0[l], c.0[l])))
     }
 }
 
@@ -830,33 +856,6 @@ impl Lanes16 for Portable16 {
 mod x86 {
     use super::Lanes16;
     use std::arch::x86_64::*;
-
-    #[derive(Clone, Copy)]
-    pub struct Avx512x16(__m512);
-
-    impl Lanes16 for Avx512x16 {
-        const FMA: bool = true;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            Self(_mm512_setzero_ps())
-        }
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            Self(_mm512_set1_ps(v))
-        }
-        #[inline(always)]
-        unsafe fn load(src: &[f32; 16]) -> Self {
-            Self(_mm512_loadu_ps(src.as_ptr()))
-        }
-        #[inline(always)]
-        unsafe fn store(self, dst: &mut [f32; 16]) {
-            _mm512_storeu_ps(dst.as_mut_ptr(), self.0)
-        }
-        #[inline(always)]
-        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-            Self(_mm512_fmadd_ps(self.0, b.0, c.0))
-        }
-    }
 
     #[derive(Clone, Copy)]
     pub struct Avx2x16(__m256, __m256);
