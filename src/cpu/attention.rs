@@ -768,12 +768,12 @@ pub fn direct_distance2(xp: &[f32], a: &[f32]) -> f32 {
     fold16(&acc)
 }
 
-/// 16 f32 lanes as the micro-kernels see them: one zmm (AVX-512), two ymm (AVX2) or a
-/// plain array (portable; LLVM vectorizes it for SSE2). Written with intrinsics because
-/// LLVM, left alone, vectorized the register tiles across particles with gathers and
-/// scatters instead of keeping them in registers. The three give the same operations in
-/// the same order; only FMA (contracted or not) differs between the portable one and the
-/// others.
+/// 16 f32 lanes as the micro-kernels see them: a fused array (AVX-512, one zmm), two ymm
+/// through intrinsics (AVX2) or a plain array (portable, no FMA). The register tiles are
+/// written over this type, not as loops over particles, because LLVM, left alone,
+/// vectorized those loops across particles with gathers and scatters instead of keeping
+/// the tiles in registers. All give the same operations in the same order; only FMA
+/// (contracted or not) differs between the portable one and the others.
 pub trait Lanes16: Copy {
     const FMA: bool;
     /// # Safety
