@@ -28,8 +28,27 @@ fn bench_engine(c: &mut Criterion, name: &str, engine: &mut dyn Engine) {
     group.finish();
 }
 
+/// The cpu engine for D > 4 (the fused attention kernel) on two of the workloads,
+/// scaled down so a criterion sample stays short: throughput in particle x point pairs
+/// per step (4·D flops each).
+fn bench_attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cpu attention");
+    group.sample_size(10);
+    for (dim, n_train, particles) in [(64usize, 2000usize, 500u64), (784, 2000, 100)] {
+        let mut config =
+            SampleConfig::new(Dataset::parse(&format!("gaussian:{n_train}:{dim}")).unwrap());
+        config.particles = particles;
+        group.throughput(Throughput::Elements(particles * n_train as u64 * 99));
+        group.bench_function(format!("D={dim} N={n_train} P={particles} 99 steps"), |b| {
+            b.iter(|| run_collect(&config, &mut CpuEngine::new()).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn engines(c: &mut Criterion) {
     bench_engine(c, "cpu", &mut CpuEngine::new());
+    bench_attention(c);
     match GpuEngine::new(AdapterChoice::Any) {
         Ok(mut gpu) => bench_engine(c, "gpu", &mut gpu),
         Err(e) => eprintln!("gpu benchmarks not run: {e}"),

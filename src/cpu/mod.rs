@@ -3,6 +3,7 @@
 //! that runs them for real, over particles in parallel with rayon.
 
 pub mod approx;
+pub mod attention;
 pub mod deposit;
 pub mod em_step;
 pub mod em_step_general;
@@ -360,8 +361,25 @@ fn advance_fast(
     }
 }
 
-/// The general-D (D > 4) Euler–Maruyama path: the scalar twins `init_noise_into` and
-/// `em_step_general`, rayon over blocks of particles.
+/// The posterior tap of the D > 4 paths: at the listed steps (global step indices; a heun
+/// step records its predictor's score), the softmax's `(max_i w_i, argmax_i)` of the
+/// first `rows` particles of the call, in `out[record * rows + row]` (records in the
+/// order of `steps`; rows beyond the call's particles are left alone).
+#[derive(Debug, Clone)]
+pub struct PosteriorTap {
+    pub steps: Vec<usize>,
+    pub rows: usize,
+    pub out: Vec<attention::PosteriorSample>,
+}
+
+impl PosteriorTap {
+    pub fn new(steps: Vec<usize>, rows: usize) -> Self {
+        let out = vec![(f32::NAN, u32::MAX); steps.len() * rows];
+        Self { steps, rows, out }
+    }
+}
+
+/// The general-D (D > 4) Euler–Maruyama path: the fused attention kernel.
 #[allow(clippy::too_many_arguments)]
 fn advance_general(
     problem: &Problem,
@@ -372,18 +390,7 @@ fn advance_general(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<()> {
-    let dim = problem.dataset.dim;
-    let training = reduce_general::pad_general(&problem.dataset.points, dim);
-    let params: Vec<StepParams> = problem.steps[steps.clone()]
-        .iter()
-        .map(StepParams::from_step)
-        .collect();
-    let key = crate::philox::seed_key(problem.seed);
-    let isa = fast::Isa::detect();
-    let run = |x: &mut [f32], particle: u64| {
-        em_steps_on(isa, x, dim, &training, &params, key, particle);
-    };
-    advance_rows(
+    advance_attention(
         problem,
         first_particle,
         initial,
@@ -391,13 +398,13 @@ fn advance_general(
         steps,
         cancel,
         on_step,
-        &run,
+        None,
     )
 }
 
-/// The Heun (probability-flow ODE) path for D > 4 (D <= 4 runs on the SIMD engine):
-/// `heun_half_step_general`, rayon over blocks of particles. The initial noise is the
-/// same as for Euler–Maruyama; there is no other noise.
+/// The Heun (probability-flow ODE) path for D > 4 (D <= 4 runs on the SIMD engine): the
+/// same kernel, one score per half. The initial noise is the same as for
+/// Euler–Maruyama; there is no other noise.
 #[allow(clippy::too_many_arguments)]
 fn advance_heun(
     problem: &Problem,
@@ -408,15 +415,7 @@ fn advance_heun(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<()> {
-    let dim = problem.dataset.dim;
-    let halves: Vec<HeunParams> = steps
-        .clone()
-        .flat_map(|k| HeunParams::for_step(problem.steps, k))
-        .collect();
-    let padded = reduce_general::pad_general(&problem.dataset.points, dim);
-    let isa = fast::Isa::detect();
-    let run = |x: &mut [f32], _particle: u64| heun_halves_on(isa, x, dim, &padded, &halves);
-    advance_rows(
+    advance_attention(
         problem,
         first_particle,
         initial,
@@ -424,150 +423,28 @@ fn advance_heun(
         steps,
         cancel,
         on_step,
-        &run,
+        None,
     )
 }
 
-/// The D > 4 inner loops: all steps of a block of particles `particle ..` (`x`: their
-/// padded rows), each step reading each tile of training points once for the block, with
-/// the engine's 16-lane distance (`general_potential_wide`), compiled for the best
-/// instruction set of this CPU. The
-/// operations and their order are the same on every ISA (Rust never contracts a * b + c
-/// into an FMA by itself), so the bits are too; only the vector width changes.
-#[inline(always)]
-fn em_steps(
-    x: &mut [f32],
-    dim: usize,
-    training: &[f32],
-    params: &[StepParams],
-    key: [u32; 2],
-    particle: u64,
-) {
-    let width = reduce_general::padded_width(dim);
-    let mut scratch = reduce_general::BlockScratch::new(x.len() / width, width);
-    for step in params {
-        em_step_general::em_step_general_block(
-            x,
-            width,
-            dim,
-            training,
-            step,
-            key,
-            particle,
-            &mut scratch,
-        );
-    }
-}
-
-#[inline(always)]
-fn heun_halves(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
-    let width = reduce_general::padded_width(dim);
-    let mut partial = vec![0f32; x.len()];
-    let mut scratch = reduce_general::BlockScratch::new(x.len() / width, width);
-    for half in halves {
-        heun_step::heun_half_step_general_block(
-            x,
-            width,
-            dim,
-            training,
-            half,
-            &mut partial,
-            &mut scratch,
-        );
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-fn em_steps_avx512(
-    x: &mut [f32],
-    dim: usize,
-    training: &[f32],
-    params: &[StepParams],
-    key: [u32; 2],
-    particle: u64,
-) {
-    em_steps(x, dim, training, params, key, particle)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn em_steps_avx2(
-    x: &mut [f32],
-    dim: usize,
-    training: &[f32],
-    params: &[StepParams],
-    key: [u32; 2],
-    particle: u64,
-) {
-    em_steps(x, dim, training, params, key, particle)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-fn heun_halves_avx512(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
-    heun_halves(x, dim, training, halves)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn heun_halves_avx2(x: &mut [f32], dim: usize, training: &[f32], halves: &[HeunParams]) {
-    heun_halves(x, dim, training, halves)
-}
-
-fn em_steps_on(
-    isa: fast::Isa,
-    x: &mut [f32],
-    dim: usize,
-    training: &[f32],
-    params: &[StepParams],
-    key: [u32; 2],
-    particle: u64,
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::detect` only returns an ISA whose features this CPU has.
-        fast::Isa::Avx512 => unsafe { em_steps_avx512(x, dim, training, params, key, particle) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        fast::Isa::Avx2 => unsafe { em_steps_avx2(x, dim, training, params, key, particle) },
-        _ => em_steps(x, dim, training, params, key, particle),
-    }
-}
-
-fn heun_halves_on(
-    isa: fast::Isa,
-    x: &mut [f32],
-    dim: usize,
-    training: &[f32],
-    halves: &[HeunParams],
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::detect` only returns an ISA whose features this CPU has.
-        fast::Isa::Avx512 => unsafe { heun_halves_avx512(x, dim, training, halves) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        fast::Isa::Avx2 => unsafe { heun_halves_avx2(x, dim, training, halves) },
-        _ => heun_halves(x, dim, training, halves),
-    }
-}
-
-/// Particles per rayon work item of the row-by-row paths: about 16 items per thread, at
-/// most 64 particles (a particle-step costs N D here, so items are short anyway).
-fn general_block_len(particles: usize) -> usize {
+/// Particles per rayon work item of the D > 4 kernel: about 4 items per thread (each
+/// item streams the training set once per step, so fewer, larger items read less), a
+/// whole number of register tiles, at most 128 particles (their rows, weights and
+/// accumulators stay in L2).
+fn attention_block_len(particles: usize, isa: fast::Isa) -> usize {
+    let r = attention::tile_rows(isa);
     particles
-        .div_ceil(rayon::current_num_threads().max(1) * 16)
-        .clamp(1, 64)
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .next_multiple_of(r)
+        .clamp(r, 128usize.next_multiple_of(r))
 }
 
-/// Run the particles through `run` (all steps of the range), rayon over work items of up
-/// to 64 particles: each item's particles start from their initial noise
-/// (`init_noise_into`, the shader's loop over lane blocks) or their saved positions, in
-/// zero-padded rows of `padded_width(D)`, and `run` gets the rows and the item's first
-/// particle index.
+/// The D > 4 paths (em and heun, `problem.sampler`) on the fused attention kernel, with
+/// an optional posterior tap. Rayon over work items; each item's particles start from
+/// their initial noise (`init_noise_into`, the shader's loop over lane blocks) or their
+/// saved positions, and run through all steps of the range.
 #[allow(clippy::too_many_arguments)]
-fn advance_rows(
+pub fn advance_attention(
     problem: &Problem,
     first_particle: u64,
     initial: Option<&mut [f32]>,
@@ -575,15 +452,46 @@ fn advance_rows(
     steps: Range<usize>,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
-    run: &(dyn Fn(&mut [f32], u64) + Sync),
+    tap: Option<&mut PosteriorTap>,
 ) -> Result<()> {
     let dim = problem.dataset.dim;
     if problem.dataset.is_empty() {
         return Err(Error::invalid("dataset", "the training set is empty"));
     }
-    let width = reduce_general::padded_width(dim);
+    let training = attention::TrainingPanels::new(&problem.dataset.points, dim);
+    // The updates of the range and, per tapped step, the index of its (first) update.
+    let mut updates = Vec::new();
+    let mut first_update_of_step = Vec::new();
+    for k in steps.clone() {
+        first_update_of_step.push(updates.len());
+        match problem.sampler {
+            SamplerKind::Em => updates.push(attention::Update::Em(StepParams::from_step(
+                &problem.steps[k],
+            ))),
+            SamplerKind::Heun => updates.extend(
+                HeunParams::for_step(problem.steps, k)
+                    .into_iter()
+                    .map(attention::Update::Heun),
+            ),
+        }
+    }
+    let (tap_records, tap_rows): (Vec<(usize, usize)>, usize) = match &tap {
+        Some(tap) => (
+            tap.steps
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| steps.contains(k))
+                .map(|(record, k)| (record, first_update_of_step[k - steps.start]))
+                .collect(),
+            tap.rows,
+        ),
+        None => (Vec::new(), 0),
+    };
+    let tap_out = tap.map(|t| std::sync::Mutex::new(&mut t.out));
+    let key = crate::philox::seed_key(problem.seed);
+    let isa = fast::Isa::detect();
     let initial_std = problem.initial_std as f32;
-    let block = general_block_len(state.len() / dim);
+    let block = attention_block_len(state.len() / dim, isa);
     run_blocks(
         dim,
         block,
@@ -592,28 +500,42 @@ fn advance_rows(
         steps,
         cancel,
         on_step,
-        |c, mut initial, rows| {
-            // The item's particles, padded rows side by side, run as one block.
-            let first = first_particle + (c * block) as u64;
-            let mut xs = vec![0f32; rows.len() / dim * width];
-            for (r, (row, x)) in rows.chunks(dim).zip(xs.chunks_exact_mut(width)).enumerate() {
-                match initial.as_deref_mut() {
-                    Some(initial) => {
-                        let particle = first + r as u64;
-                        init_noise::init_noise_into(
-                            problem.seed,
-                            particle,
-                            initial_std,
-                            &mut x[..dim],
-                        );
-                        initial[r * dim..(r + 1) * dim].copy_from_slice(&x[..dim]);
-                    }
-                    None => x[..dim].copy_from_slice(row),
+        |c, initial, rows| {
+            let first_row = c * block;
+            let first = first_particle + first_row as u64;
+            if let Some(initial) = initial {
+                for (r, x) in initial.chunks_exact_mut(dim).enumerate() {
+                    init_noise::init_noise_into(problem.seed, first + r as u64, initial_std, x);
                 }
+                rows.copy_from_slice(initial);
             }
-            run(&mut xs, first);
-            for (row, x) in rows.chunks_mut(dim).zip(xs.chunks_exact(width)) {
-                row.copy_from_slice(&x[..dim]);
+            let particles = rows.len() / dim;
+            let mut scratch =
+                attention::Scratch::new(particles, attention::tile_rows(isa), &training);
+            let mut partials = vec![0f32; rows.len()];
+            let item_tap_rows = tap_rows.saturating_sub(first_row).min(particles);
+            let tapped_updates: Vec<usize> = tap_records.iter().map(|&(_, u)| u).collect();
+            let mut local = vec![(f32::NAN, u32::MAX); tapped_updates.len() * item_tap_rows];
+            let item_tap = (item_tap_rows > 0 && !tapped_updates.is_empty())
+                .then_some((&tapped_updates[..], &mut local[..]));
+            attention::advance(
+                isa,
+                &training,
+                rows,
+                &mut partials,
+                &updates,
+                key,
+                first,
+                &mut scratch,
+                item_tap,
+            );
+            if let (Some(out), true) = (&tap_out, item_tap_rows > 0) {
+                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                for (j, &(record, _)) in tap_records.iter().enumerate() {
+                    for r in 0..item_tap_rows {
+                        out[record * tap_rows + first_row + r] = local[j * item_tap_rows + r];
+                    }
+                }
             }
         },
     )

@@ -1,0 +1,903 @@
+//! The cpu engine's kernel for D > 4: the empirical score as attention (particles are the
+//! queries, training points the keys and values), blocked like a GEMM and fused.
+//!
+//! - Per step, a work item's particles (`x' = x / s`, so the training points need no
+//!   per-step scaling) meet the training points block by block (`block_points(D)` points,
+//!   sized so a block in both layouts stays in L2). Within a block, a register tile of
+//!   `R` particles x `PANEL` (32) points computes the dot products `x'·a_i` from panels
+//!   stored coordinate-major (`[k][32]`), one FMA per pair and coordinate; the particles'
+//!   rows stay in L1 while each block is read once per work item, not once per particle.
+//! - Logits in base 2, `L_i = κ (x'·a_i − |a_i|²/2 − |x'|²/2) = −κ |x' − a_i|² / 2` with
+//!   `κ = s² log2(e) / σ²`. The dot form cancels digits at small σ² (see
+//!   `docs/performance-cpu-attention.md`): each pair carries a rigorous bound `e_i` of its
+//!   f32 error, and a pair whose bound exceeds `RECOMPUTE_TOLERANCE` and whose logit may
+//!   lie within `e_i + margin` of the running max is recomputed in the direct form
+//!   `|x' − a_i|²` (no cancellation). Pairs further below have weights under
+//!   `2^-(log2 N + 25)` of the max, true and computed, so they do not matter.
+//! - Online softmax per particle across blocks (one rescale per block at most), the
+//!   weights of a block exponentiated in place, then the weighted mean `W·A` as a second
+//!   register-tiled product over row-major points (`R` particles x 32 coordinates).
+//!   No N-wide temporaries: the only per-particle buffers are one block of weights and
+//!   the D-wide accumulator.
+//! - Every particle's arithmetic (its own accumulators, the fixed block order, its own
+//!   recompute decisions) is independent of which particles share its tile or work item,
+//!   so results are bit-identical for any batch size or thread count on a given ISA.
+
+use super::approx::{exp2, mad};
+use super::fast::Isa;
+use crate::params::{HeunParams, StepParams};
+use crate::philox::{counter, normals4_f32, philox4x32_10};
+
+/// Training points per panel of the logits kernel (and per weights row of its tile).
+pub const PANEL: usize = 32;
+/// Coordinates per register tile of the weighted-mean kernel; rows are padded to it.
+pub const MEAN_CHUNK: usize = 32;
+/// A pair whose error bound (base-2 logit units) stays below this keeps its dot-form
+/// logit: a relative weight error of at most `2^(1/1024) − 1 ≈ 6.8e-4`, on weights that
+/// only matter when the posterior is spread (large σ², where the bounds are far smaller).
+pub const RECOMPUTE_TOLERANCE: f32 = 1.0 / 1024.0;
+/// Beyond `log2 N` this many base-2 units below the max, a point's weight is below
+/// 2^-25 / N of the max: all of them together move the sum by less than 2^-24.
+const CULL_MARGIN_BITS: f32 = 25.0;
+/// f32 unit round-off.
+const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Particles per register tile, per instruction set: AVX-512 8 x 32 points = 16 zmm
+/// accumulators; AVX2 3 x 32 = 12 ymm; SSE2 1 x 32 = 8 xmm.
+pub fn tile_rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 8,
+        Isa::Avx2 => 3,
+        Isa::Portable => 1,
+    }
+}
+
+/// Training points per block for dimension `dim`: both layouts of a block in about
+/// 1 MiB (half of a 2 MiB L2), a whole number of panels, 32..=512 points. It depends on D
+/// only, so the online softmax's block boundaries (and the bits) never change with the
+/// batch.
+pub fn block_points(dim: usize) -> usize {
+    ((131_072 / dim.max(1)) / PANEL * PANEL).clamp(PANEL, 512)
+}
+
+/// The training set in the layouts the micro-kernels read, built once per advance call.
+#[derive(Debug, Clone)]
+pub struct TrainingPanels {
+    pub dim: usize,
+    /// Number of real points N.
+    pub points: usize,
+    /// Row width of `rows` and of the accumulators: `dim` rounded up to `MEAN_CHUNK`.
+    pub row_width: usize,
+    /// Panels of `PANEL` points, coordinate-major: panel j holds `[k][PANEL]` at
+    /// `j * dim * PANEL`; points beyond N are zero.
+    pub panels: Vec<f32>,
+    /// Row-major points padded with zeros to `row_width` and to a whole panel.
+    pub rows: Vec<f32>,
+    /// `|a_i|² / 2` (from f64, rounded once; `inf` for padding points, so their logits are
+    /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
+    pub half_norm2: Vec<f32>,
+    pub norm: Vec<f32>,
+}
+
+impl TrainingPanels {
+    pub fn new(points: &[f64], dim: usize) -> Self {
+        let n = points.len() / dim;
+        let padded = n.div_ceil(PANEL) * PANEL;
+        let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
+        let mut panels = vec![0f32; padded * dim];
+        let mut rows = vec![0f32; padded * row_width];
+        let mut half_norm2 = vec![f32::INFINITY; padded];
+        let mut norm = vec![0f32; padded];
+        for (i, a) in points.chunks_exact(dim).enumerate() {
+            let (j, l) = (i / PANEL, i % PANEL);
+            for (k, &v) in a.iter().enumerate() {
+                panels[j * dim * PANEL + k * PANEL + l] = v as f32;
+                rows[i * row_width + k] = v as f32;
+            }
+            // The norms of the f32 points the kernels actually use.
+            let n2: f64 = a.iter().map(|&v| (v as f32 as f64).powi(2)).sum();
+            half_norm2[i] = (0.5 * n2) as f32;
+            norm[i] = (n2.sqrt() * (1.0 + 4.0 * UNIT_ROUNDOFF)) as f32;
+        }
+        Self {
+            dim,
+            points: n,
+            row_width,
+            panels,
+            rows,
+            half_norm2,
+            norm,
+        }
+    }
+
+    fn padded_points(&self) -> usize {
+        self.half_norm2.len()
+    }
+}
+
+/// One score evaluation's coefficients (an em step or a heun half).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreScale {
+    /// `1 / s`: particles are divided by it instead of scaling the points.
+    pub inv_scale: f32,
+    /// `κ = s² log2(e) / σ²`.
+    pub kappa: f32,
+}
+
+impl ScoreScale {
+    pub fn new(mean_scale: f32, inv_two_sigma2: f32) -> Self {
+        let s = mean_scale as f64;
+        Self {
+            inv_scale: (1.0 / s) as f32,
+            kappa: (2.0 * s * s * inv_two_sigma2 as f64 * std::f64::consts::LOG2_E) as f32,
+        }
+    }
+}
+
+/// What a step does with the weighted mean `m` (the rows' `x` is updated in place).
+#[derive(Debug, Clone, Copy)]
+pub enum Update {
+    /// `x' = keep x + mean_coeff m + noise_coeff z`, z from Philox (step, lane block).
+    Em(StepParams),
+    /// A Heun half (see `HeunParams`): the predictor also writes the corrector's part.
+    Heun(HeunParams),
+}
+
+impl Update {
+    fn scale(&self) -> ScoreScale {
+        match self {
+            Update::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
+            Update::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
+        }
+    }
+}
+
+/// The posterior tap of one record: `(max_i w_i, argmax_i)` of the softmax (ties: the
+/// lowest index), for the first rows of a call.
+pub type PosteriorSample = (f32, u32);
+
+/// Per-work-item scratch, allocated once per item and reused by every step.
+#[derive(Debug, Clone)]
+pub struct Scratch {
+    rows: usize,
+    /// `x'` coordinate-major per tile of `R` particles (`[tile][k][R]`).
+    tiles: Vec<f32>,
+    /// `x'` row-major (`[p][dim]`), for the direct-form recomputes.
+    scaled: Vec<f32>,
+    /// One block of logits, then weights, per particle (`[p][block]`).
+    weights: Vec<f32>,
+    /// The weighted sums per particle (`[p][row_width]`).
+    acc: Vec<f32>,
+    running_max: Vec<f32>,
+    weight_sum: Vec<f32>,
+    argmax: Vec<u32>,
+    /// Pairs recomputed in the direct form (statistics).
+    pub recomputed: u64,
+}
+
+impl Scratch {
+    pub fn new(particles: usize, r: usize, training: &TrainingPanels) -> Self {
+        let rows = particles.div_ceil(r) * r;
+        let dim = training.dim;
+        Self {
+            rows,
+            tiles: vec![0f32; rows * dim],
+            scaled: vec![0f32; rows * dim],
+            weights: vec![0f32; rows * block_points(dim)],
+            acc: vec![0f32; rows * training.row_width],
+            running_max: vec![0f32; rows],
+            weight_sum: vec![0f32; rows],
+            argmax: vec![0u32; rows],
+            recomputed: 0,
+        }
+    }
+}
+
+/// Run one work item's particles (`xs`: `particles` rows of `dim`, row-major, updated in
+/// place) through `updates`, on `isa`. `partials` (same shape as `xs`) carries the Heun
+/// corrector's known part between halves. `first_particle` is the global index of row 0
+/// (for the noise). `tap`: for the updates whose index is listed (`tap.0`), the
+/// posterior of the first `tap.1.len() / tap.0.len()` rows goes to
+/// `tap.1[record * rows + row]`.
+#[allow(clippy::too_many_arguments)]
+pub fn advance(
+    isa: Isa,
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    assert!(isa.available(), "{} is not available", isa.name());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa.available()` checked the features the wrapper enables.
+        Isa::Avx512 => unsafe {
+            advance_avx512(
+                training,
+                xs,
+                partials,
+                updates,
+                key,
+                first_particle,
+                scratch,
+                tap,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe {
+            advance_avx2(
+                training,
+                xs,
+                partials,
+                updates,
+                key,
+                first_particle,
+                scratch,
+                tap,
+            )
+        },
+        _ => advance_with::<Portable16, 1, false>(
+            training,
+            xs,
+            partials,
+            updates,
+            key,
+            first_particle,
+            scratch,
+            tap,
+        ),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+#[allow(clippy::too_many_arguments)]
+fn advance_avx512(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    advance_with::<Fused16, 8, true>(
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn advance_avx2(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    advance_with::<x86::Avx2x16, 3, true>(
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    mut tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    let dim = training.dim;
+    let particles = xs.len() / dim;
+    assert!(scratch.rows >= particles && scratch.rows.is_multiple_of(R));
+    assert_eq!(partials.len(), xs.len());
+    for (u, update) in updates.iter().enumerate() {
+        // SAFETY: the wrappers only instantiate `V` for features this CPU has.
+        unsafe { score_means::<V, R, FMA>(training, xs, update.scale(), scratch) };
+        // The tap: weights are relative to the running max, whose point weighs 1.
+        if let Some((records, out)) = tap.as_mut() {
+            if let Some(record) = records.iter().position(|&r| r == u) {
+                let rows = out.len() / records.len();
+                for row in 0..rows.min(particles) {
+                    out[record * rows + row] = (1.0 / scratch.weight_sum[row], scratch.argmax[row]);
+                }
+            }
+        }
+        let width = training.row_width;
+        for (p, (x, partial)) in xs
+            .chunks_exact_mut(dim)
+            .zip(partials.chunks_exact_mut(dim))
+            .enumerate()
+        {
+            let acc = &scratch.acc[p * width..p * width + dim];
+            let sum = scratch.weight_sum[p];
+            match update {
+                Update::Em(step) => em_update(x, acc, sum, step, key, first_particle + p as u64),
+                Update::Heun(half) => heun_update(x, partial, acc, sum, half),
+            }
+        }
+    }
+}
+
+/// `x' = keep x + mean_coeff m + noise_coeff z` (the twin's `em_update`, with
+/// `m = acc / weight_sum`), the normals of coordinates 4b..4b+3 from lane block b.
+#[inline(always)]
+fn em_update(
+    x: &mut [f32],
+    acc: &[f32],
+    weight_sum: f32,
+    step: &StepParams,
+    key: [u32; 2],
+    particle: u64,
+) {
+    for (c, (column, acc)) in x.chunks_mut(4).zip(acc.chunks(4)).enumerate() {
+        let z = normals4_f32(philox4x32_10(
+            counter(particle, step.step_index, c as u32),
+            key,
+        ));
+        for k in 0..column.len() {
+            let m = acc[k] / weight_sum;
+            column[k] = step.keep_coeff * column[k] + step.mean_coeff * m + step.noise_coeff * z[k];
+        }
+    }
+}
+
+/// The twin's `heun_update` with `m = acc / weight_sum`.
+#[inline(always)]
+fn heun_update(
+    x: &mut [f32],
+    partial: &mut [f32],
+    acc: &[f32],
+    weight_sum: f32,
+    step: &HeunParams,
+) {
+    for d in 0..x.len() {
+        let m = acc[d] / weight_sum;
+        let next = step.x_coeff * x[d] + step.mean_coeff * m;
+        if step.phase == 0 {
+            partial[d] = step.partial_x_coeff * x[d] + step.partial_mean_coeff * m;
+            x[d] = next;
+        } else {
+            x[d] = partial[d] + next;
+        }
+    }
+}
+
+/// The softmax-weighted sums `acc[p] = Σ_i 2^(L_i − M) a_i`, `weight_sum[p]`,
+/// `running_max[p]` and `argmax[p]` of every row of `xs` (the fused pass).
+#[inline(always)]
+unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &[f32],
+    scale: ScoreScale,
+    scratch: &mut Scratch,
+) {
+    let dim = training.dim;
+    let particles = xs.len() / dim;
+    let rows = particles.div_ceil(R) * R;
+    let width = training.row_width;
+    let block = block_points(dim);
+    // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
+    scratch.scaled[..rows * dim].fill(0.0);
+    for (x, xp) in xs
+        .chunks_exact(dim)
+        .zip(scratch.scaled.chunks_exact_mut(dim))
+    {
+        for (o, &v) in xp.iter_mut().zip(x) {
+            *o = v * scale.inv_scale;
+        }
+    }
+    for t in 0..rows / R {
+        let tile = &mut scratch.tiles[t * R * dim..(t + 1) * R * dim];
+        for r in 0..R {
+            let row = &scratch.scaled[(t * R + r) * dim..(t * R + r + 1) * dim];
+            for (k, &v) in row.iter().enumerate() {
+                tile[k * R + r] = v;
+            }
+        }
+    }
+    scratch.acc[..rows * width].fill(0.0);
+    scratch.running_max[..rows].fill(f32::NEG_INFINITY);
+    scratch.weight_sum[..rows].fill(0.0);
+    scratch.argmax[..rows].fill(0);
+    // Per-particle parts of the error bound of a dot-form logit (see `bound_terms`).
+    let bounds: Vec<BoundTerms> = scratch.scaled[..particles * dim]
+        .chunks_exact(dim)
+        .map(|xp| bound_terms(xp, scale.kappa))
+        .collect();
+    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    let padded_points = training.padded_points();
+    let mut start = 0;
+    while start < padded_points {
+        let count = block.min(padded_points - start);
+        // 1. Dot products of the block, tile by tile, into the weights buffer.
+        for t in 0..rows / R {
+            let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
+            for j in 0..count / PANEL {
+                let panel_index = start / PANEL + j;
+                let panel =
+                    &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
+                let out = &mut scratch.weights[t * R * block + j * PANEL..];
+                dot_tile::<V, R>(tile, panel, out, block);
+            }
+        }
+        // 2. Per particle: logits, recomputes, online max, weights.
+        for (p, bound) in bounds.iter().enumerate() {
+            let w = &mut scratch.weights[p * block..p * block + count];
+            let xp = &scratch.scaled[p * dim..(p + 1) * dim];
+            let (block_max, recomputed) = logits::<FMA>(
+                w,
+                xp,
+                training,
+                start,
+                bound,
+                scale.kappa,
+                scratch.running_max[p],
+                margin,
+            );
+            scratch.recomputed += recomputed;
+            let old = scratch.running_max[p];
+            if block_max > old {
+                // Rescale what came before (nothing on the first block: sums are 0).
+                let keep = if old == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp2::<FMA>(old - block_max)
+                };
+                for a in &mut scratch.acc[p * width..(p + 1) * width] {
+                    *a *= keep;
+                }
+                scratch.weight_sum[p] *= keep;
+                scratch.running_max[p] = block_max;
+                // The first point of the block at the max (ties: the lowest index).
+                let first = w.iter().position(|&v| v == block_max).unwrap_or(0);
+                scratch.argmax[p] = (start + first) as u32;
+            }
+            let m = scratch.running_max[p];
+            for v in w.iter_mut() {
+                *v = exp2::<FMA>(*v - m);
+            }
+            // Summed in 16 lanes, folded in a fixed order.
+            let mut lanes = [0f32; 16];
+            for chunk in w.chunks_exact(16) {
+                for l in 0..16 {
+                    lanes[l] += chunk[l];
+                }
+            }
+            scratch.weight_sum[p] += fold16(&lanes);
+        }
+        // 3. The weighted sums of the block's rows, tile by tile.
+        let rows_of_block = &training.rows[start * width..(start + count) * width];
+        for t in 0..rows / R {
+            let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
+            let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
+            mean_tile::<V, R>(weights, block, count, rows_of_block, width, acc);
+        }
+        start += count;
+    }
+}
+
+/// `((a0 + a4 + a8 + a12) + ...)`: 16 lanes to one, in a fixed order.
+#[inline(always)]
+fn fold16(acc: &[f32; 16]) -> f32 {
+    let mut lanes = [0f32; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+}
+
+/// The base-2 logits the kernel uses for one particle `x` against every training point
+/// (dot form with the bounded recomputes, block by block as in a step), on the portable
+/// build, and the number of pairs recomputed: for the accuracy tests and measurements.
+pub fn particle_logits(
+    training: &TrainingPanels,
+    x: &[f32],
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> (Vec<f32>, u64) {
+    let dim = training.dim;
+    let scale = ScoreScale::new(mean_scale, inv_two_sigma2);
+    let xp: Vec<f32> = x.iter().map(|&v| v * scale.inv_scale).collect();
+    let bound = bound_terms(&xp, scale.kappa);
+    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    let block = block_points(dim);
+    let padded = training.padded_points();
+    let mut out = Vec::with_capacity(padded);
+    let mut running_max = f32::NEG_INFINITY;
+    let mut recomputed = 0;
+    let mut start = 0;
+    while start < padded {
+        let count = block.min(padded - start);
+        let mut w = vec![0f32; count];
+        for j in 0..count / PANEL {
+            let index = start / PANEL + j;
+            let panel = &training.panels[index * dim * PANEL..(index + 1) * dim * PANEL];
+            // SAFETY: the portable lanes need no CPU feature.
+            unsafe { dot_tile::<Portable16, 1>(&xp, panel, &mut w[j * PANEL..], count) };
+        }
+        let (block_max, r) = logits::<false>(
+            &mut w,
+            &xp,
+            training,
+            start,
+            &bound,
+            scale.kappa,
+            running_max,
+            margin,
+        );
+        running_max = running_max.max(block_max);
+        recomputed += r;
+        out.extend_from_slice(&w);
+        start += count;
+    }
+    out.truncate(training.points);
+    (out, recomputed)
+}
+
+/// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]` (written to
+/// `out[r * stride ..][..PANEL]`), one FMA chain per pair, k in order (independent of the
+/// tile's other particles).
+#[inline(always)]
+unsafe fn dot_tile<V: Lanes16, const R: usize>(
+    tile: &[f32],
+    panel: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut acc = [[V::zero(); 2]; R];
+    for (xk, ak) in tile.chunks_exact(R).zip(panel.chunks_exact(PANEL)) {
+        let a0 = V::load(half16(ak, 0));
+        let a1 = V::load(half16(ak, 16));
+        for r in 0..R {
+            let xv = V::splat(xk[r]);
+            acc[r][0] = xv.mul_add(a0, acc[r][0]);
+            acc[r][1] = xv.mul_add(a1, acc[r][1]);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        acc[0].store(half16_mut(out, r * stride));
+        acc[1].store(half16_mut(out, r * stride + 16));
+    }
+}
+
+/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's `count` points, i in order, in
+/// register tiles of `R` particles x `MEAN_CHUNK` coordinates.
+#[inline(always)]
+unsafe fn mean_tile<V: Lanes16, const R: usize>(
+    weights: &[f32],
+    block: usize,
+    count: usize,
+    rows: &[f32],
+    width: usize,
+    acc: &mut [f32],
+) {
+    for d0 in (0..width).step_by(MEAN_CHUNK) {
+        let mut tile = [[V::zero(); 2]; R];
+        for (r, t) in tile.iter_mut().enumerate() {
+            t[0] = V::load(half16(acc, r * width + d0));
+            t[1] = V::load(half16(acc, r * width + d0 + 16));
+        }
+        for (i, row) in rows.chunks_exact(width).take(count).enumerate() {
+            let a0 = V::load(half16(row, d0));
+            let a1 = V::load(half16(row, d0 + 16));
+            for (r, t) in tile.iter_mut().enumerate() {
+                let w = V::splat(weights[r * block + i]);
+                t[0] = w.mul_add(a0, t[0]);
+                t[1] = w.mul_add(a1, t[1]);
+            }
+        }
+        for (r, t) in tile.iter().enumerate() {
+            t[0].store(half16_mut(acc, r * width + d0));
+            t[1].store(half16_mut(acc, r * width + d0 + 16));
+        }
+    }
+}
+
+/// The per-particle coefficients of a dot-form logit's error bound
+/// `e_i = norm_coeff |a_i| + half_norm_coeff |a_i|²/2 + constant`, in base-2 units.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundTerms {
+    /// `|x'|²/2` as the kernel computes it.
+    pub half_norm2: f32,
+    norm_coeff: f32,
+    half_norm_coeff: f32,
+    constant: f32,
+}
+
+/// The error bound of `L̃ = κ ((dot − h) − q)` in f32: the dot, a chain of D FMAs, is off
+/// by at most `γ_D Σ|x'_k a_k| ≤ γ_D |x'||a|`; `h = |a|²/2` and `q = |x'|²/2` are off by
+/// `u h` and `γ_D q`; the two subtractions and the product by κ add a rounding each of
+/// at most `u (|x'||a| + h + q)`. Everything is inflated by 2% for the bound's own
+/// rounding.
+pub fn bound_terms(scaled: &[f32], kappa: f32) -> BoundTerms {
+    let dim = scaled.len();
+    let mut q = 0f32;
+    let mut q64 = 0f64;
+    for &v in scaled {
+        q += v * v;
+        q64 += (v as f64) * (v as f64);
+    }
+    let u = UNIT_ROUNDOFF;
+    let gamma = dim as f64 * u / (1.0 - dim as f64 * u);
+    let k = kappa as f64 * 1.02;
+    let norm = q64.sqrt();
+    let half = 0.5 * q64;
+    BoundTerms {
+        half_norm2: 0.5 * q,
+        norm_coeff: (k * (gamma + 3.0 * u) * norm) as f32,
+        half_norm_coeff: (k * 4.0 * u) as f32,
+        constant: (k * (gamma + 4.0 * u) * half) as f32,
+    }
+}
+
+/// Turn a block's dot products (`w`, in place) into base-2 logits, recompute in the
+/// direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie within
+/// their bound + `margin` of the running max, and return the block's max logit and the
+/// number of recomputed pairs. Padding points (`|a|²/2 = inf`) get `-inf`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn logits<const FMA: bool>(
+    w: &mut [f32],
+    xp: &[f32],
+    training: &TrainingPanels,
+    start: usize,
+    bound: &BoundTerms,
+    kappa: f32,
+    running_max: f32,
+    margin: f32,
+) -> (f32, u64) {
+    let count = w.len();
+    let h = &training.half_norm2[start..start + count];
+    let na = &training.norm[start..start + count];
+    let q = bound.half_norm2;
+    // In 16 lanes (count is a whole number of panels): the logits, a lower bound of the
+    // block's best true logit, and whether any bound exceeds the tolerance. Fixed-size
+    // chunks so that LLVM vectorizes the lanes.
+    let mut lower = [f32::NEG_INFINITY; 16];
+    let mut best = [f32::NEG_INFINITY; 16];
+    let mut loose = [false; 16];
+    for ((wc, hc), nc) in w
+        .chunks_exact_mut(16)
+        .zip(h.chunks_exact(16))
+        .zip(na.chunks_exact(16))
+    {
+        let wc: &mut [f32; 16] = wc.try_into().unwrap();
+        let hc: &[f32; 16] = hc.try_into().unwrap();
+        let nc: &[f32; 16] = nc.try_into().unwrap();
+        for l in 0..16 {
+            let logit = kappa * ((wc[l] - hc[l]) - q);
+            wc[l] = logit;
+            let e = mad::<FMA>(
+                bound.norm_coeff,
+                nc[l],
+                mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
+            );
+            let low = logit - e;
+            lower[l] = if low > lower[l] { low } else { lower[l] };
+            best[l] = if logit > best[l] { logit } else { best[l] };
+            loose[l] |= e > RECOMPUTE_TOLERANCE;
+        }
+    }
+    let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
+    let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut recomputed = 0;
+    if loose.iter().any(|&l| l) {
+        let threshold = lower - margin;
+        let dim = training.dim;
+        for (c, ((wc, hc), nc)) in w
+            .chunks_exact_mut(16)
+            .zip(h.chunks_exact(16))
+            .zip(na.chunks_exact(16))
+            .enumerate()
+        {
+            let wc: &mut [f32; 16] = wc.try_into().unwrap();
+            let hc: &[f32; 16] = hc.try_into().unwrap();
+            let nc: &[f32; 16] = nc.try_into().unwrap();
+            // Candidates, vectorized; padding points (w = -inf, e = inf) give NaN: never.
+            let mut candidate = [false; 16];
+            for l in 0..16 {
+                let e = mad::<FMA>(
+                    bound.norm_coeff,
+                    nc[l],
+                    mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
+                );
+                candidate[l] = (e > RECOMPUTE_TOLERANCE) & (wc[l] + e >= threshold);
+            }
+            if !candidate.iter().any(|&c| c) {
+                continue;
+            }
+            for l in (0..16).filter(|&l| candidate[l]) {
+                let row = &training.rows[(start + 16 * c + l) * training.row_width..][..dim];
+                wc[l] = -0.5 * kappa * direct_distance2(xp, row);
+                recomputed += 1;
+            }
+        }
+        if recomputed > 0 {
+            block_max = w.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        }
+    }
+    (block_max, recomputed)
+}
+
+/// `|x' − a|²` in f32, 16 lanes folded in a fixed order (no cancellation).
+#[inline(always)]
+pub fn direct_distance2(xp: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (x16, x_rest) = xp.split_at(xp.len() / 16 * 16);
+    let (a16, a_rest) = a.split_at(x16.len());
+    for (xc, ac) in x16.chunks_exact(16).zip(a16.chunks_exact(16)) {
+        for k in 0..16 {
+            let d = xc[k] - ac[k];
+            acc[k] += d * d;
+        }
+    }
+    for (k, (x, a)) in x_rest.iter().zip(a_rest).enumerate() {
+        let d = x - a;
+        acc[k] += d * d;
+    }
+    fold16(&acc)
+}
+
+/// 16 f32 lanes as the micro-kernels see them: a fused array (AVX-512, one zmm), two ymm
+/// through intrinsics (AVX2) or a plain array (portable, no FMA). The register tiles are
+/// written over this type, not as loops over particles, because LLVM, left alone,
+/// vectorized those loops across particles with gathers and scatters instead of keeping
+/// the tiles in registers. All give the same operations in the same order; only FMA
+/// (contracted or not) differs between the portable one and the others.
+pub trait Lanes16: Copy {
+    const FMA: bool;
+    /// # Safety
+    /// The CPU has the features of the implementing type (the callers are the
+    /// `#[target_feature]` wrappers chosen by `Isa::detect`).
+    unsafe fn zero() -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn splat(v: f32) -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn load(src: &[f32; 16]) -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn store(self, dst: &mut [f32; 16]);
+    /// `self * b + c`.
+    /// # Safety
+    /// As `zero`.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+}
+
+#[derive(Clone, Copy)]
+pub struct Portable16([f32; 16]);
+
+impl Lanes16 for Portable16 {
+    const FMA: bool = false;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self([0.0; 16])
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self([v; 16])
+    }
+    #[inline(always)]
+    unsafe fn load(src: &[f32; 16]) -> Self {
+        Self(*src)
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32; 16]) {
+        *dst = self.0;
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
+    }
+}
+
+/// 16 lanes with fused multiply-adds, as a plain array: inside the AVX-512 wrapper LLVM
+/// keeps it in one zmm register (the AVX-512 intrinsics need Rust 1.89; the crate's MSRV
+/// is 1.87).
+#[derive(Clone, Copy)]
+pub struct Fused16([f32; 16]);
+
+impl Lanes16 for Fused16 {
+    const FMA: bool = true;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self([0.0; 16])
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self([v; 16])
+    }
+    #[inline(always)]
+    unsafe fn load(src: &[f32; 16]) -> Self {
+        Self(*src)
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32; 16]) {
+        *dst = self.0;
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l].mul_add(b.0[l], c.0[l])))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Lanes16;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct Avx2x16(__m256, __m256);
+
+    impl Lanes16 for Avx2x16 {
+        const FMA: bool = true;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Self(_mm256_setzero_ps(), _mm256_setzero_ps())
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Self(_mm256_set1_ps(v), _mm256_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(src: &[f32; 16]) -> Self {
+            Self(
+                _mm256_loadu_ps(src.as_ptr()),
+                _mm256_loadu_ps(src.as_ptr().add(8)),
+            )
+        }
+        #[inline(always)]
+        unsafe fn store(self, dst: &mut [f32; 16]) {
+            _mm256_storeu_ps(dst.as_mut_ptr(), self.0);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8), self.1);
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Self(
+                _mm256_fmadd_ps(self.0, b.0, c.0),
+                _mm256_fmadd_ps(self.1, b.1, c.1),
+            )
+        }
+    }
+}
+
+#[inline(always)]
+fn half16(s: &[f32], at: usize) -> &[f32; 16] {
+    s[at..at + 16].try_into().unwrap()
+}
+
+#[inline(always)]
+fn half16_mut(s: &mut [f32], at: usize) -> &mut [f32; 16] {
+    (&mut s[at..at + 16]).try_into().unwrap()
+}
