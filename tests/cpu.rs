@@ -513,8 +513,8 @@ fn attention_logits_are_accurate_at_small_sigma() {
 /// equal unless the top two weights are within 1e-3 of each other).
 #[test]
 fn attention_posterior_tap_matches_f64_brute_force() {
-    use memodiff::cpu::{advance_attention, PosteriorTap};
-    use memodiff::engine::{Problem, NEVER};
+    use memodiff::cpu::CpuEngine;
+    use memodiff::engine::{Engine, PosteriorTap, Problem, NEVER};
     use memodiff::schedule::{reverse_steps, VpSchedule};
     let (dim, n_train, particles, rows) = (24, 300, 40, 13);
     let dataset = scattered(n_train, dim, 17);
@@ -527,47 +527,58 @@ fn attention_posterior_tap_matches_f64_brute_force() {
         initial_std: schedule.sigma2(1.0).sqrt(),
         sampler: Default::default(),
     };
+    // Through the engine's interface, as the sampler uses it.
+    let mut engine = CpuEngine::new();
+    assert!(engine.posterior_tap(&problem));
     let tapped = [0usize, 40, 80, 97, 98];
     let mut init = vec![0f32; particles * dim];
     let mut state = vec![0f32; particles * dim];
-    advance_attention(
-        &problem,
-        0,
-        Some(&mut init),
-        &mut state,
-        0..0,
-        &NEVER,
-        &mut |_| {},
-        None,
-    )
-    .unwrap();
+    engine
+        .advance_batch(
+            &problem,
+            0,
+            Some(&mut init),
+            &mut state,
+            0..0,
+            &NEVER,
+            &mut |_| {},
+        )
+        .unwrap();
     let mut checked_ties = 0;
     let mut previous = 0;
+    let mut max_weight = vec![f32::NAN; rows * tapped.len()];
+    let mut argmax = vec![u32::MAX; rows * tapped.len()];
     for (record, &k) in tapped.iter().enumerate() {
-        advance_attention(
-            &problem,
-            0,
-            None,
-            &mut state,
-            previous..k,
-            &NEVER,
-            &mut |_| {},
-            None,
-        )
-        .unwrap();
+        engine
+            .advance_batch(
+                &problem,
+                0,
+                None,
+                &mut state,
+                previous..k,
+                &NEVER,
+                &mut |_| {},
+            )
+            .unwrap();
         let before = state.clone();
-        let mut tap = PosteriorTap::new(tapped.to_vec(), rows);
-        advance_attention(
-            &problem,
-            0,
-            None,
-            &mut state,
-            k..k + 1,
-            &NEVER,
-            &mut |_| {},
-            Some(&mut tap),
-        )
-        .unwrap();
+        let mut tap = PosteriorTap {
+            steps: &tapped,
+            rows,
+            max_weight: &mut max_weight,
+            argmax: &mut argmax,
+        };
+        engine
+            .advance_batch_tapped(
+                &problem,
+                0,
+                None,
+                &mut state,
+                k..k + 1,
+                &mut tap,
+                &NEVER,
+                &mut |_| {},
+            )
+            .unwrap();
         previous = k + 1;
         let step = &steps[k];
         for row in 0..rows {
@@ -587,7 +598,8 @@ fn attention_posterior_tap_matches_f64_brute_force() {
             let sum: f64 = pots.iter().map(|p| (p - max).exp()).sum();
             let mut order: Vec<usize> = (0..n_train).collect();
             order.sort_by(|&a, &b| pots[b].total_cmp(&pots[a]));
-            let (w_max, arg) = tap.out[record * rows + row];
+            let at = row * tapped.len() + record;
+            let (w_max, arg) = (max_weight[at], argmax[at]);
             let want = 1.0 / sum;
             assert!(
                 ((w_max as f64 - want) / want).abs() < 1e-4,

@@ -167,38 +167,7 @@ impl Engine for CpuEngine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        let dim = problem.dataset.dim;
-        if dim == 0 || dim > MAX_DIMENSION {
-            return Err(Error::invalid(
-                "dimension",
-                format!(
-                    "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
-                ),
-            ));
-        }
-        if problem.sampler == SamplerKind::Heun && dim > MAX_DIM {
-            return advance_heun(
-                problem,
-                first_particle,
-                initial,
-                state,
-                steps,
-                cancel,
-                on_step,
-            );
-        }
-        if dim > MAX_DIM {
-            return advance_general(
-                problem,
-                first_particle,
-                initial,
-                state,
-                steps,
-                cancel,
-                on_step,
-            );
-        }
-        advance_fast(
+        advance_any(
             problem,
             first_particle,
             initial,
@@ -210,11 +179,10 @@ impl Engine for CpuEngine {
         )
     }
 
-    /// The D <= 4 SIMD engine reads the softmax state of its lanes. HOOK (D > 4): once the
-    /// blocked D > 4 kernel reports each row's `1 / weight_sum` and argmax at a step, return
-    /// true for it too and fill the tap in `advance_batch_tapped` like `advance_fast` does.
+    /// Both kernels read the softmax state they evaluate the score with: the D <= 4 SIMD
+    /// engine its lanes', the D > 4 attention kernel each row's `1 / weight_sum`.
     fn posterior_tap(&self, problem: &Problem) -> bool {
-        (1..=MAX_DIM).contains(&problem.dataset.dim)
+        (1..=MAX_DIMENSION).contains(&problem.dataset.dim)
     }
 
     fn advance_batch_tapped(
@@ -228,17 +196,7 @@ impl Engine for CpuEngine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        if !self.posterior_tap(problem) {
-            return Err(Error::invalid(
-                "posterior tap",
-                format!(
-                    "the cpu engine reports its softmax weights for D <= {MAX_DIM} only \
-                     (the dataset has D = {})",
-                    problem.dataset.dim
-                ),
-            ));
-        }
-        advance_fast(
+        advance_any(
             problem,
             first_particle,
             initial,
@@ -249,6 +207,52 @@ impl Engine for CpuEngine {
             on_step,
         )
     }
+}
+
+/// The cpu engine's two kernels: the SIMD engine for D <= 4, the fused attention kernel
+/// (em and heun) above.
+#[allow(clippy::too_many_arguments)]
+fn advance_any(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    tap: Option<&mut crate::engine::PosteriorTap>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    if dim == 0 || dim > MAX_DIMENSION {
+        return Err(Error::invalid(
+            "dimension",
+            format!(
+                "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+            ),
+        ));
+    }
+    if dim > MAX_DIM {
+        return advance_attention(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            cancel,
+            on_step,
+            tap,
+        );
+    }
+    advance_fast(
+        problem,
+        first_particle,
+        initial,
+        state,
+        steps,
+        tap,
+        cancel,
+        on_step,
+    )
 }
 
 /// The D <= 4 path: the SIMD engine (`fast.rs`) over work items of `block_len` particles,
@@ -361,72 +365,6 @@ fn advance_fast(
     }
 }
 
-/// The posterior tap of the D > 4 paths: at the listed steps (global step indices; a heun
-/// step records its predictor's score), the softmax's `(max_i w_i, argmax_i)` of the
-/// first `rows` particles of the call, in `out[record * rows + row]` (records in the
-/// order of `steps`; rows beyond the call's particles are left alone).
-#[derive(Debug, Clone)]
-pub struct PosteriorTap {
-    pub steps: Vec<usize>,
-    pub rows: usize,
-    pub out: Vec<attention::PosteriorSample>,
-}
-
-impl PosteriorTap {
-    pub fn new(steps: Vec<usize>, rows: usize) -> Self {
-        let out = vec![(f32::NAN, u32::MAX); steps.len() * rows];
-        Self { steps, rows, out }
-    }
-}
-
-/// The general-D (D > 4) Euler–Maruyama path: the fused attention kernel.
-#[allow(clippy::too_many_arguments)]
-fn advance_general(
-    problem: &Problem,
-    first_particle: u64,
-    initial: Option<&mut [f32]>,
-    state: &mut [f32],
-    steps: Range<usize>,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<()> {
-    advance_attention(
-        problem,
-        first_particle,
-        initial,
-        state,
-        steps,
-        cancel,
-        on_step,
-        None,
-    )
-}
-
-/// The Heun (probability-flow ODE) path for D > 4 (D <= 4 runs on the SIMD engine): the
-/// same kernel, one score per half. The initial noise is the same as for
-/// Euler–Maruyama; there is no other noise.
-#[allow(clippy::too_many_arguments)]
-fn advance_heun(
-    problem: &Problem,
-    first_particle: u64,
-    initial: Option<&mut [f32]>,
-    state: &mut [f32],
-    steps: Range<usize>,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<()> {
-    advance_attention(
-        problem,
-        first_particle,
-        initial,
-        state,
-        steps,
-        cancel,
-        on_step,
-        None,
-    )
-}
-
 /// Particles per rayon work item of the D > 4 kernel: about 4 items per thread (each
 /// item streams the training set once per step, so fewer, larger items read less), a
 /// whole number of register tiles, at most 128 particles (their rows, weights and
@@ -452,7 +390,7 @@ pub fn advance_attention(
     steps: Range<usize>,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
-    tap: Option<&mut PosteriorTap>,
+    tap: Option<&mut crate::engine::PosteriorTap>,
 ) -> Result<()> {
     let dim = problem.dataset.dim;
     if problem.dataset.is_empty() {
@@ -487,7 +425,11 @@ pub fn advance_attention(
         ),
         None => (Vec::new(), 0),
     };
-    let tap_out = tap.map(|t| std::sync::Mutex::new(&mut t.out));
+    let records = tap.as_ref().map_or(0, |t| t.steps.len());
+    let tap_out = tap.map(|t| {
+        t.check();
+        std::sync::Mutex::new((&mut *t.max_weight, &mut *t.argmax))
+    });
     let key = crate::philox::seed_key(problem.seed);
     let isa = fast::Isa::detect();
     let initial_std = problem.initial_std as f32;
@@ -530,10 +472,16 @@ pub fn advance_attention(
                 item_tap,
             );
             if let (Some(out), true) = (&tap_out, item_tap_rows > 0) {
+                // The tap's layout is row-major: row r's value at steps[record] sits at
+                // r * records + record.
                 let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                let (max_weight, argmax) = &mut *out;
                 for (j, &(record, _)) in tap_records.iter().enumerate() {
                     for r in 0..item_tap_rows {
-                        out[record * tap_rows + first_row + r] = local[j * item_tap_rows + r];
+                        let (w, i) = local[j * item_tap_rows + r];
+                        let at = (first_row + r) * records + record;
+                        max_weight[at] = w;
+                        argmax[at] = i;
                     }
                 }
             }
