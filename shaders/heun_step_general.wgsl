@@ -1,5 +1,5 @@
-// One half of a Heun step of the probability-flow ODE for D > 4: one workgroup per
-// particle, the training points reduced by common/reduce_general.wgsl. Same halves and
+// One half of a Heun step of the probability-flow ODE for D > 4: a workgroup per tile of
+// GENERAL_PARTICLES particles, the training points reduced by common/reduce_general.wgsl. Same halves and
 // coefficients as heun_step.wgsl.
 // CPU twin: src/cpu/heun_step.rs (heun_half_step_general).
 // Assembled after common/params.wgsl, common/score.wgsl and common/reduce_general.wgsl.
@@ -18,20 +18,24 @@ fn heun_step_general(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // One particle per workgroup: a uniform return (see em_step_general.wgsl).
-    let i = wid.x + wid.y * groups.x;
-    if (i >= run.batch_len) {
+    // A tile of GENERAL_PARTICLES particles per workgroup: the same first particle for
+    // every invocation, so this return (a workgroup past the batch) is uniform and the
+    // barriers of the reduction stay valid.
+    let first_particle = (wid.x + wid.y * groups.x) * GENERAL_PARTICLES;
+    if (first_particle >= run.batch_len) {
         return;
     }
-    let state = reduce_general(i, lid, step.mean_scale, step.inv_two_sigma2);
-    if (chunk.last == 0u) {
+    let state = reduce_general(first_particle, lid, step.mean_scale, step.inv_two_sigma2);
+    let i = first_particle + lid / GENERAL_LANES;
+    if (chunk.last == 0u || i >= run.batch_len) {
         return;
     }
+    let lane = lid % GENERAL_LANES;
     // The last tile's barriers ordered every distance read of x before these writes.
     let columns = columns_of(run.dim);
     let base = i * run.dim;
     for (var j = 0u; j < OWNED; j++) {
-        let c = lid + j * GENERAL_WG;
+        let c = lane + j * GENERAL_LANES;
         if (c >= columns) {
             break;
         }
