@@ -27,29 +27,35 @@ fn em_step_general(
         return;
     }
     let state = reduce_general(first_particle, lid, step.mean_scale, step.inv_two_sigma2);
-    let i = first_particle + lid / GENERAL_LANES;
-    if (chunk.last == 0u || i >= run.batch_len) {
+    if (chunk.last == 0u) {
         return;
     }
-    let lane = lid % GENERAL_LANES;
-    // The last tile's barriers ordered every distance read of x before these writes.
+    // The barriers of the last tile ordered every read of the particles into workgroup
+    // memory before these writes; each column is read and written by one invocation.
     let columns = columns_of(run.dim);
-    let base = i * run.dim;
-    let particle = global_particle_index(run, i);
     let seed = vec2<u32>(run.seed_lo, run.seed_hi);
+    // Invocation lid writes columns lid, lid + GENERAL_WG, ... of every live particle.
     for (var j = 0u; j < OWNED; j++) {
-        let c = lane + j * GENERAL_LANES;
+        let c = lid + j * GENERAL_WG;
         if (c >= columns) {
             break;
         }
-        let x = particle_column(base, c);
-        let m = state.weighted[j] / state.weight_sum;
-        let z = particle_normals(seed, particle, step.step_index, c);
-        let next = step.keep_coeff * x + step.mean_coeff * m + step.noise_coeff * z;
-        let d = 4u * c;
-        if (d < run.dim) { particles[base + d] = next.x; }
-        if (d + 1u < run.dim) { particles[base + d + 1u] = next.y; }
-        if (d + 2u < run.dim) { particles[base + d + 2u] = next.z; }
-        if (d + 3u < run.dim) { particles[base + d + 3u] = next.w; }
+        for (var q = 0u; q < GENERAL_PARTICLES; q++) {
+            let i = first_particle + q;
+            if (i >= run.batch_len) {
+                break;
+            }
+            let base = i * run.dim;
+            let particle = global_particle_index(run, i);
+            let x = particle_column(base, c);
+            let m = state.weighted[j * 4u + q / 4u][q % 4u] / tile_weight_sum[q];
+            let z = particle_normals(seed, particle, step.step_index, c);
+            let next = step.keep_coeff * x + step.mean_coeff * m + step.noise_coeff * z;
+            let d = 4u * c;
+            if (d < run.dim) { particles[base + d] = next.x; }
+            if (d + 1u < run.dim) { particles[base + d + 1u] = next.y; }
+            if (d + 2u < run.dim) { particles[base + d + 2u] = next.z; }
+            if (d + 3u < run.dim) { particles[base + d + 3u] = next.w; }
+        }
     }
 }

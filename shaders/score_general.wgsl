@@ -25,24 +25,29 @@ fn score_general(
         return;
     }
     let state = reduce_general(first_particle, lid, step.mean_scale, step.inv_two_sigma2);
-    let i = first_particle + lid / GENERAL_LANES;
-    if (chunk.last == 0u || i >= run.batch_len) {
+    if (chunk.last == 0u) {
         return;
     }
-    let lane = lid % GENERAL_LANES;
     let columns = columns_of(run.dim);
-    let base = i * run.dim;
+    // Invocation lid writes columns lid, lid + GENERAL_WG, ... of every live particle.
     for (var j = 0u; j < OWNED; j++) {
-        let c = lane + j * GENERAL_LANES;
+        let c = lid + j * GENERAL_WG;
         if (c >= columns) {
             break;
         }
-        let x = particle_column(base, c);
-        let value = (step.mean_scale * (state.weighted[j] / state.weight_sum) - x) * step.inv_sigma2;
-        let d = 4u * c;
-        if (d < run.dim) { scores[base + d] = value.x; }
-        if (d + 1u < run.dim) { scores[base + d + 1u] = value.y; }
-        if (d + 2u < run.dim) { scores[base + d + 2u] = value.z; }
-        if (d + 3u < run.dim) { scores[base + d + 3u] = value.w; }
+        for (var q = 0u; q < GENERAL_PARTICLES; q++) {
+            let i = first_particle + q;
+            if (i >= run.batch_len) {
+                break;
+            }
+            let base = i * run.dim;
+            let x = particle_column(base, c);
+            let value = (step.mean_scale * (state.weighted[j * 4u + q / 4u][q % 4u] / tile_weight_sum[q]) - x) * step.inv_sigma2;
+            let d = 4u * c;
+            if (d < run.dim) { scores[base + d] = value.x; }
+            if (d + 1u < run.dim) { scores[base + d + 1u] = value.y; }
+            if (d + 2u < run.dim) { scores[base + d + 2u] = value.z; }
+            if (d + 3u < run.dim) { scores[base + d + 3u] = value.w; }
+        }
     }
 }
