@@ -322,7 +322,10 @@ mod tests {
             assert_eq!(points % 256, 0);
             assert!(points >= 256);
             let work = (points * dim * particles) as u64;
-            assert!(work <= HARDWARE_DISPATCH_WORK || points == 256, "{dim} {particles}");
+            assert!(
+                work <= HARDWARE_DISPATCH_WORK || points == 256,
+                "{dim} {particles}"
+            );
         }
     }
 }

@@ -101,11 +101,13 @@ fn flash_score_matches_twin_and_reference_at_tile_boundaries() {
                     // Relative to the terms (s m - x) / sigma2.
                     let scale = norm(r.iter().copied()).max(norm(x64.iter().copied()) / sigma2);
                     let row = i * dim..(i + 1) * dim;
-                    let to_twin = norm(scores[row.clone()].iter().zip(&twin[row.clone()]).map(
-                        |(g, t)| (*g - *t) as f64,
-                    ));
-                    let to_reference =
-                        norm(scores[row].iter().zip(&r).map(|(g, r)| *g as f64 - r));
+                    let to_twin = norm(
+                        scores[row.clone()]
+                            .iter()
+                            .zip(&twin[row.clone()])
+                            .map(|(g, t)| (*g - *t) as f64),
+                    );
+                    let to_reference = norm(scores[row].iter().zip(&r).map(|(g, r)| *g as f64 - r));
                     assert!(
                         to_twin / scale < 1e-5,
                         "D = {dim}, chunk {chunk:?}, tau {tau}, point {i}: twin differs by \
@@ -257,5 +259,7 @@ fn flash_score_covers_a_two_dimensional_grid() {
     // The last workgroup (second row, mostly past the batch) wrote its live particles.
     let last = n - 1;
     assert!(row_distance(&scores, &twin, dim, last) < 1e-4);
-    assert!(scores[last * dim..].iter().all(|v| v.is_finite() && *v != 0.0));
+    assert!(scores[last * dim..]
+        .iter()
+        .all(|v| v.is_finite() && *v != 0.0));
 }

@@ -67,6 +67,15 @@ struct BatchBuffers {
     /// Online-softmax state carried between chunk dispatches (`state_bytes_per_particle`),
     /// or a placeholder when the training set fits one chunk.
     softmax_state: wgpu::Buffer,
+    /// Readback buffers of the final and the initial positions, `capacity_bytes` each,
+    /// reused by every segment and batch instead of made per call.
+    final_staging: wgpu::Buffer,
+    initial_staging: wgpu::Buffer,
+    /// What `particles` holds after the last `advance_batch`: the first particle of that
+    /// batch and the positions read back from it. A segment that continues the batch
+    /// from exactly these positions needs no upload. `None` once anything else wrote the
+    /// buffer.
+    resident: Option<(u64, Vec<f32>)>,
 }
 
 pub struct GpuEngine {
@@ -407,6 +416,9 @@ impl GpuEngine {
             capacity_bytes: bytes,
             particles: make("particles", U::STORAGE | U::COPY_SRC | U::COPY_DST),
             scratch: make("scratch", U::STORAGE | U::COPY_SRC),
+            final_staging: make("final readback", U::MAP_READ | U::COPY_DST),
+            initial_staging: make("initial readback", U::MAP_READ | U::COPY_DST),
+            resident: None,
             softmax_state: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("softmax state"),
                 size: state_bytes,
@@ -432,8 +444,9 @@ impl GpuEngine {
     fn dispatch_grid(&self, n: usize) -> (u32, u32, u32) {
         let groups = n.div_ceil(self.workgroup_size as usize).max(1);
         let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let x = groups.min(max_x);
-        let y = groups.div_ceil(x);
+        // Balanced rows (2^22 particles: 2 x 32,768, not 65,535 + 1 live workgroup).
+        let y = groups.div_ceil(max_x);
+        let x = groups.div_ceil(y);
         (x as u32, y as u32, x as u32 * self.workgroup_size)
     }
 
@@ -580,11 +593,9 @@ impl GpuEngine {
         run.threads_per_row = threads_per_row;
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
-        queue.write_buffer(
-            &self.batch.as_ref().unwrap().particles,
-            0,
-            bytemuck::cast_slice(points),
-        );
+        let batch = self.batch.as_mut().unwrap();
+        batch.resident = None;
+        queue.write_buffer(&batch.particles, 0, bytemuck::cast_slice(points));
         let main = self.main_bind_group();
         let step = self.step_bind_group();
         let chunk_group = self.chunk_bind_group();
@@ -813,18 +824,23 @@ impl Engine for GpuEngine {
         let chunk_group = self.chunk_bind_group();
         let chunk_offsets = self.chunk_offsets();
         let stride = self.problem.as_ref().unwrap().step_stride;
+        let batch = self.batch.as_mut().unwrap();
+        // The particles are already on the device when this segment continues the last
+        // one from the positions it read back (the sampler's usual segments).
+        let resident = initial.is_none()
+            && batch.resident.as_ref().is_some_and(|(first, positions)| {
+                *first == first_particle
+                    && positions.len() == samples.len()
+                    && positions
+                        .iter()
+                        .zip(samples.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+            });
+        batch.resident = None;
         let batch = self.batch.as_ref().unwrap();
         let device = &self.ctx.device;
-        let staging = |label| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
-        let initial_staging = initial.is_some().then(|| staging("initial readback"));
-        let final_staging = staging("final readback");
+        let initial_staging = initial.is_some().then_some(&batch.initial_staging);
+        let final_staging = &batch.final_staging;
 
         // Initial noise, and a copy of it for initial.npy, in the first submission; or the
         // saved state of a batch that continues.
@@ -838,7 +854,7 @@ impl Engine for GpuEngine {
             pass.dispatch_workgroups(gx, gy, 1);
             drop(pass);
             encoder.copy_buffer_to_buffer(&batch.particles, 0, initial_staging, 0, bytes);
-        } else {
+        } else if !resident {
             self.ctx
                 .queue
                 .write_buffer(&batch.particles, 0, bytemuck::cast_slice(samples));
@@ -887,7 +903,7 @@ impl Engine for GpuEngine {
                 }
             }
             if chunk_end == n_steps {
-                encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+                encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
                 if let Some(t) = &self.timestamps {
                     t.resolve(&mut encoder);
                 }
@@ -896,7 +912,7 @@ impl Engine for GpuEngine {
         }
         if steps.is_empty() {
             let mut encoder = device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
             self.ctx.queue.submit([encoder.finish()]);
         }
         for (done, index) in submissions {
@@ -913,16 +929,15 @@ impl Engine for GpuEngine {
                 return Err(Error::Interrupted("interrupted".into()));
             }
         }
-        if let (Some(initial), Some(staging)) = (initial, &initial_staging) {
+        if let (Some(initial), Some(staging)) = (initial, initial_staging) {
             initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
                 &self.ctx, staging, bytes,
             )?));
         }
-        samples.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
-            &self.ctx,
-            &final_staging,
-            bytes,
-        )?));
+        let positions: Vec<f32> =
+            bytemuck::cast_slice(&map_and_copy(&self.ctx, final_staging, bytes)?).to_vec();
+        samples.copy_from_slice(&positions);
+        self.batch.as_mut().unwrap().resident = Some((first_particle, positions));
         self.last_kernel_seconds = match (&self.timestamps, steps.len()) {
             (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
             _ => None,
