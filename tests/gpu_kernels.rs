@@ -280,7 +280,9 @@ fn segmented_gpu_runs_match_whole_runs_bit_for_bit() {
     for dataset in ["circle:8", "gaussian:70:17"] {
         let mut outputs = Vec::new();
         for records in ["0", "7"] {
-            let out = dir.path().join(format!("{}-{records}", dataset.replace(':', "-")));
+            let out = dir
+                .path()
+                .join(format!("{}-{records}", dataset.replace(':', "-")));
             let status = std::process::Command::new(env!("CARGO_BIN_EXE_memodiff"))
                 .args(["sample", "--backend", "gpu", "--dataset", dataset])
                 .args(["--particles", "300", "--steps", "30", "--force"])
