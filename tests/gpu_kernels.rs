@@ -156,8 +156,16 @@ fn flash_steps_match_twins_and_reference_at_tile_boundaries() {
                 "D = {dim} {sampler:?}: worst |gpu - twin| {worst_twin:e}, \
                  |gpu - reference| {worst_reference:e}"
             );
+            // Heun has no noise: only the softmax's exp differs from the twin. EM adds the
+            // Box–Muller normals, whose log and cos WGSL lets a conforming GPU compute to
+            // 2^-21 and 2^-11 absolute (lavapipe: within 1e-4 here), scaled up by the
+            // last steps' coefficients: the reference's bound.
+            let bound = match sampler {
+                SamplerKind::Heun => 1e-4,
+                SamplerKind::Em => 1e-3,
+            };
             assert!(
-                worst_twin < 1e-4,
+                worst_twin < bound,
                 "D = {dim} {sampler:?}: a particle differs from the twin by {worst_twin}"
             );
             assert!(
