@@ -230,10 +230,12 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
         tile_pot[lid * 4u + 2u] = pot2;
         tile_pot[lid * 4u + 3u] = pot3;
         workgroupBarrier();
-        // Each particle's tile max.
+        // Each particle's tile max. Invocations without a particle loop zero times (see
+        // the output loop below).
+        let own_points = select(0u, count, lid < GENERAL_PARTICLES);
         if (lid < GENERAL_PARTICLES) {
             var best = -FLT_MAX;
-            for (var k = 0u; k < count; k++) {
+            for (var k = 0u; k < own_points; k++) {
                 best = max(best, tile_pot[k * 4u + g_mine][p_mine]);
             }
             tile_max[lid] = best;
@@ -248,7 +250,7 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
         // Each particle's weight sum (in point order) and merge factors.
         if (lid < GENERAL_PARTICLES) {
             var sum = 0.0;
-            for (var k = 0u; k < count; k++) {
+            for (var k = 0u; k < own_points; k++) {
                 sum = sum + tile_weight[k * 4u + g_mine][p_mine];
             }
             let best = tile_max[lid];
@@ -273,11 +275,15 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
                 break;
             }
             let column = min(lid + j * GENERAL_WG, columns - 1u);
+            // Invocations past the last column loop zero times: a software rasterizer
+            // then skips the groups of invocations that have no column at all (3 in 4 at
+            // D = 64) instead of running them masked.
+            let points = select(0u, count, lid + j * GENERAL_WG < columns);
             var sum0 = mat4x4<f32>();
             var sum1 = mat4x4<f32>();
             var sum2 = mat4x4<f32>();
             var sum3 = mat4x4<f32>();
-            for (var k = 0u; k < count; k++) {
+            for (var k = 0u; k < points; k++) {
                 let a = training[(first_point + k) * columns + column];
                 sum0 = add_weighted(sum0, tile_weight[k * 4u], a);
                 sum1 = add_weighted(sum1, tile_weight[k * 4u + 1u], a);
