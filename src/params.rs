@@ -16,26 +16,61 @@ pub const MAX_DIM: usize = 4;
 /// `shaders/common/reduce_general.wgsl`.
 pub const MAX_DIMENSION: usize = 4096;
 
-/// Invocations of one general-D workgroup (one workgroup per particle), and training
-/// points per tile (one per invocation). Keep in sync with `GENERAL_WG`/`GENERAL_TILE`
-/// in `shaders/common/reduce_general.wgsl` and `cpu/reduce_general.rs`.
+/// Invocations of one general-D workgroup, and training points per tile (the logits of
+/// a tile: one point per invocation). Keep in sync with `GENERAL_WG`/`GENERAL_TILE` in
+/// `shaders/common/reduce_general.wgsl` and `cpu/reduce_general.rs`.
 pub const GENERAL_WG: usize = 64;
 pub const GENERAL_TILE: usize = 64;
+/// Particles one general-D workgroup owns (the query tile of the flash-attention-shaped
+/// kernel), and columns of 4 coordinates of the particle tile staged in workgroup memory
+/// at a time. Keep in sync with `shaders/common/reduce_general.wgsl`.
+pub const GENERAL_PARTICLES: usize = 16;
+pub const GENERAL_X_COLUMNS: usize = 16;
 
 /// Loop iterations one general-D invocation may spend on the tiles of one dispatch:
 /// half of lavapipe's 65,535, the rest is left for loading, storing and updating.
 const GENERAL_LOOP_BUDGET: usize = 32_768;
 
-/// Training points one general-D dispatch reduces over, chosen from D so that every
-/// invocation stays far below lavapipe's loop limit. Per tile of `GENERAL_TILE` points an
-/// invocation loops D/4 times (its point's distance), twice over the tile (max, sum) and
-/// over the tile once per column it owns. A multiple of `GENERAL_TILE`, so tiles (and
-/// results) do not depend on the chunking.
-pub fn general_chunk_points(dim: usize) -> usize {
+/// Loop iterations one invocation of the general-D kernel runs per tile of
+/// `GENERAL_TILE` points, counting every loop as not unrolled: zeroing its distance
+/// accumulators, the particle-tile loads of every column block, its point's distances
+/// (per column, one pass over the particle tile), its potentials and weights, a
+/// particle's max and sum, and per owned column a pass over the tile and the particles.
+pub fn general_loop_iterations_per_tile(dim: usize) -> usize {
     let columns = dim.div_ceil(4);
+    let blocks = columns.div_ceil(GENERAL_X_COLUMNS);
+    let loads = (GENERAL_PARTICLES * GENERAL_X_COLUMNS).div_ceil(GENERAL_WG);
     let owned = columns.div_ceil(GENERAL_WG);
-    let per_tile = columns + 2 * GENERAL_TILE + owned * (GENERAL_TILE + 1) + 1;
-    (GENERAL_LOOP_BUDGET / per_tile).max(1) * GENERAL_TILE
+    GENERAL_PARTICLES
+        + blocks * (loads + 1)
+        + columns * (GENERAL_PARTICLES + 1)
+        + 2 * GENERAL_PARTICLES
+        + 2 * GENERAL_TILE
+        + owned * (2 * GENERAL_PARTICLES + GENERAL_TILE * (GENERAL_PARTICLES + 1) + 1)
+        + 1
+}
+
+/// Training points one general-D dispatch reduces over on a software adapter, chosen from
+/// D so that every invocation stays far below lavapipe's loop limit. A multiple of
+/// `GENERAL_TILE`, so tiles (and results) do not depend on the chunking.
+pub fn general_chunk_points(dim: usize) -> usize {
+    (GENERAL_LOOP_BUDGET / general_loop_iterations_per_tile(dim)).max(1) * GENERAL_TILE
+}
+
+/// Particle-coordinate x training-point products one dispatch may cover on a hardware
+/// adapter (2^32, about 1.7e10 flops counting 4 a product): a few ms on a fast GPU, tens
+/// of ms on a slow one, never seconds (display-attached GPUs kill long dispatches).
+pub const HARDWARE_DISPATCH_WORK: u64 = 1 << 32;
+
+/// Training points per dispatch on a hardware adapter for `particles` particles of
+/// dimension `dim`: bounded by work (`HARDWARE_DISPATCH_WORK`, at least one tile), not by
+/// loop counts, and a multiple of `GENERAL_TILE` (and of `TRAINING_TILE` for D <= 4) so results do not
+/// depend on it.
+pub fn hardware_chunk_points(dim: usize, particles: usize) -> usize {
+    let per_point = (particles.max(1) * dim.max(1)) as u64;
+    let points = (HARDWARE_DISPATCH_WORK / per_point).max(1) as usize;
+    let tile = 256; // a multiple of GENERAL_TILE and of the D <= 4 kernels' tile
+    (points / tile).max(1) * tile
 }
 
 /// Training points per chunk dispatch for dimension `dim`: `TRAINING_CHUNK` on the
@@ -264,20 +299,33 @@ mod tests {
 
     #[test]
     fn general_chunks_keep_every_invocation_far_below_the_loop_limit() {
-        for dim in [5, 17, 784, 3072, MAX_DIMENSION] {
+        for dim in [5, 17, 64, 784, 3072, MAX_DIMENSION] {
             let points = general_chunk_points(dim);
             assert_eq!(points % GENERAL_TILE, 0);
             let columns = dim.div_ceil(4);
             let owned = columns.div_ceil(GENERAL_WG);
             let tiles = points / GENERAL_TILE;
-            // Tiles, plus loading, storing and updating the owned columns and the
-            // initial-noise loop (5 iterations per column, one invocation per particle).
-            let total = tiles * (columns + 2 * GENERAL_TILE + owned * (GENERAL_TILE + 1) + 1)
-                + 4 * owned
-                + 5 * columns;
+            // Tiles, plus zeroing, loading and storing the accumulators of the state, the
+            // update, and the one-block particle load.
+            let state = GENERAL_PARTICLES * (owned + 1);
+            let total = tiles * general_loop_iterations_per_tile(dim) + 4 * state + 16;
             assert!(total < 45_000, "D = {dim}: {total} iterations");
         }
         assert_eq!(chunk_points(4), TRAINING_CHUNK);
-        assert_eq!(general_chunk_points(MAX_DIMENSION), 14 * GENERAL_TILE);
+        assert_eq!(general_chunk_points(MAX_DIMENSION), GENERAL_TILE);
+    }
+
+    #[test]
+    fn hardware_chunks_are_whole_tiles_bounded_by_work() {
+        for (dim, particles) in [(5, 1), (64, 1000), (784, 1 << 20), (4096, 1 << 22)] {
+            let points = hardware_chunk_points(dim, particles);
+            assert_eq!(points % 256, 0);
+            assert!(points >= 256);
+            let work = (points * dim * particles) as u64;
+            assert!(
+                work <= HARDWARE_DISPATCH_WORK || points == 256,
+                "{dim} {particles}"
+            );
+        }
     }
 }

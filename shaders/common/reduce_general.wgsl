@@ -1,14 +1,29 @@
-// The general-D reduction (any D up to MAX_COLUMNS * 4 = 4096): one workgroup of
-// GENERAL_WG invocations per particle. Particles and training points do not fit a
-// register here, so the work is split the other way round:
-// - per tile of GENERAL_TILE training points, invocation k computes the whole squared
-//   distance of point k of the tile (a loop over the D/4 columns of 4 coordinates);
-// - the tile's potentials go through shared memory: every invocation takes the tile's
-//   max, its own point's weight exp(pot - max), then the tile's weight sum, in the same
-//   order (so every invocation holds the same numbers);
-// - invocation k owns the columns c = k, k + GENERAL_WG, ... (coordinates 4c..4c+3) and
-//   accumulates the tile's weighted sum of those columns, merged into its running
-//   online-softmax state like online_softmax_merge (common/score.wgsl).
+// The general-D reduction (any D up to MAX_COLUMNS * 4 = 4096), shaped like flash
+// attention: a workgroup of GENERAL_WG invocations owns a tile of GENERAL_PARTICLES
+// particles (queries) and streams the training points (keys = values) a tile of
+// GENERAL_TILE at a time, so each training point is read once per particle tile instead
+// of once per particle. Per tile of points:
+// - logits: invocation k owns point k of the tile and computes its squared distance to
+//   every particle of the tile (a GENERAL_PARTICLES-wide register tile), the particles'
+//   coordinates read from workgroup memory a block of GENERAL_X_COLUMNS columns at a
+//   time (loaded once per dispatch when D fits one block);
+// - online softmax: invocation r < GENERAL_PARTICLES takes particle r's tile max; every
+//   invocation turns its point's potentials into weights exp(pot - max); invocation r
+//   sums r's weights in point order and merges the tile into r's running (max, sum),
+//   publishing the merge factors (keep, take);
+// - output: invocation c owns column c (and c + GENERAL_WG, ...) of every particle of
+//   the tile and adds the tile's weighted sums of its columns into its accumulators.
+// Every loop that reads memory at addresses that differ between invocations reuses each
+// value for the whole particle tile from registers, and the inner loops read workgroup
+// memory at addresses common to all invocations, outside divergent branches: a hardware
+// GPU broadcasts those, and a software rasterizer (lavapipe) loads them once instead of
+// once per invocation. The particle tile is held 4 particles to a vec4 (group g holds
+// particles 4g .. 4g + 3) and the register tiles as mat4x4 with written-out group
+// accesses, not as arrays indexed in loops: lavapipe keeps those in registers, while
+// it turns a loop-indexed local array into memory accesses per invocation.
+// Per particle the arithmetic and its order are those of the CPU twin: distance lanes of
+// 4 summed in column order then ((x + y) + z) + w, tiles of GENERAL_TILE points, max,
+// weights, in-order sums, merge like online_softmax_merge (common/score.wgsl).
 // The state is carried between chunk dispatches in `softmax_state` as (D/4 + 1) vec4 per
 // particle: (running_max, weight_sum, 0, 0), then the weighted columns.
 // CPU twin: src/cpu/reduce_general.rs — keep the arithmetic order in sync.
@@ -16,21 +31,36 @@
 // (array<vec4<f32>>, each point padded with zeros to D/4 rounded up vec4) and
 // `softmax_state` (array<vec4<f32>>), and FLT_MAX from common/score.wgsl.
 
-// Keep in sync with GENERAL_WG, GENERAL_TILE and MAX_DIMENSION in src/params.rs.
+// Keep in sync with GENERAL_WG, GENERAL_TILE, GENERAL_PARTICLES, GENERAL_X_COLUMNS and
+// MAX_DIMENSION in src/params.rs.
 const GENERAL_WG: u32 = 64u;
 const GENERAL_TILE: u32 = 64u;
+const GENERAL_PARTICLES: u32 = 16u;
+// Columns of the particle tile held in workgroup memory at a time (16 particles x 16
+// columns x 16 bytes = 4 KiB; 12.4 KiB in all, under WebGPU's guaranteed 16 KiB).
+const GENERAL_X_COLUMNS: u32 = 16u;
 const MAX_COLUMNS: u32 = 1024u;
-// Columns one invocation owns at most: MAX_COLUMNS / GENERAL_WG.
+// Columns one invocation owns at most (of every particle of the tile): MAX_COLUMNS /
+// GENERAL_WG. The engine replaces this line with the bound of the problem's D
+// (`Stage::source_for_dim` in src/gpu/shaders.rs) so that hardware keeps the
+// accumulators in registers.
 const OWNED: u32 = 16u;
 
-var<workgroup> tile_pot: array<f32, GENERAL_TILE>;
-var<workgroup> tile_weight: array<f32, GENERAL_TILE>;
+var<workgroup> tile_x: array<vec4<f32>, 256>; // [(column * 4 + lane) * 4 + group]
+var<workgroup> tile_pot: array<vec4<f32>, 256>; // [point * 4 + group]
+var<workgroup> tile_weight: array<vec4<f32>, 256>; // [point * 4 + group]
+// Per particle of the tile: the tile max, the merge factors and the running weight sum.
+var<workgroup> tile_max: array<f32, GENERAL_PARTICLES>;
+var<workgroup> tile_keep: array<f32, GENERAL_PARTICLES>;
+var<workgroup> tile_take: array<f32, GENERAL_PARTICLES>;
+var<workgroup> tile_weight_sum: array<f32, GENERAL_PARTICLES>;
 
 struct GeneralState {
+    // Of particle lid (invocations lid < GENERAL_PARTICLES only).
     running_max: f32,
     weight_sum: f32,
-    // Weighted sums of this invocation's columns: weighted[j] is column lid + j * GENERAL_WG.
-    weighted: array<vec4<f32>, OWNED>,
+    // weighted[j * 4 + g][p]: column lid + j * GENERAL_WG of particle 4 g + p.
+    weighted: array<mat4x4<f32>, OWNED * 4u>,
 }
 
 fn columns_of(dim: u32) -> u32 {
@@ -56,115 +86,233 @@ fn particle_column(base: u32, c: u32) -> vec4<f32> {
     );
 }
 
-// Potential of training point p: -|x - s x_p|^2 / (2 sigma2), clamped like `potential`.
-// The squared distance is summed in 4 lanes (one per coordinate of a column), then the
-// lanes are added in order.
-fn general_potential(base: u32, p: u32, columns: u32, mean_scale: f32, inv_two_sigma2: f32) -> f32 {
-    var acc = vec4<f32>(0.0);
-    let row = p * columns;
-    for (var c = 0u; c < columns; c++) {
-        let diff = particle_column(base, c) - mean_scale * training[row + c];
-        acc = acc + diff * diff;
+// Coordinate d of particle first_particle + q, 0 past the batch or past D.
+fn tile_particle_value(first_particle: u32, q: u32, d: u32) -> f32 {
+    let i = first_particle + q;
+    if (i < run.batch_len) {
+        return particle_value(i * run.dim, d);
     }
-    let d2 = ((acc.x + acc.y) + acc.z) + acc.w;
-    return max(-d2 * inv_two_sigma2, -FLT_MAX);
+    return 0.0;
 }
 
-fn general_state_new() -> GeneralState {
+// Columns first_column .. first_column + width of the tile's particles into tile_x,
+// coordinate by coordinate, 4 particles to a vec4 (zeros past the block).
+fn load_particle_block(first_particle: u32, lid: u32, first_column: u32, width: u32) {
+    for (var e = lid; e < GENERAL_PARTICLES * GENERAL_X_COLUMNS; e += GENERAL_WG) {
+        let g = e % 4u;
+        let lane = (e / 4u) % 4u;
+        let c = e / 16u;
+        var x = vec4<f32>(0.0);
+        if (c < width) {
+            let d = 4u * (first_column + c) + lane;
+            x = vec4<f32>(
+                tile_particle_value(first_particle, 4u * g, d),
+                tile_particle_value(first_particle, 4u * g + 1u, d),
+                tile_particle_value(first_particle, 4u * g + 2u, d),
+                tile_particle_value(first_particle, 4u * g + 3u, d),
+            );
+        }
+        tile_x[e] = x;
+    }
+}
+
+// acc[lane] += (x - scaled[lane])^2 for the 4 particles of group g at column c of the
+// block: each particle's distance summed in 4 lanes, like the twin.
+fn add_distances(acc: mat4x4<f32>, c: u32, g: u32, scaled: vec4<f32>) -> mat4x4<f32> {
+    let at = c * 16u + g;
+    let d0 = tile_x[at] - scaled.x;
+    let d1 = tile_x[at + 4u] - scaled.y;
+    let d2 = tile_x[at + 8u] - scaled.z;
+    let d3 = tile_x[at + 12u] - scaled.w;
+    return mat4x4<f32>(acc[0] + d0 * d0, acc[1] + d1 * d1, acc[2] + d2 * d2, acc[3] + d3 * d3);
+}
+
+// The potentials of the 4 particles of a group: lanes added in order, scaled, clamped.
+fn group_potentials(acc: mat4x4<f32>, inv_two_sigma2: f32) -> vec4<f32> {
+    let d2 = ((acc[0] + acc[1]) + acc[2]) + acc[3];
+    return max(-d2 * inv_two_sigma2, vec4<f32>(-FLT_MAX));
+}
+
+// sum[p] += w[p] a: point k's column a weighted for the 4 particles of a group.
+fn add_weighted(sum: mat4x4<f32>, w: vec4<f32>, a: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(sum[0] + w.x * a, sum[1] + w.y * a, sum[2] + w.z * a, sum[3] + w.w * a);
+}
+
+fn max_of_group(g: u32) -> vec4<f32> {
+    return vec4<f32>(tile_max[4u * g], tile_max[4u * g + 1u], tile_max[4u * g + 2u], tile_max[4u * g + 3u]);
+}
+
+// weighted[p] keep[p] + sum[p] take[p] for the 4 particles of group g.
+fn merge_group(weighted: mat4x4<f32>, sum: mat4x4<f32>, g: u32) -> mat4x4<f32> {
+    let keep = vec4<f32>(tile_keep[4u * g], tile_keep[4u * g + 1u], tile_keep[4u * g + 2u], tile_keep[4u * g + 3u]);
+    let take = vec4<f32>(tile_take[4u * g], tile_take[4u * g + 1u], tile_take[4u * g + 2u], tile_take[4u * g + 3u]);
+    return mat4x4<f32>(
+        weighted[0] * keep.x + sum[0] * take.x,
+        weighted[1] * keep.y + sum[1] * take.y,
+        weighted[2] * keep.z + sum[2] * take.z,
+        weighted[3] * keep.w + sum[3] * take.w,
+    );
+}
+
+// Reduce this dispatch's chunk of training points into the states of particles
+// first_particle .. first_particle + GENERAL_PARTICLES (fresh on the first chunk, loaded
+// otherwise); store them unless this is the last chunk. Every invocation of the
+// workgroup must call this (barriers). Particles past the batch compute on zeros and
+// store nothing. On return tile_weight_sum holds every particle's weight sum.
+fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2: f32) -> GeneralState {
+    let columns = columns_of(run.dim);
     var state: GeneralState;
     state.running_max = -FLT_MAX;
     state.weight_sum = 0.0;
-    for (var j = 0u; j < OWNED; j++) {
-        state.weighted[j] = vec4<f32>(0.0);
+    for (var e = 0u; e < OWNED * 4u; e++) {
+        state.weighted[e] = mat4x4<f32>();
     }
-    return state;
-}
-
-fn load_general_state(i: u32, lid: u32, columns: u32) -> GeneralState {
-    let at = i * (columns + 1u);
-    let head = softmax_state[at];
-    var state: GeneralState;
-    state.running_max = head.x;
-    state.weight_sum = head.y;
-    for (var j = 0u; j < OWNED; j++) {
-        let c = lid + j * GENERAL_WG;
-        if (c >= columns) {
-            break;
-        }
-        state.weighted[j] = softmax_state[at + 1u + c];
-    }
-    return state;
-}
-
-fn store_general_state(i: u32, lid: u32, columns: u32, state: GeneralState) {
-    let at = i * (columns + 1u);
-    if (lid == 0u) {
-        softmax_state[at] = vec4<f32>(state.running_max, state.weight_sum, 0.0, 0.0);
-    }
-    for (var j = 0u; j < OWNED; j++) {
-        let c = lid + j * GENERAL_WG;
-        if (c >= columns) {
-            break;
-        }
-        softmax_state[at + 1u + c] = state.weighted[j];
-    }
-}
-
-// Reduce this dispatch's chunk of training points into particle i's state (fresh on the
-// first chunk, loaded otherwise); store it unless this is the last chunk. Every
-// invocation of the workgroup must call this (barriers); i is the same for all of them.
-fn reduce_general(i: u32, lid: u32, mean_scale: f32, inv_two_sigma2: f32) -> GeneralState {
-    let columns = columns_of(run.dim);
-    let base = i * run.dim;
-    var state = general_state_new();
     if (chunk.first == 0u) {
-        state = load_general_state(i, lid, columns);
+        for (var q = 0u; q < GENERAL_PARTICLES; q++) {
+            let i = first_particle + q;
+            if (i >= run.batch_len) {
+                break;
+            }
+            let at = i * (columns + 1u);
+            if (lid == q) {
+                let head = softmax_state[at];
+                state.running_max = head.x;
+                state.weight_sum = head.y;
+            }
+            for (var j = 0u; j < OWNED; j++) {
+                let c = lid + j * GENERAL_WG;
+                if (c < columns) {
+                    state.weighted[j * 4u + q / 4u][q % 4u] = softmax_state[at + 1u + c];
+                }
+            }
+        }
     }
+    // D within one block: the particle tile is loaded once for the whole dispatch.
+    let one_block = columns <= GENERAL_X_COLUMNS;
+    if (one_block) {
+        load_particle_block(first_particle, lid, 0u, columns);
+    }
+    let g_mine = lid / 4u;
+    let p_mine = lid % 4u;
     for (var offset = 0u; offset < chunk.count; offset += GENERAL_TILE) {
         let count = min(GENERAL_TILE, chunk.count - offset);
         let first_point = chunk.start + offset;
-        var pot = -FLT_MAX;
-        if (lid < count) {
-            pot = general_potential(base, first_point + lid, columns, mean_scale, inv_two_sigma2);
+        // Logits: this invocation's point (k = lid; past the tile, its last point, whose
+        // results are never used) against every particle of the tile.
+        let row = (first_point + min(lid, count - 1u)) * columns;
+        var acc0 = mat4x4<f32>();
+        var acc1 = mat4x4<f32>();
+        var acc2 = mat4x4<f32>();
+        var acc3 = mat4x4<f32>();
+        for (var first_column = 0u; first_column < columns; first_column += GENERAL_X_COLUMNS) {
+            let width = min(GENERAL_X_COLUMNS, columns - first_column);
+            if (!one_block) {
+                // Everyone has finished reading the previous block.
+                workgroupBarrier();
+                load_particle_block(first_particle, lid, first_column, width);
+            }
+            // The block (and, on the first tile, the one-block load) is in place.
+            workgroupBarrier();
+            for (var c = 0u; c < width; c++) {
+                let scaled = mean_scale * training[row + first_column + c];
+                acc0 = add_distances(acc0, c, 0u, scaled);
+                acc1 = add_distances(acc1, c, 1u, scaled);
+                acc2 = add_distances(acc2, c, 2u, scaled);
+                acc3 = add_distances(acc3, c, 3u, scaled);
+            }
         }
-        // Everyone has finished reading the previous tile's shared values.
+        let pot0 = group_potentials(acc0, inv_two_sigma2);
+        let pot1 = group_potentials(acc1, inv_two_sigma2);
+        let pot2 = group_potentials(acc2, inv_two_sigma2);
+        let pot3 = group_potentials(acc3, inv_two_sigma2);
+        tile_pot[lid * 4u] = pot0;
+        tile_pot[lid * 4u + 1u] = pot1;
+        tile_pot[lid * 4u + 2u] = pot2;
+        tile_pot[lid * 4u + 3u] = pot3;
         workgroupBarrier();
-        tile_pot[lid] = pot;
+        // Each particle's tile max. Invocations without a particle loop zero times (see
+        // the output loop below).
+        let own_points = select(0u, count, lid < GENERAL_PARTICLES);
+        if (lid < GENERAL_PARTICLES) {
+            var best = -FLT_MAX;
+            for (var k = 0u; k < own_points; k++) {
+                best = max(best, tile_pot[k * 4u + g_mine][p_mine]);
+            }
+            tile_max[lid] = best;
+        }
         workgroupBarrier();
-        var tile_max = -FLT_MAX;
-        for (var k = 0u; k < count; k++) {
-            tile_max = max(tile_max, tile_pot[k]);
-        }
-        tile_weight[lid] = exp(pot - tile_max);
+        // This invocation's point's weights.
+        tile_weight[lid * 4u] = exp(pot0 - max_of_group(0u));
+        tile_weight[lid * 4u + 1u] = exp(pot1 - max_of_group(1u));
+        tile_weight[lid * 4u + 2u] = exp(pot2 - max_of_group(2u));
+        tile_weight[lid * 4u + 3u] = exp(pot3 - max_of_group(3u));
         workgroupBarrier();
-        var tile_sum = 0.0;
-        for (var k = 0u; k < count; k++) {
-            tile_sum = tile_sum + tile_weight[k];
+        // Each particle's weight sum (in point order) and merge factors.
+        if (lid < GENERAL_PARTICLES) {
+            var sum = 0.0;
+            for (var k = 0u; k < own_points; k++) {
+                sum = sum + tile_weight[k * 4u + g_mine][p_mine];
+            }
+            let best = tile_max[lid];
+            var keep = 1.0;
+            var take = 1.0;
+            if (best > state.running_max) {
+                keep = exp(state.running_max - best);
+            } else {
+                take = exp(best - state.running_max);
+            }
+            state.weight_sum = state.weight_sum * keep + sum * take;
+            state.running_max = max(state.running_max, best);
+            tile_keep[lid] = keep;
+            tile_take[lid] = take;
+            tile_weight_sum[lid] = state.weight_sum;
         }
-        // Merge the tile into the running state (online_softmax_merge, column by column).
-        var keep = 1.0;
-        var take = 1.0;
-        if (tile_max > state.running_max) {
-            keep = exp(state.running_max - tile_max);
-        } else {
-            take = exp(tile_max - state.running_max);
-        }
+        workgroupBarrier();
+        // Output: the tile's weighted sums of this invocation's columns, every particle.
         for (var j = 0u; j < OWNED; j++) {
-            let c = lid + j * GENERAL_WG;
-            if (c >= columns) {
+            // A uniform bound: the loads below stay at common addresses.
+            if (j * GENERAL_WG >= columns) {
                 break;
             }
-            var sum = vec4<f32>(0.0);
-            for (var k = 0u; k < count; k++) {
-                sum = sum + tile_weight[k] * training[(first_point + k) * columns + c];
+            let column = min(lid + j * GENERAL_WG, columns - 1u);
+            // Invocations past the last column loop zero times: a software rasterizer
+            // then skips the groups of invocations that have no column at all (3 in 4 at
+            // D = 64) instead of running them masked.
+            let points = select(0u, count, lid + j * GENERAL_WG < columns);
+            var sum0 = mat4x4<f32>();
+            var sum1 = mat4x4<f32>();
+            var sum2 = mat4x4<f32>();
+            var sum3 = mat4x4<f32>();
+            for (var k = 0u; k < points; k++) {
+                let a = training[(first_point + k) * columns + column];
+                sum0 = add_weighted(sum0, tile_weight[k * 4u], a);
+                sum1 = add_weighted(sum1, tile_weight[k * 4u + 1u], a);
+                sum2 = add_weighted(sum2, tile_weight[k * 4u + 2u], a);
+                sum3 = add_weighted(sum3, tile_weight[k * 4u + 3u], a);
             }
-            state.weighted[j] = state.weighted[j] * keep + sum * take;
+            state.weighted[j * 4u] = merge_group(state.weighted[j * 4u], sum0, 0u);
+            state.weighted[j * 4u + 1u] = merge_group(state.weighted[j * 4u + 1u], sum1, 1u);
+            state.weighted[j * 4u + 2u] = merge_group(state.weighted[j * 4u + 2u], sum2, 2u);
+            state.weighted[j * 4u + 3u] = merge_group(state.weighted[j * 4u + 3u], sum3, 3u);
         }
-        state.weight_sum = state.weight_sum * keep + tile_sum * take;
-        state.running_max = max(state.running_max, tile_max);
     }
     if (chunk.last == 0u) {
-        store_general_state(i, lid, columns, state);
+        for (var q = 0u; q < GENERAL_PARTICLES; q++) {
+            let i = first_particle + q;
+            if (i >= run.batch_len) {
+                break;
+            }
+            let at = i * (columns + 1u);
+            if (lid == q) {
+                softmax_state[at] = vec4<f32>(state.running_max, state.weight_sum, 0.0, 0.0);
+            }
+            for (var j = 0u; j < OWNED; j++) {
+                let c = lid + j * GENERAL_WG;
+                if (c < columns) {
+                    softmax_state[at + 1u + c] = state.weighted[j * 4u + q / 4u][q % 4u];
+                }
+            }
+        }
     }
     return state;
 }

@@ -247,21 +247,33 @@ impl GpuContext {
         layout: Option<&wgpu::PipelineLayout>,
         workgroup_size: u32,
     ) -> wgpu::ComputePipeline {
+        self.pipeline_from_source(stage.entry_point, &stage.source(), layout, workgroup_size)
+    }
+
+    /// A compute pipeline for the WGSL module `source` (a stage's source, possibly
+    /// specialised) and its entry point `entry_point`.
+    pub fn pipeline_from_source(
+        &self,
+        entry_point: &str,
+        source: &str,
+        layout: Option<&wgpu::PipelineLayout>,
+        workgroup_size: u32,
+    ) -> wgpu::ComputePipeline {
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(stage.entry_point),
-                source: wgpu::ShaderSource::Wgsl(stage.source().into()),
+                label: Some(entry_point),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
             });
         let constants = [("WORKGROUP_SIZE", workgroup_size as f64)];
         self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(stage.entry_point),
+                label: Some(entry_point),
                 layout,
                 module: &module,
-                entry_point: Some(stage.entry_point),
+                entry_point: Some(entry_point),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: if stage.source().contains("override WORKGROUP_SIZE") {
+                    constants: if source.contains("override WORKGROUP_SIZE") {
                         &constants
                     } else {
                         &[]

@@ -11,8 +11,8 @@ use super::shaders::{
 use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::params::{
-    chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams, StepParams, MAX_DIM,
-    MAX_DIMENSION,
+    chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
+    StepParams, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
 };
 use crate::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
@@ -51,8 +51,10 @@ struct ProblemBuffers {
     training: wgpu::Buffer,
     steps: wgpu::Buffer,
     step_stride: u64,
-    /// One `ChunkParams` per chunk of training points, at `uniform_stride` offsets.
+    /// One `ChunkParams` per chunk of `chunk_points` training points, at
+    /// `uniform_stride` offsets.
     chunks: wgpu::Buffer,
+    chunk_points: usize,
     n_chunks: usize,
     uniform_stride: u64,
 }
@@ -65,6 +67,15 @@ struct BatchBuffers {
     /// Online-softmax state carried between chunk dispatches (`state_bytes_per_particle`),
     /// or a placeholder when the training set fits one chunk.
     softmax_state: wgpu::Buffer,
+    /// Readback buffers of the final and the initial positions, `capacity_bytes` each,
+    /// reused by every segment and batch instead of made per call.
+    final_staging: wgpu::Buffer,
+    initial_staging: wgpu::Buffer,
+    /// What `particles` holds after the last `advance_batch`: the first particle of that
+    /// batch and the positions read back from it. A segment that continues the batch
+    /// from exactly these positions needs no upload. `None` once anything else wrote the
+    /// buffer.
+    resident: Option<(u64, Vec<f32>)>,
 }
 
 pub struct GpuEngine {
@@ -77,11 +88,16 @@ pub struct GpuEngine {
     step_tiled_pipeline: wgpu::ComputePipeline,
     score_pipeline: wgpu::ComputePipeline,
     score_tiled_pipeline: wgpu::ComputePipeline,
-    step_general_pipeline: wgpu::ComputePipeline,
-    score_general_pipeline: wgpu::ComputePipeline,
     heun_pipeline: wgpu::ComputePipeline,
     heun_tiled_pipeline: wgpu::ComputePipeline,
-    heun_general_pipeline: wgpu::ComputePipeline,
+    /// The layout every sampler pipeline shares (for the general-D ones made on demand).
+    layout: wgpu::PipelineLayout,
+    /// General-D pipelines (D > 4), made on first use for the `OWNED` bound of a
+    /// dimension (`Stage::source_for_dim`): (entry point, OWNED, pipeline).
+    general_pipelines: Vec<(&'static str, usize, wgpu::ComputePipeline)>,
+    /// Training points per dispatch forced by a test (`set_chunk_points`), instead of the
+    /// adapter's choice.
+    forced_chunk_points: Option<usize>,
     run_params: wgpu::Buffer,
     workgroup_size: u32,
     reduction: Reduction,
@@ -166,14 +182,9 @@ impl GpuEngine {
         let step_tiled_pipeline = ctx.pipeline(&EM_STEP_TILED_STAGE, Some(&layout), workgroup_size);
         let score_pipeline = ctx.pipeline(&SCORE_STAGE, Some(&layout), workgroup_size);
         let score_tiled_pipeline = ctx.pipeline(&SCORE_TILED_STAGE, Some(&layout), workgroup_size);
-        // The general-D stages have a fixed workgroup (one per particle, GENERAL_WG
-        // invocations): their results do not depend on `workgroup_size` either.
-        let step_general_pipeline = ctx.pipeline(&EM_STEP_GENERAL_STAGE, Some(&layout), 0);
-        let score_general_pipeline = ctx.pipeline(&SCORE_GENERAL_STAGE, Some(&layout), 0);
         let heun_pipeline = ctx.pipeline(&HEUN_STEP_STAGE, Some(&layout), workgroup_size);
         let heun_tiled_pipeline =
             ctx.pipeline(&HEUN_STEP_TILED_STAGE, Some(&layout), workgroup_size);
-        let heun_general_pipeline = ctx.pipeline(&HEUN_STEP_GENERAL_STAGE, Some(&layout), 0);
         let timestamps = ctx
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
@@ -195,11 +206,11 @@ impl GpuEngine {
             step_tiled_pipeline,
             score_pipeline,
             score_tiled_pipeline,
-            step_general_pipeline,
-            score_general_pipeline,
             heun_pipeline,
             heun_tiled_pipeline,
-            heun_general_pipeline,
+            layout,
+            general_pipelines: Vec::new(),
+            forced_chunk_points: None,
             run_params,
             workgroup_size,
             reduction: Reduction::Auto,
@@ -219,6 +230,54 @@ impl GpuEngine {
         self.reduction = reduction;
     }
 
+    /// Force the training points per chunk dispatch (a multiple of 256, so tiles and
+    /// results do not change; tests of the chunked paths on any adapter), or `None` for
+    /// the adapter's choice: lavapipe's loop limit on software adapters, work on hardware.
+    pub fn set_chunk_points(&mut self, points: Option<usize>) {
+        assert!(points.is_none_or(|p| p > 0 && p % 256 == 0));
+        self.forced_chunk_points = points;
+    }
+
+    /// Training points per dispatch for `particles` particles of dimension `dim`.
+    /// Software adapters (lavapipe) stop a loop after 65,535 iterations and return wrong
+    /// results silently, so there chunks are sized by loop count; on hardware by work.
+    pub fn chunk_points_for(&self, dim: usize, particles: usize) -> usize {
+        if let Some(points) = self.forced_chunk_points {
+            points
+        } else if self.ctx.is_software() {
+            chunk_points(dim)
+        } else {
+            hardware_chunk_points(dim, particles)
+        }
+    }
+
+    /// The general-D pipeline (D > 4) of `stage` for dimension `dim`, made on first use.
+    fn general_pipeline(
+        &mut self,
+        stage: &super::shaders::Stage,
+        dim: usize,
+    ) -> wgpu::ComputePipeline {
+        let owned = super::shaders::general_owned_columns(dim);
+        if let Some((_, _, pipeline)) = self
+            .general_pipelines
+            .iter()
+            .find(|(entry, o, _)| *entry == stage.entry_point && *o == owned)
+        {
+            return pipeline.clone();
+        }
+        // Fixed workgroup (GENERAL_WG invocations per tile of GENERAL_PARTICLES): the
+        // results do not depend on `workgroup_size`.
+        let pipeline = self.ctx.pipeline_from_source(
+            stage.entry_point,
+            &stage.source_for_dim(dim),
+            Some(&self.layout),
+            0,
+        );
+        self.general_pipelines
+            .push((stage.entry_point, owned, pipeline.clone()));
+        pipeline
+    }
+
     /// Whether a training set of `n_train` points runs on the tiled kernels.
     pub fn uses_tiled(&self, n_train: usize) -> bool {
         match self.reduction {
@@ -236,8 +295,14 @@ impl GpuEngine {
     /// Upload training points (each padded to whole vec4: one for D <= 4, D/4 rounded up
     /// otherwise) and all steps' parameters, unless the same problem is already on the
     /// device.
-    fn prepare_problem(&mut self, training: &[f64], dim: usize, steps: Vec<u8>) {
-        if let Some(p) = &self.problem {
+    fn prepare_problem(
+        &mut self,
+        training: &[f64],
+        dim: usize,
+        steps: Vec<u8>,
+        chunk_points: usize,
+    ) {
+        if let Some(p) = &mut self.problem {
             // Bitwise, like the f32 data uploaded (f64 == would merge 0.0 and -0.0).
             let same_points = p.training_key.len() == training.len()
                 && p.training_key
@@ -245,6 +310,15 @@ impl GpuEngine {
                     .zip(training)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
             if p.dim == dim && p.steps_key == steps && same_points {
+                if p.chunk_points != chunk_points {
+                    let (chunks, n_chunks) = Self::chunk_buffer(
+                        &self.ctx,
+                        training.len() / dim,
+                        chunk_points,
+                        p.uniform_stride,
+                    );
+                    (p.chunks, p.n_chunks, p.chunk_points) = (chunks, n_chunks, chunk_points);
+                }
                 return;
             }
         }
@@ -259,19 +333,10 @@ impl GpuEngine {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
         let size = std::mem::size_of::<StepParams>() as u64;
         let step_stride = size.div_ceil(align) * align;
-        let chunks = training_chunks_of(points.len() / dim, chunk_points(dim));
         let chunk_size = std::mem::size_of::<ChunkParams>() as u64;
         let uniform_stride = chunk_size.div_ceil(align) * align;
-        let mut chunk_bytes = vec![0u8; (uniform_stride as usize) * chunks.len()];
-        for (c, chunk) in chunks.iter().enumerate() {
-            let at = c * uniform_stride as usize;
-            chunk_bytes[at..at + chunk_size as usize].copy_from_slice(bytemuck::bytes_of(chunk));
-        }
-        let chunks_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("chunk params"),
-            contents: &chunk_bytes,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let (chunks_buffer, n_chunks) =
+            Self::chunk_buffer(&self.ctx, points.len() / dim, chunk_points, uniform_stride);
         let mut bytes = vec![0u8; step_stride as usize * (steps.len() / size as usize).max(1)];
         for (k, s) in steps.chunks(size as usize).enumerate() {
             let at = k * step_stride as usize;
@@ -290,9 +355,35 @@ impl GpuEngine {
             steps: steps_buffer,
             step_stride,
             chunks: chunks_buffer,
-            n_chunks: chunks.len(),
+            chunk_points,
+            n_chunks,
             uniform_stride,
         });
+    }
+
+    /// The `ChunkParams` of `n_train` points in chunks of `chunk_points`, one per
+    /// `uniform_stride` bytes, and how many there are.
+    fn chunk_buffer(
+        ctx: &GpuContext,
+        n_train: usize,
+        chunk_points: usize,
+        uniform_stride: u64,
+    ) -> (wgpu::Buffer, usize) {
+        let chunks = training_chunks_of(n_train, chunk_points);
+        let chunk_size = std::mem::size_of::<ChunkParams>();
+        let mut bytes = vec![0u8; (uniform_stride as usize) * chunks.len()];
+        for (c, chunk) in chunks.iter().enumerate() {
+            let at = c * uniform_stride as usize;
+            bytes[at..at + chunk_size].copy_from_slice(bytemuck::bytes_of(chunk));
+        }
+        let buffer = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("chunk params"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        (buffer, chunks.len())
     }
 
     /// Make sure the particle and scratch buffers hold at least `bytes`, and the softmax
@@ -325,6 +416,9 @@ impl GpuEngine {
             capacity_bytes: bytes,
             particles: make("particles", U::STORAGE | U::COPY_SRC | U::COPY_DST),
             scratch: make("scratch", U::STORAGE | U::COPY_SRC),
+            final_staging: make("final readback", U::MAP_READ | U::COPY_DST),
+            initial_staging: make("initial readback", U::MAP_READ | U::COPY_DST),
+            resident: None,
             softmax_state: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("softmax state"),
                 size: state_bytes,
@@ -334,19 +428,25 @@ impl GpuEngine {
         });
     }
 
-    /// Workgroup counts (x, y) of the general-D stages: one workgroup per particle.
-    fn general_grid(&self, n: usize) -> (u32, u32) {
+    /// Workgroup counts (x, y) of the general-D stages: one workgroup per tile of
+    /// `GENERAL_PARTICLES` particles, rows of at most the adapter's limit (the shaders
+    /// return early, uniformly, from the workgroups past the batch in the last row).
+    pub fn general_grid(&self, n: usize) -> (u32, u32) {
+        let groups = n.div_ceil(GENERAL_PARTICLES).max(1);
         let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let x = n.clamp(1, max_x);
-        (x as u32, n.div_ceil(x).max(1) as u32)
+        let rows = groups.div_ceil(max_x);
+        // Balanced rows: as few idle workgroups in the last row as the division allows.
+        let x = groups.div_ceil(rows);
+        (x as u32, rows as u32)
     }
 
     /// Workgroup counts (x, y) covering `n` invocations, and threads per row.
     fn dispatch_grid(&self, n: usize) -> (u32, u32, u32) {
         let groups = n.div_ceil(self.workgroup_size as usize).max(1);
         let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
-        let x = groups.min(max_x);
-        let y = groups.div_ceil(x);
+        // Balanced rows (2^22 particles: 2 x 32,768, not 65,535 + 1 live workgroup).
+        let y = groups.div_ceil(max_x);
+        let x = groups.div_ceil(y);
         (x as u32, y as u32, x as u32 * self.workgroup_size)
     }
 
@@ -473,13 +573,16 @@ impl GpuEngine {
                 ),
             ));
         }
+        let chunk_points = self.chunk_points_for(dim, n);
         self.prepare_problem(
             &dataset.points,
             dim,
             bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
+            chunk_points,
         );
         self.prepare_batch(bytes.max(16), dim);
         let general = dim > MAX_DIM;
+        let general_pipeline = general.then(|| self.general_pipeline(&SCORE_GENERAL_STAGE, dim));
         let (gx, gy, threads_per_row) = if general {
             let (gx, gy) = self.general_grid(n);
             (gx, gy, 0)
@@ -490,19 +593,17 @@ impl GpuEngine {
         run.threads_per_row = threads_per_row;
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
-        queue.write_buffer(
-            &self.batch.as_ref().unwrap().particles,
-            0,
-            bytemuck::cast_slice(points),
-        );
+        let batch = self.batch.as_mut().unwrap();
+        batch.resident = None;
+        queue.write_buffer(&batch.particles, 0, bytemuck::cast_slice(points));
         let main = self.main_bind_group();
         let step = self.step_bind_group();
         let chunk_group = self.chunk_bind_group();
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(if general {
-                &self.score_general_pipeline
+            pass.set_pipeline(if let Some(pipeline) = &general_pipeline {
+                pipeline
             } else if self.uses_tiled(dataset.len()) {
                 &self.score_tiled_pipeline
             } else {
@@ -684,12 +785,22 @@ impl Engine for GpuEngine {
             }
         }
         first_record.push(records.len() / std::mem::size_of::<StepParams>());
-        self.prepare_problem(&problem.dataset.points, dim, records);
+        let chunk_points = self.chunk_points_for(dim, n);
+        self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
         self.prepare_batch(bytes, dim);
+        let general_pipeline = (dim > MAX_DIM).then(|| {
+            self.general_pipeline(
+                match problem.sampler {
+                    SamplerKind::Em => &EM_STEP_GENERAL_STAGE,
+                    SamplerKind::Heun => &HEUN_STEP_GENERAL_STAGE,
+                },
+                dim,
+            )
+        });
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
         let general = dim > MAX_DIM;
-        // The general-D step runs one workgroup per particle (init_noise does not).
+        // The general-D step runs one workgroup per tile of particles (init_noise does not).
         let (step_gx, step_gy) = if general {
             self.general_grid(n)
         } else {
@@ -713,18 +824,23 @@ impl Engine for GpuEngine {
         let chunk_group = self.chunk_bind_group();
         let chunk_offsets = self.chunk_offsets();
         let stride = self.problem.as_ref().unwrap().step_stride;
+        let batch = self.batch.as_mut().unwrap();
+        // The particles are already on the device when this segment continues the last
+        // one from the positions it read back (the sampler's usual segments).
+        let resident = initial.is_none()
+            && batch.resident.as_ref().is_some_and(|(first, positions)| {
+                *first == first_particle
+                    && positions.len() == samples.len()
+                    && positions
+                        .iter()
+                        .zip(samples.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+            });
+        batch.resident = None;
         let batch = self.batch.as_ref().unwrap();
         let device = &self.ctx.device;
-        let staging = |label| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
-        let initial_staging = initial.is_some().then(|| staging("initial readback"));
-        let final_staging = staging("final readback");
+        let initial_staging = initial.is_some().then_some(&batch.initial_staging);
+        let final_staging = &batch.final_staging;
 
         // Initial noise, and a copy of it for initial.npy, in the first submission; or the
         // saved state of a batch that continues.
@@ -738,7 +854,7 @@ impl Engine for GpuEngine {
             pass.dispatch_workgroups(gx, gy, 1);
             drop(pass);
             encoder.copy_buffer_to_buffer(&batch.particles, 0, initial_staging, 0, bytes);
-        } else {
+        } else if !resident {
             self.ctx
                 .queue
                 .write_buffer(&batch.particles, 0, bytemuck::cast_slice(samples));
@@ -748,13 +864,12 @@ impl Engine for GpuEngine {
         // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
         let n_steps = steps.end;
         let tiled = self.uses_tiled(problem.dataset.len());
-        let step_pipeline = match (problem.sampler, general, tiled) {
-            (SamplerKind::Em, true, _) => &self.step_general_pipeline,
-            (SamplerKind::Em, false, true) => &self.step_tiled_pipeline,
-            (SamplerKind::Em, false, false) => &self.step_pipeline,
-            (SamplerKind::Heun, true, _) => &self.heun_general_pipeline,
-            (SamplerKind::Heun, false, true) => &self.heun_tiled_pipeline,
-            (SamplerKind::Heun, false, false) => &self.heun_pipeline,
+        let step_pipeline = match (problem.sampler, &general_pipeline, tiled) {
+            (_, Some(pipeline), _) => pipeline,
+            (SamplerKind::Em, None, true) => &self.step_tiled_pipeline,
+            (SamplerKind::Em, None, false) => &self.step_pipeline,
+            (SamplerKind::Heun, None, true) => &self.heun_tiled_pipeline,
+            (SamplerKind::Heun, None, false) => &self.heun_pipeline,
         };
         let mut submissions = Vec::new();
         for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
@@ -788,7 +903,7 @@ impl Engine for GpuEngine {
                 }
             }
             if chunk_end == n_steps {
-                encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+                encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
                 if let Some(t) = &self.timestamps {
                     t.resolve(&mut encoder);
                 }
@@ -797,7 +912,7 @@ impl Engine for GpuEngine {
         }
         if steps.is_empty() {
             let mut encoder = device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&batch.particles, 0, &final_staging, 0, bytes);
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
             self.ctx.queue.submit([encoder.finish()]);
         }
         for (done, index) in submissions {
@@ -814,16 +929,15 @@ impl Engine for GpuEngine {
                 return Err(Error::Interrupted("interrupted".into()));
             }
         }
-        if let (Some(initial), Some(staging)) = (initial, &initial_staging) {
+        if let (Some(initial), Some(staging)) = (initial, initial_staging) {
             initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
                 &self.ctx, staging, bytes,
             )?));
         }
-        samples.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
-            &self.ctx,
-            &final_staging,
-            bytes,
-        )?));
+        let positions: Vec<f32> =
+            bytemuck::cast_slice(&map_and_copy(&self.ctx, final_staging, bytes)?).to_vec();
+        samples.copy_from_slice(&positions);
+        self.batch.as_mut().unwrap().resident = Some((first_particle, positions));
         self.last_kernel_seconds = match (&self.timestamps, steps.len()) {
             (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
             _ => None,

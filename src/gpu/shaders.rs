@@ -32,6 +32,32 @@ impl Stage {
     pub fn source(&self) -> String {
         self.parts.join("\n")
     }
+
+    /// The module of a general-D stage (D > 4) with `OWNED`, the columns of 4 coordinates
+    /// each invocation accumulates (of every particle of its tile), bounded for dimension
+    /// `dim` instead of for `MAX_DIMENSION`: hardware then keeps the accumulators in
+    /// registers rather than spilling a 256-entry array. Rounded up to a power of two so that few pipelines
+    /// cover all dimensions. Other stages are returned unchanged.
+    pub fn source_for_dim(&self, dim: usize) -> String {
+        let source = self.source();
+        let owned = general_owned_columns(dim);
+        source.replace(
+            GENERAL_OWNED_DECLARATION,
+            &format!("const OWNED: u32 = {owned}u;"),
+        )
+    }
+}
+
+/// The declaration `Stage::source_for_dim` specialises (in common/reduce_general.wgsl).
+const GENERAL_OWNED_DECLARATION: &str = "const OWNED: u32 = 16u;";
+
+/// `OWNED` of the general-D stages for dimension `dim`: columns per invocation, rounded
+/// up to a power of two (at least 1, at most 16 = MAX_COLUMNS / GENERAL_WG).
+pub fn general_owned_columns(dim: usize) -> usize {
+    dim.div_ceil(4)
+        .div_ceil(crate::params::GENERAL_WG)
+        .next_power_of_two()
+        .clamp(1, 16)
 }
 
 pub const INIT_NOISE_STAGE: Stage = Stage {
