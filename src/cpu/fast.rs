@@ -30,6 +30,7 @@
 //!   1e-3 after 99 steps, initial noise within 1e-5).
 
 use super::approx::{exp2, fmin, ln, mad, sincos_turns};
+use crate::philox::reduced_turns;
 use crate::params::{HeunParams, StepParams};
 use crate::philox::INITIAL_NOISE_STEP;
 
@@ -582,7 +583,10 @@ fn normals<const D: usize, const FMA: bool, const L: usize>(
         }
         let (mut sin, mut cos) = ([0.0f32; L], [0.0f32; L]);
         for l in 0..L {
-            (sin[l], cos[l]) = sincos_turns::<FMA>(u[2 * pair + 1][l]);
+            // The angle reduced to [-π, π] like the shader's (the turn-count reduction
+            // of sincos_turns makes this bit-identical to the unreduced angle; kept so
+            // the twins read the same).
+            (sin[l], cos[l]) = sincos_turns::<FMA>(reduced_turns(u[2 * pair + 1][l]));
         }
         for l in 0..L {
             z[2 * pair][l] = r[l] * cos[l];
