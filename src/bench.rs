@@ -61,7 +61,9 @@ impl std::str::FromStr for BenchCell {
                 .parse()
                 .map_err(|_| format!("'{v}' in cell '{text}' is not a number"))?;
             if value < 1.0 || value.fract() != 0.0 || value > 1e15 {
-                return Err(format!("'{v}' in cell '{text}' is not a positive whole count"));
+                return Err(format!(
+                    "'{v}' in cell '{text}' is not a positive whole count"
+                ));
             }
             Ok(value as u64)
         };
@@ -71,7 +73,9 @@ impl std::str::FromStr for BenchCell {
                 training_points: count(n)? as usize,
                 dim: count(d)? as usize,
             }),
-            _ => Err(format!("cell '{text}' is not of the form P:N:D (e.g. 1e6:1024:2)")),
+            _ => Err(format!(
+                "cell '{text}' is not of the form P:N:D (e.g. 1e6:1024:2)"
+            )),
         }
     }
 }
@@ -173,7 +177,13 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
                     training_points: 0,
                     dim: 0,
                 };
-                let row = skipped(backend, "-".into(), none, steps, format!("unavailable: {why}"));
+                let row = skipped(
+                    backend,
+                    "-".into(),
+                    none,
+                    steps,
+                    format!("unavailable: {why}"),
+                );
                 report(&row);
                 rows.push(row);
                 continue;
@@ -188,7 +198,8 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
             // with N, D and the backend. Two 2-step runs (1 particle, then the smallest
             // count of the cells with this N and D) separate the fixed cost per run from
             // the cost per particle-step.
-            let (fixed, per_particle_step) = match probed.iter().find(|(k, _)| *k == (n_train, dim)) {
+            let (fixed, per_particle_step) = match probed.iter().find(|(k, _)| *k == (n_train, dim))
+            {
                 Some((_, cost)) => *cost,
                 None => {
                     let probe_particles = plan
@@ -275,14 +286,16 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
     let cpu: Vec<(u64, usize, usize, f64)> = rows
         .iter()
         .filter(|r| r.backend == "cpu")
-        .filter_map(|r| r.median_s.map(|m| (r.particles, r.training_points, r.dim, m)))
+        .filter_map(|r| {
+            r.median_s
+                .map(|m| (r.particles, r.training_points, r.dim, m))
+        })
         .collect();
     for row in &mut rows {
         if let (Some(m), Some((_, _, _, c))) = (
             row.median_s,
-            cpu.iter().find(|(p, n, d, _)| {
-                (*p, *n, *d) == (row.particles, row.training_points, row.dim)
-            }),
+            cpu.iter()
+                .find(|(p, n, d, _)| (*p, *n, *d) == (row.particles, row.training_points, row.dim)),
         ) {
             row.speedup_vs_cpu = Some(c / m);
         }
@@ -290,7 +303,13 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
     Ok(rows)
 }
 
-fn skipped(backend: Backend, device: String, cell: BenchCell, steps: usize, note: String) -> BenchRow {
+fn skipped(
+    backend: Backend,
+    device: String,
+    cell: BenchCell,
+    steps: usize,
+    note: String,
+) -> BenchRow {
     BenchRow {
         backend: backend.name(),
         device,
@@ -399,4 +418,70 @@ pub struct BenchReport {
     pub repeats: usize,
     pub max_cell_seconds: f64,
     pub rows: Vec<BenchRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_parse_as_p_n_d_and_refuse_nonsense() {
+        let cell: BenchCell = "1e6:1024:2".parse().unwrap();
+        assert_eq!(
+            cell,
+            BenchCell {
+                particles: 1_000_000,
+                training_points: 1024,
+                dim: 2
+            }
+        );
+        for bad in ["1e6:1024", "0:8:2", "10:8:-2", "10:8:2.5", "a:8:2", "1:2:3:4"] {
+            assert!(bad.parse::<BenchCell>().is_err(), "{bad} parsed");
+        }
+        let grid = BenchCell::grid(&[1, 2], &[8], &[2, 64]);
+        assert_eq!(grid.len(), 4);
+        assert_eq!(grid[3].dim, 64);
+        assert_eq!(grid[0].dataset().unwrap().dim, 2);
+        assert_eq!(grid[3].dataset().unwrap().dim, 64);
+    }
+
+    #[test]
+    fn a_cell_reports_its_dimension_and_gflops() {
+        let plan = BenchPlan {
+            cells: vec![BenchCell {
+                particles: 40,
+                training_points: 30,
+                dim: 64,
+            }],
+            backends: vec![Backend::Cpu],
+            time_points: 3,
+            warmup: 0,
+            repeats: 1,
+            max_cell_seconds: 60.0,
+        };
+        let rows = run(&plan, &mut |_| {}).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!((row.dim, row.particles, row.training_points), (64, 40, 30));
+        let median = row.median_s.unwrap();
+        let expected = 4.0 * 64.0 * 40.0 * 30.0 * 2.0 / median / 1e9;
+        assert!((row.gflops.unwrap() - expected).abs() <= 1e-9 * expected);
+    }
+
+    #[test]
+    fn negative_or_nan_budgets_are_refused() {
+        use clap::Parser;
+        for budget in ["-1", "NaN"] {
+            let cli = crate::cli::Cli::try_parse_from([
+                "memodiff",
+                "bench",
+                "--backends",
+                "cpu",
+                &format!("--max-cell-seconds={budget}"),
+            ])
+            .unwrap();
+            let err = crate::cli::run(cli).expect_err(budget).to_string();
+            assert!(err.contains("--max-cell-seconds"), "{err}");
+        }
+    }
 }

@@ -181,8 +181,7 @@ pub fn normals_error_bound(bits: [u32; 4], acc: &BoxMullerAccuracy) -> [f64; 4] 
             (2.0 * e_l).sqrt()
         };
         let dr = carried + acc.sqrt_rel * (r + carried);
-        let trig = acc.trig_abs
-            + std::f64::consts::TAU * (rounded[angle] - exact[angle]).abs();
+        let trig = acc.trig_abs + std::f64::consts::TAU * (rounded[angle] - exact[angle]).abs();
         dr * (1.0 + trig) + r * trig + (r + dr) * (1.0 + trig) / 16_777_216.0
     };
     let (first, second) = (pair(0, 1), pair(2, 3));
@@ -267,7 +266,10 @@ mod tests {
     #[test]
     fn reduced_angles_stay_within_pi() {
         let extremes = [0u32, 0x7FFF_FF00, 0x8000_0000, 0x8000_00FF, u32::MAX];
-        for bits in extremes.into_iter().chain((0..1u32 << 24).step_by(4099).map(|k| k << 8)) {
+        for bits in extremes
+            .into_iter()
+            .chain((0..1u32 << 24).step_by(4099).map(|k| k << 8))
+        {
             let u = uniform_f32(bits);
             let angle = box_muller_angle(u);
             assert!(

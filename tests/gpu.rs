@@ -75,7 +75,10 @@ fn philox_known_answers_on_gpu() {
                 bound[lane]
             );
             let diff = (z - twin[lane] as f64).abs();
-            assert!(diff <= tolerance[lane], "case {i} lane {lane}: GPU vs CPU {diff:e}");
+            assert!(
+                diff <= tolerance[lane],
+                "case {i} lane {lane}: GPU vs CPU {diff:e}"
+            );
             worst_ratio = worst_ratio.max(err / bound[lane]);
         }
     }
@@ -191,8 +194,16 @@ fn gpu_cpu_and_reference_trajectories_agree() {
     let initial_std = config.schedule.sigma2(1.0).sqrt();
     for (name, (a, a_source), (b, b_source)) in [
         ("gpu/cpu", (&g, NoiseSource::Gpu), (&c, NoiseSource::Cpu)),
-        ("gpu/reference", (&g, NoiseSource::Gpu), (&r, NoiseSource::Reference)),
-        ("cpu/reference", (&c, NoiseSource::Cpu), (&r, NoiseSource::Reference)),
+        (
+            "gpu/reference",
+            (&g, NoiseSource::Gpu),
+            (&r, NoiseSource::Reference),
+        ),
+        (
+            "cpu/reference",
+            (&c, NoiseSource::Cpu),
+            (&r, NoiseSource::Reference),
+        ),
     ] {
         let ratio = assert_initial_noise_agrees(
             name,
@@ -204,7 +215,13 @@ fn gpu_cpu_and_reference_trajectories_agree() {
         );
         eprintln!("{name}: initial noise within {ratio:.3e} of its tolerance");
     }
-    assert_trajectories_agree("gpu/cpu", &config, (&g.samples, &mut gpu), (&c.samples, &mut cpu), 1e-3);
+    assert_trajectories_agree(
+        "gpu/cpu",
+        &config,
+        (&g.samples, &mut gpu),
+        (&c.samples, &mut cpu),
+        1e-3,
+    );
     assert_trajectories_agree(
         "gpu/reference",
         &config,
@@ -558,4 +575,57 @@ fn general_gpu_results_do_not_depend_on_batch_size() {
         (&c.samples, &mut cpu),
         1e-3,
     );
+}
+
+/// The trajectory check itself (no GPU needed): a run whose last particle is wrong fails
+/// it, as a wrong last workgroup would, rather than passing as one of 0.1% outliers.
+#[test]
+#[should_panic(expected = "particle 1999 ends")]
+fn a_wrong_last_particle_fails_the_trajectory_check() {
+    let mut config = default_config(2_000);
+    config.time_points = 30;
+    let (mut cpu, mut reference) = (CpuEngine::new(), ReferenceEngine::new(config.schedule));
+    let c = run_collect(&config, &mut cpu).unwrap();
+    let mut r = run_collect(&config, &mut reference).unwrap();
+    let last = r.samples.len() - 2;
+    r.samples[last] += 0.5;
+    assert_trajectories_agree(
+        "cpu/corrupted reference",
+        &config,
+        (&c.samples, &mut cpu),
+        (&r.samples, &mut reference),
+        1e-3,
+    );
+}
+
+/// More than 65,535 workgroups in one dispatch: the 2-D grid (x = 65,535 columns, y rows),
+/// in the D <= 4 kernels (4.2M particles, one invocation each, workgroups of 64: the
+/// default batch of 2^22 needs 65,536 of them plus a partial batch) and the general-D ones
+/// (one workgroup per particle, 70,000 of them), every particle checked, the last rows of
+/// the grid included.
+#[test]
+fn the_two_dimensional_dispatch_grid_covers_every_particle() {
+    let Some(mut gpu) = gpu_engine("the_two_dimensional_dispatch_grid_covers_every_particle")
+    else {
+        return;
+    };
+    for (data, particles) in [
+        (Dataset::circle(8).unwrap(), 4_200_000u64),
+        (scattered(4, 5, 7), 70_000),
+    ] {
+        let dim = data.dim;
+        let mut config = SampleConfig::new(data);
+        config.particles = particles;
+        config.time_points = 3;
+        let mut cpu = CpuEngine::new();
+        let g = run_collect(&config, &mut gpu).unwrap();
+        let c = run_collect(&config, &mut cpu).unwrap();
+        assert_trajectories_agree(
+            &format!("2-D grid, D = {dim}, {particles} particles"),
+            &config,
+            (&g.samples, &mut gpu),
+            (&c.samples, &mut cpu),
+            1e-3,
+        );
+    }
 }

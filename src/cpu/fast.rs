@@ -30,9 +30,8 @@
 //!   1e-3 after 99 steps, initial noise within 1e-5).
 
 use super::approx::{exp2, fmin, ln, mad, sincos_turns};
-use crate::philox::reduced_turns;
 use crate::params::{HeunParams, StepParams};
-use crate::philox::INITIAL_NOISE_STEP;
+use crate::philox::{reduced_turns, INITIAL_NOISE_STEP};
 
 /// Particles per chunk, per instruction set: enough independent vector chains per
 /// coordinate to hide latencies, few enough to stay in registers (AVX-512: 4 zmm per

@@ -274,8 +274,13 @@ fn record_steps(
         steps,
         states: vec![vec![f32::NAN; rows.len() * dim]; steps + 1],
     };
-    memodiff::sampler::run(config, engine, &mut recorder, &mut memodiff::sampler::NoProgress)
-        .expect("replay with per-step states");
+    memodiff::sampler::run(
+        config,
+        engine,
+        &mut recorder,
+        &mut memodiff::sampler::NoProgress,
+    )
+    .expect("replay with per-step states");
     recorder.states
 }
 
