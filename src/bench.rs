@@ -435,7 +435,9 @@ mod tests {
                 dim: 2
             }
         );
-        for bad in ["1e6:1024", "0:8:2", "10:8:-2", "10:8:2.5", "a:8:2", "1:2:3:4"] {
+        for bad in [
+            "1e6:1024", "0:8:2", "10:8:-2", "10:8:2.5", "a:8:2", "1:2:3:4",
+        ] {
             assert!(bad.parse::<BenchCell>().is_err(), "{bad} parsed");
         }
         let grid = BenchCell::grid(&[1, 2], &[8], &[2, 64]);

@@ -997,7 +997,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "must be at least 1",
         ));
     }
-    if !(args.max_cell_seconds >= 0.0) {
+    if args.max_cell_seconds.is_nan() || args.max_cell_seconds < 0.0 {
         return Err(crate::Error::invalid(
             "--max-cell-seconds",
             "must be a number of seconds, 0 or more",
