@@ -67,16 +67,25 @@ pub enum Command {
 
 /// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
 /// runs of the sampler (initial noise, all steps, readback; no file output) on the
-/// training set circle:N in D = 2.
+/// training set circle:N in D = 2, gaussian:N:D in other dimensions.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Particle counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1e4,1e5,1e6", value_parser = parse_count)]
     pub particles: Vec<u64>,
 
-    /// Training-set sizes N (circle:N), comma-separated.
+    /// Training-set sizes N, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "8,1024,65536", value_parser = parse_count_usize)]
     pub training_points: Vec<usize>,
+
+    /// Dimensions D, comma-separated: every (P, N) is run in each.
+    #[arg(long, value_delimiter = ',', default_value = "2", value_parser = parse_count_usize)]
+    pub dims: Vec<usize>,
+
+    /// Explicit cells P:N:D, comma-separated (e.g. 1e6:1024:2,1000:10000:784), instead of
+    /// the grid of --particles x --training-points x --dims.
+    #[arg(long, value_delimiter = ',')]
+    pub cells: Vec<crate::bench::BenchCell>,
 
     /// Backends to measure, comma-separated (unavailable ones are reported as such).
     #[arg(
@@ -104,7 +113,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8.0)]
     pub max_cell_seconds: f64,
 
-    /// Also write the rows as JSON to this file.
+    /// Also write one JSON document (every cell, the machine, the adapters) to this file;
+    /// `-` writes it to standard output (the table then goes to standard error).
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -981,10 +991,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.steps < 2 {
         return Err(crate::Error::invalid("--steps", "must be at least 2"));
     }
-    if args.particles.contains(&0) || args.training_points.contains(&0) {
+    if args.particles.contains(&0) || args.training_points.contains(&0) || args.dims.contains(&0) {
         return Err(crate::Error::invalid(
-            "--particles/--training-points",
+            "--particles/--training-points/--dims",
             "must be at least 1",
+        ));
+    }
+    if args.max_cell_seconds.is_nan() || args.max_cell_seconds < 0.0 {
+        return Err(crate::Error::invalid(
+            "--max-cell-seconds",
+            "must be a number of seconds, 0 or more",
         ));
     }
     if args.backends.contains(&Backend::Auto) {
@@ -993,9 +1009,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "name the backends to measure: gpu, cpu, reference",
         ));
     }
+    let cells = if args.cells.is_empty() {
+        crate::bench::BenchCell::grid(&args.particles, &args.training_points, &args.dims)
+    } else {
+        args.cells.clone()
+    };
     let plan = crate::bench::BenchPlan {
-        particles: args.particles.clone(),
-        training_points: args.training_points.clone(),
+        cells,
         backends: args.backends.clone(),
         time_points: args.steps,
         warmup: args.warmup,
@@ -1011,14 +1031,36 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 _ => String::new(),
             };
             eprintln!(
-                "{} P={} N={}: {what}",
-                row.backend, row.particles, row.training_points
+                "{} P={} N={} D={}: {what}",
+                row.backend, row.particles, row.training_points, row.dim
             );
         }
     })?;
-    print!("{}", crate::bench::markdown(&rows));
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let table = crate::bench::markdown(&rows);
+    if json_to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
     if let Some(path) = &args.json {
-        crate::output::write_json(path, &rows)?;
+        let report = crate::bench::BenchReport {
+            machine: crate::bench::Machine::detect(),
+            adapters: crate::gpu::context::describe_adapters(),
+            time_points: plan.time_points,
+            warmup: plan.warmup,
+            repeats: plan.repeats,
+            max_cell_seconds: plan.max_cell_seconds,
+            rows,
+        };
+        if json_to_stdout {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("the report serializes")
+            );
+        } else {
+            crate::output::write_json(path, &report)?;
+        }
     }
     Ok(())
 }

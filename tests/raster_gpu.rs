@@ -42,7 +42,10 @@ fn direct_sum(extent: Extent, w: usize, h: usize, bw: f64, pts: &[f32]) -> Vec<f
 /// MEMODIFF_SKIP_GPU_TESTS=1, then says it skipped.
 fn raster(test: &str) -> Option<GpuRaster> {
     match GpuContext::new(AdapterChoice::Any) {
-        Ok(ctx) => Some(GpuRaster::new(ctx)),
+        Ok(ctx) => {
+            common::announce_adapter(test, &ctx.info);
+            Some(GpuRaster::new(ctx))
+        }
         Err(e @ memodiff::Error::NoAdapter(_))
             if std::env::var(common::SKIP_GPU_VAR).as_deref() == Ok("1") =>
         {

@@ -46,15 +46,36 @@ fn uniform_from_bits(x: u32) -> f32 {
     return (f32(x >> 8u) + 0.5) * 5.9604644775390625e-8;
 }
 
+// u or u - 1, whichever lies in [-1/2, 1/2] (u - 1 is exact in f32 for u in (1/2, 1)): the
+// same angle in turns, but 2π times it lies in [-π, π], the only range on which WGSL bounds
+// the error of cos and sin (2^-11 absolute). CPU twin: philox::reduced_turns.
+fn reduced_turns(u: f32) -> f32 {
+    return select(u, u - 1.0, u > 0.5);
+}
+
+// The largest f32 not above π: TAU / 2 (u = 1/2 occurs, the upper half's uniforms being
+// rounded) lies 8.7e-8 above π, so the angle is clamped. CPU twin: philox::box_muller_angle.
+const PI_BELOW: f32 = 3.1415925;
+
+fn box_muller_angle(u: f32) -> f32 {
+    return clamp(TAU * reduced_turns(u), -PI_BELOW, PI_BELOW);
+}
+
+// The radius sqrt(-2 ln u). WGSL lets log(u) err by 2^-21 near u = 1, where -2 ln u is
+// only ~2^-24: max(., 0) keeps an over-estimate from turning into sqrt(negative) = NaN.
+fn box_muller_radius(u: f32) -> f32 {
+    return sqrt(max(-2.0 * log(u), 0.0));
+}
+
 fn normals_from_bits(bits: vec4<u32>) -> vec4<f32> {
     let u0 = uniform_from_bits(bits.x);
     let u1 = uniform_from_bits(bits.y);
     let u2 = uniform_from_bits(bits.z);
     let u3 = uniform_from_bits(bits.w);
-    let r0 = sqrt(-2.0 * log(u0));
-    let r1 = sqrt(-2.0 * log(u2));
-    let a0 = TAU * u1;
-    let a1 = TAU * u3;
+    let r0 = box_muller_radius(u0);
+    let r1 = box_muller_radius(u2);
+    let a0 = box_muller_angle(u1);
+    let a1 = box_muller_angle(u3);
     return vec4<f32>(r0 * cos(a0), r0 * sin(a0), r1 * cos(a1), r1 * sin(a1));
 }
 

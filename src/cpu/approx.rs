@@ -23,7 +23,7 @@
 //! | [`exp`]        | [-87.3, 88], every 64th f32                    | 2.5e-7 relative          |
 //! | [`exp`]        | [-104, -87.3] and below: flushed toward 0     | < 2^-126 absolute       |
 //! | [`ln`]         | every f32 in [2^-25, 1] plus Box–Muller grid   | 1.5e-7 abs. for x near 1, 1.2e-7 relative elsewhere |
-//! | [`sincos_turns`] | every Box–Muller uniform (2^24 values), [0, 1] | 1.5e-7 absolute (the argument 2πu is exact before rounding) |
+//! | [`sincos_turns`] | every Box–Muller uniform (2^24 values) and its reduction to [-1/2, 1/2], [-1, 1000] | 1.5e-7 absolute (the argument 2πu is exact before rounding) |
 
 /// `1.5 · 2^23`: adding and subtracting it rounds an f32 (|x| < 2^22) to an integer.
 const MAGIC: f32 = 12_582_912.0;
@@ -304,7 +304,18 @@ mod tests {
         };
         let mut worst = 0.0f64;
         for k in 0..1u32 << 24 {
-            check(crate::philox::uniform_f32(k << 8), &mut worst);
+            let u = crate::philox::uniform_f32(k << 8);
+            check(u, &mut worst);
+            // The reduced angle the sampler passes (in [-1/2, 1/2] turns, as the shader's
+            // [-π, π]): bit-identical, since the turn-count reduction is exact either way.
+            let reduced = crate::philox::reduced_turns(u);
+            check(reduced, &mut worst);
+            let (a, b) = (sincos_turns::<FMA>(u), sincos_turns::<FMA>(reduced));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits()),
+                "u = {u}"
+            );
         }
         for u in sweep(0.0, 1.0, 64)
             .chain(sweep(-0.0, -1.0, 256))

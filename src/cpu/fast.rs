@@ -31,7 +31,7 @@
 
 use super::approx::{exp2, fmin, ln, mad, sincos_turns};
 use crate::params::{HeunParams, StepParams};
-use crate::philox::INITIAL_NOISE_STEP;
+use crate::philox::{reduced_turns, INITIAL_NOISE_STEP};
 
 /// Particles per chunk, per instruction set: enough independent vector chains per
 /// coordinate to hide latencies, few enough to stay in registers (AVX-512: 4 zmm per
@@ -721,7 +721,10 @@ fn normals<const D: usize, const FMA: bool, const L: usize>(
         }
         let (mut sin, mut cos) = ([0.0f32; L], [0.0f32; L]);
         for l in 0..L {
-            (sin[l], cos[l]) = sincos_turns::<FMA>(u[2 * pair + 1][l]);
+            // The angle reduced to [-π, π] like the shader's (the turn-count reduction
+            // of sincos_turns makes this bit-identical to the unreduced angle; kept so
+            // the twins read the same).
+            (sin[l], cos[l]) = sincos_turns::<FMA>(reduced_turns(u[2 * pair + 1][l]));
         }
         for l in 0..L {
             z[2 * pair][l] = r[l] * cos[l];
