@@ -462,6 +462,10 @@ fn cli_collapse_and_sweep_write_csv_and_plot() {
     assert!(!bad.join("sweep.csv").exists());
 }
 
+/// What `split_posterior` returns: the final state, row-major the (weight, argmax) pairs,
+/// and the state at each tap.
+type SplitPosterior = (Vec<f32>, Vec<(f64, u32)>, Vec<Vec<f32>>);
+
 /// The posterior of `rows` at the steps `taps` of a problem, the slow way: the batch run
 /// by `advance_batch` in segments ending at each tapped step, `posterior::max_weight` (f64)
 /// of the state there. Returns the final state, row-major the (weight, argmax) pairs, and
@@ -473,7 +477,7 @@ fn split_posterior(
     n: usize,
     rows: usize,
     taps: &[usize],
-) -> (Vec<f32>, Vec<(f64, u32)>, Vec<Vec<f32>>) {
+) -> SplitPosterior {
     let dim = problem.dataset.dim;
     let (mut initial, mut state) = (vec![0f32; n * dim], vec![0f32; n * dim]);
     let mut found = vec![(0.0, 0u32); rows * taps.len()];

@@ -2,9 +2,7 @@
 //! Heun step of the probability-flow ODE for one particle (see `HeunParams` for the
 //! halves and their coefficients), lanes beyond `dim` kept at zero.
 
-use super::reduce_general::{
-    reduce_general_block, reduce_general_with, BlockScratch, GeneralState,
-};
+use super::reduce_general::{reduce_general, GeneralState};
 use super::score::weighted_training_mean;
 use crate::params::HeunParams;
 
@@ -42,52 +40,9 @@ pub fn heun_half_step_general(
     step: &HeunParams,
     partial: &mut [f32],
 ) {
-    heun_half_step_general_with::<false>(x, dim, training, step, partial)
-}
-
-/// `heun_half_step_general` with the twin's potential or (`WIDE`) the cpu engine's.
-#[inline(always)]
-pub fn heun_half_step_general_with<const WIDE: bool>(
-    x: &mut [f32],
-    dim: usize,
-    training: &[f32],
-    step: &HeunParams,
-    partial: &mut [f32],
-) {
     let width = x.len();
-    let state =
-        reduce_general_with::<WIDE>(x, training, width, step.mean_scale, step.inv_two_sigma2);
+    let state = reduce_general(x, training, width, step.mean_scale, step.inv_two_sigma2);
     heun_update(x, &state, dim, step, partial);
-}
-
-/// The cpu engine's half step for a block of particles (`xs`, `partials`: padded rows of
-/// `width`): `reduce_general_block`, then each particle's update; every particle's bits
-/// are those of `heun_half_step_general_with::<true>`.
-#[inline(always)]
-pub fn heun_half_step_general_block(
-    xs: &mut [f32],
-    width: usize,
-    dim: usize,
-    training: &[f32],
-    step: &HeunParams,
-    partials: &mut [f32],
-    scratch: &mut BlockScratch,
-) {
-    reduce_general_block::<true>(
-        xs,
-        training,
-        width,
-        step.mean_scale,
-        step.inv_two_sigma2,
-        scratch,
-    );
-    for ((x, partial), state) in xs
-        .chunks_exact_mut(width)
-        .zip(partials.chunks_exact_mut(width))
-        .zip(&scratch.states)
-    {
-        heun_update(x, state, dim, step, partial);
-    }
 }
 
 #[inline(always)]

@@ -48,13 +48,6 @@ impl GeneralState {
         }
     }
 
-    /// Back to the empty state of [`GeneralState::new`], keeping the allocation.
-    pub fn reset(&mut self) {
-        self.running_max = -FLT_MAX;
-        self.weight_sum = 0.0;
-        self.weighted.fill(0.0);
-    }
-
     /// Coordinate `d` of the softmax-weighted training mean.
     #[inline]
     pub fn mean(&self, d: usize) -> f32 {
@@ -77,33 +70,6 @@ pub fn general_potential(x: &[f32], xi: &[f32], mean_scale: f32, inv_two_sigma2:
     (-d2 * inv_two_sigma2).max(-FLT_MAX)
 }
 
-/// The cpu engine's potential: the same terms as `general_potential`, the squared
-/// distance summed in 16 lanes (4 independent chains of 4 instead of one, so the loop is
-/// not bound by the latency of its additions), then folded 16 -> 4 -> 1. It differs from
-/// the twin only by the order of the additions (f32 round-off).
-#[inline(always)]
-pub fn general_potential_wide(x: &[f32], xi: &[f32], mean_scale: f32, inv_two_sigma2: f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let (x16, x_rest) = x.split_at(x.len() / 16 * 16);
-    let (p16, p_rest) = xi.split_at(x16.len());
-    for (xc, pc) in x16.chunks_exact(16).zip(p16.chunks_exact(16)) {
-        for k in 0..16 {
-            let diff = xc[k] - mean_scale * pc[k];
-            acc[k] += diff * diff;
-        }
-    }
-    for (k, (a, b)) in x_rest.iter().zip(p_rest).enumerate() {
-        let diff = a - mean_scale * b;
-        acc[k] += diff * diff;
-    }
-    let mut lanes = [0f32; 4];
-    for k in 0..4 {
-        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
-    }
-    let d2 = ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3];
-    (-d2 * inv_two_sigma2).max(-FLT_MAX)
-}
-
 /// `reduce_general` over all training points, tile by tile from point 0 (the GPU's chunks
 /// are whole tiles and carry the state exactly, so they do not change the result).
 /// `x` is padded to `width`, `training` holds points of `width` coordinates.
@@ -114,23 +80,10 @@ pub fn reduce_general(
     mean_scale: f32,
     inv_two_sigma2: f32,
 ) -> GeneralState {
-    reduce_general_with::<false>(x, training, width, mean_scale, inv_two_sigma2)
-}
-
-/// `reduce_general` with the twin's potential (`WIDE = false`) or the cpu engine's
-/// `general_potential_wide` (`WIDE = true`); everything else is the same.
-#[inline(always)]
-pub fn reduce_general_with<const WIDE: bool>(
-    x: &[f32],
-    training: &[f32],
-    width: usize,
-    mean_scale: f32,
-    inv_two_sigma2: f32,
-) -> GeneralState {
     let mut state = GeneralState::new(width);
     let mut sum = vec![0f32; width];
     for tile in training.chunks(GENERAL_TILE * width) {
-        merge_tile::<WIDE>(
+        merge_tile(
             &mut state,
             x,
             tile,
@@ -143,61 +96,10 @@ pub fn reduce_general_with<const WIDE: bool>(
     state
 }
 
-/// Scratch of [`reduce_general_block`]: one online-softmax state per particle of a block and
-/// the column sums of a tile. Allocated once per work item and reused by every step, so
-/// the steps themselves allocate nothing.
-#[derive(Debug, Clone)]
-pub struct BlockScratch {
-    pub states: Vec<GeneralState>,
-    sum: Vec<f32>,
-}
-
-impl BlockScratch {
-    /// For blocks of up to `particles` rows of `width`.
-    pub fn new(particles: usize, width: usize) -> Self {
-        Self {
-            states: vec![GeneralState::new(width); particles],
-            sum: vec![0f32; width],
-        }
-    }
-}
-
-/// `reduce_general_with` for a block of particles (`xs`: rows of `width`), tile by tile
-/// with the particles inside: a tile is read from memory once for the whole block instead
-/// of once per particle. Each particle's arithmetic is exactly `reduce_general_with`'s.
-/// The states end up in `scratch.states[..xs.len() / width]`.
-#[inline(always)]
-pub fn reduce_general_block<const WIDE: bool>(
-    xs: &[f32],
-    training: &[f32],
-    width: usize,
-    mean_scale: f32,
-    inv_two_sigma2: f32,
-    scratch: &mut BlockScratch,
-) {
-    let states = &mut scratch.states[..xs.len() / width];
-    for state in states.iter_mut() {
-        state.reset();
-    }
-    for tile in training.chunks(GENERAL_TILE * width) {
-        for (state, x) in states.iter_mut().zip(xs.chunks_exact(width)) {
-            merge_tile::<WIDE>(
-                state,
-                x,
-                tile,
-                width,
-                mean_scale,
-                inv_two_sigma2,
-                &mut scratch.sum,
-            );
-        }
-    }
-}
-
 /// One tile of `reduce_general`: the potentials, their max, the weights, their sum, the
 /// weighted column sums (`sum` is scratch of `width`), merged into `state`.
 #[inline(always)]
-fn merge_tile<const WIDE: bool>(
+fn merge_tile(
     state: &mut GeneralState,
     x: &[f32],
     tile: &[f32],
@@ -210,11 +112,7 @@ fn merge_tile<const WIDE: bool>(
     let mut weight = [0f32; GENERAL_TILE];
     let count = tile.len() / width;
     for (p, xi) in pot.iter_mut().zip(tile.chunks_exact(width)) {
-        *p = if WIDE {
-            general_potential_wide(x, xi, mean_scale, inv_two_sigma2)
-        } else {
-            general_potential(x, xi, mean_scale, inv_two_sigma2)
-        };
+        *p = general_potential(x, xi, mean_scale, inv_two_sigma2);
     }
     let mut tile_max = -FLT_MAX;
     for &p in &pot[..count] {
