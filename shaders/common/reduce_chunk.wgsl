@@ -25,7 +25,8 @@ fn reduce_chunk(i: u32, local_index: u32, mean_scale: f32, inv_two_sigma2: f32) 
             state = load_softmax_state(i);
         }
     }
-    accumulate_training(&state, x, in_batch, local_index, mean_scale, inv_two_sigma2);
+    let log2_factor = potential_scale(inv_two_sigma2);
+    accumulate_training(&state, x, in_batch, local_index, mean_scale, log2_factor);
     if (in_batch && chunk.last == 0u) {
         store_softmax_state(i, state);
     }

@@ -11,14 +11,14 @@ fn accumulate_training(
     in_batch: bool,
     local_index: u32,
     mean_scale: f32,
-    inv_two_sigma2: f32,
+    log2_factor: f32,
 ) {
     for (var offset = 0u; offset < chunk.count; offset += BLOCK) {
         let end = chunk.start + offset + min(BLOCK, chunk.count - offset);
         var block = online_softmax_new();
         for (var i = chunk.start + offset; i < end; i++) {
             let xi = training[i];
-            online_softmax_push(&block, potential(x, xi, mean_scale, inv_two_sigma2), xi);
+            online_softmax_push(&block, potential(x, xi, mean_scale, log2_factor), xi);
         }
         online_softmax_merge(state, block);
     }

@@ -13,7 +13,7 @@ fn accumulate_training(
     in_batch: bool,
     local_index: u32,
     mean_scale: f32,
-    inv_two_sigma2: f32,
+    log2_factor: f32,
 ) {
     for (var offset = 0u; offset < chunk.count; offset += TILE) {
         let count = min(TILE, chunk.count - offset);
@@ -27,7 +27,7 @@ fn accumulate_training(
             var block = online_softmax_new();
             for (var k = 0u; k < count; k++) {
                 let xi = tile[k];
-                online_softmax_push(&block, potential(x, xi, mean_scale, inv_two_sigma2), xi);
+                online_softmax_push(&block, potential(x, xi, mean_scale, log2_factor), xi);
             }
             online_softmax_merge(state, block);
         }
