@@ -24,6 +24,10 @@ const STEPS_PER_SUBMISSION: usize = 10;
 /// Default threads per workgroup. Results do not depend on it (tested).
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
 
+/// Particles each invocation of the D <= 4 step and score stages reduces, sharing each
+/// training point it loads (`PARTICLES_PER_INVOCATION` in common/reduce_chunk.wgsl).
+pub const PARTICLES_PER_INVOCATION: usize = 2;
+
 /// How the score kernels reduce over the training points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -440,12 +444,26 @@ impl GpuEngine {
 
     /// Workgroup counts (x, y) covering `n` invocations, and threads per row.
     fn dispatch_grid(&self, n: usize) -> (u32, u32, u32) {
-        let groups = n.div_ceil(self.workgroup_size as usize).max(1);
+        let (x, y) = self.balanced_grid(n.div_ceil(self.workgroup_size as usize));
+        (x, y, x * self.workgroup_size)
+    }
+
+    /// Workgroup counts (x, y) of the D <= 4 step and score stages: each invocation
+    /// reduces `PARTICLES_PER_INVOCATION` particles (common/reduce_chunk.wgsl), and the
+    /// shaders find their particles from the grid's shape (`num_workgroups`).
+    fn reduction_grid(&self, n: usize) -> (u32, u32) {
+        let per_group = self.workgroup_size as usize * PARTICLES_PER_INVOCATION;
+        self.balanced_grid(n.div_ceil(per_group))
+    }
+
+    /// At least one workgroup, in rows of at most the adapter's limit.
+    fn balanced_grid(&self, groups: usize) -> (u32, u32) {
+        let groups = groups.max(1);
         let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         // Balanced rows (2^22 particles: 2 x 32,768, not 65,535 + 1 live workgroup).
         let y = groups.div_ceil(max_x);
         let x = groups.div_ceil(y);
-        (x as u32, y as u32, x as u32 * self.workgroup_size)
+        (x as u32, y as u32)
     }
 
     fn main_bind_group(&self) -> wgpu::BindGroup {
@@ -588,14 +606,13 @@ impl GpuEngine {
             },
             dim,
         );
-        let (gx, gy, threads_per_row) = if general {
-            let (gx, gy) = self.general_grid(n);
-            (gx, gy, 0)
+        let (gx, gy) = if general {
+            self.general_grid(n)
         } else {
-            self.dispatch_grid(n)
+            self.reduction_grid(n)
         };
-        let mut run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
-        run.threads_per_row = threads_per_row;
+        // The score stages find their particles from the grid (threads_per_row unused).
+        let run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
         let batch = self.batch.as_mut().unwrap();
@@ -792,11 +809,11 @@ impl Engine for GpuEngine {
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
         let general = dim > MAX_DIM;
-        // The general-D step runs one workgroup per tile of particles (init_noise does not).
+        // The step stages run one workgroup per tile of particles (init_noise does not).
         let (step_gx, step_gy) = if general {
             self.general_grid(n)
         } else {
-            (gx, gy)
+            self.reduction_grid(n)
         };
         let mut run = RunParams::new(
             problem.seed,
