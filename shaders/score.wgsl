@@ -15,18 +15,26 @@ override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn score(
-    @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) local_index: u32,
 ) {
+    let first = workgroup_first_particle(wid, num_workgroups);
     // A workgroup wholly past the batch (the last row of a 2-D grid) has nothing to
     // reduce: the same condition for all its invocations, so returning keeps the tiled
     // reduction's barriers valid.
-    if (wid.x * WORKGROUP_SIZE + wid.y * run.threads_per_row >= run.batch_len) {
+    if (first >= run.batch_len) {
         return;
     }
-    let i = linear_invocation_index(run, gid);
-    let reduced = reduce_chunk(i, local_index, step.mean_scale, step.inv_two_sigma2);
+    // No other early return before this: the tiled reduction needs every invocation.
+    let i0 = first + local_index;
+    let i1 = i0 + WORKGROUP_SIZE;
+    let pair = reduce_chunk_pair(i0, i1, local_index, step.mean_scale, step.inv_two_sigma2);
+    write_score(i0, pair.first);
+    write_score(i1, pair.second);
+}
+
+fn write_score(i: u32, reduced: ChunkReduction) {
     if (!reduced.finished) {
         return;
     }

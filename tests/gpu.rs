@@ -598,11 +598,12 @@ fn a_wrong_last_particle_fails_the_trajectory_check() {
     );
 }
 
-/// More than 65,535 workgroups in one dispatch: the 2-D grid (x = 65,535 columns, y rows),
-/// in the D <= 4 kernels (4.2M particles, one invocation each, workgroups of 64: the
-/// default batch of 2^22 needs 65,536 of them plus a partial batch) and the general-D ones
-/// (one workgroup per particle, 70,000 of them), every particle checked, the last rows of
-/// the grid included.
+/// The default batch of 2^22 particles and a partial batch in the D <= 4 kernels (4.2M
+/// particles: init_noise's one invocation each needs 65,625 workgroups of 64, a 2-D grid;
+/// the step's two particles per invocation need 32,813, one row; the step's 2-D grid is
+/// tested in gpu_kernels.rs, small_d_score_covers_a_two_dimensional_grid) and more than
+/// 65,535 workgroups in the general-D ones (one workgroup per particle, 70,000 of them),
+/// every particle checked, the last rows of the grid included.
 #[test]
 fn the_two_dimensional_dispatch_grid_covers_every_particle() {
     let Some(mut gpu) = gpu_engine("the_two_dimensional_dispatch_grid_covers_every_particle")

@@ -6,12 +6,14 @@
 
 mod common;
 
-use common::{gpu_engine, row_distance, scattered};
+use common::{gpu_engine, gpu_engine_with, row_distance, scattered};
 use memodiff::cpu::em_step_general::em_step_general;
 use memodiff::cpu::heun_step::heun_half_step_general;
 use memodiff::cpu::reduce_general::{pad_general, padded_width, score_points_general};
+use memodiff::cpu::score::{pad_training, score_points};
 use memodiff::dataset::Dataset;
 use memodiff::engine::SamplerKind;
+use memodiff::gpu::engine::{Reduction, PARTICLES_PER_INVOCATION};
 use memodiff::gpu::GpuEngine;
 use memodiff::params::{HeunParams, StepParams, GENERAL_PARTICLES, GENERAL_TILE};
 use memodiff::philox::seed_key;
@@ -308,6 +310,126 @@ fn segmented_gpu_runs_match_whole_runs_bit_for_bit() {
         assert!(
             outputs[0] == outputs[1],
             "{dataset}: segmented and whole runs differ"
+        );
+    }
+}
+
+/// Deterministic query points in [-1.5, 1.5]^dim (an LCG): every one distinct, so a
+/// particle written to the wrong slot shows.
+fn lcg_points(n: usize, dim: usize, salt: u64) -> Vec<f32> {
+    let mut state = salt;
+    (0..n * dim)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 3.0 - 1.5
+        })
+        .collect()
+}
+
+/// Worst distance between GPU and twin scores over all points, and where.
+fn worst_row(gpu: &[f32], twin: &[f32], dim: usize) -> (f32, usize) {
+    (0..gpu.len() / dim)
+        .map(|i| (row_distance(gpu, twin, dim, i), i))
+        .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
+}
+
+/// The D <= 4 kernels (LANES specialised to D, base-2 potentials, two particles per
+/// invocation) against the twin for D = 1, 2, 3, 4, simple and tiled, one dispatch and
+/// chunked, at batch tails: the particle counts leave the last workgroup with its first
+/// slots live and its second slots past the batch (and one count leaves a lone particle).
+/// Each particle's bits do not depend on the workgroup size nor on the batch it is in.
+#[test]
+fn small_d_scores_match_the_twin_at_batch_tails_for_every_dimension() {
+    let test = "small_d_scores_match_the_twin_at_batch_tails_for_every_dimension";
+    let (Some(mut wide), Some(mut narrow)) = (gpu_engine_with(test, 64), gpu_engine_with(test, 3))
+    else {
+        return;
+    };
+    print_adapter(&wide, test);
+    assert_eq!(PARTICLES_PER_INVOCATION, 2);
+    let schedule = VpSchedule::default();
+    let tau = 0.3;
+    for dim in 1..=4 {
+        // 300 points: one full tile of 256 and a ragged one.
+        let data = scattered(300, dim, 40 + dim as u64);
+        let training = pad_training(&data.points, dim);
+        let step = StepParams::for_score(&schedule, tau);
+        for n in [1, 2 * 64 + 37, 3 * 2 * 64 + 64 + 5] {
+            let points = lcg_points(n, dim, 7 * n as u64 + dim as u64);
+            let twin = score_points(&points, dim, &training, &step);
+            for reduction in [Reduction::Simple, Reduction::Tiled] {
+                for chunk in [None, Some(256)] {
+                    let mut results = Vec::new();
+                    for gpu in [&mut wide, &mut narrow] {
+                        gpu.set_reduction(reduction);
+                        gpu.set_chunk_points(chunk);
+                        let scores = gpu.evaluate_score(&data, &schedule, tau, &points).unwrap();
+                        let (worst, at) = worst_row(&scores, &twin, dim);
+                        // Scores are O(1 / sigma2) ~ 4 here: a few f32 ulps of that.
+                        assert!(
+                            worst < 1e-4,
+                            "D = {dim}, n = {n}, {reduction:?}, chunk {chunk:?}: point {at} \
+                             differs from the twin by {worst}"
+                        );
+                        results.push(scores);
+                    }
+                    assert!(
+                        results[0]
+                            .iter()
+                            .zip(&results[1])
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "D = {dim}, n = {n}, {reduction:?}: workgroup sizes 64 and 3 differ"
+                    );
+                    // The last particle alone (slot 0 of a workgroup whose other slots are
+                    // all past the batch) gets the bits it got inside the batch.
+                    let last = &points[(n - 1) * dim..];
+                    let alone = wide.evaluate_score(&data, &schedule, tau, last).unwrap();
+                    assert!(
+                        alone
+                            .iter()
+                            .zip(&results[0][(n - 1) * dim..])
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "D = {dim}, n = {n}, {reduction:?}: last particle alone differs"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// More than 65,535 workgroups in a D <= 4 dispatch (workgroups of 1 invocation, so two
+/// particles each): the grid spills into a second row, and the shaders find their
+/// particles from the grid's shape. Every point, the second row's included, matches the
+/// twin.
+#[test]
+fn small_d_score_covers_a_two_dimensional_grid() {
+    let test = "small_d_score_covers_a_two_dimensional_grid";
+    let Some(mut gpu) = gpu_engine_with(test, 1) else {
+        return;
+    };
+    print_adapter(&gpu, test);
+    let max_x = gpu.context().limits.max_compute_workgroups_per_dimension as usize;
+    let dim = 2;
+    let n = PARTICLES_PER_INVOCATION * (max_x + 2) + 1;
+    let data = scattered(40, dim, 3);
+    let points = lcg_points(n, dim, 99);
+    let schedule = VpSchedule::default();
+    let tau = 0.3;
+    let twin = score_points(
+        &points,
+        dim,
+        &pad_training(&data.points, dim),
+        &StepParams::for_score(&schedule, tau),
+    );
+    for reduction in [Reduction::Simple, Reduction::Tiled] {
+        gpu.set_reduction(reduction);
+        let scores = gpu.evaluate_score(&data, &schedule, tau, &points).unwrap();
+        let (worst, at) = worst_row(&scores, &twin, dim);
+        assert!(
+            worst < 1e-4,
+            "{reduction:?}: point {at} of {n} differs from the twin by {worst}"
         );
     }
 }

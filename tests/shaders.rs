@@ -60,3 +60,50 @@ fn structs_shared_with_rust_have_the_same_size() {
         assert_eq!(layouter[handle].size as usize, expected, "{:?}", ty.name);
     }
 }
+
+/// The modules specialised per dimension (`LANES` = D for D <= 4, `OWNED` for D > 4)
+/// validate too, and each D <= 4 one really is specialised.
+#[test]
+fn every_module_specialised_per_dimension_validates() {
+    for stage in ALL_STAGES {
+        for dim in [1, 2, 3, 4, 5, 64, 784] {
+            let source = stage.source_for_dim(dim);
+            if dim <= 4 && source.contains("const LANES: u32") {
+                assert!(source.contains(&format!("const LANES: u32 = {dim}u;")));
+            }
+            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+                panic!(
+                    "{} D = {dim}: {}",
+                    stage.entry_point,
+                    e.emit_to_string(&source)
+                )
+            });
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::default(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} D = {dim}: {}",
+                    stage.entry_point,
+                    e.emit_to_string(&source)
+                )
+            });
+        }
+    }
+}
+
+#[test]
+fn particles_per_invocation_match_the_shader() {
+    // Keep-in-sync check for src/gpu/engine.rs <-> shaders/common/reduce_chunk.wgsl.
+    let source = memodiff::gpu::shaders::EM_STEP_STAGE.source();
+    let declaration = format!(
+        "const PARTICLES_PER_INVOCATION: u32 = {}u;",
+        memodiff::gpu::engine::PARTICLES_PER_INVOCATION
+    );
+    assert!(
+        source.contains(&declaration),
+        "{declaration} not in the shader"
+    );
+}

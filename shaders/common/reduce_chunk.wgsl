@@ -1,8 +1,15 @@
-// The part of em_step.wgsl and score.wgsl that is the same: load a particle, reduce this
-// dispatch's chunk of training points into its online-softmax state, and either carry
-// the state to the next chunk's dispatch or hand it over when this was the last chunk.
-// Needs `run`, `chunk`, `particles`, `training`, `softmax_state` and an
+// The part of em_step.wgsl, heun_step.wgsl and score.wgsl that is the same: load a pair
+// of particles, reduce this dispatch's chunk of training points into their
+// online-softmax states, and either carry the states to the next chunk's dispatch or hand
+// them over when this was the last chunk.
+// Needs `run`, `chunk`, `particles`, `training`, `softmax_state`, WORKGROUP_SIZE and an
 // `accumulate_training` (common/training_simple.wgsl or common/training_tiled.wgsl).
+
+// Particles per invocation: each training point loaded serves this many particles.
+// A workgroup owns WORKGROUP_SIZE * PARTICLES_PER_INVOCATION consecutive particles;
+// invocation l has particles l and l + WORKGROUP_SIZE of them (particle_pair), so a
+// particle's arithmetic does not depend on the batch or workgroup size.
+const PARTICLES_PER_INVOCATION: u32 = 2u;
 
 struct ChunkReduction {
     x: vec4<f32>,
@@ -11,13 +18,21 @@ struct ChunkReduction {
     finished: bool,
 }
 
-// Every invocation of the workgroup must call this (the tiled reduction has barriers).
-fn reduce_chunk(i: u32, local_index: u32, mean_scale: f32, inv_two_sigma2: f32) -> ChunkReduction {
-    let in_batch = i < run.batch_len;
-    let base = i * run.dim;
+struct PairReduction {
+    first: ChunkReduction,
+    second: ChunkReduction,
+}
+
+// Index of the first particle of workgroup `wid` (a 2-D grid of `num_workgroups`).
+fn workgroup_first_particle(wid: vec3<u32>, num_workgroups: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * num_workgroups.x) * (WORKGROUP_SIZE * PARTICLES_PER_INVOCATION);
+}
+
+fn load_particle(i: u32) -> ChunkReduction {
     var x = vec4<f32>(0.0);
     var state = online_softmax_new();
-    if (in_batch) {
+    if (i < run.batch_len) {
+        let base = i * run.dim;
         for (var d = 0u; d < run.dim; d++) {
             x[d] = particles[base + d];
         }
@@ -25,9 +40,31 @@ fn reduce_chunk(i: u32, local_index: u32, mean_scale: f32, inv_two_sigma2: f32) 
             state = load_softmax_state(i);
         }
     }
-    accumulate_training(&state, x, in_batch, local_index, mean_scale, inv_two_sigma2);
+    return ChunkReduction(x, state, false);
+}
+
+fn finish_particle(i: u32, x: vec4<f32>, state: OnlineSoftmax) -> ChunkReduction {
+    let in_batch = i < run.batch_len;
     if (in_batch && chunk.last == 0u) {
         store_softmax_state(i, state);
     }
     return ChunkReduction(x, state, in_batch && chunk.last != 0u);
+}
+
+// Particles i0 and i1 (either may be past the batch). Every invocation of the workgroup
+// must call this (the tiled reduction has barriers).
+fn reduce_chunk_pair(
+    i0: u32,
+    i1: u32,
+    local_index: u32,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> PairReduction {
+    let p0 = load_particle(i0);
+    let p1 = load_particle(i1);
+    var state0 = p0.state;
+    var state1 = p1.state;
+    let log2_factor = potential_scale(inv_two_sigma2);
+    accumulate_training(&state0, &state1, p0.x, p1.x, local_index, mean_scale, log2_factor);
+    return PairReduction(finish_particle(i0, p0.x, state0), finish_particle(i1, p1.x, state1));
 }

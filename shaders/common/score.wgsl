@@ -1,12 +1,30 @@
 // The empirical score's reduction: the softmax-weighted mean of the training points,
-// accumulated one training point at a time with a running max (online softmax).
+// accumulated one training point at a time relative to a running reference (online
+// softmax, base 2).
 // CPU twin: src/cpu/score.rs (OnlineSoftmax) — keep the arithmetic order in sync.
 
 // Largest finite f32: potentials are clamped to -FLT_MAX so that the running max is
 // always finite and `pot - max` never forms inf - inf or NaN.
 const FLT_MAX: f32 = 3.40282347e+38;
 
+// log2(e): the D <= 4 kernels work with base-2 potentials, so that each weight is one
+// exp2 and log2(e) / (2 sigma2) folds into one per-step scale (potential_scale).
+const LOG2_E: f32 = 1.442695040888963;
+
+// Coordinates the D <= 4 kernels reduce over: Stage::source_for_dim sets it to the run's
+// dimension (1..4), so that D = 2 does no arithmetic on the zero padding lanes. 4 is
+// correct for every D <= 4 (the padding lanes are zero), only slower.
+const LANES: u32 = 4u;
+
+// How far (base 2) a potential may exceed the reference before the state is rescaled.
+// Weights are exp2(pot - reference) <= 2^RESCALE_SLACK, so sums stay far from overflow,
+// and the rescale (a second exp2 and a branch that splits SIMD lanes) runs only when the
+// maximum grows by more than a factor 256 in weight: rarely after the first points.
+const RESCALE_SLACK: f32 = 8.0;
+
 struct OnlineSoftmax {
+    // The reference the weights are relative to (base-2 potential): one of the points'
+    // potentials (or -FLT_MAX), never more than RESCALE_SLACK below their maximum.
     running_max: f32,
     weight_sum: f32,
     weighted: vec4<f32>,
@@ -16,25 +34,72 @@ fn online_softmax_new() -> OnlineSoftmax {
     return OnlineSoftmax(-FLT_MAX, 0.0, vec4<f32>(0.0));
 }
 
-// Potential of training point `xi` for particle `x`: -|x - s xi|^2 / (2 sigma2), clamped.
-fn potential(x: vec4<f32>, xi: vec4<f32>, mean_scale: f32, inv_two_sigma2: f32) -> f32 {
-    let d = x - mean_scale * xi;
-    return max(-dot(d, d) * inv_two_sigma2, -FLT_MAX);
+// The factor that turns a squared distance into a base-2 potential: -log2(e) / (2 sigma2),
+// one f32 product (the CPU twin rounds the same product).
+fn potential_scale(inv_two_sigma2: f32) -> f32 {
+    return -(inv_two_sigma2 * LOG2_E);
 }
 
-// Add one training point: one exp, whichever branch runs.
-fn online_softmax_push(state: ptr<function, OnlineSoftmax>, pot: f32, xi: vec4<f32>) {
-    if (pot > (*state).running_max) {
-        // New maximum: rescale what was accumulated so far.
-        let rescale = exp((*state).running_max - pot);
-        (*state).weight_sum = (*state).weight_sum * rescale + 1.0;
-        (*state).weighted = (*state).weighted * rescale + xi;
-        (*state).running_max = pot;
-    } else {
-        let w = exp(pot - (*state).running_max);
-        (*state).weight_sum = (*state).weight_sum + w;
-        (*state).weighted = (*state).weighted + w * xi;
+// |d|^2 over the first LANES lanes (the others are zero padding).
+fn squared_norm(d: vec4<f32>) -> f32 {
+    if (LANES == 1u) {
+        return d.x * d.x;
     }
+    if (LANES == 2u) {
+        return dot(d.xy, d.xy);
+    }
+    if (LANES == 3u) {
+        return dot(d.xyz, d.xyz);
+    }
+    return dot(d, d);
+}
+
+// acc * keep + w * xi over the first LANES lanes; the padding lanes stay as they are (0).
+fn scaled_add(acc: vec4<f32>, keep: f32, w: f32, xi: vec4<f32>) -> vec4<f32> {
+    if (LANES == 1u) {
+        return vec4<f32>(acc.x * keep + w * xi.x, acc.yzw);
+    }
+    if (LANES == 2u) {
+        return vec4<f32>(acc.xy * keep + w * xi.xy, acc.zw);
+    }
+    if (LANES == 3u) {
+        return vec4<f32>(acc.xyz * keep + w * xi.xyz, acc.w);
+    }
+    return acc * keep + w * xi;
+}
+
+// acc + w * xi over the first LANES lanes.
+fn add_scaled(acc: vec4<f32>, w: f32, xi: vec4<f32>) -> vec4<f32> {
+    if (LANES == 1u) {
+        return vec4<f32>(acc.x + w * xi.x, acc.yzw);
+    }
+    if (LANES == 2u) {
+        return vec4<f32>(acc.xy + w * xi.xy, acc.zw);
+    }
+    if (LANES == 3u) {
+        return vec4<f32>(acc.xyz + w * xi.xyz, acc.w);
+    }
+    return acc + w * xi;
+}
+
+// Base-2 potential of training point `xi` for particle `x`:
+// -log2(e) |x - s xi|^2 / (2 sigma2), `log2_factor` = potential_scale(1 / (2 sigma2)), clamped.
+fn potential(x: vec4<f32>, xi: vec4<f32>, mean_scale: f32, log2_factor: f32) -> f32 {
+    return max(squared_norm(x - mean_scale * xi) * log2_factor, -FLT_MAX);
+}
+
+// Add one training point: one exp2, and a rare second one when the reference moves up.
+fn online_softmax_push(state: ptr<function, OnlineSoftmax>, pot: f32, xi: vec4<f32>) {
+    if (pot > (*state).running_max + RESCALE_SLACK) {
+        // Far above the reference: move the reference to this point.
+        let rescale = exp2((*state).running_max - pot);
+        (*state).weight_sum = (*state).weight_sum * rescale;
+        (*state).weighted = scaled_add((*state).weighted, rescale, 0.0, vec4<f32>(0.0));
+        (*state).running_max = pot;
+    }
+    let w = exp2(pot - (*state).running_max);
+    (*state).weight_sum = (*state).weight_sum + w;
+    (*state).weighted = add_scaled((*state).weighted, w, xi);
 }
 
 // Combine the state of a block of training points into the running state. Summing
@@ -42,14 +107,14 @@ fn online_softmax_push(state: ptr<function, OnlineSoftmax>, pot: f32, xi: vec4<f
 // sums near (BLOCK + N / BLOCK) ulps instead of N ulps for N training points.
 fn online_softmax_merge(state: ptr<function, OnlineSoftmax>, block: OnlineSoftmax) {
     if (block.running_max > (*state).running_max) {
-        let rescale = exp((*state).running_max - block.running_max);
+        let rescale = exp2((*state).running_max - block.running_max);
         (*state).weight_sum = (*state).weight_sum * rescale + block.weight_sum;
-        (*state).weighted = (*state).weighted * rescale + block.weighted;
+        (*state).weighted = scaled_add((*state).weighted, rescale, 1.0, block.weighted);
         (*state).running_max = block.running_max;
     } else {
-        let rescale = exp(block.running_max - (*state).running_max);
+        let rescale = exp2(block.running_max - (*state).running_max);
         (*state).weight_sum = (*state).weight_sum + block.weight_sum * rescale;
-        (*state).weighted = (*state).weighted + block.weighted * rescale;
+        (*state).weighted = add_scaled((*state).weighted, rescale, block.weighted);
     }
 }
 

@@ -25,8 +25,23 @@ fn dot(a: [f32; 4], b: [f32; 4]) -> f32 {
 /// `shaders/common/training_simple.wgsl` and `TILE` in `training_tiled.wgsl`.
 pub const BLOCK: usize = 256;
 
-/// Online-softmax state: running max of the potentials, sum of the weights relative to
-/// it, and the weighted sum of training points. Twin of `OnlineSoftmax` in the shaders.
+/// log2(e) in f32, as `LOG2_E` in the shader: potentials are base 2, weights one `exp2`.
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+
+/// How far (base 2) a potential may exceed the reference before the state is rescaled
+/// (`RESCALE_SLACK` in the shader): weights stay <= 2^8, rescales are rare.
+pub const RESCALE_SLACK: f32 = 8.0;
+
+/// `-log2(e) / (2 sigma2)` from `1 / (2 sigma2)`: the shader's `potential_scale`, the same
+/// f32 product.
+#[inline(always)]
+pub fn potential_scale(inv_two_sigma2: f32) -> f32 {
+    -(inv_two_sigma2 * LOG2_E)
+}
+
+/// Online-softmax state: the reference the weights are relative to (a base-2 potential
+/// of one of the points, at most `RESCALE_SLACK` below their maximum), the sum of the
+/// weights and the weighted sum of training points. Twin of `OnlineSoftmax` in the shaders.
 #[derive(Debug, Clone, Copy)]
 pub struct OnlineSoftmax {
     pub running_max: f32,
@@ -43,22 +58,22 @@ impl OnlineSoftmax {
         }
     }
 
-    /// Add one training point with potential `pot`: one exp, whichever branch runs.
+    /// Add one training point with base-2 potential `pot`: one exp2, and a second one
+    /// when the reference moves up by more than `RESCALE_SLACK`.
     #[inline(always)]
     pub fn push(&mut self, pot: f32, xi: [f32; 4]) {
-        if pot > self.running_max {
-            let rescale = (self.running_max - pot).exp();
-            self.weight_sum = self.weight_sum * rescale + 1.0;
-            for (acc, v) in self.weighted.iter_mut().zip(xi) {
-                *acc = *acc * rescale + v;
+        if pot > self.running_max + RESCALE_SLACK {
+            let rescale = (self.running_max - pot).exp2();
+            self.weight_sum *= rescale;
+            for acc in self.weighted.iter_mut() {
+                *acc *= rescale;
             }
             self.running_max = pot;
-        } else {
-            let w = (pot - self.running_max).exp();
-            self.weight_sum += w;
-            for (acc, v) in self.weighted.iter_mut().zip(xi) {
-                *acc += w * v;
-            }
+        }
+        let w = (pot - self.running_max).exp2();
+        self.weight_sum += w;
+        for (acc, v) in self.weighted.iter_mut().zip(xi) {
+            *acc += w * v;
         }
     }
 
@@ -66,14 +81,14 @@ impl OnlineSoftmax {
     #[inline(always)]
     pub fn merge(&mut self, block: &OnlineSoftmax) {
         if block.running_max > self.running_max {
-            let rescale = (self.running_max - block.running_max).exp();
+            let rescale = (self.running_max - block.running_max).exp2();
             self.weight_sum = self.weight_sum * rescale + block.weight_sum;
             for (acc, v) in self.weighted.iter_mut().zip(block.weighted) {
                 *acc = *acc * rescale + v;
             }
             self.running_max = block.running_max;
         } else {
-            let rescale = (block.running_max - self.running_max).exp();
+            let rescale = (block.running_max - self.running_max).exp2();
             self.weight_sum += block.weight_sum * rescale;
             for (acc, v) in self.weighted.iter_mut().zip(block.weighted) {
                 *acc += v * rescale;
@@ -92,15 +107,16 @@ impl Default for OnlineSoftmax {
     }
 }
 
-/// Potential of training point `xi` for `x`: `-|x - s xi|^2 / (2 sigma2)`, clamped.
+/// Base-2 potential of training point `xi` for `x`: `-log2(e) |x - s xi|^2 / (2 sigma2)`
+/// with `log2_factor = potential_scale(1 / (2 sigma2))`, clamped.
 #[inline(always)]
-pub fn potential(x: [f32; 4], xi: [f32; 4], mean_scale: f32, inv_two_sigma2: f32) -> f32 {
+pub fn potential(x: [f32; 4], xi: [f32; 4], mean_scale: f32, log2_factor: f32) -> f32 {
     let d = sub_scaled(x, mean_scale, xi);
-    (-dot(d, d) * inv_two_sigma2).max(-FLT_MAX)
+    (dot(d, d) * log2_factor).max(-FLT_MAX)
 }
 
 /// `sum_i w_i x_i`, `w = softmax_i(-|x - s x_i|^2 / (2 sigma2))`, in one pass with a
-/// running max, by blocks of `BLOCK` points merged in order, as the shaders do.
+/// running reference (base 2), by blocks of `BLOCK` points merged in order, as the shaders do.
 /// `training` holds the points padded to 4 lanes with zeros.
 #[inline]
 pub fn weighted_training_mean(
@@ -109,11 +125,12 @@ pub fn weighted_training_mean(
     mean_scale: f32,
     inv_two_sigma2: f32,
 ) -> [f32; 4] {
+    let log2_factor = potential_scale(inv_two_sigma2);
     let mut state = OnlineSoftmax::new();
     for block_points in training.chunks(BLOCK) {
         let mut block = OnlineSoftmax::new();
         for &xi in block_points {
-            block.push(potential(x, xi, mean_scale, inv_two_sigma2), xi);
+            block.push(potential(x, xi, mean_scale, log2_factor), xi);
         }
         state.merge(&block);
     }

@@ -24,6 +24,10 @@ const STEPS_PER_SUBMISSION: usize = 10;
 /// Default threads per workgroup. Results do not depend on it (tested).
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
 
+/// Particles each invocation of the D <= 4 step and score stages reduces, sharing each
+/// training point it loads (`PARTICLES_PER_INVOCATION` in common/reduce_chunk.wgsl).
+pub const PARTICLES_PER_INVOCATION: usize = 2;
+
 /// How the score kernels reduce over the training points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,17 +88,12 @@ pub struct GpuEngine {
     step_layout: wgpu::BindGroupLayout,
     chunk_layout: wgpu::BindGroupLayout,
     init_pipeline: wgpu::ComputePipeline,
-    step_pipeline: wgpu::ComputePipeline,
-    step_tiled_pipeline: wgpu::ComputePipeline,
-    score_pipeline: wgpu::ComputePipeline,
-    score_tiled_pipeline: wgpu::ComputePipeline,
-    heun_pipeline: wgpu::ComputePipeline,
-    heun_tiled_pipeline: wgpu::ComputePipeline,
-    /// The layout every sampler pipeline shares (for the general-D ones made on demand).
+    /// The layout every sampler pipeline shares (for those made on demand).
     layout: wgpu::PipelineLayout,
-    /// General-D pipelines (D > 4), made on first use for the `OWNED` bound of a
-    /// dimension (`Stage::source_for_dim`): (entry point, OWNED, pipeline).
-    general_pipelines: Vec<(&'static str, usize, wgpu::ComputePipeline)>,
+    /// Step and score pipelines, made on first use for the specialisation of a dimension
+    /// (`Stage::source_for_dim`: `LANES` for D <= 4, `OWNED` for D > 4), so that a run
+    /// compiles only the one or two it dispatches: (entry point, source, pipeline).
+    pipelines: Vec<(&'static str, String, wgpu::ComputePipeline)>,
     /// Training points per dispatch forced by a test (`set_chunk_points`), instead of the
     /// adapter's choice.
     forced_chunk_points: Option<usize>,
@@ -178,13 +177,6 @@ impl GpuEngine {
             immediate_size: 0,
         });
         let init_pipeline = ctx.pipeline(&INIT_NOISE_STAGE, Some(&layout), workgroup_size);
-        let step_pipeline = ctx.pipeline(&EM_STEP_STAGE, Some(&layout), workgroup_size);
-        let step_tiled_pipeline = ctx.pipeline(&EM_STEP_TILED_STAGE, Some(&layout), workgroup_size);
-        let score_pipeline = ctx.pipeline(&SCORE_STAGE, Some(&layout), workgroup_size);
-        let score_tiled_pipeline = ctx.pipeline(&SCORE_TILED_STAGE, Some(&layout), workgroup_size);
-        let heun_pipeline = ctx.pipeline(&HEUN_STEP_STAGE, Some(&layout), workgroup_size);
-        let heun_tiled_pipeline =
-            ctx.pipeline(&HEUN_STEP_TILED_STAGE, Some(&layout), workgroup_size);
         let timestamps = ctx
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
@@ -202,14 +194,8 @@ impl GpuEngine {
             step_layout,
             chunk_layout,
             init_pipeline,
-            step_pipeline,
-            step_tiled_pipeline,
-            score_pipeline,
-            score_tiled_pipeline,
-            heun_pipeline,
-            heun_tiled_pipeline,
             layout,
-            general_pipelines: Vec::new(),
+            pipelines: Vec::new(),
             forced_chunk_points: None,
             run_params,
             workgroup_size,
@@ -251,31 +237,47 @@ impl GpuEngine {
         }
     }
 
-    /// The general-D pipeline (D > 4) of `stage` for dimension `dim`, made on first use.
-    fn general_pipeline(
-        &mut self,
-        stage: &super::shaders::Stage,
-        dim: usize,
-    ) -> wgpu::ComputePipeline {
-        let owned = super::shaders::general_owned_columns(dim);
+    /// The pipeline of `stage` specialised for dimension `dim`, made on first use.
+    fn pipeline_for(&mut self, stage: &super::shaders::Stage, dim: usize) -> wgpu::ComputePipeline {
+        let source = stage.source_for_dim(dim);
         if let Some((_, _, pipeline)) = self
-            .general_pipelines
+            .pipelines
             .iter()
-            .find(|(entry, o, _)| *entry == stage.entry_point && *o == owned)
+            .find(|(entry, s, _)| *entry == stage.entry_point && *s == source)
         {
             return pipeline.clone();
         }
-        // Fixed workgroup (GENERAL_WG invocations per tile of GENERAL_PARTICLES): the
-        // results do not depend on `workgroup_size`.
+        // The general-D stages have a fixed workgroup (GENERAL_WG invocations per tile of
+        // GENERAL_PARTICLES) and no WORKGROUP_SIZE to override: their results do not
+        // depend on `workgroup_size`.
         let pipeline = self.ctx.pipeline_from_source(
             stage.entry_point,
-            &stage.source_for_dim(dim),
+            &source,
             Some(&self.layout),
-            0,
+            self.workgroup_size,
         );
-        self.general_pipelines
-            .push((stage.entry_point, owned, pipeline.clone()));
+        self.pipelines
+            .push((stage.entry_point, source, pipeline.clone()));
         pipeline
+    }
+
+    /// The step pipeline of `sampler` for dimension `dim` (`tiled`: training points
+    /// staged through shared memory; ignored for D > 4).
+    fn step_pipeline(
+        &mut self,
+        sampler: SamplerKind,
+        dim: usize,
+        tiled: bool,
+    ) -> wgpu::ComputePipeline {
+        let stage = match (sampler, dim > MAX_DIM, tiled) {
+            (SamplerKind::Em, true, _) => &EM_STEP_GENERAL_STAGE,
+            (SamplerKind::Heun, true, _) => &HEUN_STEP_GENERAL_STAGE,
+            (SamplerKind::Em, false, true) => &EM_STEP_TILED_STAGE,
+            (SamplerKind::Em, false, false) => &EM_STEP_STAGE,
+            (SamplerKind::Heun, false, true) => &HEUN_STEP_TILED_STAGE,
+            (SamplerKind::Heun, false, false) => &HEUN_STEP_STAGE,
+        };
+        self.pipeline_for(stage, dim)
     }
 
     /// Whether a training set of `n_train` points runs on the tiled kernels.
@@ -442,12 +444,26 @@ impl GpuEngine {
 
     /// Workgroup counts (x, y) covering `n` invocations, and threads per row.
     fn dispatch_grid(&self, n: usize) -> (u32, u32, u32) {
-        let groups = n.div_ceil(self.workgroup_size as usize).max(1);
+        let (x, y) = self.balanced_grid(n.div_ceil(self.workgroup_size as usize));
+        (x, y, x * self.workgroup_size)
+    }
+
+    /// Workgroup counts (x, y) of the D <= 4 step and score stages: each invocation
+    /// reduces `PARTICLES_PER_INVOCATION` particles (common/reduce_chunk.wgsl), and the
+    /// shaders find their particles from the grid's shape (`num_workgroups`).
+    fn reduction_grid(&self, n: usize) -> (u32, u32) {
+        let per_group = self.workgroup_size as usize * PARTICLES_PER_INVOCATION;
+        self.balanced_grid(n.div_ceil(per_group))
+    }
+
+    /// At least one workgroup, in rows of at most the adapter's limit.
+    fn balanced_grid(&self, groups: usize) -> (u32, u32) {
+        let groups = groups.max(1);
         let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         // Balanced rows (2^22 particles: 2 x 32,768, not 65,535 + 1 live workgroup).
         let y = groups.div_ceil(max_x);
         let x = groups.div_ceil(y);
-        (x as u32, y as u32, x as u32 * self.workgroup_size)
+        (x as u32, y as u32)
     }
 
     fn main_bind_group(&self) -> wgpu::BindGroup {
@@ -582,15 +598,21 @@ impl GpuEngine {
         );
         self.prepare_batch(bytes.max(16), dim);
         let general = dim > MAX_DIM;
-        let general_pipeline = general.then(|| self.general_pipeline(&SCORE_GENERAL_STAGE, dim));
-        let (gx, gy, threads_per_row) = if general {
-            let (gx, gy) = self.general_grid(n);
-            (gx, gy, 0)
+        let score_pipeline = self.pipeline_for(
+            match (general, self.uses_tiled(dataset.len())) {
+                (true, _) => &SCORE_GENERAL_STAGE,
+                (false, true) => &SCORE_TILED_STAGE,
+                (false, false) => &SCORE_STAGE,
+            },
+            dim,
+        );
+        let (gx, gy) = if general {
+            self.general_grid(n)
         } else {
-            self.dispatch_grid(n)
+            self.reduction_grid(n)
         };
-        let mut run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
-        run.threads_per_row = threads_per_row;
+        // The score stages find their particles from the grid (threads_per_row unused).
+        let run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
         let batch = self.batch.as_mut().unwrap();
@@ -602,13 +624,7 @@ impl GpuEngine {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(if let Some(pipeline) = &general_pipeline {
-                pipeline
-            } else if self.uses_tiled(dataset.len()) {
-                &self.score_tiled_pipeline
-            } else {
-                &self.score_pipeline
-            });
+            pass.set_pipeline(&score_pipeline);
             pass.set_bind_group(0, &main, &[]);
             pass.set_bind_group(1, &step, &[0]);
             for offset in self.chunk_offsets() {
@@ -788,23 +804,16 @@ impl Engine for GpuEngine {
         let chunk_points = self.chunk_points_for(dim, n);
         self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
         self.prepare_batch(bytes, dim);
-        let general_pipeline = (dim > MAX_DIM).then(|| {
-            self.general_pipeline(
-                match problem.sampler {
-                    SamplerKind::Em => &EM_STEP_GENERAL_STAGE,
-                    SamplerKind::Heun => &HEUN_STEP_GENERAL_STAGE,
-                },
-                dim,
-            )
-        });
+        let tiled = self.uses_tiled(problem.dataset.len());
+        let step_pipeline = self.step_pipeline(problem.sampler, dim, tiled);
 
         let (gx, gy, threads_per_row) = self.dispatch_grid(n);
         let general = dim > MAX_DIM;
-        // The general-D step runs one workgroup per tile of particles (init_noise does not).
+        // The step stages run one workgroup per tile of particles (init_noise does not).
         let (step_gx, step_gy) = if general {
             self.general_grid(n)
         } else {
-            (gx, gy)
+            self.reduction_grid(n)
         };
         let mut run = RunParams::new(
             problem.seed,
@@ -863,14 +872,6 @@ impl Engine for GpuEngine {
 
         // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
         let n_steps = steps.end;
-        let tiled = self.uses_tiled(problem.dataset.len());
-        let step_pipeline = match (problem.sampler, &general_pipeline, tiled) {
-            (_, Some(pipeline), _) => pipeline,
-            (SamplerKind::Em, None, true) => &self.step_tiled_pipeline,
-            (SamplerKind::Em, None, false) => &self.step_pipeline,
-            (SamplerKind::Heun, None, true) => &self.heun_tiled_pipeline,
-            (SamplerKind::Heun, None, false) => &self.heun_pipeline,
-        };
         let mut submissions = Vec::new();
         for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
             let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
@@ -890,7 +891,7 @@ impl Engine for GpuEngine {
                     label: Some("em steps"),
                     timestamp_writes,
                 });
-                pass.set_pipeline(step_pipeline);
+                pass.set_pipeline(&step_pipeline);
                 pass.set_bind_group(0, &main, &[]);
                 for k in chunk_start..chunk_end {
                     for record in first_record[k]..first_record[k + 1] {

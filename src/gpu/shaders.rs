@@ -33,20 +33,28 @@ impl Stage {
         self.parts.join("\n")
     }
 
-    /// The module of a general-D stage (D > 4) with `OWNED`, the columns of 4 coordinates
-    /// each invocation accumulates (of every particle of its tile), bounded for dimension
-    /// `dim` instead of for `MAX_DIMENSION`: hardware then keeps the accumulators in
-    /// registers rather than spilling a 256-entry array. Rounded up to a power of two so that few pipelines
+    /// The module of this stage specialised for dimension `dim`. D <= 4 stages reduce
+    /// over `LANES = dim` coordinates instead of all 4 padded ones (common/score.wgsl).
+    /// General-D stages (D > 4) get `OWNED`, the columns of 4 coordinates each invocation
+    /// accumulates (of every particle of its tile), bounded for dimension `dim` instead of
+    /// for `MAX_DIMENSION`: hardware then keeps the accumulators in registers rather than
+    /// spilling a 256-entry array. Rounded up to a power of two so that few pipelines
     /// cover all dimensions. Other stages are returned unchanged.
     pub fn source_for_dim(&self, dim: usize) -> String {
         let source = self.source();
         let owned = general_owned_columns(dim);
-        source.replace(
-            GENERAL_OWNED_DECLARATION,
-            &format!("const OWNED: u32 = {owned}u;"),
-        )
+        let lanes = dim.clamp(1, 4);
+        source
+            .replace(
+                GENERAL_OWNED_DECLARATION,
+                &format!("const OWNED: u32 = {owned}u;"),
+            )
+            .replace(LANES_DECLARATION, &format!("const LANES: u32 = {lanes}u;"))
     }
 }
+
+/// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
+const LANES_DECLARATION: &str = "const LANES: u32 = 4u;";
 
 /// The declaration `Stage::source_for_dim` specialises (in common/reduce_general.wgsl).
 const GENERAL_OWNED_DECLARATION: &str = "const OWNED: u32 = 16u;";
