@@ -79,7 +79,8 @@ for exe in "$bin"/deps/*; do
     # --quick (CI on lavapipe, where the full GPU tests already ran under cargo test):
     # one test per executable, enough to show the executables start and see the adapter.
     filters=()
-    [[ $quick -eq 1 ]] && filters=(--exact philox_known_answers_on_gpu gpu_deposit_equals_its_cpu_twin)
+    [[ $quick -eq 1 ]] && filters=(--exact philox_known_answers_on_gpu gpu_deposit_equals_its_cpu_twin
+        flash_score_matches_twin_and_reference_at_tile_boundaries)
     (cd "$root" && "$exe" --nocapture "${filters[@]}") >"$out/test-$name.log" 2>&1
     rc=$?
     took=$(seconds_since "$started")
