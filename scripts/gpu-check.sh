@@ -38,8 +38,12 @@ cp "$bundle/BUILD" "$out/BUILD" 2>/dev/null
 
 # NVIDIA containers often carry the driver (libGLX_nvidia.so.0) without the Vulkan ICD
 # manifest: write one, so the Vulkan loader finds the GPU.
-if ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1 \
-    && [[ -z "${VK_ICD_FILENAMES:-}" ]]; then
+# (`ls a* b*` fails when either pattern matches nothing: test the patterns one by one.)
+have_nvidia_icd=0
+for manifest in /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia*; do
+    [[ -e "$manifest" ]] && have_nvidia_icd=1
+done
+if [[ $have_nvidia_icd -eq 0 && -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ]]; then
     nvidia_lib="$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 .*x86-64/ {print $NF; exit}')"
     if [[ -n "$nvidia_lib" ]]; then
         printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' \

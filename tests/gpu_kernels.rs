@@ -293,7 +293,7 @@ fn segmented_gpu_runs_match_whole_runs_bit_for_bit() {
             let out = dir
                 .path()
                 .join(format!("{}-{records}", dataset.replace(':', "-")));
-            let status = std::process::Command::new(env!("CARGO_BIN_EXE_memodiff"))
+            let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("memodiff"))
                 .args(["sample", "--backend", "gpu", "--dataset", dataset])
                 .args(["--particles", "300", "--steps", "30", "--force"])
                 .args(["--posterior-records", records, "--out"])
