@@ -80,6 +80,12 @@ def sample(train, half_norm2, rng):
             logits = (xc * xs) @ train.T
             logits -= bias
             logits -= logits.max(axis=1, keepdims=True)
+            # Weights below e^-60 of the largest are set to exactly 0 (they move the sum by
+            # less than N e^-60, far below f32 resolution). Left alone, exp makes many of
+            # them subnormal late in the trajectory, and on Intel x86 every product with a
+            # subnormal in the weighted-mean GEMM takes a microcode assist: that made this
+            # peer 2.3x slower at D = 784 (6.2 s against 2.7 s, N = 2,000, P = 500).
+            np.copyto(logits, np.float32(-np.inf), where=logits < np.float32(-60.0))
             np.exp(logits, out=logits)
             weights = logits
             mean = (weights @ train) / weights.sum(axis=1, keepdims=True)

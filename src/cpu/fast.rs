@@ -600,7 +600,10 @@ fn weighted_mean<const D: usize, const FMA: bool, const L: usize, const TAP: boo
         for (energy, xi) in tile.iter().zip(block) {
             let mut w = [0.0f32; L];
             for l in 0..L {
-                w[l] = exp2::<FMA>(run_min[l] - energy[l]);
+                // Below 2^-100 of the max: exactly 0 (no subnormal products, each of
+                // which costs a microcode assist on Intel x86; see attention.rs).
+                let d = run_min[l] - energy[l];
+                w[l] = if d > -100.0 { exp2::<FMA>(d) } else { 0.0 };
                 tile_sum[l] += w[l];
             }
             for d in 0..D {
