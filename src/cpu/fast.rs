@@ -1,6 +1,10 @@
 //! The SIMD CPU kernel: the same arithmetic as the scalar twins (`em_step.rs`,
 //! `init_noise.rs`, `score.rs`), reorganised for throughput.
 //!
+//! One algorithm in one file (chunks, the online softmax with its posterior tap, the
+//! vectorised noise and the per-ISA builds of all of it), which is why it runs past 1,000
+//! lines; its per-ISA entry points are what a shared ISA-dispatch helper would shorten.
+//!
 //! - Structure of arrays: a *chunk* of `L` particles (64 with AVX-512, 32 with AVX2 or
 //!   without either) holds each coordinate in an `[f32; L]` lane array, i.e. 4 vector
 //!   registers, so each operation is 4 independent vector instructions (enough to
