@@ -333,33 +333,40 @@ impl RunFolder {
     /// and the memorization counts.
     pub fn finish(mut self) -> Result<(Vec<String>, MemorizationCounter)> {
         self.flush_gpu()?;
-        let mut written = Vec::new();
-        if let Some((samples, initial)) = self.arrays {
-            samples.finish()?;
-            initial.finish()?;
-            written.extend(["samples.npy".to_string(), "initial.npy".to_string()]);
-        }
-        for (grid, name) in [
-            (&self.sample_grid, "samples"),
-            (&self.initial_grid, "initial"),
-        ] {
-            if let Some(grid) = grid {
-                // `--figure`: drawn from the PNG's own colours as its rows are shaded.
-                let figure = self
-                    .figures
-                    .as_ref()
-                    .and_then(|f| f.figure_request(&self.dir, name, grid));
-                written.extend(write_grid(
-                    &self.dir,
-                    name,
-                    grid,
-                    self.shading,
-                    self.png16,
-                    self.write_raw_grids,
-                    figure,
-                )?);
-            }
-        }
+        // The arrays' syncs and the two grids' shading and PNG encoding are independent
+        // and each mostly single-threaded: run them side by side, then list the files
+        // in a fixed order.
+        let (dir, shading, png16, raw) =
+            (&self.dir, self.shading, self.png16, self.write_raw_grids);
+        let figures = self.figures.as_ref();
+        let grid_files = |grid: &Option<DensityGrid>, name: &str| -> Result<Vec<String>> {
+            let Some(grid) = grid else {
+                return Ok(Vec::new());
+            };
+            // `--figure`: drawn from the PNG's own colours as its rows are shaded.
+            let figure = figures.and_then(|f| f.figure_request(dir, name, grid));
+            write_grid(dir, name, grid, shading, png16, raw, figure)
+        };
+        let arrays = self.arrays.take();
+        let (array_files, (sample_files, initial_files)) = rayon::join(
+            || -> Result<Vec<String>> {
+                let Some((samples, initial)) = arrays else {
+                    return Ok(Vec::new());
+                };
+                let (s, i) = rayon::join(|| samples.finish(), || initial.finish());
+                s.and(i)?;
+                Ok(vec!["samples.npy".to_string(), "initial.npy".to_string()])
+            },
+            || {
+                rayon::join(
+                    || grid_files(&self.sample_grid, "samples"),
+                    || grid_files(&self.initial_grid, "initial"),
+                )
+            },
+        );
+        let mut written = array_files?;
+        written.extend(sample_files?);
+        written.extend(initial_files?);
         if let Some(figures) = self.figures {
             written.extend(figures.finish(&self.dir)?);
         }
