@@ -24,9 +24,8 @@
 //!   so results are bit-identical for any batch size or thread count on a given ISA.
 
 use super::approx::{exp2, mad};
-use super::fast::Isa;
+use super::fast::{particle_normals, Isa};
 use crate::params::{HeunParams, StepParams};
-use crate::philox::{counter, normals4_f32, philox4x32_10};
 
 /// Training points per panel of the logits kernel (and per weights row of its tile).
 pub const PANEL: usize = 32;
@@ -333,6 +332,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
             }
         }
         let width = training.row_width;
+        let mut noise = vec![0f32; dim];
         for (p, (x, partial)) in xs
             .chunks_exact_mut(dim)
             .zip(partials.chunks_exact_mut(dim))
@@ -341,7 +341,15 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
             let acc = &scratch.acc[p * width..p * width + dim];
             let sum = scratch.weight_sum[p];
             match update {
-                Update::Em(step) => em_update(x, acc, sum, step, key, first_particle + p as u64),
+                Update::Em(step) => em_update::<FMA>(
+                    x,
+                    acc,
+                    sum,
+                    step,
+                    key,
+                    first_particle + p as u64,
+                    &mut noise,
+                ),
                 Update::Heun(half) => heun_update(x, partial, acc, sum, half),
             }
         }
@@ -349,25 +357,22 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
 }
 
 /// `x' = keep x + mean_coeff m + noise_coeff z` (the twin's `em_update`, with
-/// `m = acc / weight_sum`), the normals of coordinates 4b..4b+3 from lane block b.
+/// `m = acc / weight_sum`), the normals of coordinates 4b..4b+3 from lane block b
+/// (vectorised over lane blocks: `noise` is scratch of `x.len()` values).
 #[inline(always)]
-fn em_update(
+fn em_update<const FMA: bool>(
     x: &mut [f32],
     acc: &[f32],
     weight_sum: f32,
     step: &StepParams,
     key: [u32; 2],
     particle: u64,
+    noise: &mut [f32],
 ) {
-    for (c, (column, acc)) in x.chunks_mut(4).zip(acc.chunks(4)).enumerate() {
-        let z = normals4_f32(philox4x32_10(
-            counter(particle, step.step_index, c as u32),
-            key,
-        ));
-        for k in 0..column.len() {
-            let m = acc[k] / weight_sum;
-            column[k] = step.keep_coeff * column[k] + step.mean_coeff * m + step.noise_coeff * z[k];
-        }
+    particle_normals::<FMA>(particle, step.step_index, key, noise);
+    for ((x, &a), &z) in x.iter_mut().zip(acc).zip(noise.iter()) {
+        let m = a / weight_sum;
+        *x = step.keep_coeff * *x + step.mean_coeff * m + step.noise_coeff * z;
     }
 }
 
