@@ -59,6 +59,9 @@ struct GeneralState {
     // Of particle lid (invocations lid < GENERAL_PARTICLES only).
     running_max: f32,
     weight_sum: f32,
+    // With the posterior tap only (TAP): the first training index of the largest
+    // potential (running_max is that potential: the max is exact here, not a reference).
+    best_index: u32,
     // weighted[j * 4 + g][p]: column lid + j * GENERAL_WG of particle 4 g + p.
     weighted: array<mat4x4<f32>, OWNED * 4u>,
 }
@@ -164,6 +167,7 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
     var state: GeneralState;
     state.running_max = -FLT_MAX;
     state.weight_sum = 0.0;
+    state.best_index = 0u;
     for (var e = 0u; e < OWNED * 4u; e++) {
         state.weighted[e] = mat4x4<f32>();
     }
@@ -178,6 +182,8 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
                 let head = softmax_state[at];
                 state.running_max = head.x;
                 state.weight_sum = head.y;
+                // An f32 value, exact below 2^24 (see load_softmax_state, common/score.wgsl).
+                state.best_index = u32(head.z);
             }
             for (var j = 0u; j < OWNED; j++) {
                 let c = lid + j * GENERAL_WG;
@@ -233,10 +239,17 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
         // Each particle's tile max. Invocations without a particle loop zero times (see
         // the output loop below).
         let own_points = select(0u, count, lid < GENERAL_PARTICLES);
+        // The tile's first point of largest potential for particle lid (TAP only).
+        var best_in_tile = 0u;
         if (lid < GENERAL_PARTICLES) {
             var best = -FLT_MAX;
             for (var k = 0u; k < own_points; k++) {
-                best = max(best, tile_pot[k * 4u + g_mine][p_mine]);
+                let pot = tile_pot[k * 4u + g_mine][p_mine];
+                // Strict: the lowest index of a tie.
+                if (TAP && pot > best) {
+                    best_in_tile = k;
+                }
+                best = max(best, pot);
             }
             tile_max[lid] = best;
         }
@@ -256,6 +269,10 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
             let best = tile_max[lid];
             var keep = 1.0;
             var take = 1.0;
+            // Tiles come in index order: on a tie with an earlier tile its index stays.
+            if (TAP && best > state.running_max) {
+                state.best_index = first_point + best_in_tile;
+            }
             if (best > state.running_max) {
                 keep = exp(state.running_max - best);
             } else {
@@ -304,7 +321,8 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
             }
             let at = i * (columns + 1u);
             if (lid == q) {
-                softmax_state[at] = vec4<f32>(state.running_max, state.weight_sum, 0.0, 0.0);
+                softmax_state[at] =
+                    vec4<f32>(state.running_max, state.weight_sum, f32(state.best_index), 0.0);
             }
             for (var j = 0u; j < OWNED; j++) {
                 let c = lid + j * GENERAL_WG;
@@ -313,6 +331,11 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
                 }
             }
         }
+    }
+    // The tap: weights are relative to the exact max, whose own weight is 1, so the
+    // largest weight is 1 / sum. Invocation lid < GENERAL_PARTICLES holds particle lid's.
+    if (TAP && chunk.last != 0u && lid < GENERAL_PARTICLES && first_particle + lid < run.batch_len) {
+        store_tap(first_particle + lid, 1.0 / state.weight_sum, state.best_index);
     }
     return state;
 }

@@ -8,6 +8,8 @@ const TRAINING_SIMPLE: &str = include_str!("../../shaders/common/training_simple
 const TRAINING_TILED: &str = include_str!("../../shaders/common/training_tiled.wgsl");
 const REDUCE_CHUNK: &str = include_str!("../../shaders/common/reduce_chunk.wgsl");
 const REDUCE_GENERAL: &str = include_str!("../../shaders/common/reduce_general.wgsl");
+const TAP_OFF: &str = include_str!("../../shaders/common/tap_off.wgsl");
+const TAP_ON: &str = include_str!("../../shaders/common/tap_on.wgsl");
 
 const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
@@ -51,6 +53,20 @@ impl Stage {
             )
             .replace(LANES_DECLARATION, &format!("const LANES: u32 = {lanes}u;"))
     }
+
+    /// Whether this stage has a posterior-tap variant ([`source_tapped`](Self::source_tapped)).
+    pub fn can_tap(&self) -> bool {
+        self.parts.contains(&TAP_OFF)
+    }
+
+    /// [`source_for_dim`](Self::source_for_dim) with the posterior tap on
+    /// (common/tap_on.wgsl instead of common/tap_off.wgsl): the reduction also tracks each
+    /// particle's largest potential and its index and writes them to group 3 at the last
+    /// chunk. Panics for a stage without a reduction.
+    pub fn source_tapped(&self, dim: usize) -> String {
+        assert!(self.can_tap(), "{} has no posterior tap", self.entry_point);
+        self.source_for_dim(dim).replace(TAP_OFF, TAP_ON)
+    }
 }
 
 /// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
@@ -78,6 +94,7 @@ pub const EM_STEP_STAGE: Stage = Stage {
     parts: &[
         PARAMS,
         PHILOX,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
@@ -90,6 +107,7 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
     parts: &[
         PARAMS,
         PHILOX,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_TILED,
         REDUCE_CHUNK,
@@ -98,11 +116,25 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
 };
 pub const SCORE_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, TRAINING_SIMPLE, REDUCE_CHUNK, SCORE],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_SIMPLE,
+        REDUCE_CHUNK,
+        SCORE,
+    ],
 };
 pub const SCORE_TILED_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, TRAINING_TILED, REDUCE_CHUNK, SCORE],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_TILED,
+        REDUCE_CHUNK,
+        SCORE,
+    ],
 };
 /// The Euler–Maruyama step for D > 4: one workgroup per particle.
 pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
@@ -110,6 +142,7 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
     parts: &[
         PARAMS,
         PHILOX,
+        TAP_OFF,
         SCORE_COMMON,
         REDUCE_GENERAL,
         EM_STEP_GENERAL,
@@ -118,13 +151,14 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
 /// The score for D > 4: one workgroup per query point.
 pub const SCORE_GENERAL_STAGE: Stage = Stage {
     entry_point: "score_general",
-    parts: &[PARAMS, SCORE_COMMON, REDUCE_GENERAL, SCORE_GENERAL],
+    parts: &[PARAMS, TAP_OFF, SCORE_COMMON, REDUCE_GENERAL, SCORE_GENERAL],
 };
 /// Half a Heun step of the probability-flow ODE, simple reduction (D <= 4).
 pub const HEUN_STEP_STAGE: Stage = Stage {
     entry_point: "heun_step",
     parts: &[
         PARAMS,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
@@ -136,6 +170,7 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
     entry_point: "heun_step",
     parts: &[
         PARAMS,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_TILED,
         REDUCE_CHUNK,
@@ -145,7 +180,13 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
 /// Half a Heun step for D > 4: one workgroup per particle.
 pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
     entry_point: "heun_step_general",
-    parts: &[PARAMS, SCORE_COMMON, REDUCE_GENERAL, HEUN_STEP_GENERAL],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        REDUCE_GENERAL,
+        HEUN_STEP_GENERAL,
+    ],
 };
 pub const PHILOX_KAT_STAGE: Stage = Stage {
     entry_point: "philox_kat",
