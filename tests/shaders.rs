@@ -194,3 +194,53 @@ fn shared_structs_match_field_by_field() {
         );
     }
 }
+
+/// The subgroup variants of the general-D stages (common/general_lanes_subgroup.wgsl)
+/// validate with naga's subgroup capabilities, tapped or not, for several D; the other
+/// stages have none.
+#[test]
+fn subgroup_variants_validate() {
+    let mut variants = 0;
+    for stage in ALL_STAGES {
+        if !stage.can_use_subgroups() {
+            assert_eq!(
+                stage.source_variant(64, false, true),
+                stage.source_for_dim(64)
+            );
+            continue;
+        }
+        for dim in [5, 64, 784] {
+            for tapped in [false, true] {
+                let source = stage.source_variant(dim, tapped, true);
+                assert!(
+                    source.contains("subgroupBroadcast"),
+                    "{}",
+                    stage.entry_point
+                );
+                let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+                    panic!(
+                        "{} D = {dim}: {}",
+                        stage.entry_point,
+                        e.emit_to_string(&source)
+                    )
+                });
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::SUBGROUP,
+                )
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+                .validate(&module)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{} D = {dim}: {}",
+                        stage.entry_point,
+                        e.emit_to_string(&source)
+                    )
+                });
+                variants += 1;
+            }
+        }
+    }
+    assert_eq!(variants, 3 * 3 * 2, "three general-D stages");
+}

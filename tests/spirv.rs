@@ -40,6 +40,16 @@ fn every_shader_passes_spirv_val() {
             ));
         }
     }
+    // And the subgroup variants of the general-D stages, tapped or not.
+    for stage in ALL_STAGES.iter().filter(|s| s.can_use_subgroups()) {
+        for tapped in [false, true] {
+            modules.push((
+                format!("{}_subgroups_{tapped}", stage.entry_point),
+                stage.entry_point,
+                stage.source_variant(64, tapped, true),
+            ));
+        }
+    }
     let expected = modules.len();
     assert!(expected > ALL_STAGES.len(), "no tapped stage");
     for (name, entry_point, source) in &modules {
@@ -62,7 +72,16 @@ fn every_shader_passes_spirv_val() {
         let words = naga::back::spv::write_vec(
             &module,
             &info,
-            &naga::back::spv::Options::default(),
+            // SPIR-V 1.3 for the subgroup variants, as wgpu's Vulkan backend emits them
+            // (group operations need it); 1.0 otherwise.
+            &naga::back::spv::Options {
+                lang_version: if name.contains("_subgroups_") {
+                    (1, 3)
+                } else {
+                    (1, 0)
+                },
+                ..Default::default()
+            },
             Some(&naga::back::spv::PipelineOptions {
                 shader_stage: naga::ShaderStage::Compute,
                 entry_point: stage.entry_point.to_string(),

@@ -64,6 +64,10 @@ struct TapBuffers {
     staging: wgpu::Buffer,
 }
 
+/// Environment variable that, set to `0`, keeps the general-D kernels on their portable
+/// path (workgroup loads) even where the adapter has subgroups.
+pub const SUBGROUPS_VAR: &str = "MEMODIFF_GPU_SUBGROUPS";
+
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
     dim: usize,
@@ -118,6 +122,9 @@ pub struct GpuEngine {
     /// (`Stage::source_for_dim`: `LANES` for D <= 4, `OWNED` for D > 4), so that a run
     /// compiles only the one or two it dispatches: (entry point, source, pipeline).
     pipelines: Vec<(&'static str, String, wgpu::ComputePipeline)>,
+    /// Whether the general-D stages read the particle tile by subgroup broadcasts (where
+    /// the adapter has them, unless `MEMODIFF_GPU_SUBGROUPS=0` or `set_subgroups(false)`).
+    subgroups: bool,
     /// Training points per dispatch forced by a test (`set_chunk_points`), instead of the
     /// adapter's choice.
     forced_chunk_points: Option<usize>,
@@ -237,6 +244,8 @@ impl GpuEngine {
             mapped_at_creation: false,
         });
         ctx.check()?;
+        let subgroups = ctx.has_subgroups_for_general_kernels()
+            && std::env::var(SUBGROUPS_VAR).as_deref() != Ok("0");
         Ok(Self {
             ctx,
             main_layout,
@@ -247,6 +256,7 @@ impl GpuEngine {
             layout,
             tapped_layout,
             pipelines: Vec::new(),
+            subgroups,
             forced_chunk_points: None,
             run_params,
             workgroup_size,
@@ -261,6 +271,19 @@ impl GpuEngine {
 
     pub fn context(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// Use the subgroup variant of the general-D stages (`true`: only where the adapter
+    /// has subgroups; returns whether it is used) or the portable one (`false`). Results
+    /// are the same; tests compare the two.
+    pub fn set_subgroups(&mut self, on: bool) -> bool {
+        self.subgroups = on && self.ctx.has_subgroups_for_general_kernels();
+        self.subgroups
+    }
+
+    /// Whether the general-D stages use subgroup broadcasts.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
     }
 
     /// Force a reduction strategy (tests, benchmarks); the default is `Auto`.
@@ -302,11 +325,7 @@ impl GpuEngine {
         dim: usize,
         tapped: bool,
     ) -> wgpu::ComputePipeline {
-        let source = if tapped {
-            stage.source_tapped(dim)
-        } else {
-            stage.source_for_dim(dim)
-        };
+        let source = stage.source_variant(dim, tapped, self.subgroups);
         if let Some((_, _, pipeline)) = self
             .pipelines
             .iter()

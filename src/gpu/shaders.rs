@@ -10,6 +10,9 @@ const REDUCE_CHUNK: &str = include_str!("../../shaders/common/reduce_chunk.wgsl"
 const REDUCE_GENERAL: &str = include_str!("../../shaders/common/reduce_general.wgsl");
 const TAP_OFF: &str = include_str!("../../shaders/common/tap_off.wgsl");
 const TAP_ON: &str = include_str!("../../shaders/common/tap_on.wgsl");
+const GENERAL_LANES_SHARED: &str = include_str!("../../shaders/common/general_lanes_shared.wgsl");
+const GENERAL_LANES_SUBGROUP: &str =
+    include_str!("../../shaders/common/general_lanes_subgroup.wgsl");
 
 const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
@@ -66,6 +69,31 @@ impl Stage {
     pub fn source_tapped(&self, dim: usize) -> String {
         assert!(self.can_tap(), "{} has no posterior tap", self.entry_point);
         self.source_for_dim(dim).replace(TAP_OFF, TAP_ON)
+    }
+
+    /// Whether this stage has a subgroup variant (the general-D stages).
+    pub fn can_use_subgroups(&self) -> bool {
+        self.parts.contains(&GENERAL_LANES_SHARED)
+    }
+
+    /// The module for dimension `dim`, with the posterior tap on or off (see
+    /// [`source_tapped`](Self::source_tapped)), and for the general-D stages with
+    /// `subgroups` the logits reading the particle tile by subgroup broadcasts
+    /// (common/general_lanes_subgroup.wgsl; needs `wgpu::Features::SUBGROUP` and subgroups
+    /// of 8 to 64 invocations) instead of workgroup loads. Same results either way.
+    pub fn source_variant(&self, dim: usize, tapped: bool, subgroups: bool) -> String {
+        let source = if tapped {
+            self.source_tapped(dim)
+        } else {
+            self.source_for_dim(dim)
+        };
+        if subgroups && self.can_use_subgroups() {
+            // No `enable subgroups;`: naga (wgpu 30) takes the subgroup built-ins without
+            // it and rejects the directive as not yet implemented; wgpu checks the feature.
+            source.replace(GENERAL_LANES_SHARED, GENERAL_LANES_SUBGROUP)
+        } else {
+            source
+        }
     }
 }
 
@@ -144,6 +172,7 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         EM_STEP_GENERAL,
     ],
@@ -151,7 +180,14 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
 /// The score for D > 4: one workgroup per query point.
 pub const SCORE_GENERAL_STAGE: Stage = Stage {
     entry_point: "score_general",
-    parts: &[PARAMS, TAP_OFF, SCORE_COMMON, REDUCE_GENERAL, SCORE_GENERAL],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        GENERAL_LANES_SHARED,
+        REDUCE_GENERAL,
+        SCORE_GENERAL,
+    ],
 };
 /// Half a Heun step of the probability-flow ODE, simple reduction (D <= 4).
 pub const HEUN_STEP_STAGE: Stage = Stage {
@@ -184,6 +220,7 @@ pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         HEUN_STEP_GENERAL,
     ],
