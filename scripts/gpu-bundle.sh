@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build, here, everything scripts/gpu-check.sh needs on a machine with a GPU but without a
 # Rust toolchain or a package registry: the memodiff binary and the GPU test executables
-# (gpu, raster_gpu, gpu_kernels where it exists), stripped, plus the Vulkan loader
-# (libvulkan.so.1) in case the GPU machine has only the driver.
+# (gpu, raster_gpu, gpu_kernels, gpu_tap, gpu_subgroups where they exist), stripped,
+# plus the Vulkan loader (libvulkan.so.1) in case the GPU machine has only the driver.
 #
 #   scripts/gpu-bundle.sh [OUT]        (default: target/gpu-bundle)
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/gpu-bundle}"
-tests=(gpu raster_gpu gpu_kernels)
+tests=(gpu raster_gpu gpu_kernels gpu_tap gpu_subgroups)
 
 cargo build --release
 # The test executables' paths: cargo names them with a hash, printed in its JSON messages.

@@ -16,8 +16,9 @@
 fn heun_step_general(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
+    invocation: GeneralInvocation,
 ) {
+    let lid = invocation.lid;
     // A tile of GENERAL_PARTICLES particles per workgroup: the same first particle for
     // every invocation, so this return (a workgroup past the batch) is uniform and the
     // barriers of the reduction stay valid.
@@ -25,7 +26,7 @@ fn heun_step_general(
     if (first_particle >= run.batch_len) {
         return;
     }
-    let state = reduce_general(first_particle, lid, step.mean_scale, step.inv_two_sigma2);
+    let state = reduce_general(first_particle, invocation, step.mean_scale, step.inv_two_sigma2);
     if (chunk.last == 0u) {
         return;
     }

@@ -103,7 +103,10 @@ pub struct RunParams {
     pub threads_per_row: u32,
     /// Standard deviation of the initial noise, `sqrt(sigma2(1))`.
     pub initial_std: f32,
-    pub _pad: [u32; 3],
+    /// Rows of the batch (its first particles) whose posterior a tapped step stage
+    /// writes (`shaders/common/tap_on.wgsl`); ignored by the other stages.
+    pub tap_rows: u32,
+    pub _pad: [u32; 2],
 }
 
 impl RunParams {
@@ -118,7 +121,8 @@ impl RunParams {
             n_train,
             threads_per_row: 0,
             initial_std: 0.0,
-            _pad: [0; 3],
+            tap_rows: 0,
+            _pad: [0; 2],
         }
     }
 }

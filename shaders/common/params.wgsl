@@ -12,7 +12,8 @@ struct RunParams {
     n_train: u32,
     threads_per_row: u32,
     initial_std: f32,
-    _pad0: u32,
+    // Rows whose posterior a tapped stage writes (common/tap_on.wgsl).
+    tap_rows: u32,
     _pad1: u32,
     _pad2: u32,
 }

@@ -48,6 +48,9 @@ fn finish_particle(i: u32, x: vec4<f32>, state: OnlineSoftmax) -> ChunkReduction
     if (in_batch && chunk.last == 0u) {
         store_softmax_state(i, state);
     }
+    if (TAP && in_batch && chunk.last != 0u) {
+        store_tap(i, online_softmax_max_weight(state), state.best_index);
+    }
     return ChunkReduction(x, state, in_batch && chunk.last != 0u);
 }
 

@@ -59,6 +59,9 @@ struct GeneralState {
     // Of particle lid (invocations lid < GENERAL_PARTICLES only).
     running_max: f32,
     weight_sum: f32,
+    // With the posterior tap only (TAP): the first training index of the largest
+    // potential (running_max is that potential: the max is exact here, not a reference).
+    best_index: u32,
     // weighted[j * 4 + g][p]: column lid + j * GENERAL_WG of particle 4 g + p.
     weighted: array<mat4x4<f32>, OWNED * 4u>,
 }
@@ -120,11 +123,33 @@ fn load_particle_block(first_particle: u32, lid: u32, first_column: u32, width: 
 // block: each particle's distance summed in 4 lanes, like the twin.
 fn add_distances(acc: mat4x4<f32>, c: u32, g: u32, scaled: vec4<f32>) -> mat4x4<f32> {
     let at = c * 16u + g;
-    let d0 = tile_x[at] - scaled.x;
-    let d1 = tile_x[at + 4u] - scaled.y;
-    let d2 = tile_x[at + 8u] - scaled.z;
-    let d3 = tile_x[at + 12u] - scaled.w;
+    return add_distances_of(acc, tile_x[at], tile_x[at + 4u], tile_x[at + 8u], tile_x[at + 12u], scaled);
+}
+
+// The same from the group's 4 coordinates of the column (x0: coordinate 0 of the 4
+// particles, ...), however they were read (common/general_lanes_*.wgsl).
+fn add_distances_of(
+    acc: mat4x4<f32>,
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    x2: vec4<f32>,
+    x3: vec4<f32>,
+    scaled: vec4<f32>,
+) -> mat4x4<f32> {
+    let d0 = x0 - scaled.x;
+    let d1 = x1 - scaled.y;
+    let d2 = x2 - scaled.z;
+    let d3 = x3 - scaled.w;
     return mat4x4<f32>(acc[0] + d0 * d0, acc[1] + d1 * d1, acc[2] + d2 * d2, acc[3] + d3 * d3);
+}
+
+// The distance tile of one training point: the 4 groups of 4 particles, 4 lanes each.
+// Also the weighted sums of one column of a tile of points, for the 4 groups.
+struct DistanceTile {
+    g0: mat4x4<f32>,
+    g1: mat4x4<f32>,
+    g2: mat4x4<f32>,
+    g3: mat4x4<f32>,
 }
 
 // The potentials of the 4 particles of a group: lanes added in order, scaled, clamped.
@@ -159,11 +184,18 @@ fn merge_group(weighted: mat4x4<f32>, sum: mat4x4<f32>, g: u32) -> mat4x4<f32> {
 // otherwise); store them unless this is the last chunk. Every invocation of the
 // workgroup must call this (barriers). Particles past the batch compute on zeros and
 // store nothing. On return tile_weight_sum holds every particle's weight sum.
-fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2: f32) -> GeneralState {
+fn reduce_general(
+    first_particle: u32,
+    invocation: GeneralInvocation,
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> GeneralState {
+    let lid = invocation.lid;
     let columns = columns_of(run.dim);
     var state: GeneralState;
     state.running_max = -FLT_MAX;
     state.weight_sum = 0.0;
+    state.best_index = 0u;
     for (var e = 0u; e < OWNED * 4u; e++) {
         state.weighted[e] = mat4x4<f32>();
     }
@@ -178,6 +210,8 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
                 let head = softmax_state[at];
                 state.running_max = head.x;
                 state.weight_sum = head.y;
+                // An f32 value, exact below 2^24 (see load_softmax_state, common/score.wgsl).
+                state.best_index = u32(head.z);
             }
             for (var j = 0u; j < OWNED; j++) {
                 let c = lid + j * GENERAL_WG;
@@ -200,10 +234,7 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
         // Logits: this invocation's point (k = lid; past the tile, its last point, whose
         // results are never used) against every particle of the tile.
         let row = (first_point + min(lid, count - 1u)) * columns;
-        var acc0 = mat4x4<f32>();
-        var acc1 = mat4x4<f32>();
-        var acc2 = mat4x4<f32>();
-        var acc3 = mat4x4<f32>();
+        var acc = DistanceTile(mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>());
         for (var first_column = 0u; first_column < columns; first_column += GENERAL_X_COLUMNS) {
             let width = min(GENERAL_X_COLUMNS, columns - first_column);
             if (!one_block) {
@@ -215,16 +246,13 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
             workgroupBarrier();
             for (var c = 0u; c < width; c++) {
                 let scaled = mean_scale * training[row + first_column + c];
-                acc0 = add_distances(acc0, c, 0u, scaled);
-                acc1 = add_distances(acc1, c, 1u, scaled);
-                acc2 = add_distances(acc2, c, 2u, scaled);
-                acc3 = add_distances(acc3, c, 3u, scaled);
+                acc = add_column(acc, c, scaled, invocation);
             }
         }
-        let pot0 = group_potentials(acc0, inv_two_sigma2);
-        let pot1 = group_potentials(acc1, inv_two_sigma2);
-        let pot2 = group_potentials(acc2, inv_two_sigma2);
-        let pot3 = group_potentials(acc3, inv_two_sigma2);
+        let pot0 = group_potentials(acc.g0, inv_two_sigma2);
+        let pot1 = group_potentials(acc.g1, inv_two_sigma2);
+        let pot2 = group_potentials(acc.g2, inv_two_sigma2);
+        let pot3 = group_potentials(acc.g3, inv_two_sigma2);
         tile_pot[lid * 4u] = pot0;
         tile_pot[lid * 4u + 1u] = pot1;
         tile_pot[lid * 4u + 2u] = pot2;
@@ -233,10 +261,17 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
         // Each particle's tile max. Invocations without a particle loop zero times (see
         // the output loop below).
         let own_points = select(0u, count, lid < GENERAL_PARTICLES);
+        // The tile's first point of largest potential for particle lid (TAP only).
+        var best_in_tile = 0u;
         if (lid < GENERAL_PARTICLES) {
             var best = -FLT_MAX;
             for (var k = 0u; k < own_points; k++) {
-                best = max(best, tile_pot[k * 4u + g_mine][p_mine]);
+                let pot = tile_pot[k * 4u + g_mine][p_mine];
+                // Strict: the lowest index of a tie.
+                if (TAP && pot > best) {
+                    best_in_tile = k;
+                }
+                best = max(best, pot);
             }
             tile_max[lid] = best;
         }
@@ -256,6 +291,10 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
             let best = tile_max[lid];
             var keep = 1.0;
             var take = 1.0;
+            // Tiles come in index order: on a tie with an earlier tile its index stays.
+            if (TAP && best > state.running_max) {
+                state.best_index = first_point + best_in_tile;
+            }
             if (best > state.running_max) {
                 keep = exp(state.running_max - best);
             } else {
@@ -275,25 +314,17 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
                 break;
             }
             let column = min(lid + j * GENERAL_WG, columns - 1u);
-            // Invocations past the last column loop zero times: a software rasterizer
-            // then skips the groups of invocations that have no column at all (3 in 4 at
-            // D = 64) instead of running them masked.
-            let points = select(0u, count, lid + j * GENERAL_WG < columns);
-            var sum0 = mat4x4<f32>();
-            var sum1 = mat4x4<f32>();
-            var sum2 = mat4x4<f32>();
-            var sum3 = mat4x4<f32>();
-            for (var k = 0u; k < points; k++) {
-                let a = training[(first_point + k) * columns + column];
-                sum0 = add_weighted(sum0, tile_weight[k * 4u], a);
-                sum1 = add_weighted(sum1, tile_weight[k * 4u + 1u], a);
-                sum2 = add_weighted(sum2, tile_weight[k * 4u + 2u], a);
-                sum3 = add_weighted(sum3, tile_weight[k * 4u + 3u], a);
-            }
-            state.weighted[j * 4u] = merge_group(state.weighted[j * 4u], sum0, 0u);
-            state.weighted[j * 4u + 1u] = merge_group(state.weighted[j * 4u + 1u], sum1, 1u);
-            state.weighted[j * 4u + 2u] = merge_group(state.weighted[j * 4u + 2u], sum2, 2u);
-            state.weighted[j * 4u + 3u] = merge_group(state.weighted[j * 4u + 3u], sum3, 3u);
+            let sums = weighted_column_sums(
+                first_point,
+                count,
+                column,
+                lid + j * GENERAL_WG < columns,
+                invocation,
+            );
+            state.weighted[j * 4u] = merge_group(state.weighted[j * 4u], sums.g0, 0u);
+            state.weighted[j * 4u + 1u] = merge_group(state.weighted[j * 4u + 1u], sums.g1, 1u);
+            state.weighted[j * 4u + 2u] = merge_group(state.weighted[j * 4u + 2u], sums.g2, 2u);
+            state.weighted[j * 4u + 3u] = merge_group(state.weighted[j * 4u + 3u], sums.g3, 3u);
         }
     }
     if (chunk.last == 0u) {
@@ -304,7 +335,8 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
             }
             let at = i * (columns + 1u);
             if (lid == q) {
-                softmax_state[at] = vec4<f32>(state.running_max, state.weight_sum, 0.0, 0.0);
+                softmax_state[at] =
+                    vec4<f32>(state.running_max, state.weight_sum, f32(state.best_index), 0.0);
             }
             for (var j = 0u; j < OWNED; j++) {
                 let c = lid + j * GENERAL_WG;
@@ -313,6 +345,11 @@ fn reduce_general(first_particle: u32, lid: u32, mean_scale: f32, inv_two_sigma2
                 }
             }
         }
+    }
+    // The tap: weights are relative to the exact max, whose own weight is 1, so the
+    // largest weight is 1 / sum. Invocation lid < GENERAL_PARTICLES holds particle lid's.
+    if (TAP && chunk.last != 0u && lid < GENERAL_PARTICLES && first_particle + lid < run.batch_len) {
+        store_tap(first_particle + lid, 1.0 / state.weight_sum, state.best_index);
     }
     return state;
 }

@@ -28,10 +28,14 @@ struct OnlineSoftmax {
     running_max: f32,
     weight_sum: f32,
     weighted: vec4<f32>,
+    // With the posterior tap only (TAP, common/tap_on.wgsl): the largest potential and
+    // the training index where it first occurs. Untouched otherwise.
+    best: f32,
+    best_index: u32,
 }
 
 fn online_softmax_new() -> OnlineSoftmax {
-    return OnlineSoftmax(-FLT_MAX, 0.0, vec4<f32>(0.0));
+    return OnlineSoftmax(-FLT_MAX, 0.0, vec4<f32>(0.0), -FLT_MAX, 0u);
 }
 
 // The factor that turns a squared distance into a base-2 potential: -log2(e) / (2 sigma2),
@@ -88,8 +92,13 @@ fn potential(x: vec4<f32>, xi: vec4<f32>, mean_scale: f32, log2_factor: f32) -> 
     return max(squared_norm(x - mean_scale * xi) * log2_factor, -FLT_MAX);
 }
 
-// Add one training point: one exp2, and a rare second one when the reference moves up.
-fn online_softmax_push(state: ptr<function, OnlineSoftmax>, pot: f32, xi: vec4<f32>) {
+// Add training point `index`: one exp2, and a rare second one when the reference moves
+// up. Points come in index order, so a strict > keeps the lowest index of a tie.
+fn online_softmax_push(state: ptr<function, OnlineSoftmax>, pot: f32, xi: vec4<f32>, index: u32) {
+    if (TAP && pot > (*state).best) {
+        (*state).best = pot;
+        (*state).best_index = index;
+    }
     if (pot > (*state).running_max + RESCALE_SLACK) {
         // Far above the reference: move the reference to this point.
         let rescale = exp2((*state).running_max - pot);
@@ -106,6 +115,11 @@ fn online_softmax_push(state: ptr<function, OnlineSoftmax>, pot: f32, xi: vec4<f
 // blocks of BLOCK points separately and then merging keeps f32 round-off of the weight
 // sums near (BLOCK + N / BLOCK) ulps instead of N ulps for N training points.
 fn online_softmax_merge(state: ptr<function, OnlineSoftmax>, block: OnlineSoftmax) {
+    // The block's points come after the state's: on a tie the state's index stays.
+    if (TAP && block.best > (*state).best) {
+        (*state).best = block.best;
+        (*state).best_index = block.best_index;
+    }
     if (block.running_max > (*state).running_max) {
         let rescale = exp2((*state).running_max - block.running_max);
         (*state).weight_sum = (*state).weight_sum * rescale + block.weight_sum;
@@ -122,14 +136,24 @@ fn online_softmax_mean(state: OnlineSoftmax) -> vec4<f32> {
     return state.weighted / state.weight_sum;
 }
 
+// The largest softmax weight (TAP only): the best point's weight relative to the
+// reference (at most 2^RESCALE_SLACK) over the sum relative to the same reference.
+fn online_softmax_max_weight(state: OnlineSoftmax) -> f32 {
+    return exp2(state.best - state.running_max) / state.weight_sum;
+}
+
 // Carrying the state between chunk dispatches: two vec4 per particle,
-// (weighted) and (running_max, weight_sum, 0, 0). Needs `softmax_state` bound.
+// (weighted) and (running_max, weight_sum, best, best_index). The index travels as an
+// f32 value, exact below 2^24 (the engine taps no larger training set), not as a
+// bitcast: a driver may flush the subnormal floats small integers bitcast to.
+// Needs `softmax_state` bound.
 fn load_softmax_state(i: u32) -> OnlineSoftmax {
     let extra = softmax_state[2u * i + 1u];
-    return OnlineSoftmax(extra.x, extra.y, softmax_state[2u * i]);
+    return OnlineSoftmax(extra.x, extra.y, softmax_state[2u * i], extra.z, u32(extra.w));
 }
 
 fn store_softmax_state(i: u32, state: OnlineSoftmax) {
     softmax_state[2u * i] = state.weighted;
-    softmax_state[2u * i + 1u] = vec4<f32>(state.running_max, state.weight_sum, 0.0, 0.0);
+    softmax_state[2u * i + 1u] =
+        vec4<f32>(state.running_max, state.weight_sum, state.best, f32(state.best_index));
 }

@@ -21,8 +21,8 @@ fn accumulate_training(
         var block1 = online_softmax_new();
         for (var i = chunk.start + offset; i < end; i++) {
             let xi = training[i];
-            online_softmax_push(&block0, potential(x0, xi, mean_scale, log2_factor), xi);
-            online_softmax_push(&block1, potential(x1, xi, mean_scale, log2_factor), xi);
+            online_softmax_push(&block0, potential(x0, xi, mean_scale, log2_factor), xi, i);
+            online_softmax_push(&block1, potential(x1, xi, mean_scale, log2_factor), xi, i);
         }
         online_softmax_merge(state0, block0);
         online_softmax_merge(state1, block1);

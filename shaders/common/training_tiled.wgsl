@@ -31,8 +31,9 @@ fn accumulate_training(
         var block1 = online_softmax_new();
         for (var k = 0u; k < count; k++) {
             let xi = tile[k];
-            online_softmax_push(&block0, potential(x0, xi, mean_scale, log2_factor), xi);
-            online_softmax_push(&block1, potential(x1, xi, mean_scale, log2_factor), xi);
+            let index = chunk.start + offset + k;
+            online_softmax_push(&block0, potential(x0, xi, mean_scale, log2_factor), xi, index);
+            online_softmax_push(&block1, potential(x1, xi, mean_scale, log2_factor), xi, index);
         }
         online_softmax_merge(state0, block0);
         online_softmax_merge(state1, block1);

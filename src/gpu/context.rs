@@ -151,7 +151,10 @@ impl GpuContext {
     fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Subgroups: the general-D kernels then read the particle tile by broadcasts
+        // (shaders/common/general_lanes_subgroup.wgsl).
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("memodiff"),
             required_features: features,
@@ -193,6 +196,15 @@ impl GpuContext {
             features,
             failure,
         })
+    }
+
+    /// Whether the general-D kernels can use their subgroup variant: the device has
+    /// subgroups, each of 8 to 64 invocations (lanes 0..7 of every subgroup hold the
+    /// broadcast values, and subgroups of at most 64 are whole within a workgroup of 64).
+    pub fn has_subgroups_for_general_kernels(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size >= 8
+            && self.info.subgroup_max_size <= 64
     }
 
     /// The adapter's name, as users see it in summaries and run.json.

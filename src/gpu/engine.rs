@@ -8,7 +8,7 @@ use super::shaders::{
     HEUN_STEP_STAGE, HEUN_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_GENERAL_STAGE, SCORE_STAGE,
     SCORE_TILED_STAGE,
 };
-use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::params::{
     chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
@@ -43,6 +43,30 @@ pub enum Reduction {
 /// Training-set size from which `Reduction::Auto` picks the tiled kernel: one tile of
 /// `shaders/common/training_tiled.wgsl`. Below it a tile would be mostly empty.
 pub const TILED_MIN_TRAINING_POINTS: usize = 256;
+
+/// Largest training set the posterior tap handles: the tapped reductions carry the
+/// argmax between chunk dispatches as an f32 value, exact below 2^24.
+pub const MAX_TAPPED_TRAINING_POINTS: usize = 1 << 24;
+
+/// What a tapped step stage writes per particle (`TapEntry` in shaders/common/tap_on.wgsl;
+/// keep in sync): the largest softmax weight and the first training index having it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TapEntry {
+    pub max_weight: f32,
+    pub argmax: u32,
+}
+
+/// Device buffers of the posterior tap: one region of `TapEntry` per tapped step of a
+/// segment, and its readback. Grown on demand and reused.
+struct TapBuffers {
+    output: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+/// Environment variable that, set to `0`, keeps the general-D kernels on their portable
+/// path (workgroup loads) even where the adapter has subgroups.
+pub const SUBGROUPS_VAR: &str = "MEMODIFF_GPU_SUBGROUPS";
 
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
@@ -87,13 +111,20 @@ pub struct GpuEngine {
     main_layout: wgpu::BindGroupLayout,
     step_layout: wgpu::BindGroupLayout,
     chunk_layout: wgpu::BindGroupLayout,
+    /// Group 3 of the tapped stages: their `tap_out` region, at a dynamic offset.
+    tap_layout: wgpu::BindGroupLayout,
     init_pipeline: wgpu::ComputePipeline,
     /// The layout every sampler pipeline shares (for those made on demand).
     layout: wgpu::PipelineLayout,
+    /// The layout of the tapped step pipelines: `layout` plus group 3.
+    tapped_layout: wgpu::PipelineLayout,
     /// Step and score pipelines, made on first use for the specialisation of a dimension
     /// (`Stage::source_for_dim`: `LANES` for D <= 4, `OWNED` for D > 4), so that a run
     /// compiles only the one or two it dispatches: (entry point, source, pipeline).
     pipelines: Vec<(&'static str, String, wgpu::ComputePipeline)>,
+    /// Whether the general-D stages read the particle tile by subgroup broadcasts (where
+    /// the adapter has them, unless `MEMODIFF_GPU_SUBGROUPS=0` or `set_subgroups(false)`).
+    subgroups: bool,
     /// Training points per dispatch forced by a test (`set_chunk_points`), instead of the
     /// adapter's choice.
     forced_chunk_points: Option<usize>,
@@ -104,6 +135,7 @@ pub struct GpuEngine {
     last_kernel_seconds: Option<f64>,
     problem: Option<ProblemBuffers>,
     batch: Option<BatchBuffers>,
+    tap_buffers: Option<TapBuffers>,
 }
 
 fn uniform_entry(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
@@ -176,6 +208,30 @@ impl GpuEngine {
             bind_group_layouts: &[Some(&main_layout), Some(&step_layout), Some(&chunk_layout)],
             immediate_size: 0,
         });
+        // Group 3: the tapped step's region of the tap buffer, at a dynamic offset.
+        let tap_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("posterior tap"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
+        let tapped_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("sampler, tapped"),
+            bind_group_layouts: &[
+                Some(&main_layout),
+                Some(&step_layout),
+                Some(&chunk_layout),
+                Some(&tap_layout),
+            ],
+            immediate_size: 0,
+        });
         let init_pipeline = ctx.pipeline(&INIT_NOISE_STAGE, Some(&layout), workgroup_size);
         let timestamps = ctx
             .features
@@ -188,14 +244,19 @@ impl GpuEngine {
             mapped_at_creation: false,
         });
         ctx.check()?;
+        let subgroups = ctx.has_subgroups_for_general_kernels()
+            && std::env::var(SUBGROUPS_VAR).as_deref() != Ok("0");
         Ok(Self {
             ctx,
             main_layout,
             step_layout,
             chunk_layout,
+            tap_layout,
             init_pipeline,
             layout,
+            tapped_layout,
             pipelines: Vec::new(),
+            subgroups,
             forced_chunk_points: None,
             run_params,
             workgroup_size,
@@ -204,11 +265,25 @@ impl GpuEngine {
             last_kernel_seconds: None,
             problem: None,
             batch: None,
+            tap_buffers: None,
         })
     }
 
     pub fn context(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// Use the subgroup variant of the general-D stages (`true`: only where the adapter
+    /// has subgroups; returns whether it is used) or the portable one (`false`). Results
+    /// are the same; tests compare the two.
+    pub fn set_subgroups(&mut self, on: bool) -> bool {
+        self.subgroups = on && self.ctx.has_subgroups_for_general_kernels();
+        self.subgroups
+    }
+
+    /// Whether the general-D stages use subgroup broadcasts.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
     }
 
     /// Force a reduction strategy (tests, benchmarks); the default is `Auto`.
@@ -239,7 +314,18 @@ impl GpuEngine {
 
     /// The pipeline of `stage` specialised for dimension `dim`, made on first use.
     fn pipeline_for(&mut self, stage: &super::shaders::Stage, dim: usize) -> wgpu::ComputePipeline {
-        let source = stage.source_for_dim(dim);
+        self.pipeline_variant(stage, dim, false)
+    }
+
+    /// The pipeline of `stage` for dimension `dim`, with the posterior tap on (its own
+    /// module and layout, group 3 added) or off, made on first use.
+    fn pipeline_variant(
+        &mut self,
+        stage: &super::shaders::Stage,
+        dim: usize,
+        tapped: bool,
+    ) -> wgpu::ComputePipeline {
+        let source = stage.source_variant(dim, tapped, self.subgroups);
         if let Some((_, _, pipeline)) = self
             .pipelines
             .iter()
@@ -250,10 +336,15 @@ impl GpuEngine {
         // The general-D stages have a fixed workgroup (GENERAL_WG invocations per tile of
         // GENERAL_PARTICLES) and no WORKGROUP_SIZE to override: their results do not
         // depend on `workgroup_size`.
+        let layout = if tapped {
+            &self.tapped_layout
+        } else {
+            &self.layout
+        };
         let pipeline = self.ctx.pipeline_from_source(
             stage.entry_point,
             &source,
-            Some(&self.layout),
+            Some(layout),
             self.workgroup_size,
         );
         self.pipelines
@@ -268,6 +359,7 @@ impl GpuEngine {
         sampler: SamplerKind,
         dim: usize,
         tiled: bool,
+        tapped: bool,
     ) -> wgpu::ComputePipeline {
         let stage = match (sampler, dim > MAX_DIM, tiled) {
             (SamplerKind::Em, true, _) => &EM_STEP_GENERAL_STAGE,
@@ -277,7 +369,7 @@ impl GpuEngine {
             (SamplerKind::Heun, false, true) => &HEUN_STEP_TILED_STAGE,
             (SamplerKind::Heun, false, false) => &HEUN_STEP_STAGE,
         };
-        self.pipeline_for(stage, dim)
+        self.pipeline_variant(stage, dim, tapped)
     }
 
     /// Whether a training set of `n_train` points runs on the tiled kernels.
@@ -466,6 +558,50 @@ impl GpuEngine {
         (x as u32, y as u32)
     }
 
+    /// Make sure the tap buffer and its readback hold at least `bytes`.
+    fn prepare_tap(&mut self, bytes: u64) {
+        if self
+            .tap_buffers
+            .as_ref()
+            .is_some_and(|t| t.output.size() >= bytes)
+        {
+            return;
+        }
+        let make = |label, usage| {
+            self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        use wgpu::BufferUsages as U;
+        self.tap_buffers = Some(TapBuffers {
+            output: make("posterior tap", U::STORAGE | U::COPY_SRC),
+            staging: make("posterior tap readback", U::MAP_READ | U::COPY_DST),
+        });
+    }
+
+    /// Group 3 of the tapped stages: a region of `region_bytes` of the tap buffer, placed
+    /// by a dynamic offset per tapped step.
+    fn tap_bind_group(&self, region_bytes: u64) -> wgpu::BindGroup {
+        let t = self.tap_buffers.as_ref().expect("tap buffers");
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("posterior tap"),
+                layout: &self.tap_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &t.output,
+                        offset: 0,
+                        size: std::num::NonZeroU64::new(region_bytes),
+                    }),
+                }],
+            })
+    }
+
     fn main_bind_group(&self) -> wgpu::BindGroup {
         let p = self.problem.as_ref().expect("problem uploaded");
         let b = self.batch.as_ref().expect("batch buffers");
@@ -640,6 +776,268 @@ impl GpuEngine {
     }
 }
 
+impl GpuEngine {
+    /// `Engine::advance_batch`, and `advance_batch_tapped` when `tap` is given.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        samples: &mut [f32],
+        steps: std::ops::Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &std::sync::atomic::AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let dim = problem.dataset.dim;
+        self.check_problem(dim, problem.dataset.len())?;
+        let n = samples.len() / dim;
+        let bytes = (samples.len() * 4) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let limit = self.max_batch_particles(dim);
+        if n > limit {
+            return Err(Error::invalid(
+                "--batch",
+                format!(
+                    "{n} particles of dimension {dim} need {bytes} bytes per particle buffer \
+                     and {} bytes of softmax state, over this adapter's largest storage \
+                     buffer binding of {} bytes; at most {limit} particles fit a batch",
+                    n as u64 * state_bytes_per_particle(dim),
+                    self.ctx.max_storage_bytes()
+                ),
+            ));
+        }
+        // The step records of the whole problem: one StepParams per step (em), or the
+        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
+        let mut records: Vec<u8> = Vec::new();
+        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
+        for (k, step) in problem.steps.iter().enumerate() {
+            first_record.push(records.len() / std::mem::size_of::<StepParams>());
+            match problem.sampler {
+                SamplerKind::Em => {
+                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
+                }
+                SamplerKind::Heun => {
+                    for half in HeunParams::for_step(problem.steps, k) {
+                        records.extend_from_slice(bytemuck::bytes_of(&half));
+                    }
+                }
+            }
+        }
+        first_record.push(records.len() / std::mem::size_of::<StepParams>());
+        let chunk_points = self.chunk_points_for(dim, n);
+        self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
+        self.prepare_batch(bytes, dim);
+        let tiled = self.uses_tiled(problem.dataset.len());
+        let step_pipeline = self.step_pipeline(problem.sampler, dim, tiled, false);
+        // The posterior tap of this segment: the tapped steps inside `steps`, each with
+        // its region of the tap buffer (region r of `tapped`, at r * region_stride).
+        let tap_rows = tap.as_ref().map_or(0, |t| t.rows);
+        let tapped: Vec<(usize, usize)> = match &tap {
+            Some(t) if t.rows > 0 => {
+                t.check();
+                assert!(t.rows <= n, "tap rows beyond the batch");
+                assert!(
+                    t.steps.windows(2).all(|w| w[0] < w[1]),
+                    "tap steps not strictly increasing"
+                );
+                t.steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| steps.contains(k))
+                    .map(|(j, &k)| (j, k))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let region_bytes = (tap_rows * std::mem::size_of::<TapEntry>()) as u64;
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment as u64;
+        let region_stride = region_bytes.div_ceil(align) * align;
+        let tap_bytes = region_stride * tapped.len() as u64;
+        let tapped_pipeline =
+            (!tapped.is_empty()).then(|| self.step_pipeline(problem.sampler, dim, tiled, true));
+        if tap_bytes > 0 {
+            self.prepare_tap(tap_bytes);
+        }
+        let tap_group = (tap_bytes > 0).then(|| self.tap_bind_group(region_bytes));
+
+        let (gx, gy, threads_per_row) = self.dispatch_grid(n);
+        let general = dim > MAX_DIM;
+        // The step stages run one workgroup per tile of particles (init_noise does not).
+        let (step_gx, step_gy) = if general {
+            self.general_grid(n)
+        } else {
+            self.reduction_grid(n)
+        };
+        let mut run = RunParams::new(
+            problem.seed,
+            first_particle,
+            n as u32,
+            dim as u32,
+            problem.dataset.len() as u32,
+        );
+        run.threads_per_row = threads_per_row;
+        run.initial_std = problem.initial_std as f32;
+        run.tap_rows = tap_rows as u32;
+        self.ctx
+            .queue
+            .write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
+
+        let main = self.main_bind_group();
+        let step_group = self.step_bind_group();
+        let chunk_group = self.chunk_bind_group();
+        let chunk_offsets = self.chunk_offsets();
+        let stride = self.problem.as_ref().unwrap().step_stride;
+        let batch = self.batch.as_mut().unwrap();
+        // The particles are already on the device when this segment continues the last
+        // one from the positions it read back (the sampler's usual segments).
+        let resident = initial.is_none()
+            && batch.resident.as_ref().is_some_and(|(first, positions)| {
+                *first == first_particle
+                    && positions.len() == samples.len()
+                    && positions
+                        .iter()
+                        .zip(samples.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+            });
+        batch.resident = None;
+        let batch = self.batch.as_ref().unwrap();
+        let device = &self.ctx.device;
+        let initial_staging = initial.is_some().then_some(&batch.initial_staging);
+        let final_staging = &batch.final_staging;
+
+        // Initial noise, and a copy of it for initial.npy, in the first submission; or the
+        // saved state of a batch that continues.
+        let mut encoder = device.create_command_encoder(&Default::default());
+        if let Some(initial_staging) = &initial_staging {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.init_pipeline);
+            pass.set_bind_group(0, &main, &[]);
+            pass.set_bind_group(1, &step_group, &[0]);
+            pass.set_bind_group(2, &chunk_group, &[0]);
+            pass.dispatch_workgroups(gx, gy, 1);
+            drop(pass);
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, initial_staging, 0, bytes);
+        } else if !resident {
+            self.ctx
+                .queue
+                .write_buffer(&batch.particles, 0, bytemuck::cast_slice(samples));
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+
+        // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
+        let n_steps = steps.end;
+        let mut submissions = Vec::new();
+        for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
+            let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
+            let mut encoder = device.create_command_encoder(&Default::default());
+            {
+                // Timestamps bracket all steps: start of the first pass, end of the last.
+                let (first, last) = (chunk_start == steps.start, chunk_end == n_steps);
+                let timestamp_writes =
+                    self.timestamps.as_ref().filter(|_| first || last).map(|t| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: &t.queries,
+                            beginning_of_pass_write_index: first.then_some(0),
+                            end_of_pass_write_index: last.then_some(1),
+                        }
+                    });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("em steps"),
+                    timestamp_writes,
+                });
+                pass.set_pipeline(&step_pipeline);
+                pass.set_bind_group(0, &main, &[]);
+                for k in chunk_start..chunk_end {
+                    // A tapped step's score evaluation (em: its record; heun: its
+                    // predictor, the first record) runs the tapped pipeline.
+                    let region = tapped.iter().position(|&(_, t)| t == k);
+                    for record in first_record[k]..first_record[k + 1] {
+                        let tap_here = region.filter(|_| record == first_record[k]);
+                        if let (Some(r), Some(pipeline), Some(group)) =
+                            (tap_here, &tapped_pipeline, &tap_group)
+                        {
+                            pass.set_pipeline(pipeline);
+                            pass.set_bind_group(0, &main, &[]);
+                            pass.set_bind_group(3, group, &[(r as u64 * region_stride) as u32]);
+                        }
+                        pass.set_bind_group(1, &step_group, &[(record as u64 * stride) as u32]);
+                        for &offset in &chunk_offsets {
+                            pass.set_bind_group(2, &chunk_group, &[offset]);
+                            pass.dispatch_workgroups(step_gx, step_gy, 1);
+                        }
+                        if tap_here.is_some() {
+                            pass.set_pipeline(&step_pipeline);
+                            pass.set_bind_group(0, &main, &[]);
+                        }
+                    }
+                }
+            }
+            if chunk_end == n_steps {
+                encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
+                if let Some(t) = self.tap_buffers.as_ref().filter(|_| tap_bytes > 0) {
+                    encoder.copy_buffer_to_buffer(&t.output, 0, &t.staging, 0, tap_bytes);
+                }
+                if let Some(t) = &self.timestamps {
+                    t.resolve(&mut encoder);
+                }
+            }
+            submissions.push((chunk_end, self.ctx.queue.submit([encoder.finish()])));
+        }
+        if steps.is_empty() {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        for (done, index) in submissions {
+            device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| self.ctx.wait_error(e))?;
+            self.ctx.check()?;
+            on_step(done);
+            // Ctrl-C: stop between submissions (those already queued finish unread).
+            if done < n_steps && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted("interrupted".into()));
+            }
+        }
+        if let (Some(initial), Some(staging)) = (initial, initial_staging) {
+            initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
+                &self.ctx, staging, bytes,
+            )?));
+        }
+        let positions: Vec<f32> =
+            bytemuck::cast_slice(&map_and_copy(&self.ctx, final_staging, bytes)?).to_vec();
+        samples.copy_from_slice(&positions);
+        self.batch.as_mut().unwrap().resident = Some((first_particle, positions));
+        if let (Some(tap), Some(buffers)) = (tap, self.tap_buffers.as_ref()) {
+            if tap_bytes > 0 {
+                let bytes = map_and_copy(&self.ctx, &buffers.staging, tap_bytes)?;
+                let records = tap.steps.len();
+                for (r, &(j, _)) in tapped.iter().enumerate() {
+                    let at = r * region_stride as usize;
+                    let region: &[TapEntry] =
+                        bytemuck::cast_slice(&bytes[at..at + region_bytes as usize]);
+                    for (row, entry) in region.iter().enumerate() {
+                        tap.max_weight[row * records + j] = entry.max_weight;
+                        tap.argmax[row * records + j] = entry.argmax;
+                    }
+                }
+            }
+        }
+        self.last_kernel_seconds = match (&self.timestamps, steps.len()) {
+            (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
+            _ => None,
+        };
+        Ok(())
+    }
+}
+
 /// Bytes of online-softmax state a particle carries between chunk dispatches: two vec4
 /// on the vec4 kernels, (D/4 rounded up + 1) vec4 on the general-D ones.
 pub fn state_bytes_per_particle(dim: usize) -> u64 {
@@ -753,6 +1151,10 @@ impl Engine for GpuEngine {
         target.deposit_buffer(&batch.particles, n, problem.dim)
     }
 
+    fn posterior_tap(&self, problem: &Problem) -> bool {
+        problem.dataset.len() <= MAX_TAPPED_TRAINING_POINTS
+    }
+
     fn advance_batch(
         &mut self,
         problem: &Problem,
@@ -763,186 +1165,51 @@ impl Engine for GpuEngine {
         cancel: &std::sync::atomic::AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        let dim = problem.dataset.dim;
-        self.check_problem(dim, problem.dataset.len())?;
-        let n = samples.len() / dim;
-        let bytes = (samples.len() * 4) as u64;
-        if n == 0 {
-            return Ok(());
-        }
-        let limit = self.max_batch_particles(dim);
-        if n > limit {
+        self.advance(
+            problem,
+            first_particle,
+            initial,
+            samples,
+            steps,
+            None,
+            cancel,
+            on_step,
+        )
+    }
+
+    /// The tapped records run the tapped pipeline (common/tap_on.wgsl), whose
+    /// arithmetic for the positions is that of the untapped one: only the argmax
+    /// tracking and the tap's writes are added.
+    fn advance_batch_tapped(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        samples: &mut [f32],
+        steps: std::ops::Range<usize>,
+        tap: &mut PosteriorTap,
+        cancel: &std::sync::atomic::AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        if !self.posterior_tap(problem) {
             return Err(Error::invalid(
-                "--batch",
+                "posterior tap",
                 format!(
-                    "{n} particles of dimension {dim} need {bytes} bytes per particle buffer \
-                     and {} bytes of softmax state, over this adapter's largest storage \
-                     buffer binding of {} bytes; at most {limit} particles fit a batch",
-                    n as u64 * state_bytes_per_particle(dim),
-                    self.ctx.max_storage_bytes()
+                    "the GPU engine taps training sets of at most \
+                     {MAX_TAPPED_TRAINING_POINTS} points, this one has {}",
+                    problem.dataset.len()
                 ),
             ));
         }
-        // The step records of the whole problem: one StepParams per step (em), or the
-        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
-        let mut records: Vec<u8> = Vec::new();
-        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
-        for (k, step) in problem.steps.iter().enumerate() {
-            first_record.push(records.len() / std::mem::size_of::<StepParams>());
-            match problem.sampler {
-                SamplerKind::Em => {
-                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
-                }
-                SamplerKind::Heun => {
-                    for half in HeunParams::for_step(problem.steps, k) {
-                        records.extend_from_slice(bytemuck::bytes_of(&half));
-                    }
-                }
-            }
-        }
-        first_record.push(records.len() / std::mem::size_of::<StepParams>());
-        let chunk_points = self.chunk_points_for(dim, n);
-        self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
-        self.prepare_batch(bytes, dim);
-        let tiled = self.uses_tiled(problem.dataset.len());
-        let step_pipeline = self.step_pipeline(problem.sampler, dim, tiled);
-
-        let (gx, gy, threads_per_row) = self.dispatch_grid(n);
-        let general = dim > MAX_DIM;
-        // The step stages run one workgroup per tile of particles (init_noise does not).
-        let (step_gx, step_gy) = if general {
-            self.general_grid(n)
-        } else {
-            self.reduction_grid(n)
-        };
-        let mut run = RunParams::new(
-            problem.seed,
+        self.advance(
+            problem,
             first_particle,
-            n as u32,
-            dim as u32,
-            problem.dataset.len() as u32,
-        );
-        run.threads_per_row = threads_per_row;
-        run.initial_std = problem.initial_std as f32;
-        self.ctx
-            .queue
-            .write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
-
-        let main = self.main_bind_group();
-        let step_group = self.step_bind_group();
-        let chunk_group = self.chunk_bind_group();
-        let chunk_offsets = self.chunk_offsets();
-        let stride = self.problem.as_ref().unwrap().step_stride;
-        let batch = self.batch.as_mut().unwrap();
-        // The particles are already on the device when this segment continues the last
-        // one from the positions it read back (the sampler's usual segments).
-        let resident = initial.is_none()
-            && batch.resident.as_ref().is_some_and(|(first, positions)| {
-                *first == first_particle
-                    && positions.len() == samples.len()
-                    && positions
-                        .iter()
-                        .zip(samples.iter())
-                        .all(|(a, b)| a.to_bits() == b.to_bits())
-            });
-        batch.resident = None;
-        let batch = self.batch.as_ref().unwrap();
-        let device = &self.ctx.device;
-        let initial_staging = initial.is_some().then_some(&batch.initial_staging);
-        let final_staging = &batch.final_staging;
-
-        // Initial noise, and a copy of it for initial.npy, in the first submission; or the
-        // saved state of a batch that continues.
-        let mut encoder = device.create_command_encoder(&Default::default());
-        if let Some(initial_staging) = &initial_staging {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.init_pipeline);
-            pass.set_bind_group(0, &main, &[]);
-            pass.set_bind_group(1, &step_group, &[0]);
-            pass.set_bind_group(2, &chunk_group, &[0]);
-            pass.dispatch_workgroups(gx, gy, 1);
-            drop(pass);
-            encoder.copy_buffer_to_buffer(&batch.particles, 0, initial_staging, 0, bytes);
-        } else if !resident {
-            self.ctx
-                .queue
-                .write_buffer(&batch.particles, 0, bytemuck::cast_slice(samples));
-        }
-        self.ctx.queue.submit([encoder.finish()]);
-
-        // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
-        let n_steps = steps.end;
-        let mut submissions = Vec::new();
-        for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
-            let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
-            let mut encoder = device.create_command_encoder(&Default::default());
-            {
-                // Timestamps bracket all steps: start of the first pass, end of the last.
-                let (first, last) = (chunk_start == steps.start, chunk_end == n_steps);
-                let timestamp_writes =
-                    self.timestamps.as_ref().filter(|_| first || last).map(|t| {
-                        wgpu::ComputePassTimestampWrites {
-                            query_set: &t.queries,
-                            beginning_of_pass_write_index: first.then_some(0),
-                            end_of_pass_write_index: last.then_some(1),
-                        }
-                    });
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("em steps"),
-                    timestamp_writes,
-                });
-                pass.set_pipeline(&step_pipeline);
-                pass.set_bind_group(0, &main, &[]);
-                for k in chunk_start..chunk_end {
-                    for record in first_record[k]..first_record[k + 1] {
-                        pass.set_bind_group(1, &step_group, &[(record as u64 * stride) as u32]);
-                        for &offset in &chunk_offsets {
-                            pass.set_bind_group(2, &chunk_group, &[offset]);
-                            pass.dispatch_workgroups(step_gx, step_gy, 1);
-                        }
-                    }
-                }
-            }
-            if chunk_end == n_steps {
-                encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
-                if let Some(t) = &self.timestamps {
-                    t.resolve(&mut encoder);
-                }
-            }
-            submissions.push((chunk_end, self.ctx.queue.submit([encoder.finish()])));
-        }
-        if steps.is_empty() {
-            let mut encoder = device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
-            self.ctx.queue.submit([encoder.finish()]);
-        }
-        for (done, index) in submissions {
-            device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: None,
-                })
-                .map_err(|e| self.ctx.wait_error(e))?;
-            self.ctx.check()?;
-            on_step(done);
-            // Ctrl-C: stop between submissions (those already queued finish unread).
-            if done < n_steps && cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(Error::Interrupted("interrupted".into()));
-            }
-        }
-        if let (Some(initial), Some(staging)) = (initial, initial_staging) {
-            initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
-                &self.ctx, staging, bytes,
-            )?));
-        }
-        let positions: Vec<f32> =
-            bytemuck::cast_slice(&map_and_copy(&self.ctx, final_staging, bytes)?).to_vec();
-        samples.copy_from_slice(&positions);
-        self.batch.as_mut().unwrap().resident = Some((first_particle, positions));
-        self.last_kernel_seconds = match (&self.timestamps, steps.len()) {
-            (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
-            _ => None,
-        };
-        Ok(())
+            initial,
+            samples,
+            steps,
+            Some(tap),
+            cancel,
+            on_step,
+        )
     }
 }

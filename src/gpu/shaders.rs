@@ -8,6 +8,11 @@ const TRAINING_SIMPLE: &str = include_str!("../../shaders/common/training_simple
 const TRAINING_TILED: &str = include_str!("../../shaders/common/training_tiled.wgsl");
 const REDUCE_CHUNK: &str = include_str!("../../shaders/common/reduce_chunk.wgsl");
 const REDUCE_GENERAL: &str = include_str!("../../shaders/common/reduce_general.wgsl");
+const TAP_OFF: &str = include_str!("../../shaders/common/tap_off.wgsl");
+const TAP_ON: &str = include_str!("../../shaders/common/tap_on.wgsl");
+const GENERAL_LANES_SHARED: &str = include_str!("../../shaders/common/general_lanes_shared.wgsl");
+const GENERAL_LANES_SUBGROUP: &str =
+    include_str!("../../shaders/common/general_lanes_subgroup.wgsl");
 
 const INIT_NOISE: &str = include_str!("../../shaders/init_noise.wgsl");
 const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
@@ -51,6 +56,45 @@ impl Stage {
             )
             .replace(LANES_DECLARATION, &format!("const LANES: u32 = {lanes}u;"))
     }
+
+    /// Whether this stage has a posterior-tap variant ([`source_tapped`](Self::source_tapped)).
+    pub fn can_tap(&self) -> bool {
+        self.parts.contains(&TAP_OFF)
+    }
+
+    /// [`source_for_dim`](Self::source_for_dim) with the posterior tap on
+    /// (common/tap_on.wgsl instead of common/tap_off.wgsl): the reduction also tracks each
+    /// particle's largest potential and its index and writes them to group 3 at the last
+    /// chunk. Panics for a stage without a reduction.
+    pub fn source_tapped(&self, dim: usize) -> String {
+        assert!(self.can_tap(), "{} has no posterior tap", self.entry_point);
+        self.source_for_dim(dim).replace(TAP_OFF, TAP_ON)
+    }
+
+    /// Whether this stage has a subgroup variant (the general-D stages).
+    pub fn can_use_subgroups(&self) -> bool {
+        self.parts.contains(&GENERAL_LANES_SHARED)
+    }
+
+    /// The module for dimension `dim`, with the posterior tap on or off (see
+    /// [`source_tapped`](Self::source_tapped)), and for the general-D stages with
+    /// `subgroups` the logits reading the particle tile by subgroup broadcasts
+    /// (common/general_lanes_subgroup.wgsl; needs `wgpu::Features::SUBGROUP` and subgroups
+    /// of 8 to 64 invocations) instead of workgroup loads. Same results either way.
+    pub fn source_variant(&self, dim: usize, tapped: bool, subgroups: bool) -> String {
+        let source = if tapped {
+            self.source_tapped(dim)
+        } else {
+            self.source_for_dim(dim)
+        };
+        if subgroups && self.can_use_subgroups() {
+            // No `enable subgroups;`: naga (wgpu 30) takes the subgroup built-ins without
+            // it and rejects the directive as not yet implemented; wgpu checks the feature.
+            source.replace(GENERAL_LANES_SHARED, GENERAL_LANES_SUBGROUP)
+        } else {
+            source
+        }
+    }
 }
 
 /// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
@@ -78,6 +122,7 @@ pub const EM_STEP_STAGE: Stage = Stage {
     parts: &[
         PARAMS,
         PHILOX,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
@@ -90,6 +135,7 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
     parts: &[
         PARAMS,
         PHILOX,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_TILED,
         REDUCE_CHUNK,
@@ -98,11 +144,25 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
 };
 pub const SCORE_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, TRAINING_SIMPLE, REDUCE_CHUNK, SCORE],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_SIMPLE,
+        REDUCE_CHUNK,
+        SCORE,
+    ],
 };
 pub const SCORE_TILED_STAGE: Stage = Stage {
     entry_point: "score",
-    parts: &[PARAMS, SCORE_COMMON, TRAINING_TILED, REDUCE_CHUNK, SCORE],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_TILED,
+        REDUCE_CHUNK,
+        SCORE,
+    ],
 };
 /// The Euler–Maruyama step for D > 4: one workgroup per particle.
 pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
@@ -110,7 +170,9 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
     parts: &[
         PARAMS,
         PHILOX,
+        TAP_OFF,
         SCORE_COMMON,
+        GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         EM_STEP_GENERAL,
     ],
@@ -118,13 +180,21 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
 /// The score for D > 4: one workgroup per query point.
 pub const SCORE_GENERAL_STAGE: Stage = Stage {
     entry_point: "score_general",
-    parts: &[PARAMS, SCORE_COMMON, REDUCE_GENERAL, SCORE_GENERAL],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        GENERAL_LANES_SHARED,
+        REDUCE_GENERAL,
+        SCORE_GENERAL,
+    ],
 };
 /// Half a Heun step of the probability-flow ODE, simple reduction (D <= 4).
 pub const HEUN_STEP_STAGE: Stage = Stage {
     entry_point: "heun_step",
     parts: &[
         PARAMS,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
@@ -136,6 +206,7 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
     entry_point: "heun_step",
     parts: &[
         PARAMS,
+        TAP_OFF,
         SCORE_COMMON,
         TRAINING_TILED,
         REDUCE_CHUNK,
@@ -145,7 +216,14 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
 /// Half a Heun step for D > 4: one workgroup per particle.
 pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
     entry_point: "heun_step_general",
-    parts: &[PARAMS, SCORE_COMMON, REDUCE_GENERAL, HEUN_STEP_GENERAL],
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        GENERAL_LANES_SHARED,
+        REDUCE_GENERAL,
+        HEUN_STEP_GENERAL,
+    ],
 };
 pub const PHILOX_KAT_STAGE: Stage = Stage {
     entry_point: "philox_kat",
