@@ -171,8 +171,13 @@ pub struct Scratch {
     running_max: Vec<f32>,
     weight_sum: Vec<f32>,
     argmax: Vec<u32>,
+    /// The points of the current block that weigh something for the current tile.
+    live: Vec<u32>,
     /// Pairs recomputed in the direct form (statistics).
     pub recomputed: u64,
+    /// (Tile, point) pairs skipped by the weighted mean because every weight was 0
+    /// (statistics).
+    pub skipped_mean_points: u64,
 }
 
 impl Scratch {
@@ -188,7 +193,9 @@ impl Scratch {
             running_max: vec![0f32; rows],
             weight_sum: vec![0f32; rows],
             argmax: vec![0u32; rows],
+            live: Vec::with_capacity(block_points(dim)),
             recomputed: 0,
+            skipped_mean_points: 0,
         }
     }
 }
@@ -499,14 +506,48 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
             }
             scratch.weight_sum[p] += fold16(&lanes);
         }
-        // 3. The weighted sums of the block's rows, tile by tile.
+        // 3. The weighted sums of the block's rows, tile by tile, over the points that
+        // weigh something for at least one particle of the tile. Late in a trajectory
+        // nearly every weight is 0 (flushed above), and those products were half the
+        // flops. The skip is exact: see `canonical_zero` below.
         let rows_of_block = &training.rows[start * width..(start + count) * width];
         for t in 0..rows / R {
             let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
+            let live = &mut scratch.live;
+            live.clear();
+            for i in 0..count {
+                if (0..R).any(|r| weights[r * block + i] != 0.0) {
+                    live.push(i as u32);
+                }
+            }
+            scratch.skipped_mean_points += (count - live.len()) as u64;
             let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
-            mean_tile::<V, R>(weights, block, count, rows_of_block, width, acc);
+            mean_tile::<V, R>(weights, block, live, rows_of_block, width, acc);
         }
         start += count;
+    }
+    canonical_zero(&mut scratch.acc[..rows * width]);
+}
+
+/// Turn `-0` into `+0`, leaving every other value alone (`-0 + +0 = +0` in
+/// round-to-nearest; LLVM may not fold `v + 0.0` away, it is not an identity).
+///
+/// Why the skip of zero weights in `score_means` is exact, and why this is needed: a
+/// skipped term is `fma(+0, a, acc)` (the weights are `>= +0`, never NaN, the points
+/// finite), whose exact value is `±0 + acc`: it is `acc` itself unless `acc` is a zero,
+/// and a zero otherwise. So an accumulator that skips such terms and one that does not
+/// stay equal up to the sign of a zero: later terms and the rescale by `keep` preserve
+/// that (a sum with a non-zero term or a product of equal values is the same either
+/// way). The accumulators do start at `+0`, but they *can* become `-0` (a negative sum
+/// rescaled by a `keep` that underflows to 0, or a product that underflows), so the
+/// argument "they never become -0" does not hold; whether a point is skipped for a
+/// particle depends on its tile mates (it is skipped only when it weighs 0 for all of
+/// them), so without this step the sign of a zero mean coordinate could depend on the
+/// batch. Canonicalizing once per evaluation makes the results bit-identical again.
+#[inline(always)]
+fn canonical_zero(acc: &mut [f32]) {
+    for a in acc {
+        *a += 0.0;
     }
 }
 
@@ -594,13 +635,13 @@ unsafe fn dot_tile<V: Lanes16, const R: usize>(
     }
 }
 
-/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's `count` points, i in order, in
-/// register tiles of `R` particles x `MEAN_CHUNK` coordinates.
+/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's points listed in `live`, in order,
+/// in register tiles of `R` particles x `MEAN_CHUNK` coordinates.
 #[inline(always)]
 unsafe fn mean_tile<V: Lanes16, const R: usize>(
     weights: &[f32],
     block: usize,
-    count: usize,
+    live: &[u32],
     rows: &[f32],
     width: usize,
     acc: &mut [f32],
@@ -611,7 +652,9 @@ unsafe fn mean_tile<V: Lanes16, const R: usize>(
             t[0] = V::load(half16(acc, r * width + d0));
             t[1] = V::load(half16(acc, r * width + d0 + 16));
         }
-        for (i, row) in rows.chunks_exact(width).take(count).enumerate() {
+        for &i in live {
+            let i = i as usize;
+            let row = &rows[i * width..(i + 1) * width];
             let a0 = V::load(half16(row, d0));
             let a1 = V::load(half16(row, d0 + 16));
             for (r, t) in tile.iter_mut().enumerate() {
