@@ -399,6 +399,9 @@ pub struct RunReport {
     pub backend_note: Option<String>,
     pub device: String,
     pub timings_s: Timings,
+    /// Exact culling of the score's (particle, training point) pairs, as the engine
+    /// counted it in this process, where the engine culls (cpu engine, D > 4).
+    pub culled_pairs: Option<CulledPairs>,
     pub memorization: MemorizationSummary,
     pub files: Vec<String>,
 }
@@ -442,6 +445,13 @@ pub struct RunParameters {
     /// Where the density grids were computed (samples on the engine's GPU where it can
     /// serve the grid; see README.md, "Density images").
     pub density_on: crate::run_folder::DensityOn,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CulledPairs {
+    pub pairs: u64,
+    pub culled: u64,
+    pub fraction: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -804,6 +814,11 @@ fn complete(
             finish,
             total: started.elapsed().as_secs_f64(),
         },
+        culled_pairs: engine.pair_counts().map(|(pairs, culled)| CulledPairs {
+            pairs,
+            culled,
+            fraction: culled as f64 / pairs as f64,
+        }),
         memorization: metrics.summary(),
         files,
     };

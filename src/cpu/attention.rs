@@ -24,6 +24,7 @@
 //!   so results are bit-identical for any batch size or thread count on a given ISA.
 
 use super::approx::{exp2, mad};
+use super::cull::{dead_panels, panel_order, PanelBalls};
 use super::fast::Isa;
 use crate::params::{HeunParams, StepParams};
 use crate::philox::{counter, normals4_f32, philox4x32_10};
@@ -77,6 +78,10 @@ pub struct TrainingPanels {
     /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
     pub half_norm2: Vec<f32>,
     pub norm: Vec<f32>,
+    /// With culling (`clustered`): the original index of the point at each position,
+    /// and the panels' balls.
+    pub order: Option<Vec<u32>>,
+    pub balls: Option<PanelBalls>,
 }
 
 impl TrainingPanels {
@@ -107,7 +112,31 @@ impl TrainingPanels {
             rows,
             half_norm2,
             norm,
+            order: None,
+            balls: None,
         }
+    }
+
+    /// The training set reordered into panels of nearby points (`cull::panel_order`),
+    /// with a ball per panel, for the kernel's exact culling.
+    pub fn clustered(points: &[f64], dim: usize) -> Self {
+        let order = panel_order(points, dim);
+        let reordered: Vec<f64> = order
+            .iter()
+            .flat_map(|&i| &points[i as usize * dim..(i as usize + 1) * dim])
+            .copied()
+            .collect();
+        let mut panels = Self::new(&reordered, dim);
+        panels.balls = Some(PanelBalls::new(&reordered, dim));
+        panels.order = Some(order);
+        panels
+    }
+
+    /// The original index of the point at kernel position `position`.
+    pub fn original_index(&self, position: u32) -> u32 {
+        self.order
+            .as_ref()
+            .map_or(position, |order| order[position as usize])
     }
 
     fn padded_points(&self) -> usize {
@@ -178,6 +207,13 @@ pub struct Scratch {
     /// (Tile, point) pairs skipped by the weighted mean because every weight was 0
     /// (statistics).
     pub skipped_mean_points: u64,
+    /// With culling: per row, per panel, whether the panel is dead for the row's particle
+    /// (`[row][panel]`; padding rows are all dead), and one row of centre distances.
+    dead: Vec<bool>,
+    distances: Vec<f64>,
+    /// (Particle, real training point) pairs evaluated, and those culled (statistics).
+    pub pairs: u64,
+    pub culled_pairs: u64,
 }
 
 impl Scratch {
@@ -196,6 +232,16 @@ impl Scratch {
             live: Vec::with_capacity(block_points(dim)),
             recomputed: 0,
             skipped_mean_points: 0,
+            dead: training
+                .balls
+                .as_ref()
+                .map_or(Vec::new(), |b| vec![true; rows * b.panels()]),
+            distances: training
+                .balls
+                .as_ref()
+                .map_or(Vec::new(), |b| vec![0.0; b.panels()]),
+            pairs: 0,
+            culled_pairs: 0,
         }
     }
 }
@@ -335,7 +381,10 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
             if let Some(record) = records.iter().position(|&r| r == u) {
                 let rows = out.len() / records.len();
                 for row in 0..rows.min(particles) {
-                    out[record * rows + row] = (1.0 / scratch.weight_sum[row], scratch.argmax[row]);
+                    out[record * rows + row] = (
+                        1.0 / scratch.weight_sum[row],
+                        training.original_index(scratch.argmax[row]),
+                    );
                 }
             }
         }
@@ -442,6 +491,25 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         .map(|xp| bound_terms(xp, scale.kappa))
         .collect();
     let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    // Culling: which panels each particle can skip (its own state only).
+    let panel_count = training.padded_points() / PANEL;
+    scratch.pairs += (particles * training.points) as u64;
+    if let Some(balls) = &training.balls {
+        let cull_margin = (training.points as f64).log2() + CULL_MARGIN_BITS as f64;
+        for p in 0..particles {
+            scratch.culled_pairs += dead_panels(
+                &scratch.scaled[p * dim..(p + 1) * dim],
+                scale.kappa,
+                balls,
+                &training.rows,
+                training.row_width,
+                cull_margin,
+                &mut scratch.distances,
+                &mut scratch.dead[p * panel_count..(p + 1) * panel_count],
+            );
+        }
+    }
+    let culling = training.balls.is_some();
     let padded_points = training.padded_points();
     let mut start = 0;
     while start < padded_points {
@@ -451,6 +519,12 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
             let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
             for j in 0..count / PANEL {
                 let panel_index = start / PANEL + j;
+                // A panel dead for every particle of the tile is skipped; one dead for
+                // some is masked per particle in step 2.
+                if culling && (0..R).all(|r| scratch.dead[(t * R + r) * panel_count + panel_index])
+                {
+                    continue;
+                }
                 let panel =
                     &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
                 let out = &mut scratch.weights[t * R * block + j * PANEL..];
@@ -460,6 +534,18 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         // 2. Per particle: logits, recomputes, online max, weights.
         for (p, bound) in bounds.iter().enumerate() {
             let w = &mut scratch.weights[p * block..p * block + count];
+            if culling {
+                // The particle's dead panels weigh exactly 0 (logit -inf), whether its
+                // tile computed them or not; a block dead for it is skipped whole.
+                let dead = &scratch.dead[p * panel_count + start / PANEL..][..count / PANEL];
+                if dead.iter().all(|&d| d) {
+                    w.fill(0.0);
+                    continue;
+                }
+                for (wp, _) in w.chunks_exact_mut(PANEL).zip(dead).filter(|(_, &d)| d) {
+                    wp.fill(f32::NEG_INFINITY);
+                }
+            }
             let xp = &scratch.scaled[p * dim..(p + 1) * dim];
             let (block_max, recomputed) = logits::<FMA>(
                 w,
