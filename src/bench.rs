@@ -92,6 +92,9 @@ pub struct BenchPlan {
     /// A cell whose estimated time (warm-up and repeats included) exceeds this is
     /// skipped, and says so. Estimates come from the cells already measured.
     pub max_cell_seconds: f64,
+    /// The cpu engine with exact culling (`CpuEngine::with_culling`); each row reports
+    /// the fraction of pairs it culled.
+    pub cull: bool,
 }
 
 impl Default for BenchPlan {
@@ -103,6 +106,7 @@ impl Default for BenchPlan {
             warmup: 1,
             repeats: 3,
             max_cell_seconds: 8.0,
+            cull: false,
         }
     }
 }
@@ -156,12 +160,12 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Open the engine of one backend, or say why it is unavailable.
-fn open(backend: Backend) -> std::result::Result<Box<dyn Engine>, String> {
+fn open(backend: Backend, cull: bool) -> std::result::Result<Box<dyn Engine>, String> {
     match backend {
         Backend::Gpu => GpuEngine::new(AdapterChoice::Any)
             .map(|e| Box::new(e) as Box<dyn Engine>)
             .map_err(|e| e.to_string()),
-        Backend::Cpu => Ok(Box::new(CpuEngine::new())),
+        Backend::Cpu => Ok(Box::new(CpuEngine::with_culling(cull))),
         Backend::Reference => Ok(Box::new(ReferenceEngine::new(VpSchedule::default()))),
         Backend::Auto => Err("auto is not a backend to benchmark".into()),
     }
@@ -172,7 +176,7 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
     let mut rows: Vec<BenchRow> = Vec::new();
     let steps = plan.time_points - 1;
     for &backend in &plan.backends {
-        let mut engine = match open(backend) {
+        let mut engine = match open(backend, plan.cull) {
             Ok(engine) => engine,
             Err(why) => {
                 let none = BenchCell {
@@ -430,6 +434,7 @@ pub struct BenchReport {
     pub warmup: usize,
     pub repeats: usize,
     pub max_cell_seconds: f64,
+    pub cull: bool,
     pub rows: Vec<BenchRow>,
 }
 
@@ -473,6 +478,7 @@ mod tests {
             warmup: 0,
             repeats: 1,
             max_cell_seconds: 60.0,
+            cull: false,
         };
         let rows = run(&plan, &mut |_| {}).unwrap();
         assert_eq!(rows.len(), 1);

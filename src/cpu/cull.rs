@@ -140,12 +140,15 @@ impl PanelBalls {
 /// non-negative terms, so its relative error is at most `γ_(D+3)`); the rest in f64 with
 /// a slack far above its rounding. Per panel, with `d` the distance to the centre and
 /// `r` the radius: every point's logit is at most `−κ max(0, d − r)² / 2`. The
-/// particle's best logit is at least that of any training point: of every centre (a
-/// training point), and of every point of the most promising panel (the largest upper
-/// bound, the first among ties), whose distances are computed exactly for that: the
-/// centres alone bound it too loosely once the particle sits near one point of a panel.
+/// particle's best logit is at least that of any training point: of the nearest centre
+/// (a training point; the first among ties) and of every point of its panel, whose
+/// distances are computed for that: the centres alone bound it too loosely once the
+/// particle sits near one point of a panel.
 /// `rows`: the points in panel order, row-major, rows of `row_width`.
+/// Inlined into the kernel's `#[target_feature]` wrappers, so that the distances use
+/// their vector width (called on its own, it ran on SSE2 and took a fifth of the time).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn dead_panels(
     xp: &[f32],
     kappa: f32,
@@ -163,37 +166,33 @@ pub fn dead_panels(
     let kappa = kappa as f64;
     // Below the f32 normal range the relative bound fails; an absolute term covers it.
     let tiny = terms * f64::from_bits(0x36a0_0000_0000_0000); // 2^-149
-                                                              // The exact distance² (as f64) above its f32 computation, and the distance below.
-    let high = |computed: f64| (computed / (1.0 - gamma) + tiny) * (1.0 + 1e-15);
-    let low = |computed: f64| (computed / (1.0 + gamma)).sqrt() * (1.0 - 1e-15);
-    let mut lower = f64::NEG_INFINITY;
-    let mut promising = (0usize, f64::INFINITY);
+    let mut nearest = (0usize, f64::INFINITY);
     for (j, d) in distances.iter_mut().enumerate() {
-        let centre = &balls.centres[j * dim..(j + 1) * dim];
-        let computed = direct_distance2(xp, centre) as f64;
-        lower = lower.max(-0.5 * kappa * high(computed));
-        let gap = low(computed) - balls.radii[j];
-        if gap < promising.1 {
-            promising = (j, gap);
+        let computed = direct_distance2(xp, &balls.centres[j * dim..(j + 1) * dim]) as f64;
+        if computed < nearest.1 {
+            nearest = (j, computed);
         }
         *d = computed;
     }
-    let j = promising.0;
+    // The best true logit is at least any training point's: the nearest centre's and
+    // those of its panel's points.
+    let (j, mut best) = nearest;
     for i in j * PANEL..j * PANEL + balls.counts[j] as usize {
         let computed = direct_distance2(xp, &rows[i * row_width..i * row_width + dim]) as f64;
-        lower = lower.max(-0.5 * kappa * high(computed));
+        best = best.min(computed);
     }
-    // f64 rounding of the bounds (a few ulps relative) is covered many times over.
+    let lower = -0.5 * kappa * (best / (1.0 - gamma) + tiny) * (1.0 + 1e-15);
+    // The slack covers the f64 rounding of everything below (a few ulps relative) many
+    // times over.
     let threshold = lower - margin - 1e-9 * (lower.abs() + 1.0);
+    // A panel's bound `−κ max(0, d_lo − r)² / 2` is below the threshold (< 0) exactly
+    // when `d_lo > r + reach`; with `d_lo² = computed · shrink`, no square root per panel.
+    let reach = (-2.0 * threshold / kappa).sqrt();
+    let shrink = (1.0 - 1e-15) * (1.0 - 1e-15) / (1.0 + gamma);
     let mut culled = 0u64;
     for (j, (&computed, dead)) in distances.iter().zip(dead.iter_mut()).enumerate() {
-        let lo = low(computed) - balls.radii[j];
-        let upper = if lo > 0.0 {
-            -0.5 * kappa * lo * lo
-        } else {
-            0.0
-        };
-        *dead = upper < threshold;
+        let limit = balls.radii[j] + reach;
+        *dead = computed * shrink > limit * limit;
         if *dead {
             culled += balls.counts[j] as u64;
         }

@@ -196,7 +196,7 @@ impl Engine for CpuEngine {
     }
 
     fn pair_counts(&self) -> Option<(u64, u64)> {
-        (self.stats.pairs > 0).then_some((self.stats.pairs, self.stats.culled))
+        (self.cull && self.stats.pairs > 0).then_some((self.stats.pairs, self.stats.culled))
     }
 
     fn advance_batch(
