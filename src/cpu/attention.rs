@@ -211,6 +211,8 @@ pub struct Scratch {
     /// (`[row][panel]`; padding rows are all dead), and one row of centre distances.
     dead: Vec<bool>,
     distances: Vec<f64>,
+    /// With culling: per row, a lower bound of its best true logit (else `-inf`).
+    best_floor: Vec<f32>,
     /// (Particle, real training point) pairs evaluated, and those culled (statistics).
     pub pairs: u64,
     pub culled_pairs: u64,
@@ -240,6 +242,7 @@ impl Scratch {
                 .balls
                 .as_ref()
                 .map_or(Vec::new(), |b| vec![0.0; b.panels()]),
+            best_floor: vec![f32::NEG_INFINITY; rows],
             pairs: 0,
             culled_pairs: 0,
         }
@@ -497,7 +500,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
     if let Some(balls) = &training.balls {
         let cull_margin = (training.points as f64).log2() + CULL_MARGIN_BITS as f64;
         for p in 0..particles {
-            scratch.culled_pairs += dead_panels(
+            let (culled, lower) = dead_panels(
                 &scratch.scaled[p * dim..(p + 1) * dim],
                 scale.kappa,
                 balls,
@@ -507,6 +510,9 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 &mut scratch.distances,
                 &mut scratch.dead[p * panel_count..(p + 1) * panel_count],
             );
+            scratch.culled_pairs += culled;
+            // Rounded down to f32 (the bound is < 0: away from zero).
+            scratch.best_floor[p] = (lower * (1.0 + 1e-6)) as f32;
         }
     }
     let culling = training.balls.is_some();
@@ -554,7 +560,11 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 start,
                 bound,
                 scale.kappa,
-                scratch.running_max[p],
+                // The culling's lower bound of the best true logit tightens the recompute
+                // threshold from the first block on: the panel order groups points, so
+                // the running max of the first blocks can be far below the best, and
+                // every loose pair above `running max − margin` was recomputed.
+                scratch.running_max[p].max(scratch.best_floor[p]),
                 margin,
             );
             scratch.recomputed += recomputed;
@@ -576,12 +586,20 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 scratch.argmax[p] = (start + first) as u32;
             }
             let m = scratch.running_max[p];
+            // With culling, also below 2^-100 of the best's lower bound: in the panel
+            // order the first blocks' running max can be far below the best, and the
+            // weights they keep (the weighted mean's work) would only be rescaled away.
+            let cut = scratch.best_floor[p] - 100.0;
             for v in w.iter_mut() {
                 // Weights below 2^-100 of the max are exactly 0: they move no sum by an
                 // f32 ulp, and left in, their products with the points can be subnormal,
                 // which costs a microcode assist per FMA on Intel x86.
                 let d = *v - m;
-                *v = if d > -100.0 { exp2::<FMA>(d) } else { 0.0 };
+                *v = if d > -100.0 && *v > cut {
+                    exp2::<FMA>(d)
+                } else {
+                    0.0
+                };
             }
             // Summed in 16 lanes, folded in a fixed order.
             let mut lanes = [0f32; 16];
