@@ -407,7 +407,9 @@ pub struct RunReport {
     pub device: String,
     pub timings_s: Timings,
     /// Exact culling of the score's (particle, training point) pairs, as the engine
-    /// counted it in this process, where the engine culls (cpu engine, D > 4).
+    /// counted it in this process, where the engine culls (cpu engine, D > 4); absent
+    /// elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub culled_pairs: Option<CulledPairs>,
     pub memorization: MemorizationSummary,
     pub files: Vec<String>,
