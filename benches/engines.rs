@@ -30,7 +30,8 @@ fn bench_engine(c: &mut Criterion, name: &str, engine: &mut dyn Engine) {
 
 /// The cpu engine for D > 4 (the fused attention kernel) on two of the workloads,
 /// scaled down so a criterion sample stays short: throughput in particle x point pairs
-/// per step (4·D flops each).
+/// per step (4·D flops each). With exact culling too: on these i.i.d. sets it culls
+/// nothing, so the difference is its cost.
 fn bench_attention(c: &mut Criterion) {
     let mut group = c.benchmark_group("cpu attention");
     group.sample_size(10);
@@ -39,9 +40,13 @@ fn bench_attention(c: &mut Criterion) {
             SampleConfig::new(Dataset::parse(&format!("gaussian:{n_train}:{dim}")).unwrap());
         config.particles = particles;
         group.throughput(Throughput::Elements(particles * n_train as u64 * 99));
-        group.bench_function(format!("D={dim} N={n_train} P={particles} 99 steps"), |b| {
-            b.iter(|| run_collect(&config, &mut CpuEngine::new()).unwrap())
-        });
+        for cull in [false, true] {
+            let culled = if cull { " culled" } else { "" };
+            group.bench_function(
+                format!("D={dim} N={n_train} P={particles} 99 steps{culled}"),
+                |b| b.iter(|| run_collect(&config, &mut CpuEngine::with_culling(cull)).unwrap()),
+            );
+        }
     }
     group.finish();
 }

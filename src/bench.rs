@@ -92,6 +92,9 @@ pub struct BenchPlan {
     /// A cell whose estimated time (warm-up and repeats included) exceeds this is
     /// skipped, and says so. Estimates come from the cells already measured.
     pub max_cell_seconds: f64,
+    /// The cpu engine with exact culling (`CpuEngine::with_culling`); each row reports
+    /// the fraction of pairs it culled.
+    pub cull: bool,
 }
 
 impl Default for BenchPlan {
@@ -103,6 +106,7 @@ impl Default for BenchPlan {
             warmup: 1,
             repeats: 3,
             max_cell_seconds: 8.0,
+            cull: false,
         }
     }
 }
@@ -130,6 +134,9 @@ pub struct BenchRow {
     pub gflops: Option<f64>,
     /// cpu engine's median over this backend's median, for the same workload.
     pub speedup_vs_cpu: Option<f64>,
+    /// The fraction of (particle, training point) pairs exact culling skipped in the
+    /// timed runs, measured by the engine, where it culls (`gflops` counts them all).
+    pub culled_fraction: Option<f64>,
     pub note: Option<String>,
 }
 
@@ -153,12 +160,12 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Open the engine of one backend, or say why it is unavailable.
-fn open(backend: Backend) -> std::result::Result<Box<dyn Engine>, String> {
+fn open(backend: Backend, cull: bool) -> std::result::Result<Box<dyn Engine>, String> {
     match backend {
         Backend::Gpu => GpuEngine::new(AdapterChoice::Any)
             .map(|e| Box::new(e) as Box<dyn Engine>)
             .map_err(|e| e.to_string()),
-        Backend::Cpu => Ok(Box::new(CpuEngine::new())),
+        Backend::Cpu => Ok(Box::new(CpuEngine::with_culling(cull))),
         Backend::Reference => Ok(Box::new(ReferenceEngine::new(VpSchedule::default()))),
         Backend::Auto => Err("auto is not a backend to benchmark".into()),
     }
@@ -169,7 +176,7 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
     let mut rows: Vec<BenchRow> = Vec::new();
     let steps = plan.time_points - 1;
     for &backend in &plan.backends {
-        let mut engine = match open(backend) {
+        let mut engine = match open(backend, plan.cull) {
             Ok(engine) => engine,
             Err(why) => {
                 let none = BenchCell {
@@ -249,13 +256,19 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
             config.time_points = plan.time_points;
             let mut times = Vec::new();
             let mut kernels = Vec::new();
+            let mut timed_pairs = (0u64, 0u64);
             for run in 0..plan.warmup + plan.repeats {
+                let before = engine.pair_counts().unwrap_or((0, 0));
                 let started = Instant::now();
                 sampler::run(&config, engine.as_mut(), &mut Discard, &mut NoProgress)?;
                 let elapsed = started.elapsed().as_secs_f64();
                 if run >= plan.warmup {
                     times.push(elapsed);
                     kernels.extend(engine.kernel_seconds());
+                    if let Some((pairs, culled)) = engine.pair_counts() {
+                        timed_pairs.0 += pairs - before.0;
+                        timed_pairs.1 += culled - before.1;
+                    }
                 }
             }
             let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -276,6 +289,8 @@ pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<Be
                 evaluations_per_s: Some(work / med),
                 gflops: Some(4.0 * dim as f64 * work / med / 1e9),
                 speedup_vs_cpu: None,
+                culled_fraction: (timed_pairs.0 > 0)
+                    .then(|| timed_pairs.1 as f64 / timed_pairs.0 as f64),
                 note: None,
             };
             report(&row);
@@ -325,6 +340,7 @@ fn skipped(
         evaluations_per_s: None,
         gflops: None,
         speedup_vs_cpu: None,
+        culled_fraction: None,
         note: Some(note),
     }
 }
@@ -341,8 +357,8 @@ fn si(v: f64) -> String {
 /// The markdown table of `rows`.
 pub fn markdown(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "| backend | device | P | N | D | median s | min–max s | GPU kernel s | particle-steps/s | evaluations/s | GFLOP/s | vs cpu |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | device | P | N | D | median s | min–max s | GPU kernel s | particle-steps/s | evaluations/s | GFLOP/s | vs cpu | culled |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let opt =
@@ -353,7 +369,7 @@ pub fn markdown(rows: &[BenchRow]) -> String {
             (None, None) => "—".into(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.backend,
             r.device,
             r.particles,
@@ -369,6 +385,7 @@ pub fn markdown(rows: &[BenchRow]) -> String {
             opt(r.evaluations_per_s, &si),
             opt(r.gflops, &|v| format!("{v:.1}")),
             opt(r.speedup_vs_cpu, &|v| format!("{v:.2}×")),
+            opt(r.culled_fraction, &|v| format!("{:.1}%", 100.0 * v)),
         ));
     }
     out
@@ -417,6 +434,7 @@ pub struct BenchReport {
     pub warmup: usize,
     pub repeats: usize,
     pub max_cell_seconds: f64,
+    pub cull: bool,
     pub rows: Vec<BenchRow>,
 }
 
@@ -460,6 +478,7 @@ mod tests {
             warmup: 0,
             repeats: 1,
             max_cell_seconds: 60.0,
+            cull: false,
         };
         let rows = run(&plan, &mut |_| {}).unwrap();
         assert_eq!(rows.len(), 1);

@@ -115,6 +115,12 @@ pub trait Engine {
     fn kernel_seconds(&self) -> Option<f64> {
         None
     }
+    /// `(pairs, culled)`: the (particle, training point) pairs of the score evaluations
+    /// since the engine was made, and how many of them exact culling skipped, where the
+    /// engine culls (the cpu engine for D > 4); `None` elsewhere.
+    fn pair_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// The GPU device this engine runs on, if it is the GPU engine: other GPU stages (the
     /// nearest-neighbour metrics) share it.
     fn gpu_context(&self) -> Option<&crate::gpu::GpuContext> {

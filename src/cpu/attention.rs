@@ -24,6 +24,7 @@
 //!   so results are bit-identical for any batch size or thread count on a given ISA.
 
 use super::approx::{exp2, mad};
+use super::cull::{dead_panels, panel_order, PanelBalls};
 use super::fast::{particle_normals, Isa};
 use crate::params::{HeunParams, StepParams};
 
@@ -76,6 +77,10 @@ pub struct TrainingPanels {
     /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
     pub half_norm2: Vec<f32>,
     pub norm: Vec<f32>,
+    /// With culling (`clustered`): the original index of the point at each position,
+    /// and the panels' balls.
+    pub order: Option<Vec<u32>>,
+    pub balls: Option<PanelBalls>,
 }
 
 impl TrainingPanels {
@@ -106,7 +111,31 @@ impl TrainingPanels {
             rows,
             half_norm2,
             norm,
+            order: None,
+            balls: None,
         }
+    }
+
+    /// The training set reordered into panels of nearby points (`cull::panel_order`),
+    /// with a ball per panel, for the kernel's exact culling.
+    pub fn clustered(points: &[f64], dim: usize) -> Self {
+        let order = panel_order(points, dim);
+        let reordered: Vec<f64> = order
+            .iter()
+            .flat_map(|&i| &points[i as usize * dim..(i as usize + 1) * dim])
+            .copied()
+            .collect();
+        let mut panels = Self::new(&reordered, dim);
+        panels.balls = Some(PanelBalls::new(&reordered, dim));
+        panels.order = Some(order);
+        panels
+    }
+
+    /// The original index of the point at kernel position `position`.
+    pub fn original_index(&self, position: u32) -> u32 {
+        self.order
+            .as_ref()
+            .map_or(position, |order| order[position as usize])
     }
 
     fn padded_points(&self) -> usize {
@@ -170,8 +199,22 @@ pub struct Scratch {
     running_max: Vec<f32>,
     weight_sum: Vec<f32>,
     argmax: Vec<u32>,
+    /// The points of the current block that weigh something for the current tile.
+    live: Vec<u32>,
     /// Pairs recomputed in the direct form (statistics).
     pub recomputed: u64,
+    /// (Tile, point) pairs skipped by the weighted mean because every weight was 0
+    /// (statistics).
+    pub skipped_mean_points: u64,
+    /// With culling: per row, per panel, whether the panel is dead for the row's particle
+    /// (`[row][panel]`; padding rows are all dead), and one row of centre distances.
+    dead: Vec<bool>,
+    distances: Vec<f64>,
+    /// With culling: per row, a lower bound of its best true logit (else `-inf`).
+    best_floor: Vec<f32>,
+    /// (Particle, real training point) pairs evaluated, and those culled (statistics).
+    pub pairs: u64,
+    pub culled_pairs: u64,
 }
 
 impl Scratch {
@@ -187,7 +230,20 @@ impl Scratch {
             running_max: vec![0f32; rows],
             weight_sum: vec![0f32; rows],
             argmax: vec![0u32; rows],
+            live: Vec::with_capacity(block_points(dim)),
             recomputed: 0,
+            skipped_mean_points: 0,
+            dead: training
+                .balls
+                .as_ref()
+                .map_or(Vec::new(), |b| vec![true; rows * b.panels()]),
+            distances: training
+                .balls
+                .as_ref()
+                .map_or(Vec::new(), |b| vec![0.0; b.panels()]),
+            best_floor: vec![f32::NEG_INFINITY; rows],
+            pairs: 0,
+            culled_pairs: 0,
         }
     }
 }
@@ -327,7 +383,10 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
             if let Some(record) = records.iter().position(|&r| r == u) {
                 let rows = out.len() / records.len();
                 for row in 0..rows.min(particles) {
-                    out[record * rows + row] = (1.0 / scratch.weight_sum[row], scratch.argmax[row]);
+                    out[record * rows + row] = (
+                        1.0 / scratch.weight_sum[row],
+                        training.original_index(scratch.argmax[row]),
+                    );
                 }
             }
         }
@@ -440,6 +499,28 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         .map(|xp| bound_terms(xp, scale.kappa))
         .collect();
     let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    // Culling: which panels each particle can skip (its own state only).
+    let panel_count = training.padded_points() / PANEL;
+    scratch.pairs += (particles * training.points) as u64;
+    if let Some(balls) = &training.balls {
+        let cull_margin = (training.points as f64).log2() + CULL_MARGIN_BITS as f64;
+        for p in 0..particles {
+            let (culled, lower) = dead_panels(
+                &scratch.scaled[p * dim..(p + 1) * dim],
+                scale.kappa,
+                balls,
+                &training.rows,
+                training.row_width,
+                cull_margin,
+                &mut scratch.distances,
+                &mut scratch.dead[p * panel_count..(p + 1) * panel_count],
+            );
+            scratch.culled_pairs += culled;
+            // Rounded down to f32 (the bound is < 0: away from zero).
+            scratch.best_floor[p] = (lower * (1.0 + 1e-6)) as f32;
+        }
+    }
+    let culling = training.balls.is_some();
     let padded_points = training.padded_points();
     let mut start = 0;
     while start < padded_points {
@@ -449,6 +530,12 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
             let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
             for j in 0..count / PANEL {
                 let panel_index = start / PANEL + j;
+                // A panel dead for every particle of the tile is skipped; one dead for
+                // some is masked per particle in step 2.
+                if culling && (0..R).all(|r| scratch.dead[(t * R + r) * panel_count + panel_index])
+                {
+                    continue;
+                }
                 let panel =
                     &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
                 let out = &mut scratch.weights[t * R * block + j * PANEL..];
@@ -458,6 +545,18 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         // 2. Per particle: logits, recomputes, online max, weights.
         for (p, bound) in bounds.iter().enumerate() {
             let w = &mut scratch.weights[p * block..p * block + count];
+            if culling {
+                // The particle's dead panels weigh exactly 0 (logit -inf), whether its
+                // tile computed them or not; a block dead for it is skipped whole.
+                let dead = &scratch.dead[p * panel_count + start / PANEL..][..count / PANEL];
+                if dead.iter().all(|&d| d) {
+                    w.fill(0.0);
+                    continue;
+                }
+                for (wp, _) in w.chunks_exact_mut(PANEL).zip(dead).filter(|(_, &d)| d) {
+                    wp.fill(f32::NEG_INFINITY);
+                }
+            }
             let xp = &scratch.scaled[p * dim..(p + 1) * dim];
             let (block_max, recomputed) = logits::<FMA>(
                 w,
@@ -466,7 +565,11 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 start,
                 bound,
                 scale.kappa,
-                scratch.running_max[p],
+                // The culling's lower bound of the best true logit tightens the recompute
+                // threshold from the first block on: the panel order groups points, so
+                // the running max of the first blocks can be far below the best, and
+                // every loose pair above `running max − margin` was recomputed.
+                scratch.running_max[p].max(scratch.best_floor[p]),
                 margin,
             );
             scratch.recomputed += recomputed;
@@ -488,12 +591,20 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 scratch.argmax[p] = (start + first) as u32;
             }
             let m = scratch.running_max[p];
+            // With culling, also below 2^-100 of the best's lower bound: in the panel
+            // order the first blocks' running max can be far below the best, and the
+            // weights they keep (the weighted mean's work) would only be rescaled away.
+            let cut = scratch.best_floor[p] - 100.0;
             for v in w.iter_mut() {
                 // Weights below 2^-100 of the max are exactly 0: they move no sum by an
                 // f32 ulp, and left in, their products with the points can be subnormal,
                 // which costs a microcode assist per FMA on Intel x86.
                 let d = *v - m;
-                *v = if d > -100.0 { exp2::<FMA>(d) } else { 0.0 };
+                *v = if d > -100.0 && *v > cut {
+                    exp2::<FMA>(d)
+                } else {
+                    0.0
+                };
             }
             // Summed in 16 lanes, folded in a fixed order.
             let mut lanes = [0f32; 16];
@@ -504,14 +615,48 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
             }
             scratch.weight_sum[p] += fold16(&lanes);
         }
-        // 3. The weighted sums of the block's rows, tile by tile.
+        // 3. The weighted sums of the block's rows, tile by tile, over the points that
+        // weigh something for at least one particle of the tile. Late in a trajectory
+        // nearly every weight is 0 (flushed above), and those products were half the
+        // flops. The skip is exact: see `canonical_zero` below.
         let rows_of_block = &training.rows[start * width..(start + count) * width];
         for t in 0..rows / R {
             let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
+            let live = &mut scratch.live;
+            live.clear();
+            for i in 0..count {
+                if (0..R).any(|r| weights[r * block + i] != 0.0) {
+                    live.push(i as u32);
+                }
+            }
+            scratch.skipped_mean_points += (count - live.len()) as u64;
             let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
-            mean_tile::<V, R>(weights, block, count, rows_of_block, width, acc);
+            mean_tile::<V, R>(weights, block, live, rows_of_block, width, acc);
         }
         start += count;
+    }
+    canonical_zero(&mut scratch.acc[..rows * width]);
+}
+
+/// Turn `-0` into `+0`, leaving every other value alone (`-0 + +0 = +0` in
+/// round-to-nearest; LLVM may not fold `v + 0.0` away, it is not an identity).
+///
+/// Why the skip of zero weights in `score_means` is exact, and why this is needed: a
+/// skipped term is `fma(+0, a, acc)` (the weights are `>= +0`, never NaN, the points
+/// finite), whose exact value is `±0 + acc`: it is `acc` itself unless `acc` is a zero,
+/// and a zero otherwise. So an accumulator that skips such terms and one that does not
+/// stay equal up to the sign of a zero: later terms and the rescale by `keep` preserve
+/// that (a sum with a non-zero term or a product of equal values is the same either
+/// way). The accumulators do start at `+0`, but they *can* become `-0` (a negative sum
+/// rescaled by a `keep` that underflows to 0, or a product that underflows), so the
+/// argument "they never become -0" does not hold; whether a point is skipped for a
+/// particle depends on its tile mates (it is skipped only when it weighs 0 for all of
+/// them), so without this step the sign of a zero mean coordinate could depend on the
+/// batch. Canonicalizing once per evaluation makes the results bit-identical again.
+#[inline(always)]
+fn canonical_zero(acc: &mut [f32]) {
+    for a in acc {
+        *a += 0.0;
     }
 }
 
@@ -599,13 +744,13 @@ unsafe fn dot_tile<V: Lanes16, const R: usize>(
     }
 }
 
-/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's `count` points, i in order, in
-/// register tiles of `R` particles x `MEAN_CHUNK` coordinates.
+/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's points listed in `live`, in order,
+/// in register tiles of `R` particles x `MEAN_CHUNK` coordinates.
 #[inline(always)]
 unsafe fn mean_tile<V: Lanes16, const R: usize>(
     weights: &[f32],
     block: usize,
-    count: usize,
+    live: &[u32],
     rows: &[f32],
     width: usize,
     acc: &mut [f32],
@@ -616,7 +761,9 @@ unsafe fn mean_tile<V: Lanes16, const R: usize>(
             t[0] = V::load(half16(acc, r * width + d0));
             t[1] = V::load(half16(acc, r * width + d0 + 16));
         }
-        for (i, row) in rows.chunks_exact(width).take(count).enumerate() {
+        for &i in live {
+            let i = i as usize;
+            let row = &rows[i * width..(i + 1) * width];
             let a0 = V::load(half16(row, d0));
             let a1 = V::load(half16(row, d0 + 16));
             for (r, t) in tile.iter_mut().enumerate() {
