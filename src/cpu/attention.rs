@@ -587,7 +587,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 scratch.weight_sum[p] *= keep;
                 scratch.running_max[p] = block_max;
                 // The first point of the block at the max (ties: the lowest index).
-                let first = w.iter().position(|&v| v == block_max).unwrap_or(0);
+                let first = first_equal(w, block_max);
                 scratch.argmax[p] = (start + first) as u32;
             }
             let m = scratch.running_max[p];
@@ -623,12 +623,22 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         for t in 0..rows / R {
             let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
             let live = &mut scratch.live;
-            live.clear();
-            for i in 0..count {
-                if (0..R).any(|r| weights[r * block + i] != 0.0) {
-                    live.push(i as u32);
+            // 16 points at a time: which weigh something for any particle (vectorized),
+            // then their indices appended without a branch per point.
+            live.resize(count, 0);
+            let mut kept = 0;
+            for base in (0..count).step_by(16) {
+                let mut any = [false; 16];
+                for r in 0..R {
+                    let row = half16(weights, r * block + base);
+                    any = std::array::from_fn(|l| any[l] | (row[l] != 0.0));
+                }
+                for (l, &a) in any.iter().enumerate() {
+                    live[kept] = (base + l) as u32;
+                    kept += a as usize;
                 }
             }
+            live.truncate(kept);
             scratch.skipped_mean_points += (count - live.len()) as u64;
             let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
             mean_tile::<V, R>(weights, block, live, rows_of_block, width, acc);
@@ -658,6 +668,18 @@ fn canonical_zero(acc: &mut [f32]) {
     for a in acc {
         *a += 0.0;
     }
+}
+
+/// The index of the first value of `w` equal to `v` (0 if none): 16 at a time, so the
+/// comparisons vectorize (an early exit per value does not).
+#[inline(always)]
+fn first_equal(w: &[f32], v: f32) -> usize {
+    for (c, chunk) in w.chunks(16).enumerate() {
+        if chunk.iter().fold(false, |hit, &x| hit | (x == v)) {
+            return 16 * c + chunk.iter().position(|&x| x == v).unwrap_or(0);
+        }
+    }
+    0
 }
 
 /// `((a0 + a4 + a8 + a12) + ...)`: 16 lanes to one, in a fixed order.
@@ -841,7 +863,7 @@ fn logits<const FMA: bool>(
     // chunks so that LLVM vectorizes the lanes.
     let mut lower = [f32::NEG_INFINITY; 16];
     let mut best = [f32::NEG_INFINITY; 16];
-    let mut loose = [false; 16];
+    let mut widest = [0f32; 16];
     for ((wc, hc), nc) in w
         .chunks_exact_mut(16)
         .zip(h.chunks_exact(16))
@@ -850,24 +872,39 @@ fn logits<const FMA: bool>(
         let wc: &mut [f32; 16] = wc.try_into().unwrap();
         let hc: &[f32; 16] = hc.try_into().unwrap();
         let nc: &[f32; 16] = nc.try_into().unwrap();
-        for l in 0..16 {
-            let logit = kappa * ((wc[l] - hc[l]) - q);
-            wc[l] = logit;
-            let e = mad::<FMA>(
+        // Whole arrays by value, not element updates in place: LLVM then keeps the three
+        // accumulators in registers (in place, it kept them on the stack, a
+        // store-to-load chain per chunk).
+        let logit: [f32; 16] = std::array::from_fn(|l| kappa * ((wc[l] - hc[l]) - q));
+        let e: [f32; 16] = std::array::from_fn(|l| {
+            mad::<FMA>(
                 bound.norm_coeff,
                 nc[l],
                 mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
-            );
-            let low = logit - e;
-            lower[l] = if low > lower[l] { low } else { lower[l] };
-            best[l] = if logit > best[l] { logit } else { best[l] };
-            loose[l] |= e > RECOMPUTE_TOLERANCE;
-        }
+            )
+        });
+        *wc = logit;
+        lower = std::array::from_fn(|l| {
+            let low = logit[l] - e[l];
+            if low > lower[l] {
+                low
+            } else {
+                lower[l]
+            }
+        });
+        best = std::array::from_fn(|l| {
+            if logit[l] > best[l] {
+                logit[l]
+            } else {
+                best[l]
+            }
+        });
+        widest = std::array::from_fn(|l| if e[l] > widest[l] { e[l] } else { widest[l] });
     }
     let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
     let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut recomputed = 0;
-    if loose.iter().any(|&l| l) {
+    if widest.iter().any(|&e| e > RECOMPUTE_TOLERANCE) {
         let threshold = lower - margin;
         let dim = training.dim;
         for (c, ((wc, hc), nc)) in w
