@@ -623,19 +623,20 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         for t in 0..rows / R {
             let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
             let live = &mut scratch.live;
-            // 16 points at a time: which weigh something for any particle (vectorized),
-            // then their indices appended without a branch per point.
+            // 16 points at a time: which weigh something for any particle, by OR-ing the
+            // weights' bits (a weight is +0 or positive; integer lanes vectorize, `bool`
+            // lanes did not), then their indices appended without a branch per point.
             live.resize(count, 0);
             let mut kept = 0;
             for base in (0..count).step_by(16) {
-                let mut any = [false; 16];
+                let mut any = [0u32; 16];
                 for r in 0..R {
                     let row = half16(weights, r * block + base);
-                    any = std::array::from_fn(|l| any[l] | (row[l] != 0.0));
+                    any = std::array::from_fn(|l| any[l] | row[l].to_bits());
                 }
                 for (l, &a) in any.iter().enumerate() {
                     live[kept] = (base + l) as u32;
-                    kept += a as usize;
+                    kept += (a != 0) as usize;
                 }
             }
             live.truncate(kept);
