@@ -40,7 +40,7 @@ if [[ ${#found[@]} -eq 0 ]]; then
     echo "gpu-bundle: no GPU test executable found" >&2
     exit 1
 fi
-loader="$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')"
+loader="$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ && !seen {print $NF; seen = 1}')"
 if [[ -n "$loader" ]]; then
     cp -L "$loader" "$out/lib/libvulkan.so.1"
 fi

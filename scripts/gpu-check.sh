@@ -44,7 +44,7 @@ for manifest in /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia*; do
     [[ -e "$manifest" ]] && have_nvidia_icd=1
 done
 if [[ $have_nvidia_icd -eq 0 && -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ]]; then
-    nvidia_lib="$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 .*x86-64/ {print $NF; exit}')"
+    nvidia_lib="$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 .*x86-64/ && !seen {print $NF; seen = 1}')"
     if [[ -n "$nvidia_lib" ]]; then
         printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' \
             "$nvidia_lib" >"$out/nvidia_icd.json"
