@@ -452,7 +452,7 @@ pub struct RunParameters {
     /// Where the metrics' nearest neighbours were found ("gpu" or "cpu"; exact either way).
     pub nearest_neighbours_on: &'static str,
     /// Where the density grids were computed (samples on the engine's GPU where it can
-    /// serve the grid; see README.md, "Density images").
+    /// serve the grid; see docs/density-images.md).
     pub density_on: crate::run_folder::DensityOn,
 }
 
