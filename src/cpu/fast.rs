@@ -711,7 +711,17 @@ fn normals<const D: usize, const FMA: bool, const L: usize>(
     key: [u32; 2],
 ) -> [[f32; L]; 4] {
     let words = philox_lanes([*lo, *hi, [step as u64; L], [0; L]], key);
-    let pairs = D.div_ceil(2);
+    box_muller::<FMA, L>(&words, D.div_ceil(2))
+}
+
+/// Box–Muller in the twin's order on Philox output words: pair `p` (of `pairs`, at most 2)
+/// turns words `2p`, `2p + 1` into normals `2p` (cosine) and `2p + 1` (sine). The other
+/// arrays of the result are unspecified.
+#[inline(always)]
+fn box_muller<const FMA: bool, const L: usize>(
+    words: &[[u64; L]; 4],
+    pairs: usize,
+) -> [[f32; L]; 4] {
     // Separate loops, so that the u64 -> f32 conversion does not set the vector width
     // of the float math (LLVM would otherwise pick 8 lanes for everything).
     let mut u = [[0.0f32; L]; 4];
@@ -744,7 +754,7 @@ fn normals<const D: usize, const FMA: bool, const L: usize>(
 /// The normals of lane blocks `0..out.len().div_ceil(4)` of one particle at `step`
 /// (block `b` gives `out[4b..4b + 4]`, cut at `out.len()`): what
 /// `crate::philox::normals4_f32` gives for each block, but 16 blocks at a time through
-/// [`philox_lanes`] and the polynomial `ln` and `sincos` of [`normals`]. For the D > 4
+/// [`philox_lanes`] and [`box_muller`] (the polynomial `ln` and `sincos`). For the D > 4
 /// kernel, whose scalar per-block normals cost as much as a few percent of a step.
 #[inline(always)]
 pub(crate) fn particle_normals<const FMA: bool>(
@@ -763,27 +773,7 @@ pub(crate) fn particle_normals<const FMA: bool>(
             *b = (first + l) as u64;
         }
         let words = philox_lanes([lo, hi, [step as u64; L], block], key);
-        let mut u = [[0.0f32; L]; 4];
-        for w in 0..4 {
-            for l in 0..L {
-                u[w][l] = uniform(words[w][l]);
-            }
-        }
-        let mut z = [[0.0f32; L]; 4];
-        for pair in 0..2 {
-            let mut r = [0.0f32; L];
-            for l in 0..L {
-                r[l] = (-2.0 * ln::<FMA>(u[2 * pair][l])).sqrt();
-            }
-            let (mut sin, mut cos) = ([0.0f32; L], [0.0f32; L]);
-            for l in 0..L {
-                (sin[l], cos[l]) = sincos_turns::<FMA>(reduced_turns(u[2 * pair + 1][l]));
-            }
-            for l in 0..L {
-                z[2 * pair][l] = r[l] * cos[l];
-                z[2 * pair + 1][l] = r[l] * sin[l];
-            }
-        }
+        let z = box_muller::<FMA, L>(&words, 2);
         let values = &mut out[4 * first..];
         for (i, v) in values.iter_mut().take(4 * L).enumerate() {
             *v = z[i % 4][i / 4];

@@ -582,24 +582,36 @@ impl GpuEngine {
         });
     }
 
-    /// Group 3 of the tapped stages: a region of `region_bytes` of the tap buffer, placed
-    /// by a dynamic offset per tapped step.
-    fn tap_bind_group(&self, region_bytes: u64) -> wgpu::BindGroup {
-        let t = self.tap_buffers.as_ref().expect("tap buffers");
+    /// A bind group of one window of `size` bytes into `buffer`, placed by a dynamic
+    /// offset at each dispatch (the per-step records, the per-chunk records, a tapped
+    /// step's region of the tap buffer).
+    fn window_bind_group(
+        &self,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        buffer: &wgpu::Buffer,
+        size: u64,
+    ) -> wgpu::BindGroup {
         self.ctx
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("posterior tap"),
-                layout: &self.tap_layout,
+                label: Some(label),
+                layout,
                 entries: &[wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &t.output,
+                        buffer,
                         offset: 0,
-                        size: std::num::NonZeroU64::new(region_bytes),
+                        size: Some(std::num::NonZeroU64::new(size).expect("a non-empty window")),
                     }),
                 }],
             })
+    }
+
+    /// Group 3 of the tapped stages: a region of `region_bytes` of the tap buffer.
+    fn tap_bind_group(&self, region_bytes: u64) -> wgpu::BindGroup {
+        let t = self.tap_buffers.as_ref().expect("tap buffers");
+        self.window_bind_group("posterior tap", &self.tap_layout, &t.output, region_bytes)
     }
 
     fn main_bind_group(&self) -> wgpu::BindGroup {
@@ -637,44 +649,14 @@ impl GpuEngine {
 
     fn step_bind_group(&self) -> wgpu::BindGroup {
         let p = self.problem.as_ref().expect("problem uploaded");
-        self.ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("step"),
-                layout: &self.step_layout,
-                entries: &[wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &p.steps,
-                        offset: 0,
-                        size: Some(
-                            std::num::NonZeroU64::new(std::mem::size_of::<StepParams>() as u64)
-                                .unwrap(),
-                        ),
-                    }),
-                }],
-            })
+        let size = std::mem::size_of::<StepParams>() as u64;
+        self.window_bind_group("step", &self.step_layout, &p.steps, size)
     }
 
     fn chunk_bind_group(&self) -> wgpu::BindGroup {
         let p = self.problem.as_ref().expect("problem uploaded");
-        self.ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("chunk"),
-                layout: &self.chunk_layout,
-                entries: &[wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &p.chunks,
-                        offset: 0,
-                        size: Some(
-                            std::num::NonZeroU64::new(std::mem::size_of::<ChunkParams>() as u64)
-                                .unwrap(),
-                        ),
-                    }),
-                }],
-            })
+        let size = std::mem::size_of::<ChunkParams>() as u64;
+        self.window_bind_group("chunk", &self.chunk_layout, &p.chunks, size)
     }
 
     /// Chunk offsets into the chunk-params buffer, in dispatch order.
