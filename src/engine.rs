@@ -151,7 +151,18 @@ pub trait Engine {
         steps: Range<usize>,
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.advance_steps(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            None,
+            cancel,
+            on_step,
+        )
+    }
 
     /// Whether [`advance_batch_tapped`](Self::advance_batch_tapped) works for `problem`.
     /// Without it the driver stops each batch at the recorded steps and measures the
@@ -165,8 +176,8 @@ pub trait Engine {
     /// for its steps inside `steps`. The positions written to `state` are bit-identical to
     /// those of `advance_batch` over the same ranges (the reference engine: to those of
     /// `advance_batch` split at every tapped step), whatever `tap.rows`: a particle's
-    /// trajectory never depends on whether it is recorded. Only engines whose
-    /// [`posterior_tap`](Self::posterior_tap) is true implement it.
+    /// trajectory never depends on whether it is recorded. An error where
+    /// [`posterior_tap`](Self::posterior_tap) is false.
     #[allow(clippy::too_many_arguments)]
     fn advance_batch_tapped(
         &mut self,
@@ -179,24 +190,41 @@ pub trait Engine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        let _ = (
+        if !self.posterior_tap(problem) {
+            return Err(crate::error::Error::invalid(
+                "posterior tap",
+                format!(
+                    "the {} engine does not report its softmax weights for this problem",
+                    self.backend().name()
+                ),
+            ));
+        }
+        self.advance_steps(
             problem,
             first_particle,
             initial,
             state,
             steps,
-            tap,
+            Some(tap),
             cancel,
             on_step,
-        );
-        Err(crate::error::Error::invalid(
-            "posterior tap",
-            format!(
-                "the {} engine does not report its softmax weights",
-                self.backend().name()
-            ),
-        ))
+        )
     }
+
+    /// What both of the above run: each engine's one implementation, with the tap
+    /// optional.
+    #[allow(clippy::too_many_arguments)]
+    fn advance_steps(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()>;
 
     /// Add the positions the last [`advance_batch`](Self::advance_batch) left, particles
     /// `0..n` of the batch, to `target` on the device, without reading them back: only the

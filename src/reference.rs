@@ -167,40 +167,18 @@ impl Engine for ReferenceEngine {
         usize::MAX
     }
 
-    fn advance_batch(
-        &mut self,
-        problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        self.advance(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            None,
-            cancel,
-            on_step,
-        )
-    }
-
     fn posterior_tap(&self, _problem: &Problem) -> bool {
         true
     }
 
-    fn advance_batch_tapped(
+    fn advance_steps(
         &mut self,
         problem: &Problem,
         first_particle: u64,
         initial: Option<&mut [f32]>,
         state: &mut [f32],
         steps: Range<usize>,
-        tap: &mut PosteriorTap,
+        tap: Option<&mut PosteriorTap>,
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
@@ -210,7 +188,7 @@ impl Engine for ReferenceEngine {
             initial,
             state,
             steps,
-            Some(tap),
+            tap,
             cancel,
             on_step,
         )

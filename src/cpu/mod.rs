@@ -201,43 +201,20 @@ impl Engine for CpuEngine {
         (self.cull && self.stats.pairs > 0).then_some((self.stats.pairs, self.stats.culled))
     }
 
-    fn advance_batch(
-        &mut self,
-        problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        advance_any(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            None,
-            cancel,
-            on_step,
-            (self.cull, &mut self.stats),
-        )
-    }
-
     /// Both kernels read the softmax state they evaluate the score with: the D <= 4 SIMD
     /// engine its lanes', the D > 4 attention kernel each row's `1 / weight_sum`.
     fn posterior_tap(&self, problem: &Problem) -> bool {
         (1..=MAX_DIMENSION).contains(&problem.dataset.dim)
     }
 
-    fn advance_batch_tapped(
+    fn advance_steps(
         &mut self,
         problem: &Problem,
         first_particle: u64,
         initial: Option<&mut [f32]>,
         state: &mut [f32],
         steps: Range<usize>,
-        tap: &mut crate::engine::PosteriorTap,
+        tap: Option<&mut crate::engine::PosteriorTap>,
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
@@ -247,7 +224,7 @@ impl Engine for CpuEngine {
             initial,
             state,
             steps,
-            Some(tap),
+            tap,
             cancel,
             on_step,
             (self.cull, &mut self.stats),

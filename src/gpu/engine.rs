@@ -1137,59 +1137,27 @@ impl Engine for GpuEngine {
         problem.dataset.len() <= MAX_TAPPED_TRAINING_POINTS
     }
 
-    fn advance_batch(
-        &mut self,
-        problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        samples: &mut [f32],
-        steps: std::ops::Range<usize>,
-        cancel: &std::sync::atomic::AtomicBool,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        self.advance(
-            problem,
-            first_particle,
-            initial,
-            samples,
-            steps,
-            None,
-            cancel,
-            on_step,
-        )
-    }
-
     /// The tapped records run the tapped pipeline (common/tap_on.wgsl), whose
     /// arithmetic for the positions is that of the untapped one: only the argmax
     /// tracking and the tap's writes are added.
-    fn advance_batch_tapped(
+    fn advance_steps(
         &mut self,
         problem: &Problem,
         first_particle: u64,
         initial: Option<&mut [f32]>,
         samples: &mut [f32],
         steps: std::ops::Range<usize>,
-        tap: &mut PosteriorTap,
+        tap: Option<&mut PosteriorTap>,
         cancel: &std::sync::atomic::AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        if !self.posterior_tap(problem) {
-            return Err(Error::invalid(
-                "posterior tap",
-                format!(
-                    "the GPU engine taps training sets of at most \
-                     {MAX_TAPPED_TRAINING_POINTS} points, this one has {}",
-                    problem.dataset.len()
-                ),
-            ));
-        }
         self.advance(
             problem,
             first_particle,
             initial,
             samples,
             steps,
-            Some(tap),
+            tap,
             cancel,
             on_step,
         )
