@@ -11,6 +11,7 @@ pub mod em_step_general;
 pub mod fast;
 pub mod heun_step;
 pub mod init_noise;
+pub mod lanes16;
 pub mod nearest;
 pub mod reduce_general;
 pub mod score;

@@ -1,0 +1,126 @@
+//! The 16-lane type the attention kernel's register tiles are written over, one
+//! implementation per instruction set (see [`Lanes16`]).
+
+/// 16 f32 lanes as the micro-kernels see them: a fused array (AVX-512, one zmm), two ymm
+/// through intrinsics (AVX2) or a plain array (portable, no FMA). The register tiles are
+/// written over this type, not as loops over particles, because LLVM, left alone,
+/// vectorized those loops across particles with gathers and scatters instead of keeping
+/// the tiles in registers. All give the same operations in the same order; only FMA
+/// (contracted or not) differs between the portable one and the others.
+pub trait Lanes16: Copy {
+    const FMA: bool;
+    /// # Safety
+    /// The CPU has the features of the implementing type (the callers are the
+    /// `#[target_feature]` wrappers chosen by `Isa::detect`).
+    unsafe fn zero() -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn splat(v: f32) -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn load(src: &[f32; 16]) -> Self;
+    /// # Safety
+    /// As `zero`.
+    unsafe fn store(self, dst: &mut [f32; 16]);
+    /// `self * b + c`.
+    /// # Safety
+    /// As `zero`.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+}
+
+#[derive(Clone, Copy)]
+pub struct Portable16([f32; 16]);
+
+impl Lanes16 for Portable16 {
+    const FMA: bool = false;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self([0.0; 16])
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self([v; 16])
+    }
+    #[inline(always)]
+    unsafe fn load(src: &[f32; 16]) -> Self {
+        Self(*src)
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32; 16]) {
+        *dst = self.0;
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
+    }
+}
+
+/// 16 lanes with fused multiply-adds, as a plain array: inside the AVX-512 wrapper LLVM
+/// keeps it in one zmm register (the AVX-512 intrinsics need Rust 1.89; the crate's MSRV
+/// is 1.87).
+#[derive(Clone, Copy)]
+pub struct Fused16([f32; 16]);
+
+impl Lanes16 for Fused16 {
+    const FMA: bool = true;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self([0.0; 16])
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self([v; 16])
+    }
+    #[inline(always)]
+    unsafe fn load(src: &[f32; 16]) -> Self {
+        Self(*src)
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32; 16]) {
+        *dst = self.0;
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l].mul_add(b.0[l], c.0[l])))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86 {
+    use super::Lanes16;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct Avx2x16(__m256, __m256);
+
+    impl Lanes16 for Avx2x16 {
+        const FMA: bool = true;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Self(_mm256_setzero_ps(), _mm256_setzero_ps())
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Self(_mm256_set1_ps(v), _mm256_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(src: &[f32; 16]) -> Self {
+            Self(
+                _mm256_loadu_ps(src.as_ptr()),
+                _mm256_loadu_ps(src.as_ptr().add(8)),
+            )
+        }
+        #[inline(always)]
+        unsafe fn store(self, dst: &mut [f32; 16]) {
+            _mm256_storeu_ps(dst.as_mut_ptr(), self.0);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8), self.1);
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Self(
+                _mm256_fmadd_ps(self.0, b.0, c.0),
+                _mm256_fmadd_ps(self.1, b.1, c.1),
+            )
+        }
+    }
+}
