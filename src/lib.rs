@@ -18,6 +18,7 @@ pub mod image_grid;
 pub mod measure;
 pub mod merge;
 pub mod metrics;
+pub mod npy;
 pub mod output;
 pub mod params;
 pub mod philox;
