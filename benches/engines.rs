@@ -2,12 +2,12 @@
 //! with GPU timestamps is `memodiff bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use memodiff::cpu::CpuEngine;
-use memodiff::dataset::Dataset;
+use memodiff::density::heatmap::{DensityGrid, Extent, DEFAULT_BANDWIDTH};
+use memodiff::engine::cpu::CpuEngine;
+use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
 use memodiff::engine::Engine;
-use memodiff::gpu::{AdapterChoice, GpuEngine};
-use memodiff::heatmap::{DensityGrid, Extent, DEFAULT_BANDWIDTH};
-use memodiff::sampler::{run_collect, SampleConfig};
+use memodiff::model::dataset::Dataset;
+use memodiff::run::driver::{run_collect, SampleConfig};
 
 fn config(particles: u64, n_train: usize) -> SampleConfig {
     let mut config = SampleConfig::new(Dataset::circle(n_train).unwrap());

@@ -1,7 +1,7 @@
 //! The built-in training sets and image training sets, end to end through the binary.
 
 use assert_cmd::Command;
-use memodiff::dataset::Dataset;
+use memodiff::model::dataset::Dataset;
 use predicates::prelude::*;
 use std::path::Path;
 

@@ -7,12 +7,12 @@
 mod common;
 
 use assert_cmd::Command;
-use memodiff::colormap::Colormap;
-use memodiff::dataset::Dataset;
-use memodiff::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
-use memodiff::heatmap::{DensityGrid, Extent};
-use memodiff::run_figures::snapshot_plan;
-use memodiff::schedule::VpSchedule;
+use memodiff::density::heatmap::{DensityGrid, Extent};
+use memodiff::image::colormap::Colormap;
+use memodiff::model::dataset::Dataset;
+use memodiff::model::schedule::VpSchedule;
+use memodiff::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
+use memodiff::plot::run_figures::snapshot_plan;
 use std::path::Path;
 
 fn memodiff() -> Command {
@@ -328,13 +328,13 @@ fn bad_figure_options_are_refused_before_anything_is_written() {
 fn check_against_reference(table: &[f32], n: usize, extent: &Extent, tau: f64, rel: f64) {
     let data = Dataset::circle(8).unwrap();
     let schedule = VpSchedule::default();
-    let xs = memodiff::schedule::linspace(extent.xmin, extent.xmax, n);
-    let ys = memodiff::schedule::linspace(extent.ymin, extent.ymax, n);
+    let xs = memodiff::model::schedule::linspace(extent.xmin, extent.xmax, n);
+    let ys = memodiff::model::schedule::linspace(extent.ymin, extent.ymax, n);
     assert_eq!(table.len(), n * n * 4);
     for (i, row) in table.chunks(4).enumerate() {
         let (x, y) = (xs[i % n] as f32, ys[i / n] as f32);
         assert_eq!((row[0], row[1]), (x, y), "row {i}");
-        let r = memodiff::reference::score(&data, &schedule, tau, &[x as f64, y as f64]);
+        let r = memodiff::engine::reference::score(&data, &schedule, tau, &[x as f64, y as f64]);
         let err = (row[2] as f64 - r[0]).hypot(row[3] as f64 - r[1]);
         // Relative to the score, except where it nearly vanishes (s m ~ x): there f32
         // cancellation of the O(|x| / sigma2) terms sets the floor (as in tests/gpu.rs).
@@ -369,7 +369,7 @@ fn score_field_npy_is_the_score_on_the_grid() {
         &out,
         &[],
     );
-    let (shape, table) = memodiff::output::read_npy_f32(&out.join("score_field.npy")).unwrap();
+    let (shape, table) = memodiff::io::read_npy_f32(&out.join("score_field.npy")).unwrap();
     assert_eq!(shape, [256, 4]);
     let extent = Extent::square(-1.5, 1.5).unwrap();
     check_against_reference(&table, 16, &extent, 0.005, 1e-4);
@@ -392,10 +392,10 @@ fn gpu_score_kernel_gives_the_score_field() {
     let Some(engine) = common::gpu_engine("gpu_score_kernel_gives_the_score_field") else {
         return;
     };
-    let mut evaluator = memodiff::score_field::ScoreEvaluator::Gpu(Box::new(engine));
+    let mut evaluator = memodiff::commands::score_field::ScoreEvaluator::Gpu(Box::new(engine));
     let extent = Extent::square(-1.5, 1.5).unwrap();
     let n = 32;
-    let points = memodiff::score_field::grid_points(&extent, n);
+    let points = memodiff::commands::score_field::grid_points(&extent, n);
     let data = Dataset::circle(8).unwrap();
     for tau in [0.005, 0.3] {
         let scores = evaluator
@@ -554,7 +554,7 @@ fn sample_figures_show_the_colours_of_the_density_pngs() {
 /// markers included.
 #[test]
 fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
-    use memodiff::raster::{
+    use memodiff::image::raster::{
         colorbar, stats_of, write_grid_outputs_banded, BandLimits, FigureRequest, GridMeta,
         GridOutputs, Norm, Shading,
     };
@@ -620,8 +620,8 @@ fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
 /// inverse of the equalization at 0, 1/4, ..., 1.
 #[test]
 fn colorbar_ticks_follow_the_norm() {
-    use memodiff::raster::{colorbar_ticks, stats_of, Norm};
-    let check_order = |ticks: &[memodiff::raster::BarTick]| {
+    use memodiff::image::raster::{colorbar_ticks, stats_of, Norm};
+    let check_order = |ticks: &[memodiff::image::raster::BarTick]| {
         assert!(ticks.len() >= 3, "{ticks:?}");
         for w in ticks.windows(2) {
             assert!(w[1].pos > w[0].pos && w[1].value > w[0].value, "{ticks:?}");

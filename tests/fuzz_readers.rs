@@ -10,7 +10,7 @@
 //! PROPTEST_CASES=2000000 cargo test --release --test fuzz_readers -- --ignored --nocapture
 //! ```
 
-use memodiff::dataset::Dataset;
+use memodiff::model::dataset::Dataset;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -7,19 +7,19 @@
 mod common;
 
 use common::{gpu_engine, gpu_engine_with, row_distance, scattered};
-use memodiff::cpu::em_step_general::em_step_general;
-use memodiff::cpu::heun_step::heun_half_step_general;
-use memodiff::cpu::reduce_general::{pad_general, padded_width, score_points_general};
-use memodiff::cpu::score::{pad_training, score_points};
-use memodiff::dataset::Dataset;
+use memodiff::engine::cpu::em_step_general::em_step_general;
+use memodiff::engine::cpu::heun_step::heun_half_step_general;
+use memodiff::engine::cpu::reduce_general::{pad_general, padded_width, score_points_general};
+use memodiff::engine::cpu::score::{pad_training, score_points};
+use memodiff::engine::gpu::engine::{Reduction, PARTICLES_PER_INVOCATION};
+use memodiff::engine::gpu::GpuEngine;
+use memodiff::engine::records::{HeunParams, StepParams, GENERAL_PARTICLES, GENERAL_TILE};
+use memodiff::engine::reference::{self, ReferenceEngine};
 use memodiff::engine::SamplerKind;
-use memodiff::gpu::engine::{Reduction, PARTICLES_PER_INVOCATION};
-use memodiff::gpu::GpuEngine;
-use memodiff::params::{HeunParams, StepParams, GENERAL_PARTICLES, GENERAL_TILE};
-use memodiff::philox::seed_key;
-use memodiff::reference::{self, ReferenceEngine};
-use memodiff::sampler::{run_collect, SampleConfig};
-use memodiff::schedule::{reverse_steps, VpSchedule};
+use memodiff::model::dataset::Dataset;
+use memodiff::model::philox::seed_key;
+use memodiff::model::schedule::{reverse_steps, VpSchedule};
+use memodiff::run::driver::{run_collect, SampleConfig};
 
 /// Dimensions of the general-D kernels under test: just past the vec4 kernels, ragged
 /// columns (17 = 4 columns + 1), one particle block of workgroup memory (64), and an

@@ -7,9 +7,9 @@
 mod common;
 
 use common::{gpu_engine, scattered};
+use memodiff::engine::gpu::GpuEngine;
 use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
-use memodiff::gpu::GpuEngine;
-use memodiff::schedule::{reverse_steps, VpSchedule};
+use memodiff::model::schedule::{reverse_steps, VpSchedule};
 
 /// Final positions and, at a few steps, the posterior tap of `n` particles.
 fn run_once(gpu: &mut GpuEngine, problem: &Problem, n: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {

@@ -6,12 +6,12 @@
 mod common;
 
 use common::{gpu_engine, scattered};
-use memodiff::cpu::CpuEngine;
+use memodiff::engine::cpu::CpuEngine;
+use memodiff::engine::gpu::GpuEngine;
 use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
-use memodiff::gpu::GpuEngine;
-use memodiff::measure::{MetricsSink, PosteriorPlan};
-use memodiff::sampler::{run, BatchSink, NoProgress, SampleConfig};
-use memodiff::schedule::{reverse_steps, ReverseStep, VpSchedule};
+use memodiff::metrics::measure::{MetricsSink, PosteriorPlan};
+use memodiff::model::schedule::{reverse_steps, ReverseStep, VpSchedule};
+use memodiff::run::driver::{run, BatchSink, NoProgress, SampleConfig};
 
 /// f32 unit roundoff.
 const EPS: f64 = f32::EPSILON as f64 / 2.0;

@@ -4,12 +4,12 @@
 mod common;
 
 use common::{gpu_engine, row_distance, scattered};
-use memodiff::cpu::CpuEngine;
-use memodiff::dataset::Dataset;
+use memodiff::engine::cpu::CpuEngine;
+use memodiff::engine::reference::ReferenceEngine;
 use memodiff::engine::{Engine, Problem, SamplerKind, NEVER};
-use memodiff::reference::ReferenceEngine;
-use memodiff::sampler::{run_collect, SampleConfig};
-use memodiff::schedule::{reverse_steps, VpSchedule};
+use memodiff::model::dataset::Dataset;
+use memodiff::model::schedule::{reverse_steps, VpSchedule};
+use memodiff::run::driver::{run_collect, SampleConfig};
 
 /// Run `n` particles through steps `0..end` of the Heun sampler on `engine`; returns
 /// (initial, positions).
@@ -128,7 +128,7 @@ fn heun_follows_the_exact_flow_of_a_single_gaussian() {
 /// with several chunk dispatches) against the f64 reference, the same tolerance as em.
 #[test]
 fn gpu_heun_matches_the_reference() {
-    use memodiff::params::general_chunk_points;
+    use memodiff::engine::records::general_chunk_points;
     let Some(mut gpu) = gpu_engine("gpu_heun_matches_the_reference") else {
         return;
     };
@@ -237,7 +237,7 @@ fn heun_in_step_ranges_is_bit_identical_to_one_go() {
 /// the softmax state crosses dispatches in both halves of a step.
 #[test]
 fn gpu_heun_with_more_training_points_than_one_chunk() {
-    use memodiff::params::TRAINING_CHUNK;
+    use memodiff::engine::records::TRAINING_CHUNK;
     let Some(mut gpu) = gpu_engine("gpu_heun_with_more_training_points_than_one_chunk") else {
         return;
     };

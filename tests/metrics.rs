@@ -5,17 +5,17 @@
 mod common;
 
 use common::{gpu_engine, scattered};
-use memodiff::cpu::CpuEngine;
-use memodiff::dataset::Dataset;
+use memodiff::engine::cpu::CpuEngine;
+use memodiff::engine::reference::ReferenceEngine;
 use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
-use memodiff::measure::{MetricsSink, PosteriorPlan};
+use memodiff::metrics::measure::{MetricsSink, PosteriorPlan};
 use memodiff::metrics::nearest_two;
-use memodiff::posterior::max_weight;
-use memodiff::reference::ReferenceEngine;
-use memodiff::sampler::{
+use memodiff::model::dataset::Dataset;
+use memodiff::model::posterior::max_weight;
+use memodiff::model::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
+use memodiff::run::driver::{
     run, run_checkpointed, run_collect, BatchSink, Checkpoints, NoProgress, SampleConfig, Shard,
 };
-use memodiff::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
 
 #[test]
 fn gpu_nearest_two_equals_f64_brute_force() {
@@ -42,7 +42,8 @@ fn gpu_nearest_two_equals_f64_brute_force() {
             }
         }
         samples[dim] = f32::NAN;
-        let mut gpu = memodiff::gpu::nearest::GpuNearest::new(ctx, &training.points, dim).unwrap();
+        let mut gpu =
+            memodiff::engine::gpu::nearest::GpuNearest::new(ctx, &training.points, dim).unwrap();
         let found = gpu.neighbours(&samples).unwrap();
         assert_eq!(found.len(), rows);
         assert!(found[1].is_none(), "a NaN sample has no neighbours");
@@ -55,7 +56,7 @@ fn gpu_nearest_two_equals_f64_brute_force() {
         let t32: Vec<f32> = training.points.iter().map(|&v| v as f32).collect();
         let same = (0..rows)
             .filter(|&r| {
-                let twin = memodiff::cpu::nearest::nearest_three(
+                let twin = memodiff::engine::cpu::nearest::nearest_three(
                     &samples[r * dim..(r + 1) * dim],
                     &t32,
                     dim,
@@ -240,7 +241,7 @@ fn t_min_outputs_the_denoised_mean() {
     assert_eq!(initial, out.initial);
     let point = config.score_point_after(&steps, steps.len());
     assert_eq!(point.tau, 0.1);
-    memodiff::posterior::denoise(&config.dataset, config.score, &point, &mut state);
+    memodiff::model::posterior::denoise(&config.dataset, config.score, &point, &mut state);
     assert_eq!(state, out.samples);
     // A posterior mean of points on the unit circle lies inside it.
     for x in out.samples.chunks(2) {
@@ -260,7 +261,7 @@ fn t_min_outputs_the_denoised_mean() {
 /// E[max w] = 3/4. `collapse::measure` on the sampler must find the same OU time.
 #[test]
 fn collapse_time_of_two_points_matches_the_exact_value() {
-    use memodiff::collapse::{measure, CollapseArgs};
+    use memodiff::commands::collapse::{measure, CollapseArgs};
     let mean_max_w = |t: f64| {
         let (s, v) = ((-t).exp(), -(-2.0 * t).exp_m1());
         let (lo, hi, n) = (-12.0, 12.0, 24_000);
@@ -741,7 +742,7 @@ fn blocked_max_weights_equal_the_scalar_f64_pass() {
         (90, 784, 11),
     ] {
         let dataset = scattered(n_train, dim, 3 + dim as u64);
-        let columns = memodiff::posterior::columns(&dataset);
+        let columns = memodiff::model::posterior::columns(&dataset);
         let noise = scattered(rows, dim, 99);
         for tau in [0.9, 0.2, 0.01, 0.0] {
             let point = ScorePoint::new(&schedule, ScoreKind::Empirical, tau);
@@ -754,7 +755,7 @@ fn blocked_max_weights_equal_the_scalar_f64_pass() {
                 })
                 .collect();
             x[0] = 1e6;
-            let fast = memodiff::posterior::max_weights(&dataset, &columns, &x, &point);
+            let fast = memodiff::model::posterior::max_weights(&dataset, &columns, &x, &point);
             for (r, got) in fast.iter().enumerate() {
                 let want = max_weight(&dataset, &x[r * dim..(r + 1) * dim], &point);
                 assert_eq!(

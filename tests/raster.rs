@@ -4,9 +4,9 @@
 
 mod common;
 
-use memodiff::colormap::{lut_index, Colormap};
-use memodiff::heatmap::{direct_sum, DensityGrid, Extent, Kernel, DEFAULT_BANDWIDTH};
-use memodiff::raster::{
+use memodiff::density::heatmap::{direct_sum, DensityGrid, Extent, Kernel, DEFAULT_BANDWIDTH};
+use memodiff::image::colormap::{lut_index, Colormap};
+use memodiff::image::raster::{
     shade_indices, stats_of, write_grid_outputs, write_grid_outputs_banded, BandLimits, GridFile,
     GridMeta, GridOutputs, GridSum, Norm, Shading,
 };
@@ -354,7 +354,7 @@ fn grid_files_sum() {
         files,
     };
     let mut out = vec![0.0; 128 * 96];
-    memodiff::raster::RowSource::read_rows(&sum, 0, &mut out).unwrap();
+    memodiff::image::raster::RowSource::read_rows(&sum, 0, &mut out).unwrap();
     let peak = max_abs(all.data());
     for (s, v) in out.iter().zip(all.data()) {
         assert!((s - v).abs() <= 1e-6 * peak);

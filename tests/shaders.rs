@@ -1,6 +1,6 @@
 //! Every assembled WGSL module parses and validates with naga: no GPU needed.
 
-use memodiff::gpu::shaders::ALL_STAGES;
+use memodiff::engine::gpu::shaders::ALL_STAGES;
 
 #[test]
 fn every_assembled_module_validates() {
@@ -30,31 +30,31 @@ fn every_assembled_module_validates() {
 
 #[test]
 fn deposit_params_match_the_shader() {
-    // Keep-in-sync check for src/gpu/raster.rs <-> shaders/heatmap/deposit.wgsl.
-    let source = memodiff::gpu::shaders::DEPOSIT_STAGE.source();
+    // Keep-in-sync check for src/engine/gpu/raster.rs <-> shaders/heatmap/deposit.wgsl.
+    let source = memodiff::engine::gpu::shaders::DEPOSIT_STAGE.source();
     let module = naga::front::wgsl::parse_str(&source).unwrap();
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(module.to_ctx()).unwrap();
     let found = module.types.iter().any(|(handle, ty)| {
         ty.name.as_deref() == Some("DepositParams")
             && layouter[handle].size as usize
-                == std::mem::size_of::<memodiff::gpu::raster::DepositParams>()
+                == std::mem::size_of::<memodiff::engine::gpu::raster::DepositParams>()
     });
     assert!(found, "DepositParams differs between Rust and WGSL");
 }
 
 #[test]
 fn structs_shared_with_rust_have_the_same_size() {
-    // Keep-in-sync check for src/params.rs <-> shaders/common/params.wgsl.
-    let source = memodiff::gpu::shaders::EM_STEP_STAGE.source();
+    // Keep-in-sync check for src/engine/records.rs <-> shaders/common/params.wgsl.
+    let source = memodiff::engine::gpu::shaders::EM_STEP_STAGE.source();
     let module = naga::front::wgsl::parse_str(&source).unwrap();
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(module.to_ctx()).unwrap();
     for (handle, ty) in module.types.iter() {
         let expected = match ty.name.as_deref() {
-            Some("RunParams") => std::mem::size_of::<memodiff::params::RunParams>(),
-            Some("StepParams") => std::mem::size_of::<memodiff::params::StepParams>(),
-            Some("HeunParams") => std::mem::size_of::<memodiff::params::HeunParams>(),
+            Some("RunParams") => std::mem::size_of::<memodiff::engine::records::RunParams>(),
+            Some("StepParams") => std::mem::size_of::<memodiff::engine::records::StepParams>(),
+            Some("HeunParams") => std::mem::size_of::<memodiff::engine::records::HeunParams>(),
             _ => continue,
         };
         assert_eq!(layouter[handle].size as usize, expected, "{:?}", ty.name);
@@ -112,11 +112,11 @@ fn every_module_specialised_per_dimension_validates() {
 
 #[test]
 fn particles_per_invocation_match_the_shader() {
-    // Keep-in-sync check for src/gpu/engine.rs <-> shaders/common/reduce_chunk.wgsl.
-    let source = memodiff::gpu::shaders::EM_STEP_STAGE.source();
+    // Keep-in-sync check for src/engine/gpu/engine.rs <-> shaders/common/reduce_chunk.wgsl.
+    let source = memodiff::engine::gpu::shaders::EM_STEP_STAGE.source();
     let declaration = format!(
         "const PARTICLES_PER_INVOCATION: u32 = {}u;",
-        memodiff::gpu::engine::PARTICLES_PER_INVOCATION
+        memodiff::engine::gpu::engine::PARTICLES_PER_INVOCATION
     );
     assert!(
         source.contains(&declaration),
@@ -125,14 +125,14 @@ fn particles_per_invocation_match_the_shader() {
 }
 
 /// Field by field (names and byte offsets) for the structs the host writes or reads as
-/// bytes: `RunParams` (src/params.rs) and the posterior tap's `TapEntry`
-/// (src/gpu/engine.rs) against shaders/common/params.wgsl and common/tap_on.wgsl.
+/// bytes: `RunParams` (src/engine/records.rs) and the posterior tap's `TapEntry`
+/// (src/engine/gpu/engine.rs) against shaders/common/params.wgsl and common/tap_on.wgsl.
 #[test]
 fn shared_structs_match_field_by_field() {
-    use memodiff::gpu::engine::TapEntry;
-    use memodiff::params::RunParams;
+    use memodiff::engine::gpu::engine::TapEntry;
+    use memodiff::engine::records::RunParams;
     use std::mem::{offset_of, size_of};
-    let source = memodiff::gpu::shaders::EM_STEP_STAGE.source_tapped(2);
+    let source = memodiff::engine::gpu::shaders::EM_STEP_STAGE.source_tapped(2);
     let module = naga::front::wgsl::parse_str(&source).unwrap();
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(module.to_ctx()).unwrap();

@@ -8,9 +8,9 @@
 
 mod common;
 
-use memodiff::dataset::Dataset;
 use memodiff::engine::Engine;
-use memodiff::sampler::{run_collect, SampleConfig};
+use memodiff::model::dataset::Dataset;
+use memodiff::run::driver::{run_collect, SampleConfig};
 use std::time::Instant;
 
 /// Allowed growth of the resident set between the end of the warm-up and the last run.
@@ -80,7 +80,7 @@ fn soak(name: &str, runs: usize, particles: u64, mut run: impl FnMut(usize)) -> 
 fn soak_cpu_engine() {
     let runs = env_usize("MEMODIFF_SOAK_RUNS", 1000);
     let particles = env_usize("MEMODIFF_SOAK_PARTICLES", 2000) as u64;
-    let mut engine = memodiff::cpu::CpuEngine::new();
+    let mut engine = memodiff::engine::cpu::CpuEngine::new();
     let data = datasets();
     let (before, after, _) = soak("cpu", runs, particles, |k| {
         one_run("cpu", &mut engine, &data, particles, k)

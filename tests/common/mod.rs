@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
-use memodiff::gpu::{AdapterChoice, GpuEngine};
+use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
 
 /// Environment variable that lets a user without any GPU adapter (not even lavapipe)
 /// skip the GPU tests explicitly. Without it, a missing adapter is a test failure.
@@ -10,7 +10,7 @@ pub const SKIP_GPU_VAR: &str = "MEMODIFF_SKIP_GPU_TESTS";
 /// Open a GPU engine on any adapter (lavapipe included). Fails the test when none is
 /// found, unless `MEMODIFF_SKIP_GPU_TESTS=1`, in which case it prints that it skipped.
 pub fn gpu_engine(test: &str) -> Option<GpuEngine> {
-    gpu_engine_with(test, memodiff::gpu::engine::DEFAULT_WORKGROUP_SIZE)
+    gpu_engine_with(test, memodiff::engine::gpu::engine::DEFAULT_WORKGROUP_SIZE)
 }
 
 /// Environment variable that makes every GPU test fail on a software adapter (lavapipe,
@@ -26,7 +26,7 @@ pub fn announce_adapter(test: &str, info: &wgpu::AdapterInfo) {
         info.name, info.device_type, info.backend, info.driver, info.driver_info
     );
     if std::env::var(REQUIRE_HARDWARE_VAR).as_deref() == Ok("1")
-        && memodiff::gpu::context::is_software(info)
+        && memodiff::engine::gpu::context::is_software(info)
     {
         panic!(
             "{test}: {REQUIRE_HARDWARE_VAR}=1 but the adapter \"{}\" is a software \
@@ -65,7 +65,7 @@ pub fn row_distance(a: &[f32], b: &[f32], dim: usize, i: usize) -> f32 {
 
 /// A deterministic pseudo-random training set of `n` points in `dim` dimensions, uniform
 /// in [-1, 1]^dim (an LCG, so the tests need no RNG state).
-pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::dataset::Dataset {
+pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::model::dataset::Dataset {
     let mut state = salt;
     let points = (0..n * dim)
         .map(|_| {
@@ -75,7 +75,7 @@ pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::dataset::Dataset 
             ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
-    memodiff::dataset::Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
+    memodiff::model::dataset::Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
 }
 
 /// `n` deterministic 2-d points (row-major x, y) from an LCG: a Gaussian blob, a ring and
@@ -126,7 +126,9 @@ pub enum NoiseSource {
 }
 
 fn normal_error(source: NoiseSource, bits: [u32; 4]) -> [f64; 4] {
-    use memodiff::philox::{normals4_f64, normals_error_bound, CPU_F32_ACCURACY, WGSL_ACCURACY};
+    use memodiff::model::philox::{
+        normals4_f64, normals_error_bound, CPU_F32_ACCURACY, WGSL_ACCURACY,
+    };
     match source {
         NoiseSource::Gpu => normals_error_bound(bits, &WGSL_ACCURACY),
         NoiseSource::Cpu => normals_error_bound(bits, &CPU_F32_ACCURACY),
@@ -152,7 +154,9 @@ pub fn initial_noise_tolerance(
     initial_std: f64,
     dim: usize,
 ) -> Vec<f64> {
-    use memodiff::philox::{counter, normals4_f64, philox4x32_10, seed_key, INITIAL_NOISE_STEP};
+    use memodiff::model::philox::{
+        counter, normals4_f64, philox4x32_10, seed_key, INITIAL_NOISE_STEP,
+    };
     (0..dim.div_ceil(4))
         .flat_map(|block| {
             let bits = philox4x32_10(
@@ -210,8 +214,8 @@ pub const MAX_SPLIT_FRACTION: f64 = 1e-3;
 /// (index of the top weight, gap ln w1 - ln w2) of the posterior over `dataset` at `x`
 /// for the score point `at` (log-weights `-|x - s a_i|^2 / 2v`, in f64).
 pub fn top_two(
-    dataset: &memodiff::dataset::Dataset,
-    at: &memodiff::schedule::ScorePoint,
+    dataset: &memodiff::model::dataset::Dataset,
+    at: &memodiff::model::schedule::ScorePoint,
     x: &[f32],
 ) -> (usize, f64) {
     let (mut best, mut first, mut second) = (0, f64::NEG_INFINITY, f64::NEG_INFINITY);
@@ -241,7 +245,7 @@ struct StepRecorder {
     states: Vec<Vec<f32>>,
 }
 
-impl memodiff::sampler::BatchSink for StepRecorder {
+impl memodiff::run::driver::BatchSink for StepRecorder {
     fn consume(&mut self, _first: u64, _initial: &[f32], _samples: &[f32]) -> memodiff::Result<()> {
         Ok(())
     }
@@ -262,7 +266,7 @@ impl memodiff::sampler::BatchSink for StepRecorder {
 }
 
 fn record_steps(
-    config: &memodiff::sampler::SampleConfig,
+    config: &memodiff::run::driver::SampleConfig,
     engine: &mut dyn memodiff::engine::Engine,
     rows: &[u64],
 ) -> Vec<Vec<f32>> {
@@ -274,11 +278,11 @@ fn record_steps(
         steps,
         states: vec![vec![f32::NAN; rows.len() * dim]; steps + 1],
     };
-    memodiff::sampler::run(
+    memodiff::run::driver::run(
         config,
         engine,
         &mut recorder,
-        &mut memodiff::sampler::NoProgress,
+        &mut memodiff::run::driver::NoProgress,
     )
     .expect("replay with per-step states");
     recorder.states
@@ -303,7 +307,7 @@ pub struct Agreement {
 /// Their count is printed and may not exceed [`MAX_SPLIT_FRACTION`] of the particles.
 pub fn assert_trajectories_agree(
     name: &str,
-    config: &memodiff::sampler::SampleConfig,
+    config: &memodiff::run::driver::SampleConfig,
     (a, engine_a): (&[f32], &mut dyn memodiff::engine::Engine),
     (b, engine_b): (&[f32], &mut dyn memodiff::engine::Engine),
     bound: f32,

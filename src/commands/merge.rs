@@ -1,0 +1,444 @@
+//! `memodiff merge`: combine the run folders of the shards of one run (`sample --shard k/n`)
+//! into the run folder of the whole run.
+//!
+//! Everything is checked before anything is written: the inputs must be shards `0..n` of
+//! one run, each exactly once (same parameters except the shard, same backend), with the
+//! files their `run.json` lists. Then samples.npy and initial.npy are concatenated in
+//! particle-index order, streamed a block of rows at a time; the raw density grids (integer
+//! sums, [`DensityGrid::save_raw`]) are added exactly and re-rendered; the memorization
+//! counts are added; and a run.json for the whole run is written (shard: null,
+//! merged_from: the inputs). Because particle i depends only on (seed, i) and the grids and
+//! counts are integer sums, the result is bit-identical to the unsharded run on the same
+//! backend.
+
+use crate::density::heatmap::{DensityGrid, RawGridMeta};
+use crate::error::{Error, Result};
+use crate::image::colormap::Colormap;
+use crate::io::npy_header;
+use crate::io::NpyStreamWriter;
+use crate::metrics::MemorizationCounts;
+use crate::run::driver::Shard;
+use crate::run::folder::{prepare_dir, write_grid, METRICS_COUNTS};
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Parameters that may differ between the shards of one run.
+const PER_SHARD: [&str; 4] = ["shard", "particle_range", "batch_size", "batches"];
+
+/// Rows copied per block while concatenating `.npy` files.
+const BLOCK_ROWS: usize = 1 << 16;
+
+/// One input folder, checked.
+struct Part {
+    dir: PathBuf,
+    run: Value,
+    range: std::ops::Range<u64>,
+}
+
+fn bad(why: impl Into<String>) -> Error {
+    Error::invalid("merge", why.into())
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+fn files_of(run: &Value) -> Vec<String> {
+    run["files"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What `merge` wrote.
+#[derive(Debug, Clone)]
+pub struct MergeReport {
+    pub particles: u64,
+    pub shards: u64,
+    pub files: Vec<String>,
+}
+
+/// Check the inputs and return them in shard order, or the reason they are not the shards
+/// of one run.
+fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
+    if inputs.is_empty() {
+        return Err(bad("no input folders given"));
+    }
+    let out_canon = std::fs::canonicalize(out).ok();
+    let mut parts = Vec::new();
+    for dir in inputs {
+        if out_canon.is_some() && std::fs::canonicalize(dir).ok() == out_canon {
+            return Err(bad(format!(
+                "--out {} is also an input; merge into a new folder",
+                out.display()
+            )));
+        }
+        let run = read_json(&dir.join("run.json"))?;
+        let params = &run["parameters"];
+        let shard: Shard = match params.get("shard") {
+            Some(Value::Null) | None => {
+                return Err(bad(format!(
+                    "{} is not a shard (its run.json has no parameters.shard)",
+                    dir.display()
+                )))
+            }
+            Some(v) => serde_json::from_value::<ShardJson>(v.clone())
+                .map(|s| Shard {
+                    index: s.index,
+                    count: s.count,
+                })
+                .map_err(|e| bad(format!("{}: parameters.shard: {e}", dir.display())))?,
+        };
+        let particles = params["particles"]
+            .as_u64()
+            .ok_or_else(|| bad(format!("{}: parameters.particles missing", dir.display())))?;
+        let range = shard.range(particles);
+        let recorded: Vec<u64> = params["particle_range"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        if recorded != [range.start, range.end] {
+            return Err(bad(format!(
+                "{}: particle_range {recorded:?} is not shard {}/{}'s range {range:?}",
+                dir.display(),
+                shard.index,
+                shard.count
+            )));
+        }
+        parts.push((
+            shard,
+            Part {
+                dir: dir.clone(),
+                run,
+                range,
+            },
+        ));
+    }
+    let count = parts[0].0.count;
+    let first_dir = parts[0].1.dir.clone();
+    for (shard, part) in &parts {
+        if shard.count != count {
+            return Err(bad(format!(
+                "{} is shard {}/{} but {} is a shard of {count}",
+                part.dir.display(),
+                shard.index,
+                shard.count,
+                first_dir.display()
+            )));
+        }
+    }
+    let mut slots: Vec<Option<Part>> = (0..count).map(|_| None).collect();
+    for (shard, part) in parts {
+        let slot = &mut slots[shard.index as usize];
+        if let Some(previous) = slot {
+            return Err(bad(format!(
+                "shard {}/{count} given twice: {} and {}",
+                shard.index,
+                previous.dir.display(),
+                part.dir.display()
+            )));
+        }
+        *slot = Some(part);
+    }
+    let missing: Vec<String> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_none())
+        .map(|(k, _)| format!("{k}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(bad(format!("missing shard(s) {}", missing.join(", "))));
+    }
+    let parts: Vec<Part> = slots.into_iter().map(|s| s.expect("checked")).collect();
+
+    // Same run: every parameter but the per-shard ones, the same backend, the same files.
+    let strip = |run: &Value| {
+        let mut p = run["parameters"].clone();
+        if let Some(map) = p.as_object_mut() {
+            for key in PER_SHARD {
+                map.remove(key);
+            }
+        }
+        p
+    };
+    let reference = &parts[0];
+    let (ref_params, ref_files) = (strip(&reference.run), files_of(&reference.run));
+    for part in &parts[1..] {
+        let params = strip(&part.run);
+        if params != ref_params {
+            let differ: Vec<String> = ref_params
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| params.get(k.as_str()) != Some(v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k} ({} vs {})",
+                        v,
+                        params.get(k.as_str()).unwrap_or(&Value::Null)
+                    )
+                })
+                .collect();
+            return Err(bad(format!(
+                "{} and {} are not shards of the same run: {}",
+                reference.dir.display(),
+                part.dir.display(),
+                if differ.is_empty() {
+                    "their parameters differ".to_string()
+                } else {
+                    format!("different {}", differ.join(", "))
+                }
+            )));
+        }
+        if part.run["backend"] != reference.run["backend"] {
+            return Err(bad(format!(
+                "{} ran on backend {} but {} on {}: results would not be those of one run",
+                part.dir.display(),
+                part.run["backend"],
+                reference.dir.display(),
+                reference.run["backend"]
+            )));
+        }
+        if files_of(&part.run) != ref_files {
+            return Err(bad(format!(
+                "{} and {} hold different files",
+                reference.dir.display(),
+                part.dir.display()
+            )));
+        }
+    }
+
+    // Every listed input file is there, with the expected size where it is known.
+    let dim = reference.run["parameters"]["dim"]
+        .as_u64()
+        .ok_or_else(|| bad("parameters.dim missing"))? as usize;
+    for part in &parts {
+        for name in ["samples.npy", "initial.npy"] {
+            if ref_files.iter().any(|f| f == name) {
+                let rows = (part.range.end - part.range.start) as usize;
+                let expected =
+                    npy_header("<f4", &[rows, dim]).len() as u64 + 4 * (rows * dim) as u64;
+                let path = part.dir.join(name);
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(&path, e))?
+                    .len();
+                if len != expected {
+                    return Err(bad(format!(
+                        "{} has {len} bytes, expected {expected} for {rows} rows of {dim}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        for grid in ["samples", "initial"] {
+            let raw = format!("{grid}_density_raw.json");
+            if ref_files.contains(&raw) {
+                let meta: RawGridMeta = serde_json::from_value(read_json(&part.dir.join(&raw))?)
+                    .map_err(|e| bad(format!("{}: {e}", part.dir.join(&raw).display())))?;
+                let ref_meta: RawGridMeta =
+                    serde_json::from_value(read_json(&reference.dir.join(&raw))?)
+                        .map_err(|e| bad(format!("{}: {e}", reference.dir.join(&raw).display())))?;
+                if (
+                    meta.width,
+                    meta.height,
+                    meta.extent,
+                    meta.bandwidth,
+                    &meta.path,
+                    meta.shape,
+                ) != (
+                    ref_meta.width,
+                    ref_meta.height,
+                    ref_meta.extent,
+                    ref_meta.bandwidth,
+                    &ref_meta.path,
+                    ref_meta.shape,
+                ) {
+                    return Err(bad(format!(
+                        "{} and {} describe different density grids",
+                        part.dir.join(&raw).display(),
+                        reference.dir.join(&raw).display()
+                    )));
+                }
+            }
+        }
+        if !part.dir.join(METRICS_COUNTS).is_file() {
+            return Err(bad(format!(
+                "{} has no {METRICS_COUNTS} (written by memodiff sample since shards can be merged)",
+                part.dir.display()
+            )));
+        }
+    }
+    Ok(parts)
+}
+
+#[derive(serde::Deserialize)]
+struct ShardJson {
+    index: u64,
+    count: u64,
+}
+
+/// Append the rows of a memodiff `.npy` file (`<f4`, `rows` x `dim`) to `out`, a block at a
+/// time.
+fn append_npy(out: &mut NpyStreamWriter, path: &Path, rows: usize, dim: usize) -> Result<()> {
+    let header = npy_header("<f4", &[rows, dim]);
+    let mut file = std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(path).map_err(|e| Error::io(path, e))?,
+    );
+    let mut head = vec![0u8; header.len()];
+    file.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+    if head != header {
+        return Err(bad(format!(
+            "{} is not the ({rows}, {dim}) <f4 array memodiff writes",
+            path.display()
+        )));
+    }
+    let mut bytes = vec![0u8; BLOCK_ROWS * dim * 4];
+    let mut values = Vec::with_capacity(BLOCK_ROWS * dim);
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(BLOCK_ROWS);
+        let chunk = &mut bytes[..n * dim * 4];
+        file.read_exact(chunk).map_err(|e| Error::io(path, e))?;
+        values.clear();
+        values.extend(
+            chunk
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        );
+        out.write_rows(&values)?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// Merge the shard folders `inputs` into `out` (see the module documentation). Nothing is
+/// written when the inputs are not the shards of one run.
+pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
+    let started = std::time::Instant::now();
+    let parts = check_inputs(inputs, out)?;
+    let reference = &parts[0];
+    let params = &reference.run["parameters"];
+    let particles = params["particles"].as_u64().expect("checked");
+    let dim = params["dim"].as_u64().expect("checked") as usize;
+    let in_files = files_of(&reference.run);
+    let colormap: Colormap = params["colormap"]
+        .as_str()
+        .and_then(|name| Colormap::ALL.into_iter().find(|c| c.name() == name))
+        .unwrap_or(Colormap::Coolwarm);
+    prepare_dir(out)?;
+    let mut files = Vec::new();
+
+    for name in ["samples.npy", "initial.npy"] {
+        if in_files.iter().any(|f| f == name) {
+            let mut writer = NpyStreamWriter::create(&out.join(name), particles, dim)?;
+            for part in &parts {
+                let rows = (part.range.end - part.range.start) as usize;
+                append_npy(&mut writer, &part.dir.join(name), rows, dim)?;
+            }
+            writer.finish()?;
+            files.push(name.to_string());
+        }
+    }
+    for grid_name in ["samples", "initial"] {
+        let raw = format!("{grid_name}_density_raw.npy");
+        if in_files.contains(&raw) {
+            let mut total: Option<DensityGrid> = None;
+            for part in &parts {
+                let grid = DensityGrid::load_raw(&part.dir.join(&raw))?;
+                match &mut total {
+                    None => total = Some(grid),
+                    Some(t) => t.merge(&grid)?,
+                }
+            }
+            let total = total.expect("at least one shard");
+            // The merged folder is a whole run: no raw sums, like an unsharded run.
+            let norm: crate::image::raster::Norm = params
+                .get("norm")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let png16 = params
+                .get("png16")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let shading = crate::image::raster::Shading { colormap, norm };
+            files.extend(write_grid(
+                out, grid_name, &total, shading, png16, false, None,
+            )?);
+        }
+    }
+    let mut counts: Option<MemorizationCounts> = None;
+    for part in &parts {
+        let path = part.dir.join(METRICS_COUNTS);
+        let c: MemorizationCounts = serde_json::from_value(read_json(&path)?)
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        match &mut counts {
+            None => counts = Some(c),
+            Some(t) => t.merge(&c)?,
+        }
+    }
+    let counts = counts.expect("at least one shard");
+    if counts.particles != particles {
+        return Err(bad(format!(
+            "the shards' metrics count {} particles, the run has {particles}",
+            counts.particles
+        )));
+    }
+    crate::io::write_json(&out.join(METRICS_COUNTS), &counts)?;
+    files.push(METRICS_COUNTS.into());
+    files.push("run.json".into());
+
+    let mut run = reference.run.clone();
+    let p = run["parameters"].as_object_mut().expect("an object");
+    p.insert("shard".into(), Value::Null);
+    p.insert("particle_range".into(), serde_json::json!([0, particles]));
+    let batches: u64 = parts
+        .iter()
+        .map(|q| q.run["parameters"]["batches"].as_u64().unwrap_or(0))
+        .sum();
+    p.insert("batches".into(), batches.into());
+    let mut devices: Vec<String> = Vec::new();
+    for part in &parts {
+        let d = part.run["device"].as_str().unwrap_or("").to_string();
+        if !devices.contains(&d) {
+            devices.push(d);
+        }
+    }
+    let obj = run.as_object_mut().expect("an object");
+    obj.insert(
+        "command".into(),
+        serde_json::json!(std::env::args().collect::<Vec<_>>()),
+    );
+    obj.insert("device".into(), devices.join("; ").into());
+    obj.insert(
+        "memorization".into(),
+        serde_json::to_value(counts.summary()).expect("serializable"),
+    );
+    obj.insert(
+        "timings_s".into(),
+        serde_json::json!({
+            "merge": started.elapsed().as_secs_f64(),
+            "shards_sampling": parts.iter().map(|q| q.run["timings_s"]["sampling"].as_f64().unwrap_or(0.0)).sum::<f64>(),
+        }),
+    );
+    obj.insert(
+        "merged_from".into(),
+        serde_json::json!(parts
+            .iter()
+            .map(|q| q.dir.display().to_string())
+            .collect::<Vec<_>>()),
+    );
+    obj.insert("files".into(), serde_json::json!(files));
+    crate::io::write_json(&out.join("run.json"), &run)?;
+    Ok(MergeReport {
+        particles,
+        shards: parts.len() as u64,
+        files,
+    })
+}

@@ -1,0 +1,3 @@
+//! Density grids of particle clouds (histograms and kernel density estimates).
+
+pub mod heatmap;

@@ -1,0 +1,976 @@
+//! The cpu engine's kernel for D > 4: the empirical score as attention (particles are the
+//! queries, training points the keys and values), blocked like a GEMM and fused.
+//!
+//! - Per step, a work item's particles (`x' = x / s`, so the training points need no
+//!   per-step scaling) meet the training points block by block (`block_points(D)` points,
+//!   sized so a block in both layouts stays in L2). Within a block, a register tile of
+//!   `R` particles x `PANEL` (32) points computes the dot products `x'·a_i` from panels
+//!   stored coordinate-major (`[k][32]`), one FMA per pair and coordinate; the particles'
+//!   rows stay in L1 while each block is read once per work item, not once per particle.
+//! - Logits in base 2, `L_i = κ (x'·a_i − |a_i|²/2 − |x'|²/2) = −κ |x' − a_i|² / 2` with
+//!   `κ = s² log2(e) / σ²`. The dot form cancels digits at small σ² (see
+//!   `docs/performance-cpu-attention.md`): each pair carries a rigorous bound `e_i` of its
+//!   f32 error, and a pair whose bound exceeds `RECOMPUTE_TOLERANCE` and whose logit may
+//!   lie within `e_i + margin` of the running max is recomputed in the direct form
+//!   `|x' − a_i|²` (no cancellation). Pairs further below have weights under
+//!   `2^-(log2 N + 25)` of the max, true and computed, so they do not matter.
+//! - Online softmax per particle across blocks (one rescale per block at most), the
+//!   weights of a block exponentiated in place, then the weighted mean `W·A` as a second
+//!   register-tiled product over row-major points (`R` particles x 32 coordinates).
+//!   No N-wide temporaries: the only per-particle buffers are one block of weights and
+//!   the D-wide accumulator.
+//! - Every particle's arithmetic (its own accumulators, the fixed block order, its own
+//!   recompute decisions) is independent of which particles share its tile or work item,
+//!   so results are bit-identical for any batch size or thread count on a given ISA.
+
+use super::approx::{exp2, mad};
+use super::cull::{dead_panels, panel_order, PanelBalls};
+use super::fast::{particle_normals, Isa};
+#[cfg(target_arch = "x86_64")]
+use super::lanes16::x86;
+use super::lanes16::{Fused16, Lanes16, Portable16};
+use crate::engine::records::{HeunParams, StepParams};
+
+/// Training points per panel of the logits kernel (and per weights row of its tile).
+pub const PANEL: usize = 32;
+/// Coordinates per register tile of the weighted-mean kernel; rows are padded to it.
+pub const MEAN_CHUNK: usize = 32;
+/// A pair whose error bound (base-2 logit units) stays below this keeps its dot-form
+/// logit: a relative weight error of at most `2^(1/1024) − 1 ≈ 6.8e-4`, on weights that
+/// only matter when the posterior is spread (large σ², where the bounds are far smaller).
+pub const RECOMPUTE_TOLERANCE: f32 = 1.0 / 1024.0;
+/// Beyond `log2 N` this many base-2 units below the max, a point's weight is below
+/// 2^-25 / N of the max: all of them together move the sum by less than 2^-24.
+const CULL_MARGIN_BITS: f32 = 25.0;
+/// f32 unit round-off.
+const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Particles per register tile, per instruction set: AVX-512 8 x 32 points = 16 zmm
+/// accumulators; AVX2 3 x 32 = 12 ymm; SSE2 1 x 32 = 8 xmm.
+pub fn tile_rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 8,
+        Isa::Avx2 => 3,
+        Isa::Portable => 1,
+    }
+}
+
+/// Training points per block for dimension `dim`: both layouts of a block in about
+/// 1 MiB (half of a 2 MiB L2), a whole number of panels, 32..=512 points. It depends on D
+/// only, so the online softmax's block boundaries (and the bits) never change with the
+/// batch.
+pub fn block_points(dim: usize) -> usize {
+    ((131_072 / dim.max(1)) / PANEL * PANEL).clamp(PANEL, 512)
+}
+
+/// The training set in the layouts the micro-kernels read, built once per advance call.
+#[derive(Debug, Clone)]
+pub struct TrainingPanels {
+    pub dim: usize,
+    /// Number of real points N.
+    pub points: usize,
+    /// Row width of `rows` and of the accumulators: `dim` rounded up to `MEAN_CHUNK`.
+    pub row_width: usize,
+    /// Panels of `PANEL` points, coordinate-major: panel j holds `[k][PANEL]` at
+    /// `j * dim * PANEL`; points beyond N are zero.
+    pub panels: Vec<f32>,
+    /// Row-major points padded with zeros to `row_width` and to a whole panel.
+    pub rows: Vec<f32>,
+    /// `|a_i|² / 2` (from f64, rounded once; `inf` for padding points, so their logits are
+    /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
+    pub half_norm2: Vec<f32>,
+    pub norm: Vec<f32>,
+    /// With culling (`clustered`): the original index of the point at each position,
+    /// and the panels' balls.
+    pub order: Option<Vec<u32>>,
+    pub balls: Option<PanelBalls>,
+}
+
+impl TrainingPanels {
+    pub fn new(points: &[f64], dim: usize) -> Self {
+        let n = points.len() / dim;
+        let padded = n.div_ceil(PANEL) * PANEL;
+        let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
+        let mut panels = vec![0f32; padded * dim];
+        let mut rows = vec![0f32; padded * row_width];
+        let mut half_norm2 = vec![f32::INFINITY; padded];
+        let mut norm = vec![0f32; padded];
+        for (i, a) in points.chunks_exact(dim).enumerate() {
+            let (j, l) = (i / PANEL, i % PANEL);
+            for (k, &v) in a.iter().enumerate() {
+                panels[j * dim * PANEL + k * PANEL + l] = v as f32;
+                rows[i * row_width + k] = v as f32;
+            }
+            // The norms of the f32 points the kernels actually use.
+            let n2: f64 = a.iter().map(|&v| (v as f32 as f64).powi(2)).sum();
+            half_norm2[i] = (0.5 * n2) as f32;
+            norm[i] = (n2.sqrt() * (1.0 + 4.0 * UNIT_ROUNDOFF)) as f32;
+        }
+        Self {
+            dim,
+            points: n,
+            row_width,
+            panels,
+            rows,
+            half_norm2,
+            norm,
+            order: None,
+            balls: None,
+        }
+    }
+
+    /// The training set reordered into panels of nearby points (`cull::panel_order`),
+    /// with a ball per panel, for the kernel's exact culling.
+    pub fn clustered(points: &[f64], dim: usize) -> Self {
+        let order = panel_order(points, dim);
+        let reordered: Vec<f64> = order
+            .iter()
+            .flat_map(|&i| &points[i as usize * dim..(i as usize + 1) * dim])
+            .copied()
+            .collect();
+        let mut panels = Self::new(&reordered, dim);
+        panels.balls = Some(PanelBalls::new(&reordered, dim));
+        panels.order = Some(order);
+        panels
+    }
+
+    /// The original index of the point at kernel position `position`.
+    pub fn original_index(&self, position: u32) -> u32 {
+        self.order
+            .as_ref()
+            .map_or(position, |order| order[position as usize])
+    }
+
+    fn padded_points(&self) -> usize {
+        self.half_norm2.len()
+    }
+}
+
+/// One score evaluation's coefficients (an em step or a heun half).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreScale {
+    /// `1 / s`: particles are divided by it instead of scaling the points.
+    pub inv_scale: f32,
+    /// `κ = s² log2(e) / σ²`.
+    pub kappa: f32,
+}
+
+impl ScoreScale {
+    pub fn new(mean_scale: f32, inv_two_sigma2: f32) -> Self {
+        let s = mean_scale as f64;
+        Self {
+            inv_scale: (1.0 / s) as f32,
+            kappa: (2.0 * s * s * inv_two_sigma2 as f64 * std::f64::consts::LOG2_E) as f32,
+        }
+    }
+}
+
+/// What a step does with the weighted mean `m` (the rows' `x` is updated in place).
+#[derive(Debug, Clone, Copy)]
+pub enum Update {
+    /// `x' = keep x + mean_coeff m + noise_coeff z`, z from Philox (step, lane block).
+    Em(StepParams),
+    /// A Heun half (see `HeunParams`): the predictor also writes the corrector's part.
+    Heun(HeunParams),
+}
+
+impl Update {
+    fn scale(&self) -> ScoreScale {
+        match self {
+            Update::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
+            Update::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
+        }
+    }
+}
+
+/// The posterior tap of one record: `(max_i w_i, argmax_i)` of the softmax (ties: the
+/// lowest index), for the first rows of a call.
+pub type PosteriorSample = (f32, u32);
+
+/// Per-work-item scratch, allocated once per item and reused by every step.
+#[derive(Debug, Clone)]
+pub struct Scratch {
+    rows: usize,
+    /// `x'` coordinate-major per tile of `R` particles (`[tile][k][R]`).
+    tiles: Vec<f32>,
+    /// `x'` row-major (`[p][dim]`), for the direct-form recomputes.
+    scaled: Vec<f32>,
+    /// One block of logits, then weights, per particle (`[p][block]`).
+    weights: Vec<f32>,
+    /// The weighted sums per particle (`[p][row_width]`).
+    acc: Vec<f32>,
+    running_max: Vec<f32>,
+    weight_sum: Vec<f32>,
+    argmax: Vec<u32>,
+    /// The points of the current block that weigh something for the current tile.
+    live: Vec<u32>,
+    /// Pairs recomputed in the direct form (statistics).
+    pub recomputed: u64,
+    /// (Tile, point) pairs skipped by the weighted mean because every weight was 0
+    /// (statistics).
+    pub skipped_mean_points: u64,
+    /// With culling: per row, per panel, whether the panel is dead for the row's particle
+    /// (`[row][panel]`; padding rows are all dead), and one row of centre distances.
+    dead: Vec<bool>,
+    distances: Vec<f64>,
+    /// With culling: per row, a lower bound of its best true logit (else `-inf`).
+    best_floor: Vec<f32>,
+    /// (Particle, real training point) pairs evaluated, and those culled (statistics).
+    pub pairs: u64,
+    pub culled_pairs: u64,
+}
+
+impl Scratch {
+    pub fn new(particles: usize, r: usize, training: &TrainingPanels) -> Self {
+        let rows = particles.div_ceil(r) * r;
+        let dim = training.dim;
+        Self {
+            rows,
+            tiles: vec![0f32; rows * dim],
+            scaled: vec![0f32; rows * dim],
+            weights: vec![0f32; rows * block_points(dim)],
+            acc: vec![0f32; rows * training.row_width],
+            running_max: vec![0f32; rows],
+            weight_sum: vec![0f32; rows],
+            argmax: vec![0u32; rows],
+            live: Vec::with_capacity(block_points(dim)),
+            recomputed: 0,
+            skipped_mean_points: 0,
+            dead: training
+                .balls
+                .as_ref()
+                .map_or(Vec::new(), |b| vec![true; rows * b.panels()]),
+            distances: training
+                .balls
+                .as_ref()
+                .map_or(Vec::new(), |b| vec![0.0; b.panels()]),
+            best_floor: vec![f32::NEG_INFINITY; rows],
+            pairs: 0,
+            culled_pairs: 0,
+        }
+    }
+}
+
+/// Run one work item's particles (`xs`: `particles` rows of `dim`, row-major, updated in
+/// place) through `updates`, on `isa`. `partials` (same shape as `xs`) carries the Heun
+/// corrector's known part between halves. `first_particle` is the global index of row 0
+/// (for the noise). `tap`: for the updates whose index is listed (`tap.0`), the
+/// posterior of the first `tap.1.len() / tap.0.len()` rows goes to
+/// `tap.1[record * rows + row]`.
+#[allow(clippy::too_many_arguments)]
+pub fn advance(
+    isa: Isa,
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    assert!(isa.available(), "{} is not available", isa.name());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa.available()` checked the features the wrapper enables.
+        Isa::Avx512 => unsafe {
+            advance_avx512(
+                training,
+                xs,
+                partials,
+                updates,
+                key,
+                first_particle,
+                scratch,
+                tap,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe {
+            advance_avx2(
+                training,
+                xs,
+                partials,
+                updates,
+                key,
+                first_particle,
+                scratch,
+                tap,
+            )
+        },
+        _ => advance_with::<Portable16, 1, false>(
+            training,
+            xs,
+            partials,
+            updates,
+            key,
+            first_particle,
+            scratch,
+            tap,
+        ),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
+#[allow(clippy::too_many_arguments)]
+fn advance_avx512(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    advance_with::<Fused16, 8, true>(
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn advance_avx2(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    advance_with::<x86::Avx2x16, 3, true>(
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &mut [f32],
+    partials: &mut [f32],
+    updates: &[Update],
+    key: [u32; 2],
+    first_particle: u64,
+    scratch: &mut Scratch,
+    mut tap: Option<(&[usize], &mut [PosteriorSample])>,
+) {
+    let dim = training.dim;
+    let particles = xs.len() / dim;
+    assert!(scratch.rows >= particles && scratch.rows.is_multiple_of(R));
+    assert_eq!(partials.len(), xs.len());
+    for (u, update) in updates.iter().enumerate() {
+        // SAFETY: the wrappers only instantiate `V` for features this CPU has.
+        unsafe { score_means::<V, R, FMA>(training, xs, update.scale(), scratch) };
+        // The tap: weights are relative to the running max, whose point weighs 1.
+        if let Some((records, out)) = tap.as_mut() {
+            if let Some(record) = records.iter().position(|&r| r == u) {
+                let rows = out.len() / records.len();
+                for row in 0..rows.min(particles) {
+                    out[record * rows + row] = (
+                        1.0 / scratch.weight_sum[row],
+                        training.original_index(scratch.argmax[row]),
+                    );
+                }
+            }
+        }
+        let width = training.row_width;
+        let mut noise = vec![0f32; dim];
+        for (p, (x, partial)) in xs
+            .chunks_exact_mut(dim)
+            .zip(partials.chunks_exact_mut(dim))
+            .enumerate()
+        {
+            let acc = &scratch.acc[p * width..p * width + dim];
+            let sum = scratch.weight_sum[p];
+            match update {
+                Update::Em(step) => em_update::<FMA>(
+                    x,
+                    acc,
+                    sum,
+                    step,
+                    key,
+                    first_particle + p as u64,
+                    &mut noise,
+                ),
+                Update::Heun(half) => heun_update(x, partial, acc, sum, half),
+            }
+        }
+    }
+}
+
+/// `x' = keep x + mean_coeff m + noise_coeff z` (the twin's `em_update`, with
+/// `m = acc / weight_sum`), the normals of coordinates 4b..4b+3 from lane block b
+/// (vectorised over lane blocks: `noise` is scratch of `x.len()` values).
+#[inline(always)]
+fn em_update<const FMA: bool>(
+    x: &mut [f32],
+    acc: &[f32],
+    weight_sum: f32,
+    step: &StepParams,
+    key: [u32; 2],
+    particle: u64,
+    noise: &mut [f32],
+) {
+    particle_normals::<FMA>(particle, step.step_index, key, noise);
+    for ((x, &a), &z) in x.iter_mut().zip(acc).zip(noise.iter()) {
+        let m = a / weight_sum;
+        *x = step.keep_coeff * *x + step.mean_coeff * m + step.noise_coeff * z;
+    }
+}
+
+/// The twin's `heun_update` with `m = acc / weight_sum`.
+#[inline(always)]
+fn heun_update(
+    x: &mut [f32],
+    partial: &mut [f32],
+    acc: &[f32],
+    weight_sum: f32,
+    step: &HeunParams,
+) {
+    for d in 0..x.len() {
+        let m = acc[d] / weight_sum;
+        let next = step.x_coeff * x[d] + step.mean_coeff * m;
+        if step.phase == 0 {
+            partial[d] = step.partial_x_coeff * x[d] + step.partial_mean_coeff * m;
+            x[d] = next;
+        } else {
+            x[d] = partial[d] + next;
+        }
+    }
+}
+
+/// The softmax-weighted sums `acc[p] = Σ_i 2^(L_i − M) a_i`, `weight_sum[p]`,
+/// `running_max[p]` and `argmax[p]` of every row of `xs` (the fused pass).
+#[inline(always)]
+unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &[f32],
+    scale: ScoreScale,
+    scratch: &mut Scratch,
+) {
+    let dim = training.dim;
+    let particles = xs.len() / dim;
+    let rows = particles.div_ceil(R) * R;
+    let width = training.row_width;
+    let block = block_points(dim);
+    // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
+    scratch.scaled[..rows * dim].fill(0.0);
+    for (x, xp) in xs
+        .chunks_exact(dim)
+        .zip(scratch.scaled.chunks_exact_mut(dim))
+    {
+        for (o, &v) in xp.iter_mut().zip(x) {
+            *o = v * scale.inv_scale;
+        }
+    }
+    for t in 0..rows / R {
+        let tile = &mut scratch.tiles[t * R * dim..(t + 1) * R * dim];
+        for r in 0..R {
+            let row = &scratch.scaled[(t * R + r) * dim..(t * R + r + 1) * dim];
+            for (k, &v) in row.iter().enumerate() {
+                tile[k * R + r] = v;
+            }
+        }
+    }
+    scratch.acc[..rows * width].fill(0.0);
+    scratch.running_max[..rows].fill(f32::NEG_INFINITY);
+    scratch.weight_sum[..rows].fill(0.0);
+    scratch.argmax[..rows].fill(0);
+    // Per-particle parts of the error bound of a dot-form logit (see `bound_terms`).
+    let bounds: Vec<BoundTerms> = scratch.scaled[..particles * dim]
+        .chunks_exact(dim)
+        .map(|xp| bound_terms(xp, scale.kappa))
+        .collect();
+    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    // Culling: which panels each particle can skip (its own state only).
+    let panel_count = training.padded_points() / PANEL;
+    scratch.pairs += (particles * training.points) as u64;
+    if let Some(balls) = &training.balls {
+        let cull_margin = (training.points as f64).log2() + CULL_MARGIN_BITS as f64;
+        for p in 0..particles {
+            let (culled, lower) = dead_panels(
+                &scratch.scaled[p * dim..(p + 1) * dim],
+                scale.kappa,
+                balls,
+                &training.rows,
+                training.row_width,
+                cull_margin,
+                &mut scratch.distances,
+                &mut scratch.dead[p * panel_count..(p + 1) * panel_count],
+            );
+            scratch.culled_pairs += culled;
+            // Rounded down to f32 (the bound is < 0: away from zero).
+            scratch.best_floor[p] = (lower * (1.0 + 1e-6)) as f32;
+        }
+    }
+    let culling = training.balls.is_some();
+    let padded_points = training.padded_points();
+    let mut start = 0;
+    while start < padded_points {
+        let count = block.min(padded_points - start);
+        // 1. Dot products of the block, tile by tile, into the weights buffer.
+        for t in 0..rows / R {
+            let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
+            for j in 0..count / PANEL {
+                let panel_index = start / PANEL + j;
+                // A panel dead for every particle of the tile is skipped; one dead for
+                // some is masked per particle in step 2.
+                if culling && (0..R).all(|r| scratch.dead[(t * R + r) * panel_count + panel_index])
+                {
+                    continue;
+                }
+                let panel =
+                    &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
+                let out = &mut scratch.weights[t * R * block + j * PANEL..];
+                dot_tile::<V, R>(tile, panel, out, block);
+            }
+        }
+        // 2. Per particle: logits, recomputes, online max, weights.
+        for (p, bound) in bounds.iter().enumerate() {
+            let w = &mut scratch.weights[p * block..p * block + count];
+            if culling {
+                // The particle's dead panels weigh exactly 0 (logit -inf), whether its
+                // tile computed them or not; a block dead for it is skipped whole.
+                let dead = &scratch.dead[p * panel_count + start / PANEL..][..count / PANEL];
+                if dead.iter().all(|&d| d) {
+                    w.fill(0.0);
+                    continue;
+                }
+                for (wp, _) in w.chunks_exact_mut(PANEL).zip(dead).filter(|(_, &d)| d) {
+                    wp.fill(f32::NEG_INFINITY);
+                }
+            }
+            let xp = &scratch.scaled[p * dim..(p + 1) * dim];
+            let (block_max, recomputed) = logits::<FMA>(
+                w,
+                xp,
+                training,
+                start,
+                bound,
+                scale.kappa,
+                // The culling's lower bound of the best true logit tightens the recompute
+                // threshold from the first block on: the panel order groups points, so
+                // the running max of the first blocks can be far below the best, and
+                // every loose pair above `running max − margin` was recomputed.
+                scratch.running_max[p].max(scratch.best_floor[p]),
+                margin,
+            );
+            scratch.recomputed += recomputed;
+            let old = scratch.running_max[p];
+            if block_max > old {
+                // Rescale what came before (nothing on the first block: sums are 0).
+                let keep = if old == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp2::<FMA>(old - block_max)
+                };
+                for a in &mut scratch.acc[p * width..(p + 1) * width] {
+                    *a *= keep;
+                }
+                scratch.weight_sum[p] *= keep;
+                scratch.running_max[p] = block_max;
+                // The first point of the block at the max (ties: the lowest index).
+                let first = first_equal(w, block_max);
+                scratch.argmax[p] = (start + first) as u32;
+            }
+            let m = scratch.running_max[p];
+            // With culling, also below 2^-100 of the best's lower bound: in the panel
+            // order the first blocks' running max can be far below the best, and the
+            // weights they keep (the weighted mean's work) would only be rescaled away.
+            let cut = scratch.best_floor[p] - 100.0;
+            for v in w.iter_mut() {
+                // Weights below 2^-100 of the max are exactly 0: they move no sum by an
+                // f32 ulp, and left in, their products with the points can be subnormal,
+                // which costs a microcode assist per FMA on Intel x86.
+                let d = *v - m;
+                *v = if d > -100.0 && *v > cut {
+                    exp2::<FMA>(d)
+                } else {
+                    0.0
+                };
+            }
+            // Summed in 16 lanes, folded in a fixed order.
+            let mut lanes = [0f32; 16];
+            for chunk in w.chunks_exact(16) {
+                for l in 0..16 {
+                    lanes[l] += chunk[l];
+                }
+            }
+            scratch.weight_sum[p] += fold16(&lanes);
+        }
+        // 3. The weighted sums of the block's rows, tile by tile, over the points that
+        // weigh something for at least one particle of the tile. Late in a trajectory
+        // nearly every weight is 0 (flushed above), and those products were half the
+        // flops. The skip is exact: see `canonical_zero` below.
+        let rows_of_block = &training.rows[start * width..(start + count) * width];
+        for t in 0..rows / R {
+            let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
+            let live = &mut scratch.live;
+            // 16 points at a time: which weigh something for any particle, by OR-ing the
+            // weights' bits (a weight is +0 or positive; integer lanes vectorize, `bool`
+            // lanes did not), then their indices appended without a branch per point.
+            live.resize(count, 0);
+            let mut kept = 0;
+            for base in (0..count).step_by(16) {
+                let mut any = [0u32; 16];
+                for r in 0..R {
+                    let row = half16(weights, r * block + base);
+                    any = std::array::from_fn(|l| any[l] | row[l].to_bits());
+                }
+                for (l, &a) in any.iter().enumerate() {
+                    live[kept] = (base + l) as u32;
+                    kept += (a != 0) as usize;
+                }
+            }
+            live.truncate(kept);
+            scratch.skipped_mean_points += (count - live.len()) as u64;
+            let acc = &mut scratch.acc[t * R * width..(t + 1) * R * width];
+            mean_tile::<V, R>(weights, block, live, rows_of_block, width, acc);
+        }
+        start += count;
+    }
+    canonical_zero(&mut scratch.acc[..rows * width]);
+}
+
+/// Turn `-0` into `+0`, leaving every other value alone (`-0 + +0 = +0` in
+/// round-to-nearest; LLVM may not fold `v + 0.0` away, it is not an identity).
+///
+/// Why the skip of zero weights in `score_means` is exact, and why this is needed: a
+/// skipped term is `fma(+0, a, acc)` (the weights are `>= +0`, never NaN, the points
+/// finite), whose exact value is `±0 + acc`: it is `acc` itself unless `acc` is a zero,
+/// and a zero otherwise. So an accumulator that skips such terms and one that does not
+/// stay equal up to the sign of a zero: later terms and the rescale by `keep` preserve
+/// that (a sum with a non-zero term or a product of equal values is the same either
+/// way). The accumulators do start at `+0`, but they *can* become `-0` (a negative sum
+/// rescaled by a `keep` that underflows to 0, or a product that underflows), so the
+/// argument "they never become -0" does not hold; whether a point is skipped for a
+/// particle depends on its tile mates (it is skipped only when it weighs 0 for all of
+/// them), so without this step the sign of a zero mean coordinate could depend on the
+/// batch. Canonicalizing once per evaluation makes the results bit-identical again.
+#[inline(always)]
+fn canonical_zero(acc: &mut [f32]) {
+    for a in acc {
+        *a += 0.0;
+    }
+}
+
+/// The index of the first value of `w` equal to `v` (0 if none): 16 at a time, so the
+/// comparisons vectorize (an early exit per value does not).
+#[inline(always)]
+fn first_equal(w: &[f32], v: f32) -> usize {
+    for (c, chunk) in w.chunks(16).enumerate() {
+        if chunk.iter().fold(false, |hit, &x| hit | (x == v)) {
+            return 16 * c + chunk.iter().position(|&x| x == v).unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// `((a0 + a4 + a8 + a12) + ...)`: 16 lanes to one, in a fixed order.
+#[inline(always)]
+fn fold16(acc: &[f32; 16]) -> f32 {
+    let mut lanes = [0f32; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+}
+
+/// The base-2 logits the kernel uses for one particle `x` against every training point
+/// (dot form with the bounded recomputes, block by block as in a step), on the portable
+/// build, and the number of pairs recomputed: for the accuracy tests and measurements.
+pub fn particle_logits(
+    training: &TrainingPanels,
+    x: &[f32],
+    mean_scale: f32,
+    inv_two_sigma2: f32,
+) -> (Vec<f32>, u64) {
+    let dim = training.dim;
+    let scale = ScoreScale::new(mean_scale, inv_two_sigma2);
+    let xp: Vec<f32> = x.iter().map(|&v| v * scale.inv_scale).collect();
+    let bound = bound_terms(&xp, scale.kappa);
+    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    let block = block_points(dim);
+    let padded = training.padded_points();
+    let mut out = Vec::with_capacity(padded);
+    let mut running_max = f32::NEG_INFINITY;
+    let mut recomputed = 0;
+    let mut start = 0;
+    while start < padded {
+        let count = block.min(padded - start);
+        let mut w = vec![0f32; count];
+        for j in 0..count / PANEL {
+            let index = start / PANEL + j;
+            let panel = &training.panels[index * dim * PANEL..(index + 1) * dim * PANEL];
+            // SAFETY: the portable lanes need no CPU feature.
+            unsafe { dot_tile::<Portable16, 1>(&xp, panel, &mut w[j * PANEL..], count) };
+        }
+        let (block_max, r) = logits::<false>(
+            &mut w,
+            &xp,
+            training,
+            start,
+            &bound,
+            scale.kappa,
+            running_max,
+            margin,
+        );
+        running_max = running_max.max(block_max);
+        recomputed += r;
+        out.extend_from_slice(&w);
+        start += count;
+    }
+    out.truncate(training.points);
+    (out, recomputed)
+}
+
+/// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]` (written to
+/// `out[r * stride ..][..PANEL]`), one FMA chain per pair, k in order (independent of the
+/// tile's other particles).
+#[inline(always)]
+unsafe fn dot_tile<V: Lanes16, const R: usize>(
+    tile: &[f32],
+    panel: &[f32],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut acc = [[V::zero(); 2]; R];
+    for (xk, ak) in tile.chunks_exact(R).zip(panel.chunks_exact(PANEL)) {
+        let a0 = V::load(half16(ak, 0));
+        let a1 = V::load(half16(ak, 16));
+        for r in 0..R {
+            let xv = V::splat(xk[r]);
+            acc[r][0] = xv.mul_add(a0, acc[r][0]);
+            acc[r][1] = xv.mul_add(a1, acc[r][1]);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        acc[0].store(half16_mut(out, r * stride));
+        acc[1].store(half16_mut(out, r * stride + 16));
+    }
+}
+
+/// `acc[r][d] += Σ_i w[r][i] a_i[d]` over the block's points listed in `live`, in order,
+/// in register tiles of `R` particles x `MEAN_CHUNK` coordinates.
+#[inline(always)]
+unsafe fn mean_tile<V: Lanes16, const R: usize>(
+    weights: &[f32],
+    block: usize,
+    live: &[u32],
+    rows: &[f32],
+    width: usize,
+    acc: &mut [f32],
+) {
+    for d0 in (0..width).step_by(MEAN_CHUNK) {
+        let mut tile = [[V::zero(); 2]; R];
+        for (r, t) in tile.iter_mut().enumerate() {
+            t[0] = V::load(half16(acc, r * width + d0));
+            t[1] = V::load(half16(acc, r * width + d0 + 16));
+        }
+        for &i in live {
+            let i = i as usize;
+            let row = &rows[i * width..(i + 1) * width];
+            let a0 = V::load(half16(row, d0));
+            let a1 = V::load(half16(row, d0 + 16));
+            for (r, t) in tile.iter_mut().enumerate() {
+                let w = V::splat(weights[r * block + i]);
+                t[0] = w.mul_add(a0, t[0]);
+                t[1] = w.mul_add(a1, t[1]);
+            }
+        }
+        for (r, t) in tile.iter().enumerate() {
+            t[0].store(half16_mut(acc, r * width + d0));
+            t[1].store(half16_mut(acc, r * width + d0 + 16));
+        }
+    }
+}
+
+/// The per-particle coefficients of a dot-form logit's error bound
+/// `e_i = norm_coeff |a_i| + half_norm_coeff |a_i|²/2 + constant`, in base-2 units.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundTerms {
+    /// `|x'|²/2` as the kernel computes it.
+    pub half_norm2: f32,
+    norm_coeff: f32,
+    half_norm_coeff: f32,
+    constant: f32,
+}
+
+/// The error bound of `L̃ = κ ((dot − h) − q)` in f32: the dot, a chain of D FMAs, is off
+/// by at most `γ_D Σ|x'_k a_k| ≤ γ_D |x'||a|`; `h = |a|²/2` and `q = |x'|²/2` are off by
+/// `u h` and `γ_D q`; the two subtractions and the product by κ add a rounding each of
+/// at most `u (|x'||a| + h + q)`. Everything is inflated by 2% for the bound's own
+/// rounding.
+pub fn bound_terms(scaled: &[f32], kappa: f32) -> BoundTerms {
+    let dim = scaled.len();
+    let mut q = 0f32;
+    let mut q64 = 0f64;
+    for &v in scaled {
+        q += v * v;
+        q64 += (v as f64) * (v as f64);
+    }
+    let u = UNIT_ROUNDOFF;
+    let gamma = dim as f64 * u / (1.0 - dim as f64 * u);
+    let k = kappa as f64 * 1.02;
+    let norm = q64.sqrt();
+    let half = 0.5 * q64;
+    BoundTerms {
+        half_norm2: 0.5 * q,
+        norm_coeff: (k * (gamma + 3.0 * u) * norm) as f32,
+        half_norm_coeff: (k * 4.0 * u) as f32,
+        constant: (k * (gamma + 4.0 * u) * half) as f32,
+    }
+}
+
+/// Turn a block's dot products (`w`, in place) into base-2 logits, recompute in the
+/// direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie within
+/// their bound + `margin` of the running max, and return the block's max logit and the
+/// number of recomputed pairs. Padding points (`|a|²/2 = inf`) get `-inf`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn logits<const FMA: bool>(
+    w: &mut [f32],
+    xp: &[f32],
+    training: &TrainingPanels,
+    start: usize,
+    bound: &BoundTerms,
+    kappa: f32,
+    running_max: f32,
+    margin: f32,
+) -> (f32, u64) {
+    let count = w.len();
+    let h = &training.half_norm2[start..start + count];
+    let na = &training.norm[start..start + count];
+    let q = bound.half_norm2;
+    // In 16 lanes (count is a whole number of panels): the logits, a lower bound of the
+    // block's best true logit, and whether any bound exceeds the tolerance. Fixed-size
+    // chunks so that LLVM vectorizes the lanes.
+    let mut lower = [f32::NEG_INFINITY; 16];
+    let mut best = [f32::NEG_INFINITY; 16];
+    let mut widest = [0f32; 16];
+    for ((wc, hc), nc) in w
+        .chunks_exact_mut(16)
+        .zip(h.chunks_exact(16))
+        .zip(na.chunks_exact(16))
+    {
+        let wc: &mut [f32; 16] = wc.try_into().unwrap();
+        let hc: &[f32; 16] = hc.try_into().unwrap();
+        let nc: &[f32; 16] = nc.try_into().unwrap();
+        // Whole arrays by value, not element updates in place: LLVM then keeps the three
+        // accumulators in registers (in place, it kept them on the stack, a
+        // store-to-load chain per chunk).
+        let logit: [f32; 16] = std::array::from_fn(|l| kappa * ((wc[l] - hc[l]) - q));
+        let e: [f32; 16] = std::array::from_fn(|l| {
+            mad::<FMA>(
+                bound.norm_coeff,
+                nc[l],
+                mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
+            )
+        });
+        *wc = logit;
+        lower = std::array::from_fn(|l| {
+            let low = logit[l] - e[l];
+            if low > lower[l] {
+                low
+            } else {
+                lower[l]
+            }
+        });
+        best = std::array::from_fn(|l| {
+            if logit[l] > best[l] {
+                logit[l]
+            } else {
+                best[l]
+            }
+        });
+        widest = std::array::from_fn(|l| if e[l] > widest[l] { e[l] } else { widest[l] });
+    }
+    let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
+    let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut recomputed = 0;
+    if widest.iter().any(|&e| e > RECOMPUTE_TOLERANCE) {
+        let threshold = lower - margin;
+        let dim = training.dim;
+        for (c, ((wc, hc), nc)) in w
+            .chunks_exact_mut(16)
+            .zip(h.chunks_exact(16))
+            .zip(na.chunks_exact(16))
+            .enumerate()
+        {
+            let wc: &mut [f32; 16] = wc.try_into().unwrap();
+            let hc: &[f32; 16] = hc.try_into().unwrap();
+            let nc: &[f32; 16] = nc.try_into().unwrap();
+            // Candidates, vectorized; padding points (w = -inf, e = inf) give NaN: never.
+            let mut candidate = [false; 16];
+            for l in 0..16 {
+                let e = mad::<FMA>(
+                    bound.norm_coeff,
+                    nc[l],
+                    mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
+                );
+                candidate[l] = (e > RECOMPUTE_TOLERANCE) & (wc[l] + e >= threshold);
+            }
+            if !candidate.iter().any(|&c| c) {
+                continue;
+            }
+            for l in (0..16).filter(|&l| candidate[l]) {
+                let row = &training.rows[(start + 16 * c + l) * training.row_width..][..dim];
+                wc[l] = -0.5 * kappa * direct_distance2(xp, row);
+                recomputed += 1;
+            }
+        }
+        if recomputed > 0 {
+            block_max = w.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        }
+    }
+    (block_max, recomputed)
+}
+
+/// `|x' − a|²` in f32, 16 lanes folded in a fixed order (no cancellation).
+#[inline(always)]
+pub fn direct_distance2(xp: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (x16, x_rest) = xp.split_at(xp.len() / 16 * 16);
+    let (a16, a_rest) = a.split_at(x16.len());
+    for (xc, ac) in x16.chunks_exact(16).zip(a16.chunks_exact(16)) {
+        for k in 0..16 {
+            let d = xc[k] - ac[k];
+            acc[k] += d * d;
+        }
+    }
+    for (k, (x, a)) in x_rest.iter().zip(a_rest).enumerate() {
+        let d = x - a;
+        acc[k] += d * d;
+    }
+    fold16(&acc)
+}
+
+#[inline(always)]
+fn half16(s: &[f32], at: usize) -> &[f32; 16] {
+    s[at..at + 16].try_into().unwrap()
+}
+
+#[inline(always)]
+fn half16_mut(s: &mut [f32], at: usize) -> &mut [f32; 16] {
+    (&mut s[at..at + 16]).try_into().unwrap()
+}

@@ -1,0 +1,528 @@
+//! The CPU engine: the same stages as the shaders, in f32, one file per stage with the
+//! shader's name (the scalar twins, the specification), and `fast.rs`, the SIMD kernel
+//! that runs them for real, over particles in parallel with rayon.
+
+pub mod approx;
+pub mod attention;
+pub mod cull;
+pub mod deposit;
+pub mod em_step;
+pub mod em_step_general;
+pub mod fast;
+pub mod heun_step;
+pub mod init_noise;
+pub mod lanes16;
+pub mod nearest;
+pub mod reduce_general;
+pub mod score;
+
+use crate::engine::records::{HeunParams, StepParams, MAX_DIM, MAX_DIMENSION};
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Most particles per rayon work item (a multiple of `fast::MAX_LANES`).
+const MAX_BLOCK: usize = 1024;
+
+/// Particles per rayon work item: about 16 items per thread for load balance and
+/// progress, a multiple of the SIMD chunk, at most `MAX_BLOCK`.
+fn block_len(particles: usize) -> usize {
+    let per_item = particles.div_ceil(rayon::current_num_threads().max(1) * 16);
+    per_item
+        .next_multiple_of(fast::MAX_LANES)
+        .clamp(fast::MAX_LANES, MAX_BLOCK)
+}
+
+/// The cpu engine. `cull`: the D > 4 kernel skips the training points whose weights are
+/// provably negligible (exact to 2^-25 of the softmax sum; see `cull.rs`). Off by
+/// default: measured (loaded 2-core machine), it cost more than it saved: on i.i.d.
+/// Gaussian sets, where it culls nothing, 0–10% slower at D = 64, N = 2,000 and 12–20%
+/// at D = 784, N = 10,000; on the scikit-learn digits upsampled to 28×28 it culled 1.2%
+/// of all pairs and 10.5% in the last ten steps, for no net gain (balls of 32 points are
+/// wide there). Culling on or off gives different bits (the points are reordered), each
+/// deterministic and batch-invariant.
+#[derive(Debug)]
+pub struct CpuEngine {
+    pub cull: bool,
+    stats: PairStats,
+}
+
+/// (Particle, training point) pairs of the D > 4 kernel's score evaluations since the
+/// engine was made: all of them, and those culled.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PairStats {
+    pub pairs: u64,
+    pub culled: u64,
+}
+
+impl Default for CpuEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuEngine {
+    pub fn new() -> Self {
+        Self {
+            cull: false,
+            stats: PairStats::default(),
+        }
+    }
+
+    pub fn with_culling(cull: bool) -> Self {
+        Self {
+            cull,
+            ..Self::new()
+        }
+    }
+
+    pub fn pair_stats(&self) -> PairStats {
+        self.stats
+    }
+}
+
+/// A short description of this CPU for summaries: model name and thread count.
+pub fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {} threads", rayon::current_num_threads())
+}
+
+/// Run `job` (which counts finished particles in the counter it is given) on a worker
+/// thread while the calling thread turns that count into step progress for `on_step`.
+pub(crate) fn run_with_progress<F>(
+    total_particles: usize,
+    steps: usize,
+    on_step: &mut dyn FnMut(usize),
+    job: F,
+) where
+    F: FnOnce(&AtomicUsize) + Send,
+{
+    let done = AtomicUsize::new(0);
+    let (finished_tx, finished_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            job(&done);
+            // Wake the reporting thread at once: short batches must not wait a tick.
+            let _ = finished_tx.send(());
+        });
+        let mut reported = 0;
+        let tick = std::time::Duration::from_millis(50);
+        // Disconnected (the job panicked) ends the loop too.
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished_rx.recv_timeout(tick) {
+            let now = done.load(Ordering::Relaxed) * steps / total_particles.max(1);
+            if now > reported {
+                reported = now;
+                on_step(now);
+            }
+        }
+        if let Err(panic) = worker.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    on_step(steps);
+}
+
+/// Run `item` over the particles in work items of `block` particles, rayon in parallel,
+/// with step progress for `on_step` and Ctrl-C: `item` gets the work item's index, its
+/// slice of `initial` (where the batch starts from the initial noise) and of `state`, and
+/// runs them through all the steps of `steps`. Once `cancel` is set the items not yet
+/// started are skipped and the batch returns `Error::Interrupted`. The engines' paths
+/// share this so that their work items, progress and cancelling stay the same.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_blocks<F>(
+    dim: usize,
+    block: usize,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+    item: F,
+) -> Result<()>
+where
+    F: Fn(usize, Option<&mut [f32]>, &mut [f32]) + Sync,
+{
+    let n = state.len() / dim;
+    let skipped = AtomicBool::new(false);
+    let start = steps.start;
+    let job = |c: usize, initial: Option<&mut [f32]>, state: &mut [f32], done: &AtomicUsize| {
+        if cancel.load(Ordering::Relaxed) {
+            skipped.store(true, Ordering::Relaxed);
+            return;
+        }
+        item(c, initial, state);
+        done.fetch_add(state.len() / dim, Ordering::Relaxed);
+    };
+    run_with_progress(
+        n,
+        steps.len(),
+        &mut |k| on_step(start + k),
+        |done| match initial {
+            Some(initial) => initial
+                .par_chunks_mut(block * dim)
+                .zip(state.par_chunks_mut(block * dim))
+                .enumerate()
+                .for_each(|(c, (initial, state))| job(c, Some(initial), state, done)),
+            None => state
+                .par_chunks_mut(block * dim)
+                .enumerate()
+                .for_each(|(c, state)| job(c, None, state, done)),
+        },
+    );
+    if skipped.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("interrupted".into()));
+    }
+    Ok(())
+}
+
+impl Engine for CpuEngine {
+    fn backend(&self) -> Backend {
+        Backend::Cpu
+    }
+
+    fn device_name(&self) -> String {
+        format!("{} ({})", cpu_name(), fast::Isa::detect().name())
+    }
+
+    fn max_batch_particles(&self, _dim: usize) -> usize {
+        usize::MAX
+    }
+
+    fn pair_counts(&self) -> Option<(u64, u64)> {
+        (self.cull && self.stats.pairs > 0).then_some((self.stats.pairs, self.stats.culled))
+    }
+
+    /// Both kernels read the softmax state they evaluate the score with: the D <= 4 SIMD
+    /// engine its lanes', the D > 4 attention kernel each row's `1 / weight_sum`.
+    fn posterior_tap(&self, problem: &Problem) -> bool {
+        (1..=MAX_DIMENSION).contains(&problem.dataset.dim)
+    }
+
+    fn advance_steps(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: Option<&mut crate::engine::PosteriorTap>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        advance_any(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            tap,
+            cancel,
+            on_step,
+            (self.cull, &mut self.stats),
+        )
+    }
+}
+
+/// The cpu engine's two kernels: the SIMD engine for D <= 4, the fused attention kernel
+/// (em and heun) above.
+#[allow(clippy::too_many_arguments)]
+fn advance_any(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    tap: Option<&mut crate::engine::PosteriorTap>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+    (cull, stats): (bool, &mut PairStats),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    if dim == 0 || dim > MAX_DIMENSION {
+        return Err(Error::invalid(
+            "dimension",
+            format!(
+                "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+            ),
+        ));
+    }
+    if dim > MAX_DIM {
+        return advance_attention(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            cancel,
+            on_step,
+            tap,
+            (cull, stats),
+        );
+    }
+    advance_fast(
+        problem,
+        first_particle,
+        initial,
+        state,
+        steps,
+        tap,
+        cancel,
+        on_step,
+    )
+}
+
+/// The D <= 4 path: the SIMD engine (`fast.rs`) over work items of `block_len` particles,
+/// filling `tap` where given.
+#[allow(clippy::too_many_arguments)]
+fn advance_fast(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    tap: Option<&mut crate::engine::PosteriorTap>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<()> {
+    {
+        let dim = problem.dataset.dim;
+        let training = score::pad_training(&problem.dataset.points, dim);
+        if training.is_empty() {
+            return Err(Error::invalid("dataset", "the training set is empty"));
+        }
+        // The SIMD engine runs records: one per em step, or the halves of each heun step.
+        let fast_steps: Vec<fast::FastStep> = match problem.sampler {
+            SamplerKind::Em => problem.steps[steps.clone()]
+                .iter()
+                .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
+                .collect(),
+            SamplerKind::Heun => steps
+                .clone()
+                .flat_map(|k| HeunParams::for_step(problem.steps, k))
+                .map(|half| fast::FastStep::heun(&half))
+                .collect(),
+        };
+        let kernel = fast::Kernel {
+            dim,
+            training: &training,
+            steps: &fast_steps,
+            key: crate::model::philox::seed_key(problem.seed),
+            initial_std: problem.initial_std as f32,
+        };
+        let isa = fast::Isa::detect();
+        let block = block_len(state.len() / dim);
+        // The kernel record at which each tapped step evaluates its score: em, one record
+        // per step; heun, the predictor half of each step, two records per step.
+        let records_per_step = match problem.sampler {
+            SamplerKind::Em => 1,
+            SamplerKind::Heun => 2,
+        };
+        let mut slots = vec![None; fast_steps.len()];
+        // Each work item's piece of the tap's buffers (row-major, so consecutive rows are
+        // one contiguous piece), taken by the item that owns those rows.
+        type Piece<'t> = std::sync::Mutex<Option<(&'t mut [f32], &'t mut [u32])>>;
+        let (records, tap_rows, pieces): (usize, usize, Vec<Piece>) = match tap {
+            Some(tap) => {
+                tap.check();
+                assert!(tap.rows <= state.len() / dim, "tap rows beyond the batch");
+                for (j, &k) in tap.steps.iter().enumerate() {
+                    if steps.contains(&k) {
+                        slots[(k - steps.start) * records_per_step] = Some(j);
+                    }
+                }
+                let records = tap.steps.len();
+                let pieces = tap
+                    .max_weight
+                    .chunks_mut((block * records).max(1))
+                    .zip(tap.argmax.chunks_mut((block * records).max(1)))
+                    .map(|p| std::sync::Mutex::new(Some(p)))
+                    .collect();
+                (records, tap.rows, pieces)
+            }
+            None => (0, 0, Vec::new()),
+        };
+        // A work item runs its particles through all the steps of the range: Ctrl-C stops
+        // the batch at the next work item.
+        run_blocks(
+            dim,
+            block,
+            initial,
+            state,
+            steps,
+            cancel,
+            on_step,
+            |c, initial, state| {
+                let first = first_particle + (c * block) as u64;
+                let piece = pieces
+                    .get(c)
+                    .and_then(|p| p.lock().expect("tap piece").take());
+                match piece {
+                    Some((max_weight, argmax)) if records > 0 => {
+                        let mut chunk_tap = fast::ChunkTap {
+                            slots: &slots,
+                            records,
+                            rows: tap_rows.saturating_sub(c * block).min(block),
+                            max_weight,
+                            argmax,
+                        };
+                        fast::advance_tapped(
+                            &kernel,
+                            isa,
+                            first,
+                            initial,
+                            state,
+                            Some(&mut chunk_tap),
+                        );
+                    }
+                    _ => fast::advance(&kernel, isa, first, initial, state),
+                }
+            },
+        )
+    }
+}
+
+/// Particles per rayon work item of the D > 4 kernel: about 4 items per thread (each
+/// item streams the training set once per step, so fewer, larger items read less), a
+/// whole number of register tiles, at most 128 particles (their rows, weights and
+/// accumulators stay in L2).
+fn attention_block_len(particles: usize, isa: fast::Isa) -> usize {
+    let r = attention::tile_rows(isa);
+    particles
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .next_multiple_of(r)
+        .clamp(r, 128usize.next_multiple_of(r))
+}
+
+/// The D > 4 paths (em and heun, `problem.sampler`) on the fused attention kernel, with
+/// an optional posterior tap. Rayon over work items; each item's particles start from
+/// their initial noise (`init_noise_into`, the shader's loop over lane blocks) or their
+/// saved positions, and run through all steps of the range.
+#[allow(clippy::too_many_arguments)]
+pub fn advance_attention(
+    problem: &Problem,
+    first_particle: u64,
+    initial: Option<&mut [f32]>,
+    state: &mut [f32],
+    steps: Range<usize>,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(usize),
+    tap: Option<&mut crate::engine::PosteriorTap>,
+    (cull, stats): (bool, &mut PairStats),
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    if problem.dataset.is_empty() {
+        return Err(Error::invalid("dataset", "the training set is empty"));
+    }
+    let training = if cull {
+        attention::TrainingPanels::clustered(&problem.dataset.points, dim)
+    } else {
+        attention::TrainingPanels::new(&problem.dataset.points, dim)
+    };
+    let pairs = std::sync::atomic::AtomicU64::new(0);
+    let culled = std::sync::atomic::AtomicU64::new(0);
+    // The updates of the range and, per tapped step, the index of its (first) update.
+    let mut updates = Vec::new();
+    let mut first_update_of_step = Vec::new();
+    for k in steps.clone() {
+        first_update_of_step.push(updates.len());
+        match problem.sampler {
+            SamplerKind::Em => updates.push(attention::Update::Em(StepParams::from_step(
+                &problem.steps[k],
+            ))),
+            SamplerKind::Heun => updates.extend(
+                HeunParams::for_step(problem.steps, k)
+                    .into_iter()
+                    .map(attention::Update::Heun),
+            ),
+        }
+    }
+    let (tap_records, tap_rows): (Vec<(usize, usize)>, usize) = match &tap {
+        Some(tap) => (
+            tap.steps
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| steps.contains(k))
+                .map(|(record, k)| (record, first_update_of_step[k - steps.start]))
+                .collect(),
+            tap.rows,
+        ),
+        None => (Vec::new(), 0),
+    };
+    let records = tap.as_ref().map_or(0, |t| t.steps.len());
+    let tap_out = tap.map(|t| {
+        t.check();
+        std::sync::Mutex::new((&mut *t.max_weight, &mut *t.argmax))
+    });
+    let key = crate::model::philox::seed_key(problem.seed);
+    let isa = fast::Isa::detect();
+    let initial_std = problem.initial_std as f32;
+    let block = attention_block_len(state.len() / dim, isa);
+    let result = run_blocks(
+        dim,
+        block,
+        initial,
+        state,
+        steps,
+        cancel,
+        on_step,
+        |c, initial, rows| {
+            let first_row = c * block;
+            let first = first_particle + first_row as u64;
+            if let Some(initial) = initial {
+                for (r, x) in initial.chunks_exact_mut(dim).enumerate() {
+                    init_noise::init_noise_into(problem.seed, first + r as u64, initial_std, x);
+                }
+                rows.copy_from_slice(initial);
+            }
+            let particles = rows.len() / dim;
+            let mut scratch =
+                attention::Scratch::new(particles, attention::tile_rows(isa), &training);
+            let mut partials = vec![0f32; rows.len()];
+            let item_tap_rows = tap_rows.saturating_sub(first_row).min(particles);
+            let tapped_updates: Vec<usize> = tap_records.iter().map(|&(_, u)| u).collect();
+            let mut local = vec![(f32::NAN, u32::MAX); tapped_updates.len() * item_tap_rows];
+            let item_tap = (item_tap_rows > 0 && !tapped_updates.is_empty())
+                .then_some((&tapped_updates[..], &mut local[..]));
+            attention::advance(
+                isa,
+                &training,
+                rows,
+                &mut partials,
+                &updates,
+                key,
+                first,
+                &mut scratch,
+                item_tap,
+            );
+            pairs.fetch_add(scratch.pairs, Ordering::Relaxed);
+            culled.fetch_add(scratch.culled_pairs, Ordering::Relaxed);
+            if let (Some(out), true) = (&tap_out, item_tap_rows > 0) {
+                // The tap's layout is row-major: row r's value at steps[record] sits at
+                // r * records + record.
+                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                let (max_weight, argmax) = &mut *out;
+                for (j, &(record, _)) in tap_records.iter().enumerate() {
+                    for r in 0..item_tap_rows {
+                        let (w, i) = local[j * item_tap_rows + r];
+                        let at = (first_row + r) * records + record;
+                        max_weight[at] = w;
+                        argmax[at] = i;
+                    }
+                }
+            }
+        },
+    );
+    stats.pairs += pairs.into_inner();
+    stats.culled += culled.into_inner();
+    result
+}

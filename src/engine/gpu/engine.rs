@@ -1,0 +1,1169 @@
+//! The GPU sampler: particles stay in one storage buffer for all steps; the host encodes
+//! one `em_step` dispatch per step (per-step parameters selected by a dynamic uniform
+//! offset into a buffer uploaded once per run) and reads back only at the end.
+
+use super::context::{map_and_copy, AdapterChoice, GpuContext};
+use super::shaders::{
+    EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, HEUN_STEP_GENERAL_STAGE,
+    HEUN_STEP_STAGE, HEUN_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_GENERAL_STAGE, SCORE_STAGE,
+    SCORE_TILED_STAGE,
+};
+use crate::engine::records::{
+    chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
+    StepParams, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
+};
+use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
+use crate::error::{Error, Result};
+use crate::model::schedule::VpSchedule;
+use wgpu::util::DeviceExt;
+
+/// Dispatches encoded per submission: the host reports progress between submissions,
+/// and all of a batch's submissions are queued before the first wait.
+const STEPS_PER_SUBMISSION: usize = 10;
+
+/// Default threads per workgroup. Results do not depend on it (tested).
+pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
+
+/// Particles each invocation of the D <= 4 step and score stages reduces, sharing each
+/// training point it loads (`PARTICLES_PER_INVOCATION` in common/reduce_chunk.wgsl).
+pub const PARTICLES_PER_INVOCATION: usize = 2;
+
+/// How the score kernels reduce over the training points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduction {
+    /// `Tiled` from `TILED_MIN_TRAINING_POINTS` training points on, `Simple` below.
+    Auto,
+    /// Every invocation reads every training point from the storage buffer.
+    Simple,
+    /// Training points staged through workgroup shared memory, a tile at a time.
+    Tiled,
+}
+
+/// Training-set size from which `Reduction::Auto` picks the tiled kernel: one tile of
+/// `shaders/common/training_tiled.wgsl`. Below it a tile would be mostly empty.
+pub const TILED_MIN_TRAINING_POINTS: usize = 256;
+
+/// Largest training set the posterior tap handles: the tapped reductions carry the
+/// argmax between chunk dispatches as an f32 value, exact below 2^24.
+pub const MAX_TAPPED_TRAINING_POINTS: usize = 1 << 24;
+
+/// What a tapped step stage writes per particle (`TapEntry` in shaders/common/tap_on.wgsl;
+/// keep in sync): the largest softmax weight and the first training index having it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TapEntry {
+    pub max_weight: f32,
+    pub argmax: u32,
+}
+
+/// Device buffers of the posterior tap: one region of `TapEntry` per tapped step of a
+/// segment, and its readback. Grown on demand and reused.
+struct TapBuffers {
+    output: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+/// Environment variable that, set to `0`, keeps the general-D kernels on their portable
+/// path (workgroup loads) even where the adapter has subgroups.
+pub const SUBGROUPS_VAR: &str = "MEMODIFF_GPU_SUBGROUPS";
+
+/// Uploaded state of one problem, reused across batches while the problem is the same.
+struct ProblemBuffers {
+    dim: usize,
+    /// The training points as given (f64), to recognise the same problem on the next call
+    /// (every segment of every batch calls `prepare_problem`) without padding them again.
+    training_key: Vec<f64>,
+    /// The step records (`StepParams` or `HeunParams`, 48 bytes each), back to back.
+    steps_key: Vec<u8>,
+    training: wgpu::Buffer,
+    steps: wgpu::Buffer,
+    step_stride: u64,
+    /// One `ChunkParams` per chunk of `chunk_points` training points, at
+    /// `uniform_stride` offsets.
+    chunks: wgpu::Buffer,
+    chunk_points: usize,
+    n_chunks: usize,
+    uniform_stride: u64,
+}
+
+/// Per-batch buffers, grown on demand and reused.
+struct BatchBuffers {
+    capacity_bytes: u64,
+    particles: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+    /// Online-softmax state carried between chunk dispatches (`state_bytes_per_particle`),
+    /// or a placeholder when the training set fits one chunk.
+    softmax_state: wgpu::Buffer,
+    /// Readback buffers of the final and the initial positions, `capacity_bytes` each,
+    /// reused by every segment and batch instead of made per call.
+    final_staging: wgpu::Buffer,
+    initial_staging: wgpu::Buffer,
+    /// What `particles` holds after the last `advance_batch`: the first particle of that
+    /// batch and the positions read back from it. A segment that continues the batch
+    /// from exactly these positions needs no upload. `None` once anything else wrote the
+    /// buffer.
+    resident: Option<(u64, Vec<f32>)>,
+}
+
+pub struct GpuEngine {
+    ctx: GpuContext,
+    main_layout: wgpu::BindGroupLayout,
+    step_layout: wgpu::BindGroupLayout,
+    chunk_layout: wgpu::BindGroupLayout,
+    /// Group 3 of the tapped stages: their `tap_out` region, at a dynamic offset.
+    tap_layout: wgpu::BindGroupLayout,
+    init_pipeline: wgpu::ComputePipeline,
+    /// The layout every sampler pipeline shares (for those made on demand).
+    layout: wgpu::PipelineLayout,
+    /// The layout of the tapped step pipelines: `layout` plus group 3.
+    tapped_layout: wgpu::PipelineLayout,
+    /// Step and score pipelines, made on first use for the specialisation of a dimension
+    /// (`Stage::source_for_dim`: `LANES` for D <= 4, `OWNED` for D > 4), so that a run
+    /// compiles only the one or two it dispatches: (entry point, source, pipeline).
+    pipelines: Vec<(&'static str, String, wgpu::ComputePipeline)>,
+    /// Whether the general-D stages read the particle tile by subgroup broadcasts (where
+    /// the adapter has them, unless `MEMODIFF_GPU_SUBGROUPS=0` or `set_subgroups(false)`).
+    subgroups: bool,
+    /// Training points per dispatch forced by a test (`set_chunk_points`), instead of the
+    /// adapter's choice.
+    forced_chunk_points: Option<usize>,
+    run_params: wgpu::Buffer,
+    workgroup_size: u32,
+    reduction: Reduction,
+    timestamps: Option<Timestamps>,
+    last_kernel_seconds: Option<f64>,
+    problem: Option<ProblemBuffers>,
+    batch: Option<BatchBuffers>,
+    tap_buffers: Option<TapBuffers>,
+}
+
+fn uniform_entry(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl GpuEngine {
+    pub fn new(choice: AdapterChoice) -> Result<Self> {
+        Self::with_workgroup_size(choice, DEFAULT_WORKGROUP_SIZE)
+    }
+
+    pub fn with_workgroup_size(choice: AdapterChoice, workgroup_size: u32) -> Result<Self> {
+        let ctx = GpuContext::new(choice)?;
+        if workgroup_size == 0 || workgroup_size > ctx.limits.max_compute_invocations_per_workgroup
+        {
+            return Err(Error::invalid(
+                "workgroup size",
+                format!(
+                    "{workgroup_size} is outside 1..={}",
+                    ctx.limits.max_compute_invocations_per_workgroup
+                ),
+            ));
+        }
+        let device = &ctx.device;
+        // Group 0: run parameters, particles, training points, output (score stage only).
+        let main_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("main"),
+            entries: &[
+                uniform_entry(0, false),
+                storage_entry(1, false),
+                storage_entry(2, true),
+                storage_entry(3, false),
+                storage_entry(4, false),
+            ],
+        });
+        // Group 1: this step's parameters, at a dynamic offset.
+        let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("step"),
+            entries: &[uniform_entry(0, true)],
+        });
+        // Group 2: the chunk of training points this dispatch reduces, at a dynamic offset.
+        let chunk_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("chunk"),
+            entries: &[uniform_entry(0, true)],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("sampler"),
+            bind_group_layouts: &[Some(&main_layout), Some(&step_layout), Some(&chunk_layout)],
+            immediate_size: 0,
+        });
+        // Group 3: the tapped step's region of the tap buffer, at a dynamic offset.
+        let tap_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("posterior tap"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
+        let tapped_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("sampler, tapped"),
+            bind_group_layouts: &[
+                Some(&main_layout),
+                Some(&step_layout),
+                Some(&chunk_layout),
+                Some(&tap_layout),
+            ],
+            immediate_size: 0,
+        });
+        let init_pipeline = ctx.pipeline(&INIT_NOISE_STAGE, Some(&layout), workgroup_size);
+        let timestamps = ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| Timestamps::new(&ctx));
+        let run_params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("run params"),
+            size: std::mem::size_of::<RunParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.check()?;
+        let subgroups = ctx.has_subgroups_for_general_kernels()
+            && std::env::var(SUBGROUPS_VAR).as_deref() != Ok("0");
+        Ok(Self {
+            ctx,
+            main_layout,
+            step_layout,
+            chunk_layout,
+            tap_layout,
+            init_pipeline,
+            layout,
+            tapped_layout,
+            pipelines: Vec::new(),
+            subgroups,
+            forced_chunk_points: None,
+            run_params,
+            workgroup_size,
+            reduction: Reduction::Auto,
+            timestamps,
+            last_kernel_seconds: None,
+            problem: None,
+            batch: None,
+            tap_buffers: None,
+        })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Use the subgroup variant of the general-D stages (`true`: only where the adapter
+    /// has subgroups; returns whether it is used) or the portable one (`false`). Results
+    /// are the same; tests compare the two.
+    pub fn set_subgroups(&mut self, on: bool) -> bool {
+        self.subgroups = on && self.ctx.has_subgroups_for_general_kernels();
+        self.subgroups
+    }
+
+    /// Whether the general-D stages use subgroup broadcasts.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Force a reduction strategy (tests, benchmarks); the default is `Auto`.
+    pub fn set_reduction(&mut self, reduction: Reduction) {
+        self.reduction = reduction;
+    }
+
+    /// Force the training points per chunk dispatch (a multiple of 256, so tiles and
+    /// results do not change; tests of the chunked paths on any adapter), or `None` for
+    /// the adapter's choice: lavapipe's loop limit on software adapters, work on hardware.
+    pub fn set_chunk_points(&mut self, points: Option<usize>) {
+        assert!(points.is_none_or(|p| p > 0 && p % 256 == 0));
+        self.forced_chunk_points = points;
+    }
+
+    /// Training points per dispatch for `particles` particles of dimension `dim`.
+    /// Software adapters (lavapipe) stop a loop after 65,535 iterations and return wrong
+    /// results silently, so there chunks are sized by loop count; on hardware by work.
+    pub fn chunk_points_for(&self, dim: usize, particles: usize) -> usize {
+        if let Some(points) = self.forced_chunk_points {
+            points
+        } else if self.ctx.is_software() {
+            chunk_points(dim)
+        } else {
+            hardware_chunk_points(dim, particles)
+        }
+    }
+
+    /// The pipeline of `stage` specialised for dimension `dim`, made on first use.
+    fn pipeline_for(&mut self, stage: &super::shaders::Stage, dim: usize) -> wgpu::ComputePipeline {
+        self.pipeline_variant(stage, dim, false)
+    }
+
+    /// The pipeline of `stage` for dimension `dim`, with the posterior tap on (its own
+    /// module and layout, group 3 added) or off, made on first use.
+    fn pipeline_variant(
+        &mut self,
+        stage: &super::shaders::Stage,
+        dim: usize,
+        tapped: bool,
+    ) -> wgpu::ComputePipeline {
+        let source = stage.source_variant(dim, tapped, self.subgroups);
+        if let Some((_, _, pipeline)) = self
+            .pipelines
+            .iter()
+            .find(|(entry, s, _)| *entry == stage.entry_point && *s == source)
+        {
+            return pipeline.clone();
+        }
+        // The general-D stages have a fixed workgroup (GENERAL_WG invocations per tile of
+        // GENERAL_PARTICLES) and no WORKGROUP_SIZE to override: their results do not
+        // depend on `workgroup_size`.
+        let layout = if tapped {
+            &self.tapped_layout
+        } else {
+            &self.layout
+        };
+        let pipeline = self.ctx.pipeline_from_source(
+            stage.entry_point,
+            &source,
+            Some(layout),
+            self.workgroup_size,
+        );
+        self.pipelines
+            .push((stage.entry_point, source, pipeline.clone()));
+        pipeline
+    }
+
+    /// The step pipeline of `sampler` for dimension `dim` (`tiled`: training points
+    /// staged through shared memory; ignored for D > 4).
+    fn step_pipeline(
+        &mut self,
+        sampler: SamplerKind,
+        dim: usize,
+        tiled: bool,
+        tapped: bool,
+    ) -> wgpu::ComputePipeline {
+        let stage = match (sampler, dim > MAX_DIM, tiled) {
+            (SamplerKind::Em, true, _) => &EM_STEP_GENERAL_STAGE,
+            (SamplerKind::Heun, true, _) => &HEUN_STEP_GENERAL_STAGE,
+            (SamplerKind::Em, false, true) => &EM_STEP_TILED_STAGE,
+            (SamplerKind::Em, false, false) => &EM_STEP_STAGE,
+            (SamplerKind::Heun, false, true) => &HEUN_STEP_TILED_STAGE,
+            (SamplerKind::Heun, false, false) => &HEUN_STEP_STAGE,
+        };
+        self.pipeline_variant(stage, dim, tapped)
+    }
+
+    /// Whether a training set of `n_train` points runs on the tiled kernels.
+    pub fn uses_tiled(&self, n_train: usize) -> bool {
+        match self.reduction {
+            Reduction::Auto => n_train >= TILED_MIN_TRAINING_POINTS,
+            Reduction::Simple => false,
+            Reduction::Tiled => true,
+        }
+    }
+
+    /// GPU time of the last batch's steps, from timestamp queries, when supported.
+    pub fn last_kernel_seconds(&self) -> Option<f64> {
+        self.last_kernel_seconds
+    }
+
+    /// Upload training points (each padded to whole vec4: one for D <= 4, D/4 rounded up
+    /// otherwise) and all steps' parameters, unless the same problem is already on the
+    /// device.
+    fn prepare_problem(
+        &mut self,
+        training: &[f64],
+        dim: usize,
+        steps: Vec<u8>,
+        chunk_points: usize,
+    ) {
+        if let Some(p) = &mut self.problem {
+            // Bitwise, like the f32 data uploaded (f64 == would merge 0.0 and -0.0).
+            let same_points = p.training_key.len() == training.len()
+                && p.training_key
+                    .iter()
+                    .zip(training)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            if p.dim == dim && p.steps_key == steps && same_points {
+                if p.chunk_points != chunk_points {
+                    let (chunks, n_chunks) = Self::chunk_buffer(
+                        &self.ctx,
+                        training.len() / dim,
+                        chunk_points,
+                        p.uniform_stride,
+                    );
+                    (p.chunks, p.n_chunks, p.chunk_points) = (chunks, n_chunks, chunk_points);
+                }
+                return;
+            }
+        }
+        let points = training;
+        let padded = crate::engine::cpu::reduce_general::pad_general(points, dim);
+        let device = &self.ctx.device;
+        let training = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("training points"),
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
+        let size = std::mem::size_of::<StepParams>() as u64;
+        let step_stride = size.div_ceil(align) * align;
+        let chunk_size = std::mem::size_of::<ChunkParams>() as u64;
+        let uniform_stride = chunk_size.div_ceil(align) * align;
+        let (chunks_buffer, n_chunks) =
+            Self::chunk_buffer(&self.ctx, points.len() / dim, chunk_points, uniform_stride);
+        let mut bytes = vec![0u8; step_stride as usize * (steps.len() / size as usize).max(1)];
+        for (k, s) in steps.chunks(size as usize).enumerate() {
+            let at = k * step_stride as usize;
+            bytes[at..at + size as usize].copy_from_slice(s);
+        }
+        let steps_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("step params"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        self.problem = Some(ProblemBuffers {
+            dim,
+            training_key: points.to_vec(),
+            steps_key: steps,
+            training,
+            steps: steps_buffer,
+            step_stride,
+            chunks: chunks_buffer,
+            chunk_points,
+            n_chunks,
+            uniform_stride,
+        });
+    }
+
+    /// The `ChunkParams` of `n_train` points in chunks of `chunk_points`, one per
+    /// `uniform_stride` bytes, and how many there are.
+    fn chunk_buffer(
+        ctx: &GpuContext,
+        n_train: usize,
+        chunk_points: usize,
+        uniform_stride: u64,
+    ) -> (wgpu::Buffer, usize) {
+        let chunks = training_chunks_of(n_train, chunk_points);
+        let chunk_size = std::mem::size_of::<ChunkParams>();
+        let mut bytes = vec![0u8; (uniform_stride as usize) * chunks.len()];
+        for (c, chunk) in chunks.iter().enumerate() {
+            let at = c * uniform_stride as usize;
+            bytes[at..at + chunk_size].copy_from_slice(bytemuck::bytes_of(chunk));
+        }
+        let buffer = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("chunk params"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        (buffer, chunks.len())
+    }
+
+    /// Make sure the particle and scratch buffers hold at least `bytes`, and the softmax
+    /// state buffer enough for them when the training set needs several chunks.
+    fn prepare_batch(&mut self, bytes: u64, dim: usize) {
+        let chunked = self.problem.as_ref().is_some_and(|p| p.n_chunks > 1);
+        let state_bytes = if chunked {
+            bytes / (4 * dim as u64) * state_bytes_per_particle(dim)
+        } else {
+            32
+        };
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.capacity_bytes >= bytes && b.softmax_state.size() >= state_bytes)
+        {
+            return;
+        }
+        let device = &self.ctx.device;
+        let make = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        use wgpu::BufferUsages as U;
+        self.batch = Some(BatchBuffers {
+            capacity_bytes: bytes,
+            particles: make("particles", U::STORAGE | U::COPY_SRC | U::COPY_DST),
+            scratch: make("scratch", U::STORAGE | U::COPY_SRC),
+            final_staging: make("final readback", U::MAP_READ | U::COPY_DST),
+            initial_staging: make("initial readback", U::MAP_READ | U::COPY_DST),
+            resident: None,
+            softmax_state: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("softmax state"),
+                size: state_bytes,
+                usage: U::STORAGE,
+                mapped_at_creation: false,
+            }),
+        });
+    }
+
+    /// Workgroup counts (x, y) of the general-D stages: one workgroup per tile of
+    /// `GENERAL_PARTICLES` particles, rows of at most the adapter's limit (the shaders
+    /// return early, uniformly, from the workgroups past the batch in the last row).
+    pub fn general_grid(&self, n: usize) -> (u32, u32) {
+        let groups = n.div_ceil(GENERAL_PARTICLES).max(1);
+        let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let rows = groups.div_ceil(max_x);
+        // Balanced rows: as few idle workgroups in the last row as the division allows.
+        let x = groups.div_ceil(rows);
+        (x as u32, rows as u32)
+    }
+
+    /// Workgroup counts (x, y) covering `n` invocations, and threads per row.
+    fn dispatch_grid(&self, n: usize) -> (u32, u32, u32) {
+        let (x, y) = self.balanced_grid(n.div_ceil(self.workgroup_size as usize));
+        (x, y, x * self.workgroup_size)
+    }
+
+    /// Workgroup counts (x, y) of the D <= 4 step and score stages: each invocation
+    /// reduces `PARTICLES_PER_INVOCATION` particles (common/reduce_chunk.wgsl), and the
+    /// shaders find their particles from the grid's shape (`num_workgroups`).
+    fn reduction_grid(&self, n: usize) -> (u32, u32) {
+        let per_group = self.workgroup_size as usize * PARTICLES_PER_INVOCATION;
+        self.balanced_grid(n.div_ceil(per_group))
+    }
+
+    /// At least one workgroup, in rows of at most the adapter's limit.
+    fn balanced_grid(&self, groups: usize) -> (u32, u32) {
+        let groups = groups.max(1);
+        let max_x = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        // Balanced rows (2^22 particles: 2 x 32,768, not 65,535 + 1 live workgroup).
+        let y = groups.div_ceil(max_x);
+        let x = groups.div_ceil(y);
+        (x as u32, y as u32)
+    }
+
+    /// Make sure the tap buffer and its readback hold at least `bytes`.
+    fn prepare_tap(&mut self, bytes: u64) {
+        if self
+            .tap_buffers
+            .as_ref()
+            .is_some_and(|t| t.output.size() >= bytes)
+        {
+            return;
+        }
+        let make = |label, usage| {
+            self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        use wgpu::BufferUsages as U;
+        self.tap_buffers = Some(TapBuffers {
+            output: make("posterior tap", U::STORAGE | U::COPY_SRC),
+            staging: make("posterior tap readback", U::MAP_READ | U::COPY_DST),
+        });
+    }
+
+    /// A bind group of one window of `size` bytes into `buffer`, placed by a dynamic
+    /// offset at each dispatch (the per-step records, the per-chunk records, a tapped
+    /// step's region of the tap buffer).
+    fn window_bind_group(
+        &self,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        buffer: &wgpu::Buffer,
+        size: u64,
+    ) -> wgpu::BindGroup {
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: 0,
+                        size: Some(std::num::NonZeroU64::new(size).expect("a non-empty window")),
+                    }),
+                }],
+            })
+    }
+
+    /// Group 3 of the tapped stages: a region of `region_bytes` of the tap buffer.
+    fn tap_bind_group(&self, region_bytes: u64) -> wgpu::BindGroup {
+        let t = self.tap_buffers.as_ref().expect("tap buffers");
+        self.window_bind_group("posterior tap", &self.tap_layout, &t.output, region_bytes)
+    }
+
+    fn main_bind_group(&self) -> wgpu::BindGroup {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        let b = self.batch.as_ref().expect("batch buffers");
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("main"),
+                layout: &self.main_layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: self.run_params.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: b.particles.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: p.training.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: b.scratch.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: b.softmax_state.as_entire_binding(),
+                    },
+                ],
+            })
+    }
+
+    fn step_bind_group(&self) -> wgpu::BindGroup {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        let size = std::mem::size_of::<StepParams>() as u64;
+        self.window_bind_group("step", &self.step_layout, &p.steps, size)
+    }
+
+    fn chunk_bind_group(&self) -> wgpu::BindGroup {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        let size = std::mem::size_of::<ChunkParams>() as u64;
+        self.window_bind_group("chunk", &self.chunk_layout, &p.chunks, size)
+    }
+
+    /// Chunk offsets into the chunk-params buffer, in dispatch order.
+    fn chunk_offsets(&self) -> Vec<u32> {
+        let p = self.problem.as_ref().expect("problem uploaded");
+        (0..p.n_chunks)
+            .map(|c| (c as u64 * p.uniform_stride) as u32)
+            .collect()
+    }
+
+    /// Refuse a dimension outside 1..=MAX_DIMENSION, or a training set that does not fit
+    /// one storage buffer binding, with the numbers.
+    fn check_problem(&self, dim: usize, n_train: usize) -> Result<()> {
+        if dim == 0 || dim > MAX_DIMENSION {
+            return Err(Error::invalid(
+                "dimension",
+                format!(
+                    "the GPU kernels support 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+                ),
+            ));
+        }
+        check_training_fits(n_train, dim, self.ctx.max_storage_bytes())
+    }
+
+    /// Evaluate the empirical score at `points` (row-major, dimension `dataset.dim`) at
+    /// forward time `tau`, with the GPU score kernel.
+    pub fn evaluate_score(
+        &mut self,
+        dataset: &crate::model::dataset::Dataset,
+        schedule: &VpSchedule,
+        tau: f64,
+        points: &[f32],
+    ) -> Result<Vec<f32>> {
+        let dim = dataset.dim;
+        self.check_problem(dim, dataset.len())?;
+        let n = points.len() / dim;
+        let bytes = (points.len() * 4) as u64;
+        if n > self.max_batch_particles(dim) {
+            let max = self.ctx.max_storage_bytes();
+            return Err(Error::invalid(
+                "points",
+                format!(
+                    "{n} query points of dimension {dim} need {} bytes of coordinates and {} \
+                     bytes of softmax state, over this adapter's largest storage buffer \
+                     binding of {max} bytes; evaluate them in smaller sets",
+                    bytes,
+                    n as u64 * state_bytes_per_particle(dim)
+                ),
+            ));
+        }
+        let chunk_points = self.chunk_points_for(dim, n);
+        self.prepare_problem(
+            &dataset.points,
+            dim,
+            bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
+            chunk_points,
+        );
+        self.prepare_batch(bytes.max(16), dim);
+        let general = dim > MAX_DIM;
+        let score_pipeline = self.pipeline_for(
+            match (general, self.uses_tiled(dataset.len())) {
+                (true, _) => &SCORE_GENERAL_STAGE,
+                (false, true) => &SCORE_TILED_STAGE,
+                (false, false) => &SCORE_STAGE,
+            },
+            dim,
+        );
+        let (gx, gy) = if general {
+            self.general_grid(n)
+        } else {
+            self.reduction_grid(n)
+        };
+        // The score stages find their particles from the grid (threads_per_row unused).
+        let run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
+        let batch = self.batch.as_mut().unwrap();
+        batch.resident = None;
+        queue.write_buffer(&batch.particles, 0, bytemuck::cast_slice(points));
+        let main = self.main_bind_group();
+        let step = self.step_bind_group();
+        let chunk_group = self.chunk_bind_group();
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&score_pipeline);
+            pass.set_bind_group(0, &main, &[]);
+            pass.set_bind_group(1, &step, &[0]);
+            for offset in self.chunk_offsets() {
+                pass.set_bind_group(2, &chunk_group, &[offset]);
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        queue.submit([encoder.finish()]);
+        let out = self
+            .ctx
+            .read_buffer(&self.batch.as_ref().unwrap().scratch, bytes)?;
+        Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+}
+
+impl GpuEngine {
+    /// `Engine::advance_batch`, and `advance_batch_tapped` when `tap` is given.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        samples: &mut [f32],
+        steps: std::ops::Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &std::sync::atomic::AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let dim = problem.dataset.dim;
+        self.check_problem(dim, problem.dataset.len())?;
+        let n = samples.len() / dim;
+        let bytes = (samples.len() * 4) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let limit = self.max_batch_particles(dim);
+        if n > limit {
+            return Err(Error::invalid(
+                "--batch",
+                format!(
+                    "{n} particles of dimension {dim} need {bytes} bytes per particle buffer \
+                     and {} bytes of softmax state, over this adapter's largest storage \
+                     buffer binding of {} bytes; at most {limit} particles fit a batch",
+                    n as u64 * state_bytes_per_particle(dim),
+                    self.ctx.max_storage_bytes()
+                ),
+            ));
+        }
+        // The step records of the whole problem: one StepParams per step (em), or the
+        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
+        let mut records: Vec<u8> = Vec::new();
+        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
+        for (k, step) in problem.steps.iter().enumerate() {
+            first_record.push(records.len() / std::mem::size_of::<StepParams>());
+            match problem.sampler {
+                SamplerKind::Em => {
+                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
+                }
+                SamplerKind::Heun => {
+                    for half in HeunParams::for_step(problem.steps, k) {
+                        records.extend_from_slice(bytemuck::bytes_of(&half));
+                    }
+                }
+            }
+        }
+        first_record.push(records.len() / std::mem::size_of::<StepParams>());
+        let chunk_points = self.chunk_points_for(dim, n);
+        self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
+        self.prepare_batch(bytes, dim);
+        let tiled = self.uses_tiled(problem.dataset.len());
+        let step_pipeline = self.step_pipeline(problem.sampler, dim, tiled, false);
+        // The posterior tap of this segment: the tapped steps inside `steps`, each with
+        // its region of the tap buffer (region r of `tapped`, at r * region_stride).
+        let tap_rows = tap.as_ref().map_or(0, |t| t.rows);
+        let tapped: Vec<(usize, usize)> = match &tap {
+            Some(t) if t.rows > 0 => {
+                t.check();
+                assert!(t.rows <= n, "tap rows beyond the batch");
+                assert!(
+                    t.steps.windows(2).all(|w| w[0] < w[1]),
+                    "tap steps not strictly increasing"
+                );
+                t.steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| steps.contains(k))
+                    .map(|(j, &k)| (j, k))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let region_bytes = (tap_rows * std::mem::size_of::<TapEntry>()) as u64;
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment as u64;
+        let region_stride = region_bytes.div_ceil(align) * align;
+        let tap_bytes = region_stride * tapped.len() as u64;
+        let tapped_pipeline =
+            (!tapped.is_empty()).then(|| self.step_pipeline(problem.sampler, dim, tiled, true));
+        if tap_bytes > 0 {
+            self.prepare_tap(tap_bytes);
+        }
+        let tap_group = (tap_bytes > 0).then(|| self.tap_bind_group(region_bytes));
+
+        let (gx, gy, threads_per_row) = self.dispatch_grid(n);
+        let general = dim > MAX_DIM;
+        // The step stages run one workgroup per tile of particles (init_noise does not).
+        let (step_gx, step_gy) = if general {
+            self.general_grid(n)
+        } else {
+            self.reduction_grid(n)
+        };
+        let mut run = RunParams::new(
+            problem.seed,
+            first_particle,
+            n as u32,
+            dim as u32,
+            problem.dataset.len() as u32,
+        );
+        run.threads_per_row = threads_per_row;
+        run.initial_std = problem.initial_std as f32;
+        run.tap_rows = tap_rows as u32;
+        self.ctx
+            .queue
+            .write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
+
+        let main = self.main_bind_group();
+        let step_group = self.step_bind_group();
+        let chunk_group = self.chunk_bind_group();
+        let chunk_offsets = self.chunk_offsets();
+        let stride = self.problem.as_ref().unwrap().step_stride;
+        let batch = self.batch.as_mut().unwrap();
+        // The particles are already on the device when this segment continues the last
+        // one from the positions it read back (the sampler's usual segments).
+        let resident = initial.is_none()
+            && batch.resident.as_ref().is_some_and(|(first, positions)| {
+                *first == first_particle
+                    && positions.len() == samples.len()
+                    && positions
+                        .iter()
+                        .zip(samples.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+            });
+        batch.resident = None;
+        let batch = self.batch.as_ref().unwrap();
+        let device = &self.ctx.device;
+        let initial_staging = initial.is_some().then_some(&batch.initial_staging);
+        let final_staging = &batch.final_staging;
+
+        // Initial noise, and a copy of it for initial.npy, in the first submission; or the
+        // saved state of a batch that continues.
+        let mut encoder = device.create_command_encoder(&Default::default());
+        if let Some(initial_staging) = &initial_staging {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.init_pipeline);
+            pass.set_bind_group(0, &main, &[]);
+            pass.set_bind_group(1, &step_group, &[0]);
+            pass.set_bind_group(2, &chunk_group, &[0]);
+            pass.dispatch_workgroups(gx, gy, 1);
+            drop(pass);
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, initial_staging, 0, bytes);
+        } else if !resident {
+            self.ctx
+                .queue
+                .write_buffer(&batch.particles, 0, bytemuck::cast_slice(samples));
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+
+        // The steps, STEPS_PER_SUBMISSION dispatches per submission, queued back to back.
+        let n_steps = steps.end;
+        let mut submissions = Vec::new();
+        for chunk_start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
+            let chunk_end = (chunk_start + STEPS_PER_SUBMISSION).min(n_steps);
+            let mut encoder = device.create_command_encoder(&Default::default());
+            {
+                // Timestamps bracket all steps: start of the first pass, end of the last.
+                let (first, last) = (chunk_start == steps.start, chunk_end == n_steps);
+                let timestamp_writes =
+                    self.timestamps.as_ref().filter(|_| first || last).map(|t| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set: &t.queries,
+                            beginning_of_pass_write_index: first.then_some(0),
+                            end_of_pass_write_index: last.then_some(1),
+                        }
+                    });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("em steps"),
+                    timestamp_writes,
+                });
+                pass.set_pipeline(&step_pipeline);
+                pass.set_bind_group(0, &main, &[]);
+                for k in chunk_start..chunk_end {
+                    // A tapped step's score evaluation (em: its record; heun: its
+                    // predictor, the first record) runs the tapped pipeline.
+                    let region = tapped.iter().position(|&(_, t)| t == k);
+                    for record in first_record[k]..first_record[k + 1] {
+                        let tap_here = region.filter(|_| record == first_record[k]);
+                        if let (Some(r), Some(pipeline), Some(group)) =
+                            (tap_here, &tapped_pipeline, &tap_group)
+                        {
+                            pass.set_pipeline(pipeline);
+                            pass.set_bind_group(0, &main, &[]);
+                            pass.set_bind_group(3, group, &[(r as u64 * region_stride) as u32]);
+                        }
+                        pass.set_bind_group(1, &step_group, &[(record as u64 * stride) as u32]);
+                        for &offset in &chunk_offsets {
+                            pass.set_bind_group(2, &chunk_group, &[offset]);
+                            pass.dispatch_workgroups(step_gx, step_gy, 1);
+                        }
+                        if tap_here.is_some() {
+                            pass.set_pipeline(&step_pipeline);
+                            pass.set_bind_group(0, &main, &[]);
+                        }
+                    }
+                }
+            }
+            if chunk_end == n_steps {
+                encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
+                if let Some(t) = self.tap_buffers.as_ref().filter(|_| tap_bytes > 0) {
+                    encoder.copy_buffer_to_buffer(&t.output, 0, &t.staging, 0, tap_bytes);
+                }
+                if let Some(t) = &self.timestamps {
+                    t.resolve(&mut encoder);
+                }
+            }
+            submissions.push((chunk_end, self.ctx.queue.submit([encoder.finish()])));
+        }
+        if steps.is_empty() {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        for (done, index) in submissions {
+            device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| self.ctx.wait_error(e))?;
+            self.ctx.check()?;
+            on_step(done);
+            // Ctrl-C: stop between submissions (those already queued finish unread).
+            if done < n_steps && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted("interrupted".into()));
+            }
+        }
+        if let (Some(initial), Some(staging)) = (initial, initial_staging) {
+            initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
+                &self.ctx, staging, bytes,
+            )?));
+        }
+        let positions: Vec<f32> =
+            bytemuck::cast_slice(&map_and_copy(&self.ctx, final_staging, bytes)?).to_vec();
+        samples.copy_from_slice(&positions);
+        self.batch.as_mut().unwrap().resident = Some((first_particle, positions));
+        if let (Some(tap), Some(buffers)) = (tap, self.tap_buffers.as_ref()) {
+            if tap_bytes > 0 {
+                let bytes = map_and_copy(&self.ctx, &buffers.staging, tap_bytes)?;
+                let records = tap.steps.len();
+                for (r, &(j, _)) in tapped.iter().enumerate() {
+                    let at = r * region_stride as usize;
+                    let region: &[TapEntry] =
+                        bytemuck::cast_slice(&bytes[at..at + region_bytes as usize]);
+                    for (row, entry) in region.iter().enumerate() {
+                        tap.max_weight[row * records + j] = entry.max_weight;
+                        tap.argmax[row * records + j] = entry.argmax;
+                    }
+                }
+            }
+        }
+        self.last_kernel_seconds = match (&self.timestamps, steps.len()) {
+            (Some(t), 1..) => Some(t.read_seconds(&self.ctx)?),
+            _ => None,
+        };
+        Ok(())
+    }
+}
+
+/// Bytes of online-softmax state a particle carries between chunk dispatches: two vec4
+/// on the vec4 kernels, (D/4 rounded up + 1) vec4 on the general-D ones.
+pub fn state_bytes_per_particle(dim: usize) -> u64 {
+    if dim <= MAX_DIM {
+        32
+    } else {
+        16 * (dim.div_ceil(4) as u64 + 1)
+    }
+}
+
+/// Refuse a training set whose padded points (16 bytes per 4 coordinates, rounded up)
+/// do not fit one storage buffer binding of `max_binding` bytes, with the numbers.
+pub fn check_training_fits(n_train: usize, dim: usize, max_binding: u64) -> Result<()> {
+    let needed = n_train as u64 * 16 * dim.div_ceil(4) as u64;
+    if needed > max_binding {
+        return Err(Error::invalid(
+            "--dataset",
+            format!(
+                "{n_train} training points of dimension {dim} need {needed} bytes in one GPU \
+                 buffer ({} bytes a point, padded to a multiple of 4 coordinates), but this \
+                 adapter's largest storage buffer binding is {max_binding} bytes; use fewer \
+                 training points or --backend cpu",
+                16 * dim.div_ceil(4)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A pair of timestamp queries around a batch's steps, and the buffers to read them.
+struct Timestamps {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    period_ns: f32,
+}
+
+impl Timestamps {
+    fn new(ctx: &GpuContext) -> Self {
+        let device = &ctx.device;
+        Self {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("step timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            period_ns: ctx.queue.get_timestamp_period(),
+        }
+    }
+
+    fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0);
+        encoder.copy_buffer_to_buffer(&self.resolved, 0, &self.readback, 0, 16);
+    }
+
+    fn read_seconds(&self, ctx: &GpuContext) -> Result<f64> {
+        let bytes = map_and_copy(ctx, &self.readback, 16)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        Ok(ticks[1].wrapping_sub(ticks[0]) as f64 * self.period_ns as f64 * 1e-9)
+    }
+}
+
+impl Engine for GpuEngine {
+    fn backend(&self) -> Backend {
+        Backend::Gpu
+    }
+
+    fn device_name(&self) -> String {
+        self.ctx.adapter_name()
+    }
+
+    fn kernel_seconds(&self) -> Option<f64> {
+        self.last_kernel_seconds
+    }
+
+    fn gpu_context(&self) -> Option<&GpuContext> {
+        Some(&self.ctx)
+    }
+
+    fn max_batch_particles(&self, dim: usize) -> usize {
+        // Each of the particle, scratch and softmax-state buffers must fit one storage
+        // binding: 4 D bytes a particle for the first two, state_bytes_per_particle(D)
+        // (32 for D <= 4, 16 (D/4 + 1) beyond) for the state of chunked problems.
+        let per_particle = ((dim.max(1) * 4) as u64).max(state_bytes_per_particle(dim));
+        (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
+    }
+
+    /// Deposits straight from the particle buffer, which after `advance_batch` holds the
+    /// batch's positions in its first `n * D` floats (until the next batch overwrites it).
+    fn deposit_samples(
+        &self,
+        n: usize,
+        target: &mut crate::engine::gpu::raster::GpuDensity,
+    ) -> Result<()> {
+        let (Some(batch), Some(problem)) = (&self.batch, &self.problem) else {
+            return Err(Error::Gpu("no batch has run on this GPU engine yet".into()));
+        };
+        if (n * problem.dim * 4) as u64 > batch.capacity_bytes {
+            return Err(Error::Gpu(format!(
+                "{n} particles are more than the last batch held"
+            )));
+        }
+        target.deposit_buffer(&batch.particles, n, problem.dim)
+    }
+
+    fn posterior_tap(&self, problem: &Problem) -> bool {
+        problem.dataset.len() <= MAX_TAPPED_TRAINING_POINTS
+    }
+
+    /// The tapped records run the tapped pipeline (common/tap_on.wgsl), whose
+    /// arithmetic for the positions is that of the untapped one: only the argmax
+    /// tracking and the tap's writes are added.
+    fn advance_steps(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        samples: &mut [f32],
+        steps: std::ops::Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &std::sync::atomic::AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.advance(
+            problem,
+            first_particle,
+            initial,
+            samples,
+            steps,
+            tap,
+            cancel,
+            on_step,
+        )
+    }
+}

@@ -1,0 +1,261 @@
+//! WGSL has no `#include`: each stage is assembled from the shared snippets in
+//! `shaders/common/` and its own file, at compile time via `include_str!`.
+
+const PARAMS: &str = include_str!("../../../shaders/common/params.wgsl");
+const PHILOX: &str = include_str!("../../../shaders/common/philox.wgsl");
+const SCORE_COMMON: &str = include_str!("../../../shaders/common/score.wgsl");
+const TRAINING_SIMPLE: &str = include_str!("../../../shaders/common/training_simple.wgsl");
+const TRAINING_TILED: &str = include_str!("../../../shaders/common/training_tiled.wgsl");
+const REDUCE_CHUNK: &str = include_str!("../../../shaders/common/reduce_chunk.wgsl");
+const REDUCE_GENERAL: &str = include_str!("../../../shaders/common/reduce_general.wgsl");
+const TAP_OFF: &str = include_str!("../../../shaders/common/tap_off.wgsl");
+const TAP_ON: &str = include_str!("../../../shaders/common/tap_on.wgsl");
+const GENERAL_LANES_SHARED: &str =
+    include_str!("../../../shaders/common/general_lanes_shared.wgsl");
+const GENERAL_LANES_SUBGROUP: &str =
+    include_str!("../../../shaders/common/general_lanes_subgroup.wgsl");
+
+const INIT_NOISE: &str = include_str!("../../../shaders/init_noise.wgsl");
+const EM_STEP: &str = include_str!("../../../shaders/em_step.wgsl");
+const SCORE: &str = include_str!("../../../shaders/score.wgsl");
+const EM_STEP_GENERAL: &str = include_str!("../../../shaders/em_step_general.wgsl");
+const HEUN_STEP: &str = include_str!("../../../shaders/heun_step.wgsl");
+const HEUN_STEP_GENERAL: &str = include_str!("../../../shaders/heun_step_general.wgsl");
+const SCORE_GENERAL: &str = include_str!("../../../shaders/score_general.wgsl");
+const PHILOX_KAT: &str = include_str!("../../../shaders/philox_kat.wgsl");
+const HEATMAP_DEPOSIT: &str = include_str!("../../../shaders/heatmap/deposit.wgsl");
+const NEAREST: &str = include_str!("../../../shaders/nearest.wgsl");
+
+/// One GPU stage: its name (= entry point) and the pieces it is assembled from.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    pub entry_point: &'static str,
+    parts: &'static [&'static str],
+}
+
+impl Stage {
+    /// The complete WGSL module for this stage.
+    pub fn source(&self) -> String {
+        self.parts.join("\n")
+    }
+
+    /// The module of this stage specialised for dimension `dim`. D <= 4 stages reduce
+    /// over `LANES = dim` coordinates instead of all 4 padded ones (common/score.wgsl).
+    /// General-D stages (D > 4) get `OWNED`, the columns of 4 coordinates each invocation
+    /// accumulates (of every particle of its tile), bounded for dimension `dim` instead of
+    /// for `MAX_DIMENSION`: hardware then keeps the accumulators in registers rather than
+    /// spilling a 256-entry array. Rounded up to a power of two so that few pipelines
+    /// cover all dimensions. Other stages are returned unchanged.
+    pub fn source_for_dim(&self, dim: usize) -> String {
+        let source = self.source();
+        let owned = general_owned_columns(dim);
+        let lanes = dim.clamp(1, 4);
+        source
+            .replace(
+                GENERAL_OWNED_DECLARATION,
+                &format!("const OWNED: u32 = {owned}u;"),
+            )
+            .replace(LANES_DECLARATION, &format!("const LANES: u32 = {lanes}u;"))
+    }
+
+    /// Whether this stage has a posterior-tap variant ([`source_tapped`](Self::source_tapped)).
+    pub fn can_tap(&self) -> bool {
+        self.parts.contains(&TAP_OFF)
+    }
+
+    /// [`source_for_dim`](Self::source_for_dim) with the posterior tap on
+    /// (common/tap_on.wgsl instead of common/tap_off.wgsl): the reduction also tracks each
+    /// particle's largest potential and its index and writes them to group 3 at the last
+    /// chunk. Panics for a stage without a reduction.
+    pub fn source_tapped(&self, dim: usize) -> String {
+        assert!(self.can_tap(), "{} has no posterior tap", self.entry_point);
+        self.source_for_dim(dim).replace(TAP_OFF, TAP_ON)
+    }
+
+    /// Whether this stage has a subgroup variant (the general-D stages).
+    pub fn can_use_subgroups(&self) -> bool {
+        self.parts.contains(&GENERAL_LANES_SHARED)
+    }
+
+    /// The module for dimension `dim`, with the posterior tap on or off (see
+    /// [`source_tapped`](Self::source_tapped)), and for the general-D stages with
+    /// `subgroups` the logits reading the particle tile by subgroup broadcasts
+    /// (common/general_lanes_subgroup.wgsl; needs `wgpu::Features::SUBGROUP` and subgroups
+    /// of 8 to 64 invocations) instead of workgroup loads. Same results either way.
+    pub fn source_variant(&self, dim: usize, tapped: bool, subgroups: bool) -> String {
+        let source = if tapped {
+            self.source_tapped(dim)
+        } else {
+            self.source_for_dim(dim)
+        };
+        if subgroups && self.can_use_subgroups() {
+            // No `enable subgroups;`: naga (wgpu 30) takes the subgroup built-ins without
+            // it and rejects the directive as not yet implemented; wgpu checks the feature.
+            source.replace(GENERAL_LANES_SHARED, GENERAL_LANES_SUBGROUP)
+        } else {
+            source
+        }
+    }
+}
+
+/// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
+const LANES_DECLARATION: &str = "const LANES: u32 = 4u;";
+
+/// The declaration `Stage::source_for_dim` specialises (in common/reduce_general.wgsl).
+const GENERAL_OWNED_DECLARATION: &str = "const OWNED: u32 = 16u;";
+
+/// `OWNED` of the general-D stages for dimension `dim`: columns per invocation, rounded
+/// up to a power of two (at least 1, at most 16 = MAX_COLUMNS / GENERAL_WG).
+pub fn general_owned_columns(dim: usize) -> usize {
+    dim.div_ceil(4)
+        .div_ceil(crate::engine::records::GENERAL_WG)
+        .next_power_of_two()
+        .clamp(1, 16)
+}
+
+pub const INIT_NOISE_STAGE: Stage = Stage {
+    entry_point: "init_noise",
+    parts: &[PARAMS, PHILOX, INIT_NOISE],
+};
+/// The Euler–Maruyama step with the simple reduction (small training sets).
+pub const EM_STEP_STAGE: Stage = Stage {
+    entry_point: "em_step",
+    parts: &[
+        PARAMS,
+        PHILOX,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_SIMPLE,
+        REDUCE_CHUNK,
+        EM_STEP,
+    ],
+};
+/// The Euler–Maruyama step with training points tiled through shared memory.
+pub const EM_STEP_TILED_STAGE: Stage = Stage {
+    entry_point: "em_step",
+    parts: &[
+        PARAMS,
+        PHILOX,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_TILED,
+        REDUCE_CHUNK,
+        EM_STEP,
+    ],
+};
+pub const SCORE_STAGE: Stage = Stage {
+    entry_point: "score",
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_SIMPLE,
+        REDUCE_CHUNK,
+        SCORE,
+    ],
+};
+pub const SCORE_TILED_STAGE: Stage = Stage {
+    entry_point: "score",
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_TILED,
+        REDUCE_CHUNK,
+        SCORE,
+    ],
+};
+/// The Euler–Maruyama step for D > 4: one workgroup per particle.
+pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
+    entry_point: "em_step_general",
+    parts: &[
+        PARAMS,
+        PHILOX,
+        TAP_OFF,
+        SCORE_COMMON,
+        GENERAL_LANES_SHARED,
+        REDUCE_GENERAL,
+        EM_STEP_GENERAL,
+    ],
+};
+/// The score for D > 4: one workgroup per query point.
+pub const SCORE_GENERAL_STAGE: Stage = Stage {
+    entry_point: "score_general",
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        GENERAL_LANES_SHARED,
+        REDUCE_GENERAL,
+        SCORE_GENERAL,
+    ],
+};
+/// Half a Heun step of the probability-flow ODE, simple reduction (D <= 4).
+pub const HEUN_STEP_STAGE: Stage = Stage {
+    entry_point: "heun_step",
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_SIMPLE,
+        REDUCE_CHUNK,
+        HEUN_STEP,
+    ],
+};
+/// Half a Heun step, training points tiled through shared memory (D <= 4).
+pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
+    entry_point: "heun_step",
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        TRAINING_TILED,
+        REDUCE_CHUNK,
+        HEUN_STEP,
+    ],
+};
+/// Half a Heun step for D > 4: one workgroup per particle.
+pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
+    entry_point: "heun_step_general",
+    parts: &[
+        PARAMS,
+        TAP_OFF,
+        SCORE_COMMON,
+        GENERAL_LANES_SHARED,
+        REDUCE_GENERAL,
+        HEUN_STEP_GENERAL,
+    ],
+};
+pub const PHILOX_KAT_STAGE: Stage = Stage {
+    entry_point: "philox_kat",
+    parts: &[PHILOX, PHILOX_KAT],
+};
+
+/// Density grids: particles deposited on the sub-grid (src/engine/gpu/raster.rs).
+pub const DEPOSIT_STAGE: Stage = Stage {
+    entry_point: "deposit",
+    parts: &[HEATMAP_DEPOSIT],
+};
+
+/// The three nearest training points per sample (memorization metrics); any dimension.
+pub const NEAREST_STAGE: Stage = Stage {
+    entry_point: "nearest",
+    parts: &[NEAREST],
+};
+
+/// Every stage, for validation in tests (naga) and for pipeline creation.
+pub const ALL_STAGES: &[Stage] = &[
+    INIT_NOISE_STAGE,
+    EM_STEP_STAGE,
+    EM_STEP_TILED_STAGE,
+    SCORE_STAGE,
+    SCORE_TILED_STAGE,
+    EM_STEP_GENERAL_STAGE,
+    SCORE_GENERAL_STAGE,
+    HEUN_STEP_STAGE,
+    HEUN_STEP_TILED_STAGE,
+    HEUN_STEP_GENERAL_STAGE,
+    PHILOX_KAT_STAGE,
+    DEPOSIT_STAGE,
+    NEAREST_STAGE,
+];

@@ -1,0 +1,272 @@
+//! What every backend implements: advance a contiguous range of particles through all
+//! reverse steps. The host-side driver (`sampler.rs`) splits a run into such batches.
+
+pub mod cpu;
+pub mod gpu;
+pub mod records;
+pub mod reference;
+
+use crate::error::Result;
+use crate::model::dataset::Dataset;
+use crate::model::schedule::ReverseStep;
+use serde::Serialize;
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+
+/// A cancel flag that is never set, for runs that cannot be interrupted.
+pub static NEVER: AtomicBool = AtomicBool::new(false);
+
+/// The backends a user can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A hardware GPU if there is one, otherwise the cpu engine.
+    Auto,
+    /// wgpu + WGSL compute shaders (software adapters such as lavapipe included).
+    Gpu,
+    /// The CPU twin of the shaders, f32, multi-threaded.
+    Cpu,
+    /// A plain f64 implementation of the formulas, for cross-checks.
+    Reference,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Gpu => "gpu",
+            Backend::Cpu => "cpu",
+            Backend::Reference => "reference",
+        }
+    }
+}
+
+/// The integrator of the reverse process.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// Euler–Maruyama on the reverse SDE (the tutorial's sampler, stochastic).
+    #[default]
+    Em,
+    /// Heun's method on the probability-flow ODE (deterministic after the initial noise;
+    /// the last step, to tau = 0 where the score is singular, is an Euler step).
+    Heun,
+}
+
+impl SamplerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Em => "em",
+            SamplerKind::Heun => "heun",
+        }
+    }
+}
+
+/// Everything that defines a run's trajectories, shared by all batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    pub dataset: &'a Dataset,
+    pub steps: &'a [ReverseStep],
+    pub seed: u64,
+    /// `sqrt(sigma2(1))`, the standard deviation of the initial particles.
+    pub initial_std: f64,
+    /// Which integrator runs the steps (same grid, same initial noise).
+    pub sampler: SamplerKind,
+}
+
+/// Where an engine writes the posterior concentration it meets in its own score
+/// evaluations (see [`Engine::advance_batch_tapped`]): for each step index of `steps`, the
+/// largest softmax weight `max_i w_i` and its argmax (ties: lowest index, up to the
+/// engine's rounding) of the first `rows` rows of the batch. The score of step `k` is
+/// evaluated at the positions after `k` steps, at that step's mean scale and component
+/// variance: exactly the posterior of the state after `k` steps (for Heun: its
+/// predictor's evaluation).
+#[derive(Debug)]
+pub struct PosteriorTap<'a> {
+    /// Absolute step indices (into `Problem::steps`), strictly increasing. A call fills
+    /// those inside its `steps` range and leaves the others alone.
+    pub steps: &'a [usize],
+    /// Rows of the batch recorded: particles `first_particle .. first_particle + rows`.
+    pub rows: usize,
+    /// `rows * steps.len()` values, row-major: row `r`'s value at `steps[j]` is at
+    /// `r * steps.len() + j` (a work item of consecutive rows writes one contiguous piece).
+    pub max_weight: &'a mut [f32],
+    pub argmax: &'a mut [u32],
+}
+
+impl PosteriorTap<'_> {
+    /// Panics unless the buffers hold `rows * steps.len()` values each.
+    pub fn check(&self) {
+        let want = self.rows * self.steps.len();
+        assert_eq!(
+            self.max_weight.len(),
+            want,
+            "posterior tap: max_weight length"
+        );
+        assert_eq!(self.argmax.len(), want, "posterior tap: argmax length");
+    }
+}
+
+/// One backend's sampler.
+pub trait Engine {
+    /// Which backend this is (never `Auto`).
+    fn backend(&self) -> Backend;
+    /// The device doing the work, e.g. the GPU adapter's name or the CPU's.
+    fn device_name(&self) -> String;
+    /// Device time of the last batch's steps, where the device can measure it (GPU
+    /// timestamp queries); `None` elsewhere.
+    fn kernel_seconds(&self) -> Option<f64> {
+        None
+    }
+    /// `(pairs, culled)`: the (particle, training point) pairs of the score evaluations
+    /// since the engine was made, and how many of them exact culling skipped, where the
+    /// engine culls (the cpu engine for D > 4); `None` elsewhere.
+    fn pair_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// The GPU device this engine runs on, if it is the GPU engine: other GPU stages (the
+    /// nearest-neighbour metrics) share it.
+    fn gpu_context(&self) -> Option<&crate::engine::gpu::GpuContext> {
+        None
+    }
+    /// Most particles one batch may hold for points of dimension `dim` (memory limits).
+    fn max_batch_particles(&self, dim: usize) -> usize;
+    /// Advance particles `first_particle .. first_particle + n` (n = `state.len() / dim`)
+    /// through the steps `steps` (indices into `problem.steps`).
+    ///
+    /// - `initial: Some(buf)`: start from the initial noise: write it into `buf` and start
+    ///   from it (`steps` then normally starts at 0; the content of `state` is ignored).
+    /// - `initial: None`: start from the positions in `state` (after `steps.start` steps).
+    ///
+    /// On success `state` holds the positions after `steps.end` steps, bit-identical
+    /// however a batch's steps are split into ranges (the f32 engines; the reference
+    /// engine rounds its f64 state to f32 at each range boundary). `cancel` is looked at
+    /// between units of work; once it is set the engine stops early and returns
+    /// [`crate::Error::Interrupted`], leaving `state` unspecified. `on_step` is called
+    /// with the number of steps of the batch finished (absolute, up to `steps.end`).
+    #[allow(clippy::too_many_arguments)]
+    fn advance_batch(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.advance_steps(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            None,
+            cancel,
+            on_step,
+        )
+    }
+
+    /// Whether [`advance_batch_tapped`](Self::advance_batch_tapped) works for `problem`.
+    /// Without it the driver stops each batch at the recorded steps and measures the
+    /// posterior in a separate pass over the training set.
+    fn posterior_tap(&self, problem: &Problem) -> bool {
+        let _ = problem;
+        false
+    }
+
+    /// [`advance_batch`](Self::advance_batch), also filling `tap` (see [`PosteriorTap`])
+    /// for its steps inside `steps`. The positions written to `state` are bit-identical to
+    /// those of `advance_batch` over the same ranges (the reference engine: to those of
+    /// `advance_batch` split at every tapped step), whatever `tap.rows`: a particle's
+    /// trajectory never depends on whether it is recorded. An error where
+    /// [`posterior_tap`](Self::posterior_tap) is false.
+    #[allow(clippy::too_many_arguments)]
+    fn advance_batch_tapped(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: &mut PosteriorTap,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        if !self.posterior_tap(problem) {
+            return Err(crate::error::Error::invalid(
+                "posterior tap",
+                format!(
+                    "the {} engine does not report its softmax weights for this problem",
+                    self.backend().name()
+                ),
+            ));
+        }
+        self.advance_steps(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            Some(tap),
+            cancel,
+            on_step,
+        )
+    }
+
+    /// What both of the above run: each engine's one implementation, with the tap
+    /// optional.
+    #[allow(clippy::too_many_arguments)]
+    fn advance_steps(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()>;
+
+    /// Add the positions the last [`advance_batch`](Self::advance_batch) left, particles
+    /// `0..n` of the batch, to `target` on the device, without reading them back: only the
+    /// GPU engine, whose particles stay in a device buffer, can (`target` must live on the
+    /// same device). The sampler calls it once a batch has done all its steps.
+    fn deposit_samples(
+        &self,
+        n: usize,
+        target: &mut crate::engine::gpu::raster::GpuDensity,
+    ) -> Result<()> {
+        let _ = (n, target);
+        Err(crate::error::Error::Gpu(format!(
+            "the {} engine keeps no particles on a GPU",
+            self.backend().name()
+        )))
+    }
+
+    /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
+    /// write their initial noise into `initial` and their final positions into `samples`
+    /// (both row-major (n, dim)). `on_step` is called with the number of steps finished.
+    fn run_batch(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: &mut [f32],
+        samples: &mut [f32],
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let all = 0..problem.steps.len();
+        self.advance_batch(
+            problem,
+            first_particle,
+            Some(initial),
+            samples,
+            all,
+            &NEVER,
+            on_step,
+        )
+    }
+}

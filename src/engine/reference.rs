@@ -1,0 +1,298 @@
+//! The reference backend: the formulas of DESIGN.md §1 in f64, written for clarity, not
+//! speed. It draws the same Philox normals (Box–Muller in f64), so it follows the same
+//! trajectories as the f32 engines up to rounding.
+
+use crate::engine::cpu::run_blocks;
+use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
+use crate::error::Result;
+use crate::model::dataset::Dataset;
+use crate::model::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
+use crate::model::posterior::max_weight as max_weight_of;
+use crate::model::schedule::ScorePoint;
+use crate::model::schedule::{ReverseStep, VpSchedule};
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+
+/// Potentials `-|x - s x_i|^2 / (2 v)` of all training points at `x`.
+fn potentials(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
+    (0..dataset.len())
+        .map(|i| {
+            let d2: f64 = dataset
+                .point(i)
+                .iter()
+                .zip(x)
+                .map(|(xi, xk)| (xk - s * xi).powi(2))
+                .sum();
+            -d2 / (2.0 * v)
+        })
+        .collect()
+}
+
+/// Softmax weights of the training points at `x`, forward time with scale `s`, variance `v`.
+fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
+    let potentials = potentials(dataset, x, s, v);
+    let max = potentials.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = potentials.iter().map(|p| (p - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / total).collect()
+}
+
+/// The empirical score `grad_x log p_tau(x) = (s sum_i w_i x_i - x) / sigma2`.
+pub fn score(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
+    score_with(dataset, schedule.mean_scale(tau), schedule.sigma2(tau), x)
+}
+
+/// The score of the mixture `(1/N) sum_i N(s x_i, v I)`: `(s sum_i w_i x_i - x) / v`. With
+/// `v = sigma2(tau)` it is the empirical score; `kde:h` steps carry `v = sigma2 + s^2 h^2`.
+pub fn score_with(dataset: &Dataset, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
+    let w = posterior_weights(dataset, x, s, v);
+    (0..dataset.dim)
+        .map(|d| {
+            let mean: f64 = (0..dataset.len()).map(|i| w[i] * dataset.point(i)[d]).sum();
+            (s * mean - x[d]) / v
+        })
+        .collect()
+}
+
+/// `log p_tau(x)` of the forward marginal `(1/N) sum_i N(x; s x_i, sigma2 I)`, via
+/// log-sum-exp. Its gradient is `score` (tested by finite differences).
+pub fn log_density(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> f64 {
+    let s = schedule.mean_scale(tau);
+    let v = schedule.sigma2(tau);
+    let dim = dataset.dim as f64;
+    let pots = potentials(dataset, x, s, v);
+    let max = pots.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + pots.iter().map(|p| (p - max).exp()).sum::<f64>().ln();
+    lse - (dataset.len() as f64).ln() - 0.5 * dim * (std::f64::consts::TAU * v).ln()
+}
+
+/// One Euler–Maruyama step exactly as written in DESIGN.md §1:
+/// `x <- x + dt (-f(x, tau) + g(tau)^2 score) + sqrt(dt) g(tau) z`.
+pub fn em_step(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    x: &mut [f64],
+    z: &[f64],
+) {
+    // The step's own mean scale and component variance: the empirical score's
+    // `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h` (schedule::reverse_steps_with).
+    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let g = schedule.diffusion(step.tau);
+    for d in 0..x.len() {
+        let drift = -schedule.drift(x[d], step.tau) + g * g * sc[d];
+        x[d] += step.dt * drift + step.dt.sqrt() * g * z[d];
+    }
+}
+
+/// The probability-flow ODE's velocity in reverse time at forward time `tau`:
+/// `dx/dt = -f(x, tau) + g(tau)^2 score(x, tau) / 2 = beta x / 2 + beta score / 2`.
+pub fn ode_velocity(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
+    let sc = score(dataset, schedule, tau, x);
+    let g = schedule.diffusion(tau);
+    x.iter()
+        .zip(&sc)
+        .map(|(&xd, &sd)| -schedule.drift(xd, tau) + 0.5 * g * g * sd)
+        .collect()
+}
+
+/// The probability-flow velocity at a step's point (`tau`, and the score's component
+/// variance `step.sigma2`: `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h`):
+/// `v = -f(x, tau) + g(tau)^2 score / 2`.
+fn step_velocity(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    x: &[f64],
+) -> Vec<f64> {
+    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let g = schedule.diffusion(step.tau);
+    x.iter()
+        .zip(&sc)
+        .map(|(&xd, &sd)| -schedule.drift(xd, step.tau) + 0.5 * g * g * sd)
+        .collect()
+}
+
+/// One Heun step of the probability-flow ODE from `step.tau` to `next.tau`:
+/// `x~ = x + dt v(x, tau)`, `x' = x + dt/2 (v(x, tau) + v(x~, next.tau))`, the score at each
+/// point that of its step (so `kde:h` applies). With `next = None` (the last step, to
+/// tau = 0 where sigma2 = 0 and the score is singular, or to `--t-min`) it is the Euler
+/// step `x' = x~`.
+pub fn heun_step(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    next: Option<&ReverseStep>,
+    x: &mut [f64],
+) {
+    let v0 = step_velocity(dataset, schedule, step, x);
+    let predicted: Vec<f64> = x.iter().zip(&v0).map(|(a, v)| a + step.dt * v).collect();
+    match next {
+        None => x.copy_from_slice(&predicted),
+        Some(next) => {
+            let v1 = step_velocity(dataset, schedule, next, &predicted);
+            for d in 0..x.len() {
+                x[d] += 0.5 * step.dt * (v0[d] + v1[d]);
+            }
+        }
+    }
+}
+
+/// A row's piece of a [`PosteriorTap`]'s buffers, taken by the work item of that row.
+type Piece<'t> = std::sync::Mutex<Option<(&'t mut [f32], &'t mut [u32])>>;
+
+/// The reference engine. It needs the schedule itself (not only the steps) because it
+/// re-evaluates f, g and the score from their definitions.
+#[derive(Debug, Clone)]
+pub struct ReferenceEngine {
+    pub schedule: VpSchedule,
+}
+
+impl ReferenceEngine {
+    pub fn new(schedule: VpSchedule) -> Self {
+        Self { schedule }
+    }
+}
+
+impl Engine for ReferenceEngine {
+    fn backend(&self) -> Backend {
+        Backend::Reference
+    }
+
+    fn device_name(&self) -> String {
+        crate::engine::cpu::cpu_name()
+    }
+
+    fn max_batch_particles(&self, _dim: usize) -> usize {
+        usize::MAX
+    }
+
+    fn posterior_tap(&self, _problem: &Problem) -> bool {
+        true
+    }
+
+    fn advance_steps(
+        &mut self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.advance(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            tap,
+            cancel,
+            on_step,
+        )
+    }
+}
+
+impl ReferenceEngine {
+    /// `advance_batch`, with the posterior tap where given. At every tapped step the state
+    /// is rounded to f32 first, for all particles, as it is where the driver splits a batch
+    /// at the recorded steps: a run gives the same trajectories with or without the tap.
+    /// The tap's values are `posterior::max_weight` (f64) of the rounded state, rounded to
+    /// f32.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &self,
+        problem: &Problem,
+        first_particle: u64,
+        initial: Option<&mut [f32]>,
+        state: &mut [f32],
+        steps: Range<usize>,
+        tap: Option<&mut PosteriorTap>,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let dim = problem.dataset.dim;
+        let schedule = self.schedule;
+        let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
+            Some(tap) => {
+                tap.check();
+                let records = tap.steps.len().max(1);
+                let pieces = tap
+                    .max_weight
+                    .chunks_mut(records)
+                    .zip(tap.argmax.chunks_mut(records))
+                    .map(|p| std::sync::Mutex::new(Some(p)))
+                    .collect();
+                (tap.steps, tap.rows, pieces)
+            }
+            None => (&[], 0, Vec::new()),
+        };
+        // One particle per work item: an f64 particle-step is slow, so items balance well.
+        run_blocks(
+            dim,
+            1,
+            initial,
+            state,
+            steps.clone(),
+            cancel,
+            on_step,
+            |i, x0, out| {
+                let particle = first_particle + i as u64;
+                let mut x = vec![0.0; dim];
+                match x0 {
+                    Some(x0) => {
+                        fill_normals_f64(problem.seed, particle, INITIAL_NOISE_STEP, &mut x);
+                        x.iter_mut().for_each(|v| *v *= problem.initial_std);
+                        for (o, v) in x0.iter_mut().zip(&x) {
+                            *o = *v as f32;
+                        }
+                    }
+                    // A state saved between ranges is f32: the f64 trajectory is rounded there.
+                    None => x
+                        .iter_mut()
+                        .zip(out.iter())
+                        .for_each(|(v, o)| *v = *o as f64),
+                }
+                let mut z = vec![0.0; dim];
+                let mut piece = if i < tap_rows {
+                    pieces[i].lock().expect("tap piece").take()
+                } else {
+                    None
+                };
+                for k in steps.clone() {
+                    let step = &problem.steps[k];
+                    if let Some(j) = tap_steps.iter().position(|&t| t == k) {
+                        let rounded: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                        x.iter_mut().zip(&rounded).for_each(|(v, &r)| *v = r as f64);
+                        if let Some((max_weight, argmax)) = piece.as_mut() {
+                            let point = ScorePoint {
+                                tau: step.tau,
+                                mean_scale: step.mean_scale,
+                                sigma2: step.sigma2,
+                                variance: step.sigma2,
+                            };
+                            let (w, a) = max_weight_of(problem.dataset, &rounded, &point);
+                            max_weight[j] = w as f32;
+                            argmax[j] = a;
+                        }
+                    }
+                    match problem.sampler {
+                        SamplerKind::Em => {
+                            fill_normals_f64(problem.seed, particle, step.index, &mut z);
+                            em_step(problem.dataset, &schedule, step, &mut x, &z);
+                        }
+                        SamplerKind::Heun => {
+                            let next = problem.steps.get(k + 1);
+                            heun_step(problem.dataset, &schedule, step, next, &mut x);
+                        }
+                    }
+                }
+                for (o, v) in out.iter_mut().zip(&x) {
+                    *o = *v as f32;
+                }
+            },
+        )
+    }
+}

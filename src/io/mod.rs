@@ -1,0 +1,6 @@
+//! Files: atomic writes and the `.npy` format.
+
+pub mod atomic;
+pub mod npy;
+
+pub use atomic::*;

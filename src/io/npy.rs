@@ -1,0 +1,988 @@
+//! The `.npy` format: a streaming f32 writer, one-shot f32/f64 writers (all through the
+//! atomic writes of [`crate::io`]) and the bounded reader shared by the dataset loader
+//! and `read_npy_f32`.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::io::{commit, temp_path_for, write_atomically};
+
+// ---------------------------------------------------------------------------------------
+// NPY writing
+// ---------------------------------------------------------------------------------------
+
+/// The NPY v1.0 header for a C-order array: magic, version, little-endian u16 header length,
+/// then the dict text padded with spaces and a final newline so that the data starts at a
+/// multiple of 64 bytes, exactly as NumPy writes it.
+pub(crate) fn npy_header<T: std::fmt::Display>(descr: &str, shape: &[T]) -> Vec<u8> {
+    let mut dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
+        shape_text(shape)
+    );
+    // 6 magic + 2 version + 2 length bytes precede the dict; the dict ends with '\n'.
+    let unpadded = 10 + dict.len() + 1;
+    let padding = (64 - unpadded % 64) % 64;
+    dict.extend(std::iter::repeat_n(' ', padding));
+    dict.push('\n');
+    let header_len = u16::try_from(dict.len()).expect("an NPY header for a small shape");
+    let mut out = Vec::with_capacity(10 + dict.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+/// A shape as Python writes a tuple: `(3, 2)`, `(5,)`, `()`.
+pub(crate) fn shape_text<T: std::fmt::Display>(shape: &[T]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => {
+            let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            format!("({})", parts.join(", "))
+        }
+    }
+}
+
+fn check_matrix_len(path: &Path, rows: u64, cols: usize, len: usize) -> Result<()> {
+    let expected = rows.checked_mul(cols as u64);
+    if expected != Some(len as u64) {
+        return Err(Error::Output(format!(
+            "cannot write {}: {len} values do not form a {rows} x {cols} array",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Write a (rows, cols) row-major f32 array as `.npy` (`<f4`, C order), atomically.
+pub fn write_npy_f32(path: &Path, rows: u64, cols: usize, data: &[f32]) -> Result<()> {
+    check_matrix_len(path, rows, cols, data.len())?;
+    write_atomically(path, |w| {
+        w.write_all(&npy_header("<f4", &[rows, cols as u64]))?;
+        for v in data {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
+}
+
+/// Write a (rows, cols) row-major f64 array as `.npy` (`<f8`, C order), atomically.
+pub fn write_npy_f64(path: &Path, rows: u64, cols: usize, data: &[f64]) -> Result<()> {
+    check_matrix_len(path, rows, cols, data.len())?;
+    write_atomically(path, |w| {
+        w.write_all(&npy_header("<f8", &[rows, cols as u64]))?;
+        for v in data {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
+}
+
+/// Streams a (rows, cols) f32 array into a `.npy` file without holding it in memory.
+///
+/// Rows go to a temporary file in the same folder; [`finish`](Self::finish) checks that
+/// every declared row was written and renames the file into place. Dropping the writer
+/// without finishing removes the temporary file and leaves `path` untouched.
+#[derive(Debug)]
+pub struct NpyStreamWriter {
+    path: PathBuf,
+    temp: PathBuf,
+    /// `None` once finished (or after a failure that already cleaned up).
+    writer: Option<BufWriter<File>>,
+    rows: u64,
+    cols: usize,
+    rows_written: u64,
+    /// Keep the temp file when dropped unfinished (checkpointed runs: `memodiff resume`
+    /// reopens it with [`reopen`](Self::reopen)).
+    keep_on_drop: bool,
+}
+
+impl NpyStreamWriter {
+    /// [`create`](Self::create) with the temp file at the stable name `temp`, kept (not
+    /// removed) when the writer is dropped unfinished, so that a checkpointed run can
+    /// [`persist`](Self::persist) it and a resumed run can [`reopen`](Self::reopen) it.
+    pub fn create_persistent(path: &Path, temp: &Path, rows: u64, cols: usize) -> Result<Self> {
+        let mut this = Self::create(path, rows, cols)?;
+        // Move the freshly created temp file (header only) to its stable name.
+        this.io(|w| w.flush())?;
+        if let Err(e) = fs::rename(&this.temp, temp) {
+            this.abandon();
+            return Err(Error::io(temp, e));
+        }
+        this.temp = temp.to_path_buf();
+        this.keep_on_drop = true;
+        Ok(this)
+    }
+
+    /// Reopen the temp file `temp` of a persistent writer of a (rows, cols) array to
+    /// `path`, keeping its first `rows_written` rows and cutting off anything after them
+    /// (rows written after the checkpoint that recorded `rows_written`).
+    pub fn reopen(
+        path: &Path,
+        temp: &Path,
+        rows: u64,
+        cols: usize,
+        rows_written: u64,
+    ) -> Result<Self> {
+        let header = npy_header("<f4", &[rows, cols as u64]);
+        let bad = |why: String| Error::Output(format!("cannot resume {}: {why}", temp.display()));
+        if cols == 0 || rows_written > rows {
+            return Err(bad(format!(
+                "{rows_written} of {rows} rows of {cols} columns"
+            )));
+        }
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(temp)
+            .map_err(|e| Error::io(temp, e))?;
+        let mut head = vec![0u8; header.len()];
+        io::Read::read_exact(&mut file, &mut head).map_err(|e| Error::io(temp, e))?;
+        if head != header {
+            return Err(bad(format!(
+                "it is not the start of a {rows} x {cols} <f4 array"
+            )));
+        }
+        let keep = header.len() as u64 + rows_written * cols as u64 * 4;
+        let len = file.metadata().map_err(|e| Error::io(temp, e))?.len();
+        if len < keep {
+            return Err(bad(format!(
+                "it holds {len} bytes, fewer than the {keep} of its {rows_written} saved rows"
+            )));
+        }
+        file.set_len(keep).map_err(|e| Error::io(temp, e))?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(keep)).map_err(|e| Error::io(temp, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            temp: temp.to_path_buf(),
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            rows,
+            cols,
+            rows_written,
+            keep_on_drop: true,
+        })
+    }
+
+    /// Flush the rows written so far and sync them to disk (for a checkpoint).
+    pub fn persist(&mut self) -> Result<()> {
+        self.io(|w| {
+            w.flush()?;
+            w.get_ref().sync_data()
+        })
+    }
+
+    /// Start writing a (rows, cols) `<f4` array to `path` (via a temp file).
+    pub fn create(path: &Path, rows: u64, cols: usize) -> Result<Self> {
+        if cols == 0 {
+            return Err(Error::Output(format!(
+                "cannot write {}: an array needs at least one column",
+                path.display()
+            )));
+        }
+        let temp = temp_path_for(path)?;
+        let file = File::create(&temp).map_err(|e| Error::io(path, e))?;
+        let mut this = Self {
+            path: path.to_path_buf(),
+            temp,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            rows,
+            cols,
+            rows_written: 0,
+            keep_on_drop: false,
+        };
+        let header = npy_header("<f4", &[rows, cols as u64]);
+        this.io(|w| w.write_all(&header))?;
+        Ok(this)
+    }
+
+    /// Rows declared at creation.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Rows written so far.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written
+    }
+
+    /// Run `f` on the open writer; on an I/O error, clean up and report it against `path`.
+    fn io(&mut self, f: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(Error::Output(format!(
+                "cannot write {}: the writer has already failed",
+                self.path.display()
+            )));
+        };
+        if let Err(e) = f(writer) {
+            self.abandon();
+            return Err(Error::io(&self.path, e));
+        }
+        Ok(())
+    }
+
+    /// Append whole rows (`data.len()` must be a multiple of `cols`), in order.
+    pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
+        if !data.len().is_multiple_of(self.cols) {
+            return Err(Error::Output(format!(
+                "cannot write {}: {} values are not whole rows of {} columns",
+                self.path.display(),
+                data.len(),
+                self.cols
+            )));
+        }
+        let new_rows = (data.len() / self.cols) as u64;
+        if self.rows_written + new_rows > self.rows {
+            return Err(Error::Output(format!(
+                "cannot write {}: {} rows would exceed the {} rows declared",
+                self.path.display(),
+                self.rows_written + new_rows,
+                self.rows
+            )));
+        }
+        self.io(|w| {
+            // Convert in chunks so that one large call does not need a second full copy.
+            let mut buf = Vec::with_capacity(4 * data.len().min(1 << 16));
+            for chunk in data.chunks(1 << 16) {
+                buf.clear();
+                for v in chunk {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                }
+                w.write_all(&buf)?;
+            }
+            Ok(())
+        })?;
+        self.rows_written += new_rows;
+        Ok(())
+    }
+
+    /// Check that all declared rows were written, then flush, sync and rename into place.
+    /// On error nothing is left at `path` (nor the temp file).
+    pub fn finish(mut self) -> Result<()> {
+        if self.rows_written != self.rows {
+            let message = format!(
+                "cannot finish {}: only {} of the {} declared rows were written",
+                self.path.display(),
+                self.rows_written,
+                self.rows
+            );
+            self.abandon();
+            return Err(Error::Output(message));
+        }
+        let Some(writer) = self.writer.take() else {
+            return Err(Error::Output(format!(
+                "cannot finish {}: the writer has already failed",
+                self.path.display()
+            )));
+        };
+        if let Err(e) = commit(writer, &self.temp, &self.path) {
+            let _ = fs::remove_file(&self.temp);
+            return Err(Error::io(&self.path, e));
+        }
+        Ok(())
+    }
+
+    /// Close and remove the temp file (idempotent).
+    fn abandon(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            // Dropping a BufWriter flushes; skip that work by taking the file out unflushed.
+            let (file, _) = writer.into_parts();
+            drop(file);
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+impl Drop for NpyStreamWriter {
+    fn drop(&mut self) {
+        if self.keep_on_drop {
+            // Rows after the last `persist` may be partial; `reopen` cuts them off.
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.into_parts();
+            }
+            return;
+        }
+        self.abandon();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// NPY reading (shared with the dataset loader)
+// ---------------------------------------------------------------------------------------
+
+/// The values of a `.npy` file, in the precision it stores.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum NpyValues {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// A C-order float array read from a `.npy` file.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NpyArray {
+    pub shape: Vec<usize>,
+    pub values: NpyValues,
+}
+
+/// Why a `.npy` file could not be read: the file itself (open/read), or its contents
+/// (a one-line message that does not repeat the path).
+#[derive(Debug)]
+pub(crate) enum NpyReadError {
+    Io(io::Error),
+    Format(String),
+}
+
+/// Longest `.npy` header text accepted. NumPy writes 118 bytes or fewer for any array
+/// memodiff reads and refuses more than 10,000 by default; the cap keeps a lying header
+/// length from costing memory.
+const MAX_NPY_HEADER: u64 = 1 << 16;
+
+/// Read a `.npy` file holding a float32 or float64 array (either byte order) in C order,
+/// of any rank. Rejects other dtypes, Fortran order, and data that is shorter or longer
+/// than the shape says.
+///
+/// Memory: the header is read first and the size its shape implies is compared with the
+/// file's length before anything is allocated, so a header that lies (a huge shape in a
+/// small file) costs nothing; a valid file costs one array of its data's size.
+pub(crate) fn read_npy(path: &Path) -> std::result::Result<NpyArray, NpyReadError> {
+    let file = File::open(path).map_err(NpyReadError::Io)?;
+    let len = file.metadata().map_err(NpyReadError::Io)?.len();
+    read_npy_from(io::BufReader::new(file), len)
+}
+
+/// [`read_npy`] on the bytes of a file already in memory.
+pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, NpyReadError> {
+    read_npy_from(bytes, bytes.len() as u64)
+}
+
+/// Read as many bytes as are there, up to `buf.len()`.
+fn read_up_to(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The `.npy` reader proper: `r` yields a file of `len` bytes.
+fn read_npy_from(mut r: impl io::Read, len: u64) -> std::result::Result<NpyArray, NpyReadError> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    let bad = |m: String| NpyReadError::Format(m);
+
+    let mut pre = [0u8; 12];
+    let got = read_up_to(&mut r, &mut pre[..8]).map_err(NpyReadError::Io)?;
+    if !pre[..got.min(6)].starts_with(&MAGIC[..got.min(6)]) || got == 0 {
+        return Err(bad(
+            "not a NumPy .npy file (it does not start with \\x93NUMPY)".into(),
+        ));
+    }
+    if got < 8 {
+        return Err(bad(format!(
+            "the .npy header is truncated: the file has only {len} bytes"
+        )));
+    }
+    let (major, minor) = (pre[6], pre[7]);
+    let prefix = match (major, minor) {
+        (1, 0) => 10,
+        (2, 0) | (3, 0) => 12,
+        _ => {
+            return Err(bad(format!(
+                "unsupported .npy format version {major}.{minor} (expected 1.0, 2.0 or 3.0)"
+            )))
+        }
+    };
+    if read_up_to(&mut r, &mut pre[8..prefix]).map_err(NpyReadError::Io)? < prefix - 8 {
+        return Err(bad(format!(
+            "the .npy header is truncated: the file has only {len} bytes"
+        )));
+    }
+    let header_len = if prefix == 10 {
+        u64::from(u16::from_le_bytes([pre[8], pre[9]]))
+    } else {
+        u64::from(u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]))
+    };
+    let after_prefix = len.saturating_sub(prefix as u64);
+    if header_len > after_prefix {
+        return Err(bad(format!(
+            "the .npy header is truncated: it declares {header_len} bytes, only \
+             {after_prefix} follow"
+        )));
+    }
+    if header_len > MAX_NPY_HEADER {
+        return Err(bad(format!(
+            "the .npy header declares {header_len} bytes, more than the {MAX_NPY_HEADER} \
+             accepted"
+        )));
+    }
+    let mut text = vec![0u8; header_len as usize];
+    r.read_exact(&mut text).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            bad("the .npy header is truncated".into())
+        } else {
+            NpyReadError::Io(e)
+        }
+    })?;
+    let text = std::str::from_utf8(&text).map_err(|e| {
+        bad(format!(
+            "invalid .npy header: byte {} is not text",
+            e.valid_up_to()
+        ))
+    })?;
+    let header = parse_npy_header(text).map_err(|m| bad(format!("invalid .npy header: {m}")))?;
+
+    let (size, big_endian) = match float_descr(&header.descr) {
+        Some(v) => v,
+        None => {
+            return Err(bad(format!(
+                "dtype '{}' is not supported (expected float32 '<f4' or float64 '<f8')",
+                short_escaped(&header.descr)
+            )))
+        }
+    };
+    if header.fortran_order {
+        return Err(bad(
+            "the array is in Fortran order; save it in C order (e.g. np.ascontiguousarray)".into(),
+        ));
+    }
+    let shape: Vec<usize> = header
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad(format!("shape {} is too large", shape_text(&header.shape))))?;
+    // The size the shape implies, against the bytes the file really has, before allocating.
+    let expected_bytes = header
+        .shape
+        .iter()
+        .try_fold(size as u128, |acc, &d| acc.checked_mul(u128::from(d)));
+    let data_len = after_prefix - header_len;
+    let expected_bytes = match expected_bytes {
+        Some(b) if b <= u128::from(data_len) => b as u64,
+        Some(b) => {
+            return Err(bad(format!(
+                "data is truncated: shape {} needs {b} bytes, only {data_len} follow the header",
+                shape_text(&shape)
+            )))
+        }
+        None => {
+            return Err(bad(format!(
+                "data is truncated: shape {} needs more than 2^128 bytes, only {data_len} \
+                 follow the header",
+                shape_text(&shape)
+            )))
+        }
+    };
+    if data_len > expected_bytes {
+        return Err(bad(format!(
+            "{} unexpected bytes after the data of shape {}",
+            data_len - expected_bytes,
+            shape_text(&shape)
+        )));
+    }
+    let count = (expected_bytes / size as u64) as usize;
+    let truncated = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            bad(format!(
+                "data is truncated: shape {} needs {expected_bytes} bytes, fewer follow the header",
+                shape_text(&shape)
+            ))
+        } else {
+            NpyReadError::Io(e)
+        }
+    };
+    let swap = big_endian != cfg!(target_endian = "big");
+    let values = if size == 4 {
+        let mut v = vec![0f32; count];
+        r.read_exact(bytemuck::cast_slice_mut(&mut v))
+            .map_err(truncated)?;
+        if swap {
+            v.iter_mut()
+                .for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
+        }
+        NpyValues::F32(v)
+    } else {
+        let mut v = vec![0f64; count];
+        r.read_exact(bytemuck::cast_slice_mut(&mut v))
+            .map_err(truncated)?;
+        if swap {
+            v.iter_mut()
+                .for_each(|x| *x = f64::from_bits(x.to_bits().swap_bytes()));
+        }
+        NpyValues::F64(v)
+    };
+    Ok(NpyArray { shape, values })
+}
+
+/// `(item size, big endian)` of a float32/float64 descr such as `<f4` or `>f8`.
+fn float_descr(descr: &str) -> Option<(usize, bool)> {
+    let big = match descr.as_bytes().first()? {
+        b'<' => false,
+        b'>' => true,
+        b'=' => cfg!(target_endian = "big"),
+        _ => return None,
+    };
+    match &descr[1..] {
+        "f4" => Some((4, big)),
+        "f8" => Some((8, big)),
+        _ => None,
+    }
+}
+
+/// At most 40 characters of `text`, escaped so that a message stays on one line.
+pub(crate) fn short_escaped(text: &str) -> String {
+    let mut out: String = text.chars().take(40).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 40 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The three fields of an `.npy` header.
+#[derive(Debug)]
+struct NpyHeaderFields {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<u64>,
+}
+
+/// Parse the header dict, a Python literal such as
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }` followed by spaces and
+/// a newline. Only what NumPy writes for a plain dtype is accepted: exactly the three keys,
+/// a string descr, a bool and a tuple (or list) of integers. No recursion, one pass.
+fn parse_npy_header(text: &str) -> std::result::Result<NpyHeaderFields, String> {
+    let b = text.as_bytes();
+    let mut i = 0usize;
+    let ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    let found = |i: usize| -> String {
+        if i >= b.len() {
+            "the end of the header".into()
+        } else {
+            let end = (i + 12).min(b.len());
+            format!(
+                "\"{}\" at byte {i}",
+                String::from_utf8_lossy(&b[i..end]).escape_debug()
+            )
+        }
+    };
+    let expect = |i: &mut usize, c: u8| -> std::result::Result<(), String> {
+        if *i < b.len() && b[*i] == c {
+            *i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected '{}', found {}", c as char, found(*i)))
+        }
+    };
+    let string = |i: &mut usize| -> std::result::Result<String, String> {
+        let quote = match b.get(*i) {
+            Some(&q @ (b'\'' | b'"')) => q,
+            _ => return Err(format!("expected a quoted string, found {}", found(*i))),
+        };
+        let start = *i + 1;
+        let len = b[start..]
+            .iter()
+            .position(|&c| c == quote || c == b'\n')
+            .filter(|&k| b[start + k] == quote)
+            .ok_or_else(|| format!("unterminated string at byte {}", *i))?;
+        *i = start + len + 1;
+        Ok(text[start..start + len].to_string())
+    };
+
+    ws(&mut i);
+    expect(&mut i, b'{')?;
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    loop {
+        ws(&mut i);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+            break;
+        }
+        let key_at = i;
+        let key = string(&mut i)?;
+        ws(&mut i);
+        expect(&mut i, b':')?;
+        ws(&mut i);
+        let duplicate = || format!("key '{}' appears twice", short_escaped(&key));
+        match key.as_str() {
+            "descr" => {
+                if b.get(i) == Some(&b'[') {
+                    return Err(
+                        "dtype is a structured (record) dtype, which is not supported \
+                         (expected float32 '<f4' or float64 '<f8')"
+                            .into(),
+                    );
+                }
+                if descr.replace(string(&mut i)?).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "fortran_order" => {
+                let value = if b[i..].starts_with(b"True") {
+                    true
+                } else if b[i..].starts_with(b"False") {
+                    false
+                } else {
+                    return Err(format!(
+                        "fortran_order must be True or False, found {}",
+                        found(i)
+                    ));
+                };
+                i += if value { 4 } else { 5 };
+                if fortran_order.replace(value).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "shape" => {
+                let close = match b.get(i) {
+                    Some(b'(') => b')',
+                    Some(b'[') => b']',
+                    _ => return Err(format!("shape must be a tuple, found {}", found(i))),
+                };
+                i += 1;
+                let mut dims = Vec::new();
+                loop {
+                    ws(&mut i);
+                    if b.get(i) == Some(&close) {
+                        i += 1;
+                        break;
+                    }
+                    let start = i;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    if start == i {
+                        return Err(format!(
+                            "shape must hold non-negative integers, found {}",
+                            found(start)
+                        ));
+                    }
+                    let dim: u64 = text[start..i].parse().map_err(|_| {
+                        format!(
+                            "shape value {} is too large",
+                            short_escaped(&text[start..i])
+                        )
+                    })?;
+                    dims.push(dim);
+                    if b.get(i) == Some(&b'L') {
+                        i += 1; // Python 2 long integers, e.g. (3L, 2L)
+                    }
+                    ws(&mut i);
+                    match b.get(i) {
+                        Some(&b',') => i += 1,
+                        Some(&c) if c == close => {}
+                        _ => {
+                            return Err(format!(
+                                "expected ',' or '{}' in the shape, found {}",
+                                close as char,
+                                found(i)
+                            ))
+                        }
+                    }
+                }
+                if shape.replace(dims).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unexpected key '{}' at byte {key_at}",
+                    short_escaped(&key)
+                ))
+            }
+        }
+        ws(&mut i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => {}
+            _ => return Err(format!("expected ',' or '}}', found {}", found(i))),
+        }
+    }
+    ws(&mut i);
+    if i < b.len() {
+        return Err(format!("unexpected text after the dict: {}", found(i)));
+    }
+    let missing = |k: &str| format!("the dict is missing key '{k}'");
+    Ok(NpyHeaderFields {
+        descr: descr.ok_or_else(|| missing("descr"))?,
+        fortran_order: fortran_order.ok_or_else(|| missing("fortran_order"))?,
+        shape: shape.ok_or_else(|| missing("shape"))?,
+    })
+}
+
+/// Read back an f32 `.npy` array (any rank, C order): its shape and row-major values.
+/// Float64 files are rejected rather than silently rounded.
+pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let array = read_npy(path).map_err(|e| match e {
+        NpyReadError::Io(e) => Error::io(path, e),
+        NpyReadError::Format(m) => Error::Output(format!("{}: {m}", path.display())),
+    })?;
+    match array.values {
+        NpyValues::F32(v) => Ok((array.shape, v)),
+        NpyValues::F64(_) => Err(Error::Output(format!(
+            "{}: dtype is float64, expected float32 '<f4'",
+            path.display()
+        ))),
+    }
+}
+
+/// The first `rows` rows (fewer if the file has fewer) of an f32 `.npy` array of shape
+/// (P, `dim`), as `memodiff` writes it, without reading the rest of the file. The header is
+/// checked to be exactly the one [`NpyStreamWriter`] writes for that shape.
+pub fn read_leading_rows_f32(path: &Path, dim: usize, rows: usize) -> Result<Vec<f32>> {
+    use std::io::{Read, Seek};
+    let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut prefix = vec![0u8; 10];
+    file.read_exact(&mut prefix)
+        .map_err(|e| Error::io(path, e))?;
+    let header_len = 10 + u64::from(u16::from_le_bytes([prefix[8], prefix[9]]));
+    if header_len > len {
+        return Err(Error::Output(format!(
+            "{}: truncated .npy header",
+            path.display()
+        )));
+    }
+    let header_bytes = usize::try_from(header_len).expect("a u16 plus 10 fits");
+    let data_rows = (len - header_len) / (4 * dim as u64);
+    let expected = npy_header("<f4", &[data_rows, dim as u64]);
+    let mut header = vec![0u8; header_bytes];
+    file.seek(io::SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut header))
+        .map_err(|e| Error::io(path, e))?;
+    if header != expected {
+        return Err(Error::Output(format!(
+            "{}: not a float32 (P, {dim}) array as memodiff writes it",
+            path.display()
+        )));
+    }
+    let take = rows.min(usize::try_from(data_rows).unwrap_or(usize::MAX));
+    let mut bytes = vec![0u8; take * dim * 4];
+    file.read_exact(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::*;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn sample(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols).map(|i| i as f32 * 0.5 - 3.25).collect()
+    }
+
+    #[test]
+    fn leading_rows_are_read_without_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        let values = sample(5, 3);
+        write_npy_f32(&path, 5, 3, &values).unwrap();
+        assert_eq!(read_leading_rows_f32(&path, 3, 2).unwrap(), values[..6]);
+        assert_eq!(read_leading_rows_f32(&path, 3, 9).unwrap(), values);
+        assert!(read_leading_rows_f32(&path, 2, 1).is_err());
+    }
+
+    #[test]
+    fn npy_f32_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        let data = sample(7, 3);
+        write_npy_f32(&path, 7, 3, &data).unwrap();
+        let (shape, back) = read_npy_f32(&path).unwrap();
+        assert_eq!(shape, vec![7, 3]);
+        assert_eq!(back, data);
+        assert_eq!(entries(dir.path()), vec!["a.npy"]);
+    }
+
+    #[test]
+    fn npy_f64_round_trip_and_f32_reader_rejects_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.npy");
+        let data: Vec<f64> = (0..10).map(|i| i as f64 / 3.0).collect();
+        write_npy_f64(&path, 5, 2, &data).unwrap();
+        let array = read_npy(&path).unwrap();
+        assert_eq!(array.shape, vec![5, 2]);
+        assert_eq!(array.values, NpyValues::F64(data));
+        let err = read_npy_f32(&path).unwrap_err().to_string();
+        assert!(err.contains("float64"), "{err}");
+    }
+
+    #[test]
+    fn header_is_numpy_compatible() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rows, cols) in [(4u64, 2usize), (100_000, 1), (0, 3)] {
+            let path = dir.path().join("h.npy");
+            let data = sample(rows as usize, cols);
+            write_npy_f32(&path, rows, cols, &data).unwrap();
+            let bytes = fs::read(&path).unwrap();
+            assert_eq!(&bytes[..6], b"\x93NUMPY");
+            assert_eq!(&bytes[6..8], &[1, 0]);
+            let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+            let offset = 10 + header_len;
+            assert_eq!(offset % 64, 0);
+            let text = std::str::from_utf8(&bytes[10..offset]).unwrap();
+            let dict =
+                format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+            assert!(text.starts_with(&dict), "{text:?}");
+            assert!(text.ends_with('\n'));
+            assert!(text[dict.len()..text.len() - 1].bytes().all(|b| b == b' '));
+            assert_eq!(bytes.len(), offset + 4 * data.len());
+            if let Some(first) = data.first() {
+                assert_eq!(&bytes[offset..offset + 4], &first.to_le_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_in_chunks_equals_one_shot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, cols) = (10usize, 3usize);
+        let data = sample(rows, cols);
+        let one = dir.path().join("one.npy");
+        let streamed = dir.path().join("streamed.npy");
+        write_npy_f32(&one, rows as u64, cols, &data).unwrap();
+        let mut w = NpyStreamWriter::create(&streamed, rows as u64, cols).unwrap();
+        w.write_rows(&data[..3 * cols]).unwrap();
+        w.write_rows(&data[3 * cols..7 * cols]).unwrap();
+        w.write_rows(&data[7 * cols..]).unwrap();
+        assert_eq!(w.rows_written(), rows as u64);
+        w.finish().unwrap();
+        assert_eq!(fs::read(&one).unwrap(), fs::read(&streamed).unwrap());
+        assert_eq!(entries(dir.path()), vec!["one.npy", "streamed.npy"]);
+    }
+
+    #[test]
+    fn streaming_rejects_partial_and_extra_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.npy");
+        let mut w = NpyStreamWriter::create(&path, 2, 2).unwrap();
+        let err = w.write_rows(&[1.0, 2.0, 3.0]).unwrap_err().to_string();
+        assert!(err.contains("not whole rows"), "{err}");
+        let err = w.write_rows(&[0.0; 6]).unwrap_err().to_string();
+        assert!(err.contains("exceed the 2 rows declared"), "{err}");
+        // The writer is still usable after a rejected call.
+        w.write_rows(&[0.0; 4]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![2, 2], vec![0.0; 4]));
+    }
+
+    #[test]
+    fn persistent_writer_keeps_its_temp_file_and_reopens_at_a_row_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, temp) = (dir.path().join("x.npy"), dir.path().join(".x.npy.partial"));
+        let data: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let mut w = NpyStreamWriter::create_persistent(&path, &temp, 5, 2).unwrap();
+        w.write_rows(&data[..6]).unwrap();
+        w.persist().unwrap();
+        w.write_rows(&[99.0; 2]).unwrap(); // after the "checkpoint": cut off below
+        drop(w);
+        assert_eq!(entries(dir.path()), vec![".x.npy.partial"]);
+        let mut w = NpyStreamWriter::reopen(&path, &temp, 5, 2, 3).unwrap();
+        assert_eq!(w.rows_written(), 3);
+        w.write_rows(&data[6..]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![5, 2], data));
+        assert_eq!(entries(dir.path()), vec!["x.npy"]);
+        // A file of another shape, or fewer rows than saved, is refused.
+        fs::copy(&path, &temp).unwrap();
+        assert!(NpyStreamWriter::reopen(&path, &temp, 4, 2, 1).is_err());
+        assert!(NpyStreamWriter::reopen(&path, &temp, 5, 2, 6).is_err());
+    }
+
+    #[test]
+    fn dropping_unfinished_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let mut w = NpyStreamWriter::create(&path, 5, 2).unwrap();
+        w.write_rows(&[1.0; 4]).unwrap();
+        assert_eq!(
+            entries(dir.path()).len(),
+            1,
+            "the temp file exists while writing"
+        );
+        drop(w);
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn finishing_with_too_few_rows_errors_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let mut w = NpyStreamWriter::create(&path, 5, 2).unwrap();
+        w.write_rows(&[1.0; 6]).unwrap();
+        let err = w.finish().unwrap_err().to_string();
+        assert!(err.contains("only 3 of the 5 declared rows"), "{err}");
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn finishing_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        fs::write(&path, b"old").unwrap();
+        let mut w = NpyStreamWriter::create(&path, 1, 2).unwrap();
+        w.write_rows(&[1.0, 2.0]).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old", "untouched until finish");
+        w.finish().unwrap();
+        assert_eq!(read_npy_f32(&path).unwrap(), (vec![1, 2], vec![1.0, 2.0]));
+    }
+
+    #[test]
+    fn missing_directory_is_an_io_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/dir/out.npy");
+        for result in [
+            write_npy_f32(&path, 1, 1, &[1.0]),
+            write_npy_f64(&path, 1, 1, &[1.0]),
+            write_json(&path, &vec![1, 2]),
+            NpyStreamWriter::create(&path, 1, 1).map(|_| ()),
+        ] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, Error::Io { .. }), "{err:?}");
+            assert!(err.to_string().contains("out.npy"), "{err}");
+        }
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn unwritable_folder_is_an_io_error_and_leaves_nothing() {
+        // A "folder" that is a regular file cannot hold files, even for root (a
+        // permission-based test would check nothing when run as root, as CI is).
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file.txt");
+        fs::write(&not_a_dir, b"x").unwrap();
+        let path = not_a_dir.join("out.npy");
+        let err = write_npy_f32(&path, 1, 1, &[1.0]).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("out.npy"), "{err}");
+        let err = NpyStreamWriter::create(&path, 1, 1).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert_eq!(entries(dir.path()), vec!["file.txt"]);
+        assert_eq!(fs::read(&not_a_dir).unwrap(), b"x");
+    }
+}

@@ -1,0 +1,295 @@
+//! Checkpoints of a `sample` run (`--checkpoint-every K`) and what `memodiff resume` reads.
+//!
+//! A checkpoint is the folder `OUT/checkpoint/`, replaced as a whole at each save (written
+//! as `checkpoint.tmp/`, every file synced, then swapped in by renames):
+//!
+//! - `checkpoint.json`: the run's parameters ([`RunSpec`]), the backend and device used,
+//!   where the run stands (batch start, batch length, steps done in that batch, batches
+//!   done) and how many rows of `samples.npy`/`initial.npy` were streamed;
+//! - `state.npy`, `initial.npy`: the batch in flight (positions after `step` steps, initial
+//!   noise), only when `step > 0`;
+//! - `samples_density_raw.npy/.json`, `initial_density_raw.npy/.json`, `metrics_counts.json`:
+//!   the density sums and memorization counts of the finished batches;
+//! - `training.npy`: the training set (f64), so that a resume does not depend on the
+//!   `--dataset` file.
+//!
+//! The streamed arrays themselves stay in `OUT` as `.samples.npy.partial` and
+//! `.initial.npy.partial` (synced at each save); a resume cuts them back to the saved rows.
+
+use crate::density::heatmap::DensityGrid;
+use crate::error::{Error, Result};
+use crate::metrics::MemorizationCounts;
+use crate::model::dataset::Dataset;
+use crate::run::driver::{CheckpointAt, ResumePoint};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The checkpoint folder's name inside the run folder.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+const TEMP_DIR: &str = "checkpoint.tmp";
+const OLD_DIR: &str = "checkpoint.old";
+const FORMAT: &str = "memodiff-checkpoint-1";
+
+/// Stable name of the temp file of a streamed array `name` (e.g. `samples.npy`) of a
+/// checkpointed run.
+pub fn partial_path(out: &Path, name: &str) -> PathBuf {
+    out.join(format!(".{name}.partial"))
+}
+
+/// Everything that rebuilds a run's configuration. Floats are kept as their IEEE bits so
+/// that a resume uses exactly the same values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub particles: u64,
+    pub time_points: usize,
+    pub seed: u64,
+    pub beta_min_bits: u64,
+    pub beta_max_bits: u64,
+    /// The name of the training set (`circle:8`, a path); its points are in `training.npy`.
+    pub dataset: String,
+    pub shard: Option<[u64; 2]>,
+    pub batch_size: usize,
+    pub extent_bits: [u64; 4],
+    pub resolution: [usize; 2],
+    pub bandwidth_bits: u64,
+    pub colormap: String,
+    /// `--kernel`, `--norm`, `--png16` (absent in checkpoints of older builds: defaults).
+    #[serde(default)]
+    pub kernel: crate::density::heatmap::Kernel,
+    #[serde(default)]
+    pub norm: crate::image::raster::Norm,
+    #[serde(default)]
+    pub png16: bool,
+    pub write_arrays: bool,
+    pub checkpoint_every: usize,
+    /// The integrator; checkpoints written before it existed were Euler–Maruyama.
+    #[serde(default)]
+    pub sampler: crate::engine::SamplerKind,
+    /// `--backend` as given, the backend and device the run used, `--device`.
+    pub backend_requested: String,
+    pub backend: String,
+    pub device_name: String,
+    pub device_index: Option<usize>,
+    pub backend_note: Option<String>,
+    /// The command line of the `sample` run.
+    pub command: Vec<String>,
+    /// Posterior-concentration recording (`--posterior-records`, `--posterior-particles`;
+    /// 0 and 0 in checkpoints written before it existed: not recorded).
+    #[serde(default)]
+    pub posterior_records: usize,
+    #[serde(default)]
+    pub posterior_particles: u64,
+    /// `--score` and the bits of `--t-min` (empirical and 0 in older checkpoints).
+    #[serde(default)]
+    pub score: crate::model::schedule::ScoreKind,
+    #[serde(default)]
+    pub t_min_bits: u64,
+    /// `--data-seed` (a random training set's points are in training.npy; this is for
+    /// run.json).
+    #[serde(default)]
+    pub data_seed: u64,
+}
+
+/// `checkpoint.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    pub run: RunSpec,
+    /// First particle of the batch in flight (the end of the run's range once all are done).
+    pub batch_start: u64,
+    pub batch_len: usize,
+    /// Steps done in the batch in flight (0: not started).
+    pub step: usize,
+    /// Batches finished; their rows are in the streamed files, their sums in the grids.
+    pub batches_done: usize,
+    /// Rows of `samples.npy` and `initial.npy` written (0 without arrays).
+    pub rows_streamed: u64,
+}
+
+/// What a run folder adds to a checkpoint: its grids, counts and streamed rows.
+pub struct FolderState<'a> {
+    pub sample_grid: Option<&'a DensityGrid>,
+    pub initial_grid: Option<&'a DensityGrid>,
+    pub counts: MemorizationCounts,
+    pub rows_streamed: u64,
+    /// The grids and training set are those of the checkpoint on disk (no batch finished
+    /// since): link its files instead of writing them again. (The counts are always
+    /// written: the posterior concentration's change inside a batch.)
+    pub unchanged: bool,
+}
+
+/// Write a checkpoint of `out` atomically (see the module documentation).
+pub fn save(
+    out: &Path,
+    run: &RunSpec,
+    training: &Dataset,
+    at: &CheckpointAt,
+    folder: FolderState,
+) -> Result<()> {
+    let temp = out.join(TEMP_DIR);
+    if temp.exists() {
+        fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+    }
+    fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
+    let dim = training.dim;
+    if at.step > 0 {
+        crate::io::write_npy_f32(&temp.join("state.npy"), at.n as u64, dim, at.state)?;
+        crate::io::write_npy_f32(&temp.join("initial.npy"), at.n as u64, dim, at.initial)?;
+    }
+    crate::io::write_json(&temp.join("metrics_counts.json"), &folder.counts)?;
+    let current = out.join(CHECKPOINT_DIR);
+    let linked = folder.unchanged && {
+        // The counts are written every time (small; with the posterior concentration
+        // they change inside a batch), the grids and training set are linked.
+        let mut names = vec!["training.npy"];
+        if folder.sample_grid.is_some() {
+            names.extend(["samples_density_raw.npy", "samples_density_raw.json"]);
+        }
+        if folder.initial_grid.is_some() {
+            names.extend(["initial_density_raw.npy", "initial_density_raw.json"]);
+        }
+        names
+            .iter()
+            .all(|name| fs::hard_link(current.join(name), temp.join(name)).is_ok())
+    };
+    if !linked {
+        if let Some(grid) = folder.sample_grid {
+            grid.save_raw(&temp.join("samples_density_raw.npy"))?;
+        }
+        if let Some(grid) = folder.initial_grid {
+            grid.save_raw(&temp.join("initial_density_raw.npy"))?;
+        }
+        crate::io::write_npy_f64(
+            &temp.join("training.npy"),
+            training.len() as u64,
+            dim,
+            &training.points,
+        )?;
+    }
+    let meta = CheckpointMeta {
+        format: FORMAT.into(),
+        run: run.clone(),
+        batch_start: at.first,
+        batch_len: at.n,
+        step: at.step,
+        batches_done: at.batches_done,
+        rows_streamed: folder.rows_streamed,
+    };
+    crate::io::write_json(&temp.join("checkpoint.json"), &meta)?;
+    let old = out.join(OLD_DIR);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    if current.exists() {
+        fs::rename(&current, &old).map_err(|e| Error::io(&current, e))?;
+    }
+    fs::rename(&temp, &current).map_err(|e| Error::io(&current, e))?;
+    sync_dir(out);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// A checkpoint read back by [`load`].
+pub struct Loaded {
+    pub meta: CheckpointMeta,
+    pub training: Dataset,
+    pub resume: ResumePoint,
+    pub sample_grid: Option<DensityGrid>,
+    pub initial_grid: Option<DensityGrid>,
+    pub counts: MemorizationCounts,
+}
+
+/// Read the checkpoint of run folder `out` (`checkpoint/`, or `checkpoint.old/` when a
+/// save was cut between its two renames).
+pub fn load(out: &Path) -> Result<Loaded> {
+    let dir = [CHECKPOINT_DIR, OLD_DIR]
+        .iter()
+        .map(|name| out.join(name))
+        .find(|d| d.join("checkpoint.json").is_file())
+        .ok_or_else(|| {
+            Error::Output(format!(
+                "{} holds no checkpoint ({} is missing): only a run started with \
+                 `memodiff sample --checkpoint-every K` that has not finished can be resumed",
+                out.display(),
+                out.join(CHECKPOINT_DIR).join("checkpoint.json").display()
+            ))
+        })?;
+    let bad = |why: String| Error::invalid("checkpoint", format!("{}: {why}", dir.display()));
+    let meta_path = dir.join("checkpoint.json");
+    let text = fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if meta.format != FORMAT {
+        return Err(bad(format!(
+            "format '{}', expected '{FORMAT}'",
+            meta.format
+        )));
+    }
+    let training_path = dir.join("training.npy");
+    let bytes = fs::read(&training_path).map_err(|e| Error::io(&training_path, e))?;
+    let training = Dataset::from_npy_bytes(&meta.run.dataset, &bytes)?;
+    let dim = training.dim;
+    let mut resume = ResumePoint {
+        first: meta.batch_start,
+        step: meta.step,
+        batches_done: meta.batches_done,
+        ..Default::default()
+    };
+    if meta.step > 0 {
+        for (name, into) in [
+            ("state.npy", &mut resume.state),
+            ("initial.npy", &mut resume.initial),
+        ] {
+            let (shape, values) = crate::io::read_npy_f32(&dir.join(name))?;
+            if shape != [meta.batch_len, dim] {
+                return Err(bad(format!(
+                    "{name} has shape {shape:?}, expected [{}, {dim}]",
+                    meta.batch_len
+                )));
+            }
+            *into = values;
+        }
+    }
+    let grid = |name: &str| -> Result<Option<DensityGrid>> {
+        let path = dir.join(name);
+        if path.is_file() {
+            DensityGrid::load_raw(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let counts_path = dir.join("metrics_counts.json");
+    let text = fs::read_to_string(&counts_path).map_err(|e| Error::io(&counts_path, e))?;
+    let counts: MemorizationCounts = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(Loaded {
+        sample_grid: grid("samples_density_raw.npy")?,
+        initial_grid: grid("initial_density_raw.npy")?,
+        meta,
+        training,
+        resume,
+        counts,
+    })
+}
+
+/// Remove the checkpoint folders of `out` (after the run finished).
+pub fn remove(out: &Path) -> Result<()> {
+    for name in [CHECKPOINT_DIR, OLD_DIR, TEMP_DIR] {
+        let dir = out.join(name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+    }
+    sync_dir(out);
+    Ok(())
+}

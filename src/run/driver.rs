@@ -1,0 +1,755 @@
+//! The host-side driver: validates a run, opens the engine, splits the particles into
+//! batches (memory) and hands each finished batch to a sink (files, images, metrics).
+
+use crate::engine::cpu::CpuEngine;
+use crate::engine::gpu::{AdapterChoice, GpuEngine};
+use crate::engine::reference::ReferenceEngine;
+use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::error::{Error, Result};
+use crate::model::dataset::Dataset;
+use crate::model::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Largest batch by default: bounds host memory (two f32 arrays of this many rows) while
+/// keeping a GPU busy.
+pub const DEFAULT_MAX_BATCH: usize = 1 << 22;
+
+/// Largest default batch in coordinates (P D): 64 MiB per f32 array, so a high-D run's
+/// host memory stays bounded (for D <= 4 `DEFAULT_MAX_BATCH` is the smaller bound).
+pub const DEFAULT_MAX_BATCH_VALUES: usize = 1 << 24;
+
+/// Most particles a run may ask for: far beyond any machine, but it keeps index arithmetic
+/// and the (P, D) file shape far from overflow.
+pub const MAX_PARTICLES: u64 = 1 << 40;
+
+/// What defines a sampling run.
+#[derive(Debug, Clone)]
+pub struct SampleConfig {
+    pub particles: u64,
+    /// Number of time points S of the grid (S - 1 Euler–Maruyama steps).
+    pub time_points: usize,
+    pub seed: u64,
+    pub schedule: VpSchedule,
+    pub dataset: Dataset,
+    /// Particles per batch; `None` picks the engine's limit capped at `DEFAULT_MAX_BATCH`.
+    pub batch: Option<usize>,
+    /// Simulate only shard `k` of `n`: a contiguous range of particle indices. Every
+    /// particle's trajectory depends only on the seed and its index, so the shards of a
+    /// run together are exactly the unsharded run.
+    pub shard: Option<Shard>,
+    /// The integrator: Euler–Maruyama (default) or Heun on the probability-flow ODE.
+    pub sampler: SamplerKind,
+    /// The score driving the sampler (`--score`): empirical, or `kde:h`.
+    pub score: ScoreKind,
+    /// Early stopping (`--t-min`): the grid ends at forward time `t_min` instead of 0 and
+    /// each sample is replaced by its denoised mean `E[x_0 | x_{t_min}]` (see
+    /// [`crate::model::schedule::reverse_steps_with`], [`crate::model::posterior::denoise`]). 0: off.
+    pub t_min: f64,
+}
+
+/// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// The particle-index range of this shard of a run of `particles` particles.
+    pub fn range(&self, particles: u64) -> std::ops::Range<u64> {
+        let at = |k: u64| ((particles as u128 * k as u128) / self.count as u128) as u64;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    /// `k/n` with 0 <= k < n.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let (k, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("'{text}' is not of the form k/n (e.g. 0/4)"))?;
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{text}': '{v}' is not a whole number"))
+        };
+        let (index, count) = (parse(k)?, parse(n)?);
+        if count == 0 || index >= count {
+            return Err(format!("'{text}': need 0 <= k < n"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl SampleConfig {
+    pub fn new(dataset: Dataset) -> Self {
+        Self {
+            particles: 1_000_000,
+            time_points: 100,
+            seed: 0,
+            schedule: VpSchedule::default(),
+            dataset,
+            batch: None,
+            shard: None,
+            sampler: SamplerKind::Em,
+            score: ScoreKind::Empirical,
+            t_min: 0.0,
+        }
+    }
+
+    /// The reverse steps of this run (time grid, score variant, early stop).
+    pub fn reverse_steps(&self) -> Vec<ReverseStep> {
+        reverse_steps_with(&self.schedule, self.time_points, self.score, self.t_min)
+    }
+
+    /// Where the state is after `k` of the steps: the forward time of step `k` (the point
+    /// at which that step evaluates the score), or `t_min` once all steps are done.
+    pub fn score_point_after(&self, steps: &[ReverseStep], k: usize) -> ScorePoint {
+        let tau = steps.get(k).map_or(self.t_min, |s| s.tau);
+        ScorePoint::new(&self.schedule, self.score, tau)
+    }
+
+    /// The particle indices this run simulates: all of them, or its shard's range.
+    pub fn particle_range(&self) -> std::ops::Range<u64> {
+        match self.shard {
+            Some(shard) => shard.range(self.particles),
+            None => 0..self.particles,
+        }
+    }
+
+    /// Reject what cannot run, before anything is allocated or written.
+    pub fn validate(&self) -> Result<()> {
+        if self.particles == 0 {
+            return Err(Error::invalid("--particles", "must be at least 1"));
+        }
+        if self.particles > MAX_PARTICLES {
+            return Err(Error::invalid(
+                "--particles",
+                format!("{} exceeds the maximum of {MAX_PARTICLES}", self.particles),
+            ));
+        }
+        if self.time_points < 2 {
+            return Err(Error::invalid(
+                "--steps",
+                format!(
+                    "{} time points give no step; use at least 2 (the default is 100)",
+                    self.time_points
+                ),
+            ));
+        }
+        if self.time_points > 1_000_000 {
+            return Err(Error::invalid("--steps", "at most 1,000,000 time points"));
+        }
+        let VpSchedule { beta_min, beta_max } = self.schedule;
+        if !beta_min.is_finite() || !beta_max.is_finite() {
+            return Err(Error::invalid("--beta-min/--beta-max", "must be finite"));
+        }
+        if beta_min < 0.0 {
+            return Err(Error::invalid(
+                "--beta-min",
+                format!("{beta_min} is negative; beta must be >= 0"),
+            ));
+        }
+        if beta_min >= beta_max {
+            return Err(Error::invalid(
+                "--beta-min",
+                format!("{beta_min} must be smaller than --beta-max {beta_max}"),
+            ));
+        }
+        if let Some(shard) = self.shard {
+            if shard.count > self.particles {
+                return Err(Error::invalid(
+                    "--shard",
+                    format!(
+                        "{} shards for {} particles would leave shards empty",
+                        shard.count, self.particles
+                    ),
+                ));
+            }
+        }
+        let dim = self.dataset.dim;
+        if dim > crate::engine::records::MAX_DIMENSION {
+            return Err(Error::invalid(
+                "--dataset",
+                format!(
+                    "points of dimension {dim}: the engines support D = 1 to {}",
+                    crate::engine::records::MAX_DIMENSION
+                ),
+            ));
+        }
+        if !self.t_min.is_finite() || self.t_min < 0.0 {
+            return Err(Error::invalid(
+                "--t-min",
+                format!("{} must be a finite number >= 0", self.t_min),
+            ));
+        }
+        let first_tau = 1.0 - 1.0 / (self.time_points - 1) as f64;
+        if self.t_min > 0.0 && self.t_min >= first_tau {
+            return Err(Error::invalid(
+                "--t-min",
+                format!(
+                    "{} leaves no step: the grid of {} time points starts at forward time \
+                     {first_tau}; use a smaller --t-min or more --steps",
+                    self.t_min, self.time_points
+                ),
+            ));
+        }
+        if let ScoreKind::Kde { h } = self.score {
+            if !h.is_finite() || h < 0.0 {
+                return Err(Error::invalid("--score", "kde:h needs a finite h >= 0"));
+            }
+        }
+        if self.batch == Some(0) {
+            return Err(Error::invalid("--batch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Open the engine for `backend` on adapter `device` of `memodiff devices` (GPU only).
+/// `--device N` with `auto` (the default) means the gpu backend on adapter N, whatever its
+/// type; with `cpu` or `reference` it is an error.
+pub fn open_engine_on(
+    backend: Backend,
+    schedule: VpSchedule,
+    device: Option<usize>,
+) -> Result<(Box<dyn Engine>, Option<String>)> {
+    match (backend, device) {
+        (_, None) => open_engine(backend, schedule),
+        (Backend::Gpu | Backend::Auto, Some(n)) => {
+            Ok((Box::new(GpuEngine::new(AdapterChoice::Index(n))?), None))
+        }
+        (Backend::Cpu | Backend::Reference, Some(_)) => Err(Error::invalid(
+            "--device",
+            format!(
+                "picks a GPU adapter; it cannot be used with --backend {}",
+                backend.name()
+            ),
+        )),
+    }
+}
+
+/// Open the engine for `backend`. For `auto`, the second value says why the cpu engine
+/// was chosen when no hardware GPU is available.
+pub fn open_engine(
+    backend: Backend,
+    schedule: VpSchedule,
+) -> Result<(Box<dyn Engine>, Option<String>)> {
+    Ok(match backend {
+        Backend::Gpu => (Box::new(GpuEngine::new(AdapterChoice::Any)?), None),
+        Backend::Cpu => (Box::new(CpuEngine::new()), None),
+        Backend::Reference => (Box::new(ReferenceEngine::new(schedule)), None),
+        Backend::Auto => match GpuEngine::new(AdapterChoice::HardwareOnly) {
+            Ok(gpu) => (Box::new(gpu), None),
+            Err(Error::NoAdapter(why)) => (
+                Box::new(CpuEngine::new()),
+                Some(format!("no hardware GPU ({why}); using the cpu engine")),
+            ),
+            Err(e) => return Err(e),
+        },
+    })
+}
+
+/// Receives each finished batch, in particle-index order.
+pub trait BatchSink {
+    /// `initial` and `samples` are row-major (n, D) for particles `first .. first + n`.
+    fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
+
+    /// A density grid on the engine's GPU that wants each finished batch's final positions
+    /// deposited there ([`Engine::deposit_samples`]) before [`consume`](Self::consume),
+    /// which then leaves that grid alone.
+    fn gpu_density(&mut self) -> Option<&mut crate::engine::gpu::raster::GpuDensity> {
+        None
+    }
+
+    /// Save a checkpoint (runs with [`Checkpoints::every`] only): the sink holds every
+    /// batch before `at.first`, and `at` the state of the batch in flight.
+    fn checkpoint(&mut self, at: &CheckpointAt) -> Result<()> {
+        let _ = at;
+        Ok(())
+    }
+
+    /// Step counts strictly between 0 and the number of steps, increasing, after which the
+    /// sink wants each batch's positions through [`snapshot`](Self::snapshot) (`sample
+    /// --snapshots`). The states after 0 steps and after all steps arrive via `consume`.
+    fn snapshot_steps(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The positions (row-major (n, D)) of batch `first_particle ..` after `step` steps.
+    fn snapshot(&mut self, first_particle: u64, step: usize, positions: &[f32]) -> Result<()> {
+        let _ = (first_particle, step, positions);
+        Ok(())
+    }
+
+    /// Numbers of steps done (0 ..= S-1, 0 being the initial noise) after which the
+    /// sampler shows each batch's positions to [`observe`](Self::observe). Splitting a
+    /// batch's steps there does not change its results (see `Engine::advance_batch`).
+    fn observe_steps(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The positions (row-major (n, D)) of the batch starting at `first_particle` after
+    /// `step` steps, before any `--t-min` denoising.
+    fn observe(&mut self, first_particle: u64, step: usize, state: &[f32]) -> Result<()> {
+        let _ = (first_particle, step, state);
+        Ok(())
+    }
+
+    /// How many rows of the batch `first_particle .. first_particle + n` the sink wants
+    /// the posterior concentration of, or `None` when it wants the positions themselves
+    /// through [`observe`](Self::observe). With `Some`, an engine that evaluates the
+    /// posterior in its own score ([`Engine::posterior_tap`]) reports it through
+    /// [`observe_tapped`](Self::observe_tapped) for the observed steps before the last
+    /// (the batch is then not split there), and `observe` gets the others.
+    fn tap_rows(&self, first_particle: u64, n: usize) -> Option<usize> {
+        let _ = (first_particle, n);
+        None
+    }
+
+    /// The posterior concentration of the first `max_weight.len()` rows of the batch
+    /// starting at `first_particle` after `step` steps, as the engine's score evaluation
+    /// of step `step` found it (largest softmax weight, its training point).
+    fn observe_tapped(
+        &mut self,
+        first_particle: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> Result<()> {
+        let _ = (first_particle, step, max_weight, argmax);
+        Err(Error::invalid(
+            "posterior tap",
+            "this sink takes positions, not tapped weights",
+        ))
+    }
+}
+
+/// Where a checkpointed run stands: batch `first .. first + n` has done `step` steps.
+/// `step == 0` means the batch has not started (`initial` and `state` are then empty);
+/// `first` equal to the end of the run's range means all batches are done.
+#[derive(Debug)]
+pub struct CheckpointAt<'a> {
+    pub first: u64,
+    pub n: usize,
+    pub step: usize,
+    /// Batches finished (handed to the sink).
+    pub batches_done: usize,
+    pub batch_size: usize,
+    /// The batch's initial noise and its positions after `step` steps (row-major (n, D)).
+    pub initial: &'a [f32],
+    pub state: &'a [f32],
+}
+
+/// A saved [`CheckpointAt`] to continue from.
+#[derive(Debug, Clone, Default)]
+pub struct ResumePoint {
+    pub first: u64,
+    pub step: usize,
+    pub batches_done: usize,
+    pub initial: Vec<f32>,
+    pub state: Vec<f32>,
+}
+
+/// Checkpointing of a run: save every `every` steps and at batch ends; continue from
+/// `resume`.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoints {
+    pub every: Option<usize>,
+    pub resume: Option<ResumePoint>,
+}
+
+/// Progress of a run, in particle-steps.
+pub trait Progress {
+    fn start(&mut self, total_particle_steps: u64);
+    fn advance_to(&mut self, particle_steps_done: u64);
+    fn finish(&mut self);
+}
+
+/// No progress display.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn start(&mut self, _: u64) {}
+    fn advance_to(&mut self, _: u64) {}
+    fn finish(&mut self) {}
+}
+
+/// Where the time of a run went.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SampleTiming {
+    /// Engine time: initial noise, all steps, readback.
+    pub sampling_s: f64,
+    /// Time spent in the sink (file writes, images, metrics).
+    pub consume_s: f64,
+    pub batches: usize,
+    pub batch_size: usize,
+}
+
+/// Batch size used for a run on `engine`.
+pub fn batch_size(config: &SampleConfig, engine: &dyn Engine) -> usize {
+    let limit = engine.max_batch_particles(config.dataset.dim);
+    let dim = config.dataset.dim.max(1);
+    let wanted = config
+        .batch
+        .unwrap_or(DEFAULT_MAX_BATCH.min((DEFAULT_MAX_BATCH_VALUES / dim).max(1)));
+    let range = config.particle_range();
+    wanted
+        .min(limit)
+        .min((range.end - range.start) as usize)
+        .max(1)
+}
+
+/// Run the sampler over the particles of `config` (all, or its shard's index range),
+/// batch by batch, feeding `sink` in index order.
+pub fn run(
+    config: &SampleConfig,
+    engine: &mut dyn Engine,
+    sink: &mut dyn BatchSink,
+    progress: &mut dyn Progress,
+) -> Result<SampleTiming> {
+    run_with_cancel(config, engine, sink, progress, &crate::engine::NEVER)
+}
+
+/// [`run`], stopping at the next step boundary (GPU: between submissions of 10 steps;
+/// CPU engines: between work items) once `cancel` is set, with
+/// [`Error::Interrupted`] saying at which step of which batch. The batch in flight is
+/// dropped and the sink gets nothing more.
+pub fn run_with_cancel(
+    config: &SampleConfig,
+    engine: &mut dyn Engine,
+    sink: &mut dyn BatchSink,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<SampleTiming> {
+    run_checkpointed(
+        config,
+        engine,
+        sink,
+        progress,
+        cancel,
+        Checkpoints::default(),
+    )
+}
+
+/// [`run_with_cancel`] with checkpoints: with `checkpoints.every = Some(K)` each batch runs
+/// in segments of K steps and [`BatchSink::checkpoint`] is called before the first batch,
+/// at each segment end inside a batch and after each batch; `checkpoints.resume` continues
+/// a run from a saved point (its batch from the saved state with `advance_batch(None, ..)`).
+/// The f32 engines give results bit-identical to an uninterrupted run.
+pub fn run_checkpointed(
+    config: &SampleConfig,
+    engine: &mut dyn Engine,
+    sink: &mut dyn BatchSink,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+    checkpoints: Checkpoints,
+) -> Result<SampleTiming> {
+    config.validate()?;
+    if checkpoints.every == Some(0) {
+        return Err(Error::invalid("--checkpoint-every", "must be at least 1"));
+    }
+    let steps = config.reverse_steps();
+    let mut observe: std::collections::BTreeSet<usize> = sink
+        .observe_steps()
+        .into_iter()
+        .filter(|&k| k <= steps.len())
+        .collect();
+    let problem = Problem {
+        dataset: &config.dataset,
+        steps: &steps,
+        seed: config.seed,
+        initial_std: config.schedule.sigma2(1.0).sqrt(),
+        sampler: config.sampler,
+    };
+    // Observed steps whose posterior the engine reports from its own score evaluation:
+    // the batch runs through them without stopping. (The state after the last step is
+    // no score evaluation: it stays observed.)
+    let tap_steps: Vec<usize> = if engine.posterior_tap(&problem)
+        && sink.tap_rows(config.particle_range().start, 1).is_some()
+    {
+        observe.range(..steps.len()).copied().collect()
+    } else {
+        Vec::new()
+    };
+    for k in &tap_steps {
+        observe.remove(k);
+    }
+    let (mut tap_weight, mut tap_argmax) = (Vec::new(), Vec::new());
+    let dim = config.dataset.dim;
+    let batch = batch_size(config, engine);
+    let mut initial = vec![0f32; batch * dim];
+    let mut samples = vec![0f32; batch * dim];
+    let n_steps = steps.len() as u64;
+    let range = config.particle_range();
+    let batches = (range.end - range.start).div_ceil(batch as u64);
+    progress.start((range.end - range.start) * n_steps);
+    let mut timing = SampleTiming {
+        batch_size: batch,
+        ..Default::default()
+    };
+    let mut first = range.start;
+    let snapshot_steps = sink.snapshot_steps();
+    let mut resume = checkpoints.resume;
+    if let Some(point) = &resume {
+        let aligned = (point.first - range.start).is_multiple_of(batch as u64);
+        if point.first < range.start || point.first > range.end || !aligned {
+            return Err(Error::invalid(
+                "checkpoint",
+                format!("batch start {} does not fit the run", point.first),
+            ));
+        }
+        first = point.first;
+        timing.batches = point.batches_done;
+        if point.step == 0 {
+            resume = None;
+        }
+    } else if checkpoints.every.is_some() {
+        let n = (range.end - first).min(batch as u64) as usize;
+        sink.checkpoint(&CheckpointAt {
+            first,
+            n,
+            step: 0,
+            batches_done: 0,
+            batch_size: batch,
+            initial: &[],
+            state: &[],
+        })?;
+    }
+    // (batch index, step) of the last checkpoint saved, for the interruption message.
+    let mut saved = checkpoints.every.map(|_| (timing.batches + 1, 0usize));
+    while first < range.end {
+        let n = (range.end - first).min(batch as u64) as usize;
+        let (initial, samples) = (&mut initial[..n * dim], &mut samples[..n * dim]);
+        let started = Instant::now();
+        let done_before = (first - range.start) * n_steps;
+        let batch_index = timing.batches + 1;
+        let mut step = 0;
+        if let Some(point) = resume.take() {
+            if point.initial.len() != n * dim || point.state.len() != n * dim {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    format!("its state does not hold the {n} x {dim} values of its batch"),
+                ));
+            }
+            if point.step > steps.len() {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    format!("step {} is beyond the {n_steps} steps", point.step),
+                ));
+            }
+            initial.copy_from_slice(&point.initial);
+            samples.copy_from_slice(&point.state);
+            step = point.step;
+            saved = Some((batch_index, step));
+        }
+        let tap_rows = if tap_steps.is_empty() {
+            0
+        } else {
+            sink.tap_rows(first, n).unwrap_or(0).min(n)
+        };
+        tap_weight.resize(tap_rows * tap_steps.len(), 0f32);
+        tap_argmax.resize(tap_rows * tap_steps.len(), 0u32);
+        let mut reached = step;
+        let mut segment_started = started;
+        // Time spent in `sink.observe` (metrics, not sampling) since `segment_started`.
+        let mut observed_s = 0.0;
+        // Whether the batch's initial noise has been drawn (a resumed batch has it).
+        let mut begun = step > 0;
+        if !begun && observe.contains(&0) {
+            engine.advance_batch(
+                &problem,
+                first,
+                Some(&mut *initial),
+                samples,
+                0..0,
+                cancel,
+                &mut |_| {},
+            )?;
+            begun = true;
+            let observing = Instant::now();
+            sink.observe(first, 0, samples)?;
+            observed_s += observing.elapsed().as_secs_f64();
+        }
+        while step < steps.len() {
+            let mut end = match checkpoints.every {
+                Some(k) => ((step / k + 1) * k).min(steps.len()),
+                None => steps.len(),
+            };
+            // Segments also end where the sink looks at the state: snapshot steps (figures)
+            // and observed steps (metrics).
+            if let Some(&k) = snapshot_steps.iter().find(|&&s| s > step) {
+                end = end.min(k);
+            }
+            if let Some(&k) = observe.range(step + 1..).next() {
+                end = end.min(k);
+            }
+            let mut on_step = |done| {
+                // Once stopping, the CPU engines' final count is not a step reached.
+                if !cancel.load(Ordering::Relaxed) {
+                    reached = done;
+                }
+                progress.advance_to(done_before + n as u64 * done as u64)
+            };
+            let tapped = tap_rows > 0 && tap_steps.iter().any(|k| (step..end).contains(k));
+            let outcome = if cancel.load(Ordering::Relaxed) {
+                Err(Error::Interrupted(String::new()))
+            } else if tapped {
+                engine.advance_batch_tapped(
+                    &problem,
+                    first,
+                    if begun { None } else { Some(&mut *initial) },
+                    samples,
+                    step..end,
+                    &mut crate::engine::PosteriorTap {
+                        steps: &tap_steps,
+                        rows: tap_rows,
+                        max_weight: &mut tap_weight,
+                        argmax: &mut tap_argmax,
+                    },
+                    cancel,
+                    &mut on_step,
+                )
+            } else {
+                engine.advance_batch(
+                    &problem,
+                    first,
+                    if begun { None } else { Some(&mut *initial) },
+                    samples,
+                    step..end,
+                    cancel,
+                    &mut on_step,
+                )
+            };
+            if let Err(e) = outcome {
+                progress.finish();
+                return Err(match e {
+                    Error::Interrupted(_) => {
+                        let kept = match saved {
+                            Some((b, 0)) => format!(
+                                "; the checkpoint at the start of batch {b} of {batches} is kept"
+                            ),
+                            Some((b, s)) => format!(
+                                "; the checkpoint at step {s} of batch {b} of {batches} is kept"
+                            ),
+                            None => "; no new outputs were written (files already in the out \
+                                     folder are untouched)"
+                                .to_string(),
+                        };
+                        Error::Interrupted(format!(
+                            "interrupted at step {reached} of {n_steps} of batch {batch_index} \
+                             of {batches}{kept}"
+                        ))
+                    }
+                    e => e,
+                });
+            }
+            if tapped {
+                let observing = Instant::now();
+                // The segment's records, column by column, in one pass over the rows.
+                let records = tap_steps.len();
+                let live: Vec<usize> = (0..records)
+                    .filter(|&j| (step..end).contains(&tap_steps[j]))
+                    .collect();
+                let mut weights = vec![Vec::with_capacity(tap_rows); live.len()];
+                let mut argmax = vec![Vec::with_capacity(tap_rows); live.len()];
+                for (row_w, row_a) in tap_weight
+                    .chunks_exact(records)
+                    .zip(tap_argmax.chunks_exact(records))
+                {
+                    for (c, &j) in live.iter().enumerate() {
+                        weights[c].push(row_w[j]);
+                        argmax[c].push(row_a[j]);
+                    }
+                }
+                for (c, &j) in live.iter().enumerate() {
+                    sink.observe_tapped(first, tap_steps[j], &weights[c], &argmax[c])?;
+                }
+                observed_s += observing.elapsed().as_secs_f64();
+            }
+            step = end;
+            begun = true;
+            if step < steps.len() && snapshot_steps.binary_search(&step).is_ok() {
+                let observing = Instant::now();
+                sink.snapshot(first, step, samples)?;
+                observed_s += observing.elapsed().as_secs_f64();
+            }
+            if observe.contains(&step) {
+                let observing = Instant::now();
+                sink.observe(first, step, samples)?;
+                observed_s += observing.elapsed().as_secs_f64();
+            }
+            if checkpoints.every.is_some() && step < steps.len() {
+                timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
+                timing.consume_s += std::mem::take(&mut observed_s);
+                let started = Instant::now();
+                sink.checkpoint(&CheckpointAt {
+                    first,
+                    n,
+                    step,
+                    batches_done: timing.batches,
+                    batch_size: batch,
+                    initial,
+                    state: samples,
+                })?;
+                timing.consume_s += started.elapsed().as_secs_f64();
+                saved = Some((batch_index, step));
+                segment_started = Instant::now();
+            }
+        }
+        if config.t_min > 0.0 {
+            let point = config.score_point_after(&steps, steps.len());
+            crate::model::posterior::denoise(&config.dataset, config.score, &point, samples);
+        }
+        timing.sampling_s += segment_started.elapsed().as_secs_f64() - observed_s;
+        timing.consume_s += observed_s;
+        let started = Instant::now();
+        // The sink's density on the engine's device: deposited from the particle buffer,
+        // which still holds this batch's final positions (sinks ask for this only when no
+        // host-side change, such as --t-min denoising, follows the last step).
+        if let Some(density) = sink.gpu_density() {
+            engine.deposit_samples(n, density)?;
+        }
+        sink.consume(first, initial, samples)?;
+        timing.batches += 1;
+        first += n as u64;
+        if checkpoints.every.is_some() {
+            sink.checkpoint(&CheckpointAt {
+                first,
+                n: (range.end - first).min(batch as u64) as usize,
+                step: 0,
+                batches_done: timing.batches,
+                batch_size: batch,
+                initial: &[],
+                state: &[],
+            })?;
+            saved = Some((timing.batches + 1, 0));
+        }
+        timing.consume_s += started.elapsed().as_secs_f64();
+    }
+    progress.finish();
+    Ok(timing)
+}
+
+/// Collects everything in memory: for tests and small runs through the library API.
+#[derive(Debug, Default, Clone)]
+pub struct Collect {
+    pub initial: Vec<f32>,
+    pub samples: Vec<f32>,
+}
+
+impl BatchSink for Collect {
+    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+        self.initial.extend_from_slice(initial);
+        self.samples.extend_from_slice(samples);
+        Ok(())
+    }
+}
+
+/// Convenience: run `config` on `engine` and return (initial, samples) in memory.
+pub fn run_collect(config: &SampleConfig, engine: &mut dyn Engine) -> Result<Collect> {
+    let mut sink = Collect::default();
+    run(config, engine, &mut sink, &mut NoProgress)?;
+    Ok(sink)
+}

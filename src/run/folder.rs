@@ -1,0 +1,493 @@
+//! A run's output folder: streamed `.npy` files, density images, metrics and `run.json`.
+//! Every file is written under a temporary name and renamed into place when complete.
+
+use crate::density::heatmap::{DensityGrid, Extent};
+use crate::error::{Error, Result};
+use crate::image::colormap::Colormap;
+use crate::io::NpyStreamWriter;
+use crate::metrics::measure::MetricsSink;
+use crate::metrics::MemorizationCounter;
+use crate::run::driver::BatchSink;
+use std::path::{Path, PathBuf};
+
+/// What the run folder holds and how the density images are drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSettings {
+    pub extent: Extent,
+    pub initial_extent: Extent,
+    pub width: usize,
+    pub height: usize,
+    pub bandwidth: f64,
+    pub colormap: Colormap,
+    pub kernel: crate::density::heatmap::Kernel,
+    pub norm: crate::image::raster::Norm,
+    /// Also write `NAME_gray16.png`, the raw density as 16-bit grayscale.
+    pub png16: bool,
+    /// Write samples.npy and initial.npy (off for image-and-metrics-only runs).
+    pub write_arrays: bool,
+    /// Write the raw integer density sums `NAME_density_raw.npy/.json` that `memodiff
+    /// merge` adds up: on for shards, off for whole runs (they are 15 MB each at the
+    /// default settings and nothing reads them).
+    pub write_raw_grids: bool,
+}
+
+impl Default for ImageSettings {
+    /// The reference tutorial's pictures: 512×512, kernel exp(-350 |p - x|^2), coolwarm,
+    /// samples on [-3, 3]^2 and the initial noise on [-2, 3]^2.
+    fn default() -> Self {
+        Self {
+            extent: Extent::square(-3.0, 3.0).expect("valid"),
+            initial_extent: Extent::square(-2.0, 3.0).expect("valid"),
+            width: 512,
+            height: 512,
+            bandwidth: 1.0 / 700f64.sqrt(),
+            colormap: Colormap::Coolwarm,
+            kernel: crate::density::heatmap::Kernel::Gaussian,
+            norm: crate::image::raster::Norm::Linear,
+            png16: false,
+            write_arrays: true,
+            write_raw_grids: false,
+        }
+    }
+}
+
+/// Receives batches from the sampler and turns them into the run folder's files.
+pub struct RunFolder {
+    dir: PathBuf,
+    /// The streamed `.npy` files, unless the run keeps only images and metrics.
+    arrays: Option<(NpyStreamWriter, NpyStreamWriter)>,
+    sample_grid: Option<DensityGrid>,
+    initial_grid: Option<DensityGrid>,
+    metrics: MetricsSink,
+    shading: crate::image::raster::Shading,
+    png16: bool,
+    write_raw_grids: bool,
+    /// Checkpointed runs: what each checkpoint records besides the folder's state.
+    checkpoint: Option<(
+        crate::run::checkpoint::RunSpec,
+        crate::model::dataset::Dataset,
+    )>,
+    /// Batches finished at the last checkpoint this process saved.
+    saved_batches: Option<usize>,
+    /// `--figure` / `--snapshots` (see [`crate::plot::run_figures`]).
+    figures: Option<crate::plot::run_figures::RunFigures>,
+    /// samples' density grid on the engine's GPU ([`use_gpu_density`](Self::use_gpu_density)):
+    /// batches are deposited there by the sampler, and `sample_grid` receives the sums at
+    /// each checkpoint and at the end.
+    gpu_samples: Option<crate::engine::gpu::raster::GpuDensity>,
+}
+
+/// Where a run's density grids were computed (run.json's `density_on`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DensityOn {
+    /// `"gpu"`: deposited on the engine's device straight from its particle buffer;
+    /// `"cpu"`: accumulated on the host from the batches read back; `"none"`: no density
+    /// images (D != 2).
+    pub samples: &'static str,
+    /// The initial noise: on the CPU (it comes back for initial.npy anyway), or `"none"`.
+    pub initial: &'static str,
+    /// Why the samples' grid is on the CPU on a GPU run.
+    pub note: Option<String>,
+    /// Row tiles of the GPU sub-grid (more than 1 when it exceeds one storage buffer).
+    pub gpu_tiles: Option<usize>,
+}
+
+/// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
+pub const METRICS_COUNTS: &str = "metrics_counts.json";
+
+/// Write a density grid as `NAME.png`, `NAME_density.npy` (f32, row 0 = top) with its
+/// sidecar `NAME_density.json`, with `png16` `NAME_gray16.png`, and with `raw` the integer
+/// sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge` adds up),
+/// and with `figure` a framed figure drawn from the PNG's own colours.
+/// Large grids are written band by band ([`crate::image::raster`]). Returns the names written.
+pub fn write_grid(
+    dir: &Path,
+    name: &str,
+    grid: &DensityGrid,
+    shading: crate::image::raster::Shading,
+    png16: bool,
+    raw: bool,
+    figure: Option<crate::image::raster::FigureRequest>,
+) -> Result<Vec<String>> {
+    let mut names = crate::image::raster::write_named(dir, name, grid, shading, png16, figure)?;
+    if !raw {
+        return Ok(names);
+    }
+    let raw = format!("{name}_density_raw.npy");
+    grid.save_raw(&dir.join(&raw))?;
+    names.extend([raw, format!("{name}_density_raw.json")]);
+    Ok(names)
+}
+
+/// Make sure `dir` exists and is writable, before any work starts.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(format!(".memodiff-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+impl RunFolder {
+    /// Open the streamed outputs for `particles` rows of dimension `dim`. Images are drawn
+    /// only for `dim == 2`.
+    pub fn create(
+        dir: &Path,
+        particles: u64,
+        training: &crate::model::dataset::Dataset,
+        images: &ImageSettings,
+    ) -> Result<Self> {
+        Self::open(dir, particles, training, images, None)
+    }
+
+    /// [`create`](Self::create) for a run with checkpoints: the streamed arrays keep
+    /// stable temp names and [`BatchSink::checkpoint`] saves `OUT/checkpoint/`.
+    pub fn create_checkpointed(
+        dir: &Path,
+        particles: u64,
+        training: &crate::model::dataset::Dataset,
+        images: &ImageSettings,
+        run: crate::run::checkpoint::RunSpec,
+    ) -> Result<Self> {
+        Self::open(dir, particles, training, images, Some((run, None)))
+    }
+
+    /// Reopen the folder of a checkpointed run from its checkpoint `saved`.
+    /// `metrics` is the run's fresh metrics sink (its posterior recording as the run's);
+    /// the checkpoint's counts are added to it.
+    pub fn resume(
+        dir: &Path,
+        particles: u64,
+        images: &ImageSettings,
+        saved: &mut crate::run::checkpoint::Loaded,
+        metrics: MetricsSink,
+    ) -> Result<Self> {
+        let training = saved.training.clone();
+        let run = saved.meta.run.clone();
+        let mut folder = Self::open(
+            dir,
+            particles,
+            &training,
+            images,
+            Some((run, Some(saved.meta.rows_streamed))),
+        )?;
+        for (mine, theirs, name) in [
+            (&mut folder.sample_grid, saved.sample_grid.take(), "samples"),
+            (
+                &mut folder.initial_grid,
+                saved.initial_grid.take(),
+                "initial",
+            ),
+        ] {
+            match (mine.as_ref(), theirs) {
+                (Some(fresh), Some(grid)) if fresh.raw_meta().shape == grid.raw_meta().shape => {
+                    *mine = Some(grid)
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "checkpoint",
+                        format!("its {name} density grid does not match the run"),
+                    ))
+                }
+            }
+        }
+        folder.metrics = metrics;
+        folder.metrics.counter.add_counts(&saved.counts)?;
+        Ok(folder)
+    }
+
+    fn open(
+        dir: &Path,
+        particles: u64,
+        training: &crate::model::dataset::Dataset,
+        images: &ImageSettings,
+        checkpoint: Option<(crate::run::checkpoint::RunSpec, Option<u64>)>,
+    ) -> Result<Self> {
+        prepare_dir(dir)?;
+        let dim = training.dim;
+        let (sample_grid, initial_grid) = if dim == 2 {
+            (
+                Some(DensityGrid::with_kernel(
+                    images.extent,
+                    images.width,
+                    images.height,
+                    images.bandwidth,
+                    images.kernel,
+                )?),
+                Some(DensityGrid::with_kernel(
+                    images.initial_extent,
+                    images.width,
+                    images.height,
+                    images.bandwidth,
+                    images.kernel,
+                )?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            arrays: if images.write_arrays {
+                let open = |name: &str| {
+                    let path = dir.join(name);
+                    let temp = crate::run::checkpoint::partial_path(dir, name);
+                    match &checkpoint {
+                        None => NpyStreamWriter::create(&path, particles, dim),
+                        Some((_, None)) => {
+                            NpyStreamWriter::create_persistent(&path, &temp, particles, dim)
+                        }
+                        Some((_, Some(rows))) => {
+                            // Stopped while finishing: the complete array was already
+                            // renamed into place; take it back.
+                            if *rows == particles && !temp.exists() && path.is_file() {
+                                std::fs::rename(&path, &temp).map_err(|e| Error::io(&path, e))?;
+                            }
+                            NpyStreamWriter::reopen(&path, &temp, particles, dim, *rows)
+                        }
+                    }
+                };
+                Some((open("samples.npy")?, open("initial.npy")?))
+            } else {
+                None
+            },
+            sample_grid,
+            initial_grid,
+            metrics: MetricsSink::plain(training)?,
+            shading: crate::image::raster::Shading {
+                colormap: images.colormap,
+                norm: images.norm,
+            },
+            png16: images.png16,
+            write_raw_grids: images.write_raw_grids,
+            checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
+            saved_batches: None,
+            figures: None,
+            gpu_samples: None,
+        })
+    }
+
+    /// Also draw `figures` (framed figures, snapshot frames and their animation).
+    pub fn with_figures(mut self, figures: Option<crate::plot::run_figures::RunFigures>) -> Self {
+        self.figures = figures;
+        self
+    }
+
+    /// Replace the folder's metrics (before any batch): posterior concentration, GPU
+    /// nearest neighbours (see [`MetricsSink`]).
+    pub fn set_metrics(&mut self, metrics: MetricsSink) {
+        self.metrics = metrics;
+    }
+
+    /// Find the metrics' nearest neighbours on this GPU device (exact either way).
+    pub fn use_gpu_nearest(&mut self, ctx: &crate::engine::gpu::GpuContext) -> Result<()> {
+        self.metrics.use_gpu(ctx)
+    }
+
+    /// Deposit the samples' density on the engine's GPU (`ctx`, `None` for the CPU
+    /// engines) from its particle buffer, where that grid can be served there: its split
+    /// path (the Gaussian kernel at bandwidths of about 1.5 pixels and more), and no
+    /// host-side change to the samples after the last step (`--t-min` denoising: `t_min >
+    /// 0`). Otherwise the CPU accumulates it, and the returned note says why.
+    pub fn use_gpu_density(
+        &mut self,
+        ctx: Option<&crate::engine::gpu::GpuContext>,
+        t_min: f64,
+    ) -> DensityOn {
+        let mut on = DensityOn {
+            samples: "cpu",
+            initial: "cpu",
+            note: None,
+            gpu_tiles: None,
+        };
+        let Some(grid) = &self.sample_grid else {
+            // D != 2: no density images at all.
+            on.samples = "none";
+            on.initial = "none";
+            return on;
+        };
+        let Some(ctx) = ctx else {
+            return on;
+        };
+        if t_min > 0.0 {
+            on.note = Some("--t-min denoises the samples on the host after the last step".into());
+            return on;
+        }
+        match crate::engine::gpu::raster::GpuDensity::new(ctx.clone(), grid, None) {
+            Ok(density) => {
+                on.gpu_tiles = Some(density.tiles());
+                self.gpu_samples = Some(density);
+                on.samples = "gpu";
+            }
+            Err(e) => on.note = Some(e.to_string()),
+        }
+        on
+    }
+
+    /// Add what the GPU deposited since the last call to the samples' grid.
+    fn flush_gpu(&mut self) -> Result<()> {
+        if let (Some(density), Some(grid)) = (&mut self.gpu_samples, &mut self.sample_grid) {
+            density.flush(grid)?;
+        }
+        Ok(())
+    }
+
+    /// Finish the `.npy` files and write the PNGs; returns the names of the files written
+    /// and the memorization counts.
+    pub fn finish(mut self) -> Result<(Vec<String>, MemorizationCounter)> {
+        self.flush_gpu()?;
+        // The arrays' syncs and the two grids' shading and PNG encoding are independent
+        // and each mostly single-threaded: run them side by side, then list the files
+        // in a fixed order.
+        let (dir, shading, png16, raw) =
+            (&self.dir, self.shading, self.png16, self.write_raw_grids);
+        let figures = self.figures.as_ref();
+        let grid_files = |grid: &Option<DensityGrid>, name: &str| -> Result<Vec<String>> {
+            let Some(grid) = grid else {
+                return Ok(Vec::new());
+            };
+            // `--figure`: drawn from the PNG's own colours as its rows are shaded.
+            let figure = figures.and_then(|f| f.figure_request(dir, name, grid));
+            write_grid(dir, name, grid, shading, png16, raw, figure)
+        };
+        let arrays = self.arrays.take();
+        let (array_files, (sample_files, initial_files)) = rayon::join(
+            || -> Result<Vec<String>> {
+                let Some((samples, initial)) = arrays else {
+                    return Ok(Vec::new());
+                };
+                let (s, i) = rayon::join(|| samples.finish(), || initial.finish());
+                s.and(i)?;
+                Ok(vec!["samples.npy".to_string(), "initial.npy".to_string()])
+            },
+            || {
+                rayon::join(
+                    || grid_files(&self.sample_grid, "samples"),
+                    || grid_files(&self.initial_grid, "initial"),
+                )
+            },
+        );
+        let mut written = array_files?;
+        written.extend(sample_files?);
+        written.extend(initial_files?);
+        if let Some(figures) = self.figures {
+            written.extend(figures.finish(&self.dir)?);
+        }
+        crate::io::write_json(
+            &self.dir.join(METRICS_COUNTS),
+            &self.metrics.counter.counts(),
+        )?;
+        written.push(METRICS_COUNTS.into());
+        Ok((written, self.metrics.counter))
+    }
+}
+
+impl BatchSink for RunFolder {
+    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+        let arrays = &mut self.arrays;
+        // Before the join below, not in it: handing the batch to the snapshot accumulator
+        // may block, which would hold a rayon worker idle.
+        if let Some(f) = &mut self.figures {
+            f.consume(initial, samples);
+        }
+        // A grid on the GPU got this batch from the engine's buffer already.
+        let on_gpu = self.gpu_samples.is_some();
+        let (sample_grid, initial_grid, metrics) = (
+            &mut self.sample_grid,
+            &mut self.initial_grid,
+            &mut self.metrics,
+        );
+        // Files, images and metrics are independent: do them side by side.
+        let (files, counted) = rayon::join(
+            || -> Result<()> {
+                match arrays {
+                    Some((samples_out, initial_out)) => {
+                        samples_out.write_rows(samples)?;
+                        initial_out.write_rows(initial)
+                    }
+                    None => Ok(()),
+                }
+            },
+            || {
+                if let Some(g) = sample_grid.as_mut().filter(|_| !on_gpu) {
+                    g.accumulate(samples);
+                }
+                if let Some(g) = initial_grid {
+                    g.accumulate(initial);
+                }
+                metrics.count(samples)
+            },
+        );
+        files.and(counted)
+    }
+
+    fn gpu_density(&mut self) -> Option<&mut crate::engine::gpu::raster::GpuDensity> {
+        self.gpu_samples.as_mut()
+    }
+
+    fn snapshot_steps(&self) -> Vec<usize> {
+        self.figures
+            .as_ref()
+            .map_or_else(Vec::new, |f| f.snapshot_steps())
+    }
+
+    fn snapshot(&mut self, _first: u64, step: usize, positions: &[f32]) -> Result<()> {
+        if let Some(f) = &mut self.figures {
+            f.snapshot(step, positions);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, at: &crate::run::driver::CheckpointAt) -> Result<()> {
+        if self.checkpoint.is_none() {
+            return Ok(());
+        }
+        self.flush_gpu()?;
+        let Some((run, training)) = &self.checkpoint else {
+            return Ok(());
+        };
+        let mut rows_streamed = 0;
+        if let Some((samples, initial)) = &mut self.arrays {
+            samples.persist()?;
+            initial.persist()?;
+            rows_streamed = samples.rows_written();
+        }
+        crate::run::checkpoint::save(
+            &self.dir,
+            run,
+            training,
+            at,
+            crate::run::checkpoint::FolderState {
+                sample_grid: self.sample_grid.as_ref(),
+                initial_grid: self.initial_grid.as_ref(),
+                counts: self.metrics.counter.counts(),
+                rows_streamed,
+                unchanged: self.saved_batches == Some(at.batches_done),
+            },
+        )?;
+        self.saved_batches = Some(at.batches_done);
+        Ok(())
+    }
+
+    fn observe_steps(&self) -> Vec<usize> {
+        self.metrics.observe_steps()
+    }
+
+    fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
+        self.metrics.observe(first, step, state)
+    }
+
+    fn tap_rows(&self, first: u64, n: usize) -> Option<usize> {
+        self.metrics.tap_rows(first, n)
+    }
+
+    fn observe_tapped(
+        &mut self,
+        first: u64,
+        step: usize,
+        max_weight: &[f32],
+        argmax: &[u32],
+    ) -> Result<()> {
+        self.metrics.observe_tapped(first, step, max_weight, argmax)
+    }
+}
