@@ -1,6 +1,7 @@
 //! `memodiff bench`: a matrix of workloads on each available backend, timed with warm-up
 //! and the median of repeats, printed as a markdown table (and JSON for machines).
 
+use crate::cli::parse::{parse_count, parse_count_usize};
 use crate::engine::cpu::CpuEngine;
 use crate::engine::gpu::{AdapterChoice, GpuEngine};
 use crate::engine::reference::ReferenceEngine;
@@ -9,7 +10,9 @@ use crate::error::Result;
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
 use crate::run::driver::{self, BatchSink, NoProgress, SampleConfig};
+use clap::Args;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// One workload: `particles` particles against `training_points` training points in
@@ -172,7 +175,7 @@ fn open(backend: Backend, cull: bool) -> std::result::Result<Box<dyn Engine>, St
 }
 
 /// Run the plan; `report` is called with each row as it is finished.
-pub fn run(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
+pub fn run_matrix(plan: &BenchPlan, report: &mut dyn FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
     let mut rows: Vec<BenchRow> = Vec::new();
     let steps = plan.time_points - 1;
     for &backend in &plan.backends {
@@ -438,6 +441,151 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
 }
 
+/// Options of `memodiff bench`. Each cell runs `--warmup` untimed and `--repeats` timed
+/// runs of the sampler (initial noise, all steps, readback; no file output) on the
+/// training set circle:N in D = 2, gaussian:N:D in other dimensions.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Particle counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1e4,1e5,1e6", value_parser = parse_count)]
+    pub particles: Vec<u64>,
+
+    /// Training-set sizes N, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,1024,65536", value_parser = parse_count_usize)]
+    pub training_points: Vec<usize>,
+
+    /// Dimensions D, comma-separated: every (P, N) is run in each.
+    #[arg(long, value_delimiter = ',', default_value = "2", value_parser = parse_count_usize)]
+    pub dims: Vec<usize>,
+
+    /// Explicit cells P:N:D, comma-separated (e.g. 1e6:1024:2,1000:10000:784), instead of
+    /// the grid of --particles x --training-points x --dims.
+    #[arg(long, value_delimiter = ',')]
+    pub cells: Vec<crate::commands::bench::BenchCell>,
+
+    /// Backends to measure, comma-separated (unavailable ones are reported as such).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "gpu,cpu,reference"
+    )]
+    pub backends: Vec<Backend>,
+
+    /// Number of time points S (S-1 steps).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+
+    /// Untimed runs before the timed ones (pipeline compilation, caches, thread pools).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+
+    /// Timed runs per cell; the table shows their median, min and max.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+
+    /// Skip a cell whose estimated time (from the cells measured before it, warm-up and
+    /// repeats included) exceeds this many seconds. The table says which were skipped.
+    #[arg(long, default_value_t = 8.0)]
+    pub max_cell_seconds: f64,
+
+    /// Run the cpu engine with exact culling (D > 4: it skips the training points whose
+    /// weights are provably below 2^-25 / N of the best; off by default: where measured
+    /// it cost more than it saved). The table's `culled` column gives the fraction of
+    /// pairs skipped.
+    #[arg(long)]
+    pub cull: bool,
+
+    /// Also write one JSON document (every cell, the machine, the adapters) to this file;
+    /// `-` writes it to standard output (the table then goes to standard error).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// `memodiff bench`: run the matrix, print a markdown table, optionally write JSON.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.repeats == 0 {
+        return Err(crate::Error::invalid("--repeats", "must be at least 1"));
+    }
+    if args.steps < 2 {
+        return Err(crate::Error::invalid("--steps", "must be at least 2"));
+    }
+    if args.particles.contains(&0) || args.training_points.contains(&0) || args.dims.contains(&0) {
+        return Err(crate::Error::invalid(
+            "--particles/--training-points/--dims",
+            "must be at least 1",
+        ));
+    }
+    if args.max_cell_seconds.is_nan() || args.max_cell_seconds < 0.0 {
+        return Err(crate::Error::invalid(
+            "--max-cell-seconds",
+            "must be a number of seconds, 0 or more",
+        ));
+    }
+    if args.backends.contains(&Backend::Auto) {
+        return Err(crate::Error::invalid(
+            "--backends",
+            "name the backends to measure: gpu, cpu, reference",
+        ));
+    }
+    let cells = if args.cells.is_empty() {
+        crate::commands::bench::BenchCell::grid(&args.particles, &args.training_points, &args.dims)
+    } else {
+        args.cells.clone()
+    };
+    let plan = crate::commands::bench::BenchPlan {
+        cells,
+        backends: args.backends.clone(),
+        time_points: args.steps,
+        warmup: args.warmup,
+        repeats: args.repeats,
+        max_cell_seconds: args.max_cell_seconds,
+        cull: args.cull,
+    };
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let rows = crate::commands::bench::run_matrix(&plan, &mut |row| {
+        if interactive {
+            let what = match (row.median_s, &row.note) {
+                (Some(m), _) => format!("{m:.4} s"),
+                (None, Some(note)) => note.clone(),
+                _ => String::new(),
+            };
+            eprintln!(
+                "{} P={} N={} D={}: {what}",
+                row.backend, row.particles, row.training_points, row.dim
+            );
+        }
+    })?;
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let table = crate::commands::bench::markdown(&rows);
+    if json_to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    if let Some(path) = &args.json {
+        let report = crate::commands::bench::BenchReport {
+            machine: crate::commands::bench::Machine::detect(),
+            adapters: crate::engine::gpu::context::describe_adapters(),
+            time_points: plan.time_points,
+            warmup: plan.warmup,
+            repeats: plan.repeats,
+            max_cell_seconds: plan.max_cell_seconds,
+            cull: plan.cull,
+            rows,
+        };
+        if json_to_stdout {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("the report serializes")
+            );
+        } else {
+            crate::io::write_json(path, &report)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,7 +628,7 @@ mod tests {
             max_cell_seconds: 60.0,
             cull: false,
         };
-        let rows = run(&plan, &mut |_| {}).unwrap();
+        let rows = run_matrix(&plan, &mut |_| {}).unwrap();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
         assert_eq!((row.dim, row.particles, row.training_points), (64, 40, 30));

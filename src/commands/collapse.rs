@@ -49,7 +49,7 @@ pub struct CollapseArgs {
     pub sigma: f64,
 
     /// Particles per run (the posterior concentration is averaged over all of them).
-    #[arg(long, default_value = "2000", value_parser = crate::cli::parse_count)]
+    #[arg(long, default_value = "2000", value_parser = crate::cli::parse::parse_count)]
     pub particles: u64,
 
     /// Time points S of each run's grid; the concentration is recorded after every step.

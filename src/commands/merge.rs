@@ -19,6 +19,7 @@ use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounts;
 use crate::run::driver::Shard;
 use crate::run::folder::{prepare_dir, write_grid, METRICS_COUNTS};
+use clap::Args;
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -441,4 +442,29 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
         shards: parts.len() as u64,
         files,
     })
+}
+
+/// Options of `memodiff merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// The shard folders, all n of them, in any order (e.g. `run/shard-*`).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output folder of the merged run (created if missing; not one of the inputs).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `memodiff merge`: see [`crate::commands::merge`].
+pub fn run(args: &MergeArgs) -> Result<()> {
+    let report = crate::commands::merge::merge(&args.inputs, &args.out)?;
+    println!(
+        "merged {} shards, {} particles; wrote {}: {}",
+        report.shards,
+        report.particles,
+        args.out.display(),
+        report.files.join(", ")
+    );
+    Ok(())
 }

@@ -1,8 +1,11 @@
-//! One module per subcommand whose work is its own (the sweeps, the merge of shards, the
-//! benchmark matrix, the score field).
+//! One module per subcommand: its options (clap) and its body. Shared option groups,
+//! parsers and printing are in `crate::cli`.
 
 pub mod bench;
 pub mod collapse;
+pub mod devices;
 pub mod merge;
+pub mod render;
+pub mod sample;
 pub mod score_field;
 pub mod sweep;

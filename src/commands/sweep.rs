@@ -75,7 +75,7 @@ pub struct SweepArgs {
     pub t_min: f64,
 
     /// Particles per point.
-    #[arg(long, default_value = "4000", value_parser = crate::cli::parse_count)]
+    #[arg(long, default_value = "4000", value_parser = crate::cli::parse::parse_count)]
     pub particles: u64,
 
     /// Time points S of each run (S - 1 steps).

@@ -2,5 +2,6 @@
 
 pub mod atomic;
 pub mod npy;
+pub mod out_dir;
 
 pub use atomic::*;

@@ -8,7 +8,7 @@
 //! steps, see [`crate::run::driver::BatchSink::snapshot_steps`]) and draws everything when the
 //! folder is finished. Every file is written atomically.
 
-use crate::cli::SampleArgs;
+use crate::commands::sample::SampleArgs;
 use crate::density::heatmap::{DensityGrid, Extent};
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
