@@ -8,12 +8,26 @@ use wgpu::util::DeviceExt;
 /// Raw Philox words and the Box–Muller normals made from them, one entry per case.
 pub type PhiloxOutputs = (Vec<[u32; 4]>, Vec<[f32; 4]>);
 
+/// One input of the known-answer stage. Keep in sync with `PhiloxCase` in
+/// shaders/philox_kat.wgsl (checked by tests/shaders.rs).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PhiloxCase {
+    pub counter: [u32; 4],
+    pub key: [u32; 2],
+    pub _pad: [u32; 2],
+}
+
 /// Run Philox4x32-10 on the GPU for each (counter, key): the raw words and the four
 /// Box–Muller normals of each, for bit-exact comparison with `crate::model::philox`.
 pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result<PhiloxOutputs> {
-    let input: Vec<u32> = cases
+    let input: Vec<PhiloxCase> = cases
         .iter()
-        .flat_map(|(c, k)| [c[0], c[1], c[2], c[3], k[0], k[1], 0, 0])
+        .map(|&(counter, key)| PhiloxCase {
+            counter,
+            key,
+            _pad: [0; 2],
+        })
         .collect();
     let device = &ctx.device;
     let cases_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
