@@ -1,13 +1,14 @@
 //! The WGSL modules against the host, with naga and no GPU: every module the engines
 //! assemble parses and validates; every struct the host writes into or reads from a
 //! uniform or storage buffer has the same layout, field by field, on both sides; every
-//! `const` of the WGSL has the value of its Rust twin.
+//! `const` of the WGSL has the value of its Rust twin; and each stage's declared workgroup
+//! size is the one its entry point has.
 //!
 //! The tables below are the contract. A struct bound in any module without a Rust twin
 //! here, a twin bound nowhere, a constant without a twin (or a reason to be WGSL-only), or
 //! a twin no module declares fails a test: nothing is skipped because it is unknown.
 
-use memodiff::engine::gpu::shaders::{Stage, ALL_STAGES};
+use memodiff::engine::gpu::shaders::{Stage, Workgroup, ALL_STAGES};
 use memodiff::engine::records::MAX_DIMENSION;
 use naga::proc::Layouter;
 use naga::{AddressSpace, Expression, Handle, Literal, Module, ScalarKind, Type, TypeInner};
@@ -710,5 +711,55 @@ fn every_constant_shared_with_the_host_has_its_value() {
     );
     for (name, _) in WGSL_ONLY {
         assert!(!table_names.contains(name), "{name}: WGSL-only and shared");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Workgroup sizes
+
+/// Each stage's `workgroup` declaration is its entry point's: an override of that name
+/// (the only override of the module: the host sets no other), or that fixed size.
+#[test]
+fn each_stage_declares_its_workgroup_size() {
+    for variant in variants() {
+        let module = variant.parse();
+        let label = variant.label();
+        let entry = module
+            .entry_points
+            .iter()
+            .find(|ep| ep.name == variant.stage.entry_point)
+            .unwrap_or_else(|| panic!("{label}: no entry point"));
+        let overrides: Vec<_> = module
+            .overrides
+            .iter()
+            .map(|(_, o)| o.name.clone().unwrap_or_default())
+            .collect();
+        match variant.stage.workgroup {
+            Workgroup::Override(name) => {
+                assert_eq!(overrides, [name], "{label}: the module's overrides");
+                let Some([Some(x), None, None]) = entry.workgroup_size_overrides else {
+                    panic!(
+                        "{label}: workgroup size {:?} / {:?} is not @workgroup_size({name})",
+                        entry.workgroup_size, entry.workgroup_size_overrides
+                    );
+                };
+                let Expression::Override(o) = module.global_expressions[x] else {
+                    panic!("{label}: the workgroup size is an expression, not {name}");
+                };
+                assert_eq!(module.overrides[o].name.as_deref(), Some(name), "{label}");
+                assert_eq!(entry.workgroup_size[1..], [1, 1], "{label}");
+            }
+            Workgroup::Fixed(size) => {
+                assert!(
+                    overrides.is_empty(),
+                    "{label}: overrides {overrides:?} the host would not set"
+                );
+                assert_eq!(
+                    (entry.workgroup_size, entry.workgroup_size_overrides),
+                    ([size, 1, 1], None),
+                    "{label}: declared Workgroup::Fixed({size})"
+                );
+            }
+        }
     }
 }

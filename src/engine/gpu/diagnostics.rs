@@ -18,6 +18,9 @@ pub struct PhiloxCase {
     pub _pad: [u32; 2],
 }
 
+/// Invocations per workgroup of the known-answer stage.
+const WORKGROUP: u32 = PHILOX_KAT_STAGE.workgroup.fixed_size();
+
 /// Run Philox4x32-10 on the GPU for each (counter, key): the raw words and the four
 /// Box–Muller normals of each, for bit-exact comparison with `crate::model::philox`.
 pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result<PhiloxOutputs> {
@@ -46,7 +49,7 @@ pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result
     };
     let words = out("philox words");
     let normals = out("philox normals");
-    let pipeline = ctx.pipeline(&PHILOX_KAT_STAGE, None, 64);
+    let pipeline = ctx.pipeline(&PHILOX_KAT_STAGE, None, WORKGROUP);
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("philox kat"),
         layout: &pipeline.get_bind_group_layout(0),
@@ -70,7 +73,7 @@ pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(cases.len().div_ceil(64) as u32, 1, 1);
+        pass.dispatch_workgroups((cases.len() as u32).div_ceil(WORKGROUP), 1, 1);
     }
     ctx.queue.submit([encoder.finish()]);
     let w = ctx.read_buffer(&words, bytes)?;
