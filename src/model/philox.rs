@@ -7,10 +7,12 @@
 //! is the 64-bit seed, so a particle's stream depends on nothing but its index and the
 //! seed: not on batch size, dispatch geometry, shard or backend.
 
-const PHILOX_M0: u32 = 0xD251_1F53;
-const PHILOX_M1: u32 = 0xCD9E_8D57;
-const PHILOX_W0: u32 = 0x9E37_79B9;
-const PHILOX_W1: u32 = 0xBB67_AE85;
+/// The round multipliers and Weyl key increments of Philox4x32 (public for the check of
+/// the constants the shader shares, tests/shaders.rs).
+pub const PHILOX_M0: u32 = 0xD251_1F53;
+pub const PHILOX_M1: u32 = 0xCD9E_8D57;
+pub const PHILOX_W0: u32 = 0x9E37_79B9;
+pub const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// Step index used for the initial noise `x_1`, distinct from every step 0..S-2.
 pub const INITIAL_NOISE_STEP: u32 = u32::MAX;

@@ -1,6 +1,7 @@
 //! Device set-up: pick an adapter, open a device with the adapter's full limits, and turn
 //! wgpu's asynchronous errors and device loss into `Error`s the caller can print.
 
+use super::shaders::Workgroup;
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
@@ -252,32 +253,42 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
     }
 
-    /// A compute pipeline for `stage` with an explicit layout and workgroup size.
+    /// A compute pipeline for `stage` with an explicit layout; `workgroup_size` is the value
+    /// of the stage's workgroup-size override (a stage with a fixed size ignores it).
     pub fn pipeline(
         &self,
         stage: &super::shaders::Stage,
         layout: Option<&wgpu::PipelineLayout>,
         workgroup_size: u32,
     ) -> wgpu::ComputePipeline {
-        self.pipeline_from_source(stage.entry_point, &stage.source(), layout, workgroup_size)
+        self.pipeline_from_source(stage, &stage.source(), layout, workgroup_size)
     }
 
-    /// A compute pipeline for the WGSL module `source` (a stage's source, possibly
-    /// specialised) and its entry point `entry_point`.
+    /// A compute pipeline for the WGSL module `source` (`stage`'s source, possibly
+    /// specialised), its entry point and its workgroup size as `stage` declares them
+    /// (see [`pipeline`](Self::pipeline)).
     pub fn pipeline_from_source(
         &self,
-        entry_point: &str,
+        stage: &super::shaders::Stage,
         source: &str,
         layout: Option<&wgpu::PipelineLayout>,
         workgroup_size: u32,
     ) -> wgpu::ComputePipeline {
+        let entry_point = stage.entry_point;
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(entry_point),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-        let constants = [("WORKGROUP_SIZE", workgroup_size as f64)];
+        let override_values;
+        let constants: &[(&str, f64)] = match stage.workgroup {
+            Workgroup::Override(name) => {
+                override_values = [(name, workgroup_size as f64)];
+                &override_values
+            }
+            Workgroup::Fixed(_) => &[],
+        };
         self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry_point),
@@ -285,11 +296,7 @@ impl GpuContext {
                 module: &module,
                 entry_point: Some(entry_point),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: if source.contains("override WORKGROUP_SIZE") {
-                        &constants
-                    } else {
-                        &[]
-                    },
+                    constants,
                     zero_initialize_workgroup_memory: false,
                 },
                 cache: None,

@@ -8,12 +8,29 @@ use wgpu::util::DeviceExt;
 /// Raw Philox words and the Box–Muller normals made from them, one entry per case.
 pub type PhiloxOutputs = (Vec<[u32; 4]>, Vec<[f32; 4]>);
 
+/// One input of the known-answer stage. Keep in sync with `PhiloxCase` in
+/// shaders/philox_kat.wgsl (checked by tests/shaders.rs).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PhiloxCase {
+    pub counter: [u32; 4],
+    pub key: [u32; 2],
+    pub _pad: [u32; 2],
+}
+
+/// Invocations per workgroup of the known-answer stage.
+const WORKGROUP: u32 = PHILOX_KAT_STAGE.workgroup.fixed_size();
+
 /// Run Philox4x32-10 on the GPU for each (counter, key): the raw words and the four
 /// Box–Muller normals of each, for bit-exact comparison with `crate::model::philox`.
 pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result<PhiloxOutputs> {
-    let input: Vec<u32> = cases
+    let input: Vec<PhiloxCase> = cases
         .iter()
-        .flat_map(|(c, k)| [c[0], c[1], c[2], c[3], k[0], k[1], 0, 0])
+        .map(|&(counter, key)| PhiloxCase {
+            counter,
+            key,
+            _pad: [0; 2],
+        })
         .collect();
     let device = &ctx.device;
     let cases_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -32,7 +49,7 @@ pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result
     };
     let words = out("philox words");
     let normals = out("philox normals");
-    let pipeline = ctx.pipeline(&PHILOX_KAT_STAGE, None, 64);
+    let pipeline = ctx.pipeline(&PHILOX_KAT_STAGE, None, WORKGROUP);
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("philox kat"),
         layout: &pipeline.get_bind_group_layout(0),
@@ -56,7 +73,7 @@ pub fn philox_on_gpu(ctx: &GpuContext, cases: &[([u32; 4], [u32; 2])]) -> Result
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(cases.len().div_ceil(64) as u32, 1, 1);
+        pass.dispatch_workgroups((cases.len() as u32).div_ceil(WORKGROUP), 1, 1);
     }
     ctx.queue.submit([encoder.finish()]);
     let w = ctx.read_buffer(&words, bytes)?;

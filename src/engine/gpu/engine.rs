@@ -341,12 +341,9 @@ impl GpuEngine {
         } else {
             &self.layout
         };
-        let pipeline = self.ctx.pipeline_from_source(
-            stage.entry_point,
-            &source,
-            Some(layout),
-            self.workgroup_size,
-        );
+        let pipeline =
+            self.ctx
+                .pipeline_from_source(stage, &source, Some(layout), self.workgroup_size);
         self.pipelines
             .push((stage.entry_point, source, pipeline.clone()));
         pipeline

@@ -16,17 +16,19 @@ use wgpu::util::DeviceExt;
 /// Threads per workgroup of the nearest stage.
 const WORKGROUP_SIZE: u32 = 64;
 
-/// Keep in sync with `NearestParams` in `shaders/nearest.wgsl`.
+/// The uniform of one dispatch. Keep in sync with `NearestParams` in `shaders/nearest.wgsl`
+/// (public for tests/shaders.rs, which checks the two layouts field by field).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct NearestParams {
-    n_samples: u32,
-    dim: u32,
-    threads_per_row: u32,
-    chunk_start: u32,
-    chunk_count: u32,
-    first: u32,
-    _pad: [u32; 2],
+pub struct NearestParams {
+    pub n_samples: u32,
+    pub dim: u32,
+    pub threads_per_row: u32,
+    pub chunk_start: u32,
+    pub chunk_count: u32,
+    /// 1 for the first chunk: start from an empty top three.
+    pub first: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The nearest-neighbour stage for one training set, on a device shared with an engine.

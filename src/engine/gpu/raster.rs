@@ -35,8 +35,9 @@ pub struct DepositParams {
     pub pad: [u32; 2],
 }
 
-/// Invocations per workgroup of the deposit (the shader's `@workgroup_size`).
-const WORKGROUP: u32 = 64;
+/// Invocations per workgroup of the deposit (the shader's `@workgroup_size`, as the stage
+/// declares it).
+const WORKGROUP: u32 = DEPOSIT_STAGE.workgroup.fixed_size();
 
 /// Most particles uploaded at once (8 bytes each).
 const UPLOAD_PARTICLES: usize = 1 << 22;

@@ -26,12 +26,46 @@ const PHILOX_KAT: &str = include_str!("../../../shaders/philox_kat.wgsl");
 const HEATMAP_DEPOSIT: &str = include_str!("../../../shaders/heatmap/deposit.wgsl");
 const NEAREST: &str = include_str!("../../../shaders/nearest.wgsl");
 
-/// One GPU stage: its name (= entry point) and the pieces it is assembled from.
+/// One GPU stage: its name (= entry point), the pieces it is assembled from and how its
+/// workgroup size is set.
 #[derive(Debug, Clone, Copy)]
 pub struct Stage {
     pub entry_point: &'static str,
     parts: &'static [&'static str],
+    /// Declared here rather than found in the WGSL text, so that pipeline creation and
+    /// dispatch arithmetic follow one declaration; tests/shaders.rs checks it against the
+    /// entry point naga parses, so a mismatch fails a test, not a run.
+    pub workgroup: Workgroup,
 }
+
+/// How a stage's workgroup size is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workgroup {
+    /// `@workgroup_size(NAME)` with `override NAME: u32`: the host chooses the size when it
+    /// makes the pipeline (the stage's results do not depend on it).
+    Override(&'static str),
+    /// A size the WGSL fixes (`@workgroup_size(64)`, or a `const`): the host dispatches
+    /// workgroups of this many invocations.
+    Fixed(u32),
+}
+
+impl Workgroup {
+    /// The fixed size (for host constants; an override has none, a compile-time error
+    /// where this is evaluated in a `const`).
+    pub const fn fixed_size(self) -> u32 {
+        match self {
+            Workgroup::Override(_) => panic!("the workgroup size is an override"),
+            Workgroup::Fixed(size) => size,
+        }
+    }
+}
+
+/// The override the D <= 4 stages, the initial noise and the nearest-neighbour stage
+/// declare (`override WORKGROUP_SIZE: u32`).
+const WORKGROUP_SIZE_OVERRIDE: Workgroup = Workgroup::Override("WORKGROUP_SIZE");
+
+/// The general-D stages: `@workgroup_size(GENERAL_WG)` (common/reduce_general.wgsl).
+const GENERAL_WORKGROUP: Workgroup = Workgroup::Fixed(crate::engine::records::GENERAL_WG as u32);
 
 impl Stage {
     /// The complete WGSL module for this stage.
@@ -116,6 +150,7 @@ pub fn general_owned_columns(dim: usize) -> usize {
 pub const INIT_NOISE_STAGE: Stage = Stage {
     entry_point: "init_noise",
     parts: &[PARAMS, PHILOX, INIT_NOISE],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 /// The Euler–Maruyama step with the simple reduction (small training sets).
 pub const EM_STEP_STAGE: Stage = Stage {
@@ -129,6 +164,7 @@ pub const EM_STEP_STAGE: Stage = Stage {
         REDUCE_CHUNK,
         EM_STEP,
     ],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 /// The Euler–Maruyama step with training points tiled through shared memory.
 pub const EM_STEP_TILED_STAGE: Stage = Stage {
@@ -142,6 +178,7 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
         REDUCE_CHUNK,
         EM_STEP,
     ],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 pub const SCORE_STAGE: Stage = Stage {
     entry_point: "score",
@@ -153,6 +190,7 @@ pub const SCORE_STAGE: Stage = Stage {
         REDUCE_CHUNK,
         SCORE,
     ],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 pub const SCORE_TILED_STAGE: Stage = Stage {
     entry_point: "score",
@@ -164,6 +202,7 @@ pub const SCORE_TILED_STAGE: Stage = Stage {
         REDUCE_CHUNK,
         SCORE,
     ],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 /// The Euler–Maruyama step for D > 4: one workgroup per particle.
 pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
@@ -177,6 +216,7 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
         REDUCE_GENERAL,
         EM_STEP_GENERAL,
     ],
+    workgroup: GENERAL_WORKGROUP,
 };
 /// The score for D > 4: one workgroup per query point.
 pub const SCORE_GENERAL_STAGE: Stage = Stage {
@@ -189,6 +229,7 @@ pub const SCORE_GENERAL_STAGE: Stage = Stage {
         REDUCE_GENERAL,
         SCORE_GENERAL,
     ],
+    workgroup: GENERAL_WORKGROUP,
 };
 /// Half a Heun step of the probability-flow ODE, simple reduction (D <= 4).
 pub const HEUN_STEP_STAGE: Stage = Stage {
@@ -201,6 +242,7 @@ pub const HEUN_STEP_STAGE: Stage = Stage {
         REDUCE_CHUNK,
         HEUN_STEP,
     ],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 /// Half a Heun step, training points tiled through shared memory (D <= 4).
 pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
@@ -213,6 +255,7 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
         REDUCE_CHUNK,
         HEUN_STEP,
     ],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 /// Half a Heun step for D > 4: one workgroup per particle.
 pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
@@ -225,22 +268,26 @@ pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
         REDUCE_GENERAL,
         HEUN_STEP_GENERAL,
     ],
+    workgroup: GENERAL_WORKGROUP,
 };
 pub const PHILOX_KAT_STAGE: Stage = Stage {
     entry_point: "philox_kat",
     parts: &[PHILOX, PHILOX_KAT],
+    workgroup: Workgroup::Fixed(64),
 };
 
 /// Density grids: particles deposited on the sub-grid (src/engine/gpu/raster.rs).
 pub const DEPOSIT_STAGE: Stage = Stage {
     entry_point: "deposit",
     parts: &[HEATMAP_DEPOSIT],
+    workgroup: Workgroup::Fixed(64),
 };
 
 /// The three nearest training points per sample (memorization metrics); any dimension.
 pub const NEAREST_STAGE: Stage = Stage {
     entry_point: "nearest",
     parts: &[NEAREST],
+    workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 
 /// Every stage, for validation in tests (naga) and for pipeline creation.
