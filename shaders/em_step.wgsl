@@ -1,5 +1,5 @@
 // One Euler–Maruyama step of the reverse SDE for every particle of the batch.
-// CPU twin: src/cpu/em_step.rs — keep the arithmetic in the same order.
+// CPU twin: src/engine/cpu/em_step.rs — keep the arithmetic in the same order.
 // Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl, one of
 // common/training_simple.wgsl / common/training_tiled.wgsl (the reduction strategy) and
 // common/reduce_chunk.wgsl.

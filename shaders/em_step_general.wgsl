@@ -2,7 +2,7 @@
 // reduced by common/reduce_general.wgsl. Same update and random-number contract as
 // em_step.wgsl: x' = keep_coeff x + mean_coeff m + noise_coeff z, where the normals of
 // coordinates 4b..4b+3 come from lane block b of the particle's Philox stream.
-// CPU twin: src/cpu/em_step_general.rs — keep the arithmetic in the same order.
+// CPU twin: src/engine/cpu/em_step_general.rs — keep the arithmetic in the same order.
 // Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl and
 // common/reduce_general.wgsl; chunked over training points like em_step.wgsl.
 

@@ -1,12 +1,12 @@
 // One half of a Heun step of the probability-flow ODE for every particle (D <= 4):
 // dx/dt = beta x / 2 + beta score / 2 in reverse time, i.e. v(x, tau) = a x + b m(x, tau).
-// CPU twin: src/cpu/heun_step.rs — keep the arithmetic in the same order.
+// CPU twin: src/engine/cpu/heun_step.rs — keep the arithmetic in the same order.
 // Assembled like em_step.wgsl (params, score, a training_* reduction, reduce_chunk).
 //
 // Predictor (phase 0): x~ = x_coeff x + mean_coeff m replaces the particle, and the
 //   corrector's known part partial_x_coeff x + partial_mean_coeff m goes to `partial`.
 // Corrector (phase 1, the particle now holds x~): x' = partial + x_coeff x~ + mean_coeff m.
-// The last step is a predictor alone (Euler), see HeunParams in src/params.rs.
+// The last step is a predictor alone (Euler), see HeunParams in src/engine/records.rs.
 // No noise: only the initial particles are random (init_noise.wgsl, as for em).
 
 override WORKGROUP_SIZE: u32 = 64u;

@@ -1,7 +1,7 @@
 // One half of a Heun step of the probability-flow ODE for D > 4: a workgroup per tile of
 // GENERAL_PARTICLES particles, the training points reduced by common/reduce_general.wgsl. Same halves and
 // coefficients as heun_step.wgsl.
-// CPU twin: src/cpu/heun_step.rs (heun_half_step_general).
+// CPU twin: src/engine/cpu/heun_step.rs (heun_half_step_general).
 // Assembled after common/params.wgsl, common/score.wgsl and common/reduce_general.wgsl.
 
 @group(0) @binding(0) var<uniform> run: RunParams;

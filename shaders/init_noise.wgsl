@@ -1,6 +1,6 @@
 // Initial particles x_1 = sqrt(sigma2(1)) z, z ~ N(0, I) from the INITIAL_NOISE_STEP stream,
 // any D (one invocation per particle).
-// CPU twin: src/cpu/init_noise.rs.
+// CPU twin: src/engine/cpu/init_noise.rs.
 // Assembled after common/params.wgsl and common/philox.wgsl.
 
 override WORKGROUP_SIZE: u32 = 64u;
@@ -17,7 +17,7 @@ fn init_noise(@builtin(global_invocation_id) gid: vec3<u32>) {
     let particle = global_particle_index(run, i);
     let seed = vec2<u32>(run.seed_lo, run.seed_hi);
     let base = i * run.dim;
-    // Coordinates 4b..4b+3 from lane block b (DESIGN.md §2): one block for D <= 4.
+    // Coordinates 4b..4b+3 from lane block b (the random-number contract, docs/architecture.md §2): one block for D <= 4.
     for (var block = 0u; 4u * block < run.dim; block++) {
         let z = particle_normals(seed, particle, INITIAL_NOISE_STEP, block);
         for (var k = 0u; k < 4u && 4u * block + k < run.dim; k++) {

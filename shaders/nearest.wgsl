@@ -1,6 +1,6 @@
 // The three nearest training points of every sample (squared Euclidean distances, f32),
-// for the memorization metrics. CPU twin: src/cpu/nearest.rs — same arithmetic order.
-// The host (src/gpu/nearest.rs) recomputes the candidates' distances in f64 and checks
+// for the memorization metrics. CPU twin: src/engine/cpu/nearest.rs — same arithmetic order.
+// The host (src/engine/gpu/nearest.rs) recomputes the candidates' distances in f64 and checks
 // that the third candidate is far enough to make the f64 top two exact (see there).
 //
 // Any dimension: samples and training points are plain row-major f32 arrays. The
@@ -10,7 +10,7 @@
 
 override WORKGROUP_SIZE: u32 = 64u;
 
-// Keep in sync with NearestParams in src/gpu/nearest.rs.
+// Keep in sync with NearestParams in src/engine/gpu/nearest.rs.
 struct NearestParams {
     n_samples: u32,
     dim: u32,

@@ -1,5 +1,5 @@
 // Test stage: raw Philox4x32-10 words and Box–Muller normals for given (counter, key)
-// pairs, so the CPU twin (src/philox.rs) can be checked bit for bit on the GPU.
+// pairs, so the CPU twin (src/model/philox.rs) can be checked bit for bit on the GPU.
 // Assembled after common/philox.wgsl.
 
 struct PhiloxCase {

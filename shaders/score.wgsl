@@ -1,5 +1,5 @@
 // The empirical score at query points: score(x, t) = (s sum_i w_i x_i - x) / sigma2.
-// CPU twin: src/cpu/score.rs. Used by tests and score-field plots.
+// CPU twin: src/engine/cpu/score.rs. Used by tests and score-field plots.
 // Assembled after common/params.wgsl, common/score.wgsl, a training_* reduction and
 // common/reduce_chunk.wgsl; chunked like em_step.wgsl.
 

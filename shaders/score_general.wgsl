@@ -1,6 +1,6 @@
 // The empirical score at query points for D > 4: score = (s m - x) / sigma2, with m from
 // common/reduce_general.wgsl (a workgroup per tile of GENERAL_PARTICLES query points, chunked like score.wgsl).
-// CPU twin: src/cpu/reduce_general.rs (score_general).
+// CPU twin: src/engine/cpu/reduce_general.rs (score_general).
 // Assembled after common/params.wgsl, common/score.wgsl and common/reduce_general.wgsl.
 
 @group(0) @binding(0) var<uniform> run: RunParams;

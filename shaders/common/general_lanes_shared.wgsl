@@ -1,6 +1,6 @@
 // How the general-D logits read the particle tile: here, from workgroup memory
 // (tile_x), every coordinate of the tile by every invocation. The portable path.
-// `Stage::source_variant` (src/gpu/shaders.rs) replaces this whole snippet with
+// `Stage::source_variant` (src/engine/gpu/shaders.rs) replaces this whole snippet with
 // common/general_lanes_subgroup.wgsl where the adapter has subgroups. Both give the same
 // values in the same order, so the results are the same bits.
 

@@ -1,4 +1,4 @@
-// Parameter blocks. Keep in sync with src/params.rs (same fields, order and types).
+// Parameter blocks. Keep in sync with src/engine/records.rs (same fields, order and types).
 
 const MAX_DIM: u32 = 4u;
 
@@ -67,7 +67,7 @@ fn linear_invocation_index(run: RunParams, gid: vec3<u32>) -> u32 {
 // into chunks reduced by successive dispatches, the online-softmax state carried in a
 // storage buffer between them: it bounds the work of one invocation (software
 // rasterizers such as lavapipe stop any loop after 65535 iterations in total).
-// Keep in sync with ChunkParams in src/params.rs.
+// Keep in sync with ChunkParams in src/engine/records.rs.
 struct ChunkParams {
     start: u32,
     count: u32,

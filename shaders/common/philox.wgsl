@@ -1,5 +1,5 @@
 // Philox4x32-10 and Box–Muller normals.
-// CPU twin: src/philox.rs — keep in sync (bit-exact integers, same float order).
+// CPU twin: src/model/philox.rs — keep in sync (bit-exact integers, same float order).
 //
 // WGSL has no 64-bit multiply, so mulhilo builds the 64-bit product from 16-bit halves.
 

@@ -26,13 +26,13 @@
 // weights, in-order sums, merge like online_softmax_merge (common/score.wgsl).
 // The state is carried between chunk dispatches in `softmax_state` as (D/4 + 1) vec4 per
 // particle: (running_max, weight_sum, 0, 0), then the weighted columns.
-// CPU twin: src/cpu/reduce_general.rs — keep the arithmetic order in sync.
+// CPU twin: src/engine/cpu/reduce_general.rs — keep the arithmetic order in sync.
 // Needs `run`, `chunk`, `particles` (array<f32>, rows of D), `training`
 // (array<vec4<f32>>, each point padded with zeros to D/4 rounded up vec4) and
 // `softmax_state` (array<vec4<f32>>), and FLT_MAX from common/score.wgsl.
 
 // Keep in sync with GENERAL_WG, GENERAL_TILE, GENERAL_PARTICLES, GENERAL_X_COLUMNS and
-// MAX_DIMENSION in src/params.rs.
+// MAX_DIMENSION in src/engine/records.rs.
 const GENERAL_WG: u32 = 64u;
 const GENERAL_TILE: u32 = 64u;
 const GENERAL_PARTICLES: u32 = 16u;
@@ -42,7 +42,7 @@ const GENERAL_X_COLUMNS: u32 = 16u;
 const MAX_COLUMNS: u32 = 1024u;
 // Columns one invocation owns at most (of every particle of the tile): MAX_COLUMNS /
 // GENERAL_WG. The engine replaces this line with the bound of the problem's D
-// (`Stage::source_for_dim` in src/gpu/shaders.rs) so that hardware keeps the
+// (`Stage::source_for_dim` in src/engine/gpu/shaders.rs) so that hardware keeps the
 // accumulators in registers.
 const OWNED: u32 = 16u;
 

@@ -1,7 +1,7 @@
 // The empirical score's reduction: the softmax-weighted mean of the training points,
 // accumulated one training point at a time relative to a running reference (online
 // softmax, base 2).
-// CPU twin: src/cpu/score.rs (OnlineSoftmax) — keep the arithmetic order in sync.
+// CPU twin: src/engine/cpu/score.rs (OnlineSoftmax) — keep the arithmetic order in sync.
 
 // Largest finite f32: potentials are clamped to -FLT_MAX so that the running max is
 // always finite and `pot - max` never forms inf - inf or NaN.

@@ -1,6 +1,6 @@
-// The posterior tap (src/engine.rs, PosteriorTap) is off in this module. The reductions
+// The posterior tap (src/engine/mod.rs, PosteriorTap) is off in this module. The reductions
 // test TAP before any work for the tap, so with this constant the compiler drops it:
-// the untapped steps cost what they did. `Stage::source_tapped` (src/gpu/shaders.rs)
+// the untapped steps cost what they did. `Stage::source_tapped` (src/engine/gpu/shaders.rs)
 // replaces this whole snippet with common/tap_on.wgsl for the pipelines of the tapped
 // steps only.
 const TAP: bool = false;

@@ -3,7 +3,7 @@
 // and the last chunk's dispatch writes (largest softmax weight, argmax) of the first
 // `run.tap_rows` particles. The engine binds group 3 at a dynamic offset: one region of
 // the tap buffer per tapped step, so the host reads the buffer once per batch segment.
-// Keep TapEntry in sync with TapEntry in src/gpu/engine.rs.
+// Keep TapEntry in sync with TapEntry in src/engine/gpu/engine.rs.
 const TAP: bool = true;
 
 struct TapEntry {

@@ -1,12 +1,12 @@
 // Deposit particles on the density grid's sub-grid: the GPU twin of the split path of
-// src/heatmap.rs (CPU twin in f32: src/cpu/deposit.rs). Each particle adds the outer
+// src/heatmap.rs (CPU twin in f32: src/engine/cpu/deposit.rs). Each particle adds the outer
 // product of two 8-point Lagrange weight vectors, in fixed point (one unit = 2^-32 of a
 // particle's peak), to the 8x8 sub-grid nodes around it. A node's sum is a 64-bit two's
 // complement integer held in two u32 words (lo, hi); the carry out of the low word's
 // atomic add goes into the high word, so the sums are exact modular arithmetic and do not
 // depend on the order in which invocations run.
 
-// Keep in sync with `DepositParams` in src/gpu/raster.rs.
+// Keep in sync with `DepositParams` in src/engine/gpu/raster.rs.
 struct DepositParams {
     // Sub-grid node (s, u) sits at origin + (u, s) d.
     origin: vec2<f32>,

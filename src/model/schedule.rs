@@ -1,4 +1,4 @@
-//! The variance-preserving SDE with a linear beta schedule (DESIGN.md §1), on the host in f64.
+//! The variance-preserving SDE with a linear beta schedule (docs/architecture.md §1), on the host in f64.
 //!
 //! Every backend receives its per-step coefficients from here, so the time grid and the
 //! schedule exist exactly once.
@@ -251,7 +251,7 @@ mod tests {
         assert!((steps[0].t - 1.0 / 99.0).abs() < 1e-15);
         let total: f64 = steps.iter().map(|s| s.dt).sum();
         assert!((total - (1.0 - 1.0 / 99.0)).abs() < 1e-12);
-        // The last step is evaluated at tau = 1/99 and is marginally stable (DESIGN.md §1).
+        // The last step is evaluated at tau = 1/99 and is marginally stable (docs/architecture.md §1).
         let last = steps.last().unwrap();
         let ratio = last.beta * last.dt / last.sigma2;
         assert!((1.8..2.1).contains(&ratio), "beta dt / sigma2 = {ratio}");
