@@ -147,7 +147,7 @@ fn flash_steps_match_twins_and_reference_at_tile_boundaries() {
             config.sampler = sampler;
             let g = run_collect(&config, &mut gpu).unwrap();
             let twin = twin_trajectories(&config, &g.initial);
-            let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+            let r = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
             let mut worst_twin = 0f32;
             let mut worst_reference = 0f32;
             for i in 0..particles {

@@ -8,7 +8,6 @@ use crate::engine::reference::ReferenceEngine;
 use crate::engine::{Backend, Engine};
 use crate::error::Result;
 use crate::model::dataset::Dataset;
-use crate::model::schedule::VpSchedule;
 use crate::run::driver::{self, BatchSink, NoProgress, SampleConfig};
 use clap::Args;
 use serde::Serialize;
@@ -169,7 +168,7 @@ fn open(backend: Backend, cull: bool) -> std::result::Result<Box<dyn Engine>, St
             .map(|e| Box::new(e) as Box<dyn Engine>)
             .map_err(|e| e.to_string()),
         Backend::Cpu => Ok(Box::new(CpuEngine::with_culling(cull))),
-        Backend::Reference => Ok(Box::new(ReferenceEngine::new(VpSchedule::default()))),
+        Backend::Reference => Ok(Box::new(ReferenceEngine::new())),
         Backend::Auto => Err("auto is not a backend to benchmark".into()),
     }
 }

@@ -206,8 +206,7 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
 
 /// `memodiff sweep`: run, print a table, write sweep.csv and sweep.png.
 pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
-    let (mut engine, note) =
-        driver::open_engine(args.backend, VpSchedule::new(args.beta_min, args.beta_max))?;
+    let (mut engine, note) = driver::open_engine(args.backend)?;
     if let Some(note) = note {
         println!("{note}");
     }

@@ -8,7 +8,7 @@ pub mod reference;
 
 use crate::error::Result;
 use crate::model::dataset::Dataset;
-use crate::model::schedule::ReverseStep;
+use crate::model::schedule::{ReverseStep, VpSchedule};
 use serde::Serialize;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -70,6 +70,9 @@ pub struct Problem<'a> {
     pub dataset: &'a Dataset,
     pub steps: &'a [ReverseStep],
     pub seed: u64,
+    /// The noise schedule `steps` was made from: the reference engine re-evaluates the
+    /// drift and diffusion from it; the f32 engines need only the steps' records.
+    pub schedule: VpSchedule,
     /// `sqrt(sigma2(1))`, the standard deviation of the initial particles.
     pub initial_std: f64,
     /// Which integrator runs the steps (same grid, same initial noise).

@@ -213,11 +213,10 @@ impl SampleConfig {
 /// type; with `cpu` or `reference` it is an error.
 pub fn open_engine_on(
     backend: Backend,
-    schedule: VpSchedule,
     device: Option<usize>,
 ) -> Result<(Box<dyn Engine>, Option<String>)> {
     match (backend, device) {
-        (_, None) => open_engine(backend, schedule),
+        (_, None) => open_engine(backend),
         (Backend::Gpu | Backend::Auto, Some(n)) => {
             Ok((Box::new(GpuEngine::new(AdapterChoice::Index(n))?), None))
         }
@@ -233,14 +232,11 @@ pub fn open_engine_on(
 
 /// Open the engine for `backend`. For `auto`, the second value says why the cpu engine
 /// was chosen when no hardware GPU is available.
-pub fn open_engine(
-    backend: Backend,
-    schedule: VpSchedule,
-) -> Result<(Box<dyn Engine>, Option<String>)> {
+pub fn open_engine(backend: Backend) -> Result<(Box<dyn Engine>, Option<String>)> {
     Ok(match backend {
         Backend::Gpu => (Box::new(GpuEngine::new(AdapterChoice::Any)?), None),
         Backend::Cpu => (Box::new(CpuEngine::new()), None),
-        Backend::Reference => (Box::new(ReferenceEngine::new(schedule)), None),
+        Backend::Reference => (Box::new(ReferenceEngine::new()), None),
         Backend::Auto => match GpuEngine::new(AdapterChoice::HardwareOnly) {
             Ok(gpu) => (Box::new(gpu), None),
             Err(Error::NoAdapter(why)) => (
@@ -461,6 +457,7 @@ pub fn run_checkpointed(
         steps: &steps,
         seed: config.seed,
         initial_std: config.schedule.sigma2(1.0).sqrt(),
+        schedule: config.schedule,
         sampler: config.sampler,
     };
     // Observed steps whose posterior the engine reports from its own score evaluation:
