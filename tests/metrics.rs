@@ -22,7 +22,7 @@ fn gpu_nearest_two_equals_f64_brute_force() {
     let Some(engine) = gpu_engine("gpu_nearest_two_equals_f64_brute_force") else {
         return;
     };
-    let ctx = engine.gpu_context().expect("the GPU engine has a context");
+    let ctx = engine.context();
     // 20,000 points in D = 3: 60,000 coordinates, two chunks of the shader's loop; D = 7
     // (beyond the sampler's vec4) and training sets of 1 and 2 points.
     for (n, dim, rows) in [

@@ -467,14 +467,15 @@ fn complete(
     } = run;
     let checkpointed = checkpoints.every.is_some();
     // The metrics' nearest neighbours on the run's GPU, when it has one (exact either way).
-    let nearest_on = match engine.gpu_context() {
+    let device = engine.device_outputs().map(|d| d.context());
+    let nearest_on = match device {
         Some(ctx) => {
             folder.use_gpu_nearest(ctx)?;
             "gpu"
         }
         None => "cpu",
     };
-    let density_on = folder.use_gpu_density(engine.gpu_context(), config.t_min);
+    let density_on = folder.use_gpu_density(device, config.t_min);
     let range = config.particle_range();
     let setup = started.elapsed().as_secs_f64();
     let mut bar = StepBar {

@@ -183,7 +183,7 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
     let mut points = Vec::new();
     for (value, config) in configs {
         let mut sink = MetricsSink::new(&config, None)?;
-        if let Some(ctx) = engine.gpu_context() {
+        if let Some(ctx) = engine.device_outputs().map(|d| d.context()) {
             sink.use_gpu(ctx)?;
         }
         driver::run(&config, engine, &mut sink, &mut NoProgress)?;

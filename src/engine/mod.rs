@@ -129,9 +129,10 @@ pub trait Engine {
     fn pair_counts(&self) -> Option<(u64, u64)> {
         None
     }
-    /// The GPU device this engine runs on, if it is the GPU engine: other GPU stages (the
-    /// nearest-neighbour metrics) share it.
-    fn gpu_context(&self) -> Option<&crate::engine::gpu::GpuContext> {
+    /// The engine's device outputs, if its particles live in GPU memory (the GPU engine):
+    /// the optional capability through which other GPU stages share its device and take
+    /// each batch's positions from there. `None` elsewhere.
+    fn device_outputs(&self) -> Option<&dyn gpu::DeviceOutputs> {
         None
     }
     /// Most particles one batch may hold for points of dimension `dim` (memory limits).
@@ -233,22 +234,6 @@ pub trait Engine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()>;
-
-    /// Add the positions the last [`advance_batch`](Self::advance_batch) left, particles
-    /// `0..n` of the batch, to `target` on the device, without reading them back: only the
-    /// GPU engine, whose particles stay in a device buffer, can (`target` must live on the
-    /// same device). The sampler calls it once a batch has done all its steps.
-    fn deposit_samples(
-        &self,
-        n: usize,
-        target: &mut crate::engine::gpu::raster::GpuDensity,
-    ) -> Result<()> {
-        let _ = (n, target);
-        Err(crate::error::Error::Gpu(format!(
-            "the {} engine keeps no particles on a GPU",
-            self.backend().name()
-        )))
-    }
 
     /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
     /// write their initial noise into `initial` and their final positions into `samples`

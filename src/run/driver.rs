@@ -2,7 +2,7 @@
 //! batches (memory) and hands each finished batch to a sink (files, images, metrics).
 
 use crate::engine::cpu::CpuEngine;
-use crate::engine::gpu::{AdapterChoice, GpuEngine};
+use crate::engine::gpu::{AdapterChoice, DeviceOutputs, GpuEngine};
 use crate::engine::reference::ReferenceEngine;
 use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
@@ -253,11 +253,14 @@ pub trait BatchSink {
     /// `initial` and `samples` are row-major (n, D) for particles `first .. first + n`.
     fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
 
-    /// A density grid on the engine's GPU that wants each finished batch's final positions
-    /// deposited there ([`Engine::deposit_samples`]) before [`consume`](Self::consume),
-    /// which then leaves that grid alone.
-    fn gpu_density(&mut self) -> Option<&mut crate::engine::gpu::raster::GpuDensity> {
-        None
+    /// Take the finished batch's final positions (particles `0..n` of the batch) from the
+    /// engine's device before [`consume`](Self::consume); called only for engines with
+    /// [`Engine::device_outputs`]. A sink that keeps a density grid on that device
+    /// deposits them there ([`DeviceOutputs::deposit_samples`]) and then leaves that grid
+    /// alone in `consume`.
+    fn consume_on_device(&mut self, device: &dyn DeviceOutputs, n: usize) -> Result<()> {
+        let _ = (device, n);
+        Ok(())
     }
 
     /// Save a checkpoint (runs with [`Checkpoints::every`] only): the sink holds every
@@ -705,8 +708,8 @@ pub fn run_checkpointed(
         // The sink's density on the engine's device: deposited from the particle buffer,
         // which still holds this batch's final positions (sinks ask for this only when no
         // host-side change, such as --t-min denoising, follows the last step).
-        if let Some(density) = sink.gpu_density() {
-            engine.deposit_samples(n, density)?;
+        if let Some(device) = engine.device_outputs() {
+            sink.consume_on_device(device, n)?;
         }
         sink.consume(first, initial, samples)?;
         timing.batches += 1;

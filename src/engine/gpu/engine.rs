@@ -3,11 +3,13 @@
 //! offset into a buffer uploaded once per run) and reads back only at the end.
 
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
+use super::raster::GpuDensity;
 use super::shaders::{
     EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, HEUN_STEP_GENERAL_STAGE,
     HEUN_STEP_STAGE, HEUN_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_GENERAL_STAGE, SCORE_STAGE,
     SCORE_TILED_STAGE,
 };
+use super::DeviceOutputs;
 use crate::engine::records::{
     chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
     StepParams, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
@@ -1107,8 +1109,8 @@ impl Engine for GpuEngine {
         self.last_kernel_seconds
     }
 
-    fn gpu_context(&self) -> Option<&GpuContext> {
-        Some(&self.ctx)
+    fn device_outputs(&self) -> Option<&dyn DeviceOutputs> {
+        Some(self)
     }
 
     fn max_batch_particles(&self, dim: usize) -> usize {
@@ -1117,24 +1119,6 @@ impl Engine for GpuEngine {
         // (32 for D <= 4, 16 (D/4 + 1) beyond) for the state of chunked problems.
         let per_particle = ((dim.max(1) * 4) as u64).max(state_bytes_per_particle(dim));
         (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
-    }
-
-    /// Deposits straight from the particle buffer, which after `advance_batch` holds the
-    /// batch's positions in its first `n * D` floats (until the next batch overwrites it).
-    fn deposit_samples(
-        &self,
-        n: usize,
-        target: &mut crate::engine::gpu::raster::GpuDensity,
-    ) -> Result<()> {
-        let (Some(batch), Some(problem)) = (&self.batch, &self.problem) else {
-            return Err(Error::Gpu("no batch has run on this GPU engine yet".into()));
-        };
-        if (n * problem.dim * 4) as u64 > batch.capacity_bytes {
-            return Err(Error::Gpu(format!(
-                "{n} particles are more than the last batch held"
-            )));
-        }
-        target.deposit_buffer(&batch.particles, n, problem.dim)
     }
 
     fn posterior_tap(&self, problem: &Problem) -> bool {
@@ -1165,5 +1149,25 @@ impl Engine for GpuEngine {
             cancel,
             on_step,
         )
+    }
+}
+
+impl DeviceOutputs for GpuEngine {
+    fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Deposits straight from the particle buffer, which after `advance_batch` holds the
+    /// batch's positions in its first `n * D` floats (until the next batch overwrites it).
+    fn deposit_samples(&self, n: usize, target: &mut GpuDensity) -> Result<()> {
+        let (Some(batch), Some(problem)) = (&self.batch, &self.problem) else {
+            return Err(Error::Gpu("no batch has run on this GPU engine yet".into()));
+        };
+        if (n * problem.dim * 4) as u64 > batch.capacity_bytes {
+            return Err(Error::Gpu(format!(
+                "{n} particles are more than the last batch held"
+            )));
+        }
+        target.deposit_buffer(&batch.particles, n, problem.dim)
     }
 }
