@@ -350,7 +350,7 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
         ..ImageSettings::default()
     };
     // Open the engine before touching --out: a run that cannot start writes nothing.
-    let (engine, note) = driver::open_engine_on(args.backend, args.device)?;
+    let (engine, note) = crate::engine::open_backend(args.backend, args.device)?;
     if let Some(note) = &note {
         println!("{note}");
     }
@@ -631,7 +631,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         ..ImageSettings::default()
     };
     // The same backend and device as the stopped run, or nothing.
-    let (engine, _) = driver::open_engine_on(backend, spec.device_index)?;
+    let (engine, _) = crate::engine::open_backend(backend, spec.device_index)?;
     if engine.backend() != backend || engine.device_name() != spec.device_name {
         return Err(bad(format!(
             "the run used the {} backend on {}, but this resume got the {} backend on {}; \

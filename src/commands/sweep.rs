@@ -206,7 +206,7 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
 
 /// `memodiff sweep`: run, print a table, write sweep.csv and sweep.png.
 pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
-    let (mut engine, note) = driver::open_engine(args.backend)?;
+    let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
     if let Some(note) = note {
         println!("{note}");
     }

@@ -41,6 +41,77 @@ impl Backend {
     }
 }
 
+/// A backend's device, once opened: what [`open_backend`] makes an engine of, and what a
+/// command that needs only a device (render's GPU deposit, the score field) uses as it is.
+pub enum OpenedDevice {
+    /// A GPU device: `gpu`, `auto` with a hardware GPU, or an adapter picked by index.
+    Gpu(Box<gpu::GpuContext>),
+    /// The CPU, for the cpu engine (also `auto` without a hardware GPU).
+    Cpu,
+    /// The CPU, for the f64 reference engine.
+    Reference,
+}
+
+/// Open the device of `backend`, on adapter `device` (an index of `memodiff devices`,
+/// GPU only) when given. The one place of the policy every command follows:
+/// - `auto`: a hardware GPU if there is one, else the CPU, and the second value says why
+///   ("no hardware GPU (…)") for the caller's note;
+/// - `gpu`: the best adapter, software ones (lavapipe) included;
+/// - a `device` with `auto` or `gpu`: that adapter, whatever its type; with `cpu` or
+///   `reference`, an error.
+pub fn open_device(
+    backend: Backend,
+    device: Option<usize>,
+) -> Result<(OpenedDevice, Option<String>)> {
+    use gpu::{AdapterChoice, GpuContext};
+    Ok(match (backend, device) {
+        (Backend::Cpu | Backend::Reference, Some(_)) => {
+            return Err(crate::error::Error::invalid(
+                "--device",
+                format!(
+                    "picks a GPU adapter; it cannot be used with --backend {}",
+                    backend.name()
+                ),
+            ))
+        }
+        (_, Some(n)) => (
+            OpenedDevice::Gpu(Box::new(GpuContext::new(AdapterChoice::Index(n))?)),
+            None,
+        ),
+        (Backend::Gpu, None) => (
+            OpenedDevice::Gpu(Box::new(GpuContext::new(AdapterChoice::Any)?)),
+            None,
+        ),
+        (Backend::Cpu, None) => (OpenedDevice::Cpu, None),
+        (Backend::Reference, None) => (OpenedDevice::Reference, None),
+        (Backend::Auto, None) => match GpuContext::new(AdapterChoice::HardwareOnly) {
+            Ok(ctx) => (OpenedDevice::Gpu(Box::new(ctx)), None),
+            Err(crate::error::Error::NoAdapter(why)) => {
+                (OpenedDevice::Cpu, Some(format!("no hardware GPU ({why})")))
+            }
+            Err(e) => return Err(e),
+        },
+    })
+}
+
+/// Open the engine of `backend` on adapter `device` (see [`open_device`]). The second
+/// value says why `auto` fell back to the cpu engine.
+pub fn open_backend(
+    backend: Backend,
+    device: Option<usize>,
+) -> Result<(Box<dyn Engine>, Option<String>)> {
+    let (opened, fallback) = open_device(backend, device)?;
+    let engine: Box<dyn Engine> = match opened {
+        OpenedDevice::Gpu(ctx) => Box::new(gpu::GpuEngine::on(*ctx)?),
+        OpenedDevice::Cpu => Box::new(cpu::CpuEngine::new()),
+        OpenedDevice::Reference => Box::new(reference::ReferenceEngine::new()),
+    };
+    Ok((
+        engine,
+        fallback.map(|why| format!("{why}; using the cpu engine")),
+    ))
+}
+
 /// The integrator of the reverse process.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,

@@ -1,10 +1,8 @@
 //! The host-side driver: validates a run, opens the engine, splits the particles into
 //! batches (memory) and hands each finished batch to a sink (files, images, metrics).
 
-use crate::engine::cpu::CpuEngine;
-use crate::engine::gpu::{AdapterChoice, DeviceOutputs, GpuEngine};
-use crate::engine::reference::ReferenceEngine;
-use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::engine::gpu::DeviceOutputs;
+use crate::engine::{Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
 use crate::model::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
@@ -206,46 +204,6 @@ impl SampleConfig {
         }
         Ok(())
     }
-}
-
-/// Open the engine for `backend` on adapter `device` of `memodiff devices` (GPU only).
-/// `--device N` with `auto` (the default) means the gpu backend on adapter N, whatever its
-/// type; with `cpu` or `reference` it is an error.
-pub fn open_engine_on(
-    backend: Backend,
-    device: Option<usize>,
-) -> Result<(Box<dyn Engine>, Option<String>)> {
-    match (backend, device) {
-        (_, None) => open_engine(backend),
-        (Backend::Gpu | Backend::Auto, Some(n)) => {
-            Ok((Box::new(GpuEngine::new(AdapterChoice::Index(n))?), None))
-        }
-        (Backend::Cpu | Backend::Reference, Some(_)) => Err(Error::invalid(
-            "--device",
-            format!(
-                "picks a GPU adapter; it cannot be used with --backend {}",
-                backend.name()
-            ),
-        )),
-    }
-}
-
-/// Open the engine for `backend`. For `auto`, the second value says why the cpu engine
-/// was chosen when no hardware GPU is available.
-pub fn open_engine(backend: Backend) -> Result<(Box<dyn Engine>, Option<String>)> {
-    Ok(match backend {
-        Backend::Gpu => (Box::new(GpuEngine::new(AdapterChoice::Any)?), None),
-        Backend::Cpu => (Box::new(CpuEngine::new()), None),
-        Backend::Reference => (Box::new(ReferenceEngine::new()), None),
-        Backend::Auto => match GpuEngine::new(AdapterChoice::HardwareOnly) {
-            Ok(gpu) => (Box::new(gpu), None),
-            Err(Error::NoAdapter(why)) => (
-                Box::new(CpuEngine::new()),
-                Some(format!("no hardware GPU ({why}); using the cpu engine")),
-            ),
-            Err(e) => return Err(e),
-        },
-    })
 }
 
 /// Receives each finished batch, in particle-index order.

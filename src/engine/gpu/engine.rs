@@ -172,7 +172,15 @@ impl GpuEngine {
     }
 
     pub fn with_workgroup_size(choice: AdapterChoice, workgroup_size: u32) -> Result<Self> {
-        let ctx = GpuContext::new(choice)?;
+        Self::on_context(GpuContext::new(choice)?, workgroup_size)
+    }
+
+    /// The engine on a device already open (see `engine::open_device`).
+    pub fn on(ctx: GpuContext) -> Result<Self> {
+        Self::on_context(ctx, DEFAULT_WORKGROUP_SIZE)
+    }
+
+    fn on_context(ctx: GpuContext, workgroup_size: u32) -> Result<Self> {
         if workgroup_size == 0 || workgroup_size > ctx.limits.max_compute_invocations_per_workgroup
         {
             return Err(Error::invalid(
