@@ -3,6 +3,8 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod layout;
+pub mod nearest;
 pub mod records;
 pub mod reference;
 

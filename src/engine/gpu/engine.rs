@@ -427,7 +427,7 @@ impl GpuEngine {
             }
         }
         let points = training;
-        let padded = crate::engine::cpu::reduce_general::pad_general(points, dim);
+        let padded = crate::engine::layout::pad_general(points, dim);
         let device = &self.ctx.device;
         let training = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("training points"),
