@@ -69,7 +69,7 @@ pub fn open_device(
     Ok(match (backend, device) {
         (Backend::Cpu | Backend::Reference, Some(_)) => {
             return Err(crate::error::Error::invalid(
-                "--device",
+                "device",
                 format!(
                     "picks a GPU adapter; it cannot be used with --backend {}",
                     backend.name()

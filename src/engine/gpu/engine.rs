@@ -792,7 +792,7 @@ impl GpuEngine {
         let limit = self.max_batch_particles(dim);
         if n > limit {
             return Err(Error::invalid(
-                "--batch",
+                "batch",
                 format!(
                     "{n} particles of dimension {dim} need {bytes} bytes per particle buffer \
                      and {} bytes of softmax state, over this adapter's largest storage \
@@ -1046,7 +1046,7 @@ pub fn check_training_fits(n_train: usize, dim: usize, max_binding: u64) -> Resu
     let needed = n_train as u64 * 16 * dim.div_ceil(4) as u64;
     if needed > max_binding {
         return Err(Error::invalid(
-            "--dataset",
+            "training set",
             format!(
                 "{n_train} training points of dimension {dim} need {needed} bytes in one GPU \
                  buffer ({} bytes a point, padded to a multiple of 4 coordinates), but this \
