@@ -16,6 +16,7 @@ use crate::engine::records::{
 };
 use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
+use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
 
@@ -73,9 +74,9 @@ pub const SUBGROUPS_VAR: &str = "MEMODIFF_GPU_SUBGROUPS";
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
     dim: usize,
-    /// The training points as given (f64), to recognise the same problem on the next call
-    /// (every segment of every batch calls `prepare_problem`) without padding them again.
-    training_key: Vec<f64>,
+    /// [`Dataset::identity`] of the training points uploaded: every segment of every batch
+    /// calls `prepare_problem`, which then neither pads nor uploads them again.
+    training_id: u64,
     /// The step records (`StepParams` or `HeunParams`, 48 bytes each), back to back.
     steps_key: Vec<u8>,
     training: wgpu::Buffer,
@@ -399,21 +400,11 @@ impl GpuEngine {
     /// Upload training points (each padded to whole vec4: one for D <= 4, D/4 rounded up
     /// otherwise) and all steps' parameters, unless the same problem is already on the
     /// device.
-    fn prepare_problem(
-        &mut self,
-        training: &[f64],
-        dim: usize,
-        steps: Vec<u8>,
-        chunk_points: usize,
-    ) {
+    fn prepare_problem(&mut self, dataset: &Dataset, steps: Vec<u8>, chunk_points: usize) {
+        let dim = dataset.dim;
+        let training = &dataset.points;
         if let Some(p) = &mut self.problem {
-            // Bitwise, like the f32 data uploaded (f64 == would merge 0.0 and -0.0).
-            let same_points = p.training_key.len() == training.len()
-                && p.training_key
-                    .iter()
-                    .zip(training)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-            if p.dim == dim && p.steps_key == steps && same_points {
+            if p.dim == dim && p.steps_key == steps && p.training_id == dataset.identity() {
                 if p.chunk_points != chunk_points {
                     let (chunks, n_chunks) = Self::chunk_buffer(
                         &self.ctx,
@@ -453,7 +444,7 @@ impl GpuEngine {
         });
         self.problem = Some(ProblemBuffers {
             dim,
-            training_key: points.to_vec(),
+            training_id: dataset.identity(),
             steps_key: steps,
             training,
             steps: steps_buffer,
@@ -695,7 +686,7 @@ impl GpuEngine {
     /// forward time `tau`, with the GPU score kernel.
     pub fn evaluate_score(
         &mut self,
-        dataset: &crate::model::dataset::Dataset,
+        dataset: &Dataset,
         schedule: &VpSchedule,
         tau: f64,
         points: &[f32],
@@ -719,8 +710,7 @@ impl GpuEngine {
         }
         let chunk_points = self.chunk_points_for(dim, n);
         self.prepare_problem(
-            &dataset.points,
-            dim,
+            dataset,
             bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
             chunk_points,
         );
@@ -821,7 +811,7 @@ impl GpuEngine {
         }
         first_record.push(records.len() / std::mem::size_of::<StepParams>());
         let chunk_points = self.chunk_points_for(dim, n);
-        self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
+        self.prepare_problem(problem.dataset, records, chunk_points);
         self.prepare_batch(bytes, dim);
         let tiled = self.uses_tiled(problem.dataset.len());
         let step_pipeline = self.step_pipeline(problem.sampler, dim, tiled, false);
