@@ -1,5 +1,9 @@
 //! What every backend implements: advance a contiguous range of particles through all
-//! reverse steps. The host-side driver (`sampler.rs`) splits a run into such batches.
+//! reverse steps. The host-side driver (`run::driver`) splits a run into such batches.
+//! [`open_backend`] opens the engine a command asks for, with the one "auto: a hardware
+//! GPU if there is one, else the cpu engine" policy. The [`Engine`] trait names no GPU
+//! type: what only the GPU engine offers (its device, its particles in device memory) is
+//! the optional [`gpu::DeviceOutputs`] capability.
 
 pub mod cpu;
 pub mod gpu;
