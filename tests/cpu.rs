@@ -69,7 +69,7 @@ fn cpu_engine_matches_reference_with_a_million_training_points() {
     config.particles = 40;
     config.time_points = 4;
     let fast = run_collect(&config, &mut CpuEngine::new()).unwrap();
-    let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    let reference = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
     for (i, (a, b)) in fast
         .samples
         .chunks(2)
@@ -98,7 +98,7 @@ fn cpu_engine_matches_reference_at_tile_boundaries_and_dimensions() {
         let mut config = SampleConfig::new(scattered(n, dim, 11 + n as u64));
         config.particles = 2_000;
         let fast = run_collect(&config, &mut CpuEngine::new()).unwrap();
-        let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+        let reference = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
         assert!(fast.samples.iter().all(|v| v.is_finite()));
         let close = fast
             .samples
@@ -125,6 +125,7 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
         steps: &steps,
         seed: 11,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        schedule,
         sampler: Default::default(),
     };
     let (n, first) = (3_001, 12_345);
@@ -169,6 +170,7 @@ fn cpu_cancelled_batch_returns_interrupted() {
         steps: &steps,
         seed: 0,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        schedule,
         sampler: Default::default(),
     };
     let cancel = std::sync::atomic::AtomicBool::new(true);
@@ -205,12 +207,11 @@ fn every_cpu_path_returns_interrupted_when_cancelled() {
                 steps: &steps,
                 seed: 0,
                 initial_std: schedule.sigma2(1.0).sqrt(),
+                schedule,
                 sampler,
             };
-            let engines: [Box<dyn Engine>; 2] = [
-                Box::new(CpuEngine::new()),
-                Box::new(ReferenceEngine::new(schedule)),
-            ];
+            let engines: [Box<dyn Engine>; 2] =
+                [Box::new(CpuEngine::new()), Box::new(ReferenceEngine::new())];
             for mut engine in engines {
                 let cancel = std::sync::atomic::AtomicBool::new(true);
                 let (mut init, mut out) = (vec![0f32; 100 * dim], vec![0f32; 100 * dim]);
@@ -243,7 +244,7 @@ fn cpu_matches_reference_in_high_dimensions() {
         let mut config = SampleConfig::new(scattered(n_train, dim, dim as u64 + 1));
         config.particles = particles;
         let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
-        let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+        let r = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
         let dist = |a: &[f32], b: &[f32], i: usize| {
             (0..dim)
                 .map(|d| (a[i * dim + d] - b[i * dim + d]).abs())
@@ -317,7 +318,7 @@ fn attention_kernel_matches_reference_per_particle() {
             config.particles = particles;
             config.sampler = sampler;
             let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
-            let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+            let r = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
             for (i, (a, b)) in c.samples.chunks(dim).zip(r.samples.chunks(dim)).enumerate() {
                 let d = a
                     .iter()
@@ -536,6 +537,7 @@ fn posterior_tap_matches_f64_brute_force(cull: bool) {
         steps: &steps,
         seed: 3,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        schedule,
         sampler: Default::default(),
     };
     // Through the engine's interface, as the sampler uses it.
@@ -675,7 +677,7 @@ fn culled_attention_kernel_is_exact_and_batch_invariant() {
             culled * 5 > pairs,
             "{sampler:?}: only {culled} of {pairs} pairs culled"
         );
-        let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+        let reference = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
         for (i, (a, b)) in whole
             .samples
             .chunks(dim)
@@ -721,6 +723,7 @@ fn culled_attention_kernel_is_exact_and_batch_invariant() {
             steps: &steps,
             seed: config.seed,
             initial_std: config.schedule.sigma2(1.0).sqrt(),
+            schedule: config.schedule,
             sampler,
         };
         let n = 45;

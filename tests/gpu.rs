@@ -189,7 +189,7 @@ fn gpu_cpu_and_reference_trajectories_agree() {
         return;
     };
     let config = default_config(100_000);
-    let (mut cpu, mut reference) = (CpuEngine::new(), ReferenceEngine::new(config.schedule));
+    let (mut cpu, mut reference) = (CpuEngine::new(), ReferenceEngine::new());
     let g = run_collect(&config, &mut gpu).unwrap();
     let c = run_collect(&config, &mut cpu).unwrap();
     let r = run_collect(&config, &mut reference).unwrap();
@@ -352,7 +352,7 @@ fn tiled_and_simple_kernels_agree_at_tile_boundaries() {
         let simple = run_collect(&config, &mut gpu).unwrap();
         gpu.set_reduction(Reduction::Tiled);
         let tiled = run_collect(&config, &mut gpu).unwrap();
-        let mut reference_engine = ReferenceEngine::new(config.schedule);
+        let mut reference_engine = ReferenceEngine::new();
         let reference = run_collect(&config, &mut reference_engine).unwrap();
         // The replays of the tiled run (near-tie checks) need the engine set to tiled.
         assert_trajectories_agree(
@@ -362,7 +362,7 @@ fn tiled_and_simple_kernels_agree_at_tile_boundaries() {
             (&reference.samples, &mut reference_engine),
             1e-3,
         );
-        let mut cpu_reference = ReferenceEngine::new(config.schedule);
+        let mut cpu_reference = ReferenceEngine::new();
         gpu.set_reduction(Reduction::Simple);
         assert_trajectories_agree(
             &format!("N = {n}, D = {dim}: simple/reference"),
@@ -418,7 +418,7 @@ fn trajectories_with_more_training_points_than_one_chunk() {
     let mut config = SampleConfig::new(scattered(n, 2, 5));
     config.particles = 300;
     config.time_points = 6;
-    let mut reference_engine = ReferenceEngine::new(config.schedule);
+    let mut reference_engine = ReferenceEngine::new();
     let reference = run_collect(&config, &mut reference_engine).unwrap();
     for reduction in [Reduction::Simple, Reduction::Tiled] {
         gpu.set_reduction(reduction);
@@ -443,7 +443,7 @@ fn gpu_trajectories_with_a_million_training_points() {
     config.particles = 40;
     config.time_points = 4;
     let out = run_collect(&config, &mut gpu).unwrap();
-    let reference = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    let reference = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
     for i in 0..40 {
         let d = row_distance(&out.samples, &reference.samples, 2, i);
         assert!(d <= 1e-3, "particle {i} differs from the reference by {d}");
@@ -486,7 +486,7 @@ fn gpu_matches_reference_in_any_dimension() {
     ] {
         let mut config = SampleConfig::new(scattered(n_train, dim, dim as u64));
         config.particles = particles as u64;
-        let mut reference_engine = ReferenceEngine::new(config.schedule);
+        let mut reference_engine = ReferenceEngine::new();
         let g = run_collect(&config, &mut gpu).unwrap();
         let r = run_collect(&config, &mut reference_engine).unwrap();
         assert_initial_noise_agrees(
@@ -586,7 +586,7 @@ fn general_gpu_results_do_not_depend_on_batch_size() {
 fn a_wrong_last_particle_fails_the_trajectory_check() {
     let mut config = default_config(2_000);
     config.time_points = 30;
-    let (mut cpu, mut reference) = (CpuEngine::new(), ReferenceEngine::new(config.schedule));
+    let (mut cpu, mut reference) = (CpuEngine::new(), ReferenceEngine::new());
     let c = run_collect(&config, &mut cpu).unwrap();
     let mut r = run_collect(&config, &mut reference).unwrap();
     let last = r.samples.len() - 2;

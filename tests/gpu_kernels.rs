@@ -9,10 +9,11 @@ mod common;
 use common::{gpu_engine, gpu_engine_with, row_distance, scattered};
 use memodiff::engine::cpu::em_step_general::em_step_general;
 use memodiff::engine::cpu::heun_step::heun_half_step_general;
-use memodiff::engine::cpu::reduce_general::{pad_general, padded_width, score_points_general};
+use memodiff::engine::cpu::reduce_general::score_points_general;
 use memodiff::engine::cpu::score::{pad_training, score_points};
 use memodiff::engine::gpu::engine::{Reduction, PARTICLES_PER_INVOCATION};
 use memodiff::engine::gpu::GpuEngine;
+use memodiff::engine::layout::{pad_general, padded_width};
 use memodiff::engine::records::{HeunParams, StepParams, GENERAL_PARTICLES, GENERAL_TILE};
 use memodiff::engine::reference::{self, ReferenceEngine};
 use memodiff::engine::SamplerKind;
@@ -147,7 +148,7 @@ fn flash_steps_match_twins_and_reference_at_tile_boundaries() {
             config.sampler = sampler;
             let g = run_collect(&config, &mut gpu).unwrap();
             let twin = twin_trajectories(&config, &g.initial);
-            let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+            let r = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
             let mut worst_twin = 0f32;
             let mut worst_reference = 0f32;
             for i in 0..particles {

@@ -66,6 +66,7 @@ fn subgroup_and_portable_general_kernels_give_the_same_bits() {
             steps: &steps,
             seed: 11,
             initial_std: schedule.sigma2(1.0).sqrt(),
+            schedule,
             sampler,
         };
         gpu.set_chunk_points(chunk);

@@ -110,6 +110,7 @@ fn gpu_tap_agrees_with_the_cpu_tap() {
             steps: &steps,
             seed: 77,
             initial_std: schedule.sigma2(1.0).sqrt(),
+            schedule,
             sampler,
         };
         gpu.set_chunk_points(chunk);
@@ -222,6 +223,7 @@ fn gpu_tapped_run_matches_its_single_steps() {
             steps: &steps,
             seed: 5,
             initial_std: schedule.sigma2(1.0).sqrt(),
+            schedule,
             sampler,
         };
         let rows = n - 13;
@@ -352,6 +354,7 @@ fn gpu_sampler_posterior_comes_from_the_tap() {
             steps: &steps,
             seed: config.seed,
             initial_std: config.schedule.sigma2(1.0).sqrt(),
+            schedule: config.schedule,
             sampler: config.sampler,
         };
         assert!(

@@ -27,6 +27,7 @@ fn heun_until(
         steps: &steps,
         seed: 3,
         initial_std: schedule.sigma2(1.0).sqrt(),
+        schedule,
         sampler: SamplerKind::Heun,
     };
     let dim = dataset.dim;
@@ -72,7 +73,7 @@ fn heun_follows_the_exact_flow_of_a_single_gaussian() {
         let mu: Vec<f64> = (0..dim).map(|d| 0.7 - 0.3 * d as f64).collect();
         let dataset = Dataset::new("mu", dim, mu.clone()).unwrap();
         let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![
-            ("reference", Box::new(ReferenceEngine::new(schedule))),
+            ("reference", Box::new(ReferenceEngine::new())),
             ("cpu", Box::new(CpuEngine::new())),
         ];
         if let Some(gpu) = gpu_engine("heun_follows_the_exact_flow_of_a_single_gaussian") {
@@ -144,7 +145,7 @@ fn gpu_heun_matches_the_reference() {
         config.time_points = time_points;
         config.sampler = SamplerKind::Heun;
         let g = run_collect(&config, &mut gpu).unwrap();
-        let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+        let r = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
         let c = run_collect(&config, &mut CpuEngine::new()).unwrap();
         for (name, other) in [("reference", &r), ("cpu", &c)] {
             let close = (0..particles)
@@ -184,6 +185,7 @@ fn heun_in_step_ranges_is_bit_identical_to_one_go() {
             steps: &steps,
             seed: 5,
             initial_std: schedule.sigma2(1.0).sqrt(),
+            schedule,
             sampler: SamplerKind::Heun,
         };
         let n = 257;
@@ -246,7 +248,7 @@ fn gpu_heun_with_more_training_points_than_one_chunk() {
     config.time_points = 5;
     config.sampler = SamplerKind::Heun;
     let g = run_collect(&config, &mut gpu).unwrap();
-    let r = run_collect(&config, &mut ReferenceEngine::new(config.schedule)).unwrap();
+    let r = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
     for i in 0..50 {
         let d = row_distance(&g.samples, &r.samples, 2, i);
         assert!(d <= 1e-3, "particle {i} differs from the reference by {d}");

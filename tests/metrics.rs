@@ -22,7 +22,7 @@ fn gpu_nearest_two_equals_f64_brute_force() {
     let Some(engine) = gpu_engine("gpu_nearest_two_equals_f64_brute_force") else {
         return;
     };
-    let ctx = engine.gpu_context().expect("the GPU engine has a context");
+    let ctx = engine.context();
     // 20,000 points in D = 3: 60,000 coordinates, two chunks of the shader's loop; D = 7
     // (beyond the sampler's vec4) and training sets of 1 and 2 points.
     for (n, dim, rows) in [
@@ -167,7 +167,7 @@ fn kde_with_h_to_zero_is_the_empirical_score() {
     config.particles = 300;
     config.score = ScoreKind::Empirical;
     let reference = |config: &SampleConfig| {
-        run_collect(config, &mut ReferenceEngine::new(config.schedule))
+        run_collect(config, &mut ReferenceEngine::new())
             .unwrap()
             .samples
     };
@@ -231,6 +231,7 @@ fn t_min_outputs_the_denoised_mean() {
         steps: &steps,
         seed: config.seed,
         initial_std: config.schedule.sigma2(1.0).sqrt(),
+        schedule: config.schedule,
         sampler: memodiff::engine::SamplerKind::Em,
     };
     let mut initial = vec![0f32; 2_000];
@@ -547,11 +548,12 @@ fn posterior_tap_matches_the_f64_posterior() {
             steps: &steps,
             seed: 4242,
             initial_std: schedule.sigma2(1.0).sqrt(),
+            schedule,
             sampler,
         };
         let mut engine: Box<dyn Engine> = match backend {
             "cpu" => Box::new(CpuEngine::new()),
-            _ => Box::new(ReferenceEngine::new(schedule)),
+            _ => Box::new(ReferenceEngine::new()),
         };
         assert!(engine.posterior_tap(&problem));
         // Above 2^32: the counter's high word; rows not a multiple of a chunk or block.

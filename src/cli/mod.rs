@@ -3,6 +3,7 @@
 //! Each subcommand's options and body live in its own file in `crate::commands`;
 //! `main.rs` only parses, installs the Ctrl-C handler, calls [`run`] and prints errors.
 
+pub mod flags;
 pub mod options;
 pub mod parse;
 pub mod print;
@@ -62,7 +63,13 @@ pub enum Command {
 }
 
 /// Run a parsed command line: each subcommand's `run` in `crate::commands`.
+/// Run the command, its errors naming the command-line flags of the library parameters
+/// they are about (see [`flags`]).
 pub fn run(cli: Cli) -> Result<()> {
+    run_command(cli).map_err(flags::name_flags)
+}
+
+fn run_command(cli: Cli) -> Result<()> {
     use crate::commands::*;
     match cli.command {
         Command::Sample(args) => sample::run(&args).map(|_| ()),

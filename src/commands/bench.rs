@@ -3,12 +3,9 @@
 
 use crate::cli::parse::{parse_count, parse_count_usize};
 use crate::engine::cpu::CpuEngine;
-use crate::engine::gpu::{AdapterChoice, GpuEngine};
-use crate::engine::reference::ReferenceEngine;
 use crate::engine::{Backend, Engine};
 use crate::error::Result;
 use crate::model::dataset::Dataset;
-use crate::model::schedule::VpSchedule;
 use crate::run::driver::{self, BatchSink, NoProgress, SampleConfig};
 use clap::Args;
 use serde::Serialize;
@@ -165,12 +162,11 @@ fn median(values: &mut [f64]) -> f64 {
 /// Open the engine of one backend, or say why it is unavailable.
 fn open(backend: Backend, cull: bool) -> std::result::Result<Box<dyn Engine>, String> {
     match backend {
-        Backend::Gpu => GpuEngine::new(AdapterChoice::Any)
-            .map(|e| Box::new(e) as Box<dyn Engine>)
-            .map_err(|e| e.to_string()),
-        Backend::Cpu => Ok(Box::new(CpuEngine::with_culling(cull))),
-        Backend::Reference => Ok(Box::new(ReferenceEngine::new(VpSchedule::default()))),
         Backend::Auto => Err("auto is not a backend to benchmark".into()),
+        Backend::Cpu => Ok(Box::new(CpuEngine::with_culling(cull))),
+        _ => crate::engine::open_backend(backend, None)
+            .map(|(engine, _)| engine)
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -220,7 +220,7 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
     probe.schedule = VpSchedule::new(args.beta_min, args.beta_max);
     probe.particles = args.particles;
     probe.validate()?;
-    let (mut engine, note) = driver::open_engine(args.backend, probe.schedule)?;
+    let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
     if let Some(note) = note {
         println!("{note}");
     }

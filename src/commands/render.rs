@@ -175,17 +175,23 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
     // The GPU deposits particles on the sub-grid; cpu (and grids the GPU path does not
     // cover: small bandwidths, the histogram kernel) use the exact f64 CPU deposit. No
     // device is opened when there are no particles to deposit.
-    let gpu = match args.backend {
-        _ if particle_inputs.is_empty() || grid.sub_grid().is_none() => None,
-        RenderBackend::Gpu => Some(crate::engine::gpu::raster::GpuRaster::new(
-            crate::engine::gpu::GpuContext::new(crate::engine::gpu::AdapterChoice::Any)?,
-        )),
-        RenderBackend::Auto => {
-            crate::engine::gpu::GpuContext::new(crate::engine::gpu::AdapterChoice::HardwareOnly)
-                .ok()
-                .map(crate::engine::gpu::raster::GpuRaster::new)
+    let backend = match args.backend {
+        RenderBackend::Auto => crate::engine::Backend::Auto,
+        RenderBackend::Gpu => crate::engine::Backend::Gpu,
+        RenderBackend::Cpu => crate::engine::Backend::Cpu,
+    };
+    let gpu = if particle_inputs.is_empty() || grid.sub_grid().is_none() {
+        None
+    } else {
+        match crate::engine::open_device(backend, None) {
+            Ok((crate::engine::OpenedDevice::Gpu(ctx), _)) => {
+                Some(crate::engine::gpu::raster::GpuRaster::new(*ctx))
+            }
+            Ok(_) => None,
+            // `auto` deposits on the CPU whatever kept a hardware GPU from opening.
+            Err(_) if args.backend == RenderBackend::Auto => None,
+            Err(e) => return Err(e),
         }
-        RenderBackend::Cpu => None,
     };
     let gpu = gpu.filter(|g| g.supports(&grid));
     // Large direct-path images (the histogram kernel, bandwidths under ~1.5 pixels) are

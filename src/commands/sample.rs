@@ -350,7 +350,7 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
         ..ImageSettings::default()
     };
     // Open the engine before touching --out: a run that cannot start writes nothing.
-    let (engine, note) = driver::open_engine_on(args.backend, config.schedule, args.device)?;
+    let (engine, note) = crate::engine::open_backend(args.backend, args.device)?;
     if let Some(note) = &note {
         println!("{note}");
     }
@@ -467,14 +467,15 @@ fn complete(
     } = run;
     let checkpointed = checkpoints.every.is_some();
     // The metrics' nearest neighbours on the run's GPU, when it has one (exact either way).
-    let nearest_on = match engine.gpu_context() {
+    let device = engine.device_outputs().map(|d| d.context());
+    let nearest_on = match device {
         Some(ctx) => {
             folder.use_gpu_nearest(ctx)?;
             "gpu"
         }
         None => "cpu",
     };
-    let density_on = folder.use_gpu_density(engine.gpu_context(), config.t_min);
+    let density_on = folder.use_gpu_density(device, config.t_min);
     let range = config.particle_range();
     let setup = started.elapsed().as_secs_f64();
     let mut bar = StepBar {
@@ -630,7 +631,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         ..ImageSettings::default()
     };
     // The same backend and device as the stopped run, or nothing.
-    let (engine, _) = driver::open_engine_on(backend, config.schedule, spec.device_index)?;
+    let (engine, _) = crate::engine::open_backend(backend, spec.device_index)?;
     if engine.backend() != backend || engine.device_name() != spec.device_name {
         return Err(bad(format!(
             "the run used the {} backend on {}, but this resume got the {} backend on {}; \

@@ -86,31 +86,19 @@ impl ScoreEvaluator {
     /// Open the evaluator for `backend` (on adapter `device`); the note says why `auto`
     /// fell back to the CPU.
     pub fn open(backend: Backend, device: Option<usize>) -> Result<(Self, Option<String>)> {
-        use crate::engine::gpu::{AdapterChoice, GpuEngine};
-        let gpu = |choice| GpuEngine::new(choice).map(|g| ScoreEvaluator::Gpu(Box::new(g)));
-        Ok(match (backend, device) {
-            (Backend::Cpu | Backend::Reference, Some(_)) => {
-                return Err(Error::invalid(
-                    "--device",
-                    format!(
-                        "picks a GPU adapter; it cannot be used with --backend {}",
-                        backend.name()
-                    ),
-                ))
+        use crate::engine::OpenedDevice;
+        let (opened, fallback) = crate::engine::open_device(backend, device)?;
+        let evaluator = match opened {
+            OpenedDevice::Gpu(ctx) => {
+                ScoreEvaluator::Gpu(Box::new(crate::engine::gpu::GpuEngine::on(*ctx)?))
             }
-            (_, Some(n)) => (gpu(AdapterChoice::Index(n))?, None),
-            (Backend::Gpu, None) => (gpu(AdapterChoice::Any)?, None),
-            (Backend::Cpu, None) => (ScoreEvaluator::Cpu, None),
-            (Backend::Reference, None) => (ScoreEvaluator::Reference, None),
-            (Backend::Auto, None) => match gpu(AdapterChoice::HardwareOnly) {
-                Ok(g) => (g, None),
-                Err(Error::NoAdapter(why)) => (
-                    ScoreEvaluator::Cpu,
-                    Some(format!("no hardware GPU ({why}); using the cpu score")),
-                ),
-                Err(e) => return Err(e),
-            },
-        })
+            OpenedDevice::Cpu => ScoreEvaluator::Cpu,
+            OpenedDevice::Reference => ScoreEvaluator::Reference,
+        };
+        Ok((
+            evaluator,
+            fallback.map(|why| format!("{why}; using the cpu score")),
+        ))
     }
 
     pub fn backend(&self) -> Backend {

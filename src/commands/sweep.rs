@@ -183,7 +183,7 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
     let mut points = Vec::new();
     for (value, config) in configs {
         let mut sink = MetricsSink::new(&config, None)?;
-        if let Some(ctx) = engine.gpu_context() {
+        if let Some(ctx) = engine.device_outputs().map(|d| d.context()) {
             sink.use_gpu(ctx)?;
         }
         driver::run(&config, engine, &mut sink, &mut NoProgress)?;
@@ -206,8 +206,7 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
 
 /// `memodiff sweep`: run, print a table, write sweep.csv and sweep.png.
 pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
-    let (mut engine, note) =
-        driver::open_engine(args.backend, VpSchedule::new(args.beta_min, args.beta_max))?;
+    let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
     if let Some(note) = note {
         println!("{note}");
     }

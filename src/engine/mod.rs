@@ -1,14 +1,20 @@
 //! What every backend implements: advance a contiguous range of particles through all
-//! reverse steps. The host-side driver (`sampler.rs`) splits a run into such batches.
+//! reverse steps. The host-side driver (`run::driver`) splits a run into such batches.
+//! [`open_backend`] opens the engine a command asks for, with the one "auto: a hardware
+//! GPU if there is one, else the cpu engine" policy. The [`Engine`] trait names no GPU
+//! type: what only the GPU engine offers (its device, its particles in device memory) is
+//! the optional [`gpu::DeviceOutputs`] capability.
 
 pub mod cpu;
 pub mod gpu;
+pub mod layout;
+pub mod nearest;
 pub mod records;
 pub mod reference;
 
 use crate::error::Result;
 use crate::model::dataset::Dataset;
-use crate::model::schedule::ReverseStep;
+use crate::model::schedule::{ReverseStep, VpSchedule};
 use serde::Serialize;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -41,6 +47,77 @@ impl Backend {
     }
 }
 
+/// A backend's device, once opened: what [`open_backend`] makes an engine of, and what a
+/// command that needs only a device (render's GPU deposit, the score field) uses as it is.
+pub enum OpenedDevice {
+    /// A GPU device: `gpu`, `auto` with a hardware GPU, or an adapter picked by index.
+    Gpu(Box<gpu::GpuContext>),
+    /// The CPU, for the cpu engine (also `auto` without a hardware GPU).
+    Cpu,
+    /// The CPU, for the f64 reference engine.
+    Reference,
+}
+
+/// Open the device of `backend`, on adapter `device` (an index of `memodiff devices`,
+/// GPU only) when given. The one place of the policy every command follows:
+/// - `auto`: a hardware GPU if there is one, else the CPU, and the second value says why
+///   ("no hardware GPU (…)") for the caller's note;
+/// - `gpu`: the best adapter, software ones (lavapipe) included;
+/// - a `device` with `auto` or `gpu`: that adapter, whatever its type; with `cpu` or
+///   `reference`, an error.
+pub fn open_device(
+    backend: Backend,
+    device: Option<usize>,
+) -> Result<(OpenedDevice, Option<String>)> {
+    use gpu::{AdapterChoice, GpuContext};
+    Ok(match (backend, device) {
+        (Backend::Cpu | Backend::Reference, Some(_)) => {
+            return Err(crate::error::Error::invalid(
+                "device",
+                format!(
+                    "picks a GPU adapter; it cannot be used with --backend {}",
+                    backend.name()
+                ),
+            ))
+        }
+        (_, Some(n)) => (
+            OpenedDevice::Gpu(Box::new(GpuContext::new(AdapterChoice::Index(n))?)),
+            None,
+        ),
+        (Backend::Gpu, None) => (
+            OpenedDevice::Gpu(Box::new(GpuContext::new(AdapterChoice::Any)?)),
+            None,
+        ),
+        (Backend::Cpu, None) => (OpenedDevice::Cpu, None),
+        (Backend::Reference, None) => (OpenedDevice::Reference, None),
+        (Backend::Auto, None) => match GpuContext::new(AdapterChoice::HardwareOnly) {
+            Ok(ctx) => (OpenedDevice::Gpu(Box::new(ctx)), None),
+            Err(crate::error::Error::NoAdapter(why)) => {
+                (OpenedDevice::Cpu, Some(format!("no hardware GPU ({why})")))
+            }
+            Err(e) => return Err(e),
+        },
+    })
+}
+
+/// Open the engine of `backend` on adapter `device` (see [`open_device`]). The second
+/// value says why `auto` fell back to the cpu engine.
+pub fn open_backend(
+    backend: Backend,
+    device: Option<usize>,
+) -> Result<(Box<dyn Engine>, Option<String>)> {
+    let (opened, fallback) = open_device(backend, device)?;
+    let engine: Box<dyn Engine> = match opened {
+        OpenedDevice::Gpu(ctx) => Box::new(gpu::GpuEngine::on(*ctx)?),
+        OpenedDevice::Cpu => Box::new(cpu::CpuEngine::new()),
+        OpenedDevice::Reference => Box::new(reference::ReferenceEngine::new()),
+    };
+    Ok((
+        engine,
+        fallback.map(|why| format!("{why}; using the cpu engine")),
+    ))
+}
+
 /// The integrator of the reverse process.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
@@ -70,6 +147,9 @@ pub struct Problem<'a> {
     pub dataset: &'a Dataset,
     pub steps: &'a [ReverseStep],
     pub seed: u64,
+    /// The noise schedule `steps` was made from: the reference engine re-evaluates the
+    /// drift and diffusion from it; the f32 engines need only the steps' records.
+    pub schedule: VpSchedule,
     /// `sqrt(sigma2(1))`, the standard deviation of the initial particles.
     pub initial_std: f64,
     /// Which integrator runs the steps (same grid, same initial noise).
@@ -126,9 +206,10 @@ pub trait Engine {
     fn pair_counts(&self) -> Option<(u64, u64)> {
         None
     }
-    /// The GPU device this engine runs on, if it is the GPU engine: other GPU stages (the
-    /// nearest-neighbour metrics) share it.
-    fn gpu_context(&self) -> Option<&crate::engine::gpu::GpuContext> {
+    /// The engine's device outputs, if its particles live in GPU memory (the GPU engine):
+    /// the optional capability through which other GPU stages share its device and take
+    /// each batch's positions from there. `None` elsewhere.
+    fn device_outputs(&self) -> Option<&dyn gpu::DeviceOutputs> {
         None
     }
     /// Most particles one batch may hold for points of dimension `dim` (memory limits).
@@ -230,22 +311,6 @@ pub trait Engine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()>;
-
-    /// Add the positions the last [`advance_batch`](Self::advance_batch) left, particles
-    /// `0..n` of the batch, to `target` on the device, without reading them back: only the
-    /// GPU engine, whose particles stay in a device buffer, can (`target` must live on the
-    /// same device). The sampler calls it once a batch has done all its steps.
-    fn deposit_samples(
-        &self,
-        n: usize,
-        target: &mut crate::engine::gpu::raster::GpuDensity,
-    ) -> Result<()> {
-        let _ = (n, target);
-        Err(crate::error::Error::Gpu(format!(
-            "the {} engine keeps no particles on a GPU",
-            self.backend().name()
-        )))
-    }
 
     /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
     /// write their initial noise into `initial` and their final positions into `samples`

@@ -141,16 +141,14 @@ pub fn heun_step(
 /// A row's piece of a [`PosteriorTap`]'s buffers, taken by the work item of that row.
 type Piece<'t> = std::sync::Mutex<Option<(&'t mut [f32], &'t mut [u32])>>;
 
-/// The reference engine. It needs the schedule itself (not only the steps) because it
-/// re-evaluates f, g and the score from their definitions.
-#[derive(Debug, Clone)]
-pub struct ReferenceEngine {
-    pub schedule: VpSchedule,
-}
+/// The reference engine. It re-evaluates f, g and the score from their definitions, with
+/// the schedule of each problem ([`Problem::schedule`]), not only the steps' records.
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceEngine;
 
 impl ReferenceEngine {
-    pub fn new(schedule: VpSchedule) -> Self {
-        Self { schedule }
+    pub fn new() -> Self {
+        Self
     }
 }
 
@@ -214,7 +212,7 @@ impl ReferenceEngine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
-        let schedule = self.schedule;
+        let schedule = problem.schedule;
         let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
             Some(tap) => {
                 tap.check();

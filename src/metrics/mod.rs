@@ -208,7 +208,7 @@ impl MemorizationCounter {
                 Vec::new()
             },
             screen_max_norm: if screened {
-                crate::engine::cpu::nearest::max_norm(training, dim)
+                crate::engine::nearest::max_norm(training, dim)
             } else {
                 0.0
             },
@@ -335,7 +335,7 @@ impl MemorizationCounter {
                     let found = match &screened {
                         Some(_) if s.iter().any(|v| !v.is_finite()) => None,
                         Some(best) => Some(
-                            crate::engine::cpu::nearest::exact_neighbours(
+                            crate::engine::nearest::exact_neighbours(
                                 &self.training,
                                 dim,
                                 self.screen_max_norm,

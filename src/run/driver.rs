@@ -1,10 +1,8 @@
 //! The host-side driver: validates a run, opens the engine, splits the particles into
 //! batches (memory) and hands each finished batch to a sink (files, images, metrics).
 
-use crate::engine::cpu::CpuEngine;
-use crate::engine::gpu::{AdapterChoice, GpuEngine};
-use crate::engine::reference::ReferenceEngine;
-use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::engine::gpu::DeviceOutputs;
+use crate::engine::{Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
 use crate::model::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
@@ -208,60 +206,19 @@ impl SampleConfig {
     }
 }
 
-/// Open the engine for `backend` on adapter `device` of `memodiff devices` (GPU only).
-/// `--device N` with `auto` (the default) means the gpu backend on adapter N, whatever its
-/// type; with `cpu` or `reference` it is an error.
-pub fn open_engine_on(
-    backend: Backend,
-    schedule: VpSchedule,
-    device: Option<usize>,
-) -> Result<(Box<dyn Engine>, Option<String>)> {
-    match (backend, device) {
-        (_, None) => open_engine(backend, schedule),
-        (Backend::Gpu | Backend::Auto, Some(n)) => {
-            Ok((Box::new(GpuEngine::new(AdapterChoice::Index(n))?), None))
-        }
-        (Backend::Cpu | Backend::Reference, Some(_)) => Err(Error::invalid(
-            "--device",
-            format!(
-                "picks a GPU adapter; it cannot be used with --backend {}",
-                backend.name()
-            ),
-        )),
-    }
-}
-
-/// Open the engine for `backend`. For `auto`, the second value says why the cpu engine
-/// was chosen when no hardware GPU is available.
-pub fn open_engine(
-    backend: Backend,
-    schedule: VpSchedule,
-) -> Result<(Box<dyn Engine>, Option<String>)> {
-    Ok(match backend {
-        Backend::Gpu => (Box::new(GpuEngine::new(AdapterChoice::Any)?), None),
-        Backend::Cpu => (Box::new(CpuEngine::new()), None),
-        Backend::Reference => (Box::new(ReferenceEngine::new(schedule)), None),
-        Backend::Auto => match GpuEngine::new(AdapterChoice::HardwareOnly) {
-            Ok(gpu) => (Box::new(gpu), None),
-            Err(Error::NoAdapter(why)) => (
-                Box::new(CpuEngine::new()),
-                Some(format!("no hardware GPU ({why}); using the cpu engine")),
-            ),
-            Err(e) => return Err(e),
-        },
-    })
-}
-
 /// Receives each finished batch, in particle-index order.
 pub trait BatchSink {
     /// `initial` and `samples` are row-major (n, D) for particles `first .. first + n`.
     fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
 
-    /// A density grid on the engine's GPU that wants each finished batch's final positions
-    /// deposited there ([`Engine::deposit_samples`]) before [`consume`](Self::consume),
-    /// which then leaves that grid alone.
-    fn gpu_density(&mut self) -> Option<&mut crate::engine::gpu::raster::GpuDensity> {
-        None
+    /// Take the finished batch's final positions (particles `0..n` of the batch) from the
+    /// engine's device before [`consume`](Self::consume); called only for engines with
+    /// [`Engine::device_outputs`]. A sink that keeps a density grid on that device
+    /// deposits them there ([`DeviceOutputs::deposit_samples`]) and then leaves that grid
+    /// alone in `consume`.
+    fn consume_on_device(&mut self, device: &dyn DeviceOutputs, n: usize) -> Result<()> {
+        let _ = (device, n);
+        Ok(())
     }
 
     /// Save a checkpoint (runs with [`Checkpoints::every`] only): the sink holds every
@@ -461,6 +418,7 @@ pub fn run_checkpointed(
         steps: &steps,
         seed: config.seed,
         initial_std: config.schedule.sigma2(1.0).sqrt(),
+        schedule: config.schedule,
         sampler: config.sampler,
     };
     // Observed steps whose posterior the engine reports from its own score evaluation:
@@ -708,8 +666,8 @@ pub fn run_checkpointed(
         // The sink's density on the engine's device: deposited from the particle buffer,
         // which still holds this batch's final positions (sinks ask for this only when no
         // host-side change, such as --t-min denoising, follows the last step).
-        if let Some(density) = sink.gpu_density() {
-            engine.deposit_samples(n, density)?;
+        if let Some(device) = engine.device_outputs() {
+            sink.consume_on_device(device, n)?;
         }
         sink.consume(first, initial, samples)?;
         timing.batches += 1;

@@ -421,8 +421,15 @@ impl BatchSink for RunFolder {
         files.and(counted)
     }
 
-    fn gpu_density(&mut self) -> Option<&mut crate::engine::gpu::raster::GpuDensity> {
-        self.gpu_samples.as_mut()
+    fn consume_on_device(
+        &mut self,
+        device: &dyn crate::engine::gpu::DeviceOutputs,
+        n: usize,
+    ) -> Result<()> {
+        match &mut self.gpu_samples {
+            Some(density) => device.deposit_samples(n, density),
+            None => Ok(()),
+        }
     }
 
     fn snapshot_steps(&self) -> Vec<usize> {

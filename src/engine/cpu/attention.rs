@@ -63,7 +63,8 @@ pub fn block_points(dim: usize) -> usize {
     ((131_072 / dim.max(1)) / PANEL * PANEL).clamp(PANEL, 512)
 }
 
-/// The training set in the layouts the micro-kernels read, built once per advance call.
+/// The training set in the layouts the micro-kernels read, built once per dataset (the
+/// cpu engine keeps it for all segments of all batches).
 #[derive(Debug, Clone)]
 pub struct TrainingPanels {
     pub dim: usize,

@@ -47,6 +47,65 @@ fn block_len(particles: usize) -> usize {
 pub struct CpuEngine {
     pub cull: bool,
     stats: PairStats,
+    /// The training set of the last problem, in its kernel's layout: made once per
+    /// dataset and reused by every segment of every batch.
+    prepared: Option<PreparedTraining>,
+}
+
+/// The training set in the layout of the kernel that reads it, with what it was made
+/// from: the dataset ([`Dataset::identity`](crate::model::dataset::Dataset::identity))
+/// and, for the panels, whether they were clustered for culling.
+#[derive(Debug)]
+enum PreparedTraining {
+    /// D <= 4: points padded to 4 lanes, for the SIMD engine.
+    Lanes { dataset: u64, points: Vec<[f32; 4]> },
+    /// D > 4: the attention kernel's panels.
+    Panels {
+        dataset: u64,
+        clustered: bool,
+        panels: Box<attention::TrainingPanels>,
+    },
+}
+
+impl PreparedTraining {
+    /// The layout of `problem`'s training set that `cull` asks for, from `slot` where it
+    /// is already there, else made and left there.
+    fn of<'s>(
+        slot: &'s mut Option<PreparedTraining>,
+        problem: &Problem,
+        cull: bool,
+    ) -> &'s PreparedTraining {
+        let (dataset, dim) = (problem.dataset.identity(), problem.dataset.dim);
+        let fits = match &*slot {
+            Some(PreparedTraining::Lanes { dataset: d, .. }) => *d == dataset && dim <= MAX_DIM,
+            Some(PreparedTraining::Panels {
+                dataset: d,
+                clustered,
+                ..
+            }) => *d == dataset && dim > MAX_DIM && *clustered == cull,
+            None => false,
+        };
+        if !fits {
+            let points = &problem.dataset.points;
+            *slot = Some(if dim <= MAX_DIM {
+                PreparedTraining::Lanes {
+                    dataset,
+                    points: score::pad_training(points, dim),
+                }
+            } else {
+                PreparedTraining::Panels {
+                    dataset,
+                    clustered: cull,
+                    panels: Box::new(if cull {
+                        attention::TrainingPanels::clustered(points, dim)
+                    } else {
+                        attention::TrainingPanels::new(points, dim)
+                    }),
+                }
+            });
+        }
+        slot.as_ref().expect("prepared above")
+    }
 }
 
 /// (Particle, training point) pairs of the D > 4 kernel's score evaluations since the
@@ -68,6 +127,7 @@ impl CpuEngine {
         Self {
             cull: false,
             stats: PairStats::default(),
+            prepared: None,
         }
     }
 
@@ -228,7 +288,7 @@ impl Engine for CpuEngine {
             tap,
             cancel,
             on_step,
-            (self.cull, &mut self.stats),
+            (self.cull, &mut self.stats, &mut self.prepared),
         )
     }
 }
@@ -245,7 +305,7 @@ fn advance_any(
     tap: Option<&mut crate::engine::PosteriorTap>,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
-    (cull, stats): (bool, &mut PairStats),
+    (cull, stats, prepared): (bool, &mut PairStats, &mut Option<PreparedTraining>),
 ) -> Result<()> {
     let dim = problem.dataset.dim;
     if dim == 0 || dim > MAX_DIMENSION {
@@ -256,8 +316,11 @@ fn advance_any(
             ),
         ));
     }
-    if dim > MAX_DIM {
-        return advance_attention(
+    if problem.dataset.is_empty() {
+        return Err(Error::invalid("dataset", "the training set is empty"));
+    }
+    match PreparedTraining::of(prepared, problem, cull) {
+        PreparedTraining::Panels { panels, .. } => advance_attention(
             problem,
             first_particle,
             initial,
@@ -266,22 +329,24 @@ fn advance_any(
             cancel,
             on_step,
             tap,
-            (cull, stats),
-        );
+            (panels.as_ref(), stats),
+        ),
+        PreparedTraining::Lanes { points, .. } => advance_fast(
+            problem,
+            first_particle,
+            initial,
+            state,
+            steps,
+            tap,
+            cancel,
+            on_step,
+            points,
+        ),
     }
-    advance_fast(
-        problem,
-        first_particle,
-        initial,
-        state,
-        steps,
-        tap,
-        cancel,
-        on_step,
-    )
 }
 
-/// The D <= 4 path: the SIMD engine (`fast.rs`) over work items of `block_len` particles,
+/// The D <= 4 path: the SIMD engine (`fast.rs`) on `training` (padded to 4 lanes, prepared
+/// once per dataset) over work items of `block_len` particles,
 /// filling `tap` where given.
 #[allow(clippy::too_many_arguments)]
 fn advance_fast(
@@ -293,13 +358,10 @@ fn advance_fast(
     tap: Option<&mut crate::engine::PosteriorTap>,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
+    training: &[[f32; 4]],
 ) -> Result<()> {
     {
         let dim = problem.dataset.dim;
-        let training = score::pad_training(&problem.dataset.points, dim);
-        if training.is_empty() {
-            return Err(Error::invalid("dataset", "the training set is empty"));
-        }
         // The SIMD engine runs records: one per em step, or the halves of each heun step.
         let fast_steps: Vec<fast::FastStep> = match problem.sampler {
             SamplerKind::Em => problem.steps[steps.clone()]
@@ -314,7 +376,7 @@ fn advance_fast(
         };
         let kernel = fast::Kernel {
             dim,
-            training: &training,
+            training,
             steps: &fast_steps,
             key: crate::model::philox::seed_key(problem.seed),
             initial_std: problem.initial_std as f32,
@@ -408,7 +470,7 @@ fn attention_block_len(particles: usize, isa: fast::Isa) -> usize {
 /// their initial noise (`init_noise_into`, the shader's loop over lane blocks) or their
 /// saved positions, and run through all steps of the range.
 #[allow(clippy::too_many_arguments)]
-pub fn advance_attention(
+fn advance_attention(
     problem: &Problem,
     first_particle: u64,
     initial: Option<&mut [f32]>,
@@ -417,17 +479,9 @@ pub fn advance_attention(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
     tap: Option<&mut crate::engine::PosteriorTap>,
-    (cull, stats): (bool, &mut PairStats),
+    (training, stats): (&attention::TrainingPanels, &mut PairStats),
 ) -> Result<()> {
     let dim = problem.dataset.dim;
-    if problem.dataset.is_empty() {
-        return Err(Error::invalid("dataset", "the training set is empty"));
-    }
-    let training = if cull {
-        attention::TrainingPanels::clustered(&problem.dataset.points, dim)
-    } else {
-        attention::TrainingPanels::new(&problem.dataset.points, dim)
-    };
     let pairs = std::sync::atomic::AtomicU64::new(0);
     let culled = std::sync::atomic::AtomicU64::new(0);
     // The updates of the range and, per tapped step, the index of its (first) update.
@@ -486,7 +540,7 @@ pub fn advance_attention(
             }
             let particles = rows.len() / dim;
             let mut scratch =
-                attention::Scratch::new(particles, attention::tile_rows(isa), &training);
+                attention::Scratch::new(particles, attention::tile_rows(isa), training);
             let mut partials = vec![0f32; rows.len()];
             let item_tap_rows = tap_rows.saturating_sub(first_row).min(particles);
             let tapped_updates: Vec<usize> = tap_records.iter().map(|&(_, u)| u).collect();
@@ -495,7 +549,7 @@ pub fn advance_attention(
                 .then_some((&tapped_updates[..], &mut local[..]));
             attention::advance(
                 isa,
-                &training,
+                training,
                 rows,
                 &mut partials,
                 &updates,

@@ -8,27 +8,11 @@
 //! (`pad_general`), like the GPU's training buffer; every loop over coordinates runs over
 //! such columns, in lanes of 4, so LLVM vectorizes it.
 
+use crate::engine::layout::padded_width;
 use crate::engine::records::{StepParams, GENERAL_TILE};
 
 /// Largest finite f32 (the clamp of the potentials, as in `score.rs`).
 const FLT_MAX: f32 = f32::MAX;
-
-/// Coordinates a point of dimension `dim` takes when padded: `4 ceil(dim / 4)`.
-pub fn padded_width(dim: usize) -> usize {
-    dim.div_ceil(4) * 4
-}
-
-/// Points (row-major, dimension `dim`) padded with zeros to `padded_width(dim)`, as f32.
-pub fn pad_general(points: &[f64], dim: usize) -> Vec<f32> {
-    let width = padded_width(dim);
-    let mut out = vec![0f32; points.len() / dim * width];
-    for (row, padded) in points.chunks(dim).zip(out.chunks_mut(width)) {
-        for (o, v) in padded.iter_mut().zip(row) {
-            *o = *v as f32;
-        }
-    }
-    out
-}
 
 /// `GeneralState` of the shader: the running max, the weight sum and the weighted sums of
 /// all columns (the shader spreads them over the invocations).

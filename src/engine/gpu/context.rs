@@ -127,7 +127,7 @@ impl GpuContext {
             return match adapters.into_iter().nth(n) {
                 Some(adapter) => Self::from_adapter(adapter),
                 None => Err(Error::invalid(
-                    "--device",
+                    "device",
                     format!(
                         "adapter {n} does not exist: {count} adapter(s) found ({}); see `memodiff devices`",
                         if names.is_empty() { "none".to_string() } else { names.join(", ") }

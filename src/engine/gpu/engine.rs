@@ -3,17 +3,20 @@
 //! offset into a buffer uploaded once per run) and reads back only at the end.
 
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
+use super::raster::GpuDensity;
 use super::shaders::{
     EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, HEUN_STEP_GENERAL_STAGE,
     HEUN_STEP_STAGE, HEUN_STEP_TILED_STAGE, INIT_NOISE_STAGE, SCORE_GENERAL_STAGE, SCORE_STAGE,
     SCORE_TILED_STAGE,
 };
+use super::DeviceOutputs;
 use crate::engine::records::{
     chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
     StepParams, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
 };
 use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
+use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
 
@@ -71,9 +74,9 @@ pub const SUBGROUPS_VAR: &str = "MEMODIFF_GPU_SUBGROUPS";
 /// Uploaded state of one problem, reused across batches while the problem is the same.
 struct ProblemBuffers {
     dim: usize,
-    /// The training points as given (f64), to recognise the same problem on the next call
-    /// (every segment of every batch calls `prepare_problem`) without padding them again.
-    training_key: Vec<f64>,
+    /// [`Dataset::identity`] of the training points uploaded: every segment of every batch
+    /// calls `prepare_problem`, which then neither pads nor uploads them again.
+    training_id: u64,
     /// The step records (`StepParams` or `HeunParams`, 48 bytes each), back to back.
     steps_key: Vec<u8>,
     training: wgpu::Buffer,
@@ -170,7 +173,15 @@ impl GpuEngine {
     }
 
     pub fn with_workgroup_size(choice: AdapterChoice, workgroup_size: u32) -> Result<Self> {
-        let ctx = GpuContext::new(choice)?;
+        Self::on_context(GpuContext::new(choice)?, workgroup_size)
+    }
+
+    /// The engine on a device already open (see `engine::open_device`).
+    pub fn on(ctx: GpuContext) -> Result<Self> {
+        Self::on_context(ctx, DEFAULT_WORKGROUP_SIZE)
+    }
+
+    fn on_context(ctx: GpuContext, workgroup_size: u32) -> Result<Self> {
         if workgroup_size == 0 || workgroup_size > ctx.limits.max_compute_invocations_per_workgroup
         {
             return Err(Error::invalid(
@@ -386,21 +397,11 @@ impl GpuEngine {
     /// Upload training points (each padded to whole vec4: one for D <= 4, D/4 rounded up
     /// otherwise) and all steps' parameters, unless the same problem is already on the
     /// device.
-    fn prepare_problem(
-        &mut self,
-        training: &[f64],
-        dim: usize,
-        steps: Vec<u8>,
-        chunk_points: usize,
-    ) {
+    fn prepare_problem(&mut self, dataset: &Dataset, steps: Vec<u8>, chunk_points: usize) {
+        let dim = dataset.dim;
+        let training = &dataset.points;
         if let Some(p) = &mut self.problem {
-            // Bitwise, like the f32 data uploaded (f64 == would merge 0.0 and -0.0).
-            let same_points = p.training_key.len() == training.len()
-                && p.training_key
-                    .iter()
-                    .zip(training)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-            if p.dim == dim && p.steps_key == steps && same_points {
+            if p.dim == dim && p.steps_key == steps && p.training_id == dataset.identity() {
                 if p.chunk_points != chunk_points {
                     let (chunks, n_chunks) = Self::chunk_buffer(
                         &self.ctx,
@@ -414,7 +415,7 @@ impl GpuEngine {
             }
         }
         let points = training;
-        let padded = crate::engine::cpu::reduce_general::pad_general(points, dim);
+        let padded = crate::engine::layout::pad_general(points, dim);
         let device = &self.ctx.device;
         let training = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("training points"),
@@ -440,7 +441,7 @@ impl GpuEngine {
         });
         self.problem = Some(ProblemBuffers {
             dim,
-            training_key: points.to_vec(),
+            training_id: dataset.identity(),
             steps_key: steps,
             training,
             steps: steps_buffer,
@@ -682,7 +683,7 @@ impl GpuEngine {
     /// forward time `tau`, with the GPU score kernel.
     pub fn evaluate_score(
         &mut self,
-        dataset: &crate::model::dataset::Dataset,
+        dataset: &Dataset,
         schedule: &VpSchedule,
         tau: f64,
         points: &[f32],
@@ -706,8 +707,7 @@ impl GpuEngine {
         }
         let chunk_points = self.chunk_points_for(dim, n);
         self.prepare_problem(
-            &dataset.points,
-            dim,
+            dataset,
             bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
             chunk_points,
         );
@@ -779,7 +779,7 @@ impl GpuEngine {
         let limit = self.max_batch_particles(dim);
         if n > limit {
             return Err(Error::invalid(
-                "--batch",
+                "batch",
                 format!(
                     "{n} particles of dimension {dim} need {bytes} bytes per particle buffer \
                      and {} bytes of softmax state, over this adapter's largest storage \
@@ -808,7 +808,7 @@ impl GpuEngine {
         }
         first_record.push(records.len() / std::mem::size_of::<StepParams>());
         let chunk_points = self.chunk_points_for(dim, n);
-        self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
+        self.prepare_problem(problem.dataset, records, chunk_points);
         self.prepare_batch(bytes, dim);
         let tiled = self.uses_tiled(problem.dataset.len());
         let step_pipeline = self.step_pipeline(problem.sampler, dim, tiled, false);
@@ -1033,7 +1033,7 @@ pub fn check_training_fits(n_train: usize, dim: usize, max_binding: u64) -> Resu
     let needed = n_train as u64 * 16 * dim.div_ceil(4) as u64;
     if needed > max_binding {
         return Err(Error::invalid(
-            "--dataset",
+            "training set",
             format!(
                 "{n_train} training points of dimension {dim} need {needed} bytes in one GPU \
                  buffer ({} bytes a point, padded to a multiple of 4 coordinates), but this \
@@ -1104,8 +1104,8 @@ impl Engine for GpuEngine {
         self.last_kernel_seconds
     }
 
-    fn gpu_context(&self) -> Option<&GpuContext> {
-        Some(&self.ctx)
+    fn device_outputs(&self) -> Option<&dyn DeviceOutputs> {
+        Some(self)
     }
 
     fn max_batch_particles(&self, dim: usize) -> usize {
@@ -1114,24 +1114,6 @@ impl Engine for GpuEngine {
         // (32 for D <= 4, 16 (D/4 + 1) beyond) for the state of chunked problems.
         let per_particle = ((dim.max(1) * 4) as u64).max(state_bytes_per_particle(dim));
         (self.ctx.max_storage_bytes() / per_particle).min(u32::MAX as u64) as usize
-    }
-
-    /// Deposits straight from the particle buffer, which after `advance_batch` holds the
-    /// batch's positions in its first `n * D` floats (until the next batch overwrites it).
-    fn deposit_samples(
-        &self,
-        n: usize,
-        target: &mut crate::engine::gpu::raster::GpuDensity,
-    ) -> Result<()> {
-        let (Some(batch), Some(problem)) = (&self.batch, &self.problem) else {
-            return Err(Error::Gpu("no batch has run on this GPU engine yet".into()));
-        };
-        if (n * problem.dim * 4) as u64 > batch.capacity_bytes {
-            return Err(Error::Gpu(format!(
-                "{n} particles are more than the last batch held"
-            )));
-        }
-        target.deposit_buffer(&batch.particles, n, problem.dim)
     }
 
     fn posterior_tap(&self, problem: &Problem) -> bool {
@@ -1162,5 +1144,25 @@ impl Engine for GpuEngine {
             cancel,
             on_step,
         )
+    }
+}
+
+impl DeviceOutputs for GpuEngine {
+    fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Deposits straight from the particle buffer, which after `advance_batch` holds the
+    /// batch's positions in its first `n * D` floats (until the next batch overwrites it).
+    fn deposit_samples(&self, n: usize, target: &mut GpuDensity) -> Result<()> {
+        let (Some(batch), Some(problem)) = (&self.batch, &self.problem) else {
+            return Err(Error::Gpu("no batch has run on this GPU engine yet".into()));
+        };
+        if (n * problem.dim * 4) as u64 > batch.capacity_bytes {
+            return Err(Error::Gpu(format!(
+                "{n} particles are more than the last batch held"
+            )));
+        }
+        target.deposit_buffer(&batch.particles, n, problem.dim)
     }
 }

@@ -258,8 +258,9 @@ impl GpuRaster {
 
 /// A density sub-grid resident on the device, accumulated across batches straight from a
 /// GPU buffer of particles (the sampler's, see `GpuEngine`'s
-/// [`Engine::deposit_samples`](crate::engine::Engine::deposit_samples)): no particle comes
-/// back to the host for it, and the sums come back once, at [`flush`](Self::flush).
+/// [`DeviceOutputs::deposit_samples`](crate::engine::gpu::DeviceOutputs::deposit_samples)):
+/// no particle comes back to the host for it, and the sums come back once, at
+/// [`flush`](Self::flush).
 ///
 /// A sub-grid larger than one storage buffer (or `tile_bytes`) is split into row tiles,
 /// each its own buffer and its own pass over the particles (a particle's 8 stencil rows

@@ -16,15 +16,30 @@ const ACCEPTED: &str = "expected circle:N, gaussian:N:D[:sigma], two-gaussians:N
 
 /// A finite training set: `n` points in `R^dim`, row-major, f64 (converted to f32 for the
 /// f32 engines).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Dataset {
     /// How the user named it (`circle:8`, a path), for messages and run.json.
     pub name: String,
     pub dim: usize,
+    /// Not to be changed once the dataset is made (build a new one instead): the engines
+    /// keep the layouts they prepare from these points by [`Dataset::identity`].
     pub points: Vec<f64>,
     /// For image training sets (`.npy` of shape (N, H, W) or (N, H, W, C)): the shape
     /// (H, W, C) of one image, flattened row-major into `dim = H W C` coordinates.
     pub image_shape: Option<ImageShape>,
+    /// See [`Dataset::identity`].
+    identity: u64,
+}
+
+/// Equal datasets have equal names, dimensions, points and image shapes, whatever their
+/// identities.
+impl PartialEq for Dataset {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.dim == other.dim
+            && self.points == other.points
+            && self.image_shape == other.image_shape
+    }
 }
 
 /// The shape of one image of an image training set.
@@ -63,12 +78,22 @@ impl Dataset {
                 points[k]
             )));
         }
+        // Each dataset made gets a new identity; a clone keeps it (same points).
+        static NEXT_IDENTITY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
             name,
             dim,
             points,
             image_shape: None,
+            identity: NEXT_IDENTITY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// A number no other dataset made by this process has (a clone shares it): what the
+    /// engines key the training layouts they prepare once per run by, instead of
+    /// comparing every point on every call.
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// `n` points evenly spaced on the unit circle, angles `2 pi k / n`.

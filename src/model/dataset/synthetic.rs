@@ -45,7 +45,7 @@ impl<'a> SpecFields<'a> {
 
     fn error(&self, why: impl std::fmt::Display) -> Error {
         Error::invalid(
-            "--dataset",
+            "dataset spec",
             format!("{:?}: {why}; expected {}", self.spec, self.usage),
         )
     }
@@ -82,7 +82,7 @@ fn check_size(spec: &str, n: usize, dim: usize) -> Result<()> {
     match n.checked_mul(dim) {
         Some(values) if values <= MAX_VALUES => Ok(()),
         _ => Err(Error::invalid(
-            "--dataset",
+            "dataset spec",
             format!(
                 "{spec:?}: N × D = {n} × {dim} exceeds the limit of {MAX_VALUES} values \
                  (2 GiB of f64)"

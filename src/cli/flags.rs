@@ -1,0 +1,45 @@
+//! The command-line flag of each library parameter. The library's errors name what they
+//! are about as a parameter ("batch", "device"); a user of the command line reads the flag
+//! that sets it ("--batch", "--device"), so errors are rewritten once, where `run` returns
+//! them to be printed.
+
+use crate::error::Error;
+
+/// The flag that sets library parameter `parameter`, where one does. Names the library
+/// shares with the command line's wording ("dataset" for a dataset that cannot be read)
+/// stay as they are.
+fn flag_of(parameter: &str) -> Option<&'static str> {
+    Some(match parameter {
+        "batch" => "--batch",
+        "device" => "--device",
+        "dataset spec" | "training set" => "--dataset",
+        _ => return None,
+    })
+}
+
+/// `error`, naming its parameter by the flag that sets it.
+pub fn name_flags(error: Error) -> Error {
+    match error {
+        Error::InvalidParameter { name, message } => Error::InvalidParameter {
+            name: flag_of(name).unwrap_or(name),
+            message,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_become_flags_and_other_names_stay() {
+        let batch = name_flags(Error::invalid("batch", "must be at least 1"));
+        assert_eq!(batch.to_string(), "invalid --batch: must be at least 1");
+        let dataset = name_flags(Error::invalid("dataset", "the training set is empty"));
+        assert_eq!(
+            dataset.to_string(),
+            "invalid dataset: the training set is empty"
+        );
+    }
+}
