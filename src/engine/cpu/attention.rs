@@ -25,11 +25,12 @@
 
 use super::approx::{exp2, mad};
 use super::cull::{dead_panels, panel_order, PanelBalls};
-use super::fast::{particle_normals, Isa};
+use super::fast::particle_normals;
 #[cfg(target_arch = "x86_64")]
 use super::lanes16::x86;
 use super::lanes16::{Fused16, Lanes16, Portable16};
 use crate::engine::records::{HeunParams, StepParams};
+use crate::isa::{isa_dispatch, Isa};
 
 /// Training points per panel of the logits kernel (and per weights row of its tile).
 pub const PANEL: usize = 32;
@@ -269,97 +270,42 @@ pub fn advance(
     scratch: &mut Scratch,
     tap: Option<(&[usize], &mut [PosteriorSample])>,
 ) {
-    assert!(isa.available(), "{} is not available", isa.name());
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa.available()` checked the features the wrapper enables.
-        Isa::Avx512 => unsafe {
-            advance_avx512(
-                training,
-                xs,
-                partials,
-                updates,
-                key,
-                first_particle,
-                scratch,
-                tap,
-            )
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx2 => unsafe {
-            advance_avx2(
-                training,
-                xs,
-                partials,
-                updates,
-                key,
-                first_particle,
-                scratch,
-                tap,
-            )
-        },
-        _ => advance_with::<Portable16, 1, false>(
-            training,
-            xs,
-            partials,
-            updates,
-            key,
-            first_particle,
-            scratch,
-            tap,
+    advance_on(
+        isa,
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+isa_dispatch! {
+    /// [`advance_with`] with the lane type, register tile and FMA of `isa`, compiled for
+    /// `isa`.
+    fn advance_on(
+        training: &TrainingPanels,
+        xs: &mut [f32],
+        partials: &mut [f32],
+        updates: &[Update],
+        key: [u32; 2],
+        first_particle: u64,
+        scratch: &mut Scratch,
+        tap: Option<(&[usize], &mut [PosteriorSample])>,
+    ) {
+        Avx512 => advance_with::<Fused16, 8, true>(
+            training, xs, partials, updates, key, first_particle, scratch, tap,
+        ),
+        Avx2 => advance_with::<x86::Avx2x16, 3, true>(
+            training, xs, partials, updates, key, first_particle, scratch, tap,
+        ),
+        Portable => advance_with::<Portable16, 1, false>(
+            training, xs, partials, updates, key, first_particle, scratch, tap,
         ),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-#[allow(clippy::too_many_arguments)]
-fn advance_avx512(
-    training: &TrainingPanels,
-    xs: &mut [f32],
-    partials: &mut [f32],
-    updates: &[Update],
-    key: [u32; 2],
-    first_particle: u64,
-    scratch: &mut Scratch,
-    tap: Option<(&[usize], &mut [PosteriorSample])>,
-) {
-    advance_with::<Fused16, 8, true>(
-        training,
-        xs,
-        partials,
-        updates,
-        key,
-        first_particle,
-        scratch,
-        tap,
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn advance_avx2(
-    training: &TrainingPanels,
-    xs: &mut [f32],
-    partials: &mut [f32],
-    updates: &[Update],
-    key: [u32; 2],
-    first_particle: u64,
-    scratch: &mut Scratch,
-    tap: Option<(&[usize], &mut [PosteriorSample])>,
-) {
-    advance_with::<x86::Avx2x16, 3, true>(
-        training,
-        xs,
-        partials,
-        updates,
-        key,
-        first_particle,
-        scratch,
-        tap,
-    )
 }
 
 #[inline(always)]

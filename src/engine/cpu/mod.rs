@@ -19,6 +19,7 @@ pub mod score;
 use crate::engine::records::{HeunParams, StepParams, MAX_DIM, MAX_DIMENSION};
 use crate::engine::{Backend, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
+use crate::isa::Isa;
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -191,7 +192,9 @@ impl Engine for CpuEngine {
     }
 
     fn device_name(&self) -> String {
-        format!("{} ({})", cpu_name(), fast::Isa::detect().name())
+        // An invalid MEMODIFF_CPU_ISA is reported by the first batch; the name says so.
+        let isa = Isa::selected().map_or("MEMODIFF_CPU_ISA invalid", Isa::name);
+        format!("{} ({isa})", cpu_name())
     }
 
     fn max_batch_particles(&self, _dim: usize) -> usize {
@@ -319,7 +322,7 @@ fn advance_fast(
             key: crate::model::philox::seed_key(problem.seed),
             initial_std: problem.initial_std as f32,
         };
-        let isa = fast::Isa::detect();
+        let isa = Isa::selected()?;
         let block = block_len(state.len() / dim);
         // The kernel record at which each tapped step evaluates its score: em, one record
         // per step; heun, the predictor half of each step, two records per step.
@@ -395,7 +398,7 @@ fn advance_fast(
 /// item streams the training set once per step, so fewer, larger items read less), a
 /// whole number of register tiles, at most 128 particles (their rows, weights and
 /// accumulators stay in L2).
-fn attention_block_len(particles: usize, isa: fast::Isa) -> usize {
+fn attention_block_len(particles: usize, isa: Isa) -> usize {
     let r = attention::tile_rows(isa);
     particles
         .div_ceil(rayon::current_num_threads().max(1) * 4)
@@ -464,7 +467,7 @@ pub fn advance_attention(
         std::sync::Mutex::new((&mut *t.max_weight, &mut *t.argmax))
     });
     let key = crate::model::philox::seed_key(problem.seed);
-    let isa = fast::Isa::detect();
+    let isa = Isa::selected()?;
     let initial_std = problem.initial_std as f32;
     let block = attention_block_len(state.len() / dim, isa);
     let result = run_blocks(
