@@ -29,7 +29,7 @@ use super::fast::particle_normals;
 #[cfg(target_arch = "x86_64")]
 use super::lanes16::x86;
 use super::lanes16::{Fused16, Lanes16, Portable16};
-use crate::engine::records::{HeunParams, StepParams};
+use crate::engine::records::{HeunParams, StepParams, StepRecord};
 use crate::isa::{isa_dispatch, Isa};
 
 /// Training points per panel of the logits kernel (and per weights row of its tile).
@@ -166,21 +166,13 @@ impl ScoreScale {
     }
 }
 
-/// What a step does with the weighted mean `m` (the rows' `x` is updated in place).
-#[derive(Debug, Clone, Copy)]
-pub enum Update {
-    /// `x' = keep x + mean_coeff m + noise_coeff z`, z from Philox (step, lane block).
-    Em(StepParams),
-    /// A Heun half (see `HeunParams`): the predictor also writes the corrector's part.
-    Heun(HeunParams),
-}
-
-impl Update {
-    fn scale(&self) -> ScoreScale {
-        match self {
-            Update::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
-            Update::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
-        }
+/// The score's scale and temperature of a record (an update of the rows' `x`, in place:
+/// an em step draws its noise from Philox (step, lane block); a Heun predictor also
+/// writes the corrector's part).
+fn score_scale(update: &StepRecord) -> ScoreScale {
+    match update {
+        StepRecord::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
+        StepRecord::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
     }
 }
 
@@ -264,7 +256,7 @@ pub fn advance(
     training: &TrainingPanels,
     xs: &mut [f32],
     partials: &mut [f32],
-    updates: &[Update],
+    updates: &[StepRecord],
     key: [u32; 2],
     first_particle: u64,
     scratch: &mut Scratch,
@@ -290,7 +282,7 @@ isa_dispatch! {
         training: &TrainingPanels,
         xs: &mut [f32],
         partials: &mut [f32],
-        updates: &[Update],
+        updates: &[StepRecord],
         key: [u32; 2],
         first_particle: u64,
         scratch: &mut Scratch,
@@ -314,7 +306,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     training: &TrainingPanels,
     xs: &mut [f32],
     partials: &mut [f32],
-    updates: &[Update],
+    updates: &[StepRecord],
     key: [u32; 2],
     first_particle: u64,
     scratch: &mut Scratch,
@@ -326,7 +318,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     assert_eq!(partials.len(), xs.len());
     for (u, update) in updates.iter().enumerate() {
         // SAFETY: the wrappers only instantiate `V` for features this CPU has.
-        unsafe { score_means::<V, R, FMA>(training, xs, update.scale(), scratch) };
+        unsafe { score_means::<V, R, FMA>(training, xs, score_scale(update), scratch) };
         // The tap: weights are relative to the running max, whose point weighs 1.
         if let Some((records, out)) = tap.as_mut() {
             if let Some(record) = records.iter().position(|&r| r == u) {
@@ -349,7 +341,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
             let acc = &scratch.acc[p * width..p * width + dim];
             let sum = scratch.weight_sum[p];
             match update {
-                Update::Em(step) => em_update::<FMA>(
+                StepRecord::Em(step) => em_update::<FMA>(
                     x,
                     acc,
                     sum,
@@ -358,7 +350,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
                     first_particle + p as u64,
                     &mut noise,
                 ),
-                Update::Heun(half) => heun_update(x, partial, acc, sum, half),
+                StepRecord::Heun(half) => heun_update(x, partial, acc, sum, half),
             }
         }
     }

@@ -34,7 +34,7 @@
 //!   1e-3 after 99 steps, initial noise within 1e-5).
 
 use super::approx::{exp2, fmin, ln, mad, sincos_turns};
-use crate::engine::records::{HeunParams, StepParams};
+use crate::engine::records::{HeunParams, StepParams, StepRecord};
 use crate::isa::{isa_dispatch, Isa};
 use crate::model::philox::{reduced_turns, INITIAL_NOISE_STEP};
 
@@ -97,6 +97,14 @@ pub struct FastStep {
 }
 
 impl FastStep {
+    /// The coefficients of one record of `records::StepRecords`.
+    pub fn from_record(record: &StepRecord) -> Self {
+        match record {
+            StepRecord::Em(step) => Self::new(step),
+            StepRecord::Heun(half) => Self::heun(half),
+        }
+    }
+
     pub fn new(step: &StepParams) -> Self {
         let scale = (step.inv_two_sigma2 as f64 * std::f64::consts::LOG2_E).sqrt();
         Self {

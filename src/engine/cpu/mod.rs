@@ -16,8 +16,8 @@ pub mod nearest;
 pub mod reduce_general;
 pub mod score;
 
-use crate::engine::records::{HeunParams, StepParams, MAX_DIM, MAX_DIMENSION};
-use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::engine::records::{StepRecords, MAX_DIM, MAX_DIMENSION};
+use crate::engine::{Backend, Engine, Problem};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 use rayon::prelude::*;
@@ -304,17 +304,12 @@ fn advance_fast(
             return Err(Error::invalid("dataset", "the training set is empty"));
         }
         // The SIMD engine runs records: one per em step, or the halves of each heun step.
-        let fast_steps: Vec<fast::FastStep> = match problem.sampler {
-            SamplerKind::Em => problem.steps[steps.clone()]
-                .iter()
-                .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
-                .collect(),
-            SamplerKind::Heun => steps
-                .clone()
-                .flat_map(|k| HeunParams::for_step(problem.steps, k))
-                .map(|half| fast::FastStep::heun(&half))
-                .collect(),
-        };
+        let plan = StepRecords::new(problem.sampler, problem.steps, steps.clone());
+        let fast_steps: Vec<fast::FastStep> = plan
+            .records
+            .iter()
+            .map(fast::FastStep::from_record)
+            .collect();
         let kernel = fast::Kernel {
             dim,
             training: &training,
@@ -324,12 +319,6 @@ fn advance_fast(
         };
         let isa = Isa::selected()?;
         let block = block_len(state.len() / dim);
-        // The kernel record at which each tapped step evaluates its score: em, one record
-        // per step; heun, the predictor half of each step, two records per step.
-        let records_per_step = match problem.sampler {
-            SamplerKind::Em => 1,
-            SamplerKind::Heun => 2,
-        };
         let mut slots = vec![None; fast_steps.len()];
         // Each work item's piece of the tap's buffers (row-major, so consecutive rows are
         // one contiguous piece), taken by the item that owns those rows.
@@ -340,7 +329,9 @@ fn advance_fast(
                 assert!(tap.rows <= state.len() / dim, "tap rows beyond the batch");
                 for (j, &k) in tap.steps.iter().enumerate() {
                     if steps.contains(&k) {
-                        slots[(k - steps.start) * records_per_step] = Some(j);
+                        // A tapped step evaluates its score at its first record (em: its
+                        // only one; heun: the predictor).
+                        slots[plan.first[k - steps.start]] = Some(j);
                     }
                 }
                 let records = tap.steps.len();
@@ -434,21 +425,10 @@ pub fn advance_attention(
     let pairs = std::sync::atomic::AtomicU64::new(0);
     let culled = std::sync::atomic::AtomicU64::new(0);
     // The updates of the range and, per tapped step, the index of its (first) update.
-    let mut updates = Vec::new();
-    let mut first_update_of_step = Vec::new();
-    for k in steps.clone() {
-        first_update_of_step.push(updates.len());
-        match problem.sampler {
-            SamplerKind::Em => updates.push(attention::Update::Em(StepParams::from_step(
-                &problem.steps[k],
-            ))),
-            SamplerKind::Heun => updates.extend(
-                HeunParams::for_step(problem.steps, k)
-                    .into_iter()
-                    .map(attention::Update::Heun),
-            ),
-        }
-    }
+    let StepRecords {
+        records: updates,
+        first: first_update_of_step,
+    } = StepRecords::new(problem.sampler, problem.steps, steps.clone());
     let (tap_records, tap_rows): (Vec<(usize, usize)>, usize) = match &tap {
         Some(tap) => (
             tap.steps

@@ -9,8 +9,8 @@ use super::shaders::{
     SCORE_TILED_STAGE,
 };
 use crate::engine::records::{
-    chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
-    StepParams, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
+    chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, RunParams, StepParams,
+    StepRecord, StepRecords, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
 };
 use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
@@ -792,24 +792,15 @@ impl GpuEngine {
                 ),
             ));
         }
-        // The step records of the whole problem: one StepParams per step (em), or the
-        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
-        let mut records: Vec<u8> = Vec::new();
-        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
-        for (k, step) in problem.steps.iter().enumerate() {
-            first_record.push(records.len() / std::mem::size_of::<StepParams>());
-            match problem.sampler {
-                SamplerKind::Em => {
-                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
-                }
-                SamplerKind::Heun => {
-                    for half in HeunParams::for_step(problem.steps, k) {
-                        records.extend_from_slice(bytemuck::bytes_of(&half));
-                    }
-                }
-            }
-        }
-        first_record.push(records.len() / std::mem::size_of::<StepParams>());
+        // The step records of the whole problem; `first_record[k]` is step k's first.
+        let plan = StepRecords::new(problem.sampler, problem.steps, 0..problem.steps.len());
+        let records: Vec<u8> = plan
+            .records
+            .iter()
+            .flat_map(StepRecord::as_bytes)
+            .copied()
+            .collect();
+        let first_record = plan.first;
         let chunk_points = self.chunk_points_for(dim, n);
         self.prepare_problem(&problem.dataset.points, dim, records, chunk_points);
         self.prepare_batch(bytes, dim);
