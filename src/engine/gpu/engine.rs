@@ -2,6 +2,10 @@
 //! one `em_step` dispatch per step (per-step parameters selected by a dynamic uniform
 //! offset into a buffer uploaded once per run) and reads back only at the end.
 
+use super::bindings::buffer_layout;
+use super::bindings::BufferBinding::{
+    ReadOnly, ReadWrite, ReadWriteAtOffset, Uniform, UniformAtOffset,
+};
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
 use super::shaders::{
     EM_STEP_GENERAL_STAGE, EM_STEP_STAGE, EM_STEP_TILED_STAGE, HEUN_STEP_GENERAL_STAGE,
@@ -138,32 +142,6 @@ pub struct GpuEngine {
     tap_buffers: Option<TapBuffers>,
 }
 
-fn uniform_entry(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
 impl GpuEngine {
     pub fn new(choice: AdapterChoice) -> Result<Self> {
         Self::with_workgroup_size(choice, DEFAULT_WORKGROUP_SIZE)
@@ -183,45 +161,22 @@ impl GpuEngine {
         }
         let device = &ctx.device;
         // Group 0: run parameters, particles, training points, output (score stage only).
-        let main_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("main"),
-            entries: &[
-                uniform_entry(0, false),
-                storage_entry(1, false),
-                storage_entry(2, true),
-                storage_entry(3, false),
-                storage_entry(4, false),
-            ],
-        });
+        let main_layout = buffer_layout(
+            device,
+            "main",
+            &[Uniform, ReadWrite, ReadOnly, ReadWrite, ReadWrite],
+        );
         // Group 1: this step's parameters, at a dynamic offset.
-        let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("step"),
-            entries: &[uniform_entry(0, true)],
-        });
+        let step_layout = buffer_layout(device, "step", &[UniformAtOffset]);
         // Group 2: the chunk of training points this dispatch reduces, at a dynamic offset.
-        let chunk_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("chunk"),
-            entries: &[uniform_entry(0, true)],
-        });
+        let chunk_layout = buffer_layout(device, "chunk", &[UniformAtOffset]);
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("sampler"),
             bind_group_layouts: &[Some(&main_layout), Some(&step_layout), Some(&chunk_layout)],
             immediate_size: 0,
         });
         // Group 3: the tapped step's region of the tap buffer, at a dynamic offset.
-        let tap_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("posterior tap"),
-            entries: &[wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: false },
-                    has_dynamic_offset: true,
-                    min_binding_size: None,
-                },
-                count: None,
-            }],
-        });
+        let tap_layout = buffer_layout(device, "posterior tap", &[ReadWriteAtOffset]);
         let tapped_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("sampler, tapped"),
             bind_group_layouts: &[
