@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod image;
 pub mod io;
+pub mod isa;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -690,6 +690,26 @@ fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An instruction set the cpu engine does not know is an error naming the variable and the
+/// accepted values, not silently the default one.
+#[test]
+fn rejects_unknown_cpu_isa() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = sample_cmd(&tmp.path().join("out"), &["--particles", "64"])
+        .env("MEMODIFF_CPU_ISA", "bogus")
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: invalid MEMODIFF_CPU_ISA: \"bogus\"")
+            && stderr.contains("avx512, avx2, portable"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn rejects_bad_datasets_without_writing() {
     let broken_header = npy_with_dict("{'descr': '<f4', 'shape': (3, 2) oops", &[0; 24]);

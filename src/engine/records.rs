@@ -4,8 +4,10 @@
 //! Both are `#[repr(C)]`/WGSL uniform layouts made only of 4-byte scalars, padded to a
 //! multiple of 16 bytes, so the byte images match without any std140 surprises.
 
+use crate::engine::SamplerKind;
 use crate::model::schedule::ReverseStep;
 use bytemuck::{Pod, Zeroable};
+use std::ops::Range;
 
 /// Largest dimension the simple (register-resident, `vec4`) kernels handle. Larger D
 /// runs on the general-D kernels (`em_step_general.wgsl`, `cpu/em_step_general.rs`).
@@ -257,6 +259,58 @@ impl HeunParams {
     }
 }
 
+/// One record of the step-parameter buffer, what every engine's kernel runs once: an
+/// Euler–Maruyama step or one half of a Heun step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepRecord {
+    /// `x' = keep x + mean_coeff m + noise_coeff z`, z from Philox (step index, particle).
+    Em(StepParams),
+    /// A Heun half (see [`HeunParams`]): the predictor also keeps the corrector's part.
+    Heun(HeunParams),
+}
+
+impl StepRecord {
+    /// Its byte image in the shaders' step-parameter buffer (both kinds are one size).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            StepRecord::Em(step) => bytemuck::bytes_of(step),
+            StepRecord::Heun(half) => bytemuck::bytes_of(half),
+        }
+    }
+}
+
+/// The records of a range of steps, as every engine runs them: one per em step, or the
+/// halves of each heun step (two, but one for the last step of the schedule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecords {
+    pub records: Vec<StepRecord>,
+    /// `first[j]`: the index of the first record of step `range.start + j`; one more
+    /// entry at the end, the number of records.
+    pub first: Vec<usize>,
+}
+
+impl StepRecords {
+    /// The records of steps `range` of `steps` (the whole schedule: a heun step's
+    /// corrector needs the next step) run with `sampler`.
+    pub fn new(sampler: SamplerKind, steps: &[ReverseStep], range: Range<usize>) -> Self {
+        let mut records = Vec::with_capacity(range.len() * 2);
+        let mut first = Vec::with_capacity(range.len() + 1);
+        for k in range {
+            first.push(records.len());
+            match sampler {
+                SamplerKind::Em => records.push(StepRecord::Em(StepParams::from_step(&steps[k]))),
+                SamplerKind::Heun => records.extend(
+                    HeunParams::for_step(steps, k)
+                        .into_iter()
+                        .map(StepRecord::Heun),
+                ),
+            }
+        }
+        first.push(records.len());
+        Self { records, first }
+    }
+}
+
 /// The range of training points one dispatch reduces over (see `em_step.wgsl`).
 /// Keep in sync with `ChunkParams` in `shaders/common/params.wgsl`.
 #[repr(C)]
@@ -317,6 +371,29 @@ mod tests {
         }
         assert_eq!(chunk_points(4), TRAINING_CHUNK);
         assert_eq!(general_chunk_points(MAX_DIMENSION), GENERAL_TILE);
+    }
+
+    #[test]
+    fn step_records_are_one_per_em_step_and_the_halves_of_each_heun_step() {
+        let schedule = crate::model::schedule::VpSchedule::default();
+        let steps = crate::model::schedule::reverse_steps(&schedule, 6);
+        let n = steps.len();
+        let em = StepRecords::new(SamplerKind::Em, &steps, 1..n);
+        assert_eq!(em.first, (0..n).collect::<Vec<_>>());
+        assert_eq!(
+            em.records[0],
+            StepRecord::Em(StepParams::from_step(&steps[1]))
+        );
+        let heun = StepRecords::new(SamplerKind::Heun, &steps, 2..n);
+        // Two halves a step, one for the schedule's last step.
+        let want: Vec<usize> = (0..n - 2).map(|j| 2 * j).chain([2 * (n - 2) - 1]).collect();
+        assert_eq!(heun.first, want);
+        let halves = HeunParams::for_step(&steps, 2);
+        assert_eq!(
+            heun.records[..2],
+            [StepRecord::Heun(halves[0]), StepRecord::Heun(halves[1])]
+        );
+        assert_eq!(heun.records[0].as_bytes(), bytemuck::bytes_of(&halves[0]));
     }
 
     #[test]

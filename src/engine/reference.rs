@@ -7,7 +7,7 @@ use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::Result;
 use crate::model::dataset::Dataset;
 use crate::model::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
-use crate::model::posterior::max_weight as max_weight_of;
+use crate::model::posterior::{max_weight as max_weight_of, softmax_in_place};
 use crate::model::schedule::ScorePoint;
 use crate::model::schedule::{ReverseStep, VpSchedule};
 use std::ops::Range;
@@ -30,11 +30,10 @@ fn potentials(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
 
 /// Softmax weights of the training points at `x`, forward time with scale `s`, variance `v`.
 fn posterior_weights(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
-    let potentials = potentials(dataset, x, s, v);
-    let max = potentials.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = potentials.iter().map(|p| (p - max).exp()).collect();
-    let total: f64 = exps.iter().sum();
-    exps.into_iter().map(|e| e / total).collect()
+    let mut weights = potentials(dataset, x, s, v);
+    let (_, total) = softmax_in_place(&mut weights);
+    weights.iter_mut().for_each(|w| *w /= total);
+    weights
 }
 
 /// The empirical score `grad_x log p_tau(x) = (s sum_i w_i x_i - x) / sigma2`.
@@ -60,9 +59,9 @@ pub fn log_density(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]
     let s = schedule.mean_scale(tau);
     let v = schedule.sigma2(tau);
     let dim = dataset.dim as f64;
-    let pots = potentials(dataset, x, s, v);
-    let max = pots.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + pots.iter().map(|p| (p - max).exp()).sum::<f64>().ln();
+    let mut weights = potentials(dataset, x, s, v);
+    let (max, total) = softmax_in_place(&mut weights);
+    let lse = max + total.ln();
     lse - (dataset.len() as f64).ln() - 0.5 * dim * (std::f64::consts::TAU * v).ln()
 }
 

@@ -1,38 +1,70 @@
 //! The posterior over training points along a trajectory, in f64: the softmax weights
 //! `w_i = softmax_i(-|x - s x_i|^2 / (2 v))` the score is built from, their maximum and
 //! argmax (posterior concentration), and the denoised mean `E[x_0 | x_tau]` that
-//! `--t-min` outputs.
+//! `--t-min` outputs. [`softmax_in_place`] is the one f64 softmax over the training
+//! points; the reference engine's score and log-density use it too.
 
 use crate::model::dataset::Dataset;
 use crate::model::schedule::{ScoreKind, ScorePoint};
 use rayon::prelude::*;
 
+/// The softmax over the training points, in f64 and in place: `log_weights` (their
+/// potentials, up to a common offset) become their weights relative to the largest,
+/// `exp(l_i - max_j l_j)` (the largest is 1). Returns `(max_j l_j, sum_i exp(l_i -
+/// max_j l_j))`, the sum taken from the first point on; the normalised weights are the
+/// relative ones over that sum. Potentials already relative to the largest (its own 0,
+/// e.g. `-(d2_i - min_j d2_j) / (2 v)`) come out as their plain exponentials: subtracting
+/// a zero is exact.
+pub fn softmax_in_place(log_weights: &mut [f64]) -> (f64, f64) {
+    let max = log_weights
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for l in log_weights.iter_mut() {
+        *l = (*l - max).exp();
+        total += *l;
+    }
+    (max, total)
+}
+
+/// `(max_i w_i, argmax_i w_i)` of the softmax of the squared distances `d2` (overwritten)
+/// at variance `variance`; ties: lowest index. With `variance == 0` the weights are the
+/// indicator of the nearest point.
+fn largest_weight(d2: &mut [f64], variance: f64) -> (f64, u32) {
+    let mut nearest = (f64::INFINITY, 0u32);
+    for (i, &d) in d2.iter().enumerate() {
+        if d < nearest.0 {
+            nearest = (d, i as u32);
+        }
+    }
+    if variance <= 0.0 {
+        return (1.0, nearest.1);
+    }
+    // Potentials relative to the nearest point's, whose weight is the largest:
+    // 1 / sum_j exp(pot_j - pot_max).
+    let inv_two_v = 0.5 / variance;
+    for d in d2.iter_mut() {
+        *d = -(*d - nearest.0) * inv_two_v;
+    }
+    (1.0 / softmax_in_place(d2).1, nearest.1)
+}
+
 /// `(max_i w_i, argmax_i w_i)` at `x` (ties: lowest index). With `v == 0` (tau = 0 on the
 /// empirical score) the weights are the indicator of the nearest scaled training point.
 pub fn max_weight(dataset: &Dataset, x: &[f32], point: &ScorePoint) -> (f64, u32) {
     let s = point.mean_scale;
-    let mut best = (f64::INFINITY, 0u32);
-    let d2: Vec<f64> = (0..dataset.len())
+    let mut d2: Vec<f64> = (0..dataset.len())
         .map(|i| {
-            let d2: f64 = dataset
+            dataset
                 .point(i)
                 .iter()
                 .zip(x)
                 .map(|(&xi, &xk)| (xk as f64 - s * xi).powi(2))
-                .sum();
-            if d2 < best.0 {
-                best = (d2, i as u32);
-            }
-            d2
+                .sum()
         })
         .collect();
-    if point.variance <= 0.0 {
-        return (1.0, best.1);
-    }
-    // The largest weight is 1 / sum_j exp(pot_j - pot_max).
-    let inv_two_v = 0.5 / point.variance;
-    let total: f64 = d2.iter().map(|&d| (-(d - best.0) * inv_two_v).exp()).sum();
-    (1.0 / total, best.1)
+    largest_weight(&mut d2, point.variance)
 }
 
 /// Particles per block of [`max_weights`]: each column of training coordinates loaded
@@ -95,20 +127,7 @@ pub fn max_weights(
                 }
             }
             for (p, result) in out.iter_mut().enumerate() {
-                let d2 = &d2[p * n..(p + 1) * n];
-                let mut best = (f64::INFINITY, 0u32);
-                for (i, &d) in d2.iter().enumerate() {
-                    if d < best.0 {
-                        best = (d, i as u32);
-                    }
-                }
-                *result = if point.variance <= 0.0 {
-                    (1.0, best.1)
-                } else {
-                    let inv_two_v = 0.5 / point.variance;
-                    let total: f64 = d2.iter().map(|&d| (-(d - best.0) * inv_two_v).exp()).sum();
-                    (1.0 / total, best.1)
-                };
+                *result = largest_weight(&mut d2[p * n..(p + 1) * n], point.variance);
             }
         });
     out
@@ -128,7 +147,7 @@ pub fn denoise(dataset: &Dataset, score: ScoreKind, point: &ScorePoint, state: &
         ScoreKind::Kde { h } => h * h,
     };
     state.par_chunks_mut(dim).for_each(|x| {
-        let pots: Vec<f64> = (0..dataset.len())
+        let mut weights: Vec<f64> = (0..dataset.len())
             .map(|i| {
                 dataset
                     .point(i)
@@ -138,16 +157,21 @@ pub fn denoise(dataset: &Dataset, score: ScoreKind, point: &ScorePoint, state: &
                     .sum::<f64>()
             })
             .collect();
-        let min = pots.iter().cloned().fold(f64::INFINITY, f64::min);
-        let mut m = vec![0.0f64; dim];
-        let mut total = 0.0;
-        for (i, &d2) in pots.iter().enumerate() {
-            let w = if v > 0.0 {
-                (-(d2 - min) * 0.5 / v).exp()
+        // Potentials relative to the nearest point's; with v = 0, the limit: the
+        // nearest points (all of equal distance) alone, each of weight 1.
+        let min = weights.iter().cloned().fold(f64::INFINITY, f64::min);
+        for d2 in weights.iter_mut() {
+            *d2 = if v > 0.0 {
+                -(*d2 - min) * 0.5 / v
+            } else if *d2 == min {
+                0.0
             } else {
-                (d2 == min) as u8 as f64
+                f64::NEG_INFINITY
             };
-            total += w;
+        }
+        let (_, total) = softmax_in_place(&mut weights);
+        let mut m = vec![0.0f64; dim];
+        for (i, &w) in weights.iter().enumerate() {
             for (mk, &xi) in m.iter_mut().zip(dataset.point(i)) {
                 *mk += w * xi;
             }
@@ -167,6 +191,63 @@ pub fn denoise(dataset: &Dataset, score: ScoreKind, point: &ScorePoint, state: &
 mod tests {
     use super::*;
     use crate::model::schedule::VpSchedule;
+
+    /// The loops `softmax_in_place` replaced (the metrics' largest weight, `denoise`'s
+    /// weights and sum, the reference engine's normalised weights), written out again:
+    /// the same bits.
+    #[test]
+    fn softmax_gives_the_bits_of_the_loops_it_replaced() {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut uniform = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..300 {
+            let n = 1 + (uniform() * 40.0) as usize;
+            let mut d2: Vec<f64> = (0..n).map(|_| (uniform() * 50.0).powi(2)).collect();
+            if n > 2 {
+                d2[n - 1] = d2[0];
+            }
+            let v = [1e-6, 1e-3, 0.37, 5.0, 1e3][case % 5];
+            let mut nearest = (f64::INFINITY, 0u32);
+            for (i, &d) in d2.iter().enumerate() {
+                if d < nearest.0 {
+                    nearest = (d, i as u32);
+                }
+            }
+            let old: f64 = d2
+                .iter()
+                .map(|&d| (-(d - nearest.0) * (0.5 / v)).exp())
+                .sum();
+            let (w, i) = largest_weight(&mut d2.clone(), v);
+            assert_eq!((w.to_bits(), i), ((1.0 / old).to_bits(), nearest.1));
+
+            let mut relative: Vec<f64> = d2.iter().map(|&d| -(d - nearest.0) * 0.5 / v).collect();
+            let old_weights: Vec<f64> = relative.iter().map(|&l| l.exp()).collect();
+            let mut old_total = 0.0;
+            for w in &old_weights {
+                old_total += w;
+            }
+            let (_, total) = softmax_in_place(&mut relative);
+            assert_eq!(bits(&relative), bits(&old_weights));
+            assert_eq!(total.to_bits(), old_total.to_bits());
+
+            let pots: Vec<f64> = d2.iter().map(|&d| -d / (2.0 * v)).collect();
+            let max = pots.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = pots.iter().map(|p| (p - max).exp()).collect();
+            let old_total: f64 = exps.iter().sum();
+            let mut weights = pots.clone();
+            let (new_max, total) = softmax_in_place(&mut weights);
+            assert_eq!(bits(&weights), bits(&exps));
+            assert_eq!(
+                (new_max.to_bits(), total.to_bits()),
+                (max.to_bits(), old_total.to_bits())
+            );
+        }
+    }
 
     #[test]
     fn weights_and_denoising_by_hand() {

@@ -25,11 +25,12 @@
 
 use super::approx::{exp2, mad};
 use super::cull::{dead_panels, panel_order, PanelBalls};
-use super::fast::{particle_normals, Isa};
+use super::fast::particle_normals;
 #[cfg(target_arch = "x86_64")]
 use super::lanes16::x86;
 use super::lanes16::{Fused16, Lanes16, Portable16};
-use crate::engine::records::{HeunParams, StepParams};
+use crate::engine::records::{HeunParams, StepParams, StepRecord};
+use crate::isa::{isa_dispatch, Isa};
 
 /// Training points per panel of the logits kernel (and per weights row of its tile).
 pub const PANEL: usize = 32;
@@ -166,21 +167,13 @@ impl ScoreScale {
     }
 }
 
-/// What a step does with the weighted mean `m` (the rows' `x` is updated in place).
-#[derive(Debug, Clone, Copy)]
-pub enum Update {
-    /// `x' = keep x + mean_coeff m + noise_coeff z`, z from Philox (step, lane block).
-    Em(StepParams),
-    /// A Heun half (see `HeunParams`): the predictor also writes the corrector's part.
-    Heun(HeunParams),
-}
-
-impl Update {
-    fn scale(&self) -> ScoreScale {
-        match self {
-            Update::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
-            Update::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
-        }
+/// The score's scale and temperature of a record (an update of the rows' `x`, in place:
+/// an em step draws its noise from Philox (step, lane block); a Heun predictor also
+/// writes the corrector's part).
+fn score_scale(update: &StepRecord) -> ScoreScale {
+    match update {
+        StepRecord::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
+        StepRecord::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
     }
 }
 
@@ -264,103 +257,48 @@ pub fn advance(
     training: &TrainingPanels,
     xs: &mut [f32],
     partials: &mut [f32],
-    updates: &[Update],
+    updates: &[StepRecord],
     key: [u32; 2],
     first_particle: u64,
     scratch: &mut Scratch,
     tap: Option<(&[usize], &mut [PosteriorSample])>,
 ) {
-    assert!(isa.available(), "{} is not available", isa.name());
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa.available()` checked the features the wrapper enables.
-        Isa::Avx512 => unsafe {
-            advance_avx512(
-                training,
-                xs,
-                partials,
-                updates,
-                key,
-                first_particle,
-                scratch,
-                tap,
-            )
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx2 => unsafe {
-            advance_avx2(
-                training,
-                xs,
-                partials,
-                updates,
-                key,
-                first_particle,
-                scratch,
-                tap,
-            )
-        },
-        _ => advance_with::<Portable16, 1, false>(
-            training,
-            xs,
-            partials,
-            updates,
-            key,
-            first_particle,
-            scratch,
-            tap,
+    advance_on(
+        isa,
+        training,
+        xs,
+        partials,
+        updates,
+        key,
+        first_particle,
+        scratch,
+        tap,
+    )
+}
+
+isa_dispatch! {
+    /// [`advance_with`] with the lane type, register tile and FMA of `isa`, compiled for
+    /// `isa`.
+    fn advance_on(
+        training: &TrainingPanels,
+        xs: &mut [f32],
+        partials: &mut [f32],
+        updates: &[StepRecord],
+        key: [u32; 2],
+        first_particle: u64,
+        scratch: &mut Scratch,
+        tap: Option<(&[usize], &mut [PosteriorSample])>,
+    ) {
+        Avx512 => advance_with::<Fused16, 8, true>(
+            training, xs, partials, updates, key, first_particle, scratch, tap,
+        ),
+        Avx2 => advance_with::<x86::Avx2x16, 3, true>(
+            training, xs, partials, updates, key, first_particle, scratch, tap,
+        ),
+        Portable => advance_with::<Portable16, 1, false>(
+            training, xs, partials, updates, key, first_particle, scratch, tap,
         ),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-#[allow(clippy::too_many_arguments)]
-fn advance_avx512(
-    training: &TrainingPanels,
-    xs: &mut [f32],
-    partials: &mut [f32],
-    updates: &[Update],
-    key: [u32; 2],
-    first_particle: u64,
-    scratch: &mut Scratch,
-    tap: Option<(&[usize], &mut [PosteriorSample])>,
-) {
-    advance_with::<Fused16, 8, true>(
-        training,
-        xs,
-        partials,
-        updates,
-        key,
-        first_particle,
-        scratch,
-        tap,
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn advance_avx2(
-    training: &TrainingPanels,
-    xs: &mut [f32],
-    partials: &mut [f32],
-    updates: &[Update],
-    key: [u32; 2],
-    first_particle: u64,
-    scratch: &mut Scratch,
-    tap: Option<(&[usize], &mut [PosteriorSample])>,
-) {
-    advance_with::<x86::Avx2x16, 3, true>(
-        training,
-        xs,
-        partials,
-        updates,
-        key,
-        first_particle,
-        scratch,
-        tap,
-    )
 }
 
 #[inline(always)]
@@ -369,7 +307,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     training: &TrainingPanels,
     xs: &mut [f32],
     partials: &mut [f32],
-    updates: &[Update],
+    updates: &[StepRecord],
     key: [u32; 2],
     first_particle: u64,
     scratch: &mut Scratch,
@@ -381,7 +319,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     assert_eq!(partials.len(), xs.len());
     for (u, update) in updates.iter().enumerate() {
         // SAFETY: the wrappers only instantiate `V` for features this CPU has.
-        unsafe { score_means::<V, R, FMA>(training, xs, update.scale(), scratch) };
+        unsafe { score_means::<V, R, FMA>(training, xs, score_scale(update), scratch) };
         // The tap: weights are relative to the running max, whose point weighs 1.
         if let Some((records, out)) = tap.as_mut() {
             if let Some(record) = records.iter().position(|&r| r == u) {
@@ -404,7 +342,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
             let acc = &scratch.acc[p * width..p * width + dim];
             let sum = scratch.weight_sum[p];
             match update {
-                Update::Em(step) => em_update::<FMA>(
+                StepRecord::Em(step) => em_update::<FMA>(
                     x,
                     acc,
                     sum,
@@ -413,7 +351,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
                     first_particle + p as u64,
                     &mut noise,
                 ),
-                Update::Heun(half) => heun_update(x, partial, acc, sum, half),
+                StepRecord::Heun(half) => heun_update(x, partial, acc, sum, half),
             }
         }
     }

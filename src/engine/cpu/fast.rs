@@ -3,14 +3,14 @@
 //!
 //! One algorithm in one file (chunks, the online softmax with its posterior tap, the
 //! vectorised noise and the per-ISA builds of all of it), which is why it runs past 1,000
-//! lines; its per-ISA entry points are what a shared ISA-dispatch helper would shorten.
+//! lines.
 //!
 //! - Structure of arrays: a *chunk* of `L` particles (64 with AVX-512, 32 with AVX2 or
 //!   without either) holds each coordinate in an `[f32; L]` lane array, i.e. 4 vector
 //!   registers, so each operation is 4 independent vector instructions (enough to
 //!   cover FMA/exp latencies). Lane math is written as plain loops over fixed-size arrays
 //!   in `#[inline(always)]` generic functions; LLVM vectorizes them inside the
-//!   `#[target_feature]` wrappers below ([`Isa`] picks one at run time, no
+//!   per-ISA instances of `run_on` (`crate::isa`; [`Isa`] picks one at run time, no
 //!   `-C target-cpu=native` needed).
 //! - The time loop runs *inside* the chunk loop: a chunk's state stays in registers (or
 //!   L1) for all steps, and the only other memory traffic is reading the training points.
@@ -34,7 +34,8 @@
 //!   1e-3 after 99 steps, initial noise within 1e-5).
 
 use super::approx::{exp2, fmin, ln, mad, sincos_turns};
-use crate::engine::records::{HeunParams, StepParams};
+use crate::engine::records::{HeunParams, StepParams, StepRecord};
+use crate::isa::{isa_dispatch, Isa};
 use crate::model::philox::{reduced_turns, INITIAL_NOISE_STEP};
 
 /// Particles per chunk, per instruction set: enough independent vector chains per
@@ -96,6 +97,14 @@ pub struct FastStep {
 }
 
 impl FastStep {
+    /// The coefficients of one record of `records::StepRecords`.
+    pub fn from_record(record: &StepRecord) -> Self {
+        match record {
+            StepRecord::Em(step) => Self::new(step),
+            StepRecord::Heun(half) => Self::heun(half),
+        }
+    }
+
     pub fn new(step: &StepParams) -> Self {
         let scale = (step.inv_two_sigma2 as f64 * std::f64::consts::LOG2_E).sqrt();
         Self {
@@ -144,66 +153,6 @@ pub struct Kernel<'a> {
     pub key: [u32; 2],
     /// `sqrt(sigma2(1))`.
     pub initial_std: f32,
-}
-
-/// Instruction sets the kernel is compiled for; [`Isa::detect`] picks the best one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// AVX-512 F/VL/DQ (16 f32 per register) with FMA.
-    Avx512,
-    /// AVX2 with FMA (two registers per lane array).
-    Avx2,
-    /// Whatever the build targets (SSE2 on default x86-64), no FMA.
-    Portable,
-}
-
-impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
-
-    /// Whether this CPU can run the variant.
-    pub fn available(self) -> bool {
-        match self {
-            Isa::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512dq")
-                    && is_x86_feature_detected!("avx2")
-                    && is_x86_feature_detected!("fma")
-                    && is_x86_feature_detected!("bmi2")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-
-    /// The fastest variant this CPU runs, unless the environment variable
-    /// `MEMODIFF_CPU_ISA` (`avx512`, `avx2` or `portable`) names another available one
-    /// (for benchmarks and tests of the slower paths).
-    pub fn detect() -> Self {
-        if let Ok(name) = std::env::var("MEMODIFF_CPU_ISA") {
-            if let Some(isa) = Self::ALL.into_iter().find(|isa| isa.name() == name) {
-                if isa.available() {
-                    return isa;
-                }
-            }
-        }
-        Self::ALL
-            .into_iter()
-            .find(|isa| isa.available())
-            .unwrap_or(Isa::Portable)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512",
-            Isa::Avx2 => "avx2",
-            Isa::Portable => "portable",
-        }
-    }
 }
 
 /// Run particles `first_particle ..` (n = `samples.len() / dim`) through all steps on
@@ -288,54 +237,22 @@ pub fn advance_tapped(
         assert_eq!(initial.len(), state.len());
     }
     assert_eq!(state.len() % kernel.dim, 0);
-    assert!(
-        isa.available(),
-        "{} is not available on this CPU",
-        isa.name()
-    );
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa.available()` checked the features the wrapper enables.
-        Isa::Avx512 => unsafe { run_avx512(kernel, first_particle, initial, state, tap) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx2 => unsafe { run_avx2(kernel, first_particle, initial, state, tap) },
-        _ => run_portable(kernel, first_particle, initial, state, tap),
+    run_on(isa, kernel, first_particle, initial, state, tap)
+}
+
+isa_dispatch! {
+    /// [`run_any_dim`] with the chunk width and FMA of `isa`, compiled for `isa`.
+    fn run_on(
+        kernel: &Kernel,
+        first: u64,
+        initial: Option<&mut [f32]>,
+        samples: &mut [f32],
+        tap: Option<&mut ChunkTap>,
+    ) {
+        Avx512 => run_any_dim::<true, AVX512_LANES>(kernel, first, initial, samples, tap),
+        Avx2 => run_any_dim::<true, AVX2_LANES>(kernel, first, initial, samples, tap),
+        Portable => run_any_dim::<false, PORTABLE_LANES>(kernel, first, initial, samples, tap),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,bmi2")]
-fn run_avx512(
-    kernel: &Kernel,
-    first: u64,
-    initial: Option<&mut [f32]>,
-    samples: &mut [f32],
-    tap: Option<&mut ChunkTap>,
-) {
-    run_any_dim::<true, AVX512_LANES>(kernel, first, initial, samples, tap)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn run_avx2(
-    kernel: &Kernel,
-    first: u64,
-    initial: Option<&mut [f32]>,
-    samples: &mut [f32],
-    tap: Option<&mut ChunkTap>,
-) {
-    run_any_dim::<true, AVX2_LANES>(kernel, first, initial, samples, tap)
-}
-
-fn run_portable(
-    kernel: &Kernel,
-    first: u64,
-    initial: Option<&mut [f32]>,
-    samples: &mut [f32],
-    tap: Option<&mut ChunkTap>,
-) {
-    run_any_dim::<false, PORTABLE_LANES>(kernel, first, initial, samples, tap)
 }
 
 #[inline(always)]

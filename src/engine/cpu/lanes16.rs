@@ -11,7 +11,7 @@ pub trait Lanes16: Copy {
     const FMA: bool;
     /// # Safety
     /// The CPU has the features of the implementing type (the callers are the
-    /// `#[target_feature]` wrappers chosen by `Isa::detect`).
+    /// per-ISA instances of `crate::isa::isa_dispatch!`).
     unsafe fn zero() -> Self;
     /// # Safety
     /// As `zero`.

@@ -16,9 +16,10 @@ pub mod nearest;
 pub mod reduce_general;
 pub mod score;
 
-use crate::engine::records::{HeunParams, StepParams, MAX_DIM, MAX_DIMENSION};
-use crate::engine::{Backend, Engine, Problem, SamplerKind};
+use crate::engine::records::{StepRecords, MAX_DIM, MAX_DIMENSION};
+use crate::engine::{Backend, Engine, Problem};
 use crate::error::{Error, Result};
+use crate::isa::Isa;
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -251,7 +252,9 @@ impl Engine for CpuEngine {
     }
 
     fn device_name(&self) -> String {
-        format!("{} ({})", cpu_name(), fast::Isa::detect().name())
+        // An invalid MEMODIFF_CPU_ISA is reported by the first batch; the name says so.
+        let isa = Isa::selected().map_or("MEMODIFF_CPU_ISA invalid", Isa::name);
+        format!("{} ({isa})", cpu_name())
     }
 
     fn max_batch_particles(&self, _dim: usize) -> usize {
@@ -363,17 +366,12 @@ fn advance_fast(
     {
         let dim = problem.dataset.dim;
         // The SIMD engine runs records: one per em step, or the halves of each heun step.
-        let fast_steps: Vec<fast::FastStep> = match problem.sampler {
-            SamplerKind::Em => problem.steps[steps.clone()]
-                .iter()
-                .map(|step| fast::FastStep::new(&StepParams::from_step(step)))
-                .collect(),
-            SamplerKind::Heun => steps
-                .clone()
-                .flat_map(|k| HeunParams::for_step(problem.steps, k))
-                .map(|half| fast::FastStep::heun(&half))
-                .collect(),
-        };
+        let plan = StepRecords::new(problem.sampler, problem.steps, steps.clone());
+        let fast_steps: Vec<fast::FastStep> = plan
+            .records
+            .iter()
+            .map(fast::FastStep::from_record)
+            .collect();
         let kernel = fast::Kernel {
             dim,
             training,
@@ -381,14 +379,8 @@ fn advance_fast(
             key: crate::model::philox::seed_key(problem.seed),
             initial_std: problem.initial_std as f32,
         };
-        let isa = fast::Isa::detect();
+        let isa = Isa::selected()?;
         let block = block_len(state.len() / dim);
-        // The kernel record at which each tapped step evaluates its score: em, one record
-        // per step; heun, the predictor half of each step, two records per step.
-        let records_per_step = match problem.sampler {
-            SamplerKind::Em => 1,
-            SamplerKind::Heun => 2,
-        };
         let mut slots = vec![None; fast_steps.len()];
         // Each work item's piece of the tap's buffers (row-major, so consecutive rows are
         // one contiguous piece), taken by the item that owns those rows.
@@ -399,7 +391,9 @@ fn advance_fast(
                 assert!(tap.rows <= state.len() / dim, "tap rows beyond the batch");
                 for (j, &k) in tap.steps.iter().enumerate() {
                     if steps.contains(&k) {
-                        slots[(k - steps.start) * records_per_step] = Some(j);
+                        // A tapped step evaluates its score at its first record (em: its
+                        // only one; heun: the predictor).
+                        slots[plan.first[k - steps.start]] = Some(j);
                     }
                 }
                 let records = tap.steps.len();
@@ -457,7 +451,7 @@ fn advance_fast(
 /// item streams the training set once per step, so fewer, larger items read less), a
 /// whole number of register tiles, at most 128 particles (their rows, weights and
 /// accumulators stay in L2).
-fn attention_block_len(particles: usize, isa: fast::Isa) -> usize {
+fn attention_block_len(particles: usize, isa: Isa) -> usize {
     let r = attention::tile_rows(isa);
     particles
         .div_ceil(rayon::current_num_threads().max(1) * 4)
@@ -485,21 +479,10 @@ fn advance_attention(
     let pairs = std::sync::atomic::AtomicU64::new(0);
     let culled = std::sync::atomic::AtomicU64::new(0);
     // The updates of the range and, per tapped step, the index of its (first) update.
-    let mut updates = Vec::new();
-    let mut first_update_of_step = Vec::new();
-    for k in steps.clone() {
-        first_update_of_step.push(updates.len());
-        match problem.sampler {
-            SamplerKind::Em => updates.push(attention::Update::Em(StepParams::from_step(
-                &problem.steps[k],
-            ))),
-            SamplerKind::Heun => updates.extend(
-                HeunParams::for_step(problem.steps, k)
-                    .into_iter()
-                    .map(attention::Update::Heun),
-            ),
-        }
-    }
+    let StepRecords {
+        records: updates,
+        first: first_update_of_step,
+    } = StepRecords::new(problem.sampler, problem.steps, steps.clone());
     let (tap_records, tap_rows): (Vec<(usize, usize)>, usize) = match &tap {
         Some(tap) => (
             tap.steps
@@ -518,7 +501,7 @@ fn advance_attention(
         std::sync::Mutex::new((&mut *t.max_weight, &mut *t.argmax))
     });
     let key = crate::model::philox::seed_key(problem.seed);
-    let isa = fast::Isa::detect();
+    let isa = Isa::selected()?;
     let initial_std = problem.initial_std as f32;
     let block = attention_block_len(state.len() / dim, isa);
     let result = run_blocks(

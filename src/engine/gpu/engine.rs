@@ -2,6 +2,10 @@
 //! one `em_step` dispatch per step (per-step parameters selected by a dynamic uniform
 //! offset into a buffer uploaded once per run) and reads back only at the end.
 
+use super::bindings::buffer_layout;
+use super::bindings::BufferBinding::{
+    ReadOnly, ReadWrite, ReadWriteAtOffset, Uniform, UniformAtOffset,
+};
 use super::context::{map_and_copy, AdapterChoice, GpuContext};
 use super::raster::GpuDensity;
 use super::shaders::{
@@ -11,8 +15,8 @@ use super::shaders::{
 };
 use super::DeviceOutputs;
 use crate::engine::records::{
-    chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, HeunParams, RunParams,
-    StepParams, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
+    chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, RunParams, StepParams,
+    StepRecord, StepRecords, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
 };
 use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
@@ -141,32 +145,6 @@ pub struct GpuEngine {
     tap_buffers: Option<TapBuffers>,
 }
 
-fn uniform_entry(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
 impl GpuEngine {
     pub fn new(choice: AdapterChoice) -> Result<Self> {
         Self::with_workgroup_size(choice, DEFAULT_WORKGROUP_SIZE)
@@ -194,45 +172,22 @@ impl GpuEngine {
         }
         let device = &ctx.device;
         // Group 0: run parameters, particles, training points, output (score stage only).
-        let main_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("main"),
-            entries: &[
-                uniform_entry(0, false),
-                storage_entry(1, false),
-                storage_entry(2, true),
-                storage_entry(3, false),
-                storage_entry(4, false),
-            ],
-        });
+        let main_layout = buffer_layout(
+            device,
+            "main",
+            &[Uniform, ReadWrite, ReadOnly, ReadWrite, ReadWrite],
+        );
         // Group 1: this step's parameters, at a dynamic offset.
-        let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("step"),
-            entries: &[uniform_entry(0, true)],
-        });
+        let step_layout = buffer_layout(device, "step", &[UniformAtOffset]);
         // Group 2: the chunk of training points this dispatch reduces, at a dynamic offset.
-        let chunk_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("chunk"),
-            entries: &[uniform_entry(0, true)],
-        });
+        let chunk_layout = buffer_layout(device, "chunk", &[UniformAtOffset]);
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("sampler"),
             bind_group_layouts: &[Some(&main_layout), Some(&step_layout), Some(&chunk_layout)],
             immediate_size: 0,
         });
         // Group 3: the tapped step's region of the tap buffer, at a dynamic offset.
-        let tap_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("posterior tap"),
-            entries: &[wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: false },
-                    has_dynamic_offset: true,
-                    min_binding_size: None,
-                },
-                count: None,
-            }],
-        });
+        let tap_layout = buffer_layout(device, "posterior tap", &[ReadWriteAtOffset]);
         let tapped_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("sampler, tapped"),
             bind_group_layouts: &[
@@ -789,24 +744,15 @@ impl GpuEngine {
                 ),
             ));
         }
-        // The step records of the whole problem: one StepParams per step (em), or the
-        // halves of each step (heun: two, one for the last); `first_record[k]` is step k's.
-        let mut records: Vec<u8> = Vec::new();
-        let mut first_record = Vec::with_capacity(problem.steps.len() + 1);
-        for (k, step) in problem.steps.iter().enumerate() {
-            first_record.push(records.len() / std::mem::size_of::<StepParams>());
-            match problem.sampler {
-                SamplerKind::Em => {
-                    records.extend_from_slice(bytemuck::bytes_of(&StepParams::from_step(step)))
-                }
-                SamplerKind::Heun => {
-                    for half in HeunParams::for_step(problem.steps, k) {
-                        records.extend_from_slice(bytemuck::bytes_of(&half));
-                    }
-                }
-            }
-        }
-        first_record.push(records.len() / std::mem::size_of::<StepParams>());
+        // The step records of the whole problem; `first_record[k]` is step k's first.
+        let plan = StepRecords::new(problem.sampler, problem.steps, 0..problem.steps.len());
+        let records: Vec<u8> = plan
+            .records
+            .iter()
+            .flat_map(StepRecord::as_bytes)
+            .copied()
+            .collect();
+        let first_record = plan.first;
         let chunk_points = self.chunk_points_for(dim, n);
         self.prepare_problem(problem.dataset, records, chunk_points);
         self.prepare_batch(bytes, dim);

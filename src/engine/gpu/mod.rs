@@ -1,5 +1,6 @@
 //! The wgpu side: device set-up, shader assembly, pipelines and the GPU sampler.
 
+pub mod bindings;
 pub mod context;
 pub mod diagnostics;
 pub mod engine;

@@ -5,6 +5,8 @@
 //! near-tie, it does that sample by brute force in f64): the result equals the f64 brute
 //! force of `metrics::nearest_two` exactly (tested). See `engine::nearest::exact_neighbours`.
 
+use super::bindings::buffer_layout;
+use super::bindings::BufferBinding::{ReadOnly, ReadWrite, UniformAtOffset};
 use super::context::GpuContext;
 use super::shaders::NEAREST_STAGE;
 use crate::engine::nearest::{chunk_points, exact_neighbours, max_norm, Best};
@@ -45,19 +47,6 @@ pub struct GpuNearest {
     pub fallbacks: u64,
 }
 
-fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
 impl GpuNearest {
     /// Upload the row-major `(n, dim)` training points (n >= 1, as f32) to `ctx`'s device.
     pub fn new(ctx: &GpuContext, training: &[f64], dim: usize) -> Result<Self> {
@@ -75,19 +64,8 @@ impl GpuNearest {
             ));
         }
         let device = &ctx.device;
-        use wgpu::BufferBindingType as B;
-        let main_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("nearest"),
-            entries: &[
-                entry(0, B::Storage { read_only: true }, false),
-                entry(1, B::Storage { read_only: true }, false),
-                entry(2, B::Storage { read_only: false }, false),
-            ],
-        });
-        let params_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("nearest params"),
-            entries: &[entry(0, B::Uniform, true)],
-        });
+        let main_layout = buffer_layout(device, "nearest", &[ReadOnly, ReadOnly, ReadWrite]);
+        let params_layout = buffer_layout(device, "nearest params", &[UniformAtOffset]);
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("nearest"),
             bind_group_layouts: &[Some(&main_layout), Some(&params_layout)],

@@ -8,6 +8,8 @@
 //! accuracy bound against the direct f64 sum, and the GPU's sums equal its f32 CPU twin
 //! (`src/engine/cpu/deposit.rs`).
 
+use super::bindings::buffer_layout;
+use super::bindings::BufferBinding::{ReadOnly, ReadWrite, Uniform};
 use super::context::GpuContext;
 use super::shaders::DEPOSIT_STAGE;
 use crate::density::heatmap::{DensityGrid, SubGrid, LAGRANGE_COEFFICIENTS};
@@ -84,27 +86,11 @@ pub struct GpuRaster {
 
 impl GpuRaster {
     pub fn new(ctx: GpuContext) -> Self {
-        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = ctx
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("deposit"),
-                entries: &[
-                    entry(0, wgpu::BufferBindingType::Uniform),
-                    entry(1, wgpu::BufferBindingType::Storage { read_only: true }),
-                    entry(2, wgpu::BufferBindingType::Storage { read_only: false }),
-                    entry(3, wgpu::BufferBindingType::Uniform),
-                ],
-            });
+        let layout = buffer_layout(
+            &ctx.device,
+            "deposit",
+            &[Uniform, ReadOnly, ReadWrite, Uniform],
+        );
         let pipeline_layout = ctx
             .device
             .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
