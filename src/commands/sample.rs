@@ -279,6 +279,7 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
                 device_name: engine.device_name(),
                 backend_note: note.clone(),
                 command: command.clone(),
+                image_shape: config.dataset.image_shape,
             };
             RunFolder::create_checkpointed(&args.out, &config.dataset, run)?
         }
@@ -460,10 +461,10 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
             "the reference backend cannot resume bit-identically".into()
         ));
     }
+    let image_grid = run.spec.validate(&saved.training, &run.execution)?;
     let config = run
         .spec
         .sample_config(saved.training.clone(), Some(run.batch_size));
-    config.validate()?;
     // The same backend and device as the stopped run, or nothing.
     let (engine, _) = driver::open_engine_on(run.backend, config.schedule, run.execution.device)?;
     if engine.backend() != run.backend || engine.device_name() != run.device_name {
@@ -505,8 +506,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         note: run.backend_note,
         backend_requested: run.execution.backend,
         command: run.command,
-        // Not redrawn on resume: training.npy keeps the points, not the image shape.
-        image_grid: None,
+        image_grid,
     };
     complete(prepared, out, folder, checkpoints)
 }

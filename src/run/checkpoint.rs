@@ -20,7 +20,7 @@ use crate::density::heatmap::DensityGrid;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::metrics::MemorizationCounts;
-use crate::model::dataset::Dataset;
+use crate::model::dataset::{Dataset, ImageShape};
 use crate::run::driver::{CheckpointAt, ResumePoint};
 use crate::run::spec::{Execution, RunSpec};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,9 @@ pub struct CheckpointedRun {
     pub backend_note: Option<String>,
     /// The command line of the `sample` run.
     pub command: Vec<String>,
+    /// (H, W, C) of one image of an image training set (`training.npy` keeps only the
+    /// points; `--image-grid` draws samples back as images).
+    pub image_shape: Option<ImageShape>,
 }
 
 /// `checkpoint.json`.
@@ -204,7 +207,8 @@ pub fn load(out: &Path) -> Result<Loaded> {
     }
     let training_path = dir.join("training.npy");
     let bytes = fs::read(&training_path).map_err(|e| Error::io(&training_path, e))?;
-    let training = Dataset::from_npy_bytes(&meta.run.spec.dataset, &bytes)?;
+    let mut training = Dataset::from_npy_bytes(&meta.run.spec.dataset, &bytes)?;
+    training.image_shape = meta.run.image_shape;
     let dim = training.dim;
     let mut resume = ResumePoint {
         first: meta.batch_start,
