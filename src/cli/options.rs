@@ -30,13 +30,13 @@ pub struct ImageArgs {
     pub kernel: Option<crate::density::heatmap::Kernel>,
 
     /// Colormap of the density images (matplotlib's tables, byte for byte).
-    #[arg(long, value_enum, default_value_t = crate::image::colormap::Colormap::Coolwarm)]
+    #[arg(long, value_enum, default_value_t = crate::run::spec::DEFAULT_COLORMAP)]
     pub colormap: crate::image::colormap::Colormap,
 
     /// How densities map to colours: `linear` from min to max (the tutorial's), `log`
     /// (log1p(v - min) / log1p(max - min)), `eq-hist` (histogram equalization as
     /// datashader's eq_hist: each colour covers about as many pixels).
-    #[arg(long, value_enum, default_value_t = crate::image::raster::Norm::Linear)]
+    #[arg(long, value_enum, default_value_t = crate::run::spec::DEFAULT_NORM)]
     pub norm: crate::image::raster::Norm,
 
     /// Also write the raw density as a 16-bit grayscale PNG (NAME_gray16.png):

@@ -48,7 +48,7 @@ pub struct RenderArgs {
 
     /// Size of the figure in pixels, `WxH` or `N` for N×N (160..8192 a side; the image
     /// keeps --resolution).
-    #[arg(long, default_value = "720x600", value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
+    #[arg(long, default_value = crate::run::spec::DEFAULT_FIGURE_SIZE, value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
     pub figure_size: (u32, u32),
 
     /// Mark these points with rings on the figure: a (N, 2) `.npy` (float32/float64) or a
@@ -153,7 +153,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
         .image
         .bandwidth
         .or(first.as_ref().map(|m| m.bandwidth))
-        .unwrap_or(crate::density::heatmap::DEFAULT_BANDWIDTH);
+        .unwrap_or(crate::run::spec::DEFAULT_BANDWIDTH);
     let kernel = args
         .image
         .kernel

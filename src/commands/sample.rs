@@ -77,7 +77,7 @@ pub struct SampleArgs {
     /// (Euler–Maruyama on the reverse SDE, the tutorial's) or `heun` (Heun's method on the
     /// probability-flow ODE: deterministic after the initial noise, two score evaluations
     /// a step; the last step, to t = 0 where the score is singular, is an Euler step).
-    #[arg(long, value_enum, default_value_t = SamplerKind::Em)]
+    #[arg(long, value_enum, default_value_t = SamplerKind::default())]
     pub sampler: SamplerKind,
 
     /// Output folder; created if missing. An existing non-empty folder needs --force.

@@ -29,6 +29,9 @@ pub const DEFAULT_BETA_MIN: f64 = 0.001;
 pub const DEFAULT_BETA_MAX: f64 = 3.0;
 /// The training set: 8 points on the unit circle.
 pub const DEFAULT_DATASET: &str = "circle:8";
+/// Density images: colormap and norm.
+pub const DEFAULT_COLORMAP: Colormap = Colormap::Coolwarm;
+pub const DEFAULT_NORM: Norm = Norm::Linear;
 /// Density images: width and height in pixels.
 pub const DEFAULT_RESOLUTION: [usize; 2] = [512, 512];
 /// Kernel bandwidth of the density images: the tutorial's exp(-350 d^2).
@@ -110,8 +113,8 @@ impl Default for ImageSpec {
             resolution: DEFAULT_RESOLUTION,
             bandwidth: DEFAULT_BANDWIDTH,
             kernel: Kernel::default(),
-            colormap: Colormap::Coolwarm,
-            norm: Norm::default(),
+            colormap: DEFAULT_COLORMAP,
+            norm: DEFAULT_NORM,
             png16: false,
         }
     }
