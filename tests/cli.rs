@@ -1142,3 +1142,37 @@ fn high_dimensional_npy_with_the_heun_sampler() {
         assert!(help.contains(phrase), "sample --help lacks {phrase}");
     }
 }
+
+/// run.json reads back as the one typed report: its parameters are the run's spec (the
+/// options at their defaults are not written; others are) and the facts derived from it.
+#[test]
+fn run_json_reads_back_as_the_typed_spec() {
+    use memodiff::run::report::RunReport;
+    use memodiff::run::spec::{RunSpec, DEFAULT_POSTERIOR_RECORDS};
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, custom) = (tmp.path().join("plain"), tmp.path().join("custom"));
+    let small = ["--steps", "10", "--resolution", "16"];
+    sample_cmd(&plain, &small).assert().success();
+    let custom_args = [&small[..], &["--posterior-records", "3", "--no-samples"]].concat();
+    sample_cmd(&custom, &custom_args).assert().success();
+
+    let report = RunReport::read(&plain).unwrap();
+    let spec: &RunSpec = &report.parameters.spec;
+    assert_eq!(spec.particles, P);
+    assert_eq!(spec.time_points, 10);
+    assert_eq!(spec.images.resolution, [16, 16]);
+    assert_eq!(spec.extras.posterior_records, DEFAULT_POSTERIOR_RECORDS);
+    assert!(!spec.extras.no_samples);
+    assert_eq!(report.parameters.facts.steps, 9);
+    let json = read_json(&plain.join("run.json"));
+    for key in ["posterior_records", "no_samples", "image_grid", "figure"] {
+        assert!(json["parameters"].get(key).is_none(), "{key} written");
+    }
+
+    let report = RunReport::read(&custom).unwrap();
+    assert_eq!(report.parameters.spec.extras.posterior_records, 3);
+    assert!(report.parameters.spec.extras.no_samples);
+    let json = read_json(&custom.join("run.json"));
+    assert_eq!(json["parameters"]["posterior_records"], 3);
+    assert_eq!(json["parameters"]["no_samples"], true);
+}

@@ -283,3 +283,68 @@ fn merge_keeps_kernel_norm_and_png16() {
     assert_eq!(meta["kernel"], "histogram");
     assert_eq!(meta["particles"], 3000);
 }
+
+/// `render` draws files only: a name that is no readable file is an error naming the path
+/// and the OS error (not a dataset spec: `render grid:50` drew a synthetic grid before),
+/// and nothing is written. float64 particle files still render.
+#[test]
+fn render_reads_files_not_dataset_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.png");
+    for input in ["grid:50", "circle:8"] {
+        memodiff()
+            .current_dir(dir.path())
+            .args(["render", input, "--backend", "cpu", "--out"])
+            .arg(&out)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(format!("{input}: No such file")));
+        assert!(!out.exists(), "{input}: drew {}", out.display());
+    }
+    let missing = dir.path().join("missing.npy");
+    memodiff()
+        .arg("render")
+        .arg(&missing)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: No such file",
+            missing.display()
+        )));
+    let not_npy = dir.path().join("notes.npy");
+    std::fs::write(&not_npy, "not an array").unwrap();
+    memodiff()
+        .arg("render")
+        .arg(&not_npy)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(not_npy.display().to_string()))
+        .stderr(predicate::str::contains("dataset").not());
+    assert!(!out.exists());
+    // A (3, 2) float64 .npy renders.
+    let f64_npy = dir.path().join("p64.npy");
+    let mut header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }".to_vec();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header);
+    for v in [0.0f64, 0.0, 1.0, 1.0, -1.0, 0.5] {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(&f64_npy, bytes).unwrap();
+    memodiff()
+        .arg("render")
+        .arg(&f64_npy)
+        .args(["--backend", "cpu", "--resolution", "32", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("3 particles"));
+}

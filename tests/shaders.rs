@@ -242,7 +242,7 @@ macro_rules! host_struct {
 /// field, except padding (see `Field::is_padding`).
 #[rustfmt::skip]
 fn host_structs() -> Vec<HostStruct> {
-    use memodiff::engine::{cpu, gpu, records};
+    use memodiff::engine::{gpu, records};
     vec![
         host_struct!("RunParams" = records::RunParams {
             seed_lo, seed_hi, first_particle_lo, first_particle_hi, batch_len, dim, n_train,
@@ -264,7 +264,7 @@ fn host_structs() -> Vec<HostStruct> {
         host_struct!("NearestParams" = gpu::nearest::NearestParams {
             n_samples, dim, threads_per_row, chunk_start, chunk_count, first, _pad,
         }),
-        host_struct!("Best" = cpu::nearest::Best { d, i }),
+        host_struct!("Best" = memodiff::engine::nearest::Best { d, i }),
         host_struct!("PhiloxCase" = gpu::diagnostics::PhiloxCase { counter, key, _pad }),
     ]
 }
@@ -601,7 +601,7 @@ macro_rules! shared {
 /// `OWNED` and `TAP` depend on it). Names are the same on both sides unless written here.
 fn shared_constants(variant: &Variant) -> Vec<SharedConstant> {
     use memodiff::density::heatmap::{LAGRANGE_COEFFICIENTS, QUANTUM_BITS};
-    use memodiff::engine::cpu::{nearest, score};
+    use memodiff::engine::cpu::score;
     use memodiff::engine::gpu::engine::PARTICLES_PER_INVOCATION;
     use memodiff::engine::gpu::shaders::general_owned_columns;
     use memodiff::engine::records::{self, MAX_DIM};
@@ -642,9 +642,9 @@ fn shared_constants(variant: &Variant) -> Vec<SharedConstant> {
         shared!("MAX_COLUMNS" = MAX_DIMENSION / 4),
         // Stage::source_for_dim bounds it for the run's D; unspecialised, for any D.
         shared!("OWNED" = general_owned_columns(variant.dim.unwrap_or(MAX_DIMENSION))),
-        // nearest.wgsl and src/engine/cpu/nearest.rs (Best::empty: f32::MAX, NO_INDEX).
+        // nearest.wgsl and src/engine/nearest.rs (Best::empty: f32::MAX, NO_INDEX).
         shared!("NEAREST_FLT_MAX" = f32::MAX),
-        shared!("NO_INDEX" = nearest::NO_INDEX),
+        shared!("NO_INDEX" = memodiff::engine::nearest::NO_INDEX),
         // heatmap/deposit.wgsl and src/density/heatmap.rs: the stencil is the Lagrange
         // table's order, one fixed-point unit 2^-QUANTUM_BITS of a peak.
         shared!("STENCIL" = LAGRANGE_COEFFICIENTS.len()),

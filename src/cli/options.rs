@@ -2,7 +2,7 @@
 
 use crate::cli::parse::{parse_bandwidth, parse_resolution};
 use crate::density::heatmap::Extent;
-use crate::run::folder::ImageSettings;
+use crate::run::spec::{ImageSpec, DEFAULT_BANDWIDTH, DEFAULT_RESOLUTION};
 use clap::Args;
 
 /// How density images are drawn: shared by `sample` and `render`.
@@ -30,13 +30,13 @@ pub struct ImageArgs {
     pub kernel: Option<crate::density::heatmap::Kernel>,
 
     /// Colormap of the density images (matplotlib's tables, byte for byte).
-    #[arg(long, value_enum, default_value_t = crate::image::colormap::Colormap::Coolwarm)]
+    #[arg(long, value_enum, default_value_t = crate::run::spec::DEFAULT_COLORMAP)]
     pub colormap: crate::image::colormap::Colormap,
 
     /// How densities map to colours: `linear` from min to max (the tutorial's), `log`
     /// (log1p(v - min) / log1p(max - min)), `eq-hist` (histogram equalization as
     /// datashader's eq_hist: each colour covers about as many pixels).
-    #[arg(long, value_enum, default_value_t = crate::image::raster::Norm::Linear)]
+    #[arg(long, value_enum, default_value_t = crate::run::spec::DEFAULT_NORM)]
     pub norm: crate::image::raster::Norm,
 
     /// Also write the raw density as a 16-bit grayscale PNG (NAME_gray16.png):
@@ -46,15 +46,29 @@ pub struct ImageArgs {
 }
 
 impl ImageArgs {
+    /// The images these options ask for, the defaults of [`crate::run::spec`] filled in.
+    pub fn spec(&self) -> ImageSpec {
+        let (width, height) = self.resolution_or_default();
+        ImageSpec {
+            extent: self.extent_or_default(),
+            resolution: [width, height],
+            bandwidth: self.bandwidth_or_default(),
+            kernel: self.kernel_or_default(),
+            colormap: self.colormap,
+            norm: self.norm,
+            png16: self.png16,
+            ..ImageSpec::default()
+        }
+    }
     pub fn extent_or_default(&self) -> Extent {
-        self.extent.unwrap_or(ImageSettings::default().extent)
+        self.extent.unwrap_or(ImageSpec::default().extent)
     }
     pub fn resolution_or_default(&self) -> (usize, usize) {
-        self.resolution.unwrap_or((512, 512))
+        let [width, height] = DEFAULT_RESOLUTION;
+        self.resolution.unwrap_or((width, height))
     }
     pub fn bandwidth_or_default(&self) -> f64 {
-        self.bandwidth
-            .unwrap_or(crate::density::heatmap::DEFAULT_BANDWIDTH)
+        self.bandwidth.unwrap_or(DEFAULT_BANDWIDTH)
     }
     pub fn kernel_or_default(&self) -> crate::density::heatmap::Kernel {
         self.kernel.unwrap_or_default()

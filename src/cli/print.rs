@@ -2,28 +2,31 @@
 
 use crate::metrics::MemorizationSummary;
 
-use crate::commands::sample::RunReport;
+use crate::run::report::{RunReport, Timings};
 
 /// The summary `sample` and `resume` print after a run.
 pub fn print_summary(r: &RunReport, out: &std::path::Path) {
-    let p = &r.parameters;
-    let rate = (p.particles as f64 * p.steps as f64) / r.timings_s.sampling.max(1e-9);
+    let (spec, facts) = (&r.parameters.spec, &r.parameters.facts);
+    let sampling = r.timings_s.sampling();
+    let rate = (spec.particles as f64 * facts.steps as f64) / sampling.max(1e-9);
     println!(
         "{} particles, dataset {} (N = {}, D = {}), {} steps ({}), seed {}",
-        p.particles,
-        p.dataset,
-        p.n_train,
-        p.dim,
-        p.steps,
-        p.sampler.name(),
-        p.seed
+        spec.particles,
+        spec.dataset,
+        facts.n_train,
+        facts.dim,
+        facts.steps,
+        spec.sampler.name(),
+        spec.seed
     );
-    println!("backend {} on {}", r.backend, r.device);
+    println!("backend {} on {}", r.backend.name(), r.device);
+    let total = match &r.timings_s {
+        Timings::Sample(t) => t.total,
+        Timings::Merge(t) => t.merge,
+    };
     println!(
-        "sampling {:.3} s ({:.1} M particle-steps/s), total {:.3} s",
-        r.timings_s.sampling,
+        "sampling {sampling:.3} s ({:.1} M particle-steps/s), total {total:.3} s",
         rate / 1e6,
-        r.timings_s.total
     );
     let m = &r.memorization;
     println!(

@@ -13,19 +13,14 @@
 
 use crate::density::heatmap::{DensityGrid, RawGridMeta};
 use crate::error::{Error, Result};
-use crate::image::colormap::Colormap;
 use crate::io::npy_header;
 use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounts;
-use crate::run::driver::Shard;
 use crate::run::folder::{prepare_dir, write_grid, METRICS_COUNTS};
+use crate::run::report::{MergeTimings, RunParameters, RunReport, Timings};
 use clap::Args;
-use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-/// Parameters that may differ between the shards of one run.
-const PER_SHARD: [&str; 4] = ["shard", "particle_range", "batch_size", "batches"];
 
 /// Rows copied per block while concatenating `.npy` files.
 const BLOCK_ROWS: usize = 1 << 16;
@@ -33,7 +28,7 @@ const BLOCK_ROWS: usize = 1 << 16;
 /// One input folder, checked.
 struct Part {
     dir: PathBuf,
-    run: Value,
+    run: RunReport,
     range: std::ops::Range<u64>,
 }
 
@@ -41,20 +36,37 @@ fn bad(why: impl Into<String>) -> Error {
     Error::invalid("merge", why.into())
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+/// Read a JSON file as `T`.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
 }
 
-fn files_of(run: &Value) -> Vec<String> {
-    run["files"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
+/// A shard's parameters without those that differ between the shards of one run (the
+/// shard, its particle range and its batching).
+fn shared_parameters(run: &RunReport) -> RunParameters {
+    let mut p = run.parameters.clone();
+    p.spec.shard = None;
+    p.facts.particle_range = [0, 0];
+    p.facts.batch_size = 0;
+    p.facts.batches = 0;
+    p
+}
+
+/// The parameters in which `a` and `b` differ, as `name (a vs b)`.
+fn differences(a: &RunParameters, b: &RunParameters) -> Vec<String> {
+    let as_map = |p: &RunParameters| match serde_json::to_value(p) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (a, b) = (as_map(a), as_map(b));
+    a.iter()
+        .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+        .map(|(k, v)| {
+            let theirs = b.get(k.as_str()).cloned().unwrap_or_default();
+            format!("{k} ({v} vs {theirs})")
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// What `merge` wrote.
@@ -80,30 +92,15 @@ fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
                 out.display()
             )));
         }
-        let run = read_json(&dir.join("run.json"))?;
-        let params = &run["parameters"];
-        let shard: Shard = match params.get("shard") {
-            Some(Value::Null) | None => {
-                return Err(bad(format!(
-                    "{} is not a shard (its run.json has no parameters.shard)",
-                    dir.display()
-                )))
-            }
-            Some(v) => serde_json::from_value::<ShardJson>(v.clone())
-                .map(|s| Shard {
-                    index: s.index,
-                    count: s.count,
-                })
-                .map_err(|e| bad(format!("{}: parameters.shard: {e}", dir.display())))?,
+        let run = RunReport::read(dir)?;
+        let Some(shard) = run.parameters.spec.shard else {
+            return Err(bad(format!(
+                "{} is not a shard (its run.json has no parameters.shard)",
+                dir.display()
+            )));
         };
-        let particles = params["particles"]
-            .as_u64()
-            .ok_or_else(|| bad(format!("{}: parameters.particles missing", dir.display())))?;
-        let range = shard.range(particles);
-        let recorded: Vec<u64> = params["particle_range"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+        let range = shard.range(run.parameters.spec.particles);
+        let recorded = run.parameters.facts.particle_range;
         if recorded != [range.start, range.end] {
             return Err(bad(format!(
                 "{}: particle_range {recorded:?} is not shard {}/{}'s range {range:?}",
@@ -159,33 +156,13 @@ fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
     let parts: Vec<Part> = slots.into_iter().map(|s| s.expect("checked")).collect();
 
     // Same run: every parameter but the per-shard ones, the same backend, the same files.
-    let strip = |run: &Value| {
-        let mut p = run["parameters"].clone();
-        if let Some(map) = p.as_object_mut() {
-            for key in PER_SHARD {
-                map.remove(key);
-            }
-        }
-        p
-    };
     let reference = &parts[0];
-    let (ref_params, ref_files) = (strip(&reference.run), files_of(&reference.run));
+    let ref_params = shared_parameters(&reference.run);
+    let ref_files = &reference.run.files;
     for part in &parts[1..] {
-        let params = strip(&part.run);
+        let params = shared_parameters(&part.run);
         if params != ref_params {
-            let differ: Vec<String> = ref_params
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, v)| params.get(k.as_str()) != Some(v))
-                .map(|(k, v)| {
-                    format!(
-                        "{k} ({} vs {})",
-                        v,
-                        params.get(k.as_str()).unwrap_or(&Value::Null)
-                    )
-                })
-                .collect();
+            let differ = differences(&ref_params, &params);
             return Err(bad(format!(
                 "{} and {} are not shards of the same run: {}",
                 reference.dir.display(),
@@ -197,16 +174,16 @@ fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
                 }
             )));
         }
-        if part.run["backend"] != reference.run["backend"] {
+        if part.run.backend != reference.run.backend {
             return Err(bad(format!(
                 "{} ran on backend {} but {} on {}: results would not be those of one run",
                 part.dir.display(),
-                part.run["backend"],
+                part.run.backend.name(),
                 reference.dir.display(),
-                reference.run["backend"]
+                reference.run.backend.name()
             )));
         }
-        if files_of(&part.run) != ref_files {
+        if &part.run.files != ref_files {
             return Err(bad(format!(
                 "{} and {} hold different files",
                 reference.dir.display(),
@@ -216,9 +193,7 @@ fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
     }
 
     // Every listed input file is there, with the expected size where it is known.
-    let dim = reference.run["parameters"]["dim"]
-        .as_u64()
-        .ok_or_else(|| bad("parameters.dim missing"))? as usize;
+    let dim = reference.run.parameters.facts.dim;
     for part in &parts {
         for name in ["samples.npy", "initial.npy"] {
             if ref_files.iter().any(|f| f == name) {
@@ -240,11 +215,8 @@ fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
         for grid in ["samples", "initial"] {
             let raw = format!("{grid}_density_raw.json");
             if ref_files.contains(&raw) {
-                let meta: RawGridMeta = serde_json::from_value(read_json(&part.dir.join(&raw))?)
-                    .map_err(|e| bad(format!("{}: {e}", part.dir.join(&raw).display())))?;
-                let ref_meta: RawGridMeta =
-                    serde_json::from_value(read_json(&reference.dir.join(&raw))?)
-                        .map_err(|e| bad(format!("{}: {e}", reference.dir.join(&raw).display())))?;
+                let meta: RawGridMeta = read_json(&part.dir.join(&raw))?;
+                let ref_meta: RawGridMeta = read_json(&reference.dir.join(&raw))?;
                 if (
                     meta.width,
                     meta.height,
@@ -276,12 +248,6 @@ fn check_inputs(inputs: &[PathBuf], out: &Path) -> Result<Vec<Part>> {
         }
     }
     Ok(parts)
-}
-
-#[derive(serde::Deserialize)]
-struct ShardJson {
-    index: u64,
-    count: u64,
 }
 
 /// Append the rows of a memodiff `.npy` file (`<f4`, `rows` x `dim`) to `out`, a block at a
@@ -325,14 +291,10 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
     let started = std::time::Instant::now();
     let parts = check_inputs(inputs, out)?;
     let reference = &parts[0];
-    let params = &reference.run["parameters"];
-    let particles = params["particles"].as_u64().expect("checked");
-    let dim = params["dim"].as_u64().expect("checked") as usize;
-    let in_files = files_of(&reference.run);
-    let colormap: Colormap = params["colormap"]
-        .as_str()
-        .and_then(|name| Colormap::ALL.into_iter().find(|c| c.name() == name))
-        .unwrap_or(Colormap::Coolwarm);
+    let spec = &reference.run.parameters.spec;
+    let particles = spec.particles;
+    let dim = reference.run.parameters.facts.dim;
+    let in_files = &reference.run.files;
     prepare_dir(out)?;
     let mut files = Vec::new();
 
@@ -360,25 +322,22 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
             }
             let total = total.expect("at least one shard");
             // The merged folder is a whole run: no raw sums, like an unsharded run.
-            let norm: crate::image::raster::Norm = params
-                .get("norm")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            let png16 = params
-                .get("png16")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false);
-            let shading = crate::image::raster::Shading { colormap, norm };
+            let shading = spec.images.shading();
             files.extend(write_grid(
-                out, grid_name, &total, shading, png16, false, None,
+                out,
+                grid_name,
+                &total,
+                shading,
+                spec.images.png16,
+                false,
+                None,
             )?);
         }
     }
     let mut counts: Option<MemorizationCounts> = None;
     for part in &parts {
         let path = part.dir.join(METRICS_COUNTS);
-        let c: MemorizationCounts = serde_json::from_value(read_json(&path)?)
-            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let c: MemorizationCounts = read_json(&path)?;
         match &mut counts {
             None => counts = Some(c),
             Some(t) => t.merge(&c)?,
@@ -396,46 +355,24 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
     files.push("run.json".into());
 
     let mut run = reference.run.clone();
-    let p = run["parameters"].as_object_mut().expect("an object");
-    p.insert("shard".into(), Value::Null);
-    p.insert("particle_range".into(), serde_json::json!([0, particles]));
-    let batches: u64 = parts
-        .iter()
-        .map(|q| q.run["parameters"]["batches"].as_u64().unwrap_or(0))
-        .sum();
-    p.insert("batches".into(), batches.into());
-    let mut devices: Vec<String> = Vec::new();
+    run.parameters.spec.shard = None;
+    run.parameters.facts.particle_range = [0, particles];
+    run.parameters.facts.batches = parts.iter().map(|q| q.run.parameters.facts.batches).sum();
+    let mut devices: Vec<&str> = Vec::new();
     for part in &parts {
-        let d = part.run["device"].as_str().unwrap_or("").to_string();
-        if !devices.contains(&d) {
-            devices.push(d);
+        if !devices.contains(&part.run.device.as_str()) {
+            devices.push(&part.run.device);
         }
     }
-    let obj = run.as_object_mut().expect("an object");
-    obj.insert(
-        "command".into(),
-        serde_json::json!(std::env::args().collect::<Vec<_>>()),
-    );
-    obj.insert("device".into(), devices.join("; ").into());
-    obj.insert(
-        "memorization".into(),
-        serde_json::to_value(counts.summary()).expect("serializable"),
-    );
-    obj.insert(
-        "timings_s".into(),
-        serde_json::json!({
-            "merge": started.elapsed().as_secs_f64(),
-            "shards_sampling": parts.iter().map(|q| q.run["timings_s"]["sampling"].as_f64().unwrap_or(0.0)).sum::<f64>(),
-        }),
-    );
-    obj.insert(
-        "merged_from".into(),
-        serde_json::json!(parts
-            .iter()
-            .map(|q| q.dir.display().to_string())
-            .collect::<Vec<_>>()),
-    );
-    obj.insert("files".into(), serde_json::json!(files));
+    run.device = devices.join("; ");
+    run.command = std::env::args().collect();
+    run.memorization = counts.summary();
+    run.timings_s = Timings::Merge(MergeTimings {
+        merge: started.elapsed().as_secs_f64(),
+        shards_sampling: parts.iter().map(|q| q.run.timings_s.sampling()).sum(),
+    });
+    run.merged_from = Some(parts.iter().map(|q| q.dir.display().to_string()).collect());
+    run.files = files.clone();
     crate::io::write_json(&out.join("run.json"), &run)?;
     Ok(MergeReport {
         particles,

@@ -13,6 +13,8 @@ pub struct RenderArgs {
     /// Inputs, summed: particle files ((P, 2) float32/float64 `.npy`, or `.csv` of x,y rows)
     /// and density grids (an f32 (H, W) `.npy` with its `.json` sidecar, as `sample` and
     /// `render --grid` write them). All grids must have the same size, extent and kernel.
+    /// Only files are read: a dataset spec such as `circle:8` is not drawn (to see a
+    /// training set, save it as a file, or pass it to `sample --dataset`).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
 
@@ -46,7 +48,7 @@ pub struct RenderArgs {
 
     /// Size of the figure in pixels, `WxH` or `N` for N×N (160..8192 a side; the image
     /// keeps --resolution).
-    #[arg(long, default_value = "720x600", value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
+    #[arg(long, default_value = crate::run::spec::DEFAULT_FIGURE_SIZE, value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
     pub figure_size: (u32, u32),
 
     /// Mark these points with rings on the figure: a (N, 2) `.npy` (float32/float64) or a
@@ -151,7 +153,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
         .image
         .bandwidth
         .or(first.as_ref().map(|m| m.bandwidth))
-        .unwrap_or(crate::density::heatmap::DEFAULT_BANDWIDTH);
+        .unwrap_or(crate::run::spec::DEFAULT_BANDWIDTH);
     let kernel = args
         .image
         .kernel
@@ -282,6 +284,8 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
 }
 
 /// Particles of a (P, 2) `.npy` (float32 or float64) or `.csv` file, row-major f32 pairs.
+/// Only the file is read: a missing or unreadable one is an error naming the path and the
+/// OS error (the name is never taken for a dataset spec).
 fn read_particles(path: &std::path::Path) -> Result<Vec<f32>> {
     let bad = |why: String| crate::Error::invalid("render input", why);
     let is_csv = path.extension().and_then(|e| e.to_str()) == Some("csv");
@@ -290,14 +294,16 @@ fn read_particles(path: &std::path::Path) -> Result<Vec<f32>> {
         let data = Dataset::from_csv_bytes(&path.display().to_string(), &bytes)?;
         (vec![data.len(), data.dim], data.points_f32())
     } else {
-        match crate::io::read_npy_f32(path) {
-            Ok(v) => v,
-            Err(_) => {
-                // float64 (or not an .npy at all: Dataset's reader names the problem).
-                let data = Dataset::parse(&path.display().to_string())?;
-                (vec![data.len(), data.dim], data.points_f32())
-            }
-        }
+        use crate::io::npy::{read_npy, NpyReadError, NpyValues};
+        let array = read_npy(path).map_err(|e| match e {
+            NpyReadError::Io(e) => crate::Error::io(path, e),
+            NpyReadError::Format(why) => bad(format!("{}: {why}", path.display())),
+        })?;
+        let values = match array.values {
+            NpyValues::F32(v) => v,
+            NpyValues::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+        };
+        (array.shape, values)
     };
     if shape.len() != 2 || shape[1] != 2 {
         return Err(bad(format!(

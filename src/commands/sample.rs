@@ -5,18 +5,17 @@ use crate::cli::options::ImageArgs;
 use crate::cli::parse::{parse_count, parse_count_usize};
 use crate::cli::print::print_summary;
 use crate::cli::progress::StepBar;
-use crate::density::heatmap::Extent;
 use crate::engine::{Backend, SamplerKind};
 use crate::error::Result;
 use crate::io::out_dir::refuse_non_empty_out;
-use crate::metrics::MemorizationSummary;
-use crate::model::dataset::Dataset;
-use crate::model::schedule::VpSchedule;
+use crate::model::dataset::{Dataset, ImageShape};
+use crate::run::checkpoint::CheckpointedRun;
 use crate::run::driver::{self, SampleConfig, SampleTiming};
-use crate::run::folder::{prepare_dir, ImageSettings, RunFolder};
+use crate::run::folder::{prepare_dir, RunFolder};
+use crate::run::report::{CulledPairs, RunFacts, RunParameters, RunReport, SampleTimings, Timings};
+use crate::run::spec::{self, ExtraOutputs, RunSpec};
 use clap::Args;
-use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Options of `memodiff sample`. The defaults reproduce the reference memorization
@@ -27,11 +26,11 @@ pub struct SampleArgs {
     /// Number of particles P (accepts 1000000, 1_000_000 or 1e6). Memory grows as P·D
     /// (two f32 arrays of P×D for the .npy files; a batch's P·D on the device) and time
     /// as P·N·D per step.
-    #[arg(long, default_value = "1000000", value_parser = parse_count)]
+    #[arg(long, default_value_t = spec::DEFAULT_PARTICLES, value_parser = parse_count)]
     pub particles: u64,
 
     /// Number of time points S of the grid linspace(1/(S-1), 1, S): S-1 Euler–Maruyama steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = spec::DEFAULT_TIME_POINTS)]
     pub steps: usize,
 
     /// Seed of the Philox streams: particle i's noise depends only on (seed, i).
@@ -39,11 +38,11 @@ pub struct SampleArgs {
     pub seed: u64,
 
     /// beta(t) at t = 0 (linear schedule beta_min + t (beta_max - beta_min)).
-    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = spec::DEFAULT_BETA_MIN, allow_negative_numbers = true)]
     pub beta_min: f64,
 
     /// beta(t) at t = 1.
-    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = spec::DEFAULT_BETA_MAX, allow_negative_numbers = true)]
     pub beta_max: f64,
 
     /// Training set: `circle:N` (N points on the unit circle); `gaussian:N:D[:sigma]` (N
@@ -56,7 +55,7 @@ pub struct SampleArgs {
     /// P·N·D per step; the GPU holds the N×D points (padded to a multiple of 4) in one
     /// storage buffer and a batch's particles in buffers of P·D floats, and refuses with
     /// the numbers what exceeds its largest storage buffer binding.
-    #[arg(long, default_value = "circle:8")]
+    #[arg(long, default_value = spec::DEFAULT_DATASET)]
     pub dataset: String,
 
     /// Seed of the random training sets (gaussian, two-gaussians, noisy moons): the set
@@ -78,7 +77,7 @@ pub struct SampleArgs {
     /// (Euler–Maruyama on the reverse SDE, the tutorial's) or `heun` (Heun's method on the
     /// probability-flow ODE: deterministic after the initial noise, two score evaluations
     /// a step; the last step, to t = 0 where the score is singular, is an Euler step).
-    #[arg(long, value_enum, default_value_t = SamplerKind::Em)]
+    #[arg(long, value_enum, default_value_t = SamplerKind::default())]
     pub sampler: SamplerKind,
 
     /// Output folder; created if missing. An existing non-empty folder needs --force.
@@ -135,7 +134,7 @@ pub struct SampleArgs {
 
     /// Size of each figure and snapshot frame in pixels, `WxH` or `N` for N×N (the density
     /// behind it keeps --resolution).
-    #[arg(long, default_value = "720x600", value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
+    #[arg(long, default_value = spec::DEFAULT_FIGURE_SIZE, value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
     pub figure_size: (u32, u32),
 
     /// Record the particle cloud at K time points (K >= 2, at most --steps), evenly spaced
@@ -165,12 +164,12 @@ pub struct SampleArgs {
     /// Record the posterior concentration (mean of max_i w_i, and how often the current
     /// argmax is the final nearest training point) at about this many points along the
     /// trajectory; 0 turns it off.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = spec::DEFAULT_POSTERIOR_RECORDS)]
     pub posterior_records: usize,
 
     /// Record the posterior concentration over the particles of index below this (the same
     /// particles in every shard); its cost is this many times N per record.
-    #[arg(long, default_value = "100000", value_parser = parse_count)]
+    #[arg(long, default_value_t = spec::DEFAULT_POSTERIOR_PARTICLES, value_parser = parse_count)]
     pub posterior_particles: u64,
 }
 
@@ -181,93 +180,50 @@ pub struct ResumeArgs {
     pub dir: PathBuf,
 }
 
-/// Everything about a finished `sample` run, as written to run.json.
-#[derive(Debug, Serialize)]
-pub struct RunReport {
-    pub memodiff_version: &'static str,
-    pub command: Vec<String>,
-    pub parameters: RunParameters,
-    pub backend: &'static str,
-    pub backend_requested: &'static str,
-    pub backend_note: Option<String>,
-    pub device: String,
-    pub timings_s: Timings,
-    /// Exact culling of the score's (particle, training point) pairs, as the engine
-    /// counted it in this process, where the engine culls (cpu engine, D > 4); absent
-    /// elsewhere.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub culled_pairs: Option<CulledPairs>,
-    pub memorization: MemorizationSummary,
-    pub files: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RunParameters {
-    /// Particles of the whole run (all shards).
-    pub particles: u64,
-    /// The shard this folder holds, if any, and its particle-index range [start, end).
-    pub shard: Option<crate::run::driver::Shard>,
-    pub particle_range: [u64; 2],
-    pub time_points: usize,
-    pub steps: usize,
-    /// The integrator (`em` or `heun`).
-    pub sampler: SamplerKind,
-    pub seed: u64,
-    pub beta_min: f64,
-    pub beta_max: f64,
-    pub dataset: String,
-    pub data_seed: u64,
-    pub n_train: usize,
-    pub dim: usize,
-    /// (H, W, C) of one image, for image training sets.
-    pub image_shape: Option<crate::model::dataset::ImageShape>,
-    pub batch_size: usize,
-    pub batches: usize,
-    pub samples_extent: [f64; 4],
-    pub initial_extent: [f64; 4],
-    pub resolution: [usize; 2],
-    pub kernel_bandwidth: f64,
-    pub kernel: crate::density::heatmap::Kernel,
-    pub colormap: &'static str,
-    pub norm: crate::image::raster::Norm,
-    pub png16: bool,
-    /// `--score`: `{"kind": "empirical"}` or `{"kind": "kde", "h": ...}`.
-    pub score: crate::model::schedule::ScoreKind,
-    /// `--t-min` (0: the reverse process runs to t = 0).
-    pub t_min: f64,
-    /// Where the metrics' nearest neighbours were found ("gpu" or "cpu"; exact either way).
-    pub nearest_neighbours_on: &'static str,
-    /// Where the density grids were computed (samples on the engine's GPU where it can
-    /// serve the grid; see docs/density-images.md).
-    pub density_on: crate::run::folder::DensityOn,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CulledPairs {
-    pub pairs: u64,
-    pub culled: u64,
-    pub fraction: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Timings {
-    pub setup: f64,
-    pub sampling: f64,
-    pub outputs: f64,
-    pub finish: f64,
-    pub total: f64,
-}
-
-fn extent_array(e: &Extent) -> [f64; 4] {
-    [e.xmin, e.xmax, e.ymin, e.ymax]
+impl SampleArgs {
+    /// The run these options ask for, on the training set `training` (loaded from
+    /// `--dataset`), and how to carry it out.
+    pub fn spec(&self, training: &Dataset) -> (RunSpec, spec::Execution) {
+        let spec = RunSpec {
+            particles: self.particles,
+            shard: self.shard,
+            time_points: self.steps,
+            sampler: self.sampler,
+            seed: self.seed,
+            beta_min: self.beta_min,
+            beta_max: self.beta_max,
+            dataset: training.name.clone(),
+            data_seed: self.data_seed,
+            score: self.score,
+            t_min: self.t_min,
+            images: self.image.spec(),
+            extras: ExtraOutputs {
+                no_samples: self.no_samples,
+                image_grid: self.image_grid,
+                posterior_records: self.posterior_records,
+                posterior_particles: self.posterior_particles,
+                figure: self.figure,
+                markers: self.markers,
+                figure_size: [self.figure_size.0, self.figure_size.1],
+                snapshots: self.snapshots,
+            },
+        };
+        let execution = spec::Execution {
+            backend: self.backend,
+            device: self.device,
+            batch: self.batch,
+            checkpoint_every: self.checkpoint_every,
+        };
+        (spec, execution)
+    }
 }
 
 /// Refuse a run whose samples.npy and initial.npy (P x D f32 each) cannot fit in the free
 /// space of the file system of `out`, before anything is allocated or written.
-fn check_free_space(config: &SampleConfig, out: &std::path::Path) -> Result<()> {
-    let range = config.particle_range();
+fn check_free_space(spec: &RunSpec, dim: usize, out: &Path) -> Result<()> {
+    let range = spec.particle_range();
     let rows = u128::from(range.end.saturating_sub(range.start));
-    let needed = rows * config.dataset.dim as u128 * 4 * 2;
+    let needed = rows * dim as u128 * 4 * 2;
     let Some(free) = crate::io::available_space(out) else {
         return Ok(()); // unknown here: the writes themselves will report a full disk
     };
@@ -275,10 +231,9 @@ fn check_free_space(config: &SampleConfig, out: &std::path::Path) -> Result<()> 
         return Err(crate::Error::invalid(
             "--particles",
             format!(
-                "samples.npy and initial.npy for {rows} particles of dimension {} would need \
-                 {needed} bytes ({}), but {} has only {free} bytes ({}) free; use fewer \
+                "samples.npy and initial.npy for {rows} particles of dimension {dim} would \
+                 need {needed} bytes ({}), but {} has only {free} bytes ({}) free; use fewer \
                  particles, --shard k/n or --no-samples",
-                config.dataset.dim,
                 crate::io::human_bytes(needed),
                 out.display(),
                 crate::io::human_bytes(u128::from(free)),
@@ -291,179 +246,109 @@ fn check_free_space(config: &SampleConfig, out: &std::path::Path) -> Result<()> 
 /// `memodiff sample`: run, write the folder, print a summary.
 pub fn run(args: &SampleArgs) -> Result<RunReport> {
     let started = Instant::now();
-    let dataset: Dataset = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
-    let image_grid = match args.image_grid {
-        Some(count) => Some((
-            crate::plot::image_grid::validate(&dataset, count, !args.no_samples)?,
-            count,
-        )),
-        None => None,
-    };
-    let config = SampleConfig {
-        particles: args.particles,
-        time_points: args.steps,
-        seed: args.seed,
-        schedule: VpSchedule::new(args.beta_min, args.beta_max),
-        dataset,
-        batch: args.batch,
-        shard: args.shard,
-        sampler: args.sampler,
-        score: args.score,
-        t_min: args.t_min,
-    };
-    if !args.no_samples {
-        check_free_space(&config, &args.out)?;
+    let training = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
+    let (spec, execution) = args.spec(&training);
+    // Before the other checks: a run too large for the disk is told so, even when it is
+    // also too large to run.
+    if spec.write_arrays() {
+        check_free_space(&spec, training.dim, &args.out)?;
     }
-    config.validate()?;
-    match args.checkpoint_every {
-        Some(0) => {
-            return Err(crate::Error::invalid(
-                "--checkpoint-every",
-                "must be at least 1",
-            ))
-        }
-        Some(_) if args.backend == Backend::Reference => {
-            return Err(crate::Error::invalid(
-                "--checkpoint-every",
-                "cannot be used with --backend reference: its f64 state is rounded to f32 \
-                 at a checkpoint, so a resumed run would not be bit-identical; use cpu or gpu",
-            ))
-        }
-        _ => {}
-    }
-    crate::plot::run_figures::check_args(args, &config)?;
+    let image_grid = spec.validate(&training, &execution)?;
     if !args.force {
         refuse_non_empty_out(&args.out)?;
     }
-    let (width, height) = args.image.resolution_or_default();
-    let images = ImageSettings {
-        extent: args.image.extent_or_default(),
-        width,
-        height,
-        write_arrays: !args.no_samples,
-        write_raw_grids: args.shard.is_some(),
-        bandwidth: args.image.bandwidth_or_default(),
-        colormap: args.image.colormap,
-        kernel: args.image.kernel_or_default(),
-        norm: args.image.norm,
-        png16: args.image.png16,
-        ..ImageSettings::default()
-    };
+    let config = spec.sample_config(training, execution.batch);
     // Open the engine before touching --out: a run that cannot start writes nothing.
-    let (engine, note) = crate::engine::open_backend(args.backend, args.device)?;
+    let (engine, note) = crate::engine::open_backend(execution.backend, execution.device)?;
     if let Some(note) = &note {
         println!("{note}");
     }
     prepare_dir(&args.out)?;
-    let range = config.particle_range();
-    let particles = range.end - range.start;
     let command: Vec<String> = std::env::args().collect();
-    let folder = match args.checkpoint_every {
-        None => RunFolder::create(&args.out, particles, &config.dataset, &images)?,
-        Some(every) => {
+    let folder = match execution.checkpoint_every {
+        None => RunFolder::create(&args.out, &config.dataset, &spec)?,
+        Some(_) => {
             // A checkpoint left by an earlier run in this folder (--force) is stale.
             crate::run::checkpoint::remove(&args.out)?;
-            let e = images.extent;
-            let spec = crate::run::checkpoint::RunSpec {
-                particles: config.particles,
-                time_points: config.time_points,
-                seed: config.seed,
-                beta_min_bits: config.schedule.beta_min.to_bits(),
-                beta_max_bits: config.schedule.beta_max.to_bits(),
-                dataset: config.dataset.name.clone(),
-                shard: config.shard.map(|s| [s.index, s.count]),
+            let run = CheckpointedRun {
+                spec: spec.clone(),
+                execution: execution.clone(),
                 batch_size: driver::batch_size(&config, engine.as_ref()),
-                extent_bits: [e.xmin, e.xmax, e.ymin, e.ymax].map(f64::to_bits),
-                resolution: [images.width, images.height],
-                bandwidth_bits: images.bandwidth.to_bits(),
-                colormap: images.colormap.name().to_string(),
-                kernel: images.kernel,
-                norm: images.norm,
-                png16: images.png16,
-                write_arrays: images.write_arrays,
-                checkpoint_every: every,
-                sampler: config.sampler,
-                backend_requested: args.backend.name().to_string(),
-                backend: engine.backend().name().to_string(),
+                backend: engine.backend(),
                 device_name: engine.device_name(),
-                device_index: args.device,
                 backend_note: note.clone(),
                 command: command.clone(),
-                posterior_records: args.posterior_records,
-                posterior_particles: args.posterior_particles,
-                score: config.score,
-                t_min_bits: config.t_min.to_bits(),
-                data_seed: args.data_seed,
+                image_shape: config.dataset.image_shape,
             };
-            RunFolder::create_checkpointed(&args.out, particles, &config.dataset, &images, spec)?
+            RunFolder::create_checkpointed(&args.out, &config.dataset, run)?
         }
     };
     let mut folder =
-        folder.with_figures(crate::plot::run_figures::from_args(args, &config, &images)?);
-    let plan = posterior_plan(&config, args.posterior_records, args.posterior_particles);
-    folder.set_metrics(crate::metrics::measure::MetricsSink::new(&config, plan)?);
+        folder.with_figures(crate::plot::run_figures::from_spec(&spec, &config.dataset)?);
+    folder.set_metrics(crate::metrics::measure::MetricsSink::new(
+        &config,
+        posterior_plan(&spec),
+    )?);
     let checkpoints = driver::Checkpoints {
-        every: args.checkpoint_every,
+        every: execution.checkpoint_every,
         resume: None,
     };
     let run = Prepared {
         started,
+        spec,
         config,
-        images,
         engine,
         note,
-        backend_requested: args.backend.name(),
+        backend_requested: execution.backend,
         command,
         image_grid,
-        data_seed: args.data_seed,
     };
     complete(run, &args.out, folder, checkpoints)
 }
 
-/// The posterior-concentration recording of `--posterior-records R --posterior-particles M`
-/// (none when either is 0).
-fn posterior_plan(
-    config: &SampleConfig,
-    records: usize,
-    particles: u64,
-) -> Option<crate::metrics::measure::PosteriorPlan> {
+/// The posterior-concentration recording of `spec` (none when it records no step or no
+/// particle).
+fn posterior_plan(spec: &RunSpec) -> Option<crate::metrics::measure::PosteriorPlan> {
+    let ExtraOutputs {
+        posterior_records: records,
+        posterior_particles: particles,
+        ..
+    } = spec.extras;
     (records > 0 && particles > 0).then(|| {
-        crate::metrics::measure::PosteriorPlan::spread(config.time_points - 1, records, particles)
+        crate::metrics::measure::PosteriorPlan::spread(spec.time_points - 1, records, particles)
     })
 }
 
 /// What `sample` and `resume` have set up before sampling.
 struct Prepared {
     started: Instant,
+    spec: RunSpec,
     config: SampleConfig,
-    images: ImageSettings,
     engine: Box<dyn crate::engine::Engine>,
     note: Option<String>,
-    backend_requested: &'static str,
+    backend_requested: Backend,
     command: Vec<String>,
     /// `--image-grid K`: the image shape and K.
-    image_grid: Option<(crate::model::dataset::ImageShape, usize)>,
-    data_seed: u64,
+    image_grid: Option<(ImageShape, usize)>,
 }
 
 /// Sample into `folder`, finish it, write run.json and print the summary (`sample` and
 /// `resume`). A checkpointed run removes its checkpoint once everything is written.
 fn complete(
     run: Prepared,
-    out: &std::path::Path,
+    out: &Path,
     mut folder: RunFolder,
     checkpoints: driver::Checkpoints,
 ) -> Result<RunReport> {
     let Prepared {
         started,
+        spec,
         config,
-        images,
         mut engine,
         note,
         backend_requested,
         command,
         image_grid,
-        data_seed,
     } = run;
     let checkpointed = checkpoints.every.is_some();
     // The metrics' nearest neighbours on the run's GPU, when it has one (exact either way).
@@ -519,55 +404,40 @@ fn complete(
     files.push("run.json".into());
     let finish = finishing.elapsed().as_secs_f64();
     let report = RunReport {
-        memodiff_version: env!("CARGO_PKG_VERSION"),
+        memodiff_version: env!("CARGO_PKG_VERSION").into(),
         command,
         parameters: RunParameters {
-            particles: config.particles,
-            shard: config.shard,
-            particle_range: [range.start, range.end],
-            time_points: config.time_points,
-            steps: config.time_points - 1,
-            sampler: config.sampler,
-            seed: config.seed,
-            beta_min: config.schedule.beta_min,
-            beta_max: config.schedule.beta_max,
-            dataset: config.dataset.name.clone(),
-            data_seed,
-            n_train: config.dataset.len(),
-            dim: config.dataset.dim,
-            image_shape: config.dataset.image_shape,
-            batch_size: timing.batch_size,
-            batches: timing.batches,
-            samples_extent: extent_array(&images.extent),
-            initial_extent: extent_array(&images.initial_extent),
-            resolution: [images.width, images.height],
-            kernel_bandwidth: images.bandwidth,
-            kernel: images.kernel,
-            colormap: images.colormap.name(),
-            norm: images.norm,
-            png16: images.png16,
-            score: config.score,
-            t_min: config.t_min,
-            nearest_neighbours_on: nearest_on,
-            density_on,
+            facts: RunFacts {
+                particle_range: [range.start, range.end],
+                steps: spec.time_points - 1,
+                n_train: config.dataset.len(),
+                dim: config.dataset.dim,
+                image_shape: config.dataset.image_shape,
+                batch_size: timing.batch_size,
+                batches: timing.batches,
+                nearest_neighbours_on: nearest_on.into(),
+                density_on,
+            },
+            spec,
         },
-        backend: engine.backend().name(),
+        backend: engine.backend(),
         backend_requested,
         backend_note: note,
         device: engine.device_name(),
-        timings_s: Timings {
+        timings_s: Timings::Sample(SampleTimings {
             setup,
             sampling: timing.sampling_s,
             outputs: timing.consume_s,
             finish,
             total: started.elapsed().as_secs_f64(),
-        },
+        }),
         culled_pairs: engine.pair_counts().map(|(pairs, culled)| CulledPairs {
             pairs,
             culled,
             fraction: culled as f64 / pairs as f64,
         }),
         memorization: metrics.summary(),
+        merged_from: None,
         files,
     };
     crate::io::write_json(&out.join("run.json"), &report)?;
@@ -584,74 +454,37 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
     let started = Instant::now();
     let out = &args.dir;
     let mut saved = crate::run::checkpoint::load(out)?;
-    let spec = saved.meta.run.clone();
+    let run = saved.meta.run.clone();
     let bad = |why: String| crate::Error::invalid("checkpoint", why);
-    let backend = <Backend as clap::ValueEnum>::from_str(&spec.backend, false)
-        .map_err(|_| bad(format!("unknown backend '{}'", spec.backend)))?;
-    let backend_requested = <Backend as clap::ValueEnum>::from_str(&spec.backend_requested, false)
-        .map_err(|_| bad(format!("unknown backend '{}'", spec.backend_requested)))?;
-    if backend == Backend::Reference {
+    if run.backend == Backend::Reference {
         return Err(bad(
             "the reference backend cannot resume bit-identically".into()
         ));
     }
-    let colormap =
-        <crate::image::colormap::Colormap as clap::ValueEnum>::from_str(&spec.colormap, false)
-            .map_err(|_| bad(format!("unknown colormap '{}'", spec.colormap)))?;
-    let config = SampleConfig {
-        particles: spec.particles,
-        time_points: spec.time_points,
-        seed: spec.seed,
-        schedule: VpSchedule::new(
-            f64::from_bits(spec.beta_min_bits),
-            f64::from_bits(spec.beta_max_bits),
-        ),
-        dataset: saved.training.clone(),
-        batch: Some(spec.batch_size),
-        shard: spec
-            .shard
-            .map(|[index, count]| crate::run::driver::Shard { index, count }),
-        sampler: spec.sampler,
-        score: spec.score,
-        t_min: f64::from_bits(spec.t_min_bits),
-    };
-    config.validate()?;
-    let [xmin, xmax, ymin, ymax] = spec.extent_bits.map(f64::from_bits);
-    let images = ImageSettings {
-        extent: Extent::new(xmin, xmax, ymin, ymax)?,
-        width: spec.resolution[0],
-        height: spec.resolution[1],
-        write_arrays: spec.write_arrays,
-        write_raw_grids: spec.shard.is_some(),
-        bandwidth: f64::from_bits(spec.bandwidth_bits),
-        colormap,
-        kernel: spec.kernel,
-        norm: spec.norm,
-        png16: spec.png16,
-        ..ImageSettings::default()
-    };
+    let image_grid = run.spec.validate(&saved.training, &run.execution)?;
+    let config = run
+        .spec
+        .sample_config(saved.training.clone(), Some(run.batch_size));
     // The same backend and device as the stopped run, or nothing.
-    let (engine, _) = crate::engine::open_backend(backend, spec.device_index)?;
-    if engine.backend() != backend || engine.device_name() != spec.device_name {
+    let (engine, _) = crate::engine::open_backend(run.backend, run.execution.device)?;
+    if engine.backend() != run.backend || engine.device_name() != run.device_name {
         return Err(bad(format!(
             "the run used the {} backend on {}, but this resume got the {} backend on {}; \
              results would not be bit-identical, so it is refused",
-            spec.backend,
-            spec.device_name,
+            run.backend.name(),
+            run.device_name,
             engine.backend().name(),
             engine.device_name()
         )));
     }
-    if driver::batch_size(&config, engine.as_ref()) != spec.batch_size {
+    if driver::batch_size(&config, engine.as_ref()) != run.batch_size {
         return Err(bad(format!(
             "the batch size {} of the run does not fit this device",
-            spec.batch_size
+            run.batch_size
         )));
     }
-    let range = config.particle_range();
-    let plan = posterior_plan(&config, spec.posterior_records, spec.posterior_particles);
-    let metrics = crate::metrics::measure::MetricsSink::new(&config, plan)?;
-    let folder = RunFolder::resume(out, range.end - range.start, &images, &mut saved, metrics)?;
+    let metrics = crate::metrics::measure::MetricsSink::new(&config, posterior_plan(&run.spec))?;
+    let folder = RunFolder::resume(out, &mut saved, metrics)?;
     let at = &saved.meta;
     println!(
         "resuming {} from {}: batch {} at step {} of {}",
@@ -662,20 +495,18 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
         config.time_points - 1
     );
     let checkpoints = driver::Checkpoints {
-        every: Some(spec.checkpoint_every),
+        every: run.execution.checkpoint_every,
         resume: Some(std::mem::take(&mut saved.resume)),
     };
-    let run = Prepared {
+    let prepared = Prepared {
         started,
+        spec: run.spec,
         config,
-        images,
         engine,
-        note: spec.backend_note.clone(),
-        backend_requested: backend_requested.name(),
-        command: spec.command.clone(),
-        // Not redrawn on resume: training.npy keeps the points, not the image shape.
-        image_grid: None,
-        data_seed: spec.data_seed,
+        note: run.backend_note,
+        backend_requested: run.execution.backend,
+        command: run.command,
+        image_grid,
     };
-    complete(run, out, folder, checkpoints)
+    complete(prepared, out, folder, checkpoints)
 }

@@ -96,7 +96,7 @@ pub struct MemorizationCounter {
 }
 
 /// The summary written to the run's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MemorizationSummary {
     /// All samples seen, non-finite ones included.
     pub particles: u64,
@@ -555,7 +555,7 @@ pub struct PosteriorPoint {
 }
 
 /// The posterior concentration at one recorded step, as run.json shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PosteriorSummaryPoint {
     pub step: usize,
     pub tau: f64,

@@ -92,7 +92,7 @@ pub fn chi_square_sf(statistic: f64, dof: f64) -> f64 {
 }
 
 /// Pearson's chi-square of `counts` against the uniform distribution over its cells.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChiSquare {
     pub statistic: f64,
     pub dof: u64,

@@ -8,12 +8,12 @@
 //! steps, see [`crate::run::driver::BatchSink::snapshot_steps`]) and draws everything when the
 //! folder is finished. Every file is written atomically.
 
-use crate::commands::sample::SampleArgs;
 use crate::density::heatmap::{DensityGrid, Extent};
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
+use crate::model::dataset::Dataset;
 use crate::plot::figure::{Colorbar, Figure};
-use crate::run::driver::SampleConfig;
+use crate::run::spec::RunSpec;
 use image::RgbImage;
 use serde::Serialize;
 use std::path::Path;
@@ -400,87 +400,86 @@ pub fn write_gif(path: &Path, frames: &[RgbImage]) -> Result<()> {
     })
 }
 
-/// Check the figure options of `sample` before anything runs or is written.
-pub fn check_args(args: &SampleArgs, config: &SampleConfig) -> Result<()> {
-    if !(args.figure || args.snapshots.is_some() || args.markers) {
+/// Check the figure options of `spec` (a run on `training`, checkpointed every
+/// `checkpoint_every` steps) before anything runs or is written.
+pub fn check_spec(
+    spec: &RunSpec,
+    training: &Dataset,
+    checkpoint_every: Option<usize>,
+) -> Result<()> {
+    let extras = &spec.extras;
+    if !(extras.figure || extras.snapshots.is_some() || extras.markers) {
         return Ok(());
     }
-    if args.markers && !(args.figure || args.snapshots.is_some()) {
+    if extras.markers && !(extras.figure || extras.snapshots.is_some()) {
         return Err(Error::invalid(
             "--markers",
             "marks the training points on --figure and --snapshots images; give one of them",
         ));
     }
-    if args.checkpoint_every.is_some() {
+    if checkpoint_every.is_some() {
         return Err(Error::invalid(
             "--figure/--snapshots",
             "cannot be combined with --checkpoint-every (a resumed run would not redraw \
              them); run without checkpoints",
         ));
     }
-    if let Some(k) = args.snapshots {
-        if config.dataset.dim != 2 {
+    if let Some(k) = extras.snapshots {
+        if training.dim != 2 {
             return Err(Error::invalid(
                 "--snapshots",
                 format!(
                     "the frames are density images in the plane: need D = 2, the dataset \
                      has D = {}",
-                    config.dataset.dim
+                    training.dim
                 ),
             ));
         }
-        if config.shard.is_some() {
+        if spec.shard.is_some() {
             return Err(Error::invalid(
                 "--snapshots",
                 "cannot be combined with --shard: the frames of shards are not merged",
             ));
         }
-        snapshot_plan(config.time_points.saturating_sub(1), k)?;
+        snapshot_plan(spec.time_points.saturating_sub(1), k)?;
     }
     Ok(())
 }
 
-/// The figures `args` ask for, or `None`.
-pub fn from_args(
-    args: &SampleArgs,
-    config: &SampleConfig,
-    images: &crate::run::folder::ImageSettings,
-) -> Result<Option<RunFigures>> {
-    if !(args.figure || args.snapshots.is_some()) || config.dataset.dim != 2 {
+/// The figures `spec` asks for on `training`, or `None`.
+pub fn from_spec(spec: &RunSpec, training: &Dataset) -> Result<Option<RunFigures>> {
+    let extras = &spec.extras;
+    if !(extras.figure || extras.snapshots.is_some()) || training.dim != 2 {
         return Ok(None);
     }
-    let range = config.particle_range();
-    let markers = if args.markers {
-        config
-            .dataset
-            .points
-            .chunks(2)
-            .map(|p| (p[0], p[1]))
-            .collect()
+    let range = spec.particle_range();
+    let markers = if extras.markers {
+        training.points.chunks(2).map(|p| (p[0], p[1])).collect()
     } else {
         Vec::new()
     };
+    let images = &spec.images;
     let options = FigureOptions {
-        size: args.figure_size,
+        size: (extras.figure_size[0], extras.figure_size[1]),
         markers,
         description: format!(
             "{} particles, {} (N = {}), {} steps, seed {}",
             group_thousands(range.end - range.start),
-            config.dataset.name,
-            config.dataset.len(),
-            config.time_points - 1,
-            config.seed
+            spec.dataset,
+            training.len(),
+            spec.time_points - 1,
+            spec.seed
         ),
         colormap: images.colormap,
-        figure: args.figure,
+        figure: extras.figure,
     };
-    let steps = crate::model::schedule::reverse_steps(&config.schedule, config.time_points);
+    let steps = crate::model::schedule::reverse_steps(&spec.schedule(), spec.time_points);
     RunFigures::new(
         options,
-        args.snapshots,
+        extras.snapshots,
         &steps,
         images.extent,
-        (images.width, images.height),
+        (images.width(), images.height()),
         images.bandwidth,
     )
     .map(Some)

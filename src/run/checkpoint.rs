@@ -3,7 +3,7 @@
 //! A checkpoint is the folder `OUT/checkpoint/`, replaced as a whole at each save (written
 //! as `checkpoint.tmp/`, every file synced, then swapped in by renames):
 //!
-//! - `checkpoint.json`: the run's parameters ([`RunSpec`]), the backend and device used,
+//! - `checkpoint.json`: the run's spec and execution ([`CheckpointedRun`]), the backend and device used,
 //!   where the run stands (batch start, batch length, steps done in that batch, batches
 //!   done) and how many rows of `samples.npy`/`initial.npy` were streamed;
 //! - `state.npy`, `initial.npy`: the batch in flight (positions after `step` steps, initial
@@ -17,10 +17,12 @@
 //! `.initial.npy.partial` (synced at each save); a resume cuts them back to the saved rows.
 
 use crate::density::heatmap::DensityGrid;
+use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::metrics::MemorizationCounts;
-use crate::model::dataset::Dataset;
+use crate::model::dataset::{Dataset, ImageShape};
 use crate::run::driver::{CheckpointAt, ResumePoint};
+use crate::run::spec::{Execution, RunSpec};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 const TEMP_DIR: &str = "checkpoint.tmp";
 const OLD_DIR: &str = "checkpoint.old";
-const FORMAT: &str = "memodiff-checkpoint-1";
+const FORMAT: &str = "memodiff-checkpoint-2";
 
 /// Stable name of the temp file of a streamed array `name` (e.g. `samples.npy`) of a
 /// checkpointed run.
@@ -37,65 +39,32 @@ pub fn partial_path(out: &Path, name: &str) -> PathBuf {
     out.join(format!(".{name}.partial"))
 }
 
-/// Everything that rebuilds a run's configuration. Floats are kept as their IEEE bits so
-/// that a resume uses exactly the same values.
+/// Everything that rebuilds a run: its spec, how it was carried out, and what the first
+/// process found (the batch size, the engine, the command line) that `resume` must
+/// reproduce or report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub particles: u64,
-    pub time_points: usize,
-    pub seed: u64,
-    pub beta_min_bits: u64,
-    pub beta_max_bits: u64,
-    /// The name of the training set (`circle:8`, a path); its points are in `training.npy`.
-    pub dataset: String,
-    pub shard: Option<[u64; 2]>,
+pub struct CheckpointedRun {
+    pub spec: RunSpec,
+    pub execution: Execution,
+    /// The batch size the run resolved on its device.
     pub batch_size: usize,
-    pub extent_bits: [u64; 4],
-    pub resolution: [usize; 2],
-    pub bandwidth_bits: u64,
-    pub colormap: String,
-    /// `--kernel`, `--norm`, `--png16` (absent in checkpoints of older builds: defaults).
-    #[serde(default)]
-    pub kernel: crate::density::heatmap::Kernel,
-    #[serde(default)]
-    pub norm: crate::image::raster::Norm,
-    #[serde(default)]
-    pub png16: bool,
-    pub write_arrays: bool,
-    pub checkpoint_every: usize,
-    /// The integrator; checkpoints written before it existed were Euler–Maruyama.
-    #[serde(default)]
-    pub sampler: crate::engine::SamplerKind,
-    /// `--backend` as given, the backend and device the run used, `--device`.
-    pub backend_requested: String,
-    pub backend: String,
+    /// The backend and device the run used, and the note of `--backend auto`.
+    #[serde(with = "crate::run::spec::backend_name")]
+    pub backend: Backend,
     pub device_name: String,
-    pub device_index: Option<usize>,
     pub backend_note: Option<String>,
     /// The command line of the `sample` run.
     pub command: Vec<String>,
-    /// Posterior-concentration recording (`--posterior-records`, `--posterior-particles`;
-    /// 0 and 0 in checkpoints written before it existed: not recorded).
-    #[serde(default)]
-    pub posterior_records: usize,
-    #[serde(default)]
-    pub posterior_particles: u64,
-    /// `--score` and the bits of `--t-min` (empirical and 0 in older checkpoints).
-    #[serde(default)]
-    pub score: crate::model::schedule::ScoreKind,
-    #[serde(default)]
-    pub t_min_bits: u64,
-    /// `--data-seed` (a random training set's points are in training.npy; this is for
-    /// run.json).
-    #[serde(default)]
-    pub data_seed: u64,
+    /// (H, W, C) of one image of an image training set (`training.npy` keeps only the
+    /// points; `--image-grid` draws samples back as images).
+    pub image_shape: Option<ImageShape>,
 }
 
 /// `checkpoint.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub format: String,
-    pub run: RunSpec,
+    pub run: CheckpointedRun,
     /// First particle of the batch in flight (the end of the run's range once all are done).
     pub batch_start: u64,
     pub batch_len: usize,
@@ -122,7 +91,7 @@ pub struct FolderState<'a> {
 /// Write a checkpoint of `out` atomically (see the module documentation).
 pub fn save(
     out: &Path,
-    run: &RunSpec,
+    run: &CheckpointedRun,
     training: &Dataset,
     at: &CheckpointAt,
     folder: FolderState,
@@ -238,7 +207,8 @@ pub fn load(out: &Path) -> Result<Loaded> {
     }
     let training_path = dir.join("training.npy");
     let bytes = fs::read(&training_path).map_err(|e| Error::io(&training_path, e))?;
-    let training = Dataset::from_npy_bytes(&meta.run.dataset, &bytes)?;
+    let mut training = Dataset::from_npy_bytes(&meta.run.spec.dataset, &bytes)?;
+    training.image_shape = meta.run.image_shape;
     let dim = training.dim;
     let mut resume = ResumePoint {
         first: meta.batch_start,

@@ -47,7 +47,7 @@ pub struct SampleConfig {
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shard {
     pub index: u64,
     pub count: u64,
@@ -82,12 +82,14 @@ impl std::str::FromStr for Shard {
 }
 
 impl SampleConfig {
+    /// The defaults of [`crate::run::spec`] on `dataset`.
     pub fn new(dataset: Dataset) -> Self {
+        use crate::run::spec::*;
         Self {
-            particles: 1_000_000,
-            time_points: 100,
+            particles: DEFAULT_PARTICLES,
+            time_points: DEFAULT_TIME_POINTS,
             seed: 0,
-            schedule: VpSchedule::default(),
+            schedule: VpSchedule::new(DEFAULT_BETA_MIN, DEFAULT_BETA_MAX),
             dataset,
             batch: None,
             shard: None,

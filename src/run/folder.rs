@@ -1,55 +1,15 @@
 //! A run's output folder: streamed `.npy` files, density images, metrics and `run.json`.
 //! Every file is written under a temporary name and renamed into place when complete.
 
-use crate::density::heatmap::{DensityGrid, Extent};
+use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
-use crate::image::colormap::Colormap;
 use crate::io::NpyStreamWriter;
 use crate::metrics::measure::MetricsSink;
 use crate::metrics::MemorizationCounter;
+use crate::run::checkpoint::CheckpointedRun;
 use crate::run::driver::BatchSink;
+use crate::run::spec::RunSpec;
 use std::path::{Path, PathBuf};
-
-/// What the run folder holds and how the density images are drawn.
-#[derive(Debug, Clone, Copy)]
-pub struct ImageSettings {
-    pub extent: Extent,
-    pub initial_extent: Extent,
-    pub width: usize,
-    pub height: usize,
-    pub bandwidth: f64,
-    pub colormap: Colormap,
-    pub kernel: crate::density::heatmap::Kernel,
-    pub norm: crate::image::raster::Norm,
-    /// Also write `NAME_gray16.png`, the raw density as 16-bit grayscale.
-    pub png16: bool,
-    /// Write samples.npy and initial.npy (off for image-and-metrics-only runs).
-    pub write_arrays: bool,
-    /// Write the raw integer density sums `NAME_density_raw.npy/.json` that `memodiff
-    /// merge` adds up: on for shards, off for whole runs (they are 15 MB each at the
-    /// default settings and nothing reads them).
-    pub write_raw_grids: bool,
-}
-
-impl Default for ImageSettings {
-    /// The reference tutorial's pictures: 512×512, kernel exp(-350 |p - x|^2), coolwarm,
-    /// samples on [-3, 3]^2 and the initial noise on [-2, 3]^2.
-    fn default() -> Self {
-        Self {
-            extent: Extent::square(-3.0, 3.0).expect("valid"),
-            initial_extent: Extent::square(-2.0, 3.0).expect("valid"),
-            width: 512,
-            height: 512,
-            bandwidth: 1.0 / 700f64.sqrt(),
-            colormap: Colormap::Coolwarm,
-            kernel: crate::density::heatmap::Kernel::Gaussian,
-            norm: crate::image::raster::Norm::Linear,
-            png16: false,
-            write_arrays: true,
-            write_raw_grids: false,
-        }
-    }
-}
 
 /// Receives batches from the sampler and turns them into the run folder's files.
 pub struct RunFolder {
@@ -63,10 +23,7 @@ pub struct RunFolder {
     png16: bool,
     write_raw_grids: bool,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.
-    checkpoint: Option<(
-        crate::run::checkpoint::RunSpec,
-        crate::model::dataset::Dataset,
-    )>,
+    checkpoint: Option<(CheckpointedRun, crate::model::dataset::Dataset)>,
     /// Batches finished at the last checkpoint this process saved.
     saved_batches: Option<usize>,
     /// `--figure` / `--snapshots` (see [`crate::plot::run_figures`]).
@@ -78,18 +35,33 @@ pub struct RunFolder {
 }
 
 /// Where a run's density grids were computed (run.json's `density_on`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DensityOn {
     /// `"gpu"`: deposited on the engine's device straight from its particle buffer;
     /// `"cpu"`: accumulated on the host from the batches read back; `"none"`: no density
     /// images (D != 2).
-    pub samples: &'static str,
+    #[serde(deserialize_with = "place")]
+    pub samples: Place,
     /// The initial noise: on the CPU (it comes back for initial.npy anyway), or `"none"`.
-    pub initial: &'static str,
+    #[serde(deserialize_with = "place")]
+    pub initial: Place,
     /// Why the samples' grid is on the CPU on a GPU run.
     pub note: Option<String>,
     /// Row tiles of the GPU sub-grid (more than 1 when it exceeds one storage buffer).
     pub gpu_tiles: Option<usize>,
+}
+
+/// Where a density grid was computed: `"gpu"`, `"cpu"` or `"none"`. (An alias: serde
+/// would take a `&'static str` field to borrow from its input.)
+pub type Place = &'static str;
+
+/// One of the places [`DensityOn`] names, read back from run.json.
+fn place<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Place, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(d)?;
+    ["gpu", "cpu", "none"]
+        .into_iter()
+        .find(|p| *p == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown place '{name}'")))
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
@@ -129,27 +101,25 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 impl RunFolder {
-    /// Open the streamed outputs for `particles` rows of dimension `dim`. Images are drawn
-    /// only for `dim == 2`.
+    /// Open the streamed outputs of `spec`'s particles on `training`. Images are drawn
+    /// only for D = 2.
     pub fn create(
         dir: &Path,
-        particles: u64,
         training: &crate::model::dataset::Dataset,
-        images: &ImageSettings,
+        spec: &RunSpec,
     ) -> Result<Self> {
-        Self::open(dir, particles, training, images, None)
+        Self::open(dir, training, spec, None)
     }
 
     /// [`create`](Self::create) for a run with checkpoints: the streamed arrays keep
     /// stable temp names and [`BatchSink::checkpoint`] saves `OUT/checkpoint/`.
     pub fn create_checkpointed(
         dir: &Path,
-        particles: u64,
         training: &crate::model::dataset::Dataset,
-        images: &ImageSettings,
-        run: crate::run::checkpoint::RunSpec,
+        run: CheckpointedRun,
     ) -> Result<Self> {
-        Self::open(dir, particles, training, images, Some((run, None)))
+        let spec = run.spec.clone();
+        Self::open(dir, training, &spec, Some((run, None)))
     }
 
     /// Reopen the folder of a checkpointed run from its checkpoint `saved`.
@@ -157,18 +127,16 @@ impl RunFolder {
     /// the checkpoint's counts are added to it.
     pub fn resume(
         dir: &Path,
-        particles: u64,
-        images: &ImageSettings,
         saved: &mut crate::run::checkpoint::Loaded,
         metrics: MetricsSink,
     ) -> Result<Self> {
         let training = saved.training.clone();
         let run = saved.meta.run.clone();
+        let spec = run.spec.clone();
         let mut folder = Self::open(
             dir,
-            particles,
             &training,
-            images,
+            &spec,
             Some((run, Some(saved.meta.rows_streamed))),
         )?;
         for (mine, theirs, name) in [
@@ -197,28 +165,32 @@ impl RunFolder {
         Ok(folder)
     }
 
+    /// Open the folder of `spec`'s run on `training`: its streamed arrays (`spec`'s
+    /// particle range) and, for D = 2, its density grids.
     fn open(
         dir: &Path,
-        particles: u64,
         training: &crate::model::dataset::Dataset,
-        images: &ImageSettings,
-        checkpoint: Option<(crate::run::checkpoint::RunSpec, Option<u64>)>,
+        spec: &RunSpec,
+        checkpoint: Option<(CheckpointedRun, Option<u64>)>,
     ) -> Result<Self> {
         prepare_dir(dir)?;
         let dim = training.dim;
+        let range = spec.particle_range();
+        let particles = range.end - range.start;
+        let images = &spec.images;
         let (sample_grid, initial_grid) = if dim == 2 {
             (
                 Some(DensityGrid::with_kernel(
                     images.extent,
-                    images.width,
-                    images.height,
+                    images.width(),
+                    images.height(),
                     images.bandwidth,
                     images.kernel,
                 )?),
                 Some(DensityGrid::with_kernel(
                     images.initial_extent,
-                    images.width,
-                    images.height,
+                    images.width(),
+                    images.height(),
                     images.bandwidth,
                     images.kernel,
                 )?),
@@ -228,7 +200,7 @@ impl RunFolder {
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            arrays: if images.write_arrays {
+            arrays: if spec.write_arrays() {
                 let open = |name: &str| {
                     let path = dir.join(name);
                     let temp = crate::run::checkpoint::partial_path(dir, name);
@@ -254,12 +226,11 @@ impl RunFolder {
             sample_grid,
             initial_grid,
             metrics: MetricsSink::plain(training)?,
-            shading: crate::image::raster::Shading {
-                colormap: images.colormap,
-                norm: images.norm,
-            },
+            shading: images.shading(),
             png16: images.png16,
-            write_raw_grids: images.write_raw_grids,
+            // The raw integer sums that `merge` adds up: shards only (15 MB each at the
+            // default settings, and nothing reads them in a whole run).
+            write_raw_grids: spec.shard.is_some(),
             checkpoint: checkpoint.map(|(run, _)| (run, training.clone())),
             saved_batches: None,
             figures: None,

@@ -1,6 +1,9 @@
-//! A sampling run: the driver that feeds batches of particles through an engine, the run
-//! folder it writes, and the checkpoints that let it resume.
+//! A sampling run: its one definition ([`spec::RunSpec`]), the driver that feeds batches
+//! of particles through an engine, the run folder it writes, its run.json
+//! ([`report::RunReport`]) and the checkpoints that let it resume.
 
 pub mod checkpoint;
 pub mod driver;
 pub mod folder;
+pub mod report;
+pub mod spec;

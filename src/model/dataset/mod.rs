@@ -43,7 +43,7 @@ impl PartialEq for Dataset {
 }
 
 /// The shape of one image of an image training set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
     pub height: usize,
     pub width: usize,

@@ -1,0 +1,415 @@
+//! The one definition of a sampling run, [`RunSpec`], with every default in one place.
+//!
+//! `sample` builds it once from its options and validates it once ([`RunSpec::validate`]);
+//! run.json's `parameters` (with the derived [`RunFacts`] next to it, see
+//! [`crate::run::report`]), the checkpoint, `resume` and `merge` all serialize and read this
+//! same type. Adding a parameter is one field here. Fields that older run.json files do not
+//! have are written only when they differ from their default and read back as the default
+//! when absent, so a run at the defaults records exactly what it always did.
+//!
+//! How a run is carried out but not what it computes (backend, device, batch size asked
+//! for, checkpoint interval) is [`Execution`]; the checkpoint keeps it next to the spec.
+
+use crate::density::heatmap::{Extent, Kernel};
+use crate::engine::{Backend, SamplerKind};
+use crate::error::{Error, Result};
+use crate::image::colormap::Colormap;
+use crate::image::raster::Norm;
+use crate::model::dataset::{Dataset, ImageShape};
+use crate::model::schedule::{ScoreKind, VpSchedule};
+use crate::run::driver::{SampleConfig, Shard};
+use serde::{Deserialize, Serialize};
+
+/// Particles of a run: the reference experiment's million.
+pub const DEFAULT_PARTICLES: u64 = 1_000_000;
+/// Time points S of the grid (S - 1 steps).
+pub const DEFAULT_TIME_POINTS: usize = 100;
+/// beta(t) at t = 0 and at t = 1 of the linear VP schedule.
+pub const DEFAULT_BETA_MIN: f64 = 0.001;
+pub const DEFAULT_BETA_MAX: f64 = 3.0;
+/// The training set: 8 points on the unit circle.
+pub const DEFAULT_DATASET: &str = "circle:8";
+/// Density images: colormap and norm.
+pub const DEFAULT_COLORMAP: Colormap = Colormap::Coolwarm;
+pub const DEFAULT_NORM: Norm = Norm::Linear;
+/// Density images: width and height in pixels.
+pub const DEFAULT_RESOLUTION: [usize; 2] = [512, 512];
+/// Kernel bandwidth of the density images: the tutorial's exp(-350 d^2).
+pub const DEFAULT_BANDWIDTH: f64 = crate::density::heatmap::DEFAULT_BANDWIDTH;
+/// The samples' image covers [-3, 3]^2, the initial noise's [-2, 3]^2.
+pub const DEFAULT_EXTENT: [f64; 2] = [-3.0, 3.0];
+pub const DEFAULT_INITIAL_EXTENT: [f64; 2] = [-2.0, 3.0];
+/// Posterior-concentration records along the trajectory, and over how many particles.
+pub const DEFAULT_POSTERIOR_RECORDS: usize = 20;
+pub const DEFAULT_POSTERIOR_PARTICLES: u64 = 100_000;
+/// Size of `--figure` and snapshot frames in pixels (clap parses this text).
+pub const DEFAULT_FIGURE_SIZE: &str = "720x600";
+const DEFAULT_FIGURE_SIZE_PIXELS: [u32; 2] = [720, 600];
+
+/// Everything that defines what a sampling run computes and writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Particles of the whole run (all shards).
+    pub particles: u64,
+    /// The shard this folder holds, if any.
+    pub shard: Option<Shard>,
+    /// Time points S of the grid (S - 1 steps).
+    pub time_points: usize,
+    /// The integrator (`em` or `heun`).
+    pub sampler: SamplerKind,
+    pub seed: u64,
+    pub beta_min: f64,
+    pub beta_max: f64,
+    /// The training set's name as [`Dataset::parse_seeded`] gives it (a spec such as
+    /// `circle:8`, a path; random sets with their data seed): merge and resume compare it.
+    pub dataset: String,
+    /// Seed of the random training sets.
+    pub data_seed: u64,
+    /// `{"kind": "empirical"}` or `{"kind": "kde", "h": ...}`.
+    pub score: ScoreKind,
+    /// Early stop at forward time t_min (0: the reverse process runs to t = 0).
+    pub t_min: f64,
+    #[serde(flatten)]
+    pub images: ImageSpec,
+    #[serde(flatten)]
+    pub extras: ExtraOutputs,
+}
+
+/// How the density images are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    /// The samples' image, [xmin, xmax, ymin, ymax].
+    #[serde(rename = "samples_extent", with = "extent_array")]
+    pub extent: Extent,
+    /// The initial noise's image.
+    #[serde(with = "extent_array")]
+    pub initial_extent: Extent,
+    /// [width, height] in pixels.
+    pub resolution: [usize; 2],
+    #[serde(rename = "kernel_bandwidth")]
+    pub bandwidth: f64,
+    /// `kernel`, `norm` and `png16` are absent from run.json files of older builds: their
+    /// defaults then.
+    #[serde(default)]
+    pub kernel: Kernel,
+    #[serde(with = "colormap_name")]
+    pub colormap: Colormap,
+    #[serde(default)]
+    pub norm: Norm,
+    /// Also write `NAME_gray16.png`, the raw density as 16-bit grayscale.
+    #[serde(default)]
+    pub png16: bool,
+}
+
+impl Default for ImageSpec {
+    /// The reference tutorial's pictures: 512×512, kernel exp(-350 |p - x|^2), coolwarm,
+    /// samples on [-3, 3]^2 and the initial noise on [-2, 3]^2.
+    fn default() -> Self {
+        let [a, b] = DEFAULT_EXTENT;
+        let [c, d] = DEFAULT_INITIAL_EXTENT;
+        Self {
+            extent: Extent::square(a, b).expect("valid"),
+            initial_extent: Extent::square(c, d).expect("valid"),
+            resolution: DEFAULT_RESOLUTION,
+            bandwidth: DEFAULT_BANDWIDTH,
+            kernel: Kernel::default(),
+            colormap: DEFAULT_COLORMAP,
+            norm: DEFAULT_NORM,
+            png16: false,
+        }
+    }
+}
+
+impl ImageSpec {
+    pub fn width(&self) -> usize {
+        self.resolution[0]
+    }
+    pub fn height(&self) -> usize {
+        self.resolution[1]
+    }
+    pub fn shading(&self) -> crate::image::raster::Shading {
+        crate::image::raster::Shading {
+            colormap: self.colormap,
+            norm: self.norm,
+        }
+    }
+}
+
+/// What a run writes or records besides the arrays and density images. Written to
+/// run.json only where they differ from their defaults (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtraOutputs {
+    /// Leave out samples.npy and initial.npy (`--no-samples`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_samples: bool,
+    /// Draw the first K samples of an image training set into samples_grid.png.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_grid: Option<usize>,
+    /// Posterior-concentration records along the trajectory (0: none).
+    #[serde(
+        default = "default_posterior_records",
+        skip_serializing_if = "is_default_posterior_records"
+    )]
+    pub posterior_records: usize,
+    /// ... over the particles of index below this.
+    #[serde(
+        default = "default_posterior_particles",
+        skip_serializing_if = "is_default_posterior_particles"
+    )]
+    pub posterior_particles: u64,
+    /// Framed figures of the density images (`--figure`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub figure: bool,
+    /// Mark the training points on figures and snapshots.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub markers: bool,
+    /// [width, height] of figures and snapshot frames.
+    #[serde(
+        default = "default_figure_size",
+        skip_serializing_if = "is_default_figure_size"
+    )]
+    pub figure_size: [u32; 2],
+    /// Snapshots of the particle cloud at K time points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<usize>,
+}
+
+impl Default for ExtraOutputs {
+    fn default() -> Self {
+        Self {
+            no_samples: false,
+            image_grid: None,
+            posterior_records: DEFAULT_POSTERIOR_RECORDS,
+            posterior_particles: DEFAULT_POSTERIOR_PARTICLES,
+            figure: false,
+            markers: false,
+            figure_size: DEFAULT_FIGURE_SIZE_PIXELS,
+            snapshots: None,
+        }
+    }
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn default_posterior_records() -> usize {
+    DEFAULT_POSTERIOR_RECORDS
+}
+fn is_default_posterior_records(v: &usize) -> bool {
+    *v == DEFAULT_POSTERIOR_RECORDS
+}
+fn default_posterior_particles() -> u64 {
+    DEFAULT_POSTERIOR_PARTICLES
+}
+fn is_default_posterior_particles(v: &u64) -> bool {
+    *v == DEFAULT_POSTERIOR_PARTICLES
+}
+fn default_figure_size() -> [u32; 2] {
+    DEFAULT_FIGURE_SIZE_PIXELS
+}
+fn is_default_figure_size(v: &[u32; 2]) -> bool {
+    *v == DEFAULT_FIGURE_SIZE_PIXELS
+}
+
+/// How a run is carried out, not what it computes: kept by the checkpoint so that `resume`
+/// continues on the same backend and device with the same batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The backend asked for (`auto` included).
+    #[serde(with = "backend_name")]
+    pub backend: Backend,
+    /// GPU adapter index of `memodiff devices`.
+    pub device: Option<usize>,
+    /// Particles per batch asked for (`None`: the engine's limit).
+    pub batch: Option<usize>,
+    /// Save a checkpoint every K steps (`None`: no checkpoints).
+    pub checkpoint_every: Option<usize>,
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            device: None,
+            batch: None,
+            checkpoint_every: None,
+        }
+    }
+}
+
+impl RunSpec {
+    /// A run of the defaults on the training set named `dataset`.
+    pub fn new(dataset: impl Into<String>) -> Self {
+        Self {
+            particles: DEFAULT_PARTICLES,
+            shard: None,
+            time_points: DEFAULT_TIME_POINTS,
+            sampler: SamplerKind::default(),
+            seed: 0,
+            beta_min: DEFAULT_BETA_MIN,
+            beta_max: DEFAULT_BETA_MAX,
+            dataset: dataset.into(),
+            data_seed: 0,
+            score: ScoreKind::default(),
+            t_min: 0.0,
+            images: ImageSpec::default(),
+            extras: ExtraOutputs::default(),
+        }
+    }
+
+    pub fn schedule(&self) -> VpSchedule {
+        VpSchedule::new(self.beta_min, self.beta_max)
+    }
+
+    /// Whether samples.npy and initial.npy are written.
+    pub fn write_arrays(&self) -> bool {
+        !self.extras.no_samples
+    }
+
+    /// The particle indices this run simulates: all of them, or its shard's range.
+    pub fn particle_range(&self) -> std::ops::Range<u64> {
+        match self.shard {
+            Some(shard) => shard.range(self.particles),
+            None => 0..self.particles,
+        }
+    }
+
+    /// The driver's configuration of this run on its loaded training set, in batches of
+    /// `batch` particles (`None`: the engine's limit).
+    pub fn sample_config(&self, training: Dataset, batch: Option<usize>) -> SampleConfig {
+        SampleConfig {
+            particles: self.particles,
+            time_points: self.time_points,
+            seed: self.seed,
+            schedule: self.schedule(),
+            dataset: training,
+            batch,
+            shard: self.shard,
+            sampler: self.sampler,
+            score: self.score,
+            t_min: self.t_min,
+        }
+    }
+
+    /// Reject what cannot run, before anything is allocated or written: the sampling
+    /// parameters on the training set `training` (see [`SampleConfig::validate`]), the
+    /// images, the extra outputs and how the run is carried out. Returns the image shape of
+    /// `--image-grid` (image training sets only).
+    pub fn validate(
+        &self,
+        training: &Dataset,
+        execution: &Execution,
+    ) -> Result<Option<(ImageShape, usize)>> {
+        self.sample_config(training.clone(), execution.batch)
+            .validate()?;
+        self.images.extent.validate()?;
+        self.images.initial_extent.validate()?;
+        match execution.checkpoint_every {
+            Some(0) => return Err(Error::invalid("--checkpoint-every", "must be at least 1")),
+            Some(_) if execution.backend == Backend::Reference => {
+                return Err(Error::invalid(
+                    "--checkpoint-every",
+                    "cannot be used with --backend reference: its f64 state is rounded to \
+                     f32 at a checkpoint, so a resumed run would not be bit-identical; use \
+                     cpu or gpu",
+                ))
+            }
+            _ => {}
+        }
+        crate::plot::run_figures::check_spec(self, training, execution.checkpoint_every)?;
+        self.extras
+            .image_grid
+            .map(|count| {
+                crate::plot::image_grid::validate(training, count, self.write_arrays())
+                    .map(|shape| (shape, count))
+            })
+            .transpose()
+    }
+}
+
+/// An [`Extent`] as `[xmin, xmax, ymin, ymax]`.
+mod extent_array {
+    use crate::density::heatmap::Extent;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(e: &Extent, s: S) -> Result<S::Ok, S::Error> {
+        [e.xmin, e.xmax, e.ymin, e.ymax].serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Extent, D::Error> {
+        let [xmin, xmax, ymin, ymax] = <[f64; 4]>::deserialize(d)?;
+        Extent::new(xmin, xmax, ymin, ymax).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A [`Colormap`] by its name (`coolwarm`, ...).
+mod colormap_name {
+    use crate::image::colormap::Colormap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Colormap, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Colormap, D::Error> {
+        let name = String::deserialize(d)?;
+        Colormap::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown colormap '{name}'")))
+    }
+}
+
+/// A [`Backend`] by its name (`auto`, `gpu`, `cpu`, `reference`).
+pub(crate) mod backend_name {
+    use crate::engine::Backend;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(b.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Backend, D::Error> {
+        let name = String::deserialize(d)?;
+        <Backend as clap::ValueEnum>::from_str(&name, false)
+            .map_err(|_| serde::de::Error::custom(format!("unknown backend '{name}'")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_round_trips_through_json_exactly() {
+        let mut spec = RunSpec::new("circle:8");
+        spec.beta_min = 0.1 + 0.2;
+        spec.t_min = 1e-3 / 3.0;
+        spec.images.bandwidth = 1.0 / 7.0;
+        spec.shard = Some(Shard { index: 1, count: 3 });
+        spec.extras.posterior_records = 7;
+        spec.extras.image_grid = Some(4);
+        let text = serde_json::to_string(&spec).unwrap();
+        let back: RunSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.beta_min.to_bits(), spec.beta_min.to_bits());
+    }
+
+    #[test]
+    fn extras_at_their_defaults_are_not_written() {
+        let value = serde_json::to_value(RunSpec::new("circle:8")).unwrap();
+        for key in [
+            "no_samples",
+            "image_grid",
+            "posterior_records",
+            "figure_size",
+        ] {
+            assert!(value.get(key).is_none(), "{key} written: {value}");
+        }
+        assert_eq!(
+            value["samples_extent"],
+            serde_json::json!([-3.0, 3.0, -3.0, 3.0])
+        );
+        assert_eq!(value["kernel_bandwidth"], DEFAULT_BANDWIDTH);
+    }
+}
