@@ -1153,11 +1153,10 @@ impl DensityGrid {
         img
     }
 
-    /// Write the image as a PNG, atomically: a temporary file `.NAME.tmp` in the same folder,
-    /// then a rename into place. On failure nothing is left behind.
+    /// Write the image as a PNG, atomically ([`crate::io::AtomicFile`]). On failure nothing
+    /// is left behind.
     pub fn write_png(&self, path: impl AsRef<Path>, colormap: Colormap) -> Result<()> {
-        let img = self.to_rgb_image(colormap);
-        write_png_atomic(&img, path.as_ref())
+        crate::io::write_png(path.as_ref(), &self.to_rgb_image(colormap))
     }
 }
 
@@ -1336,36 +1335,6 @@ fn add_counts(a: &mut [i64], b: &[i64]) {
                 .zip(b)
                 .for_each(|(x, &y)| *x = x.saturating_add(y))
         });
-}
-
-/// Write an RGB image to `path` as a PNG through a temporary file and a rename.
-pub fn write_png_atomic(img: &image::RgbImage, path: &Path) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Output(format!("{}: not a file path", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut writer = std::io::BufWriter::new(file);
-        img.write_to(&mut writer, image::ImageFormat::Png)
-            .map_err(|e| match e {
-                image::ImageError::IoError(io) => Error::io(&tmp, io),
-                other => Error::Output(format!("{}: {other}", path.display())),
-            })?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// What every band of rows needs to add its particles' kernels.

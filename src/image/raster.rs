@@ -13,11 +13,12 @@
 use crate::density::heatmap::{DensityGrid, Extent, Kernel};
 use crate::error::{Error, Result};
 use crate::image::colormap::{lut_index, Colormap};
+use crate::io::AtomicFile;
 use image::ImageEncoder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Grids up to this many pixels (4096 x 4096) are kept in memory as f32 between passes;
@@ -203,42 +204,6 @@ impl GridOutputs {
             out.extend(name(&f.path));
         }
         out
-    }
-}
-
-/// A file written under a temporary name, renamed into place by [`commit`](Self::commit);
-/// removed when dropped uncommitted.
-struct TempFile {
-    temp: PathBuf,
-    path: PathBuf,
-    writer: Option<BufWriter<File>>,
-}
-
-impl TempFile {
-    fn create(path: &Path) -> Result<Self> {
-        let temp = crate::io::temp_path_for(path)?;
-        let file = File::create(&temp).map_err(|e| Error::io(path, e))?;
-        Ok(TempFile {
-            temp,
-            path: path.to_path_buf(),
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
-        })
-    }
-    fn writer(&mut self) -> &mut BufWriter<File> {
-        self.writer.as_mut().expect("open until committed")
-    }
-    fn commit(mut self) -> Result<()> {
-        let writer = self.writer.take().expect("open until committed");
-        crate::io::commit(writer, &self.temp, &self.path).map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            self.writer = None;
-            let _ = std::fs::remove_file(&self.temp);
-        }
     }
 }
 
@@ -719,17 +684,15 @@ pub fn write_grid_outputs_banded(
     // Pass 1: the f32 values, band by band, into memory or into the .npy (or scratch) file.
     let header = crate::io::npy_header("<f4", &[h as u64, w as u64]);
     let mut npy_file = match &outputs.npy {
-        Some(p) => Some(TempFile::create(p)?),
+        Some(p) => Some(AtomicFile::create(p)?),
         None => None,
     };
-    let mut scratch: Option<TempFile> = None;
+    let mut scratch: Option<AtomicFile> = None;
     let mut memory: Vec<f32> = Vec::new();
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     {
         if let Some(f) = npy_file.as_mut() {
-            f.writer()
-                .write_all(&header)
-                .map_err(|e| Error::io(&f.path, e))?;
+            f.write(|w| w.write_all(&header))?;
         } else if !in_memory {
             let base = outputs
                 .png
@@ -739,7 +702,7 @@ pub fn write_grid_outputs_banded(
                 .ok_or_else(|| Error::Output("no output asked for".into()))?;
             let mut name = base.file_name().unwrap_or_default().to_os_string();
             name.push(".grid");
-            scratch = Some(TempFile::create(&base.with_file_name(name))?);
+            scratch = Some(AtomicFile::create(&base.with_file_name(name))?);
         }
         if in_memory {
             memory.reserve_exact(w * h);
@@ -760,10 +723,7 @@ pub fn write_grid_outputs_banded(
             if let Some(f) = sink {
                 bytes.clear();
                 bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
-                let path = f.path.clone();
-                f.writer()
-                    .write_all(&bytes)
-                    .map_err(|e| Error::io(&path, e))?;
+                f.write(|w| w.write_all(&bytes))?;
             }
             if in_memory {
                 memory.extend_from_slice(&vals);
@@ -785,8 +745,8 @@ pub fn write_grid_outputs_banded(
             (None, Some(f)) => (f, 0),
             (None, None) => unreachable!("a file holds the values"),
         };
-        f.writer().flush().map_err(|e| Error::io(&f.path, e))?;
-        let file = File::open(&f.temp).map_err(|e| Error::io(&f.temp, e))?;
+        f.write(|w| w.flush())?;
+        let file = File::open(f.temp_path()).map_err(|e| Error::io(f.temp_path(), e))?;
         Values::File { file, offset }
     };
 
@@ -840,7 +800,7 @@ pub fn write_grid_outputs_banded(
         Ok(())
     };
     let mut png = match &outputs.png {
-        Some(p) => Some(TempFile::create(p)?),
+        Some(p) => Some(AtomicFile::create(p)?),
         None => None,
     };
     if let Some(f) = png.as_mut() {
@@ -866,9 +826,9 @@ pub fn write_grid_outputs_banded(
             fig.plot_pixels = Some(&plot);
             fig.markers = &req.markers;
             let img = fig.render(req.size.0, req.size.1)?;
-            let mut f = TempFile::create(&req.path)?;
-            let path = f.path.clone();
-            image::codecs::png::PngEncoder::new(f.writer())
+            let mut f = AtomicFile::create(&req.path)?;
+            let path = f.path().to_path_buf();
+            image::codecs::png::PngEncoder::new(f.writer()?)
                 .write_image(
                     img.as_raw(),
                     img.width(),
@@ -881,7 +841,7 @@ pub fn write_grid_outputs_banded(
         _ => None,
     };
     let mut png16 = match &outputs.png16 {
-        Some(p) => Some(TempFile::create(p)?),
+        Some(p) => Some(AtomicFile::create(p)?),
         None => None,
     };
     if let Some(f) = png16.as_mut() {
@@ -922,7 +882,7 @@ pub fn write_grid_outputs_banded(
         f.commit()?;
     }
     if let Some(f) = npy_file {
-        let path = f.path.clone();
+        let path = f.path().to_path_buf();
         f.commit()?;
         crate::io::write_json(&path.with_extension("json"), &meta)?;
     }
@@ -932,7 +892,7 @@ pub fn write_grid_outputs_banded(
 /// Encode a `w x h` PNG into `file`, band by band: `fill(r0, rows, bytes)` writes the
 /// samples of rows `r0..r0 + rows` into `bytes`.
 fn stream_png(
-    file: &mut TempFile,
+    file: &mut AtomicFile,
     w: usize,
     h: usize,
     rows_per_band: usize,
@@ -940,12 +900,12 @@ fn stream_png(
     depth: png::BitDepth,
     mut fill: impl FnMut(usize, usize, &mut Vec<u8>) -> Result<()>,
 ) -> Result<()> {
-    let path = file.path.clone();
+    let path = file.path().to_path_buf();
     let err = |e: png::EncodingError| match e {
         png::EncodingError::IoError(io) => Error::io(&path, io),
         other => Error::Output(format!("{}: {other}", path.display())),
     };
-    let mut enc = png::Encoder::new(file.writer(), w as u32, h as u32);
+    let mut enc = png::Encoder::new(file.writer()?, w as u32, h as u32);
     enc.set_color(color);
     enc.set_depth(depth);
     let mut writer = enc.write_header().map_err(err)?;

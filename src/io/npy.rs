@@ -3,11 +3,11 @@
 //! and `read_npy_f32`.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::io::{commit, temp_path_for, write_atomically};
+use crate::io::{write_atomically, AtomicFile};
 
 // ---------------------------------------------------------------------------------------
 // NPY writing
@@ -87,16 +87,13 @@ pub fn write_npy_f64(path: &Path, rows: u64, cols: usize, data: &[f64]) -> Resul
 /// without finishing removes the temporary file and leaves `path` untouched.
 #[derive(Debug)]
 pub struct NpyStreamWriter {
-    path: PathBuf,
-    temp: PathBuf,
-    /// `None` once finished (or after a failure that already cleaned up).
-    writer: Option<BufWriter<File>>,
+    /// The temp file and its commit; a stable temp file for checkpointed runs (kept when
+    /// the writer is dropped unfinished: `memodiff resume` reopens it with
+    /// [`reopen`](Self::reopen)).
+    file: AtomicFile,
     rows: u64,
     cols: usize,
     rows_written: u64,
-    /// Keep the temp file when dropped unfinished (checkpointed runs: `memodiff resume`
-    /// reopens it with [`reopen`](Self::reopen)).
-    keep_on_drop: bool,
 }
 
 impl NpyStreamWriter {
@@ -106,13 +103,7 @@ impl NpyStreamWriter {
     pub fn create_persistent(path: &Path, temp: &Path, rows: u64, cols: usize) -> Result<Self> {
         let mut this = Self::create(path, rows, cols)?;
         // Move the freshly created temp file (header only) to its stable name.
-        this.io(|w| w.flush())?;
-        if let Err(e) = fs::rename(&this.temp, temp) {
-            this.abandon();
-            return Err(Error::io(temp, e));
-        }
-        this.temp = temp.to_path_buf();
-        this.keep_on_drop = true;
+        this.file.keep_temp_at(temp)?;
         Ok(this)
     }
 
@@ -155,22 +146,16 @@ impl NpyStreamWriter {
         file.set_len(keep).map_err(|e| Error::io(temp, e))?;
         io::Seek::seek(&mut file, io::SeekFrom::Start(keep)).map_err(|e| Error::io(temp, e))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            temp: temp.to_path_buf(),
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            file: AtomicFile::resume(path, temp, file),
             rows,
             cols,
             rows_written,
-            keep_on_drop: true,
         })
     }
 
     /// Flush the rows written so far and sync them to disk (for a checkpoint).
     pub fn persist(&mut self) -> Result<()> {
-        self.io(|w| {
-            w.flush()?;
-            w.get_ref().sync_data()
-        })
+        self.file.sync_data()
     }
 
     /// Start writing a (rows, cols) `<f4` array to `path` (via a temp file).
@@ -181,20 +166,15 @@ impl NpyStreamWriter {
                 path.display()
             )));
         }
-        let temp = temp_path_for(path)?;
-        let file = File::create(&temp).map_err(|e| Error::io(path, e))?;
-        let mut this = Self {
-            path: path.to_path_buf(),
-            temp,
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        let mut file = AtomicFile::create(path)?;
+        let header = npy_header("<f4", &[rows, cols as u64]);
+        file.write(|w| w.write_all(&header))?;
+        Ok(Self {
+            file,
             rows,
             cols,
             rows_written: 0,
-            keep_on_drop: false,
-        };
-        let header = npy_header("<f4", &[rows, cols as u64]);
-        this.io(|w| w.write_all(&header))?;
-        Ok(this)
+        })
     }
 
     /// Rows declared at creation.
@@ -211,27 +191,12 @@ impl NpyStreamWriter {
         self.rows_written
     }
 
-    /// Run `f` on the open writer; on an I/O error, clean up and report it against `path`.
-    fn io(&mut self, f: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> Result<()> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(Error::Output(format!(
-                "cannot write {}: the writer has already failed",
-                self.path.display()
-            )));
-        };
-        if let Err(e) = f(writer) {
-            self.abandon();
-            return Err(Error::io(&self.path, e));
-        }
-        Ok(())
-    }
-
     /// Append whole rows (`data.len()` must be a multiple of `cols`), in order.
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         if !data.len().is_multiple_of(self.cols) {
             return Err(Error::Output(format!(
                 "cannot write {}: {} values are not whole rows of {} columns",
-                self.path.display(),
+                self.file.path().display(),
                 data.len(),
                 self.cols
             )));
@@ -240,12 +205,12 @@ impl NpyStreamWriter {
         if self.rows_written + new_rows > self.rows {
             return Err(Error::Output(format!(
                 "cannot write {}: {} rows would exceed the {} rows declared",
-                self.path.display(),
+                self.file.path().display(),
                 self.rows_written + new_rows,
                 self.rows
             )));
         }
-        self.io(|w| {
+        self.file.write(|w| {
             // Convert in chunks so that one large call does not need a second full copy.
             let mut buf = Vec::with_capacity(4 * data.len().min(1 << 16));
             for chunk in data.chunks(1 << 16) {
@@ -267,47 +232,14 @@ impl NpyStreamWriter {
         if self.rows_written != self.rows {
             let message = format!(
                 "cannot finish {}: only {} of the {} declared rows were written",
-                self.path.display(),
+                self.file.path().display(),
                 self.rows_written,
                 self.rows
             );
-            self.abandon();
+            self.file.abandon();
             return Err(Error::Output(message));
         }
-        let Some(writer) = self.writer.take() else {
-            return Err(Error::Output(format!(
-                "cannot finish {}: the writer has already failed",
-                self.path.display()
-            )));
-        };
-        if let Err(e) = commit(writer, &self.temp, &self.path) {
-            let _ = fs::remove_file(&self.temp);
-            return Err(Error::io(&self.path, e));
-        }
-        Ok(())
-    }
-
-    /// Close and remove the temp file (idempotent).
-    fn abandon(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            // Dropping a BufWriter flushes; skip that work by taking the file out unflushed.
-            let (file, _) = writer.into_parts();
-            drop(file);
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
-}
-
-impl Drop for NpyStreamWriter {
-    fn drop(&mut self) {
-        if self.keep_on_drop {
-            // Rows after the last `persist` may be partial; `reopen` cuts them off.
-            if let Some(writer) = self.writer.take() {
-                let _ = writer.into_parts();
-            }
-            return;
-        }
-        self.abandon();
+        self.file.commit()
     }
 }
 

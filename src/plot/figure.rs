@@ -19,7 +19,6 @@ use crate::image::colormap::Colormap;
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use std::path::Path;
 
 /// DejaVu Sans (assets/fonts/LICENSE_DEJAVU), embedded.
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -714,11 +713,6 @@ impl PlotCapture {
         });
         img
     }
-}
-
-/// Write `img` as a PNG at `path`, atomically (temporary file, sync, rename).
-pub fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
-    crate::density::heatmap::write_png_atomic(img, path)
 }
 
 /// Parse a figure size `WxH` (or `N` for N×N), each side in `MIN_SIDE..=MAX_SIDE`.

@@ -332,7 +332,7 @@ impl RunFigures {
             };
             let png = figure.render(o.size.0, o.size.1)?;
             let name = format!("frame_{i:03}.png");
-            crate::plot::figure::write_png(&png, &frames_dir.join(&name))?;
+            crate::io::write_png(&frames_dir.join(&name), &png)?;
             info.push(FrameInfo {
                 file: format!("snapshots/{name}"),
                 step: s.steps[i],

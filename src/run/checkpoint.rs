@@ -184,21 +184,11 @@ pub fn save(
     if current.exists() {
         fs::rename(&current, &old).map_err(|e| Error::io(&current, e))?;
     }
-    fs::rename(&temp, &current).map_err(|e| Error::io(&current, e))?;
-    sync_dir(out);
+    crate::io::rename_synced(&temp, &current).map_err(|e| Error::io(&current, e))?;
     if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 /// A checkpoint read back by [`load`].
@@ -290,6 +280,6 @@ pub fn remove(out: &Path) -> Result<()> {
             fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
     }
-    sync_dir(out);
+    crate::io::sync_dir(out);
     Ok(())
 }
