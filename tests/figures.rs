@@ -7,8 +7,9 @@
 mod common;
 
 use assert_cmd::Command;
-use memodiff::density::heatmap::{DensityGrid, Extent};
+use memodiff::density::heatmap::DensityGrid;
 use memodiff::image::colormap::Colormap;
+use memodiff::image::extent::Extent;
 use memodiff::model::dataset::Dataset;
 use memodiff::model::schedule::VpSchedule;
 use memodiff::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
@@ -554,9 +555,10 @@ fn sample_figures_show_the_colours_of_the_density_pngs() {
 /// markers included.
 #[test]
 fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
+    use memodiff::image::grid_file::GridMeta;
     use memodiff::image::raster::{
-        colorbar, stats_of, write_grid_outputs_banded, BandLimits, FigureRequest, GridMeta,
-        GridOutputs, Norm, Shading,
+        colorbar, stats_of, write_grid_outputs_banded, BandLimits, FigureRequest, GridOutputs,
+        Norm, Shading,
     };
     let dir = tempfile::tempdir().unwrap();
     let extent = Extent::new(-3.0, 3.0, -2.0, 2.5).unwrap();

@@ -10,9 +10,10 @@
 //! through a streaming PNG encoder. The picture is a function of the f32 grid only, so a
 //! grid written to `.npy` and rendered again gives the same PNG bytes.
 
-use crate::density::heatmap::{DensityGrid, Extent, Kernel};
+use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
 use crate::image::colormap::{lut_index, Colormap};
+use crate::image::grid_file::{meta_extent, GridFile, GridMeta};
 use crate::io::AtomicFile;
 use image::ImageEncoder;
 use rayon::prelude::*;
@@ -30,9 +31,6 @@ const BAND_PIXELS: usize = 1 << 22;
 
 /// Bins of the `eq-hist` histogram (datashader's `eq_hist` default, `nbins = 256 * 256`).
 pub const EQ_HIST_BINS: usize = 256 * 256;
-
-/// Identifies the f32 grid sidecars.
-pub const GRID_FORMAT: &str = "memodiff-density-f32-1";
 
 /// How density values become colours.
 #[derive(
@@ -74,62 +72,6 @@ impl Default for Shading {
             colormap: Colormap::Coolwarm,
             norm: Norm::Linear,
         }
-    }
-}
-
-/// The sidecar `NAME.json` of an f32 grid `NAME.npy`: what the grid is, so that grids are
-/// only ever summed with grids of the same kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GridMeta {
-    /// [`GRID_FORMAT`].
-    pub format: String,
-    pub width: usize,
-    pub height: usize,
-    /// `[xmin, xmax, ymin, ymax]`; pixel centres on `linspace` grids, row 0 at `ymax`.
-    pub extent: [f64; 4],
-    pub kernel: Kernel,
-    pub bandwidth: f64,
-    /// Particles behind the grid (far and non-finite ones included).
-    pub particles: u64,
-    /// Smallest and largest value of the grid (finite values).
-    pub min: f64,
-    pub max: f64,
-}
-
-impl GridMeta {
-    pub fn of(grid: &DensityGrid) -> Self {
-        let e = grid.extent();
-        GridMeta {
-            format: GRID_FORMAT.into(),
-            width: grid.width(),
-            height: grid.height(),
-            extent: [e.xmin, e.xmax, e.ymin, e.ymax],
-            kernel: grid.kernel(),
-            bandwidth: grid.bandwidth(),
-            particles: grid.deposits(),
-            min: 0.0,
-            max: 0.0,
-        }
-    }
-
-    /// Whether `other` describes a grid that can be added to this one.
-    pub fn same_shape(&self, other: &GridMeta) -> bool {
-        self.width == other.width
-            && self.height == other.height
-            && self.extent == other.extent
-            && self.kernel == other.kernel
-            && self.bandwidth == other.bandwidth
-    }
-
-    pub fn describe(&self) -> String {
-        let [a, b, c, d] = self.extent;
-        format!(
-            "{}x{} over {a},{b},{c},{d}, {} kernel, bandwidth {}",
-            self.width,
-            self.height,
-            self.kernel.name(),
-            self.bandwidth
-        )
     }
 }
 
@@ -923,15 +865,18 @@ fn stream_png(
     writer.finish().map_err(err)
 }
 
-/// Write a density grid as `DIR/NAME.png`, `DIR/NAME_density.npy` + `.json` (f32, row 0 =
-/// top), with `png16` `DIR/NAME_gray16.png` and with `figure` that figure; returns the
-/// names written.
+/// Write a density grid as `DIR/NAME.png`, `DIR/NAME_density.npy` (f32, row 0 = top) with
+/// its sidecar `NAME_density.json`, with `png16` `DIR/NAME_gray16.png`, with `raw` the
+/// integer sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge`
+/// adds up, [`crate::image::grid_file`]) and with `figure` a framed figure drawn from the
+/// PNG's own colours. Large grids are written band by band. Returns the names written.
 pub fn write_named(
     dir: &Path,
     name: &str,
     grid: &DensityGrid,
     shading: Shading,
     png16: bool,
+    raw: bool,
     figure: Option<FigureRequest>,
 ) -> Result<Vec<String>> {
     let outputs = GridOutputs {
@@ -941,78 +886,13 @@ pub fn write_named(
         figure,
     };
     write_grid_outputs(grid, GridMeta::of(grid), shading, &outputs)?;
-    Ok(outputs.names())
-}
-
-/// An f32 grid `.npy` with its sidecar, as a row source (read band by band from disk).
-pub struct GridFile {
-    pub meta: GridMeta,
-    path: PathBuf,
-    offset: u64,
-}
-
-impl GridFile {
-    /// Open `path` and its sidecar (`path` with `.json`), checking one against the other.
-    pub fn open(path: &Path) -> Result<Self> {
-        let meta_path = path.with_extension("json");
-        let bad = |why: String| Error::invalid("density grid", why);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-            bad(format!(
-                "{} looks like a density grid, but its sidecar {} cannot be read ({e}); \
-                 render needs it to know the grid's extent and kernel",
-                path.display(),
-                meta_path.display()
-            ))
-        })?;
-        let meta: GridMeta = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("{}: {e}", meta_path.display())))?;
-        if meta.format != GRID_FORMAT {
-            return Err(bad(format!(
-                "{}: format '{}', expected '{GRID_FORMAT}'",
-                meta_path.display(),
-                meta.format
-            )));
-        }
-        let header = crate::io::npy_header("<f4", &[meta.height as u64, meta.width as u64]);
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let mut head = vec![0u8; header.len()];
-        let ok = file.read_exact(&mut head).is_ok()
-            && head == header
-            && len == header.len() as u64 + 4 * (meta.width * meta.height) as u64;
-        if !ok {
-            return Err(bad(format!(
-                "{} is not the <f4 array of shape ({}, {}) that {} describes",
-                path.display(),
-                meta.height,
-                meta.width,
-                meta_path.display()
-            )));
-        }
-        Ok(GridFile {
-            meta,
-            path: path.to_path_buf(),
-            offset: header.len() as u64,
-        })
+    let mut names = outputs.names();
+    if raw {
+        let raw = format!("{name}_density_raw.npy");
+        crate::image::grid_file::write_raw(&dir.join(&raw), grid)?;
+        names.extend([raw, format!("{name}_density_raw.json")]);
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Add rows `r0..` of this grid to `out`.
-    pub fn add_rows(&self, r0: usize, out: &mut [f64]) -> Result<()> {
-        let w = self.meta.width;
-        let mut file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let mut bytes = vec![0u8; out.len() * 4];
-        file.seek(SeekFrom::Start(self.offset + (r0 * w * 4) as u64))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .map_err(|e| Error::io(&self.path, e))?;
-        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o += f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
-        }
-        Ok(())
-    }
+    Ok(names)
 }
 
 /// The rows an empty direct-path grid would hold for `points`, computed band by band
@@ -1064,10 +944,4 @@ impl RowSource for GridSum<'_> {
         }
         Ok(())
     }
-}
-
-/// The extent of a grid's metadata.
-pub fn meta_extent(meta: &GridMeta) -> Result<Extent> {
-    let [a, b, c, d] = meta.extent;
-    Extent::new(a, b, c, d)
 }

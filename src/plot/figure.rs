@@ -13,9 +13,9 @@
 //! [`axis_ticks`]) that the tests check; plotters only rasterizes text and shapes, with
 //! DejaVu Sans embedded in the binary so that nothing depends on the system's fonts.
 
-use crate::density::heatmap::Extent;
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
+use crate::image::extent::Extent;
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};

@@ -9,9 +9,10 @@
 //! folder is finished. Every file is written atomically.
 
 use crate::cli::SampleArgs;
-use crate::density::heatmap::{DensityGrid, Extent};
+use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
+use crate::image::extent::Extent;
 use crate::plot::figure::{Colorbar, Figure};
 use crate::run::driver::SampleConfig;
 use image::RgbImage;

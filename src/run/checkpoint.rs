@@ -155,10 +155,10 @@ pub fn save(
     };
     if !linked {
         if let Some(grid) = folder.sample_grid {
-            grid.save_raw(&temp.join("samples_density_raw.npy"))?;
+            crate::image::grid_file::write_raw(&temp.join("samples_density_raw.npy"), grid)?;
         }
         if let Some(grid) = folder.initial_grid {
-            grid.save_raw(&temp.join("initial_density_raw.npy"))?;
+            crate::image::grid_file::write_raw(&temp.join("initial_density_raw.npy"), grid)?;
         }
         crate::io::write_npy_f64(
             &temp.join("training.npy"),
@@ -254,7 +254,7 @@ pub fn load(out: &Path) -> Result<Loaded> {
     let grid = |name: &str| -> Result<Option<DensityGrid>> {
         let path = dir.join(name);
         if path.is_file() {
-            DensityGrid::load_raw(&path).map(Some)
+            crate::image::grid_file::read_raw(&path).map(Some)
         } else {
             Ok(None)
         }
