@@ -555,10 +555,11 @@ fn sample_figures_show_the_colours_of_the_density_pngs() {
 /// markers included.
 #[test]
 fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
+    use memodiff::image::colorbar::colorbar;
     use memodiff::image::grid_file::GridMeta;
+    use memodiff::image::norm::{stats_of, Norm, Shading};
     use memodiff::image::raster::{
-        colorbar, stats_of, write_grid_outputs_banded, BandLimits, FigureRequest, GridOutputs,
-        Norm, Shading,
+        write_grid_outputs_banded, BandLimits, FigureRequest, GridOutputs,
     };
     let dir = tempfile::tempdir().unwrap();
     let extent = Extent::new(-3.0, 3.0, -2.0, 2.5).unwrap();
@@ -622,8 +623,9 @@ fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
 /// inverse of the equalization at 0, 1/4, ..., 1.
 #[test]
 fn colorbar_ticks_follow_the_norm() {
-    use memodiff::image::raster::{colorbar_ticks, stats_of, Norm};
-    let check_order = |ticks: &[memodiff::image::raster::BarTick]| {
+    use memodiff::image::colorbar::{colorbar_ticks, BarTick};
+    use memodiff::image::norm::{stats_of, Norm};
+    let check_order = |ticks: &[BarTick]| {
         assert!(ticks.len() >= 3, "{ticks:?}");
         for w in ticks.windows(2) {
             assert!(w[1].pos > w[0].pos && w[1].value > w[0].value, "{ticks:?}");

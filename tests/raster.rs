@@ -8,9 +8,9 @@ use memodiff::density::heatmap::{direct_sum, DensityGrid, Kernel, DEFAULT_BANDWI
 use memodiff::image::colormap::{lut_index, Colormap};
 use memodiff::image::extent::Extent;
 use memodiff::image::grid_file::{GridFile, GridMeta};
+use memodiff::image::norm::{shade_indices, stats_of, Norm, Shading};
 use memodiff::image::raster::{
-    shade_indices, stats_of, write_grid_outputs, write_grid_outputs_banded, BandLimits,
-    GridOutputs, GridSum, Norm, Shading,
+    write_grid_outputs, write_grid_outputs_banded, BandLimits, GridOutputs, GridSum,
 };
 
 fn max_abs(v: &[f64]) -> f64 {
