@@ -1255,10 +1255,7 @@ pub fn render(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
     let mut files = Vec::new();
     let mut particle_inputs = Vec::new();
     for input in &args.inputs {
-        let is_grid = input.extension().and_then(|e| e.to_str()) == Some("npy")
-            && std::fs::read_to_string(input.with_extension("json"))
-                .is_ok_and(|t| t.contains(crate::image::grid_file::GRID_FORMAT));
-        if is_grid {
+        if crate::image::grid_file::is_declared_f32_grid(input) {
             files.push(GridFile::open(input)?);
         } else {
             particle_inputs.push(input.clone());

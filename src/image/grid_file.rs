@@ -23,6 +23,24 @@ use std::path::{Path, PathBuf};
 /// Identifies the f32 grid sidecars.
 pub const GRID_FORMAT: &str = "memodiff-density-f32-1";
 
+/// The declaration every grid sidecar starts with: its `format` field, read typed (the other
+/// fields depend on the format).
+#[derive(Deserialize)]
+struct Declaration {
+    format: String,
+}
+
+/// Whether `npy` is an f32 density grid: a `.npy` path whose sidecar (`npy` with `.json`)
+/// declares [`GRID_FORMAT`] in its `format` field. A path without such a sidecar (a
+/// particle file, perhaps beside JSON of its own) is not one; a declared grid whose files
+/// do not match is [`GridFile::open`]'s error to report.
+pub fn is_declared_f32_grid(npy: &Path) -> bool {
+    npy.extension().and_then(|e| e.to_str()) == Some("npy")
+        && std::fs::read(npy.with_extension("json")).is_ok_and(|bytes| {
+            serde_json::from_slice::<Declaration>(&bytes).is_ok_and(|d| d.format == GRID_FORMAT)
+        })
+}
+
 /// The sidecar `NAME.json` of an f32 grid `NAME.npy`: what the grid is, so that grids are
 /// only ever summed with grids of the same kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
