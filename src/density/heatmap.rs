@@ -75,8 +75,8 @@ use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
 // Re-exported where `DensityGrid::new` takes it and where callers have long found it.
 pub use crate::image::extent::Extent;
-pub use fixed_point::QUANTUM_BITS;
-use fixed_point::{add_counts, dequantize, EXACT_PARTICLES};
+use fixed_point::{add_counts, dequantize};
+pub use fixed_point::{EXACT_PARTICLES, QUANTUM_BITS};
 pub use raw::{RawGridMeta, RAW_FORMAT};
 use rayon::prelude::*;
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! The one font of every figure and chart: DejaVu Sans (assets/fonts/LICENSE_DEJAVU),
 //! embedded in the binary so that no picture depends on the system's fonts, and registered
-//! with plotters once per process under [`FAMILY`].
+//! with plotters once per process under the family name `FAMILY`.
 
 use crate::error::{Error, Result};
 use plotters::style::FontStyle;

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 /// Fixed point: one unit of an accumulator is `2^-QUANTUM_BITS` of a particle's peak
-/// weight (see [`DensityGrid::raw_counts`]).
+/// weight (see [`super::DensityGrid::raw_counts`]).
 pub const QUANTUM_BITS: u32 = 32;
 
 /// `2^QUANTUM_BITS`.
