@@ -63,6 +63,11 @@
 //! the sums to f64 deterministically: the f64 values are a function of the integers only.
 //! Every f64 step (weights, fold) is taken in an order fixed by the grid's shape, whatever
 //! the thread count or vector unit (no FMA contraction).
+//!
+//! The grid type and its reads are here; each stage has its file in `heatmap/`: `direct`
+//! (direct path and histogram), `split` (the sub-grid and its deposit), `fold` (sub-grid to
+//! pixels), `weights` (1-D kernel weights), `fixed_point` (the integer sums) and `raw` (the
+//! sums as data, for shards and checkpoints; their files are [`crate::image::grid_file`]'s).
 
 mod direct;
 mod fixed_point;
