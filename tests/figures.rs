@@ -7,8 +7,9 @@
 mod common;
 
 use assert_cmd::Command;
-use memodiff::density::heatmap::{DensityGrid, Extent};
+use memodiff::density::heatmap::DensityGrid;
 use memodiff::image::colormap::Colormap;
+use memodiff::image::extent::Extent;
 use memodiff::model::dataset::Dataset;
 use memodiff::model::schedule::VpSchedule;
 use memodiff::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
@@ -554,9 +555,11 @@ fn sample_figures_show_the_colours_of_the_density_pngs() {
 /// markers included.
 #[test]
 fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
+    use memodiff::image::colorbar::colorbar;
+    use memodiff::image::grid_file::GridMeta;
+    use memodiff::image::norm::{stats_of, Norm, Shading};
     use memodiff::image::raster::{
-        colorbar, stats_of, write_grid_outputs_banded, BandLimits, FigureRequest, GridMeta,
-        GridOutputs, Norm, Shading,
+        write_grid_outputs_banded, BandLimits, FigureRequest, GridOutputs,
     };
     let dir = tempfile::tempdir().unwrap();
     let extent = Extent::new(-3.0, 3.0, -2.0, 2.5).unwrap();
@@ -620,8 +623,9 @@ fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
 /// inverse of the equalization at 0, 1/4, ..., 1.
 #[test]
 fn colorbar_ticks_follow_the_norm() {
-    use memodiff::image::raster::{colorbar_ticks, stats_of, Norm};
-    let check_order = |ticks: &[memodiff::image::raster::BarTick]| {
+    use memodiff::image::colorbar::{colorbar_ticks, BarTick};
+    use memodiff::image::norm::{stats_of, Norm};
+    let check_order = |ticks: &[BarTick]| {
         assert!(ticks.len() >= 3, "{ticks:?}");
         for w in ticks.windows(2) {
             assert!(w[1].pos > w[0].pos && w[1].value > w[0].value, "{ticks:?}");

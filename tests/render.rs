@@ -348,3 +348,43 @@ fn render_reads_files_not_dataset_specs() {
         .success()
         .stdout(predicate::str::contains("3 particles"));
 }
+
+/// A density grid is what its sidecar's `format` field declares, not any sidecar whose text
+/// happens to contain the grid format's name: a particle file beside a JSON note that
+/// mentions it is still rendered as particles.
+#[test]
+fn render_recognises_grids_by_the_declared_format_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    sample(&run, &[]);
+    let particles = dir.path().join("points.npy");
+    std::fs::copy(run.join("samples.npy"), &particles).unwrap();
+    std::fs::write(
+        dir.path().join("points.json"),
+        r#"{"format": "my-notes-1", "note": "particles, not a memodiff-density-f32-1 grid"}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("points.png");
+    memodiff()
+        .arg("render")
+        .arg(&particles)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(bytes(&out) == bytes(&run.join("samples.png")));
+    // A grid's sidecar declares its format, however the JSON is laid out.
+    let grid = run.join("samples_density.npy");
+    let sidecar = run.join("samples_density.json");
+    let meta: serde_json::Value = serde_json::from_slice(&bytes(&sidecar)).unwrap();
+    std::fs::write(&sidecar, serde_json::to_string(&meta).unwrap()).unwrap();
+    let again = dir.path().join("grid.png");
+    memodiff()
+        .arg("render")
+        .arg(&grid)
+        .arg("--out")
+        .arg(&again)
+        .assert()
+        .success();
+    assert!(bytes(&again) == bytes(&run.join("samples.png")));
+}

@@ -5,7 +5,7 @@
 //! one run, each exactly once (same parameters except the shard, same backend), with the
 //! files their `run.json` lists. Then samples.npy and initial.npy are concatenated in
 //! particle-index order, streamed a block of rows at a time; the raw density grids (integer
-//! sums, [`DensityGrid::save_raw`]) are added exactly and re-rendered; the memorization
+//! sums, [`crate::image::grid_file::write_raw`]) are added exactly and re-rendered; the memorization
 //! counts are added; and a run.json for the whole run is written (shard: null,
 //! merged_from: the inputs). Because particle i depends only on (seed, i) and the grids and
 //! counts are integer sums, the result is bit-identical to the unsharded run on the same
@@ -13,10 +13,11 @@
 
 use crate::density::heatmap::{DensityGrid, RawGridMeta};
 use crate::error::{Error, Result};
+use crate::image::raster::write_named;
 use crate::io::npy_header;
 use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounts;
-use crate::run::folder::{prepare_dir, write_grid, METRICS_COUNTS};
+use crate::run::folder::{prepare_dir, METRICS_COUNTS};
 use crate::run::report::{MergeTimings, RunParameters, RunReport, Timings};
 use clap::Args;
 use std::io::Read;
@@ -314,7 +315,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
         if in_files.contains(&raw) {
             let mut total: Option<DensityGrid> = None;
             for part in &parts {
-                let grid = DensityGrid::load_raw(&part.dir.join(&raw))?;
+                let grid = crate::image::grid_file::read_raw(&part.dir.join(&raw))?;
                 match &mut total {
                     None => total = Some(grid),
                     Some(t) => t.merge(&grid)?,
@@ -323,7 +324,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
             let total = total.expect("at least one shard");
             // The merged folder is a whole run: no raw sums, like an unsharded run.
             let shading = spec.images.shading();
-            files.extend(write_grid(
+            files.extend(write_named(
                 out,
                 grid_name,
                 &total,

@@ -82,9 +82,10 @@ pub enum RenderBackend {
 }
 
 /// `memodiff render`: see [`RenderArgs`]. Returns the sidecar of the grid drawn.
-pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
+pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
     use crate::density::heatmap::DensityGrid;
-    use crate::image::raster::{GridFile, GridMeta, GridOutputs, GridSum};
+    use crate::image::grid_file::{GridFile, GridMeta};
+    use crate::image::raster::{GridOutputs, GridSum};
     if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
         return Err(crate::Error::invalid(
             "--out",
@@ -128,10 +129,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
     let mut files = Vec::new();
     let mut particle_inputs = Vec::new();
     for input in &args.inputs {
-        let is_grid = input.extension().and_then(|e| e.to_str()) == Some("npy")
-            && std::fs::read_to_string(input.with_extension("json"))
-                .is_ok_and(|t| t.contains(crate::image::raster::GRID_FORMAT));
-        if is_grid {
+        if crate::image::grid_file::is_declared_f32_grid(input) {
             files.push(GridFile::open(input)?);
         } else {
             particle_inputs.push(input.clone());
@@ -141,7 +139,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::raster::GridMeta> {
     let first = files.first().map(|f| f.meta.clone());
     let extent = match (args.image.extent, &first) {
         (Some(e), _) => e,
-        (None, Some(m)) => crate::image::raster::meta_extent(m)?,
+        (None, Some(m)) => crate::image::grid_file::meta_extent(m)?,
         (None, None) => args.image.extent_or_default(),
     };
     let (width, height) = match (args.image.resolution, &first) {

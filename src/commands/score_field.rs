@@ -301,7 +301,7 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
     }
     let g = (args.grid * args.grid) as u64;
     crate::io::write_npy_f32(&args.out.join("score_field.npy"), g, 4, &table)?;
-    crate::plot::figure::write_png(&image, &args.out.join("score_field.png"))?;
+    crate::io::write_png(&args.out.join("score_field.png"), &image)?;
     let report = ScoreFieldReport {
         memodiff_version: env!("CARGO_PKG_VERSION"),
         command: std::env::args().collect(),

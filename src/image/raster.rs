@@ -8,16 +8,24 @@
 //! `.npy` was asked for), then read back for the statistics the normalization needs (min
 //! and max; the histogram of `eq-hist`) and once more to shade the PNG rows, which go
 //! through a streaming PNG encoder. The picture is a function of the f32 grid only, so a
-//! grid written to `.npy` and rendered again gives the same PNG bytes.
+//! grid written to `.npy` and rendered again gives the same PNG bytes. The norms are
+//! [`crate::image::norm`]'s, the `.npy` grid format [`crate::image::grid_file`]'s.
 
-use crate::density::heatmap::{DensityGrid, Extent, Kernel};
+use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
-use crate::image::colormap::{lut_index, Colormap};
+use crate::image::colorbar::colorbar;
+use crate::image::colormap::lut_index;
+use crate::image::grid_file::{meta_extent, GridFile, GridMeta};
+use crate::image::norm::{
+    add_histogram, eq_hist_from_counts, min_max, normalize, Stats, EQ_HIST_BINS,
+};
+// Re-exported where the run folder and the commands have long found them.
+pub use crate::image::norm::{Norm, Shading};
+use crate::io::AtomicFile;
 use image::ImageEncoder;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Grids up to this many pixels (4096 x 4096) are kept in memory as f32 between passes;
@@ -26,111 +34,6 @@ pub const IN_MEMORY_PIXELS: usize = 1 << 24;
 
 /// Pixels per band (rows of the band = this / width, at least one).
 const BAND_PIXELS: usize = 1 << 22;
-
-/// Bins of the `eq-hist` histogram (datashader's `eq_hist` default, `nbins = 256 * 256`).
-pub const EQ_HIST_BINS: usize = 256 * 256;
-
-/// Identifies the f32 grid sidecars.
-pub const GRID_FORMAT: &str = "memodiff-density-f32-1";
-
-/// How density values become colours.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Norm {
-    /// (v - min) / (max - min): the reference tutorial's picture.
-    #[default]
-    Linear,
-    /// log1p(v - min) / log1p(max - min), as datashader's `how="log"`: faint regions
-    /// become visible next to sharp peaks.
-    Log,
-    /// Histogram equalization, as datashader's `eq_hist`: every colour covers about the
-    /// same number of pixels.
-    EqHist,
-}
-
-impl Norm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Norm::Linear => "linear",
-            Norm::Log => "log",
-            Norm::EqHist => "eq-hist",
-        }
-    }
-}
-
-/// How a grid is drawn.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shading {
-    pub colormap: Colormap,
-    pub norm: Norm,
-}
-
-impl Default for Shading {
-    fn default() -> Self {
-        Shading {
-            colormap: Colormap::Coolwarm,
-            norm: Norm::Linear,
-        }
-    }
-}
-
-/// The sidecar `NAME.json` of an f32 grid `NAME.npy`: what the grid is, so that grids are
-/// only ever summed with grids of the same kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GridMeta {
-    /// [`GRID_FORMAT`].
-    pub format: String,
-    pub width: usize,
-    pub height: usize,
-    /// `[xmin, xmax, ymin, ymax]`; pixel centres on `linspace` grids, row 0 at `ymax`.
-    pub extent: [f64; 4],
-    pub kernel: Kernel,
-    pub bandwidth: f64,
-    /// Particles behind the grid (far and non-finite ones included).
-    pub particles: u64,
-    /// Smallest and largest value of the grid (finite values).
-    pub min: f64,
-    pub max: f64,
-}
-
-impl GridMeta {
-    pub fn of(grid: &DensityGrid) -> Self {
-        let e = grid.extent();
-        GridMeta {
-            format: GRID_FORMAT.into(),
-            width: grid.width(),
-            height: grid.height(),
-            extent: [e.xmin, e.xmax, e.ymin, e.ymax],
-            kernel: grid.kernel(),
-            bandwidth: grid.bandwidth(),
-            particles: grid.deposits(),
-            min: 0.0,
-            max: 0.0,
-        }
-    }
-
-    /// Whether `other` describes a grid that can be added to this one.
-    pub fn same_shape(&self, other: &GridMeta) -> bool {
-        self.width == other.width
-            && self.height == other.height
-            && self.extent == other.extent
-            && self.kernel == other.kernel
-            && self.bandwidth == other.bandwidth
-    }
-
-    pub fn describe(&self) -> String {
-        let [a, b, c, d] = self.extent;
-        format!(
-            "{}x{} over {a},{b},{c},{d}, {} kernel, bandwidth {}",
-            self.width,
-            self.height,
-            self.kernel.name(),
-            self.bandwidth
-        )
-    }
-}
 
 /// Something that produces rows of a grid (row 0 = top) as f64.
 pub trait RowSource: Sync {
@@ -206,42 +109,6 @@ impl GridOutputs {
     }
 }
 
-/// A file written under a temporary name, renamed into place by [`commit`](Self::commit);
-/// removed when dropped uncommitted.
-struct TempFile {
-    temp: PathBuf,
-    path: PathBuf,
-    writer: Option<BufWriter<File>>,
-}
-
-impl TempFile {
-    fn create(path: &Path) -> Result<Self> {
-        let temp = crate::io::temp_path_for(path)?;
-        let file = File::create(&temp).map_err(|e| Error::io(path, e))?;
-        Ok(TempFile {
-            temp,
-            path: path.to_path_buf(),
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
-        })
-    }
-    fn writer(&mut self) -> &mut BufWriter<File> {
-        self.writer.as_mut().expect("open until committed")
-    }
-    fn commit(mut self) -> Result<()> {
-        let writer = self.writer.take().expect("open until committed");
-        crate::io::commit(writer, &self.temp, &self.path).map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            self.writer = None;
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
-}
-
 /// The f32 values between passes: in memory, or in a file (the `.npy` being written, or a
 /// scratch file) at `offset`.
 enum Values {
@@ -273,384 +140,6 @@ impl Values {
         }
         Ok(())
     }
-}
-
-/// Normalization statistics of a grid (finite values only).
-#[derive(Debug, Clone)]
-pub struct Stats {
-    pub min: f64,
-    pub max: f64,
-    /// `eq-hist` only.
-    pub eq: Option<EqHist>,
-}
-
-/// datashader's `eq_hist` for float data, as a mapping from a value to `[0, 1]`:
-/// `d = v - min`; a histogram of `d` with [`EQ_HIST_BINS`] equal bins over `[0, max - min]`
-/// (numpy's `histogram` binning); empty bins dropped; the normalized cumulative counts
-/// `cdf` interpolated linearly (numpy's `interp`) at `d` between the kept bins' centres;
-/// then rescaled from `[min cdf, max cdf]` (datashader's span) to `[0, 1]`. Float grids are
-/// not masked (datashader masks only NaN for float aggregates; zero pixels count), so the
-/// large empty background takes the low end of the colormap. `rescale_discrete_levels` is
-/// off (datashader's default).
-#[derive(Debug, Clone)]
-pub struct EqHist {
-    lo: f64,
-    /// `max - min`.
-    range: f64,
-    /// Centres and cdf values of the kept (non-empty) bins.
-    centres: Vec<f64>,
-    cdf: Vec<f64>,
-    /// For each bin, the index in `centres` of the last kept bin at or below it (or
-    /// `usize::MAX` when none).
-    last_kept: Vec<usize>,
-    span: (f64, f64),
-}
-
-impl EqHist {
-    /// numpy's bin of `d` in `[0, range]` with `n` equal bins (edges `linspace(0, range,
-    /// n + 1)`; the last bin is closed).
-    fn bin(&self, d: f64) -> usize {
-        bin_of(d, self.range, EQ_HIST_BINS)
-    }
-
-    fn interp(&self, v: f64) -> f64 {
-        let d = v - self.lo;
-        if d.is_nan() {
-            return f64::NAN;
-        }
-        let n = self.centres.len();
-        let d = d.clamp(0.0, self.range);
-        let mut j = self.last_kept[self.bin(d)];
-        // The last kept centre at or below d (the bin's own centre may lie above d).
-        while j != usize::MAX && self.centres[j] > d {
-            j = if j == 0 { usize::MAX } else { j - 1 };
-        }
-        if j == usize::MAX {
-            return self.cdf[0];
-        }
-        if j + 1 >= n {
-            return self.cdf[n - 1];
-        }
-        let (x0, x1) = (self.centres[j], self.centres[j + 1]);
-        let (f0, f1) = (self.cdf[j], self.cdf[j + 1]);
-        let slope = (f1 - f0) / (x1 - x0);
-        slope * (d - x0) + f0
-    }
-
-    /// `v` mapped to `[0, 1]`.
-    pub fn map(&self, v: f64) -> f64 {
-        let (a, b) = self.span;
-        if b > a {
-            (self.interp(v) - a) / (b - a)
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Bin of `d` among `n` equal bins over `[0, range]` (numpy's rule: `floor(d n / range)`,
-/// corrected against the edges `linspace(0, range, n + 1)`, the last bin closed).
-fn bin_of(d: f64, range: f64, n: usize) -> usize {
-    // NaN ranges included.
-    if range.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-        return 0;
-    }
-    let edge = |k: usize| {
-        if k == n {
-            range
-        } else {
-            k as f64 * (range / n as f64)
-        }
-    };
-    let mut k = ((d * (n as f64 / range)) as usize).min(n - 1);
-    if d < edge(k) && k > 0 {
-        k -= 1;
-    }
-    if k + 1 < n && d >= edge(k + 1) {
-        k += 1;
-    }
-    k
-}
-
-/// Build the `eq-hist` mapping from a histogram of `d = v - lo` over `[0, range]`.
-fn eq_hist_from_counts(lo: f64, range: f64, counts: &[u64]) -> EqHist {
-    let n = counts.len();
-    let width = range / n as f64;
-    let mut centres = Vec::new();
-    let mut cdf = Vec::new();
-    let mut last_kept = vec![usize::MAX; n];
-    let mut total = 0u64;
-    for (k, &c) in counts.iter().enumerate() {
-        if c > 0 {
-            // numpy: (edges[:-1] + edges[1:]) / 2
-            let (a, b) = (
-                k as f64 * width,
-                if k + 1 == n {
-                    range
-                } else {
-                    (k + 1) as f64 * width
-                },
-            );
-            centres.push((a + b) / 2.0);
-            total += c;
-            cdf.push(total as f64);
-        }
-        last_kept[k] = if centres.is_empty() {
-            usize::MAX
-        } else {
-            centres.len() - 1
-        };
-    }
-    let norm = total.max(1) as f64;
-    cdf.iter_mut().for_each(|v| *v /= norm);
-    let mut eq = EqHist {
-        lo,
-        range,
-        centres,
-        cdf,
-        last_kept,
-        span: (0.0, 1.0),
-    };
-    if eq.centres.is_empty() {
-        return eq;
-    }
-    // datashader's span: the min and max of the equalized values, i.e. at the extremes.
-    eq.span = (eq.interp(lo), eq.interp(lo + range));
-    eq
-}
-
-/// Map a value to `[0, 1]` under `norm` with `stats`.
-#[inline]
-fn normalize(v: f64, norm: Norm, stats: &Stats) -> f64 {
-    let (lo, hi) = (stats.min, stats.max);
-    let range = hi - lo;
-    if !(range > 0.0 && range.is_finite()) {
-        return if v.is_nan() { f64::NAN } else { 0.0 };
-    }
-    match norm {
-        Norm::Linear => (v - lo) * (1.0 / range),
-        Norm::Log => (v - lo).max(0.0).ln_1p() / range.ln_1p(),
-        Norm::EqHist => stats.eq.as_ref().map_or(0.0, |e| e.map(v)),
-    }
-}
-
-/// The colour index of each value in `values` under `shading` and `stats` (exposed for
-/// tests and for callers that shade their own arrays).
-pub fn shade_indices(values: &[f32], norm: Norm, stats: &Stats) -> Vec<usize> {
-    values
-        .par_iter()
-        .map(|&v| lut_index(normalize(v as f64, norm, stats)))
-        .collect()
-}
-
-/// One colorbar tick: where it sits along the bar (`[0, 1]`, the normalized value that
-/// gets that colour), the density value there and its label.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BarTick {
-    pub pos: f64,
-    pub value: f64,
-    pub label: String,
-}
-
-/// Ticks closer than this (a fraction of the bar) would overlap their labels.
-const MIN_TICK_GAP: f64 = 0.06;
-
-/// The colorbar ticks of `norm` with `stats`: positions are computed by the very function
-/// that shades the pixels, so a tick's colour is the colour of its value in the image.
-///
-/// - linear: nice values (1, 2, 2.5, 5 × 10^k steps) between min and max;
-/// - log (`log1p(v - min) / log1p(max - min)`): `min` and `min + 10^k` (with 2 and 5 ×
-///   10^k while fewer than three decades fit; nice linear steps under a range of 10, where
-///   log1p is nearly linear), thinned so that labels do not overlap;
-/// - eq-hist: positions 0, 0.25, 0.5, 0.75 and 1 labelled with the smallest value that maps
-///   at or above them, found by bisection (the equalization is monotone but has no closed
-///   inverse).
-///
-/// A constant grid (all one colour) gets one tick at the bottom.
-pub fn colorbar_ticks(norm: Norm, stats: &Stats) -> Vec<BarTick> {
-    let (lo, hi) = (stats.min, stats.max);
-    let range = hi - lo;
-    if !(range > 0.0 && range.is_finite()) {
-        return vec![BarTick {
-            pos: 0.0,
-            value: lo,
-            label: crate::plot::figure::format_tick(lo, 0.0),
-        }];
-    }
-    let at = |value: f64, step: f64| BarTick {
-        pos: normalize(value, norm, stats).clamp(0.0, 1.0),
-        value,
-        label: crate::plot::figure::format_tick(value, step),
-    };
-    // A label precise enough to tell a value from its neighbours: 3 significant digits.
-    let sig = |v: f64| {
-        if v == 0.0 {
-            0.0
-        } else {
-            10f64.powf(v.abs().log10().floor() - 2.0)
-        }
-    };
-    let mut ticks: Vec<BarTick> = match norm {
-        Norm::Linear => {
-            let (values, step) = crate::plot::figure::nice_ticks(lo, hi, 6);
-            values.into_iter().map(|v| at(v, step)).collect()
-        }
-        Norm::Log => {
-            let offsets: Vec<(f64, f64)> = if range < 10.0 {
-                let (d, step) = crate::plot::figure::nice_ticks(0.0, range, 5);
-                d.into_iter().map(|d| (d, step)).collect()
-            } else {
-                let top = range.log10().floor() as i32;
-                let decades = top + 1;
-                let mults: &[f64] = if decades < 3 {
-                    &[1.0, 2.0, 5.0]
-                } else {
-                    &[1.0]
-                };
-                let mut d = vec![(0.0, if lo == 0.0 { 1.0 } else { sig(lo) })];
-                for k in 0..=top {
-                    let p = 10f64.powi(k);
-                    d.extend(
-                        mults
-                            .iter()
-                            .map(|m| (m * p, p))
-                            .filter(|(v, _)| *v <= range),
-                    );
-                }
-                d
-            };
-            let mut ticks: Vec<BarTick> = offsets
-                .into_iter()
-                .map(|(d, step)| at(lo + d, step))
-                .collect();
-            // Keep the largest ticks (the decades the eye reads first) and the bottom one.
-            ticks.sort_by(|a, b| b.pos.total_cmp(&a.pos));
-            let mut kept: Vec<BarTick> = Vec::new();
-            let bottom = ticks.pop();
-            for t in ticks {
-                if kept.last().is_none_or(|k| k.pos - t.pos >= MIN_TICK_GAP) {
-                    kept.push(t);
-                }
-            }
-            if let Some(b) = bottom {
-                if kept.last().is_some_and(|k| k.pos - b.pos < MIN_TICK_GAP) {
-                    kept.pop();
-                }
-                kept.push(b);
-            }
-            kept.reverse();
-            kept
-        }
-        Norm::EqHist => [0.0, 0.25, 0.5, 0.75, 1.0]
-            .into_iter()
-            .map(|p| {
-                let v = inverse_of_norm(p, norm, stats);
-                BarTick {
-                    pos: p,
-                    value: v,
-                    label: crate::plot::figure::format_tick(v, sig(v)),
-                }
-            })
-            .collect(),
-    };
-    // Equal labels (values closer than the labels' digits) would read as one value twice.
-    ticks.dedup_by(|b, a| a.label == b.label);
-    ticks
-}
-
-/// The smallest value in `[stats.min, stats.max]` that `norm` maps at or above `p`, by
-/// bisection (to f64 precision; every norm is monotone in the value).
-pub fn inverse_of_norm(p: f64, norm: Norm, stats: &Stats) -> f64 {
-    let (mut a, mut b) = (stats.min, stats.max);
-    if normalize(a, norm, stats) >= p {
-        return a;
-    }
-    for _ in 0..200 {
-        let m = 0.5 * (a + b);
-        if m <= a || m >= b {
-            break;
-        }
-        if normalize(m, norm, stats) >= p {
-            b = m;
-        } else {
-            a = m;
-        }
-    }
-    b
-}
-
-/// The colorbar of `shading` with `stats`: [`colorbar_ticks`], labelled with `quantity`
-/// and the norm.
-pub fn colorbar(shading: Shading, stats: &Stats, quantity: &str) -> crate::plot::figure::Colorbar {
-    let how = match shading.norm {
-        Norm::Linear => "linear",
-        Norm::Log => "log: log1p(v − min)",
-        Norm::EqHist => "eq-hist: equal pixel counts",
-    };
-    crate::plot::figure::Colorbar {
-        colormap: shading.colormap,
-        ticks: colorbar_ticks(shading.norm, stats)
-            .into_iter()
-            .map(|t| (t.pos, t.label))
-            .collect(),
-        label: format!("{quantity} ({how})"),
-    }
-}
-
-/// Statistics of a whole in-memory array (tests, small grids).
-pub fn stats_of(values: &[f32], norm: Norm) -> Stats {
-    let (min, max) = min_max(values);
-    let mut stats = Stats { min, max, eq: None };
-    if norm == Norm::EqHist && max > min {
-        let mut counts = vec![0u64; EQ_HIST_BINS];
-        add_histogram(values, min, max - min, &mut counts);
-        stats.eq = Some(eq_hist_from_counts(min, max - min, &counts));
-    }
-    stats
-}
-
-fn min_max(values: &[f32]) -> (f64, f64) {
-    let (lo, hi) = values
-        .par_chunks(1 << 16)
-        .map(|c| {
-            c.iter()
-                .filter(|v| v.is_finite())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                    (lo.min(v), hi.max(v))
-                })
-        })
-        .reduce(
-            || (f32::INFINITY, f32::NEG_INFINITY),
-            |a, b| (a.0.min(b.0), a.1.max(b.1)),
-        );
-    if lo > hi {
-        (0.0, 0.0) // no finite value
-    } else {
-        (lo as f64, hi as f64)
-    }
-}
-
-fn add_histogram(values: &[f32], lo: f64, range: f64, counts: &mut [u64]) {
-    let n = counts.len();
-    let partial = values
-        .par_chunks(1 << 18)
-        .map(|c| {
-            let mut h = vec![0u64; n];
-            for &v in c {
-                if v.is_finite() {
-                    h[bin_of((v as f64 - lo).clamp(0.0, range), range, n)] += 1;
-                }
-            }
-            h
-        })
-        .reduce(
-            || vec![0u64; n],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
-    counts.iter_mut().zip(&partial).for_each(|(x, y)| *x += y);
 }
 
 /// Write `source` (a `width x height` grid described by `meta`) as `outputs`, shaded with
@@ -719,17 +208,15 @@ pub fn write_grid_outputs_banded(
     // Pass 1: the f32 values, band by band, into memory or into the .npy (or scratch) file.
     let header = crate::io::npy_header("<f4", &[h as u64, w as u64]);
     let mut npy_file = match &outputs.npy {
-        Some(p) => Some(TempFile::create(p)?),
+        Some(p) => Some(AtomicFile::create(p)?),
         None => None,
     };
-    let mut scratch: Option<TempFile> = None;
+    let mut scratch: Option<AtomicFile> = None;
     let mut memory: Vec<f32> = Vec::new();
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     {
         if let Some(f) = npy_file.as_mut() {
-            f.writer()
-                .write_all(&header)
-                .map_err(|e| Error::io(&f.path, e))?;
+            f.write(|w| w.write_all(&header))?;
         } else if !in_memory {
             let base = outputs
                 .png
@@ -739,7 +226,7 @@ pub fn write_grid_outputs_banded(
                 .ok_or_else(|| Error::Output("no output asked for".into()))?;
             let mut name = base.file_name().unwrap_or_default().to_os_string();
             name.push(".grid");
-            scratch = Some(TempFile::create(&base.with_file_name(name))?);
+            scratch = Some(AtomicFile::create(&base.with_file_name(name))?);
         }
         if in_memory {
             memory.reserve_exact(w * h);
@@ -760,10 +247,7 @@ pub fn write_grid_outputs_banded(
             if let Some(f) = sink {
                 bytes.clear();
                 bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
-                let path = f.path.clone();
-                f.writer()
-                    .write_all(&bytes)
-                    .map_err(|e| Error::io(&path, e))?;
+                f.write(|w| w.write_all(&bytes))?;
             }
             if in_memory {
                 memory.extend_from_slice(&vals);
@@ -785,8 +269,8 @@ pub fn write_grid_outputs_banded(
             (None, Some(f)) => (f, 0),
             (None, None) => unreachable!("a file holds the values"),
         };
-        f.writer().flush().map_err(|e| Error::io(&f.path, e))?;
-        let file = File::open(&f.temp).map_err(|e| Error::io(&f.temp, e))?;
+        f.write(|w| w.flush())?;
+        let file = File::open(f.temp_path()).map_err(|e| Error::io(f.temp_path(), e))?;
         Values::File { file, offset }
     };
 
@@ -840,7 +324,7 @@ pub fn write_grid_outputs_banded(
         Ok(())
     };
     let mut png = match &outputs.png {
-        Some(p) => Some(TempFile::create(p)?),
+        Some(p) => Some(AtomicFile::create(p)?),
         None => None,
     };
     if let Some(f) = png.as_mut() {
@@ -866,9 +350,9 @@ pub fn write_grid_outputs_banded(
             fig.plot_pixels = Some(&plot);
             fig.markers = &req.markers;
             let img = fig.render(req.size.0, req.size.1)?;
-            let mut f = TempFile::create(&req.path)?;
-            let path = f.path.clone();
-            image::codecs::png::PngEncoder::new(f.writer())
+            let mut f = AtomicFile::create(&req.path)?;
+            let path = f.path().to_path_buf();
+            image::codecs::png::PngEncoder::new(f.writer()?)
                 .write_image(
                     img.as_raw(),
                     img.width(),
@@ -881,7 +365,7 @@ pub fn write_grid_outputs_banded(
         _ => None,
     };
     let mut png16 = match &outputs.png16 {
-        Some(p) => Some(TempFile::create(p)?),
+        Some(p) => Some(AtomicFile::create(p)?),
         None => None,
     };
     if let Some(f) = png16.as_mut() {
@@ -922,7 +406,7 @@ pub fn write_grid_outputs_banded(
         f.commit()?;
     }
     if let Some(f) = npy_file {
-        let path = f.path.clone();
+        let path = f.path().to_path_buf();
         f.commit()?;
         crate::io::write_json(&path.with_extension("json"), &meta)?;
     }
@@ -932,7 +416,7 @@ pub fn write_grid_outputs_banded(
 /// Encode a `w x h` PNG into `file`, band by band: `fill(r0, rows, bytes)` writes the
 /// samples of rows `r0..r0 + rows` into `bytes`.
 fn stream_png(
-    file: &mut TempFile,
+    file: &mut AtomicFile,
     w: usize,
     h: usize,
     rows_per_band: usize,
@@ -940,12 +424,12 @@ fn stream_png(
     depth: png::BitDepth,
     mut fill: impl FnMut(usize, usize, &mut Vec<u8>) -> Result<()>,
 ) -> Result<()> {
-    let path = file.path.clone();
+    let path = file.path().to_path_buf();
     let err = |e: png::EncodingError| match e {
         png::EncodingError::IoError(io) => Error::io(&path, io),
         other => Error::Output(format!("{}: {other}", path.display())),
     };
-    let mut enc = png::Encoder::new(file.writer(), w as u32, h as u32);
+    let mut enc = png::Encoder::new(file.writer()?, w as u32, h as u32);
     enc.set_color(color);
     enc.set_depth(depth);
     let mut writer = enc.write_header().map_err(err)?;
@@ -963,15 +447,18 @@ fn stream_png(
     writer.finish().map_err(err)
 }
 
-/// Write a density grid as `DIR/NAME.png`, `DIR/NAME_density.npy` + `.json` (f32, row 0 =
-/// top), with `png16` `DIR/NAME_gray16.png` and with `figure` that figure; returns the
-/// names written.
+/// Write a density grid as `DIR/NAME.png`, `DIR/NAME_density.npy` (f32, row 0 = top) with
+/// its sidecar `NAME_density.json`, with `png16` `DIR/NAME_gray16.png`, with `raw` the
+/// integer sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge`
+/// adds up, [`crate::image::grid_file`]) and with `figure` a framed figure drawn from the
+/// PNG's own colours. Large grids are written band by band. Returns the names written.
 pub fn write_named(
     dir: &Path,
     name: &str,
     grid: &DensityGrid,
     shading: Shading,
     png16: bool,
+    raw: bool,
     figure: Option<FigureRequest>,
 ) -> Result<Vec<String>> {
     let outputs = GridOutputs {
@@ -981,78 +468,13 @@ pub fn write_named(
         figure,
     };
     write_grid_outputs(grid, GridMeta::of(grid), shading, &outputs)?;
-    Ok(outputs.names())
-}
-
-/// An f32 grid `.npy` with its sidecar, as a row source (read band by band from disk).
-pub struct GridFile {
-    pub meta: GridMeta,
-    path: PathBuf,
-    offset: u64,
-}
-
-impl GridFile {
-    /// Open `path` and its sidecar (`path` with `.json`), checking one against the other.
-    pub fn open(path: &Path) -> Result<Self> {
-        let meta_path = path.with_extension("json");
-        let bad = |why: String| Error::invalid("density grid", why);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-            bad(format!(
-                "{} looks like a density grid, but its sidecar {} cannot be read ({e}); \
-                 render needs it to know the grid's extent and kernel",
-                path.display(),
-                meta_path.display()
-            ))
-        })?;
-        let meta: GridMeta = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("{}: {e}", meta_path.display())))?;
-        if meta.format != GRID_FORMAT {
-            return Err(bad(format!(
-                "{}: format '{}', expected '{GRID_FORMAT}'",
-                meta_path.display(),
-                meta.format
-            )));
-        }
-        let header = crate::io::npy_header("<f4", &[meta.height as u64, meta.width as u64]);
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let mut head = vec![0u8; header.len()];
-        let ok = file.read_exact(&mut head).is_ok()
-            && head == header
-            && len == header.len() as u64 + 4 * (meta.width * meta.height) as u64;
-        if !ok {
-            return Err(bad(format!(
-                "{} is not the <f4 array of shape ({}, {}) that {} describes",
-                path.display(),
-                meta.height,
-                meta.width,
-                meta_path.display()
-            )));
-        }
-        Ok(GridFile {
-            meta,
-            path: path.to_path_buf(),
-            offset: header.len() as u64,
-        })
+    let mut names = outputs.names();
+    if raw {
+        let raw = format!("{name}_density_raw.npy");
+        crate::image::grid_file::write_raw(&dir.join(&raw), grid)?;
+        names.extend([raw, format!("{name}_density_raw.json")]);
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Add rows `r0..` of this grid to `out`.
-    pub fn add_rows(&self, r0: usize, out: &mut [f64]) -> Result<()> {
-        let w = self.meta.width;
-        let mut file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let mut bytes = vec![0u8; out.len() * 4];
-        file.seek(SeekFrom::Start(self.offset + (r0 * w * 4) as u64))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .map_err(|e| Error::io(&self.path, e))?;
-        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o += f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
-        }
-        Ok(())
-    }
+    Ok(names)
 }
 
 /// The rows an empty direct-path grid would hold for `points`, computed band by band
@@ -1104,10 +526,4 @@ impl RowSource for GridSum<'_> {
         }
         Ok(())
     }
-}
-
-/// The extent of a grid's metadata.
-pub fn meta_extent(meta: &GridMeta) -> Result<Extent> {
-    let [a, b, c, d] = meta.extent;
-    Extent::new(a, b, c, d)
 }

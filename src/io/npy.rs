@@ -3,11 +3,11 @@
 //! and `read_npy_f32`.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::io::{commit, temp_path_for, write_atomically};
+use crate::io::{write_atomically, AtomicFile};
 
 // ---------------------------------------------------------------------------------------
 // NPY writing
@@ -87,16 +87,13 @@ pub fn write_npy_f64(path: &Path, rows: u64, cols: usize, data: &[f64]) -> Resul
 /// without finishing removes the temporary file and leaves `path` untouched.
 #[derive(Debug)]
 pub struct NpyStreamWriter {
-    path: PathBuf,
-    temp: PathBuf,
-    /// `None` once finished (or after a failure that already cleaned up).
-    writer: Option<BufWriter<File>>,
+    /// The temp file and its commit; a stable temp file for checkpointed runs (kept when
+    /// the writer is dropped unfinished: `memodiff resume` reopens it with
+    /// [`reopen`](Self::reopen)).
+    file: AtomicFile,
     rows: u64,
     cols: usize,
     rows_written: u64,
-    /// Keep the temp file when dropped unfinished (checkpointed runs: `memodiff resume`
-    /// reopens it with [`reopen`](Self::reopen)).
-    keep_on_drop: bool,
 }
 
 impl NpyStreamWriter {
@@ -106,13 +103,7 @@ impl NpyStreamWriter {
     pub fn create_persistent(path: &Path, temp: &Path, rows: u64, cols: usize) -> Result<Self> {
         let mut this = Self::create(path, rows, cols)?;
         // Move the freshly created temp file (header only) to its stable name.
-        this.io(|w| w.flush())?;
-        if let Err(e) = fs::rename(&this.temp, temp) {
-            this.abandon();
-            return Err(Error::io(temp, e));
-        }
-        this.temp = temp.to_path_buf();
-        this.keep_on_drop = true;
+        this.file.keep_temp_at(temp)?;
         Ok(this)
     }
 
@@ -155,22 +146,16 @@ impl NpyStreamWriter {
         file.set_len(keep).map_err(|e| Error::io(temp, e))?;
         io::Seek::seek(&mut file, io::SeekFrom::Start(keep)).map_err(|e| Error::io(temp, e))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            temp: temp.to_path_buf(),
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            file: AtomicFile::resume(path, temp, file),
             rows,
             cols,
             rows_written,
-            keep_on_drop: true,
         })
     }
 
     /// Flush the rows written so far and sync them to disk (for a checkpoint).
     pub fn persist(&mut self) -> Result<()> {
-        self.io(|w| {
-            w.flush()?;
-            w.get_ref().sync_data()
-        })
+        self.file.sync_data()
     }
 
     /// Start writing a (rows, cols) `<f4` array to `path` (via a temp file).
@@ -181,20 +166,15 @@ impl NpyStreamWriter {
                 path.display()
             )));
         }
-        let temp = temp_path_for(path)?;
-        let file = File::create(&temp).map_err(|e| Error::io(path, e))?;
-        let mut this = Self {
-            path: path.to_path_buf(),
-            temp,
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        let mut file = AtomicFile::create(path)?;
+        let header = npy_header("<f4", &[rows, cols as u64]);
+        file.write(|w| w.write_all(&header))?;
+        Ok(Self {
+            file,
             rows,
             cols,
             rows_written: 0,
-            keep_on_drop: false,
-        };
-        let header = npy_header("<f4", &[rows, cols as u64]);
-        this.io(|w| w.write_all(&header))?;
-        Ok(this)
+        })
     }
 
     /// Rows declared at creation.
@@ -211,27 +191,12 @@ impl NpyStreamWriter {
         self.rows_written
     }
 
-    /// Run `f` on the open writer; on an I/O error, clean up and report it against `path`.
-    fn io(&mut self, f: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> Result<()> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(Error::Output(format!(
-                "cannot write {}: the writer has already failed",
-                self.path.display()
-            )));
-        };
-        if let Err(e) = f(writer) {
-            self.abandon();
-            return Err(Error::io(&self.path, e));
-        }
-        Ok(())
-    }
-
     /// Append whole rows (`data.len()` must be a multiple of `cols`), in order.
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
         if !data.len().is_multiple_of(self.cols) {
             return Err(Error::Output(format!(
                 "cannot write {}: {} values are not whole rows of {} columns",
-                self.path.display(),
+                self.file.path().display(),
                 data.len(),
                 self.cols
             )));
@@ -240,12 +205,12 @@ impl NpyStreamWriter {
         if self.rows_written + new_rows > self.rows {
             return Err(Error::Output(format!(
                 "cannot write {}: {} rows would exceed the {} rows declared",
-                self.path.display(),
+                self.file.path().display(),
                 self.rows_written + new_rows,
                 self.rows
             )));
         }
-        self.io(|w| {
+        self.file.write(|w| {
             // Convert in chunks so that one large call does not need a second full copy.
             let mut buf = Vec::with_capacity(4 * data.len().min(1 << 16));
             for chunk in data.chunks(1 << 16) {
@@ -267,47 +232,14 @@ impl NpyStreamWriter {
         if self.rows_written != self.rows {
             let message = format!(
                 "cannot finish {}: only {} of the {} declared rows were written",
-                self.path.display(),
+                self.file.path().display(),
                 self.rows_written,
                 self.rows
             );
-            self.abandon();
+            self.file.abandon();
             return Err(Error::Output(message));
         }
-        let Some(writer) = self.writer.take() else {
-            return Err(Error::Output(format!(
-                "cannot finish {}: the writer has already failed",
-                self.path.display()
-            )));
-        };
-        if let Err(e) = commit(writer, &self.temp, &self.path) {
-            let _ = fs::remove_file(&self.temp);
-            return Err(Error::io(&self.path, e));
-        }
-        Ok(())
-    }
-
-    /// Close and remove the temp file (idempotent).
-    fn abandon(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            // Dropping a BufWriter flushes; skip that work by taking the file out unflushed.
-            let (file, _) = writer.into_parts();
-            drop(file);
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
-}
-
-impl Drop for NpyStreamWriter {
-    fn drop(&mut self) {
-        if self.keep_on_drop {
-            // Rows after the last `persist` may be partial; `reopen` cuts them off.
-            if let Some(writer) = self.writer.take() {
-                let _ = writer.into_parts();
-            }
-            return;
-        }
-        self.abandon();
+        self.file.commit()
     }
 }
 
@@ -779,210 +711,4 @@ pub fn read_leading_rows_f32(path: &Path, dim: usize, rows: usize) -> Result<Vec
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::io::*;
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    fn sample(rows: usize, cols: usize) -> Vec<f32> {
-        (0..rows * cols).map(|i| i as f32 * 0.5 - 3.25).collect()
-    }
-
-    #[test]
-    fn leading_rows_are_read_without_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.npy");
-        let values = sample(5, 3);
-        write_npy_f32(&path, 5, 3, &values).unwrap();
-        assert_eq!(read_leading_rows_f32(&path, 3, 2).unwrap(), values[..6]);
-        assert_eq!(read_leading_rows_f32(&path, 3, 9).unwrap(), values);
-        assert!(read_leading_rows_f32(&path, 2, 1).is_err());
-    }
-
-    #[test]
-    fn npy_f32_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.npy");
-        let data = sample(7, 3);
-        write_npy_f32(&path, 7, 3, &data).unwrap();
-        let (shape, back) = read_npy_f32(&path).unwrap();
-        assert_eq!(shape, vec![7, 3]);
-        assert_eq!(back, data);
-        assert_eq!(entries(dir.path()), vec!["a.npy"]);
-    }
-
-    #[test]
-    fn npy_f64_round_trip_and_f32_reader_rejects_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.npy");
-        let data: Vec<f64> = (0..10).map(|i| i as f64 / 3.0).collect();
-        write_npy_f64(&path, 5, 2, &data).unwrap();
-        let array = read_npy(&path).unwrap();
-        assert_eq!(array.shape, vec![5, 2]);
-        assert_eq!(array.values, NpyValues::F64(data));
-        let err = read_npy_f32(&path).unwrap_err().to_string();
-        assert!(err.contains("float64"), "{err}");
-    }
-
-    #[test]
-    fn header_is_numpy_compatible() {
-        let dir = tempfile::tempdir().unwrap();
-        for (rows, cols) in [(4u64, 2usize), (100_000, 1), (0, 3)] {
-            let path = dir.path().join("h.npy");
-            let data = sample(rows as usize, cols);
-            write_npy_f32(&path, rows, cols, &data).unwrap();
-            let bytes = fs::read(&path).unwrap();
-            assert_eq!(&bytes[..6], b"\x93NUMPY");
-            assert_eq!(&bytes[6..8], &[1, 0]);
-            let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-            let offset = 10 + header_len;
-            assert_eq!(offset % 64, 0);
-            let text = std::str::from_utf8(&bytes[10..offset]).unwrap();
-            let dict =
-                format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-            assert!(text.starts_with(&dict), "{text:?}");
-            assert!(text.ends_with('\n'));
-            assert!(text[dict.len()..text.len() - 1].bytes().all(|b| b == b' '));
-            assert_eq!(bytes.len(), offset + 4 * data.len());
-            if let Some(first) = data.first() {
-                assert_eq!(&bytes[offset..offset + 4], &first.to_le_bytes());
-            }
-        }
-    }
-
-    #[test]
-    fn streaming_in_chunks_equals_one_shot() {
-        let dir = tempfile::tempdir().unwrap();
-        let (rows, cols) = (10usize, 3usize);
-        let data = sample(rows, cols);
-        let one = dir.path().join("one.npy");
-        let streamed = dir.path().join("streamed.npy");
-        write_npy_f32(&one, rows as u64, cols, &data).unwrap();
-        let mut w = NpyStreamWriter::create(&streamed, rows as u64, cols).unwrap();
-        w.write_rows(&data[..3 * cols]).unwrap();
-        w.write_rows(&data[3 * cols..7 * cols]).unwrap();
-        w.write_rows(&data[7 * cols..]).unwrap();
-        assert_eq!(w.rows_written(), rows as u64);
-        w.finish().unwrap();
-        assert_eq!(fs::read(&one).unwrap(), fs::read(&streamed).unwrap());
-        assert_eq!(entries(dir.path()), vec!["one.npy", "streamed.npy"]);
-    }
-
-    #[test]
-    fn streaming_rejects_partial_and_extra_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.npy");
-        let mut w = NpyStreamWriter::create(&path, 2, 2).unwrap();
-        let err = w.write_rows(&[1.0, 2.0, 3.0]).unwrap_err().to_string();
-        assert!(err.contains("not whole rows"), "{err}");
-        let err = w.write_rows(&[0.0; 6]).unwrap_err().to_string();
-        assert!(err.contains("exceed the 2 rows declared"), "{err}");
-        // The writer is still usable after a rejected call.
-        w.write_rows(&[0.0; 4]).unwrap();
-        w.finish().unwrap();
-        assert_eq!(read_npy_f32(&path).unwrap(), (vec![2, 2], vec![0.0; 4]));
-    }
-
-    #[test]
-    fn persistent_writer_keeps_its_temp_file_and_reopens_at_a_row_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, temp) = (dir.path().join("x.npy"), dir.path().join(".x.npy.partial"));
-        let data: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let mut w = NpyStreamWriter::create_persistent(&path, &temp, 5, 2).unwrap();
-        w.write_rows(&data[..6]).unwrap();
-        w.persist().unwrap();
-        w.write_rows(&[99.0; 2]).unwrap(); // after the "checkpoint": cut off below
-        drop(w);
-        assert_eq!(entries(dir.path()), vec![".x.npy.partial"]);
-        let mut w = NpyStreamWriter::reopen(&path, &temp, 5, 2, 3).unwrap();
-        assert_eq!(w.rows_written(), 3);
-        w.write_rows(&data[6..]).unwrap();
-        w.finish().unwrap();
-        assert_eq!(read_npy_f32(&path).unwrap(), (vec![5, 2], data));
-        assert_eq!(entries(dir.path()), vec!["x.npy"]);
-        // A file of another shape, or fewer rows than saved, is refused.
-        fs::copy(&path, &temp).unwrap();
-        assert!(NpyStreamWriter::reopen(&path, &temp, 4, 2, 1).is_err());
-        assert!(NpyStreamWriter::reopen(&path, &temp, 5, 2, 6).is_err());
-    }
-
-    #[test]
-    fn dropping_unfinished_writer_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.npy");
-        let mut w = NpyStreamWriter::create(&path, 5, 2).unwrap();
-        w.write_rows(&[1.0; 4]).unwrap();
-        assert_eq!(
-            entries(dir.path()).len(),
-            1,
-            "the temp file exists while writing"
-        );
-        drop(w);
-        assert!(entries(dir.path()).is_empty());
-    }
-
-    #[test]
-    fn finishing_with_too_few_rows_errors_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.npy");
-        let mut w = NpyStreamWriter::create(&path, 5, 2).unwrap();
-        w.write_rows(&[1.0; 6]).unwrap();
-        let err = w.finish().unwrap_err().to_string();
-        assert!(err.contains("only 3 of the 5 declared rows"), "{err}");
-        assert!(entries(dir.path()).is_empty());
-    }
-
-    #[test]
-    fn finishing_replaces_an_existing_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.npy");
-        fs::write(&path, b"old").unwrap();
-        let mut w = NpyStreamWriter::create(&path, 1, 2).unwrap();
-        w.write_rows(&[1.0, 2.0]).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"old", "untouched until finish");
-        w.finish().unwrap();
-        assert_eq!(read_npy_f32(&path).unwrap(), (vec![1, 2], vec![1.0, 2.0]));
-    }
-
-    #[test]
-    fn missing_directory_is_an_io_error_naming_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("no/such/dir/out.npy");
-        for result in [
-            write_npy_f32(&path, 1, 1, &[1.0]),
-            write_npy_f64(&path, 1, 1, &[1.0]),
-            write_json(&path, &vec![1, 2]),
-            NpyStreamWriter::create(&path, 1, 1).map(|_| ()),
-        ] {
-            let err = result.unwrap_err();
-            assert!(matches!(err, Error::Io { .. }), "{err:?}");
-            assert!(err.to_string().contains("out.npy"), "{err}");
-        }
-        assert!(entries(dir.path()).is_empty());
-    }
-
-    #[test]
-    fn unwritable_folder_is_an_io_error_and_leaves_nothing() {
-        // A "folder" that is a regular file cannot hold files, even for root (a
-        // permission-based test would check nothing when run as root, as CI is).
-        let dir = tempfile::tempdir().unwrap();
-        let not_a_dir = dir.path().join("file.txt");
-        fs::write(&not_a_dir, b"x").unwrap();
-        let path = not_a_dir.join("out.npy");
-        let err = write_npy_f32(&path, 1, 1, &[1.0]).unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{err:?}");
-        assert!(err.to_string().contains("out.npy"), "{err}");
-        let err = NpyStreamWriter::create(&path, 1, 1).unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{err:?}");
-        assert_eq!(entries(dir.path()), vec!["file.txt"]);
-        assert_eq!(fs::read(&not_a_dir).unwrap(), b"x");
-    }
-}
+mod tests;

@@ -1,20 +1,10 @@
-//! Line and scatter charts for `collapse` and `sweep` (plotters into an RGB buffer, PNG via
-//! the image crate, the DejaVu Sans font embedded so nothing depends on system fonts).
+//! Line and scatter charts for `collapse` and `sweep` (plotters into an RGB buffer, written
+//! as a PNG by [`crate::io::write_png`], text in the font of [`crate::plot::font`]).
 
 use crate::error::{Error, Result};
+use crate::plot::font::FAMILY;
 use plotters::prelude::*;
 use std::path::Path;
-
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-const FAMILY: &str = "memodiff-charts";
-
-fn register() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
-            .unwrap_or_else(|_| panic!("the embedded DejaVu Sans font is valid"));
-    });
-}
 
 /// One series: points (x, y) and, optionally, an interval [lo, hi] per point.
 #[derive(Debug, Clone)]
@@ -72,7 +62,7 @@ fn padded((lo, hi): (f64, f64)) -> (f64, f64) {
 
 /// Draw `chart` into a `width` × `height` PNG at `path` (written atomically).
 pub fn write_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<()> {
-    register();
+    crate::plot::font::ensure_registered()?;
     let fx = |x: f64| if chart.log_x { x.log10() } else { x };
     let fy = |y: f64| if chart.log_y { y.log10() } else { y };
     let xs = chart
@@ -207,11 +197,7 @@ pub fn write_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<
         root.present().map_err(|e| draw_error(&e))?;
     }
     let image = image::RgbImage::from_raw(width, height, buffer).expect("buffer of the right size");
-    crate::io::write_atomically(path, |w| {
-        image
-            .write_to(w, image::ImageFormat::Png)
-            .map_err(std::io::Error::other)
-    })
+    crate::io::write_png(path, &image)
 }
 
 #[cfg(test)]

@@ -5,44 +5,26 @@
 //! The API does not care how the image was shaded: the caller passes the RGB pixels, the
 //! extent they cover and, for the colorbar, the colormap and where its tick labels go
 //! (positions in [0, 1] along the bar). [`Colorbar::linear`] and [`Colorbar::log10`] build
-//! the ticks of plain linear and log10 scales; `crate::image::raster::colorbar` those of the density
+//! the ticks of plain linear and log10 scales; `crate::image::colorbar::colorbar` those of the density
 //! images' norms (linear, log1p, eq-hist). An image too large to hold is drawn through a
 //! [`PlotCapture`], which keeps only the pixels the plot area reads.
 //!
 //! Layout (tick values, where they land) is computed by pure functions ([`nice_ticks`],
 //! [`axis_ticks`]) that the tests check; plotters only rasterizes text and shapes, with
-//! DejaVu Sans embedded in the binary so that nothing depends on the system's fonts.
+//! the font of [`crate::plot::font`].
 
-use crate::density::heatmap::Extent;
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
+use crate::image::extent::Extent;
+use crate::plot::font::FAMILY;
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use std::path::Path;
-
-/// DejaVu Sans (assets/fonts/LICENSE_DEJAVU), embedded.
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-/// The family name the font is registered under with plotters.
-const FAMILY: &str = "memodiff-dejavu-sans";
 
 /// Smallest and largest total figure side, in pixels: below the minimum the labels do not
 /// fit; the maximum bounds memory (3 bytes a pixel).
 pub const MIN_SIDE: u32 = 160;
 pub const MAX_SIDE: u32 = 8192;
-
-fn ensure_font() -> Result<()> {
-    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Output(
-            "the embedded font could not be loaded".into(),
-        ))
-    }
-}
 
 /// One tick of an axis or colorbar: its value, where it lands (pixels along the axis, or
 /// a position in [0, 1] along a colorbar) and its label.
@@ -332,7 +314,7 @@ impl<'a> Figure<'a> {
             }
         }
         self.extent.validate()?;
-        ensure_font()?;
+        crate::plot::font::ensure_registered()?;
         let layout = self.layout(width, height);
         let mut buf = vec![255u8; width as usize * height as usize * 3];
         // Pixels first, straight into the buffer; plotters then draws on top of them.
@@ -714,11 +696,6 @@ impl PlotCapture {
         });
         img
     }
-}
-
-/// Write `img` as a PNG at `path`, atomically (temporary file, sync, rename).
-pub fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
-    crate::density::heatmap::write_png_atomic(img, path)
 }
 
 /// Parse a figure size `WxH` (or `N` for N×N), each side in `MIN_SIDE..=MAX_SIDE`.

@@ -125,7 +125,7 @@ pub fn write(
 ) -> Result<()> {
     let rows = crate::io::read_leading_rows_f32(samples_npy, training.dim, count)?;
     let img = draw(training, shape, &rows);
-    crate::density::heatmap::write_png_atomic(&img, path)
+    crate::io::write_png(path, &img)
 }
 
 #[cfg(test)]

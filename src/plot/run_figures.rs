@@ -8,9 +8,10 @@
 //! steps, see [`crate::run::driver::BatchSink::snapshot_steps`]) and draws everything when the
 //! folder is finished. Every file is written atomically.
 
-use crate::density::heatmap::{DensityGrid, Extent};
+use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
+use crate::image::extent::Extent;
 use crate::model::dataset::Dataset;
 use crate::plot::figure::{Colorbar, Figure};
 use crate::run::spec::RunSpec;
@@ -332,7 +333,7 @@ impl RunFigures {
             };
             let png = figure.render(o.size.0, o.size.1)?;
             let name = format!("frame_{i:03}.png");
-            crate::plot::figure::write_png(&png, &frames_dir.join(&name))?;
+            crate::io::write_png(&frames_dir.join(&name), &png)?;
             info.push(FrameInfo {
                 file: format!("snapshots/{name}"),
                 step: s.steps[i],

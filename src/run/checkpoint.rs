@@ -124,10 +124,10 @@ pub fn save(
     };
     if !linked {
         if let Some(grid) = folder.sample_grid {
-            grid.save_raw(&temp.join("samples_density_raw.npy"))?;
+            crate::image::grid_file::write_raw(&temp.join("samples_density_raw.npy"), grid)?;
         }
         if let Some(grid) = folder.initial_grid {
-            grid.save_raw(&temp.join("initial_density_raw.npy"))?;
+            crate::image::grid_file::write_raw(&temp.join("initial_density_raw.npy"), grid)?;
         }
         crate::io::write_npy_f64(
             &temp.join("training.npy"),
@@ -153,21 +153,11 @@ pub fn save(
     if current.exists() {
         fs::rename(&current, &old).map_err(|e| Error::io(&current, e))?;
     }
-    fs::rename(&temp, &current).map_err(|e| Error::io(&current, e))?;
-    sync_dir(out);
+    crate::io::rename_synced(&temp, &current).map_err(|e| Error::io(&current, e))?;
     if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 /// A checkpoint read back by [`load`].
@@ -234,7 +224,7 @@ pub fn load(out: &Path) -> Result<Loaded> {
     let grid = |name: &str| -> Result<Option<DensityGrid>> {
         let path = dir.join(name);
         if path.is_file() {
-            DensityGrid::load_raw(&path).map(Some)
+            crate::image::grid_file::read_raw(&path).map(Some)
         } else {
             Ok(None)
         }
@@ -260,6 +250,6 @@ pub fn remove(out: &Path) -> Result<()> {
             fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
     }
-    sync_dir(out);
+    crate::io::sync_dir(out);
     Ok(())
 }

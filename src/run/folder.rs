@@ -67,30 +67,6 @@ fn place<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Place, D
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
 pub const METRICS_COUNTS: &str = "metrics_counts.json";
 
-/// Write a density grid as `NAME.png`, `NAME_density.npy` (f32, row 0 = top) with its
-/// sidecar `NAME_density.json`, with `png16` `NAME_gray16.png`, and with `raw` the integer
-/// sums `NAME_density_raw.npy` + `NAME_density_raw.json` (what `memodiff merge` adds up),
-/// and with `figure` a framed figure drawn from the PNG's own colours.
-/// Large grids are written band by band ([`crate::image::raster`]). Returns the names written.
-pub fn write_grid(
-    dir: &Path,
-    name: &str,
-    grid: &DensityGrid,
-    shading: crate::image::raster::Shading,
-    png16: bool,
-    raw: bool,
-    figure: Option<crate::image::raster::FigureRequest>,
-) -> Result<Vec<String>> {
-    let mut names = crate::image::raster::write_named(dir, name, grid, shading, png16, figure)?;
-    if !raw {
-        return Ok(names);
-    }
-    let raw = format!("{name}_density_raw.npy");
-    grid.save_raw(&dir.join(&raw))?;
-    names.extend([raw, format!("{name}_density_raw.json")]);
-    Ok(names)
-}
-
 /// Make sure `dir` exists and is writable, before any work starts.
 pub fn prepare_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -319,7 +295,7 @@ impl RunFolder {
             };
             // `--figure`: drawn from the PNG's own colours as its rows are shaded.
             let figure = figures.and_then(|f| f.figure_request(dir, name, grid));
-            write_grid(dir, name, grid, shading, png16, raw, figure)
+            crate::image::raster::write_named(dir, name, grid, shading, png16, raw, figure)
         };
         let arrays = self.arrays.take();
         let (array_files, (sample_files, initial_files)) = rayon::join(
