@@ -2,11 +2,11 @@
 //! with GPU timestamps is `memodiff bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use memodiff::density::extent::Extent;
 use memodiff::density::heatmap::{DensityGrid, DEFAULT_BANDWIDTH};
 use memodiff::engine::cpu::CpuEngine;
 use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
 use memodiff::engine::Engine;
-use memodiff::image::extent::Extent;
 use memodiff::model::dataset::Dataset;
 use memodiff::run::driver::{run_collect, SampleConfig};
 

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = memodiff::cli::Cli::parse();
+    let cli = memodiff::commands::Cli::parse();
     // Ctrl-C: the first one asks the run to stop at the next step boundary (temporary
     // files are removed, exit status 130); a second one exits at once.
     let _ = ctrlc::set_handler(|| {
@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
             std::process::exit(130);
         }
     });
-    match memodiff::cli::run(cli) {
+    match memodiff::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e @ memodiff::Error::Interrupted(_)) => {
             eprintln!("error: {e}");

@@ -7,13 +7,13 @@
 mod common;
 
 use assert_cmd::Command;
+use memodiff::density::extent::Extent;
 use memodiff::density::heatmap::DensityGrid;
 use memodiff::image::colormap::Colormap;
-use memodiff::image::extent::Extent;
 use memodiff::model::dataset::Dataset;
 use memodiff::model::schedule::VpSchedule;
 use memodiff::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
-use memodiff::plot::run_figures::snapshot_plan;
+use memodiff::run::figures::snapshot_plan;
 use std::path::Path;
 
 fn memodiff() -> Command {
@@ -124,7 +124,7 @@ fn a_figure_has_the_requested_size_and_its_plot_keeps_the_aspect_ratio() {
     let extent = Extent::new(-3.0, 3.0, -1.5, 1.5).unwrap();
     let mut grid = DensityGrid::new(extent, 64, 32, 0.1).unwrap();
     grid.accumulate(&[0.0, 0.0, 1.0, 1.0]);
-    let img = grid.to_rgb_image(Colormap::Coolwarm);
+    let img = memodiff::plot::raster::linear_rgb_image(&grid, Colormap::Coolwarm);
     let (lo, hi) = grid.min_max();
     let markers = [(0.0, 0.0), (1.0, 1.0), (50.0, 50.0)];
     for (w, h) in [(640u32, 480u32), (300, 500), (200, 160)] {
@@ -417,7 +417,7 @@ fn the_image_is_drawn_upright_where_its_data_are() {
     let extent = Extent::square(-3.0, 3.0).unwrap();
     let mut grid = DensityGrid::new(extent, 121, 121, 0.08).unwrap();
     grid.accumulate(&[1.0, 2.0]);
-    let img = grid.to_rgb_image(Colormap::Gray);
+    let img = memodiff::plot::raster::linear_rgb_image(&grid, Colormap::Gray);
     let figure = Figure {
         x_label: String::new(),
         y_label: String::new(),
@@ -555,10 +555,10 @@ fn sample_figures_show_the_colours_of_the_density_pngs() {
 /// markers included.
 #[test]
 fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
-    use memodiff::image::colorbar::colorbar;
     use memodiff::image::grid_file::GridMeta;
     use memodiff::image::norm::{stats_of, Norm, Shading};
-    use memodiff::image::raster::{
+    use memodiff::plot::colorbar::colorbar;
+    use memodiff::plot::raster::{
         write_grid_outputs_banded, BandLimits, FigureRequest, GridOutputs,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -623,8 +623,8 @@ fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
 /// inverse of the equalization at 0, 1/4, ..., 1.
 #[test]
 fn colorbar_ticks_follow_the_norm() {
-    use memodiff::image::colorbar::{colorbar_ticks, BarTick};
     use memodiff::image::norm::{stats_of, Norm};
+    use memodiff::plot::colorbar::{colorbar_ticks, BarTick};
     let check_order = |ticks: &[BarTick]| {
         assert!(ticks.len() >= 3, "{ticks:?}");
         for w in ticks.windows(2) {

@@ -9,9 +9,9 @@ use common::{gpu_engine, scattered};
 use memodiff::engine::cpu::CpuEngine;
 use memodiff::engine::gpu::GpuEngine;
 use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
-use memodiff::metrics::measure::{MetricsSink, PosteriorPlan};
 use memodiff::model::schedule::{reverse_steps, ReverseStep, VpSchedule};
 use memodiff::run::driver::{run, BatchSink, NoProgress, SampleConfig};
+use memodiff::run::measure::{MetricsSink, PosteriorPlan};
 
 /// f32 unit roundoff.
 const EPS: f64 = f32::EPSILON as f64 / 2.0;

@@ -6,16 +6,16 @@ mod common;
 
 use common::{gpu_engine, scattered};
 use memodiff::engine::cpu::CpuEngine;
+use memodiff::engine::nearest::nearest_two;
 use memodiff::engine::reference::ReferenceEngine;
 use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
-use memodiff::metrics::measure::{MetricsSink, PosteriorPlan};
-use memodiff::metrics::nearest_two;
 use memodiff::model::dataset::Dataset;
 use memodiff::model::posterior::max_weight;
 use memodiff::model::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
 use memodiff::run::driver::{
     run, run_checkpointed, run_collect, BatchSink, Checkpoints, NoProgress, SampleConfig, Shard,
 };
+use memodiff::run::measure::{MetricsSink, PosteriorPlan};
 
 #[test]
 fn gpu_nearest_two_equals_f64_brute_force() {

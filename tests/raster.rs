@@ -4,12 +4,12 @@
 
 mod common;
 
+use memodiff::density::extent::Extent;
 use memodiff::density::heatmap::{direct_sum, DensityGrid, Kernel, DEFAULT_BANDWIDTH};
 use memodiff::image::colormap::{lut_index, Colormap};
-use memodiff::image::extent::Extent;
 use memodiff::image::grid_file::{GridFile, GridMeta};
 use memodiff::image::norm::{shade_indices, stats_of, Norm, Shading};
-use memodiff::image::raster::{
+use memodiff::plot::raster::{
     write_grid_outputs, write_grid_outputs_banded, BandLimits, GridOutputs, GridSum,
 };
 
@@ -356,7 +356,7 @@ fn grid_files_sum() {
         files,
     };
     let mut out = vec![0.0; 128 * 96];
-    memodiff::image::raster::RowSource::read_rows(&sum, 0, &mut out).unwrap();
+    memodiff::plot::raster::RowSource::read_rows(&sum, 0, &mut out).unwrap();
     let peak = max_abs(all.data());
     for (s, v) in out.iter().zip(all.data()) {
         assert!((s - v).abs() <= 1e-6 * peak);

@@ -6,10 +6,10 @@
 
 mod common;
 
+use memodiff::density::extent::Extent;
 use memodiff::density::heatmap::{DensityGrid, DEFAULT_BANDWIDTH};
 use memodiff::engine::gpu::raster::{lagrange_uniform, DepositParams, GpuDensity, GpuRaster};
 use memodiff::engine::gpu::{AdapterChoice, GpuContext};
-use memodiff::image::extent::Extent;
 
 /// The direct f64 sum `sum_p exp(-|p - c|^2 / (2 h^2))` at every pixel centre, no cut-off,
 /// through the kernel's separability (`exp(-dx^2 a) exp(-dy^2 a)`: equal to

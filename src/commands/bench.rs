@@ -637,7 +637,7 @@ mod tests {
     fn negative_or_nan_budgets_are_refused() {
         use clap::Parser;
         for budget in ["-1", "NaN"] {
-            let cli = crate::cli::Cli::try_parse_from([
+            let cli = crate::commands::Cli::try_parse_from([
                 "memodiff",
                 "bench",
                 "--backends",
@@ -645,7 +645,7 @@ mod tests {
                 &format!("--max-cell-seconds={budget}"),
             ])
             .unwrap();
-            let err = crate::cli::run(cli).expect_err(budget).to_string();
+            let err = crate::commands::run(cli).expect_err(budget).to_string();
             assert!(err.contains("--max-cell-seconds"), "{err}");
         }
     }

@@ -25,11 +25,11 @@
 
 use crate::engine::Backend;
 use crate::error::{Error, Result};
-use crate::metrics::measure::{MetricsSink, PosteriorPlan};
 use crate::metrics::PosteriorSummaryPoint;
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
 use crate::run::driver::{self, NoProgress, SampleConfig};
+use crate::run::measure::{MetricsSink, PosteriorPlan};
 use clap::Args;
 use std::path::PathBuf;
 

@@ -13,10 +13,10 @@
 
 use crate::density::heatmap::{DensityGrid, RawGridMeta};
 use crate::error::{Error, Result};
-use crate::image::raster::write_named;
 use crate::io::npy_header;
 use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounts;
+use crate::plot::raster::write_named;
 use crate::run::folder::{prepare_dir, METRICS_COUNTS};
 use crate::run::report::{MergeTimings, RunParameters, RunReport, Timings};
 use clap::Args;

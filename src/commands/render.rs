@@ -85,7 +85,7 @@ pub enum RenderBackend {
 pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
     use crate::density::heatmap::DensityGrid;
     use crate::image::grid_file::{GridFile, GridMeta};
-    use crate::image::raster::{GridOutputs, GridSum};
+    use crate::plot::raster::{GridOutputs, GridSum};
     if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
         return Err(crate::Error::invalid(
             "--out",
@@ -198,7 +198,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
     // computed band by band from the particles, not summed into 8 bytes a pixel first.
     let banded = gpu.is_none()
         && grid.sub_grid().is_none()
-        && width * height > crate::image::raster::IN_MEMORY_PIXELS;
+        && width * height > crate::plot::raster::IN_MEMORY_PIXELS;
     let mut held: Vec<f32> = Vec::new();
     for input in &particle_inputs {
         let points = read_particles(input)?;
@@ -209,7 +209,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
         }
     }
     let held_particles = (held.len() / 2) as u64;
-    let point_rows = crate::image::raster::PointRows {
+    let point_rows = crate::plot::raster::PointRows {
         grid: &grid,
         points: &held,
     };
@@ -220,7 +220,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
         let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
         args.out.with_file_name(format!("{stem}_gray16.png"))
     });
-    let figure = figure_path.map(|path| crate::image::raster::FigureRequest {
+    let figure = figure_path.map(|path| crate::plot::raster::FigureRequest {
         path,
         size: args.figure_size,
         title: match &args.title {
@@ -228,12 +228,12 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
             None => format!(
                 "{}\n{} particles, {} kernel, {} norm",
                 args.out.file_name().unwrap_or_default().to_string_lossy(),
-                crate::plot::run_figures::group_thousands(meta.particles),
+                crate::run::figures::group_thousands(meta.particles),
                 kernel.name(),
                 args.image.norm.name()
             ),
         },
-        quantity: crate::plot::run_figures::quantity_of(kernel).into(),
+        quantity: crate::run::figures::quantity_of(kernel).into(),
         markers,
     });
     let outputs = GridOutputs {
@@ -252,8 +252,7 @@ pub fn run(args: &RenderArgs) -> Result<crate::image::grid_file::GridMeta> {
         },
         files,
     };
-    let meta =
-        crate::image::raster::write_grid_outputs(&sum, meta, args.image.shading(), &outputs)?;
+    let meta = crate::plot::raster::write_grid_outputs(&sum, meta, args.image.shading(), &outputs)?;
     let mut written: Vec<String> = vec![args.out.display().to_string()];
     if let Some(g) = &outputs.npy {
         written.push(g.display().to_string());

@@ -283,9 +283,8 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
             RunFolder::create_checkpointed(&args.out, &config.dataset, run)?
         }
     };
-    let mut folder =
-        folder.with_figures(crate::plot::run_figures::from_spec(&spec, &config.dataset)?);
-    folder.set_metrics(crate::metrics::measure::MetricsSink::new(
+    let mut folder = folder.with_figures(crate::run::figures::from_spec(&spec, &config.dataset)?);
+    folder.set_metrics(crate::run::measure::MetricsSink::new(
         &config,
         posterior_plan(&spec),
     )?);
@@ -308,14 +307,14 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
 
 /// The posterior-concentration recording of `spec` (none when it records no step or no
 /// particle).
-fn posterior_plan(spec: &RunSpec) -> Option<crate::metrics::measure::PosteriorPlan> {
+fn posterior_plan(spec: &RunSpec) -> Option<crate::run::measure::PosteriorPlan> {
     let ExtraOutputs {
         posterior_records: records,
         posterior_particles: particles,
         ..
     } = spec.extras;
     (records > 0 && particles > 0).then(|| {
-        crate::metrics::measure::PosteriorPlan::spread(spec.time_points - 1, records, particles)
+        crate::run::measure::PosteriorPlan::spread(spec.time_points - 1, records, particles)
     })
 }
 
@@ -483,7 +482,7 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
             run.batch_size
         )));
     }
-    let metrics = crate::metrics::measure::MetricsSink::new(&config, posterior_plan(&run.spec))?;
+    let metrics = crate::run::measure::MetricsSink::new(&config, posterior_plan(&run.spec))?;
     let folder = RunFolder::resume(out, &mut saved, metrics)?;
     let at = &saved.meta;
     println!(

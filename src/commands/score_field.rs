@@ -5,7 +5,7 @@
 //! The score is evaluated by the GPU score kernel when a GPU is used, by the scalar CPU
 //! twin (`cpu::score`) or by the f64 reference otherwise: the same stages `sample` uses.
 
-use crate::density::heatmap::Extent;
+use crate::density::extent::Extent;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;

@@ -5,10 +5,10 @@
 
 use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
-use crate::metrics::measure::MetricsSink;
 use crate::model::dataset::Dataset;
 use crate::model::schedule::{ScoreKind, VpSchedule};
 use crate::run::driver::{self, NoProgress, SampleConfig};
+use crate::run::measure::MetricsSink;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 

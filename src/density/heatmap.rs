@@ -46,7 +46,7 @@
 //!   whose centre is nearest (direct path storage).
 //!
 //! Large grids are read band by band ([`DensityGrid::read_rows`], used by
-//! [`crate::image::raster`]): a band of the split path is folded from the sub-grid for its rows only,
+//! [`crate::plot::raster`]): a band of the split path is folded from the sub-grid for its rows only,
 //! bit for bit the same rows as the whole fold, so memory stays at the sub-grid plus a band.
 //! The split path's sub-grid can also be filled elsewhere (the GPU deposit,
 //! [`crate::engine::gpu::raster`]) through [`DensityGrid::sub_grid`] and
@@ -76,10 +76,9 @@ mod raw;
 mod split;
 mod weights;
 
+use crate::density::extent::Extent;
 use crate::error::{Error, Result};
-use crate::image::colormap::Colormap;
 // Re-exported where `DensityGrid::new` takes it and where callers have long found it.
-pub use crate::image::extent::Extent;
 use fixed_point::{add_counts, dequantize};
 pub use fixed_point::{EXACT_PARTICLES, QUANTUM_BITS};
 pub use raw::{RawGridMeta, RAW_FORMAT};
@@ -87,7 +86,6 @@ use rayon::prelude::*;
 use serde::Serialize;
 use split::{Split, SplitPlan};
 pub use split::{SubGrid, LAGRANGE_COEFFICIENTS};
-use std::path::Path;
 use std::sync::OnceLock;
 
 /// The tutorial's kernel bandwidth: `exp(-350 d^2) = exp(-d^2 / (2 h^2))` with `h = 1/sqrt(700)`.
@@ -444,33 +442,6 @@ impl DensityGrid {
             _ => unreachable!("grids of the same shape take the same path"),
         }
         Ok(())
-    }
-
-    /// The image: values normalized linearly from the grid's min (first colour) to its max
-    /// (last colour). A constant grid is all the first colour.
-    pub fn to_rgb_image(&self, colormap: Colormap) -> image::RgbImage {
-        let lut = colormap.lut();
-        let (lo, hi) = self.min_max();
-        let range = hi - lo;
-        let scale = if range > 0.0 && range.is_finite() {
-            1.0 / range
-        } else {
-            0.0
-        };
-        let mut img = image::RgbImage::new(self.width as u32, self.height as u32);
-        img.par_chunks_mut(3)
-            .zip(self.data().par_iter())
-            .for_each(|(px, &v)| {
-                let t = if scale > 0.0 { (v - lo) * scale } else { 0.0 };
-                px.copy_from_slice(&lut[crate::image::colormap::lut_index(t)]);
-            });
-        img
-    }
-
-    /// Write the image as a PNG, atomically ([`crate::io::AtomicFile`]). On failure nothing
-    /// is left behind.
-    pub fn write_png(&self, path: impl AsRef<Path>, colormap: Colormap) -> Result<()> {
-        crate::io::write_png(path.as_ref(), &self.to_rgb_image(colormap))
     }
 }
 

@@ -1,3 +1,5 @@
-//! Density grids of particle clouds (histograms and kernel density estimates).
+//! Density grids of particle clouds (histograms and kernel density estimates) over a
+//! rectangle of the data plane (its extent).
 
+pub mod extent;
 pub mod heatmap;

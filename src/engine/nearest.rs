@@ -4,8 +4,6 @@
 //! distances in f64 and prove that they are the exact nearest two, or fall back to brute
 //! force in f64.
 
-use crate::metrics::{nearest_two, Neighbours};
-
 /// No training point (an unused slot of the top three).
 pub const NO_INDEX: u32 = u32::MAX;
 
@@ -114,4 +112,40 @@ pub fn exact_neighbours(
         },
         false,
     )
+}
+
+/// Nearest and second-nearest training points of one sample and their Euclidean distances.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbours {
+    pub nearest: u32,
+    pub d1: f64,
+    /// `None` when there is a single training point (then `d2` is infinite).
+    pub second: Option<u32>,
+    pub d2: f64,
+}
+
+/// Nearest two of row-major `(n, dim)` f64 `training` for `sample` (all finite), squared
+/// distances in f64, ties to the lowest index.
+pub fn nearest_two(training: &[f64], dim: usize, sample: &[f32]) -> Neighbours {
+    let mut best = (u32::MAX, f64::INFINITY);
+    let mut second = (u32::MAX, f64::INFINITY);
+    for (i, t) in training.chunks_exact(dim).enumerate() {
+        let mut d2 = 0.0f64;
+        for (&s, &tv) in sample.iter().zip(t) {
+            let d = s as f64 - tv;
+            d2 += d * d;
+        }
+        if d2 < best.1 {
+            second = best;
+            best = (i as u32, d2);
+        } else if d2 < second.1 {
+            second = (i as u32, d2);
+        }
+    }
+    Neighbours {
+        nearest: best.0,
+        d1: best.1.sqrt(),
+        second: (second.0 != u32::MAX).then_some(second.0),
+        d2: second.1.sqrt(),
+    }
 }

@@ -3,18 +3,18 @@
 //!
 //! - **f32 grids**, `NAME_density.npy` ([`GRID_FORMAT`], sidecar [`GridMeta`]): the values of
 //!   a picture, row 0 at the top, what `render` re-shades and sums. Written band by band
-//!   with the PNGs by [`crate::image::raster`], read back band by band by [`GridFile`].
+//!   with the PNGs by [`crate::plot::raster`], read back band by band by [`GridFile`].
 //! - **raw grids**, `NAME_density_raw.npy` ([`crate::density::heatmap::RAW_FORMAT`],
 //!   sidecar [`RawGridMeta`]): a
 //!   grid's exact integer sums, what shards and checkpoints keep and `merge` adds up
 //!   ([`write_raw`], [`read_raw`]).
 //!
 //! Both are part of a run folder's output (the golden hashes cover both), so both formats
-//! stay; [`crate::image::raster::write_named`] is the one writer of a named grid's files.
+//! stay; [`crate::plot::raster::write_named`] is the one writer of a named grid's files.
 
+use crate::density::extent::Extent;
 use crate::density::heatmap::{DensityGrid, Kernel, RawGridMeta};
 use crate::error::{Error, Result};
-use crate::image::extent::Extent;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};

@@ -1,9 +1,7 @@
-//! Pixels: the extent an image covers, colormaps, norms and colorbar ticks, density grids
-//! written as PNG images band by band, and the density-grid file formats.
+//! Pixels from numbers: matplotlib's colormaps, the norms that map densities to colours,
+//! and the density-grid file formats (the f32 grids `render` re-shades, the raw integer
+//! sums of shards and checkpoints).
 
-pub mod colorbar;
 pub mod colormap;
-pub mod extent;
 pub mod grid_file;
 pub mod norm;
-pub mod raster;

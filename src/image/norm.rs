@@ -1,7 +1,7 @@
 //! How density values become colours: the norms (linear, log, datashader's `eq_hist`),
 //! the statistics they need (min, max, the eq-hist histogram, gathered band by band by
-//! [`crate::image::raster`]) and the colour index of a value. The colorbar's ticks are
-//! computed from the same functions ([`crate::image::colorbar`]).
+//! [`crate::plot::raster`]) and the colour index of a value. The colorbar's ticks are
+//! computed from the same functions ([`crate::plot::colorbar`]).
 
 use crate::image::colormap::{lut_index, Colormap};
 use rayon::prelude::*;

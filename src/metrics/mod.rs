@@ -11,9 +11,9 @@
 //! everything in the summary (fractions, bootstrap interval, distinct points, chi-square,
 //! posterior concentration) is a function of those counts.
 
-pub mod measure;
 pub mod stats;
 
+use crate::engine::nearest::{nearest_two, Neighbours};
 use crate::error::{Error, Result};
 use crate::metrics::stats::{bootstrap_interval, chi_square_uniform, ChiSquare};
 use rayon::prelude::*;
@@ -33,46 +33,11 @@ const CHUNK: usize = 8192;
 /// (smaller ones cost a few f64 distances per sample by brute force anyway).
 const SCREEN_MIN_POINTS: usize = 32;
 
-/// Nearest and second-nearest training points of one sample and their Euclidean distances.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Neighbours {
-    pub nearest: u32,
-    pub d1: f64,
-    /// `None` when there is a single training point (then `d2` is infinite).
-    pub second: Option<u32>,
-    pub d2: f64,
-}
-
+/// The memorization criterion, beside the other thresholds of this module.
 impl Neighbours {
     /// The ratio criterion: d1 / d2 < 1/3, with d1 = 0 always memorized.
     pub fn memorized(&self) -> bool {
         self.d1 == 0.0 || self.d1 < RATIO_THRESHOLD * self.d2
-    }
-}
-
-/// Nearest two of row-major `(n, dim)` f64 `training` for `sample` (all finite), squared
-/// distances in f64, ties to the lowest index.
-pub fn nearest_two(training: &[f64], dim: usize, sample: &[f32]) -> Neighbours {
-    let mut best = (u32::MAX, f64::INFINITY);
-    let mut second = (u32::MAX, f64::INFINITY);
-    for (i, t) in training.chunks_exact(dim).enumerate() {
-        let mut d2 = 0.0f64;
-        for (&s, &tv) in sample.iter().zip(t) {
-            let d = s as f64 - tv;
-            d2 += d * d;
-        }
-        if d2 < best.1 {
-            second = best;
-            best = (i as u32, d2);
-        } else if d2 < second.1 {
-            second = (i as u32, d2);
-        }
-    }
-    Neighbours {
-        nearest: best.0,
-        d1: best.1.sqrt(),
-        second: (second.0 != u32::MAX).then_some(second.0),
-        d2: second.1.sqrt(),
     }
 }
 

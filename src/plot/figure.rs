@@ -5,7 +5,7 @@
 //! The API does not care how the image was shaded: the caller passes the RGB pixels, the
 //! extent they cover and, for the colorbar, the colormap and where its tick labels go
 //! (positions in [0, 1] along the bar). [`Colorbar::linear`] and [`Colorbar::log10`] build
-//! the ticks of plain linear and log10 scales; `crate::image::colorbar::colorbar` those of the density
+//! the ticks of plain linear and log10 scales; `crate::plot::colorbar::colorbar` those of the density
 //! images' norms (linear, log1p, eq-hist). An image too large to hold is drawn through a
 //! [`PlotCapture`], which keeps only the pixels the plot area reads.
 //!
@@ -13,9 +13,9 @@
 //! [`axis_ticks`]) that the tests check; plotters only rasterizes text and shapes, with
 //! the font of [`crate::plot::font`].
 
+use crate::density::extent::Extent;
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
-use crate::image::extent::Extent;
 use crate::plot::font::FAMILY;
 use image::RgbImage;
 use plotters::prelude::*;

@@ -1,8 +1,10 @@
-//! Figures a person reads: framed images with axes, line charts, image grids, and the
-//! figures of a run, all in one embedded font.
+//! Pictures a person reads: density grids written as PNG images band by band (with their
+//! framed figures and colorbars), framed figures with axes, line charts and image grids,
+//! all in one embedded font.
 
 pub mod charts;
+pub mod colorbar;
 pub mod figure;
 pub mod font;
 pub mod image_grid;
-pub mod run_figures;
+pub mod raster;

@@ -4,10 +4,10 @@
 use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
 use crate::io::NpyStreamWriter;
-use crate::metrics::measure::MetricsSink;
 use crate::metrics::MemorizationCounter;
 use crate::run::checkpoint::CheckpointedRun;
 use crate::run::driver::BatchSink;
+use crate::run::measure::MetricsSink;
 use crate::run::spec::RunSpec;
 use std::path::{Path, PathBuf};
 
@@ -19,15 +19,15 @@ pub struct RunFolder {
     sample_grid: Option<DensityGrid>,
     initial_grid: Option<DensityGrid>,
     metrics: MetricsSink,
-    shading: crate::image::raster::Shading,
+    shading: crate::plot::raster::Shading,
     png16: bool,
     write_raw_grids: bool,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.
     checkpoint: Option<(CheckpointedRun, crate::model::dataset::Dataset)>,
     /// Batches finished at the last checkpoint this process saved.
     saved_batches: Option<usize>,
-    /// `--figure` / `--snapshots` (see [`crate::plot::run_figures`]).
-    figures: Option<crate::plot::run_figures::RunFigures>,
+    /// `--figure` / `--snapshots` (see [`crate::run::figures`]).
+    figures: Option<crate::run::figures::RunFigures>,
     /// samples' density grid on the engine's GPU ([`use_gpu_density`](Self::use_gpu_density)):
     /// batches are deposited there by the sampler, and `sample_grid` receives the sums at
     /// each checkpoint and at the end.
@@ -215,7 +215,7 @@ impl RunFolder {
     }
 
     /// Also draw `figures` (framed figures, snapshot frames and their animation).
-    pub fn with_figures(mut self, figures: Option<crate::plot::run_figures::RunFigures>) -> Self {
+    pub fn with_figures(mut self, figures: Option<crate::run::figures::RunFigures>) -> Self {
         self.figures = figures;
         self
     }
@@ -295,7 +295,7 @@ impl RunFolder {
             };
             // `--figure`: drawn from the PNG's own colours as its rows are shaded.
             let figure = figures.and_then(|f| f.figure_request(dir, name, grid));
-            crate::image::raster::write_named(dir, name, grid, shading, png16, raw, figure)
+            crate::plot::raster::write_named(dir, name, grid, shading, png16, raw, figure)
         };
         let arrays = self.arrays.take();
         let (array_files, (sample_files, initial_files)) = rayon::join(

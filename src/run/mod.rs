@@ -4,6 +4,8 @@
 
 pub mod checkpoint;
 pub mod driver;
+pub mod figures;
 pub mod folder;
+pub mod measure;
 pub mod report;
 pub mod spec;

@@ -10,13 +10,14 @@
 //! How a run is carried out but not what it computes (backend, device, batch size asked
 //! for, checkpoint interval) is [`Execution`]; the checkpoint keeps it next to the spec.
 
-use crate::density::heatmap::{Extent, Kernel};
+use crate::density::extent::Extent;
+use crate::density::heatmap::Kernel;
 use crate::engine::{Backend, SamplerKind};
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
-use crate::image::raster::Norm;
 use crate::model::dataset::{Dataset, ImageShape};
 use crate::model::schedule::{ScoreKind, VpSchedule};
+use crate::plot::raster::Norm;
 use crate::run::driver::{SampleConfig, Shard};
 use serde::{Deserialize, Serialize};
 
@@ -127,8 +128,8 @@ impl ImageSpec {
     pub fn height(&self) -> usize {
         self.resolution[1]
     }
-    pub fn shading(&self) -> crate::image::raster::Shading {
-        crate::image::raster::Shading {
+    pub fn shading(&self) -> crate::plot::raster::Shading {
+        crate::plot::raster::Shading {
             colormap: self.colormap,
             norm: self.norm,
         }
@@ -316,7 +317,7 @@ impl RunSpec {
             }
             _ => {}
         }
-        crate::plot::run_figures::check_spec(self, training, execution.checkpoint_every)?;
+        crate::run::figures::check_spec(self, training, execution.checkpoint_every)?;
         self.extras
             .image_grid
             .map(|count| {
@@ -329,7 +330,7 @@ impl RunSpec {
 
 /// An [`Extent`] as `[xmin, xmax, ymin, ymax]`.
 mod extent_array {
-    use crate::density::heatmap::Extent;
+    use crate::density::extent::Extent;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(e: &Extent, s: S) -> Result<S::Ok, S::Error> {

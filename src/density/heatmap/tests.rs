@@ -3,6 +3,7 @@
 use super::fixed_point::*;
 use super::split::*;
 use super::*;
+use crate::image::colormap::Colormap;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -233,10 +234,13 @@ fn png_has_requested_size() {
     let mut grid = DensityGrid::new(extent, 300, 200, DEFAULT_BANDWIDTH).unwrap();
     grid.accumulate(&cloud(500, 1));
     let path = dir.path().join("density.png");
-    grid.write_png(&path, Colormap::Coolwarm).unwrap();
+    crate::plot::raster::write_linear_png(&grid, &path, Colormap::Coolwarm).unwrap();
     let img = image::open(&path).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (300, 200));
-    assert_eq!(img, grid.to_rgb_image(Colormap::Coolwarm));
+    assert_eq!(
+        img,
+        crate::plot::raster::linear_rgb_image(&grid, Colormap::Coolwarm)
+    );
     // No temporary left behind.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -250,7 +254,7 @@ fn failed_write_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let grid = DensityGrid::new(Extent::square(0.0, 1.0).unwrap(), 4, 4, 0.1).unwrap();
     let path = dir.path().join("missing").join("x.png");
-    assert!(grid.write_png(&path, Colormap::Gray).is_err());
+    assert!(crate::plot::raster::write_linear_png(&grid, &path, Colormap::Gray).is_err());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -283,7 +287,7 @@ fn y_axis_points_up() {
     assert_eq!(grid.row_y(0), 2.0);
     assert_eq!(grid.row_y(h - 1), -2.0);
     // And in the image: the brightest pixel is the last colour of the map.
-    let img = grid.to_rgb_image(Colormap::Viridis);
+    let img = crate::plot::raster::linear_rgb_image(&grid, Colormap::Viridis);
     assert_eq!(
         img.get_pixel(at.1 as u32, at.0 as u32).0,
         Colormap::Viridis.lut()[255]
@@ -425,7 +429,7 @@ fn skips_nan_and_far_points() {
     ]);
     assert!(grid.data().iter().all(|&v| v == 0.0));
     // A constant grid maps to the low colour.
-    let img = grid.to_rgb_image(Colormap::Coolwarm);
+    let img = crate::plot::raster::linear_rgb_image(&grid, Colormap::Coolwarm);
     assert!(img.pixels().all(|p| p.0 == Colormap::Coolwarm.lut()[0]));
     // A point just outside the extent still lights the border.
     grid.accumulate(&[1.02, 0.0]);

@@ -122,8 +122,8 @@ pub fn nearest_three_blocked(samples: &[f32], columns: &[f32], dim: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::nearest::nearest_two;
     use crate::engine::nearest::{exact_neighbours, max_norm};
-    use crate::metrics::nearest_two;
 
     #[test]
     fn twin_then_exact_equals_brute_force() {

@@ -3,15 +3,15 @@
 //! training points in f32; the host recomputes those three distances in f64 and keeps
 //! their top two when the third is provably farther than both (otherwise, for the rare
 //! near-tie, it does that sample by brute force in f64): the result equals the f64 brute
-//! force of `metrics::nearest_two` exactly (tested). See `engine::nearest::exact_neighbours`.
+//! force of `engine::nearest::nearest_two` exactly (tested). See `engine::nearest::exact_neighbours`.
 
 use super::bindings::buffer_layout;
 use super::bindings::BufferBinding::{ReadOnly, ReadWrite, UniformAtOffset};
 use super::context::GpuContext;
 use super::shaders::NEAREST_STAGE;
+use crate::engine::nearest::Neighbours;
 use crate::engine::nearest::{chunk_points, exact_neighbours, max_norm, Best};
 use crate::error::{Error, Result};
-use crate::metrics::Neighbours;
 use rayon::prelude::*;
 use wgpu::util::DeviceExt;
 

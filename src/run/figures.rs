@@ -8,10 +8,10 @@
 //! steps, see [`crate::run::driver::BatchSink::snapshot_steps`]) and draws everything when the
 //! folder is finished. Every file is written atomically.
 
+use crate::density::extent::Extent;
 use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
-use crate::image::extent::Extent;
 use crate::model::dataset::Dataset;
 use crate::plot::figure::{Colorbar, Figure};
 use crate::run::spec::RunSpec;
@@ -259,14 +259,14 @@ impl RunFigures {
     }
 
     /// The framed figure of density image `name` (`samples` or `initial`) with `--figure`,
-    /// for [`crate::image::raster::write_grid_outputs`] to draw from the PNG's own colours (same
+    /// for [`crate::plot::raster::write_grid_outputs`] to draw from the PNG's own colours (same
     /// norm, colormap and kernel as `NAME.png`).
     pub fn figure_request(
         &self,
         dir: &Path,
         name: &str,
         grid: &DensityGrid,
-    ) -> Option<crate::image::raster::FigureRequest> {
+    ) -> Option<crate::plot::raster::FigureRequest> {
         let o = &self.options;
         if !o.figure {
             return None;
@@ -275,7 +275,7 @@ impl RunFigures {
             "initial" => "initial noise x₁",
             other => other,
         };
-        Some(crate::image::raster::FigureRequest {
+        Some(crate::plot::raster::FigureRequest {
             path: dir.join(format!("{name}_figure.png")),
             size: o.size,
             title: format!("{what}\n{}", o.description),

@@ -13,12 +13,12 @@
 
 use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
-use crate::image::colorbar::colorbar;
-use crate::image::colormap::lut_index;
+use crate::image::colormap::{lut_index, Colormap};
 use crate::image::grid_file::{meta_extent, GridFile, GridMeta};
 use crate::image::norm::{
     add_histogram, eq_hist_from_counts, min_max, normalize, Stats, EQ_HIST_BINS,
 };
+use crate::plot::colorbar::colorbar;
 // Re-exported where the run folder and the commands have long found them.
 pub use crate::image::norm::{Norm, Shading};
 use crate::io::AtomicFile;
@@ -526,4 +526,35 @@ impl RowSource for GridSum<'_> {
         }
         Ok(())
     }
+}
+
+/// A grid's image: values normalized linearly from the grid's min (first colour) to its max
+/// (last colour). A constant grid is all the first colour.
+pub fn linear_rgb_image(grid: &DensityGrid, colormap: Colormap) -> image::RgbImage {
+    let lut = colormap.lut();
+    let (lo, hi) = grid.min_max();
+    let range = hi - lo;
+    let scale = if range > 0.0 && range.is_finite() {
+        1.0 / range
+    } else {
+        0.0
+    };
+    let mut img = image::RgbImage::new(grid.width() as u32, grid.height() as u32);
+    img.par_chunks_mut(3)
+        .zip(grid.data().par_iter())
+        .for_each(|(px, &v)| {
+            let t = if scale > 0.0 { (v - lo) * scale } else { 0.0 };
+            px.copy_from_slice(&lut[crate::image::colormap::lut_index(t)]);
+        });
+    img
+}
+
+/// Write the image as a PNG, atomically ([`crate::io::AtomicFile`]). On failure nothing
+/// is left behind.
+pub fn write_linear_png(
+    grid: &DensityGrid,
+    path: impl AsRef<Path>,
+    colormap: Colormap,
+) -> Result<()> {
+    crate::io::write_png(path.as_ref(), &linear_rgb_image(grid, colormap))
 }
