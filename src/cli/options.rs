@@ -37,7 +37,7 @@ pub struct ImageArgs {
     /// (log1p(v - min) / log1p(max - min)), `eq-hist` (histogram equalization as
     /// datashader's eq_hist: each colour covers about as many pixels).
     #[arg(long, value_enum, default_value_t = crate::run::spec::DEFAULT_NORM)]
-    pub norm: crate::plot::raster::Norm,
+    pub norm: crate::image::norm::Norm,
 
     /// Also write the raw density as a 16-bit grayscale PNG (NAME_gray16.png):
     /// round(65535 v / max), max in the grid's .json sidecar.
@@ -73,8 +73,8 @@ impl ImageArgs {
     pub fn kernel_or_default(&self) -> crate::density::heatmap::Kernel {
         self.kernel.unwrap_or_default()
     }
-    pub fn shading(&self) -> crate::plot::raster::Shading {
-        crate::plot::raster::Shading {
+    pub fn shading(&self) -> crate::image::norm::Shading {
+        crate::image::norm::Shading {
             colormap: self.colormap,
             norm: self.norm,
         }

@@ -330,11 +330,6 @@ pub struct ChunkParams {
 /// into a few dispatches per step.
 pub const TRAINING_CHUNK: usize = 32_768;
 
-/// Split `n_train` training points into chunks of at most `TRAINING_CHUNK`.
-pub fn training_chunks(n_train: usize) -> Vec<ChunkParams> {
-    training_chunks_of(n_train, TRAINING_CHUNK)
-}
-
 /// Split `n_train` training points into chunks of at most `chunk` points.
 pub fn training_chunks_of(n_train: usize, chunk: usize) -> Vec<ChunkParams> {
     let n = n_train.div_ceil(chunk).max(1);

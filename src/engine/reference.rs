@@ -84,17 +84,6 @@ pub fn em_step(
     }
 }
 
-/// The probability-flow ODE's velocity in reverse time at forward time `tau`:
-/// `dx/dt = -f(x, tau) + g(tau)^2 score(x, tau) / 2 = beta x / 2 + beta score / 2`.
-pub fn ode_velocity(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]) -> Vec<f64> {
-    let sc = score(dataset, schedule, tau, x);
-    let g = schedule.diffusion(tau);
-    x.iter()
-        .zip(&sc)
-        .map(|(&xd, &sd)| -schedule.drift(xd, tau) + 0.5 * g * g * sd)
-        .collect()
-}
-
 /// The probability-flow velocity at a step's point (`tau`, and the score's component
 /// variance `step.sigma2`: `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h`):
 /// `v = -f(x, tau) + g(tau)^2 score / 2`.

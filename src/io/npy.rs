@@ -177,15 +177,6 @@ impl NpyStreamWriter {
         })
     }
 
-    /// Rows declared at creation.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// Rows written so far.
     pub fn rows_written(&self) -> u64 {
         self.rows_written

@@ -251,16 +251,6 @@ impl MemorizationCounter {
         self.dim
     }
 
-    /// Number of training points.
-    pub fn training_len(&self) -> usize {
-        self.nearest_counts.len()
-    }
-
-    /// Samples counted so far.
-    pub fn particles(&self) -> u64 {
-        self.particles
-    }
-
     /// The nearest training point of one sample and the Euclidean distance to it, or `None`
     /// when a coordinate is not finite. Ties go to the lowest index.
     pub fn nearest(&self, sample: &[f32]) -> Option<(usize, f64)> {

@@ -206,22 +206,6 @@ pub fn normals4_f64(bits: [u32; 4]) -> [f64; 4] {
     [r0 * a0.cos(), r0 * a0.sin(), r1 * a1.cos(), r1 * a1.sin()]
 }
 
-/// Normal number `dim` of `particle` at `step`, f32: lane block `dim / 4`, lane `dim % 4`.
-pub fn particle_normal_f32(seed: u64, particle: u64, step: u32, dim: usize) -> f32 {
-    let bits = philox4x32_10(counter(particle, step, (dim / 4) as u32), seed_key(seed));
-    normals4_f32(bits)[dim % 4]
-}
-
-/// Fill `out` with the `out.len()` normals of `particle` at `step`, f32.
-#[inline]
-pub fn fill_normals_f32(seed: u64, particle: u64, step: u32, out: &mut [f32]) {
-    for (block, chunk) in out.chunks_mut(4).enumerate() {
-        let bits = philox4x32_10(counter(particle, step, block as u32), seed_key(seed));
-        let z = normals4_f32(bits);
-        chunk.copy_from_slice(&z[..chunk.len()]);
-    }
-}
-
 /// Fill `out` with the `out.len()` normals of `particle` at `step`, f64.
 #[inline]
 pub fn fill_normals_f64(seed: u64, particle: u64, step: u32, out: &mut [f64]) {

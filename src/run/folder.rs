@@ -19,7 +19,7 @@ pub struct RunFolder {
     sample_grid: Option<DensityGrid>,
     initial_grid: Option<DensityGrid>,
     metrics: MetricsSink,
-    shading: crate::plot::raster::Shading,
+    shading: crate::image::norm::Shading,
     png16: bool,
     write_raw_grids: bool,
     /// Checkpointed runs: what each checkpoint records besides the folder's state.

@@ -116,17 +116,6 @@ impl MetricsSink {
         Ok(())
     }
 
-    /// Whether the posterior concentration is recorded (its counts then change inside a
-    /// batch).
-    pub fn records_posterior(&self) -> bool {
-        self.tracker.is_some()
-    }
-
-    /// Whether nearest neighbours are found on a GPU.
-    pub fn on_gpu(&self) -> bool {
-        self.gpu.is_some()
-    }
-
     pub fn observe_steps(&self) -> Vec<usize> {
         self.tracker
             .as_ref()

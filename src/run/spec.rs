@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
 use crate::model::dataset::{Dataset, ImageShape};
 use crate::model::schedule::{ScoreKind, VpSchedule};
-use crate::plot::raster::Norm;
+use crate::image::norm::Norm;
 use crate::run::driver::{SampleConfig, Shard};
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +128,8 @@ impl ImageSpec {
     pub fn height(&self) -> usize {
         self.resolution[1]
     }
-    pub fn shading(&self) -> crate::plot::raster::Shading {
-        crate::plot::raster::Shading {
+    pub fn shading(&self) -> crate::image::norm::Shading {
+        crate::image::norm::Shading {
             colormap: self.colormap,
             norm: self.norm,
         }

@@ -158,27 +158,6 @@ impl DensityGrid {
         })
     }
 
-    /// Add fixed-point sums deposited on [`sub_grid`](Self::sub_grid) elsewhere (`n_sub x
-    /// stride` values, row-major by sub-row, units of `2^-QUANTUM_BITS` of a peak) for
-    /// `particles` particles.
-    pub fn add_sub_grid_counts(&mut self, counts: &[i64], particles: u64) -> Result<()> {
-        let mut meta = self.raw_meta();
-        if meta.path != "split" || counts.len() != meta.shape[0] * meta.shape[1] {
-            return Err(Error::invalid(
-                "density grid",
-                format!(
-                    "{} sub-grid sums do not fit a {} grid of shape {:?}",
-                    counts.len(),
-                    meta.path,
-                    meta.shape
-                ),
-            ));
-        }
-        meta.deposits = particles;
-        let other = DensityGrid::from_raw(&meta, counts.to_vec())?;
-        self.merge(&other)
-    }
-
     /// Add fixed-point sums of the sub-rows `row0 ..` of [`sub_grid`](Self::sub_grid) (a
     /// whole number of sub-rows, row-major) deposited elsewhere: one tile of a GPU sub-grid.
     /// The particles they hold are counted separately ([`add_deposits`](Self::add_deposits)),

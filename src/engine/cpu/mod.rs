@@ -139,9 +139,6 @@ impl CpuEngine {
         }
     }
 
-    pub fn pair_stats(&self) -> PairStats {
-        self.stats
-    }
 }
 
 /// A short description of this CPU for summaries: model name and thread count.
