@@ -708,6 +708,19 @@ fn rejects_unknown_cpu_isa() {
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    // Refused before anything is written: no --out folder.
+    assert!(!tmp.path().join("out").exists());
+    // Every command checks it, render included (its density kernels follow the setting).
+    Command::cargo_bin("memodiff")
+        .unwrap()
+        .args(["render", "missing.npy", "--out"])
+        .arg(tmp.path().join("a.png"))
+        .env("MEMODIFF_CPU_ISA", "bogus")
+        .assert()
+        .failure()
+        .stderr(predicate::str::starts_with(
+            "error: invalid MEMODIFF_CPU_ISA: \"bogus\"",
+        ));
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn run_command(cli: Cli) -> Result<()> {
+    // An invalid MEMODIFF_CPU_ISA is refused before any command reads or writes anything
+    // (the kernels deep inside a run could not report it without a half-written folder).
+    crate::isa::Isa::selected()?;
     match cli.command {
         Command::Sample(args) => sample::run(&args).map(|_| ()),
         Command::Resume(args) => sample::resume(&args).map(|_| ()),

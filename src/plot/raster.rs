@@ -15,8 +15,8 @@ use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
 use crate::image::colormap::{lut_index, Colormap};
 use crate::image::grid_file::{meta_extent, GridFile, GridMeta};
-use crate::image::norm::{Norm, Shading, 
-    add_histogram, eq_hist_from_counts, min_max, normalize, Stats, EQ_HIST_BINS,
+use crate::image::norm::{
+    add_histogram, eq_hist_from_counts, min_max, normalize, Norm, Shading, Stats, EQ_HIST_BINS,
 };
 use crate::plot::colorbar::colorbar;
 // Re-exported where the run folder and the commands have long found them.

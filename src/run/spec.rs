@@ -15,9 +15,9 @@ use crate::density::heatmap::Kernel;
 use crate::engine::{Backend, SamplerKind};
 use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
+use crate::image::norm::Norm;
 use crate::model::dataset::{Dataset, ImageShape};
 use crate::model::schedule::{ScoreKind, VpSchedule};
-use crate::image::norm::Norm;
 use crate::run::driver::{SampleConfig, Shard};
 use serde::{Deserialize, Serialize};
 

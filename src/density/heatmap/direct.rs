@@ -2,9 +2,11 @@
 //! cut-off radius, their outer product added to the integer pixel sums band by band of
 //! rows; and the histogram kernel (one unit on the nearest pixel).
 
+use super::density_isa;
 use super::fixed_point::{add_fixed, dequantize, quantize, EXACT_PARTICLES, SCALE};
 use super::weights::{kernel_weights, square_table};
 use super::{cutoff_sigmas, linspace_at, DensityGrid, Kernel, Store};
+use crate::isa::isa_dispatch;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -310,23 +312,7 @@ impl BandContext {
 
     /// Add the kernels reaching rows `b0..` (as many as `rows` holds) into `rows`.
     pub(super) fn add_band<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { self.add_band_avx2::<SAT>(b0, rows) };
-                return;
-            }
-        }
-        self.add_band_generic::<SAT>(b0, rows);
-    }
-
-    /// The same code compiled for AVX2 (4-wide f64 multiply-adds in the row loop). The
-    /// arithmetic is identical (no FMA contraction), so results do not depend on the CPU.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn add_band_avx2<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
-        self.add_band_generic::<SAT>(b0, rows);
+        add_band_on(density_isa(), self, b0, rows, SAT);
     }
 
     #[inline(always)]
@@ -370,5 +356,24 @@ impl BandContext {
                 }
             }
         }
+    }
+}
+
+isa_dispatch! {
+    /// [`BandContext::add_band_generic`] compiled for `isa` (wider f64 multiply-adds in the row
+    /// loop; identical arithmetic, no FMA contraction, so results do not depend on the CPU).
+    fn add_band_on(direct: &BandContext, b0: usize, rows: &mut [i64], saturate: bool) {
+        Avx512 => add_band_with(direct, b0, rows, saturate),
+        Avx2 => add_band_with(direct, b0, rows, saturate),
+        Portable => add_band_with(direct, b0, rows, saturate),
+    }
+}
+
+#[inline(always)]
+fn add_band_with(direct: &BandContext, b0: usize, rows: &mut [i64], saturate: bool) {
+    if saturate {
+        direct.add_band_generic::<true>(b0, rows)
+    } else {
+        direct.add_band_generic::<false>(b0, rows)
     }
 }

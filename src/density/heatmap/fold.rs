@@ -6,7 +6,8 @@ use super::cutoff_sigmas;
 use super::fixed_point::dequantize;
 use super::split::{Split, STENCIL};
 use super::weights::{gauss_into, square_table};
-use super::DensityGrid;
+use super::{density_isa, DensityGrid};
+use crate::isa::isa_dispatch;
 use rayon::prelude::*;
 
 impl DensityGrid {
@@ -105,44 +106,16 @@ impl DensityGrid {
 /// `row[j] = sum_k wx[j len + k] acc[starts[j] + k]`: the fold along x, eight partial sums
 /// a column combined in a fixed order (the same on every vector unit).
 pub(super) fn columns_row(row: &mut [f64], acc: &[f64], starts: &[usize], wx: &[f64], len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            unsafe { columns_row_avx512(row, acc, starts, wx, len) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { columns_row_avx2(row, acc, starts, wx, len) };
-            return;
-        }
+    columns_row_on(density_isa(), row, acc, starts, wx, len);
+}
+
+isa_dispatch! {
+    /// [`columns_row_generic`] compiled for `isa` (wider adds; the same arithmetic).
+    fn columns_row_on(row: &mut [f64], acc: &[f64], starts: &[usize], wx: &[f64], len: usize) {
+        Avx512 => columns_row_generic(row, acc, starts, wx, len),
+        Avx2 => columns_row_generic(row, acc, starts, wx, len),
+        Portable => columns_row_generic(row, acc, starts, wx, len),
     }
-    columns_row_generic(row, acc, starts, wx, len);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn columns_row_avx512(
-    row: &mut [f64],
-    acc: &[f64],
-    starts: &[usize],
-    wx: &[f64],
-    len: usize,
-) {
-    columns_row_generic(row, acc, starts, wx, len);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn columns_row_avx2(
-    row: &mut [f64],
-    acc: &[f64],
-    starts: &[usize],
-    wx: &[f64],
-    len: usize,
-) {
-    columns_row_generic(row, acc, starts, wx, len);
 }
 
 #[inline(always)]
@@ -180,32 +153,16 @@ pub(super) fn columns_row_generic(
 
 /// `row[j] = sum over picked (offset, w) of w * rows[offset + j]`, added in the order given.
 pub(super) fn fold_row(row: &mut [f64], rows: &[f64], picked: &[(usize, f64)]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            unsafe { fold_row_avx512(row, rows, picked) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { fold_row_avx2(row, rows, picked) };
-            return;
-        }
+    fold_row_on(density_isa(), row, rows, picked);
+}
+
+isa_dispatch! {
+    /// [`fold_row_generic`] compiled for `isa` (wider multiply-adds; the same arithmetic).
+    fn fold_row_on(row: &mut [f64], rows: &[f64], picked: &[(usize, f64)]) {
+        Avx512 => fold_row_generic(row, rows, picked),
+        Avx2 => fold_row_generic(row, rows, picked),
+        Portable => fold_row_generic(row, rows, picked),
     }
-    fold_row_generic(row, rows, picked);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn fold_row_avx512(row: &mut [f64], rows: &[f64], picked: &[(usize, f64)]) {
-    fold_row_generic(row, rows, picked);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn fold_row_avx2(row: &mut [f64], rows: &[f64], picked: &[(usize, f64)]) {
-    fold_row_generic(row, rows, picked);
 }
 
 #[inline(always)]

@@ -2,9 +2,11 @@
 //! on it by 8-point Lagrange interpolation band by band of sub-rows, and sums deposited
 //! elsewhere (the GPU) added to it. Reading it back is [`super::fold`].
 
+use super::density_isa;
 use super::fixed_point::{add_counts, add_fixed, quantize, SCALE};
 use super::{cutoff_sigmas, DensityGrid, Extent, Store};
 use crate::error::{Error, Result};
+use crate::isa::isa_dispatch;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -416,46 +418,7 @@ impl DepositContext {
         lo: usize,
         rows: &mut [i64],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F, checked just above.
-                unsafe { self.deposit_band_avx512::<SAT>(parts, b, lo, rows) };
-                return;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { self.deposit_band_avx2::<SAT>(parts, b, lo, rows) };
-                return;
-            }
-        }
-        self.deposit_band_generic::<SAT>(parts, b, lo, rows);
-    }
-
-    /// The same code compiled for AVX-512 / AVX2 (wider multiply-adds; identical arithmetic,
-    /// no FMA contraction, so results do not depend on the CPU).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn deposit_band_avx512<const SAT: bool>(
-        &self,
-        parts: &Parts,
-        b: usize,
-        lo: usize,
-        rows: &mut [i64],
-    ) {
-        self.deposit_band_generic::<SAT>(parts, b, lo, rows);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn deposit_band_avx2<const SAT: bool>(
-        &self,
-        parts: &Parts,
-        b: usize,
-        lo: usize,
-        rows: &mut [i64],
-    ) {
-        self.deposit_band_generic::<SAT>(parts, b, lo, rows);
+        deposit_band_on(density_isa(), self, parts, b, lo, rows, SAT);
     }
 
     #[inline(always)]
@@ -492,5 +455,31 @@ impl DepositContext {
                 }
             }
         }
+    }
+}
+
+isa_dispatch! {
+    /// [`DepositContext::deposit_band_generic`] compiled for `isa` (wider multiply-adds; identical
+    /// arithmetic, no FMA contraction, so results do not depend on the CPU).
+    fn deposit_band_on(split: &DepositContext, parts: &Parts, b: usize, lo: usize, rows: &mut [i64], saturate: bool) {
+        Avx512 => deposit_band_with(split, parts, b, lo, rows, saturate),
+        Avx2 => deposit_band_with(split, parts, b, lo, rows, saturate),
+        Portable => deposit_band_with(split, parts, b, lo, rows, saturate),
+    }
+}
+
+#[inline(always)]
+fn deposit_band_with(
+    split: &DepositContext,
+    parts: &Parts,
+    b: usize,
+    lo: usize,
+    rows: &mut [i64],
+    saturate: bool,
+) {
+    if saturate {
+        split.deposit_band_generic::<true>(parts, b, lo, rows)
+    } else {
+        split.deposit_band_generic::<false>(parts, b, lo, rows)
     }
 }

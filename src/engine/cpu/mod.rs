@@ -138,7 +138,6 @@ impl CpuEngine {
             ..Self::new()
         }
     }
-
 }
 
 /// A short description of this CPU for summaries: model name and thread count.
