@@ -1,6 +1,6 @@
 //! The CPU instruction sets the SIMD code is compiled for, and the one way to pick and
 //! run them: [`Isa::selected`] detects the best set once (or takes the one
-//! `MEMODIFF_CPU_ISA` names), and [`isa_dispatch!`](crate::isa::isa_dispatch) defines a
+//! `MEMODIFF_CPU_ISA` names), and `isa_dispatch!` defines a
 //! function whose body is compiled once per set (`#[target_feature]`), running the
 //! instance of the set it is given.
 //!
@@ -30,7 +30,7 @@ impl Isa {
     pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
 
     /// Whether this CPU can run the set. The features checked here are those
-    /// [`isa_dispatch!`](crate::isa::isa_dispatch) enables for it: keep the two lists equal.
+    /// `isa_dispatch!` enables for it: keep the two lists equal.
     pub fn available(self) -> bool {
         match self {
             Isa::Portable => true,

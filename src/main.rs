@@ -1,3 +1,7 @@
+//! The `memodiff` binary: parse the command line, install the Ctrl-C handler (the only
+//! process-wide signal handler; the library takes a cancellation flag), run the command
+//! and print its error as one line.
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

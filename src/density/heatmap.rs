@@ -50,7 +50,7 @@
 //! bit for bit the same rows as the whole fold, so memory stays at the sub-grid plus a band.
 //! The split path's sub-grid can also be filled elsewhere (the GPU deposit,
 //! [`crate::engine::gpu::raster`]) through [`DensityGrid::sub_grid`] and
-//! [`DensityGrid::add_sub_grid_counts`].
+//! [`DensityGrid::add_sub_grid_rows`].
 //!
 //! Both accumulate in integer fixed point: each deposited weight (a sub-grid node's
 //! `Lx_i Ly_k`, or a pixel's `g g`) is rounded once to a multiple of `2^-32` of a particle's

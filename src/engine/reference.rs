@@ -1,4 +1,4 @@
-//! The reference backend: the formulas of DESIGN.md §1 in f64, written for clarity, not
+//! The reference backend: the formulas of docs/architecture.md §1 in f64, written for clarity, not
 //! speed. It draws the same Philox normals (Box–Muller in f64), so it follows the same
 //! trajectories as the f32 engines up to rounding.
 
@@ -65,7 +65,7 @@ pub fn log_density(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]
     lse - (dataset.len() as f64).ln() - 0.5 * dim * (std::f64::consts::TAU * v).ln()
 }
 
-/// One Euler–Maruyama step exactly as written in DESIGN.md §1:
+/// One Euler–Maruyama step exactly as written in docs/architecture.md §1:
 /// `x <- x + dt (-f(x, tau) + g(tau)^2 score) + sqrt(dt) g(tau) z`.
 pub fn em_step(
     dataset: &Dataset,

@@ -1,7 +1,7 @@
 //! The one definition of a sampling run, [`RunSpec`], with every default in one place.
 //!
 //! `sample` builds it once from its options and validates it once ([`RunSpec::validate`]);
-//! run.json's `parameters` (with the derived [`RunFacts`] next to it, see
+//! run.json's `parameters` (with the derived [`RunFacts`](crate::run::report::RunFacts) next to it, see
 //! [`crate::run::report`]), the checkpoint, `resume` and `merge` all serialize and read this
 //! same type. Adding a parameter is one field here. Fields that older run.json files do not
 //! have are written only when they differ from their default and read back as the default
