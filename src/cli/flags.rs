@@ -13,6 +13,19 @@ fn flag_of(parameter: &str) -> Option<&'static str> {
         "batch" => "--batch",
         "device" => "--device",
         "dataset spec" | "training set" => "--dataset",
+        "particles" => "--particles",
+        "time points" => "--steps",
+        "beta_min" => "--beta-min",
+        "beta_min/beta_max" => "--beta-min/--beta-max",
+        "shard" => "--shard",
+        "t_min" => "--t-min",
+        "score" => "--score",
+        "checkpoint_every" => "--checkpoint-every",
+        "snapshots" => "--snapshots",
+        "markers" => "--markers",
+        "figure/snapshots" => "--figure/--snapshots",
+        "image_grid" => "--image-grid",
+        "figure_size" => "--figure-size",
         _ => return None,
     })
 }
@@ -41,5 +54,15 @@ mod tests {
             dataset.to_string(),
             "invalid dataset: the training set is empty"
         );
+        // Every run parameter the library validates reads as its flag.
+        for (parameter, flag) in [
+            ("particles", "--particles"),
+            ("time points", "--steps"),
+            ("t_min", "--t-min"),
+            ("figure_size", "--figure-size"),
+        ] {
+            let e = name_flags(Error::invalid(parameter, "x"));
+            assert_eq!(e.to_string(), format!("invalid {flag}: x"));
+        }
     }
 }

@@ -18,7 +18,7 @@ pub const MAX_IMAGES: usize = 4096;
 pub fn validate(dataset: &Dataset, count: usize, write_arrays: bool) -> Result<ImageShape> {
     let Some(shape) = dataset.image_shape else {
         return Err(Error::invalid(
-            "--image-grid",
+            "image_grid",
             format!(
                 "the training set {} is not an image set; it needs a .npy of shape (N, H, W) \
                  or (N, H, W, C)",
@@ -28,7 +28,7 @@ pub fn validate(dataset: &Dataset, count: usize, write_arrays: bool) -> Result<I
     };
     if !matches!(shape.channels, 1 | 3 | 4) {
         return Err(Error::invalid(
-            "--image-grid",
+            "image_grid",
             format!(
                 "images with {} channels cannot be drawn; 1 (grey), 3 (RGB) or 4 (RGBA) can",
                 shape.channels
@@ -37,13 +37,13 @@ pub fn validate(dataset: &Dataset, count: usize, write_arrays: bool) -> Result<I
     }
     if count == 0 || count > MAX_IMAGES {
         return Err(Error::invalid(
-            "--image-grid",
+            "image_grid",
             format!("{count} images: use 1 ..= {MAX_IMAGES}"),
         ));
     }
     if !write_arrays {
         return Err(Error::invalid(
-            "--image-grid",
+            "image_grid",
             "is drawn from samples.npy, which --no-samples does not write",
         ));
     }

@@ -192,7 +192,7 @@ pub fn write_grid_outputs_banded(
             .any(|s| !(crate::plot::figure::MIN_SIDE..=crate::plot::figure::MAX_SIDE).contains(s))
         {
             return Err(Error::invalid(
-                "--figure-size",
+                "figure_size",
                 format!(
                     "each side must be in {}..={} pixels, got {}x{}",
                     crate::plot::figure::MIN_SIDE,

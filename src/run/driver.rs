@@ -122,17 +122,17 @@ impl SampleConfig {
     /// Reject what cannot run, before anything is allocated or written.
     pub fn validate(&self) -> Result<()> {
         if self.particles == 0 {
-            return Err(Error::invalid("--particles", "must be at least 1"));
+            return Err(Error::invalid("particles", "must be at least 1"));
         }
         if self.particles > MAX_PARTICLES {
             return Err(Error::invalid(
-                "--particles",
+                "particles",
                 format!("{} exceeds the maximum of {MAX_PARTICLES}", self.particles),
             ));
         }
         if self.time_points < 2 {
             return Err(Error::invalid(
-                "--steps",
+                "time points",
                 format!(
                     "{} time points give no step; use at least 2 (the default is 100)",
                     self.time_points
@@ -140,28 +140,31 @@ impl SampleConfig {
             ));
         }
         if self.time_points > 1_000_000 {
-            return Err(Error::invalid("--steps", "at most 1,000,000 time points"));
+            return Err(Error::invalid(
+                "time points",
+                "at most 1,000,000 time points",
+            ));
         }
         let VpSchedule { beta_min, beta_max } = self.schedule;
         if !beta_min.is_finite() || !beta_max.is_finite() {
-            return Err(Error::invalid("--beta-min/--beta-max", "must be finite"));
+            return Err(Error::invalid("beta_min/beta_max", "must be finite"));
         }
         if beta_min < 0.0 {
             return Err(Error::invalid(
-                "--beta-min",
+                "beta_min",
                 format!("{beta_min} is negative; beta must be >= 0"),
             ));
         }
         if beta_min >= beta_max {
             return Err(Error::invalid(
-                "--beta-min",
+                "beta_min",
                 format!("{beta_min} must be smaller than --beta-max {beta_max}"),
             ));
         }
         if let Some(shard) = self.shard {
             if shard.count > self.particles {
                 return Err(Error::invalid(
-                    "--shard",
+                    "shard",
                     format!(
                         "{} shards for {} particles would leave shards empty",
                         shard.count, self.particles
@@ -172,7 +175,7 @@ impl SampleConfig {
         let dim = self.dataset.dim;
         if dim > crate::engine::records::MAX_DIMENSION {
             return Err(Error::invalid(
-                "--dataset",
+                "training set",
                 format!(
                     "points of dimension {dim}: the engines support D = 1 to {}",
                     crate::engine::records::MAX_DIMENSION
@@ -181,14 +184,14 @@ impl SampleConfig {
         }
         if !self.t_min.is_finite() || self.t_min < 0.0 {
             return Err(Error::invalid(
-                "--t-min",
+                "t_min",
                 format!("{} must be a finite number >= 0", self.t_min),
             ));
         }
         let first_tau = 1.0 - 1.0 / (self.time_points - 1) as f64;
         if self.t_min > 0.0 && self.t_min >= first_tau {
             return Err(Error::invalid(
-                "--t-min",
+                "t_min",
                 format!(
                     "{} leaves no step: the grid of {} time points starts at forward time \
                      {first_tau}; use a smaller --t-min or more --steps",
@@ -198,11 +201,11 @@ impl SampleConfig {
         }
         if let ScoreKind::Kde { h } = self.score {
             if !h.is_finite() || h < 0.0 {
-                return Err(Error::invalid("--score", "kde:h needs a finite h >= 0"));
+                return Err(Error::invalid("score", "kde:h needs a finite h >= 0"));
             }
         }
         if self.batch == Some(0) {
-            return Err(Error::invalid("--batch", "must be at least 1"));
+            return Err(Error::invalid("batch", "must be at least 1"));
         }
         Ok(())
     }
@@ -407,7 +410,7 @@ pub fn run_checkpointed(
 ) -> Result<SampleTiming> {
     config.validate()?;
     if checkpoints.every == Some(0) {
-        return Err(Error::invalid("--checkpoint-every", "must be at least 1"));
+        return Err(Error::invalid("checkpoint_every", "must be at least 1"));
     }
     let steps = config.reverse_steps();
     let mut observe: std::collections::BTreeSet<usize> = sink

@@ -38,13 +38,13 @@ pub const GIF_LAST_MS: u32 = 2000;
 pub fn snapshot_plan(n_steps: usize, k: usize) -> Result<Vec<usize>> {
     if k < 2 {
         return Err(Error::invalid(
-            "--snapshots",
+            "snapshots",
             format!("needs at least 2 (the first and the last time point), got {k}"),
         ));
     }
     if k > n_steps + 1 {
         return Err(Error::invalid(
-            "--snapshots",
+            "snapshots",
             format!(
                 "{k} snapshots of a run of {n_steps} steps would repeat time points; use at \
                  most {} (--steps time points)",
@@ -54,7 +54,7 @@ pub fn snapshot_plan(n_steps: usize, k: usize) -> Result<Vec<usize>> {
     }
     if k > MAX_SNAPSHOTS {
         return Err(Error::invalid(
-            "--snapshots",
+            "snapshots",
             format!("at most {MAX_SNAPSHOTS}, got {k}"),
         ));
     }
@@ -414,13 +414,13 @@ pub fn check_spec(
     }
     if extras.markers && !(extras.figure || extras.snapshots.is_some()) {
         return Err(Error::invalid(
-            "--markers",
+            "markers",
             "marks the training points on --figure and --snapshots images; give one of them",
         ));
     }
     if checkpoint_every.is_some() {
         return Err(Error::invalid(
-            "--figure/--snapshots",
+            "figure/snapshots",
             "cannot be combined with --checkpoint-every (a resumed run would not redraw \
              them); run without checkpoints",
         ));
@@ -428,7 +428,7 @@ pub fn check_spec(
     if let Some(k) = extras.snapshots {
         if training.dim != 2 {
             return Err(Error::invalid(
-                "--snapshots",
+                "snapshots",
                 format!(
                     "the frames are density images in the plane: need D = 2, the dataset \
                      has D = {}",
@@ -438,7 +438,7 @@ pub fn check_spec(
         }
         if spec.shard.is_some() {
             return Err(Error::invalid(
-                "--snapshots",
+                "snapshots",
                 "cannot be combined with --shard: the frames of shards are not merged",
             ));
         }

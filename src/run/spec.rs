@@ -306,10 +306,10 @@ impl RunSpec {
         self.images.extent.validate()?;
         self.images.initial_extent.validate()?;
         match execution.checkpoint_every {
-            Some(0) => return Err(Error::invalid("--checkpoint-every", "must be at least 1")),
+            Some(0) => return Err(Error::invalid("checkpoint_every", "must be at least 1")),
             Some(_) if execution.backend == Backend::Reference => {
                 return Err(Error::invalid(
-                    "--checkpoint-every",
+                    "checkpoint_every",
                     "cannot be used with --backend reference: its f64 state is rounded to \
                      f32 at a checkpoint, so a resumed run would not be bit-identical; use \
                      cpu or gpu",
