@@ -245,41 +245,17 @@ impl Scratch {
     }
 }
 
-/// Run one work item's particles (`xs`: `particles` rows of `dim`, row-major, updated in
-/// place) through `updates`, on `isa`. `partials` (same shape as `xs`) carries the Heun
-/// corrector's known part between halves. `first_particle` is the global index of row 0
-/// (for the noise). `tap`: for the updates whose index is listed (`tap.0`), the
-/// posterior of the first `tap.1.len() / tap.0.len()` rows goes to
-/// `tap.1[record * rows + row]`.
-#[allow(clippy::too_many_arguments)]
-pub fn advance(
-    isa: Isa,
-    training: &TrainingPanels,
-    xs: &mut [f32],
-    partials: &mut [f32],
-    updates: &[StepRecord],
-    key: [u32; 2],
-    first_particle: u64,
-    scratch: &mut Scratch,
-    tap: Option<(&[usize], &mut [PosteriorSample])>,
-) {
-    advance_on(
-        isa,
-        training,
-        xs,
-        partials,
-        updates,
-        key,
-        first_particle,
-        scratch,
-        tap,
-    )
-}
-
 isa_dispatch! {
+    /// Run one work item's particles (`xs`: `particles` rows of `dim`, row-major, updated in
+    /// place) through `updates`, on `isa`. `partials` (same shape as `xs`) carries the Heun
+    /// corrector's known part between halves. `first_particle` is the global index of row 0
+    /// (for the noise). `tap`: for the updates whose index is listed (`tap.0`), the
+    /// posterior of the first `tap.1.len() / tap.0.len()` rows goes to
+    /// `tap.1[record * rows + row]`.
+    ///
     /// [`advance_with`] with the lane type, register tile and FMA of `isa`, compiled for
     /// `isa`.
-    fn advance_on(
+    pub fn advance(
         training: &TrainingPanels,
         xs: &mut [f32],
         partials: &mut [f32],
