@@ -278,69 +278,44 @@ impl Engine for CpuEngine {
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        advance_any(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            tap,
-            cancel,
-            on_step,
-            (self.cull, &mut self.stats, &mut self.prepared),
-        )
-    }
-}
-
-/// The cpu engine's two kernels: the SIMD engine for D <= 4, the fused attention kernel
-/// (em and heun) above.
-#[allow(clippy::too_many_arguments)]
-fn advance_any(
-    problem: &Problem,
-    first_particle: u64,
-    initial: Option<&mut [f32]>,
-    state: &mut [f32],
-    steps: Range<usize>,
-    tap: Option<&mut crate::engine::PosteriorTap>,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
-    (cull, stats, prepared): (bool, &mut PairStats, &mut Option<PreparedTraining>),
-) -> Result<()> {
-    let dim = problem.dataset.dim;
-    if dim == 0 || dim > MAX_DIMENSION {
-        return Err(Error::invalid(
-            "dimension",
-            format!(
-                "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+        // The SIMD engine for D <= 4, the fused attention kernel (em and heun) above.
+        let (cull, stats, prepared) = (self.cull, &mut self.stats, &mut self.prepared);
+        let dim = problem.dataset.dim;
+        if dim == 0 || dim > MAX_DIMENSION {
+            return Err(Error::invalid(
+                "dimension",
+                format!(
+                    "the cpu engine supports 1..={MAX_DIMENSION} dimensions, the dataset has {dim}"
+                ),
+            ));
+        }
+        if problem.dataset.is_empty() {
+            return Err(Error::invalid("dataset", "the training set is empty"));
+        }
+        match PreparedTraining::of(prepared, problem, cull) {
+            PreparedTraining::Panels { panels, .. } => advance_attention(
+                problem,
+                first_particle,
+                initial,
+                state,
+                steps,
+                cancel,
+                on_step,
+                tap,
+                (panels.as_ref(), stats),
             ),
-        ));
-    }
-    if problem.dataset.is_empty() {
-        return Err(Error::invalid("dataset", "the training set is empty"));
-    }
-    match PreparedTraining::of(prepared, problem, cull) {
-        PreparedTraining::Panels { panels, .. } => advance_attention(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            cancel,
-            on_step,
-            tap,
-            (panels.as_ref(), stats),
-        ),
-        PreparedTraining::Lanes { points, .. } => advance_fast(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            tap,
-            cancel,
-            on_step,
-            points,
-        ),
+            PreparedTraining::Lanes { points, .. } => advance_fast(
+                problem,
+                first_particle,
+                initial,
+                state,
+                steps,
+                tap,
+                cancel,
+                on_step,
+                points,
+            ),
+        }
     }
 }
 
