@@ -13,7 +13,7 @@ use memodiff::image::colormap::Colormap;
 use memodiff::model::dataset::Dataset;
 use memodiff::model::schedule::VpSchedule;
 use memodiff::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
-use memodiff::run::figures::snapshot_plan;
+use memodiff::run::spec::snapshot_plan;
 use std::path::Path;
 
 fn memodiff() -> Command {

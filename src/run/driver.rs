@@ -82,23 +82,6 @@ impl std::str::FromStr for Shard {
 }
 
 impl SampleConfig {
-    /// The defaults of [`crate::run::spec`] on `dataset`.
-    pub fn new(dataset: Dataset) -> Self {
-        use crate::run::spec::*;
-        Self {
-            particles: DEFAULT_PARTICLES,
-            time_points: DEFAULT_TIME_POINTS,
-            seed: 0,
-            schedule: VpSchedule::new(DEFAULT_BETA_MIN, DEFAULT_BETA_MAX),
-            dataset,
-            batch: None,
-            shard: None,
-            sampler: SamplerKind::Em,
-            score: ScoreKind::Empirical,
-            t_min: 0.0,
-        }
-    }
-
     /// The reverse steps of this run (time grid, score variant, early stop).
     pub fn reverse_steps(&self) -> Vec<ReverseStep> {
         reverse_steps_with(&self.schedule, self.time_points, self.score, self.t_min)

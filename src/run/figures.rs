@@ -14,13 +14,10 @@ use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
 use crate::model::dataset::Dataset;
 use crate::plot::figure::{Colorbar, Figure};
-use crate::run::spec::RunSpec;
+use crate::run::spec::{snapshot_plan, RunSpec};
 use image::RgbImage;
 use serde::Serialize;
 use std::path::Path;
-
-/// Most snapshots a run may ask for: each holds a density grid in memory until the end.
-pub const MAX_SNAPSHOTS: usize = 256;
 
 /// Decades of density the snapshot frames show: the colour scale is log10 from
 /// `max / 10^SNAPSHOT_DECADES` to `max`, the largest value over all frames.
@@ -31,36 +28,6 @@ pub const SNAPSHOT_DECADES: f64 = 3.0;
 pub const GIF_FRAME_MS: u32 = 250;
 pub const GIF_FIRST_MS: u32 = 800;
 pub const GIF_LAST_MS: u32 = 2000;
-
-/// The step counts at which `k` snapshots are taken in a run of `n_steps` steps: evenly
-/// spaced (rounded to the nearest step), the first at 0 (the initial noise) and the last
-/// at `n_steps` (the samples). Needs `2 <= k <= n_steps + 1` so that they are distinct.
-pub fn snapshot_plan(n_steps: usize, k: usize) -> Result<Vec<usize>> {
-    if k < 2 {
-        return Err(Error::invalid(
-            "snapshots",
-            format!("needs at least 2 (the first and the last time point), got {k}"),
-        ));
-    }
-    if k > n_steps + 1 {
-        return Err(Error::invalid(
-            "snapshots",
-            format!(
-                "{k} snapshots of a run of {n_steps} steps would repeat time points; use at \
-                 most {} (--steps time points)",
-                n_steps + 1
-            ),
-        ));
-    }
-    if k > MAX_SNAPSHOTS {
-        return Err(Error::invalid(
-            "snapshots",
-            format!("at most {MAX_SNAPSHOTS}, got {k}"),
-        ));
-    }
-    let gaps = k - 1;
-    Ok((0..k).map(|j| (j * n_steps + gaps / 2) / gaps).collect())
-}
 
 /// Forward time t of the particles after `k` of the `steps` steps: the initial noise is
 /// drawn at t = 1; after k >= 1 steps they stand at `1 - ts[k]` of the time grid (0 at the
@@ -399,52 +366,6 @@ pub fn write_gif(path: &Path, frames: &[RgbImage]) -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// Check the figure options of `spec` (a run on `training`, checkpointed every
-/// `checkpoint_every` steps) before anything runs or is written.
-pub fn check_spec(
-    spec: &RunSpec,
-    training: &Dataset,
-    checkpoint_every: Option<usize>,
-) -> Result<()> {
-    let extras = &spec.extras;
-    if !(extras.figure || extras.snapshots.is_some() || extras.markers) {
-        return Ok(());
-    }
-    if extras.markers && !(extras.figure || extras.snapshots.is_some()) {
-        return Err(Error::invalid(
-            "markers",
-            "marks the training points on --figure and --snapshots images; give one of them",
-        ));
-    }
-    if checkpoint_every.is_some() {
-        return Err(Error::invalid(
-            "figure/snapshots",
-            "cannot be combined with --checkpoint-every (a resumed run would not redraw \
-             them); run without checkpoints",
-        ));
-    }
-    if let Some(k) = extras.snapshots {
-        if training.dim != 2 {
-            return Err(Error::invalid(
-                "snapshots",
-                format!(
-                    "the frames are density images in the plane: need D = 2, the dataset \
-                     has D = {}",
-                    training.dim
-                ),
-            ));
-        }
-        if spec.shard.is_some() {
-            return Err(Error::invalid(
-                "snapshots",
-                "cannot be combined with --shard: the frames of shards are not merged",
-            ));
-        }
-        snapshot_plan(spec.time_points.saturating_sub(1), k)?;
-    }
-    Ok(())
 }
 
 /// The figures `spec` asks for on `training`, or `None`.

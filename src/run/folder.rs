@@ -8,6 +8,7 @@ use crate::metrics::MemorizationCounter;
 use crate::run::checkpoint::CheckpointedRun;
 use crate::run::driver::BatchSink;
 use crate::run::measure::MetricsSink;
+use crate::run::report::DensityOn;
 use crate::run::spec::RunSpec;
 use std::path::{Path, PathBuf};
 
@@ -32,36 +33,6 @@ pub struct RunFolder {
     /// batches are deposited there by the sampler, and `sample_grid` receives the sums at
     /// each checkpoint and at the end.
     gpu_samples: Option<crate::engine::gpu::raster::GpuDensity>,
-}
-
-/// Where a run's density grids were computed (run.json's `density_on`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DensityOn {
-    /// `"gpu"`: deposited on the engine's device straight from its particle buffer;
-    /// `"cpu"`: accumulated on the host from the batches read back; `"none"`: no density
-    /// images (D != 2).
-    #[serde(deserialize_with = "place")]
-    pub samples: Place,
-    /// The initial noise: on the CPU (it comes back for initial.npy anyway), or `"none"`.
-    #[serde(deserialize_with = "place")]
-    pub initial: Place,
-    /// Why the samples' grid is on the CPU on a GPU run.
-    pub note: Option<String>,
-    /// Row tiles of the GPU sub-grid (more than 1 when it exceeds one storage buffer).
-    pub gpu_tiles: Option<usize>,
-}
-
-/// Where a density grid was computed: `"gpu"`, `"cpu"` or `"none"`. (An alias: serde
-/// would take a `&'static str` field to borrow from its input.)
-pub type Place = &'static str;
-
-/// One of the places [`DensityOn`] names, read back from run.json.
-fn place<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Place, D::Error> {
-    let name = <String as serde::Deserialize>::deserialize(d)?;
-    ["gpu", "cpu", "none"]
-        .into_iter()
-        .find(|p| *p == name)
-        .ok_or_else(|| serde::de::Error::custom(format!("unknown place '{name}'")))
 }
 
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).

@@ -317,7 +317,7 @@ impl RunSpec {
             }
             _ => {}
         }
-        crate::run::figures::check_spec(self, training, execution.checkpoint_every)?;
+        check_figures(self, training, execution.checkpoint_every)?;
         self.extras
             .image_grid
             .map(|count| {
@@ -326,6 +326,105 @@ impl RunSpec {
             })
             .transpose()
     }
+}
+
+/// The driver's configuration at the defaults of this module. (Here, next to the
+/// defaults, so that the driver does not depend on the spec.)
+impl SampleConfig {
+    /// The defaults of this module on `dataset`.
+    pub fn new(dataset: Dataset) -> Self {
+        Self {
+            particles: DEFAULT_PARTICLES,
+            time_points: DEFAULT_TIME_POINTS,
+            seed: 0,
+            schedule: VpSchedule::new(DEFAULT_BETA_MIN, DEFAULT_BETA_MAX),
+            dataset,
+            batch: None,
+            shard: None,
+            sampler: SamplerKind::Em,
+            score: ScoreKind::Empirical,
+            t_min: 0.0,
+        }
+    }
+}
+
+/// Most snapshots a run may ask for: each holds a density grid in memory until the end.
+pub const MAX_SNAPSHOTS: usize = 256;
+
+/// The step counts at which `k` snapshots are taken in a run of `n_steps` steps: evenly
+/// spaced (rounded to the nearest step), the first at 0 (the initial noise) and the last
+/// at `n_steps` (the samples). Needs `2 <= k <= n_steps + 1` so that they are distinct.
+pub fn snapshot_plan(n_steps: usize, k: usize) -> Result<Vec<usize>> {
+    if k < 2 {
+        return Err(Error::invalid(
+            "snapshots",
+            format!("needs at least 2 (the first and the last time point), got {k}"),
+        ));
+    }
+    if k > n_steps + 1 {
+        return Err(Error::invalid(
+            "snapshots",
+            format!(
+                "{k} snapshots of a run of {n_steps} steps would repeat time points; use at \
+                 most {} (--steps time points)",
+                n_steps + 1
+            ),
+        ));
+    }
+    if k > MAX_SNAPSHOTS {
+        return Err(Error::invalid(
+            "snapshots",
+            format!("at most {MAX_SNAPSHOTS}, got {k}"),
+        ));
+    }
+    let gaps = k - 1;
+    Ok((0..k).map(|j| (j * n_steps + gaps / 2) / gaps).collect())
+}
+
+/// Check the figure options of `spec` (a run on `training`, checkpointed every
+/// `checkpoint_every` steps) before anything runs or is written.
+fn check_figures(
+    spec: &RunSpec,
+    training: &Dataset,
+    checkpoint_every: Option<usize>,
+) -> Result<()> {
+    let extras = &spec.extras;
+    if !(extras.figure || extras.snapshots.is_some() || extras.markers) {
+        return Ok(());
+    }
+    if extras.markers && !(extras.figure || extras.snapshots.is_some()) {
+        return Err(Error::invalid(
+            "markers",
+            "marks the training points on --figure and --snapshots images; give one of them",
+        ));
+    }
+    if checkpoint_every.is_some() {
+        return Err(Error::invalid(
+            "figure/snapshots",
+            "cannot be combined with --checkpoint-every (a resumed run would not redraw \
+             them); run without checkpoints",
+        ));
+    }
+    if let Some(k) = extras.snapshots {
+        if training.dim != 2 {
+            return Err(Error::invalid(
+                "snapshots",
+                format!(
+                    "the frames are density images in the plane: need D = 2, the dataset \
+                     has D = {}",
+                    training.dim
+                ),
+            ));
+        }
+        if spec.shard.is_some() {
+            return Err(Error::invalid(
+                "snapshots",
+                "cannot be combined with --shard: the frames of shards are not merged",
+            ));
+        }
+        snapshot_plan(spec.time_points.saturating_sub(1), k)?;
+    }
+    Ok(())
 }
 
 /// An [`Extent`] as `[xmin, xmax, ymin, ymax]`.
