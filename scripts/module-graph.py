@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The graph of memodiff's modules (who names whom as crate::X, comments and unit tests
-excluded) and its cycles; exits 1 when the top-level modules form a cycle.
+excluded) and its cycles; exits 1 when the modules of that level form a cycle.
 
     scripts/module-graph.py [SRC_DIR] [LEVEL]    LEVEL 1: src/X (default), 2: src/X/Y
 """
@@ -43,4 +43,4 @@ for v in nodes:
     if v not in index: strong(v)
 for m in nodes: print(f"{m:12} -> {', '.join(sorted(edges.get(m, ())))}")
 print("cycles:", sccs if sccs else "none")
-sys.exit(1 if sccs and level == 1 else 0)
+sys.exit(1 if sccs else 0)
