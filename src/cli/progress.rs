@@ -4,16 +4,18 @@ use crate::run::driver::{self};
 use std::io::IsTerminal;
 
 /// A progress bar over the time steps, drawn only when stdout is a terminal.
+#[derive(Default)]
 pub(crate) struct StepBar {
-    pub(crate) bar: Option<indicatif::ProgressBar>,
-    pub(crate) particles: u64,
+    bar: Option<indicatif::ProgressBar>,
+    particles: u64,
 }
 
 impl driver::Progress for StepBar {
-    fn start(&mut self, total: u64) {
+    fn start(&mut self, particles: u64, steps: u64) {
+        self.particles = particles;
         if std::io::stdout().is_terminal() {
             let bar = indicatif::ProgressBar::with_draw_target(
-                Some(total / self.particles.max(1)),
+                Some(steps),
                 indicatif::ProgressDrawTarget::stdout(),
             );
             bar.set_style(

@@ -306,17 +306,20 @@ pub struct Checkpoints {
     pub resume: Option<ResumePoint>,
 }
 
-/// Progress of a run, in particle-steps.
+/// Progress of a run, counted in particle-steps (one particle advanced by one step).
 pub trait Progress {
-    fn start(&mut self, total_particle_steps: u64);
+    /// The run is about to sample `particles` particles through `steps` steps each.
+    fn start(&mut self, particles: u64, steps: u64);
+    /// `particle_steps_done` of the `particles * steps` are done (it only grows).
     fn advance_to(&mut self, particle_steps_done: u64);
+    /// The sampling is over (also when it stopped early).
     fn finish(&mut self);
 }
 
 /// No progress display.
 pub struct NoProgress;
 impl Progress for NoProgress {
-    fn start(&mut self, _: u64) {}
+    fn start(&mut self, _: u64, _: u64) {}
     fn advance_to(&mut self, _: u64) {}
     fn finish(&mut self) {}
 }
@@ -430,7 +433,7 @@ pub fn run_checkpointed(
     let n_steps = steps.len() as u64;
     let range = config.particle_range();
     let batches = (range.end - range.start).div_ceil(batch as u64);
-    progress.start((range.end - range.start) * n_steps);
+    progress.start(range.end - range.start, n_steps);
     let mut timing = SampleTiming {
         batch_size: batch,
         ..Default::default()

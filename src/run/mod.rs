@@ -9,3 +9,4 @@ pub mod folder;
 pub mod measure;
 pub mod report;
 pub mod spec;
+pub mod to_folder;
