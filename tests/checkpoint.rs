@@ -7,16 +7,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ARRAY_AND_IMAGE_FILES: &[&str] = &[
-    "samples.npy",
-    "initial.npy",
-    "samples.png",
-    "initial.png",
-    "samples_density.npy",
-    "initial_density.npy",
-    "metrics_counts.json",
-];
-
 fn memodiff() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_memodiff"));
     cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
@@ -81,7 +71,7 @@ fn run_json(dir: &Path) -> serde_json::Value {
 
 /// The resumed folder holds the same files as the uninterrupted one (and no checkpoint).
 fn assert_same_run(resumed: &Path, plain: &Path) {
-    for name in ARRAY_AND_IMAGE_FILES {
+    for name in common::ARRAY_AND_IMAGE_FILES {
         let (a, b) = (
             std::fs::read(resumed.join(name)).unwrap(),
             std::fs::read(plain.join(name)).unwrap(),
@@ -280,27 +270,6 @@ fn interrupted_checkpointed_run_says_resume_and_resumes() {
     assert_same_run(&stopped, &plain);
 }
 
-/// Write `values` as a float32 .npy of the given shape.
-fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    let mut header = dict.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header);
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
-}
-
 /// A run of `--image-grid K` on an image training set, killed and resumed, draws
 /// samples_grid.png like the uninterrupted run (the image shape travels in the checkpoint).
 #[test]
@@ -311,7 +280,7 @@ fn killed_image_grid_run_resumes_with_its_grid() {
     let values: Vec<f32> = (0..12 * 9)
         .map(|i| ((i * 7919) % 97) as f32 / 97.0)
         .collect();
-    write_npy(&images, &[12, 3, 3], &values);
+    common::npy::write_f32(&images, &[12, 3, 3], &values);
     let args = [
         "--backend",
         "cpu",

@@ -3,7 +3,10 @@
 //!
 //! Every run uses `--backend cpu` and small sizes, each in its own temporary folder.
 
+mod common;
+
 use assert_cmd::Command;
+use common::npy::{f4_dict, with_dict as npy_with_dict};
 use predicates::prelude::*;
 use std::path::Path;
 
@@ -676,20 +679,6 @@ fn rejects_bad_parameters_without_writing() {
     }
 }
 
-/// A v1.0 `.npy` file with header text `dict` (padded to 64 bytes) followed by `data`.
-fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 /// An instruction set the cpu engine does not know is an error naming the variable and the
 /// accepted values, not silently the default one.
 #[test]
@@ -1019,8 +1008,6 @@ fn bandwidth_and_colormap_reach_the_images() {
 
 #[test]
 fn rejects_malformed_files_without_writing() {
-    let f4 =
-        |shape: &str| format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
     let six: Vec<u8> = [0.5f32; 6].iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut v2_lying_len = b"\x93NUMPY\x02\x00".to_vec();
     v2_lying_len.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -1043,7 +1030,7 @@ fn rejects_malformed_files_without_writing() {
         ),
         (
             "int.npy",
-            npy_with_dict(&f4("(3, 2)").replace("<f4", "<i8"), &six),
+            npy_with_dict(&f4_dict("(3, 2)").replace("<f4", "<i8"), &six),
             "dtype '<i8' is not supported",
         ),
         (
@@ -1056,33 +1043,33 @@ fn rejects_malformed_files_without_writing() {
         ),
         (
             "fortran.npy",
-            npy_with_dict(&f4("(3, 2)").replace("False", "True"), &six),
+            npy_with_dict(&f4_dict("(3, 2)").replace("False", "True"), &six),
             "Fortran order",
         ),
         (
             "rank5.npy",
-            npy_with_dict(&f4("(1, 1, 3, 2, 1)"), &six),
+            npy_with_dict(&f4_dict("(1, 1, 3, 2, 1)"), &six),
             "expected (N points, D coordinates)",
         ),
         (
             "short.npy",
-            npy_with_dict(&f4("(4, 2)"), &six),
+            npy_with_dict(&f4_dict("(4, 2)"), &six),
             "data is truncated: shape (4, 2) needs 32 bytes, only 24 follow",
         ),
         (
             "huge.npy",
-            npy_with_dict(&f4("(1000000000000, 2)"), &six),
+            npy_with_dict(&f4_dict("(1000000000000, 2)"), &six),
             "needs 8000000000000 bytes, only 24 follow",
         ),
         (
             "long.npy",
-            npy_with_dict(&f4("(2, 2)"), &six),
+            npy_with_dict(&f4_dict("(2, 2)"), &six),
             "8 unexpected bytes",
         ),
         (
             "inf.npy",
             npy_with_dict(
-                &f4("(3, 2)"),
+                &f4_dict("(3, 2)"),
                 &[&six[..20], &f32::INFINITY.to_le_bytes()].concat(),
             ),
             "is inf",

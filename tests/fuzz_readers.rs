@@ -10,6 +10,8 @@
 //! PROPTEST_CASES=2000000 cargo test --release --test fuzz_readers -- --ignored --nocapture
 //! ```
 
+mod common;
+
 use memodiff::model::dataset::Dataset;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
@@ -577,16 +579,7 @@ fn lying_headers_are_refused_without_allocating() {
         ("(3, 2)", "needs 24 bytes, only 8 follow"),
     ];
     for (shape, phrase) in cases {
-        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-        let mut header = dict.clone();
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(&[0; 8]);
+        let bytes = common::npy::with_dict(&common::npy::f4_dict(shape), &[0; 8]);
         let (result, cost) = measured(|| Dataset::from_npy_bytes("lie.npy", &bytes));
         let e = result.unwrap_err().to_string();
         assert!(e.contains(phrase), "{shape}: {e}");

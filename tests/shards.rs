@@ -52,15 +52,7 @@ fn assert_same_run(full: &Path, merged: &Path, shards: usize) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    for expected in [
-        "samples.npy",
-        "initial.npy",
-        "samples.png",
-        "initial.png",
-        "samples_density.npy",
-        "initial_density.npy",
-        "metrics_counts.json",
-    ] {
+    for expected in common::ARRAY_AND_IMAGE_FILES {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
     }
     for name in &names {
