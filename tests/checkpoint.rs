@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,12 @@ fn kill_mid_way(args: &[&str], out: &Path) -> (u64, u64) {
     }
 }
 
+/// The arguments written out in one line, split at the spaces: a run's options read as on
+/// the command line.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()
 }
@@ -94,9 +100,10 @@ fn assert_same_run(resumed: &Path, plain: &Path) {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
-fn kill_resume_compare(args: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let (killed, plain) = (dir.path().join("killed"), dir.path().join("plain"));
+/// Run `sample args` with checkpoints into `dir/killed`, kill it mid-way and resume it;
+/// run it again without checkpoints into `dir/plain`. Returns (killed, plain).
+fn kill_resume_and_run_plain(args: &[&str], dir: &Path) -> (PathBuf, PathBuf) {
+    let (killed, plain) = (dir.join("killed"), dir.join("plain"));
     let mut with_checkpoints = args.to_vec();
     with_checkpoints.extend(["--checkpoint-every", "10"]);
     let (batch, step) = kill_mid_way(&with_checkpoints, &killed);
@@ -105,41 +112,29 @@ fn kill_resume_compare(args: &[&str]) {
     let said = run_ok(memodiff().arg("resume").arg(&killed));
     assert!(said.contains("resuming"), "{said}");
     run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    (killed, plain)
+}
+
+fn kill_resume_compare(args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (killed, plain) = kill_resume_and_run_plain(args, dir.path());
     assert_same_run(&killed, &plain);
 }
 
 #[test]
 fn killed_cpu_run_resumes_bit_identically() {
-    kill_resume_compare(&[
-        "--backend",
-        "cpu",
-        "--particles",
-        "200000",
-        "--batch",
-        "50000",
-        "--steps",
-        "300",
-    ]);
+    kill_resume_compare(&words(
+        "--backend cpu --particles 200000 --batch 50000 --steps 300",
+    ));
 }
 
 #[test]
 fn killed_kde_t_min_run_resumes_bit_identically() {
     // The score variant and early stop travel in the checkpoint; the posterior
     // concentration's per-batch state too (it is recorded by default).
-    kill_resume_compare(&[
-        "--backend",
-        "cpu",
-        "--particles",
-        "100000",
-        "--batch",
-        "25000",
-        "--steps",
-        "300",
-        "--score",
-        "kde:0.1",
-        "--t-min",
-        "0.05",
-    ]);
+    kill_resume_compare(&words(
+        "--backend cpu --particles 100000 --batch 25000 --steps 300 --score kde:0.1 --t-min 0.05",
+    ));
 }
 
 #[test]
@@ -147,40 +142,30 @@ fn killed_gpu_run_resumes_bit_identically() {
     if common::gpu_engine("killed_gpu_run_resumes_bit_identically").is_none() {
         return;
     }
-    kill_resume_compare(&[
-        "--backend",
-        "gpu",
-        "--particles",
-        "40000",
-        "--batch",
-        "10000",
-        "--steps",
-        "300",
-    ]);
+    kill_resume_compare(&words(
+        "--backend gpu --particles 40000 --batch 10000 --steps 300",
+    ));
 }
 
 #[test]
 fn a_checkpointed_run_that_finishes_matches_and_leaves_no_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (with, plain) = (dir.path().join("with"), dir.path().join("plain"));
-    let args = [
-        "--backend",
-        "cpu",
-        "--particles",
-        "3000",
-        "--batch",
-        "1000",
-        "--resolution",
-        "64",
-    ];
+    let args = words("--backend cpu --particles 3000 --batch 1000 --resolution 64");
     run_ok(
         memodiff()
             .arg("sample")
-            .args(args)
+            .args(&args)
             .args(["--checkpoint-every", "7", "--out"])
             .arg(&with),
     );
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    run_ok(
+        memodiff()
+            .arg("sample")
+            .args(&args)
+            .arg("--out")
+            .arg(&plain),
+    );
     assert_same_run(&with, &plain);
 }
 
@@ -227,19 +212,10 @@ fn reference_backend_refuses_checkpoints() {
 fn interrupted_checkpointed_run_says_resume_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (stopped, plain) = (dir.path().join("stopped"), dir.path().join("plain"));
-    let args = [
-        "--backend",
-        "cpu",
-        "--particles",
-        "200000",
-        "--batch",
-        "50000",
-        "--steps",
-        "1000",
-    ];
+    let args = words("--backend cpu --particles 200000 --batch 50000 --steps 1000");
     let child = memodiff()
         .arg("sample")
-        .args(args)
+        .args(&args)
         .args(["--checkpoint-every", "10", "--out"])
         .arg(&stopped)
         .stdout(Stdio::null())
@@ -266,7 +242,13 @@ fn interrupted_checkpointed_run_says_resume_and_resumes() {
     assert!(err.contains("memodiff resume"), "{err}");
     assert!(err.contains("is kept"), "{err}");
     run_ok(memodiff().arg("resume").arg(&stopped));
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    run_ok(
+        memodiff()
+            .arg("sample")
+            .args(&args)
+            .arg("--out")
+            .arg(&plain),
+    );
     assert_same_run(&stopped, &plain);
 }
 
@@ -281,26 +263,10 @@ fn killed_image_grid_run_resumes_with_its_grid() {
         .map(|i| ((i * 7919) % 97) as f32 / 97.0)
         .collect();
     common::npy::write_f32(&images, &[12, 3, 3], &values);
-    let args = [
-        "--backend",
-        "cpu",
-        "--dataset",
-        images.to_str().unwrap(),
-        "--image-grid",
-        "6",
-        "--particles",
-        "100000",
-        "--batch",
-        "10000",
-        "--steps",
-        "200",
-    ];
-    let (killed, plain) = (dir.path().join("killed"), dir.path().join("plain"));
-    let mut with_checkpoints = args.to_vec();
-    with_checkpoints.extend(["--checkpoint-every", "10"]);
-    kill_mid_way(&with_checkpoints, &killed);
-    run_ok(memodiff().arg("resume").arg(&killed));
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    let mut args =
+        words("--backend cpu --image-grid 6 --particles 100000 --batch 10000 --steps 200");
+    args.extend(["--dataset", images.to_str().unwrap()]);
+    let (killed, plain) = kill_resume_and_run_plain(&args, dir.path());
     for name in ["samples.npy", "initial.npy", "samples_grid.png"] {
         let resumed = std::fs::read(killed.join(name))
             .unwrap_or_else(|e| panic!("the resumed run has no {name}: {e}"));

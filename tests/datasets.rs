@@ -63,14 +63,19 @@ fn the_data_seed_changes_the_training_set_and_nothing_else_does() {
     assert_ne!(a.points, c.points);
 }
 
-#[test]
-fn a_bad_spec_is_refused_before_anything_is_written() {
+/// `sample args` fails with `phrase` in its error and writes no out folder.
+fn assert_refused_before_writing(args: &[&str], phrase: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    sample(&out, &["--dataset", "gaussian:10"])
+    sample(&out, args)
         .failure()
-        .stderr(predicate::str::contains("gaussian:N:D[:sigma]"));
-    assert!(!out.exists());
+        .stderr(predicate::str::contains(phrase));
+    assert!(!out.exists(), "{args:?}: the out folder was created");
+}
+
+#[test]
+fn a_bad_spec_is_refused_before_anything_is_written() {
+    assert_refused_before_writing(&["--dataset", "gaussian:10"], "gaussian:N:D[:sigma]");
 }
 
 #[test]
@@ -111,10 +116,5 @@ fn image_sets_are_flattened_and_drawn_back_next_to_their_nearest_training_image(
 
 #[test]
 fn image_grid_needs_an_image_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    sample(&out, &["--image-grid", "4"])
-        .failure()
-        .stderr(predicate::str::contains("not an image set"));
-    assert!(!out.exists());
+    assert_refused_before_writing(&["--image-grid", "4"], "not an image set");
 }
