@@ -65,6 +65,11 @@ fn kill_mid_way(args: &[&str], out: &Path) -> (u64, u64) {
     }
 }
 
+/// `memodiff sample args --out out`, which must succeed; returns its stdout.
+fn sample_ok(args: &[&str], out: &Path) -> String {
+    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(out))
+}
+
 /// The arguments written out in one line, split at the spaces: a run's options read as on
 /// the command line.
 fn words(line: &str) -> Vec<&str> {
@@ -111,7 +116,7 @@ fn kill_resume_and_run_plain(args: &[&str], dir: &Path) -> (PathBuf, PathBuf) {
     assert!(killed.join("checkpoint/checkpoint.json").is_file());
     let said = run_ok(memodiff().arg("resume").arg(&killed));
     assert!(said.contains("resuming"), "{said}");
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    sample_ok(args, &plain);
     (killed, plain)
 }
 
@@ -152,20 +157,8 @@ fn a_checkpointed_run_that_finishes_matches_and_leaves_no_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (with, plain) = (dir.path().join("with"), dir.path().join("plain"));
     let args = words("--backend cpu --particles 3000 --batch 1000 --resolution 64");
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(&args)
-            .args(["--checkpoint-every", "7", "--out"])
-            .arg(&with),
-    );
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(&args)
-            .arg("--out")
-            .arg(&plain),
-    );
+    sample_ok(&[&args[..], &["--checkpoint-every", "7"]].concat(), &with);
+    sample_ok(&args, &plain);
     assert_same_run(&with, &plain);
 }
 
@@ -242,13 +235,7 @@ fn interrupted_checkpointed_run_says_resume_and_resumes() {
     assert!(err.contains("memodiff resume"), "{err}");
     assert!(err.contains("is kept"), "{err}");
     run_ok(memodiff().arg("resume").arg(&stopped));
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(&args)
-            .arg("--out")
-            .arg(&plain),
-    );
+    sample_ok(&args, &plain);
     assert_same_run(&stopped, &plain);
 }
 
