@@ -24,6 +24,31 @@ fn sample_cmd(out: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// What a finished command printed, and its exit status.
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `cmd`, which must succeed.
+fn succeeds(cmd: &mut Command) -> Finished {
+    finished(cmd.assert().success().get_output())
+}
+
+/// Run `cmd`, which must fail.
+fn fails(cmd: &mut Command) -> Finished {
+    finished(cmd.assert().failure().get_output())
+}
+
+fn finished(output: &std::process::Output) -> Finished {
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout.clone()).unwrap(),
+        stderr: String::from_utf8(output.stderr.clone()).unwrap(),
+    }
+}
+
 /// Names of the entries of `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -209,12 +234,11 @@ fn f(v: &serde_json::Value, path: &str) -> f64 {
 fn end_to_end_writes_five_valid_files() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let output = sample_cmd(&out, &["--seed", "7", "--resolution", "96"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = succeeds(&mut sample_cmd(
+        &out,
+        &["--seed", "7", "--resolution", "96"],
+    ))
+    .stdout;
 
     // Exactly the five files: no temp files or write probes left behind.
     assert_eq!(
@@ -371,12 +395,11 @@ fn non_empty_out_dir_is_refused_without_force() {
         .into_iter()
         .map(|name| (name.clone(), std::fs::read(out.join(&name)).unwrap()))
         .collect();
-    let output = sample_cmd(&out, &["--resolution", "16", "--seed", "1"])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = fails(&mut sample_cmd(
+        &out,
+        &["--resolution", "16", "--seed", "1"],
+    ))
+    .stderr;
     assert!(
         stderr.starts_with("error:")
             && stderr.contains("--force")
@@ -508,12 +531,7 @@ fn three_dimensional_csv_writes_npy_and_skips_pngs() {
         .collect();
     std::fs::write(&csv, text).unwrap();
     let out = tmp.path().join("run");
-    let output = sample_cmd(&out, &["--dataset", csv.to_str().unwrap()])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = succeeds(&mut sample_cmd(&out, &["--dataset", csv.to_str().unwrap()])).stdout;
 
     assert_eq!(
         listing(&out),
@@ -610,14 +628,12 @@ fn batch_size_does_not_change_results() {
 /// `tmp` holds only the files the test put there (`inputs`).
 fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
     let out = tmp.join("out");
-    let output = sample_cmd(&out, args)
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_ne!(output.status.code(), Some(0));
+    let Finished {
+        code,
+        stdout,
+        stderr,
+    } = fails(&mut sample_cmd(&out, args));
+    assert_ne!(code, Some(0));
     let first = stderr.lines().next().unwrap_or("");
     assert!(
         first.starts_with("error:") && first.contains(phrase),
@@ -625,7 +641,7 @@ fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
     );
     // Our own errors are exactly one line; clap's usage errors add usage hints after the
     // one-line message (exit status 2).
-    if output.status.code() != Some(2) {
+    if code != Some(2) {
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
@@ -684,13 +700,11 @@ fn rejects_bad_parameters_without_writing() {
 #[test]
 fn rejects_unknown_cpu_isa() {
     let tmp = tempfile::tempdir().unwrap();
-    let output = sample_cmd(&tmp.path().join("out"), &["--particles", "64"])
-        .env("MEMODIFF_CPU_ISA", "bogus")
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = fails(
+        sample_cmd(&tmp.path().join("out"), &["--particles", "64"])
+            .env("MEMODIFF_CPU_ISA", "bogus"),
+    )
+    .stderr;
     assert!(
         stderr.starts_with("error: invalid MEMODIFF_CPU_ISA: \"bogus\"")
             && stderr.contains("avx512, avx2, portable"),
@@ -742,13 +756,12 @@ fn rejects_bad_datasets_without_writing() {
         let spec = write_input(tmp.path(), name, bytes);
         expect_rejected(tmp.path(), &["--dataset", &spec], phrase, &[name]);
         // The message names the offending file.
-        let output = sample_cmd(&tmp.path().join("out"), &["--dataset", &spec])
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains(*name))
-            .get_output()
-            .clone();
-        assert_eq!(output.status.code(), Some(1));
+        let failed = fails(&mut sample_cmd(
+            &tmp.path().join("out"),
+            &["--dataset", &spec],
+        ));
+        assert!(failed.stderr.contains(*name), "{name}: {}", failed.stderr);
+        assert_eq!(failed.code, Some(1));
     }
 }
 
@@ -814,13 +827,9 @@ fn rejects_unwritable_out() {
     let file = tmp.path().join("file.txt");
     std::fs::write(&file, b"hello").unwrap();
     let out = file.join("out");
-    let output = sample_cmd(&out, &[])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let failed = fails(&mut sample_cmd(&out, &[]));
+    assert_eq!(failed.code, Some(1));
+    let stderr = failed.stderr;
     assert!(
         stderr.starts_with("error:") && stderr.contains("file.txt/out"),
         "the error should name the out path: {stderr}"
@@ -830,12 +839,7 @@ fn rejects_unwritable_out() {
     assert_eq!(listing(tmp.path()), sorted(&["file.txt"]));
 
     // --out naming an existing regular file fails too and leaves the file alone.
-    let output = sample_cmd(&file, &[])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = fails(&mut sample_cmd(&file, &[])).stderr;
     assert!(
         stderr.starts_with("error:") && stderr.contains("file.txt"),
         "{stderr}"
@@ -1012,80 +1016,28 @@ fn rejects_malformed_files_without_writing() {
     let mut v2_lying_len = b"\x93NUMPY\x02\x00".to_vec();
     v2_lying_len.extend_from_slice(&u32::MAX.to_le_bytes());
     v2_lying_len.extend_from_slice(b"{'descr': '<f4'");
+    // A float32 header of this shape over the six values.
+    let f4 = |shape: &str| npy_with_dict(&f4_dict(shape), &six);
+    let structured = "{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (3,), }";
+    let last_inf = [&six[..20], &f32::INFINITY.to_le_bytes()].concat();
+    // One case a line: the file, its bytes, the phrase its error must contain.
+    #[rustfmt::skip]
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "magic.npy",
-            b"\x93NUMPX\x01\x00\x10\x00{}".to_vec(),
-            "not a NumPy .npy file",
-        ),
-        (
-            "version.npy",
-            b"\x93NUMPY\x09\x00\x10\x00{}".to_vec(),
-            "unsupported .npy format version 9.0",
-        ),
-        (
-            "header_len.npy",
-            v2_lying_len,
-            "header is truncated: it declares 4294967295 bytes",
-        ),
-        (
-            "int.npy",
-            npy_with_dict(&f4_dict("(3, 2)").replace("<f4", "<i8"), &six),
-            "dtype '<i8' is not supported",
-        ),
-        (
-            "structured.npy",
-            npy_with_dict(
-                "{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (3,), }",
-                &six,
-            ),
-            "structured",
-        ),
-        (
-            "fortran.npy",
-            npy_with_dict(&f4_dict("(3, 2)").replace("False", "True"), &six),
-            "Fortran order",
-        ),
-        (
-            "rank5.npy",
-            npy_with_dict(&f4_dict("(1, 1, 3, 2, 1)"), &six),
-            "expected (N points, D coordinates)",
-        ),
-        (
-            "short.npy",
-            npy_with_dict(&f4_dict("(4, 2)"), &six),
-            "data is truncated: shape (4, 2) needs 32 bytes, only 24 follow",
-        ),
-        (
-            "huge.npy",
-            npy_with_dict(&f4_dict("(1000000000000, 2)"), &six),
-            "needs 8000000000000 bytes, only 24 follow",
-        ),
-        (
-            "long.npy",
-            npy_with_dict(&f4_dict("(2, 2)"), &six),
-            "8 unexpected bytes",
-        ),
-        (
-            "inf.npy",
-            npy_with_dict(
-                &f4_dict("(3, 2)"),
-                &[&six[..20], &f32::INFINITY.to_le_bytes()].concat(),
-            ),
-            "is inf",
-        ),
+        ("magic.npy", b"\x93NUMPX\x01\x00\x10\x00{}".to_vec(), "not a NumPy .npy file"),
+        ("version.npy", b"\x93NUMPY\x09\x00\x10\x00{}".to_vec(), "unsupported .npy format version 9.0"),
+        ("header_len.npy", v2_lying_len, "header is truncated: it declares 4294967295 bytes"),
+        ("int.npy", npy_with_dict(&f4_dict("(3, 2)").replace("<f4", "<i8"), &six), "dtype '<i8' is not supported"),
+        ("structured.npy", npy_with_dict(structured, &six), "structured"),
+        ("fortran.npy", npy_with_dict(&f4_dict("(3, 2)").replace("False", "True"), &six), "Fortran order"),
+        ("rank5.npy", f4("(1, 1, 3, 2, 1)"), "expected (N points, D coordinates)"),
+        ("short.npy", f4("(4, 2)"), "data is truncated: shape (4, 2) needs 32 bytes, only 24 follow"),
+        ("huge.npy", f4("(1000000000000, 2)"), "needs 8000000000000 bytes, only 24 follow"),
+        ("long.npy", f4("(2, 2)"), "8 unexpected bytes"),
+        ("inf.npy", npy_with_dict(&f4_dict("(3, 2)"), &last_inf), "is inf"),
         ("blank.csv", b"1,2\n\n3,4\n".to_vec(), "line 2 is blank"),
         ("inf.csv", b"1,2\n3,inf\n".to_vec(), "is inf"),
-        (
-            "ragged.csv",
-            b"1,2\n3\n".to_vec(),
-            "line 2 has 1 columns, expected 2",
-        ),
-        (
-            "text.csv",
-            b"x,y\n1,2\nthree,4\n".to_vec(),
-            "\"three\" is not a number",
-        ),
+        ("ragged.csv", b"1,2\n3\n".to_vec(), "line 2 has 1 columns, expected 2"),
+        ("text.csv", b"x,y\n1,2\nthree,4\n".to_vec(), "\"three\" is not a number"),
         ("binary.csv", b"1,2\n\x00\xff\n".to_vec(), "not UTF-8"),
     ];
     for (name, bytes, phrase) in cases {
