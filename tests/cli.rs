@@ -49,6 +49,29 @@ fn finished(output: &std::process::Output) -> Finished {
     }
 }
 
+/// Every file a finished 2-D sample run writes, and nothing else.
+const TWO_D_RUN_FILES: &[&str] = &[
+    "initial.npy",
+    "initial.png",
+    "initial_density.npy",
+    "initial_density.json",
+    "samples_density.json",
+    "metrics_counts.json",
+    "samples_density.npy",
+    "run.json",
+    "samples.npy",
+    "samples.png",
+];
+
+/// `names` but `left_out`.
+fn without<'a>(names: &[&'a str], left_out: &[&str]) -> Vec<&'a str> {
+    names
+        .iter()
+        .copied()
+        .filter(|n| !left_out.contains(n))
+        .collect()
+}
+
 /// Names of the entries of `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -241,21 +264,7 @@ fn end_to_end_writes_five_valid_files() {
     .stdout;
 
     // Exactly the five files: no temp files or write probes left behind.
-    assert_eq!(
-        listing(&out),
-        sorted(&[
-            "initial.npy",
-            "initial.png",
-            "initial_density.npy",
-            "initial_density.json",
-            "samples_density.json",
-            "metrics_counts.json",
-            "samples_density.npy",
-            "run.json",
-            "samples.npy",
-            "samples.png"
-        ])
-    );
+    assert_eq!(listing(&out), sorted(TWO_D_RUN_FILES));
 
     let samples = check_npy(&out.join("samples.npy"), P, 2);
     let initial = check_npy(&out.join("initial.npy"), P, 2);
@@ -368,19 +377,7 @@ fn existing_out_dir_is_reused_and_files_replaced() {
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
     assert_eq!(
         listing(&out),
-        sorted(&[
-            "initial.npy",
-            "initial.png",
-            "initial_density.npy",
-            "initial_density.json",
-            "samples_density.json",
-            "metrics_counts.json",
-            "samples_density.npy",
-            "keep.txt",
-            "run.json",
-            "samples.npy",
-            "samples.png"
-        ])
+        sorted(&[TWO_D_RUN_FILES, &["keep.txt"]].concat())
     );
 }
 
@@ -653,6 +650,14 @@ fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
     assert_eq!(listing(tmp), sorted(inputs), "{args:?}: files were written");
 }
 
+/// [`expect_rejected`] for each (arguments, phrase), each in a folder of its own.
+fn expect_each_rejected(cases: &[(&[&str], &str)]) {
+    for (args, phrase) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        expect_rejected(tmp.path(), args, phrase, &[]);
+    }
+}
+
 fn write_input(tmp: &Path, name: &str, bytes: &[u8]) -> String {
     let path = tmp.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -689,10 +694,7 @@ fn rejects_bad_parameters_without_writing() {
         (&["--particles", "abc"], "not a whole non-negative number"),
         (&["--backend", "tpu"], "--backend"),
     ];
-    for (args, phrase) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        expect_rejected(tmp.path(), args, phrase, &[]);
-    }
+    expect_each_rejected(cases);
 }
 
 /// An instruction set the cpu engine does not know is an error naming the variable and the
@@ -914,16 +916,7 @@ fn no_samples_writes_images_and_metrics_only() {
     .success();
     assert_eq!(
         listing(&out),
-        sorted(&[
-            "initial.png",
-            "initial_density.npy",
-            "initial_density.json",
-            "samples_density.json",
-            "metrics_counts.json",
-            "samples_density.npy",
-            "run.json",
-            "samples.png"
-        ])
+        sorted(&without(TWO_D_RUN_FILES, &["initial.npy", "samples.npy"]))
     );
     let run = read_json(&out.join("run.json"));
     assert_eq!(f(&run, "/parameters/particles") as u64, P);
@@ -969,10 +962,7 @@ fn rejects_absurd_sizes_and_bad_image_options_without_writing() {
         (&["--bandwidth", "wide"], "not a number"),
         (&["--colormap", "jet"], "--colormap"),
     ];
-    for (args, phrase) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        expect_rejected(tmp.path(), args, phrase, &[]);
-    }
+    expect_each_rejected(cases);
     // clap lists the accepted colormaps.
     let tmp = tempfile::tempdir().unwrap();
     sample_cmd(&tmp.path().join("out"), &["--colormap", "jet"])
