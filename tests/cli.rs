@@ -731,27 +731,17 @@ fn rejects_unknown_cpu_isa() {
 #[test]
 fn rejects_bad_datasets_without_writing() {
     let broken_header = npy_with_dict("{'descr': '<f4', 'shape': (3, 2) oops", &[0; 24]);
+    // One case a line: the file, its bytes, the phrase its error must contain.
+    #[rustfmt::skip]
     let cases: &[(&str, &[u8], &str)] = &[
         ("nan.csv", b"1,2\n3,NaN\n", "is NaN"),
-        (
-            "ragged.csv",
-            b"1,2\n3,4\n5,6,7\n",
-            "line 3 has 3 columns, expected 2",
-        ),
+        ("ragged.csv", b"1,2\n3,4\n5,6,7\n", "line 3 has 3 columns, expected 2"),
         ("empty.csv", b"", "no points"),
         ("header_only.csv", b"x,y\n", "no points"),
         ("words.csv", b"1,2\n3,abc\n", "not a number"),
-        (
-            "garbage.npy",
-            b"this is not numpy at all",
-            "not a NumPy .npy file",
-        ),
+        ("garbage.npy", b"this is not numpy at all", "not a NumPy .npy file"),
         ("broken_header.npy", &broken_header, "invalid .npy header"),
-        (
-            "cut_header.npy",
-            b"\x93NUMPY\x01\x00\x76\x00{'descr'",
-            "header",
-        ),
+        ("cut_header.npy", b"\x93NUMPY\x01\x00\x76\x00{'descr'", "header"),
     ];
     for (name, bytes, phrase) in cases {
         let tmp = tempfile::tempdir().unwrap();
