@@ -13,14 +13,20 @@ use crate::io::{write_atomically, AtomicFile};
 // NPY writing
 // ---------------------------------------------------------------------------------------
 
-/// The NPY v1.0 header for a C-order array: magic, version, little-endian u16 header length,
-/// then the dict text padded with spaces and a final newline so that the data starts at a
-/// multiple of 64 bytes, exactly as NumPy writes it.
+/// The NPY v1.0 header for a C-order array of `descr` and `shape`, exactly as NumPy writes
+/// it (see [`npy_header_for_dict`]).
 pub(crate) fn npy_header<T: std::fmt::Display>(descr: &str, shape: &[T]) -> Vec<u8> {
-    let mut dict = format!(
+    npy_header_for_dict(&format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         shape_text(shape)
-    );
+    ))
+}
+
+/// The NPY v1.0 header around the dict text `dict`: magic, version, little-endian u16
+/// header length, then the dict padded with spaces and a final newline so that the data
+/// starts at a multiple of 64 bytes. The reader's tests give it dicts NumPy would not write.
+pub(crate) fn npy_header_for_dict(dict: &str) -> Vec<u8> {
+    let mut dict = dict.to_string();
     // 6 magic + 2 version + 2 length bytes precede the dict; the dict ends with '\n'.
     let unpadded = 10 + dict.len() + 1;
     let padding = (64 - unpadded % 64) % 64;
