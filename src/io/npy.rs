@@ -64,23 +64,29 @@ fn check_matrix_len(path: &Path, rows: u64, cols: usize, len: usize) -> Result<(
 
 /// Write a (rows, cols) row-major f32 array as `.npy` (`<f4`, C order), atomically.
 pub fn write_npy_f32(path: &Path, rows: u64, cols: usize, data: &[f32]) -> Result<()> {
-    check_matrix_len(path, rows, cols, data.len())?;
-    write_atomically(path, |w| {
-        w.write_all(&npy_header("<f4", &[rows, cols as u64]))?;
-        for v in data {
-            w.write_all(&v.to_le_bytes())?;
-        }
-        Ok(())
-    })
+    write_npy_matrix(path, rows, cols, data, "<f4", f32::to_le_bytes)
 }
 
 /// Write a (rows, cols) row-major f64 array as `.npy` (`<f8`, C order), atomically.
 pub fn write_npy_f64(path: &Path, rows: u64, cols: usize, data: &[f64]) -> Result<()> {
+    write_npy_matrix(path, rows, cols, data, "<f8", f64::to_le_bytes)
+}
+
+/// The one-shot writers' body: the header of `descr`, then each value's little-endian
+/// bytes (`le_bytes` matches `descr`).
+fn write_npy_matrix<T: Copy, const N: usize>(
+    path: &Path,
+    rows: u64,
+    cols: usize,
+    data: &[T],
+    descr: &str,
+    le_bytes: fn(T) -> [u8; N],
+) -> Result<()> {
     check_matrix_len(path, rows, cols, data.len())?;
     write_atomically(path, |w| {
-        w.write_all(&npy_header("<f8", &[rows, cols as u64]))?;
-        for v in data {
-            w.write_all(&v.to_le_bytes())?;
+        w.write_all(&npy_header(descr, &[rows, cols as u64]))?;
+        for &v in data {
+            w.write_all(&le_bytes(v))?;
         }
         Ok(())
     })
