@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::words;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,12 +69,6 @@ fn kill_mid_way(args: &[&str], out: &Path) -> (u64, u64) {
 /// `memodiff sample args --out out`, which must succeed; returns its stdout.
 fn sample_ok(args: &[&str], out: &Path) -> String {
     run_ok(memodiff().arg("sample").args(args).arg("--out").arg(out))
-}
-
-/// The arguments written out in one line, split at the spaces: a run's options read as on
-/// the command line.
-fn words(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
 }
 
 fn run_json(dir: &Path) -> serde_json::Value {

@@ -1,6 +1,8 @@
 //! `memodiff render` end to end (cpu): a saved run re-rendered byte for byte, grids summed,
 //! mismatches refused with nothing written, csv input, the flags shared with `sample`.
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::Path;
@@ -215,9 +217,7 @@ fn help_explains_the_image_flags() {
 #[test]
 fn merge_keeps_kernel_norm_and_png16() {
     let dir = tempfile::tempdir().unwrap();
-    let flags: Vec<&str> = "--kernel histogram --norm eq-hist --png16 --resolution 128x96"
-        .split_whitespace()
-        .collect();
+    let flags = common::words("--kernel histogram --norm eq-hist --png16 --resolution 128x96");
     let shard = |k: u32| {
         let out = dir.path().join(format!("s{k}"));
         sample(
@@ -286,18 +286,12 @@ fn render_reads_files_not_dataset_specs() {
     assert!(!out.exists());
     // A (3, 2) float64 .npy renders.
     let f64_npy = dir.path().join("p64.npy");
-    let mut header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }".to_vec();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header);
-    for v in [0.0f64, 0.0, 1.0, 1.0, -1.0, 0.5] {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(&f64_npy, bytes).unwrap();
+    let data: Vec<u8> = [0.0f64, 0.0, 1.0, 1.0, -1.0, 0.5]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }";
+    std::fs::write(&f64_npy, common::npy::with_dict(dict, &data)).unwrap();
     render(
         &[&f64_npy],
         &out,

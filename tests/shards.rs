@@ -154,9 +154,7 @@ fn shards_with_small_batches_and_direct_path_images() {
 #[test]
 fn merge_refuses_what_is_not_one_run_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Vec<&str> = "--backend cpu --particles 900 --steps 10 --resolution 32"
-        .split_whitespace()
-        .collect();
+    let base = common::words("--backend cpu --particles 900 --steps 10 --resolution 32");
     let shard = |k: usize, n: usize, extra: &[&str]| {
         let dir = tmp.path().join(format!("s{k}of{n}{}", extra.join("")));
         let s = format!("{k}/{n}");

@@ -5,6 +5,12 @@ pub mod npy;
 
 use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
 
+/// Command-line arguments written out in one line, split at the spaces: a run's options
+/// read as on the command line (none of them holds a space).
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 /// The arrays and images every finished sample run writes; the checkpoint and shard tests
 /// compare them byte for byte with an uninterrupted, unsharded run's.
 pub const ARRAY_AND_IMAGE_FILES: &[&str] = &[
