@@ -3,19 +3,10 @@
 
 mod common;
 
-use std::path::Path;
+use common::words;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const ARRAY_AND_IMAGE_FILES: &[&str] = &[
-    "samples.npy",
-    "initial.npy",
-    "samples.png",
-    "initial.png",
-    "samples_density.npy",
-    "initial_density.npy",
-    "metrics_counts.json",
-];
 
 fn memodiff() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_memodiff"));
@@ -75,13 +66,18 @@ fn kill_mid_way(args: &[&str], out: &Path) -> (u64, u64) {
     }
 }
 
+/// `memodiff sample args --out out`, which must succeed; returns its stdout.
+fn sample_ok(args: &[&str], out: &Path) -> String {
+    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(out))
+}
+
 fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()
 }
 
 /// The resumed folder holds the same files as the uninterrupted one (and no checkpoint).
 fn assert_same_run(resumed: &Path, plain: &Path) {
-    for name in ARRAY_AND_IMAGE_FILES {
+    for name in common::ARRAY_AND_IMAGE_FILES {
         let (a, b) = (
             std::fs::read(resumed.join(name)).unwrap(),
             std::fs::read(plain.join(name)).unwrap(),
@@ -104,9 +100,10 @@ fn assert_same_run(resumed: &Path, plain: &Path) {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
-fn kill_resume_compare(args: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let (killed, plain) = (dir.path().join("killed"), dir.path().join("plain"));
+/// Run `sample args` with checkpoints into `dir/killed`, kill it mid-way and resume it;
+/// run it again without checkpoints into `dir/plain`. Returns (killed, plain).
+fn kill_resume_and_run_plain(args: &[&str], dir: &Path) -> (PathBuf, PathBuf) {
+    let (killed, plain) = (dir.join("killed"), dir.join("plain"));
     let mut with_checkpoints = args.to_vec();
     with_checkpoints.extend(["--checkpoint-every", "10"]);
     let (batch, step) = kill_mid_way(&with_checkpoints, &killed);
@@ -114,42 +111,30 @@ fn kill_resume_compare(args: &[&str]) {
     assert!(killed.join("checkpoint/checkpoint.json").is_file());
     let said = run_ok(memodiff().arg("resume").arg(&killed));
     assert!(said.contains("resuming"), "{said}");
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    sample_ok(args, &plain);
+    (killed, plain)
+}
+
+fn kill_resume_compare(args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (killed, plain) = kill_resume_and_run_plain(args, dir.path());
     assert_same_run(&killed, &plain);
 }
 
 #[test]
 fn killed_cpu_run_resumes_bit_identically() {
-    kill_resume_compare(&[
-        "--backend",
-        "cpu",
-        "--particles",
-        "200000",
-        "--batch",
-        "50000",
-        "--steps",
-        "300",
-    ]);
+    kill_resume_compare(&words(
+        "--backend cpu --particles 200000 --batch 50000 --steps 300",
+    ));
 }
 
 #[test]
 fn killed_kde_t_min_run_resumes_bit_identically() {
     // The score variant and early stop travel in the checkpoint; the posterior
     // concentration's per-batch state too (it is recorded by default).
-    kill_resume_compare(&[
-        "--backend",
-        "cpu",
-        "--particles",
-        "100000",
-        "--batch",
-        "25000",
-        "--steps",
-        "300",
-        "--score",
-        "kde:0.1",
-        "--t-min",
-        "0.05",
-    ]);
+    kill_resume_compare(&words(
+        "--backend cpu --particles 100000 --batch 25000 --steps 300 --score kde:0.1 --t-min 0.05",
+    ));
 }
 
 #[test]
@@ -157,40 +142,18 @@ fn killed_gpu_run_resumes_bit_identically() {
     if common::gpu_engine("killed_gpu_run_resumes_bit_identically").is_none() {
         return;
     }
-    kill_resume_compare(&[
-        "--backend",
-        "gpu",
-        "--particles",
-        "40000",
-        "--batch",
-        "10000",
-        "--steps",
-        "300",
-    ]);
+    kill_resume_compare(&words(
+        "--backend gpu --particles 40000 --batch 10000 --steps 300",
+    ));
 }
 
 #[test]
 fn a_checkpointed_run_that_finishes_matches_and_leaves_no_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (with, plain) = (dir.path().join("with"), dir.path().join("plain"));
-    let args = [
-        "--backend",
-        "cpu",
-        "--particles",
-        "3000",
-        "--batch",
-        "1000",
-        "--resolution",
-        "64",
-    ];
-    run_ok(
-        memodiff()
-            .arg("sample")
-            .args(args)
-            .args(["--checkpoint-every", "7", "--out"])
-            .arg(&with),
-    );
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    let args = words("--backend cpu --particles 3000 --batch 1000 --resolution 64");
+    sample_ok(&[&args[..], &["--checkpoint-every", "7"]].concat(), &with);
+    sample_ok(&args, &plain);
     assert_same_run(&with, &plain);
 }
 
@@ -237,19 +200,10 @@ fn reference_backend_refuses_checkpoints() {
 fn interrupted_checkpointed_run_says_resume_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (stopped, plain) = (dir.path().join("stopped"), dir.path().join("plain"));
-    let args = [
-        "--backend",
-        "cpu",
-        "--particles",
-        "200000",
-        "--batch",
-        "50000",
-        "--steps",
-        "1000",
-    ];
+    let args = words("--backend cpu --particles 200000 --batch 50000 --steps 1000");
     let child = memodiff()
         .arg("sample")
-        .args(args)
+        .args(&args)
         .args(["--checkpoint-every", "10", "--out"])
         .arg(&stopped)
         .stdout(Stdio::null())
@@ -276,29 +230,8 @@ fn interrupted_checkpointed_run_says_resume_and_resumes() {
     assert!(err.contains("memodiff resume"), "{err}");
     assert!(err.contains("is kept"), "{err}");
     run_ok(memodiff().arg("resume").arg(&stopped));
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    sample_ok(&args, &plain);
     assert_same_run(&stopped, &plain);
-}
-
-/// Write `values` as a float32 .npy of the given shape.
-fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    let mut header = dict.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header);
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// A run of `--image-grid K` on an image training set, killed and resumed, draws
@@ -311,27 +244,11 @@ fn killed_image_grid_run_resumes_with_its_grid() {
     let values: Vec<f32> = (0..12 * 9)
         .map(|i| ((i * 7919) % 97) as f32 / 97.0)
         .collect();
-    write_npy(&images, &[12, 3, 3], &values);
-    let args = [
-        "--backend",
-        "cpu",
-        "--dataset",
-        images.to_str().unwrap(),
-        "--image-grid",
-        "6",
-        "--particles",
-        "100000",
-        "--batch",
-        "10000",
-        "--steps",
-        "200",
-    ];
-    let (killed, plain) = (dir.path().join("killed"), dir.path().join("plain"));
-    let mut with_checkpoints = args.to_vec();
-    with_checkpoints.extend(["--checkpoint-every", "10"]);
-    kill_mid_way(&with_checkpoints, &killed);
-    run_ok(memodiff().arg("resume").arg(&killed));
-    run_ok(memodiff().arg("sample").args(args).arg("--out").arg(&plain));
+    common::npy::write_f32(&images, &[12, 3, 3], &values);
+    let mut args =
+        words("--backend cpu --image-grid 6 --particles 100000 --batch 10000 --steps 200");
+    args.extend(["--dataset", images.to_str().unwrap()]);
+    let (killed, plain) = kill_resume_and_run_plain(&args, dir.path());
     for name in ["samples.npy", "initial.npy", "samples_grid.png"] {
         let resumed = std::fs::read(killed.join(name))
             .unwrap_or_else(|e| panic!("the resumed run has no {name}: {e}"));

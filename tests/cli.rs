@@ -3,7 +3,10 @@
 //!
 //! Every run uses `--backend cpu` and small sizes, each in its own temporary folder.
 
+mod common;
+
 use assert_cmd::Command;
+use common::npy::{f4_dict, with_dict as npy_with_dict};
 use predicates::prelude::*;
 use std::path::Path;
 
@@ -19,6 +22,54 @@ fn sample_cmd(out: &Path, extra: &[&str]) -> Command {
     }
     cmd.arg("--out").arg(out).args(extra);
     cmd
+}
+
+/// What a finished command printed, and its exit status.
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `cmd`, which must succeed.
+fn succeeds(cmd: &mut Command) -> Finished {
+    finished(cmd.assert().success().get_output())
+}
+
+/// Run `cmd`, which must fail.
+fn fails(cmd: &mut Command) -> Finished {
+    finished(cmd.assert().failure().get_output())
+}
+
+fn finished(output: &std::process::Output) -> Finished {
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout.clone()).unwrap(),
+        stderr: String::from_utf8(output.stderr.clone()).unwrap(),
+    }
+}
+
+/// Every file a finished 2-D sample run writes, and nothing else.
+const TWO_D_RUN_FILES: &[&str] = &[
+    "initial.npy",
+    "initial.png",
+    "initial_density.npy",
+    "initial_density.json",
+    "samples_density.json",
+    "metrics_counts.json",
+    "samples_density.npy",
+    "run.json",
+    "samples.npy",
+    "samples.png",
+];
+
+/// `names` but `left_out`.
+fn without<'a>(names: &[&'a str], left_out: &[&str]) -> Vec<&'a str> {
+    names
+        .iter()
+        .copied()
+        .filter(|n| !left_out.contains(n))
+        .collect()
 }
 
 /// Names of the entries of `dir`, sorted.
@@ -206,29 +257,14 @@ fn f(v: &serde_json::Value, path: &str) -> f64 {
 fn end_to_end_writes_five_valid_files() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let output = sample_cmd(&out, &["--seed", "7", "--resolution", "96"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = succeeds(&mut sample_cmd(
+        &out,
+        &["--seed", "7", "--resolution", "96"],
+    ))
+    .stdout;
 
     // Exactly the five files: no temp files or write probes left behind.
-    assert_eq!(
-        listing(&out),
-        sorted(&[
-            "initial.npy",
-            "initial.png",
-            "initial_density.npy",
-            "initial_density.json",
-            "samples_density.json",
-            "metrics_counts.json",
-            "samples_density.npy",
-            "run.json",
-            "samples.npy",
-            "samples.png"
-        ])
-    );
+    assert_eq!(listing(&out), sorted(TWO_D_RUN_FILES));
 
     let samples = check_npy(&out.join("samples.npy"), P, 2);
     let initial = check_npy(&out.join("initial.npy"), P, 2);
@@ -341,19 +377,7 @@ fn existing_out_dir_is_reused_and_files_replaced() {
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
     assert_eq!(
         listing(&out),
-        sorted(&[
-            "initial.npy",
-            "initial.png",
-            "initial_density.npy",
-            "initial_density.json",
-            "samples_density.json",
-            "metrics_counts.json",
-            "samples_density.npy",
-            "keep.txt",
-            "run.json",
-            "samples.npy",
-            "samples.png"
-        ])
+        sorted(&[TWO_D_RUN_FILES, &["keep.txt"]].concat())
     );
 }
 
@@ -368,12 +392,11 @@ fn non_empty_out_dir_is_refused_without_force() {
         .into_iter()
         .map(|name| (name.clone(), std::fs::read(out.join(&name)).unwrap()))
         .collect();
-    let output = sample_cmd(&out, &["--resolution", "16", "--seed", "1"])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = fails(&mut sample_cmd(
+        &out,
+        &["--resolution", "16", "--seed", "1"],
+    ))
+    .stderr;
     assert!(
         stderr.starts_with("error:")
             && stderr.contains("--force")
@@ -505,12 +528,7 @@ fn three_dimensional_csv_writes_npy_and_skips_pngs() {
         .collect();
     std::fs::write(&csv, text).unwrap();
     let out = tmp.path().join("run");
-    let output = sample_cmd(&out, &["--dataset", csv.to_str().unwrap()])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = succeeds(&mut sample_cmd(&out, &["--dataset", csv.to_str().unwrap()])).stdout;
 
     assert_eq!(
         listing(&out),
@@ -607,14 +625,12 @@ fn batch_size_does_not_change_results() {
 /// `tmp` holds only the files the test put there (`inputs`).
 fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
     let out = tmp.join("out");
-    let output = sample_cmd(&out, args)
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_ne!(output.status.code(), Some(0));
+    let Finished {
+        code,
+        stdout,
+        stderr,
+    } = fails(&mut sample_cmd(&out, args));
+    assert_ne!(code, Some(0));
     let first = stderr.lines().next().unwrap_or("");
     assert!(
         first.starts_with("error:") && first.contains(phrase),
@@ -622,7 +638,7 @@ fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
     );
     // Our own errors are exactly one line; clap's usage errors add usage hints after the
     // one-line message (exit status 2).
-    if output.status.code() != Some(2) {
+    if code != Some(2) {
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
@@ -632,6 +648,14 @@ fn expect_rejected(tmp: &Path, args: &[&str], phrase: &str, inputs: &[&str]) {
     assert!(stdout.is_empty(), "{args:?}: unexpected stdout: {stdout}");
     assert!(!out.exists(), "{args:?}: the out folder was created");
     assert_eq!(listing(tmp), sorted(inputs), "{args:?}: files were written");
+}
+
+/// [`expect_rejected`] for each (arguments, phrase), each in a folder of its own.
+fn expect_each_rejected(cases: &[(&[&str], &str)]) {
+    for (args, phrase) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        expect_rejected(tmp.path(), args, phrase, &[]);
+    }
 }
 
 fn write_input(tmp: &Path, name: &str, bytes: &[u8]) -> String {
@@ -670,24 +694,7 @@ fn rejects_bad_parameters_without_writing() {
         (&["--particles", "abc"], "not a whole non-negative number"),
         (&["--backend", "tpu"], "--backend"),
     ];
-    for (args, phrase) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        expect_rejected(tmp.path(), args, phrase, &[]);
-    }
-}
-
-/// A v1.0 `.npy` file with header text `dict` (padded to 64 bytes) followed by `data`.
-fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
+    expect_each_rejected(cases);
 }
 
 /// An instruction set the cpu engine does not know is an error naming the variable and the
@@ -695,13 +702,11 @@ fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
 #[test]
 fn rejects_unknown_cpu_isa() {
     let tmp = tempfile::tempdir().unwrap();
-    let output = sample_cmd(&tmp.path().join("out"), &["--particles", "64"])
-        .env("MEMODIFF_CPU_ISA", "bogus")
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = fails(
+        sample_cmd(&tmp.path().join("out"), &["--particles", "64"])
+            .env("MEMODIFF_CPU_ISA", "bogus"),
+    )
+    .stderr;
     assert!(
         stderr.starts_with("error: invalid MEMODIFF_CPU_ISA: \"bogus\"")
             && stderr.contains("avx512, avx2, portable"),
@@ -726,40 +731,29 @@ fn rejects_unknown_cpu_isa() {
 #[test]
 fn rejects_bad_datasets_without_writing() {
     let broken_header = npy_with_dict("{'descr': '<f4', 'shape': (3, 2) oops", &[0; 24]);
+    // One case a line: the file, its bytes, the phrase its error must contain.
+    #[rustfmt::skip]
     let cases: &[(&str, &[u8], &str)] = &[
         ("nan.csv", b"1,2\n3,NaN\n", "is NaN"),
-        (
-            "ragged.csv",
-            b"1,2\n3,4\n5,6,7\n",
-            "line 3 has 3 columns, expected 2",
-        ),
+        ("ragged.csv", b"1,2\n3,4\n5,6,7\n", "line 3 has 3 columns, expected 2"),
         ("empty.csv", b"", "no points"),
         ("header_only.csv", b"x,y\n", "no points"),
         ("words.csv", b"1,2\n3,abc\n", "not a number"),
-        (
-            "garbage.npy",
-            b"this is not numpy at all",
-            "not a NumPy .npy file",
-        ),
+        ("garbage.npy", b"this is not numpy at all", "not a NumPy .npy file"),
         ("broken_header.npy", &broken_header, "invalid .npy header"),
-        (
-            "cut_header.npy",
-            b"\x93NUMPY\x01\x00\x76\x00{'descr'",
-            "header",
-        ),
+        ("cut_header.npy", b"\x93NUMPY\x01\x00\x76\x00{'descr'", "header"),
     ];
     for (name, bytes, phrase) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let spec = write_input(tmp.path(), name, bytes);
         expect_rejected(tmp.path(), &["--dataset", &spec], phrase, &[name]);
         // The message names the offending file.
-        let output = sample_cmd(&tmp.path().join("out"), &["--dataset", &spec])
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains(*name))
-            .get_output()
-            .clone();
-        assert_eq!(output.status.code(), Some(1));
+        let failed = fails(&mut sample_cmd(
+            &tmp.path().join("out"),
+            &["--dataset", &spec],
+        ));
+        assert!(failed.stderr.contains(*name), "{name}: {}", failed.stderr);
+        assert_eq!(failed.code, Some(1));
     }
 }
 
@@ -825,13 +819,9 @@ fn rejects_unwritable_out() {
     let file = tmp.path().join("file.txt");
     std::fs::write(&file, b"hello").unwrap();
     let out = file.join("out");
-    let output = sample_cmd(&out, &[])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let failed = fails(&mut sample_cmd(&out, &[]));
+    assert_eq!(failed.code, Some(1));
+    let stderr = failed.stderr;
     assert!(
         stderr.starts_with("error:") && stderr.contains("file.txt/out"),
         "the error should name the out path: {stderr}"
@@ -841,12 +831,7 @@ fn rejects_unwritable_out() {
     assert_eq!(listing(tmp.path()), sorted(&["file.txt"]));
 
     // --out naming an existing regular file fails too and leaves the file alone.
-    let output = sample_cmd(&file, &[])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = fails(&mut sample_cmd(&file, &[])).stderr;
     assert!(
         stderr.starts_with("error:") && stderr.contains("file.txt"),
         "{stderr}"
@@ -921,16 +906,7 @@ fn no_samples_writes_images_and_metrics_only() {
     .success();
     assert_eq!(
         listing(&out),
-        sorted(&[
-            "initial.png",
-            "initial_density.npy",
-            "initial_density.json",
-            "samples_density.json",
-            "metrics_counts.json",
-            "samples_density.npy",
-            "run.json",
-            "samples.png"
-        ])
+        sorted(&without(TWO_D_RUN_FILES, &["initial.npy", "samples.npy"]))
     );
     let run = read_json(&out.join("run.json"));
     assert_eq!(f(&run, "/parameters/particles") as u64, P);
@@ -976,10 +952,7 @@ fn rejects_absurd_sizes_and_bad_image_options_without_writing() {
         (&["--bandwidth", "wide"], "not a number"),
         (&["--colormap", "jet"], "--colormap"),
     ];
-    for (args, phrase) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        expect_rejected(tmp.path(), args, phrase, &[]);
-    }
+    expect_each_rejected(cases);
     // clap lists the accepted colormaps.
     let tmp = tempfile::tempdir().unwrap();
     sample_cmd(&tmp.path().join("out"), &["--colormap", "jet"])
@@ -1019,86 +992,32 @@ fn bandwidth_and_colormap_reach_the_images() {
 
 #[test]
 fn rejects_malformed_files_without_writing() {
-    let f4 =
-        |shape: &str| format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
     let six: Vec<u8> = [0.5f32; 6].iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut v2_lying_len = b"\x93NUMPY\x02\x00".to_vec();
     v2_lying_len.extend_from_slice(&u32::MAX.to_le_bytes());
     v2_lying_len.extend_from_slice(b"{'descr': '<f4'");
+    // A float32 header of this shape over the six values.
+    let f4 = |shape: &str| npy_with_dict(&f4_dict(shape), &six);
+    let structured = "{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (3,), }";
+    let last_inf = [&six[..20], &f32::INFINITY.to_le_bytes()].concat();
+    // One case a line: the file, its bytes, the phrase its error must contain.
+    #[rustfmt::skip]
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "magic.npy",
-            b"\x93NUMPX\x01\x00\x10\x00{}".to_vec(),
-            "not a NumPy .npy file",
-        ),
-        (
-            "version.npy",
-            b"\x93NUMPY\x09\x00\x10\x00{}".to_vec(),
-            "unsupported .npy format version 9.0",
-        ),
-        (
-            "header_len.npy",
-            v2_lying_len,
-            "header is truncated: it declares 4294967295 bytes",
-        ),
-        (
-            "int.npy",
-            npy_with_dict(&f4("(3, 2)").replace("<f4", "<i8"), &six),
-            "dtype '<i8' is not supported",
-        ),
-        (
-            "structured.npy",
-            npy_with_dict(
-                "{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (3,), }",
-                &six,
-            ),
-            "structured",
-        ),
-        (
-            "fortran.npy",
-            npy_with_dict(&f4("(3, 2)").replace("False", "True"), &six),
-            "Fortran order",
-        ),
-        (
-            "rank5.npy",
-            npy_with_dict(&f4("(1, 1, 3, 2, 1)"), &six),
-            "expected (N points, D coordinates)",
-        ),
-        (
-            "short.npy",
-            npy_with_dict(&f4("(4, 2)"), &six),
-            "data is truncated: shape (4, 2) needs 32 bytes, only 24 follow",
-        ),
-        (
-            "huge.npy",
-            npy_with_dict(&f4("(1000000000000, 2)"), &six),
-            "needs 8000000000000 bytes, only 24 follow",
-        ),
-        (
-            "long.npy",
-            npy_with_dict(&f4("(2, 2)"), &six),
-            "8 unexpected bytes",
-        ),
-        (
-            "inf.npy",
-            npy_with_dict(
-                &f4("(3, 2)"),
-                &[&six[..20], &f32::INFINITY.to_le_bytes()].concat(),
-            ),
-            "is inf",
-        ),
+        ("magic.npy", b"\x93NUMPX\x01\x00\x10\x00{}".to_vec(), "not a NumPy .npy file"),
+        ("version.npy", b"\x93NUMPY\x09\x00\x10\x00{}".to_vec(), "unsupported .npy format version 9.0"),
+        ("header_len.npy", v2_lying_len, "header is truncated: it declares 4294967295 bytes"),
+        ("int.npy", npy_with_dict(&f4_dict("(3, 2)").replace("<f4", "<i8"), &six), "dtype '<i8' is not supported"),
+        ("structured.npy", npy_with_dict(structured, &six), "structured"),
+        ("fortran.npy", npy_with_dict(&f4_dict("(3, 2)").replace("False", "True"), &six), "Fortran order"),
+        ("rank5.npy", f4("(1, 1, 3, 2, 1)"), "expected (N points, D coordinates)"),
+        ("short.npy", f4("(4, 2)"), "data is truncated: shape (4, 2) needs 32 bytes, only 24 follow"),
+        ("huge.npy", f4("(1000000000000, 2)"), "needs 8000000000000 bytes, only 24 follow"),
+        ("long.npy", f4("(2, 2)"), "8 unexpected bytes"),
+        ("inf.npy", npy_with_dict(&f4_dict("(3, 2)"), &last_inf), "is inf"),
         ("blank.csv", b"1,2\n\n3,4\n".to_vec(), "line 2 is blank"),
         ("inf.csv", b"1,2\n3,inf\n".to_vec(), "is inf"),
-        (
-            "ragged.csv",
-            b"1,2\n3\n".to_vec(),
-            "line 2 has 1 columns, expected 2",
-        ),
-        (
-            "text.csv",
-            b"x,y\n1,2\nthree,4\n".to_vec(),
-            "\"three\" is not a number",
-        ),
+        ("ragged.csv", b"1,2\n3\n".to_vec(), "line 2 has 1 columns, expected 2"),
+        ("text.csv", b"x,y\n1,2\nthree,4\n".to_vec(), "\"three\" is not a number"),
         ("binary.csv", b"1,2\n\x00\xff\n".to_vec(), "not UTF-8"),
     ];
     for (name, bytes, phrase) in cases {

@@ -1,5 +1,7 @@
 //! The built-in training sets and image training sets, end to end through the binary.
 
+mod common;
+
 use assert_cmd::Command;
 use memodiff::model::dataset::Dataset;
 use predicates::prelude::*;
@@ -61,35 +63,19 @@ fn the_data_seed_changes_the_training_set_and_nothing_else_does() {
     assert_ne!(a.points, c.points);
 }
 
-#[test]
-fn a_bad_spec_is_refused_before_anything_is_written() {
+/// `sample args` fails with `phrase` in its error and writes no out folder.
+fn assert_refused_before_writing(args: &[&str], phrase: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    sample(&out, &["--dataset", "gaussian:10"])
+    sample(&out, args)
         .failure()
-        .stderr(predicate::str::contains("gaussian:N:D[:sigma]"));
-    assert!(!out.exists());
+        .stderr(predicate::str::contains(phrase));
+    assert!(!out.exists(), "{args:?}: the out folder was created");
 }
 
-/// Write `values` as a float32 .npy of the given shape.
-fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    let mut header = dict.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header);
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+#[test]
+fn a_bad_spec_is_refused_before_anything_is_written() {
+    assert_refused_before_writing(&["--dataset", "gaussian:10"], "gaussian:N:D[:sigma]");
 }
 
 #[test]
@@ -98,7 +84,7 @@ fn image_sets_are_flattened_and_drawn_back_next_to_their_nearest_training_image(
     let images = dir.path().join("images.npy");
     // Three 2 × 2 grey images (D = 4): far apart, so every sample is a copy of one.
     let values: Vec<f32> = [[0.0; 4], [1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]].concat();
-    write_npy(&images, &[3, 2, 2], &values);
+    common::npy::write_f32(&images, &[3, 2, 2], &values);
     let out = dir.path().join("out");
     sample(
         &out,
@@ -130,10 +116,5 @@ fn image_sets_are_flattened_and_drawn_back_next_to_their_nearest_training_image(
 
 #[test]
 fn image_grid_needs_an_image_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    sample(&out, &["--image-grid", "4"])
-        .failure()
-        .stderr(predicate::str::contains("not an image set"));
-    assert!(!out.exists());
+    assert_refused_before_writing(&["--image-grid", "4"], "not an image set");
 }

@@ -10,6 +10,8 @@
 //! PROPTEST_CASES=2000000 cargo test --release --test fuzz_readers -- --ignored --nocapture
 //! ```
 
+mod common;
+
 use memodiff::model::dataset::Dataset;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
@@ -247,49 +249,33 @@ struct NpySpec {
     seed: u64,
 }
 
-fn npy_spec() -> impl Strategy<Value = NpySpec> {
-    let descr = prop::sample::select(vec![
-        "<f4", "<f8", ">f4", ">f8", "=f4", "<f2", "<i4", "|u1", "<c8", "f4", "<f16", "",
-    ]);
-    let shape = prop_oneof![
+/// The shape tuple: mostly (N, D) matrices, some vectors, some of any rank with extreme
+/// dimensions.
+fn npy_shape() -> impl Strategy<Value = Vec<u64>> {
+    prop_oneof![
         3 => (0u64..40, 0u64..5).prop_map(|(n, d)| vec![n, d]),
         1 => (0u64..40).prop_map(|n| vec![n]),
         2 => prop::collection::vec(dimension(), 0..4),
-    ];
-    (
-        prop_oneof![6 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 1 => 0u8..5],
-        descr,
-        prop::bool::weighted(0.1),
-        shape,
-        any::<bool>(),
-        any::<bool>(),
-        0usize..6,
-        prop_oneof![6 => Just(0i64), 1 => -16i64..16],
-        any::<u64>(),
-    )
-        .prop_map(
-            |(
-                version,
-                descr,
-                fortran,
-                shape,
-                double_quotes,
-                trailing_comma,
-                key_order,
-                data_delta,
-                seed,
-            )| NpySpec {
-                version,
-                descr,
-                fortran,
-                shape,
-                double_quotes,
-                trailing_comma,
-                key_order,
-                data_delta,
-                seed,
-            },
-        )
+    ]
+}
+
+prop_compose! {
+    fn npy_spec()(
+        version in prop_oneof![6 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8), 1 => 0u8..5],
+        descr in prop::sample::select(vec![
+            "<f4", "<f8", ">f4", ">f8", "=f4", "<f2", "<i4", "|u1", "<c8", "f4", "<f16", "",
+        ]),
+        fortran in prop::bool::weighted(0.1),
+        shape in npy_shape(),
+        double_quotes in any::<bool>(),
+        trailing_comma in any::<bool>(),
+        key_order in 0usize..6,
+        data_delta in prop_oneof![6 => Just(0i64), 1 => -16i64..16],
+        seed in any::<u64>(),
+    ) -> NpySpec {
+        NpySpec { version, descr, fortran, shape, double_quotes, trailing_comma, key_order,
+                  data_delta, seed }
+    }
 }
 
 /// At most this many data bytes in a generated file, whatever its shape claims.
@@ -577,16 +563,7 @@ fn lying_headers_are_refused_without_allocating() {
         ("(3, 2)", "needs 24 bytes, only 8 follow"),
     ];
     for (shape, phrase) in cases {
-        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-        let mut header = dict.clone();
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(&[0; 8]);
+        let bytes = common::npy::with_dict(&common::npy::f4_dict(shape), &[0; 8]);
         let (result, cost) = measured(|| Dataset::from_npy_bytes("lie.npy", &bytes));
         let e = result.unwrap_err().to_string();
         assert!(e.contains(phrase), "{shape}: {e}");

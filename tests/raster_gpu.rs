@@ -64,14 +64,28 @@ fn raster(test: &str) -> Option<GpuRaster> {
     }
 }
 
+/// The bandwidths of the grid tests: the default one and a narrower one, both over a pixel
+/// (the split path), so two stencil sizes are covered.
+const BANDWIDTHS: [f64; 2] = [DEFAULT_BANDWIDTH, 0.02];
+
+/// [`raster`], the square [-3, 3]² and `n` particles of [`common::cloud`] (non-finite
+/// ones among them) drawn with `salt`.
+fn raster_and_cloud(test: &str, n: usize, salt: u64) -> Option<(GpuRaster, Extent, Vec<f32>)> {
+    let gpu = raster(test)?;
+    Some((
+        gpu,
+        Extent::square(-3.0, 3.0).unwrap(),
+        common::cloud(n, salt, true),
+    ))
+}
+
 #[test]
 fn gpu_deposit_equals_its_cpu_twin() {
-    let Some(gpu) = raster("gpu_deposit_equals_its_cpu_twin") else {
+    let Some((gpu, extent, pts)) = raster_and_cloud("gpu_deposit_equals_its_cpu_twin", 5000, 3)
+    else {
         return;
     };
-    let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = common::cloud(5000, 3, true);
-    for bw in [DEFAULT_BANDWIDTH, 0.02] {
+    for bw in BANDWIDTHS {
         let grid = DensityGrid::new(extent, 512, 512, bw).unwrap();
         let sub = grid.sub_grid().expect("split path");
         let words = gpu.deposit_words(&sub, &pts).unwrap();
@@ -96,12 +110,11 @@ fn gpu_deposit_equals_its_cpu_twin() {
 
 #[test]
 fn gpu_grid_matches_direct_double_sum() {
-    let Some(gpu) = raster("gpu_grid_matches_direct_double_sum") else {
+    let Some((gpu, extent, pts)) = raster_and_cloud("gpu_grid_matches_direct_double_sum", 2000, 7)
+    else {
         return;
     };
-    let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = common::cloud(2000, 7, true);
-    for bw in [DEFAULT_BANDWIDTH, 0.02] {
+    for bw in BANDWIDTHS {
         let mut grid = DensityGrid::new(extent, 512, 512, bw).unwrap();
         assert!(gpu.supports(&grid));
         // Two calls add up like one (exact integer sums).
@@ -184,13 +197,12 @@ fn render_on_the_gpu_matches_the_cpu_picture() {
 /// flush into the grid and the device grid is zero afterwards.
 #[test]
 fn tiled_gpu_grid_equals_untiled() {
-    let Some(gpu) = raster("tiled_gpu_grid_equals_untiled") else {
+    let Some((gpu, extent, pts)) = raster_and_cloud("tiled_gpu_grid_equals_untiled", 4000, 11)
+    else {
         return;
     };
     let ctx = GpuContext::new(AdapterChoice::Any).unwrap();
-    let extent = Extent::square(-3.0, 3.0).unwrap();
-    let pts = common::cloud(4000, 11, true);
-    for bw in [DEFAULT_BANDWIDTH, 0.02] {
+    for bw in BANDWIDTHS {
         let empty = DensityGrid::new(extent, 256, 256, bw).unwrap();
         let sub = empty.sub_grid().unwrap();
         let mut whole = GpuDensity::new(ctx.clone(), &empty, None).unwrap();

@@ -1,6 +1,8 @@
 //! `memodiff render` end to end (cpu): a saved run re-rendered byte for byte, grids summed,
 //! mismatches refused with nothing written, csv input, the flags shared with `sample`.
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::Path;
@@ -16,6 +18,17 @@ fn sample(out: &Path, extra: &[&str]) {
         .args(extra)
         .assert()
         .success();
+}
+
+/// `memodiff render inputs... --out out args...`, for the caller to assert on.
+fn render(inputs: &[&Path], out: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    memodiff()
+        .arg("render")
+        .args(inputs)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .assert()
 }
 
 fn bytes(p: &Path) -> Vec<u8> {
@@ -43,14 +56,7 @@ fn render_of_a_saved_run_reproduces_its_png() {
         sample(&run, &[&["--force"][..], extra].concat());
         // From the particles...
         let out = dir.path().join("again.png");
-        memodiff()
-            .arg("render")
-            .arg(run.join("samples.npy"))
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .assert()
-            .success();
+        render(&[&run.join("samples.npy")], &out, extra).success();
         assert!(bytes(&out) == bytes(&run.join("samples.png")), "{extra:?}");
         if extra.contains(&"--png16") {
             let gray = dir.path().join("again_gray16.png");
@@ -65,14 +71,7 @@ fn render_of_a_saved_run_reproduces_its_png() {
             .filter(|a| ["--norm", "eq-hist", "--colormap", "magma"].contains(a))
             .collect();
         let out2 = dir.path().join("from_grid.png");
-        memodiff()
-            .arg("render")
-            .arg(run.join("samples_density.npy"))
-            .arg("--out")
-            .arg(&out2)
-            .args(&shade)
-            .assert()
-            .success();
+        render(&[&run.join("samples_density.npy")], &out2, &shade).success();
         assert!(bytes(&out2) == bytes(&run.join("samples.png")), "{extra:?}");
     }
 }
@@ -90,17 +89,14 @@ fn render_sums_grids_and_refuses_mismatches() {
     sample(&c, &["--seed", "3", "--resolution", "256"]);
     let sum = dir.path().join("sum.png");
     let grid = dir.path().join("sum.npy");
-    memodiff()
-        .arg("render")
-        .arg(a.join("samples_density.npy"))
-        .arg(b.join("samples_density.npy"))
-        .arg("--out")
-        .arg(&sum)
-        .arg("--grid")
-        .arg(&grid)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("6000 particles"));
+    let grids = [a.join("samples_density.npy"), b.join("samples_density.npy")];
+    render(
+        &[&grids[0], &grids[1]],
+        &sum,
+        &["--grid", grid.to_str().unwrap()],
+    )
+    .success()
+    .stdout(predicate::str::contains("6000 particles"));
     let meta: serde_json::Value =
         serde_json::from_slice(&bytes(&grid.with_extension("json"))).unwrap();
     assert_eq!(meta["particles"], 6000);
@@ -108,16 +104,9 @@ fn render_sums_grids_and_refuses_mismatches() {
     // Summing the particles of both runs gives the same grid within f32 rounding.
     let both = dir.path().join("both.png");
     let both_grid = dir.path().join("both.npy");
-    memodiff()
-        .arg("render")
-        .arg(a.join("samples.npy"))
-        .arg(b.join("samples.npy"))
-        .arg("--out")
-        .arg(&both)
-        .arg("--grid")
-        .arg(&both_grid)
-        .assert()
-        .success();
+    let particles = [a.join("samples.npy"), b.join("samples.npy")];
+    let both_grid_arg = ["--grid", both_grid.to_str().unwrap()];
+    render(&[&particles[0], &particles[1]], &both, &both_grid_arg).success();
     let read = |p: &Path| -> Vec<f32> {
         let b = bytes(p);
         b[128..]
@@ -131,24 +120,23 @@ fn render_sums_grids_and_refuses_mismatches() {
 
     // A 256² grid does not add to 512² ones: refused, nothing written.
     let bad = dir.path().join("bad.png");
-    memodiff()
-        .arg("render")
-        .arg(a.join("samples_density.npy"))
-        .arg(c.join("samples_density.npy"))
-        .arg("--out")
-        .arg(&bad)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("different shapes"));
+    render(
+        &[
+            &a.join("samples_density.npy"),
+            &c.join("samples_density.npy"),
+        ],
+        &bad,
+        &[],
+    )
+    .failure()
+    .stderr(predicate::str::contains("different shapes"));
     // Flags that contradict the grids are refused too.
-    memodiff()
-        .arg("render")
-        .arg(a.join("samples_density.npy"))
-        .args(["--resolution", "100"])
-        .arg("--out")
-        .arg(&bad)
-        .assert()
-        .failure();
+    render(
+        &[&a.join("samples_density.npy")],
+        &bad,
+        &["--resolution", "100"],
+    )
+    .failure();
     assert!(!bad.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -185,27 +173,16 @@ fn render_reads_csv_and_checks_its_inputs() {
     // Wrong shapes and files are refused with a message.
     let three = dir.path().join("three.csv");
     std::fs::write(&three, "1,2,3\n").unwrap();
-    memodiff()
-        .arg("render")
-        .arg(&three)
-        .arg("--out")
-        .arg(dir.path().join("x.png"))
-        .assert()
+    render(&[&three], &dir.path().join("x.png"), &[])
         .failure()
         .stderr(predicate::str::contains("(P, 2)"));
-    memodiff()
-        .arg("render")
-        .arg(dir.path().join("missing.npy"))
-        .arg("--out")
-        .arg(dir.path().join("x.png"))
-        .assert()
-        .failure();
-    memodiff()
-        .arg("render")
-        .arg(&csv)
-        .arg("--out")
-        .arg(dir.path().join("x.jpg"))
-        .assert()
+    render(
+        &[&dir.path().join("missing.npy")],
+        &dir.path().join("x.png"),
+        &[],
+    )
+    .failure();
+    render(&[&csv], &dir.path().join("x.jpg"), &[])
         .failure()
         .stderr(predicate::str::contains(".png"));
     assert!(!dir.path().join("x.png").exists());
@@ -240,15 +217,7 @@ fn help_explains_the_image_flags() {
 #[test]
 fn merge_keeps_kernel_norm_and_png16() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--kernel",
-        "histogram",
-        "--norm",
-        "eq-hist",
-        "--png16",
-        "--resolution",
-        "128x96",
-    ];
+    let flags = common::words("--kernel histogram --norm eq-hist --png16 --resolution 128x96");
     let shard = |k: u32| {
         let out = dir.path().join(format!("s{k}"));
         sample(
@@ -302,12 +271,7 @@ fn render_reads_files_not_dataset_specs() {
         assert!(!out.exists(), "{input}: drew {}", out.display());
     }
     let missing = dir.path().join("missing.npy");
-    memodiff()
-        .arg("render")
-        .arg(&missing)
-        .arg("--out")
-        .arg(&out)
-        .assert()
+    render(&[&missing], &out, &[])
         .failure()
         .stderr(predicate::str::contains(format!(
             "{}: No such file",
@@ -315,38 +279,26 @@ fn render_reads_files_not_dataset_specs() {
         )));
     let not_npy = dir.path().join("notes.npy");
     std::fs::write(&not_npy, "not an array").unwrap();
-    memodiff()
-        .arg("render")
-        .arg(&not_npy)
-        .arg("--out")
-        .arg(&out)
-        .assert()
+    render(&[&not_npy], &out, &[])
         .failure()
         .stderr(predicate::str::contains(not_npy.display().to_string()))
         .stderr(predicate::str::contains("dataset").not());
     assert!(!out.exists());
     // A (3, 2) float64 .npy renders.
     let f64_npy = dir.path().join("p64.npy");
-    let mut header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }".to_vec();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header);
-    for v in [0.0f64, 0.0, 1.0, 1.0, -1.0, 0.5] {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(&f64_npy, bytes).unwrap();
-    memodiff()
-        .arg("render")
-        .arg(&f64_npy)
-        .args(["--backend", "cpu", "--resolution", "32", "--out"])
-        .arg(&out)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("3 particles"));
+    let data: Vec<u8> = [0.0f64, 0.0, 1.0, 1.0, -1.0, 0.5]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }";
+    std::fs::write(&f64_npy, common::npy::with_dict(dict, &data)).unwrap();
+    render(
+        &[&f64_npy],
+        &out,
+        &["--backend", "cpu", "--resolution", "32"],
+    )
+    .success()
+    .stdout(predicate::str::contains("3 particles"));
 }
 
 /// A density grid is what its sidecar's `format` field declares, not any sidecar whose text
@@ -365,13 +317,7 @@ fn render_recognises_grids_by_the_declared_format_only() {
     )
     .unwrap();
     let out = dir.path().join("points.png");
-    memodiff()
-        .arg("render")
-        .arg(&particles)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    render(&[&particles], &out, &[]).success();
     assert!(bytes(&out) == bytes(&run.join("samples.png")));
     // A grid's sidecar declares its format, however the JSON is laid out.
     let grid = run.join("samples_density.npy");
@@ -379,12 +325,6 @@ fn render_recognises_grids_by_the_declared_format_only() {
     let meta: serde_json::Value = serde_json::from_slice(&bytes(&sidecar)).unwrap();
     std::fs::write(&sidecar, serde_json::to_string(&meta).unwrap()).unwrap();
     let again = dir.path().join("grid.png");
-    memodiff()
-        .arg("render")
-        .arg(&grid)
-        .arg("--out")
-        .arg(&again)
-        .assert()
-        .success();
+    render(&[&grid], &again, &[]).success();
     assert!(bytes(&again) == bytes(&run.join("samples.png")));
 }

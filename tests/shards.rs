@@ -52,15 +52,7 @@ fn assert_same_run(full: &Path, merged: &Path, shards: usize) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    for expected in [
-        "samples.npy",
-        "initial.npy",
-        "samples.png",
-        "initial.png",
-        "samples_density.npy",
-        "initial_density.npy",
-        "metrics_counts.json",
-    ] {
+    for expected in common::ARRAY_AND_IMAGE_FILES {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
     }
     for name in &names {
@@ -162,16 +154,7 @@ fn shards_with_small_batches_and_direct_path_images() {
 #[test]
 fn merge_refuses_what_is_not_one_run_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = [
-        "--backend",
-        "cpu",
-        "--particles",
-        "900",
-        "--steps",
-        "10",
-        "--resolution",
-        "32",
-    ];
+    let base = common::words("--backend cpu --particles 900 --steps 10 --resolution 32");
     let shard = |k: usize, n: usize, extra: &[&str]| {
         let dir = tmp.path().join(format!("s{k}of{n}{}", extra.join("")));
         let s = format!("{k}/{n}");

@@ -13,14 +13,20 @@ use crate::io::{write_atomically, AtomicFile};
 // NPY writing
 // ---------------------------------------------------------------------------------------
 
-/// The NPY v1.0 header for a C-order array: magic, version, little-endian u16 header length,
-/// then the dict text padded with spaces and a final newline so that the data starts at a
-/// multiple of 64 bytes, exactly as NumPy writes it.
+/// The NPY v1.0 header for a C-order array of `descr` and `shape`, exactly as NumPy writes
+/// it (see [`npy_header_for_dict`]).
 pub(crate) fn npy_header<T: std::fmt::Display>(descr: &str, shape: &[T]) -> Vec<u8> {
-    let mut dict = format!(
+    npy_header_for_dict(&format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
         shape_text(shape)
-    );
+    ))
+}
+
+/// The NPY v1.0 header around the dict text `dict`: magic, version, little-endian u16
+/// header length, then the dict padded with spaces and a final newline so that the data
+/// starts at a multiple of 64 bytes. The reader's tests give it dicts NumPy would not write.
+pub(crate) fn npy_header_for_dict(dict: &str) -> Vec<u8> {
+    let mut dict = dict.to_string();
     // 6 magic + 2 version + 2 length bytes precede the dict; the dict ends with '\n'.
     let unpadded = 10 + dict.len() + 1;
     let padding = (64 - unpadded % 64) % 64;
@@ -58,23 +64,29 @@ fn check_matrix_len(path: &Path, rows: u64, cols: usize, len: usize) -> Result<(
 
 /// Write a (rows, cols) row-major f32 array as `.npy` (`<f4`, C order), atomically.
 pub fn write_npy_f32(path: &Path, rows: u64, cols: usize, data: &[f32]) -> Result<()> {
-    check_matrix_len(path, rows, cols, data.len())?;
-    write_atomically(path, |w| {
-        w.write_all(&npy_header("<f4", &[rows, cols as u64]))?;
-        for v in data {
-            w.write_all(&v.to_le_bytes())?;
-        }
-        Ok(())
-    })
+    write_npy_matrix(path, rows, cols, data, "<f4", f32::to_le_bytes)
 }
 
 /// Write a (rows, cols) row-major f64 array as `.npy` (`<f8`, C order), atomically.
 pub fn write_npy_f64(path: &Path, rows: u64, cols: usize, data: &[f64]) -> Result<()> {
+    write_npy_matrix(path, rows, cols, data, "<f8", f64::to_le_bytes)
+}
+
+/// The one-shot writers' body: the header of `descr`, then each value's little-endian
+/// bytes (`le_bytes` matches `descr`).
+fn write_npy_matrix<T: Copy, const N: usize>(
+    path: &Path,
+    rows: u64,
+    cols: usize,
+    data: &[T],
+    descr: &str,
+    le_bytes: fn(T) -> [u8; N],
+) -> Result<()> {
     check_matrix_len(path, rows, cols, data.len())?;
     write_atomically(path, |w| {
-        w.write_all(&npy_header("<f8", &[rows, cols as u64]))?;
-        for v in data {
-            w.write_all(&v.to_le_bytes())?;
+        w.write_all(&npy_header(descr, &[rows, cols as u64]))?;
+        for &v in data {
+            w.write_all(&le_bytes(v))?;
         }
         Ok(())
     })

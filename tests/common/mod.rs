@@ -1,7 +1,27 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod npy;
+
 use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
+
+/// Command-line arguments written out in one line, split at the spaces: a run's options
+/// read as on the command line (none of them holds a space).
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The arrays and images every finished sample run writes; the checkpoint and shard tests
+/// compare them byte for byte with an uninterrupted, unsharded run's.
+pub const ARRAY_AND_IMAGE_FILES: &[&str] = &[
+    "samples.npy",
+    "initial.npy",
+    "samples.png",
+    "initial.png",
+    "samples_density.npy",
+    "initial_density.npy",
+    "metrics_counts.json",
+];
 
 /// Environment variable that lets a user without any GPU adapter (not even lavapipe)
 /// skip the GPU tests explicitly. Without it, a missing adapter is a test failure.

@@ -339,16 +339,7 @@ mod tests {
 
     /// A hand-made `.npy` file: v1.0 header with `dict`, then `data`.
     fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = dict.to_string();
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out
+        [crate::io::npy::npy_header_for_dict(dict), data.to_vec()].concat()
     }
 
     fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> String {
