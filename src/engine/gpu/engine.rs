@@ -21,7 +21,7 @@ use crate::engine::records::{
     chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, RunParams, StepParams,
     StepRecord, StepRecords, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
 };
-use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
+use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
@@ -777,24 +777,10 @@ impl Engine for GpuEngine {
     fn advance_steps(
         &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        samples: &mut [f32],
-        steps: std::ops::Range<usize>,
+        work: BatchWork,
         tap: Option<&mut PosteriorTap>,
-        cancel: &std::sync::atomic::AtomicBool,
-        on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        self.advance(
-            problem,
-            first_particle,
-            initial,
-            samples,
-            steps,
-            tap,
-            cancel,
-            on_step,
-        )
+        self.advance(problem, work, tap)
     }
 }
 
