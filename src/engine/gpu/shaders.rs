@@ -4,6 +4,7 @@
 const PARAMS: &str = include_str!("../../../shaders/common/params.wgsl");
 const PHILOX: &str = include_str!("../../../shaders/common/philox.wgsl");
 const SCORE_COMMON: &str = include_str!("../../../shaders/common/score.wgsl");
+const STEP_BINDINGS: &str = include_str!("../../../shaders/common/step_bindings.wgsl");
 const TRAINING_SIMPLE: &str = include_str!("../../../shaders/common/training_simple.wgsl");
 const TRAINING_TILED: &str = include_str!("../../../shaders/common/training_tiled.wgsl");
 const REDUCE_CHUNK: &str = include_str!("../../../shaders/common/reduce_chunk.wgsl");
@@ -160,6 +161,7 @@ pub const EM_STEP_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
         EM_STEP,
@@ -174,6 +176,7 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_TILED,
         REDUCE_CHUNK,
         EM_STEP,
@@ -186,6 +189,7 @@ pub const SCORE_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
         SCORE,
@@ -198,6 +202,7 @@ pub const SCORE_TILED_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_TILED,
         REDUCE_CHUNK,
         SCORE,
@@ -212,6 +217,7 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         EM_STEP_GENERAL,
@@ -225,6 +231,7 @@ pub const SCORE_GENERAL_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         SCORE_GENERAL,
@@ -238,6 +245,7 @@ pub const HEUN_STEP_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
         HEUN_STEP,
@@ -251,6 +259,7 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_TILED,
         REDUCE_CHUNK,
         HEUN_STEP,
@@ -264,6 +273,7 @@ pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         HEUN_STEP_GENERAL,
