@@ -446,14 +446,17 @@ fn advance_attention(
         let mut local = vec![(f32::NAN, u32::MAX); tapped_updates.len() * item_tap_rows];
         let item_tap = (item_tap_rows > 0 && !tapped_updates.is_empty())
             .then_some((&tapped_updates[..], &mut local[..]));
+        let item_steps = attention::ItemSteps {
+            updates: &updates,
+            key,
+            first_particle: first,
+        };
         attention::advance(
             isa,
             training,
             rows,
             &mut partials,
-            &updates,
-            key,
-            first,
+            item_steps,
             &mut scratch,
             item_tap,
         );
