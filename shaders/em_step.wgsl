@@ -3,7 +3,7 @@
 // Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl,
 // common/step_bindings.wgsl, one of common/training_simple.wgsl /
 // common/training_tiled.wgsl (the reduction strategy) and common/reduce_chunk.wgsl, whose
-// `run_chunk_stage` is the entry point's body: this file holds what is the step's own.
+// entry point runs the stage: this file holds what is the step's own.
 //
 // The update folds drift and diffusion into three host-computed coefficients:
 //   x' = x + dt (beta x / 2 + beta score) + sqrt(dt beta) z
@@ -13,18 +13,7 @@
 
 @group(1) @binding(0) var<uniform> step: StepParams;
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn em_step(invocation: ChunkInvocation) {
-    run_chunk_stage(invocation);
-}
-
-fn finish_chunk(i: u32, reduced: ChunkReduction) {
-    if (!reduced.finished) {
-        return;
-    }
-    let x = reduced.x;
-    let base = i * run.dim;
-    let m = online_softmax_mean(reduced.state);
+fn finish_chunk(i: u32, base: u32, x: vec4<f32>, m: vec4<f32>) {
     let particle = global_particle_index(run, i);
     let seed = vec2<u32>(run.seed_lo, run.seed_hi);
     let z = particle_normals(seed, particle, step.step_index, 0u);

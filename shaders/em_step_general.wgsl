@@ -4,15 +4,10 @@
 // coordinates 4b..4b+3 come from lane block b of the particle's Philox stream.
 // CPU twin: src/engine/cpu/em_step_general.rs — keep the arithmetic in the same order.
 // Assembled after common/params.wgsl, common/philox.wgsl, common/score.wgsl,
-// common/step_bindings.wgsl and common/reduce_general.wgsl, whose `run_general_stage` is
-// the entry point's body; chunked over training points like em_step.wgsl.
+// common/step_bindings.wgsl and common/reduce_general.wgsl, whose entry point runs the
+// stage; chunked over training points like em_step.wgsl.
 
 @group(1) @binding(0) var<uniform> step: StepParams;
-
-@compute @workgroup_size(GENERAL_WG)
-fn em_step_general(invocation: GeneralInvocation) {
-    run_general_stage(invocation);
-}
 
 fn finish_column(i: u32, base: u32, c: u32, x: vec4<f32>, m: vec4<f32>) {
     let particle = global_particle_index(run, i);

@@ -13,18 +13,7 @@
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 @group(1) @binding(0) var<uniform> step: HeunParams;
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn heun_step(invocation: ChunkInvocation) {
-    run_chunk_stage(invocation);
-}
-
-fn finish_chunk(i: u32, reduced: ChunkReduction) {
-    if (!reduced.finished) {
-        return;
-    }
-    let x = reduced.x;
-    let base = i * run.dim;
-    let m = online_softmax_mean(reduced.state);
+fn finish_chunk(i: u32, base: u32, x: vec4<f32>, m: vec4<f32>) {
     var next = step.x_coeff * x + step.mean_coeff * m;
     if (step.phase == 0u) {
         let known = step.partial_x_coeff * x + step.partial_mean_coeff * m;

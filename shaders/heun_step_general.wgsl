@@ -7,11 +7,6 @@
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 @group(1) @binding(0) var<uniform> step: HeunParams;
 
-@compute @workgroup_size(GENERAL_WG)
-fn heun_step_general(invocation: GeneralInvocation) {
-    run_general_stage(invocation);
-}
-
 fn finish_column(i: u32, base: u32, c: u32, x: vec4<f32>, m: vec4<f32>) {
     var next = step.x_coeff * x + step.mean_coeff * m;
     let d = 4u * c;

@@ -6,18 +6,8 @@
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(1) @binding(0) var<uniform> step: StepParams;
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn score(invocation: ChunkInvocation) {
-    run_chunk_stage(invocation);
-}
-
-fn finish_chunk(i: u32, reduced: ChunkReduction) {
-    if (!reduced.finished) {
-        return;
-    }
-    let x = reduced.x;
-    let base = i * run.dim;
-    let value = (step.mean_scale * online_softmax_mean(reduced.state) - x) * step.inv_sigma2;
+fn finish_chunk(i: u32, base: u32, x: vec4<f32>, m: vec4<f32>) {
+    let value = (step.mean_scale * m - x) * step.inv_sigma2;
     for (var d = 0u; d < run.dim; d++) {
         scores[base + d] = value[d];
     }

@@ -6,11 +6,6 @@
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(1) @binding(0) var<uniform> step: StepParams;
 
-@compute @workgroup_size(GENERAL_WG)
-fn score_general(invocation: GeneralInvocation) {
-    run_general_stage(invocation);
-}
-
 fn finish_column(i: u32, base: u32, c: u32, x: vec4<f32>, m: vec4<f32>) {
     let value = (step.mean_scale * m - x) * step.inv_sigma2;
     let d = 4u * c;

@@ -29,10 +29,10 @@
 // CPU twin: src/engine/cpu/reduce_general.rs — keep the arithmetic order in sync.
 // Needs the bindings of common/step_bindings.wgsl (`particles` rows of D, `training` each
 // point padded with zeros to D/4 rounded up vec4) and FLT_MAX from common/score.wgsl; the
-// stage file declares `step` (with mean_scale and inv_two_sigma2), its entry point (which
-// calls `run_general_stage`) and `fn finish_column(i: u32, base: u32, c: u32, x: vec4<f32>,
-// m: vec4<f32>)`, what it does with column c of particle i (row at `base`) at the last
-// chunk.
+// stage file declares `step` (with mean_scale and inv_two_sigma2) and `fn finish_column(i:
+// u32, base: u32, c: u32, x: vec4<f32>, m: vec4<f32>)`, what it does with column c of
+// particle i (row at `base`) at the last chunk. The stage's entry point is here, named by
+// `Stage::source` (src/engine/gpu/shaders.rs) after the stage.
 
 // Keep in sync with GENERAL_WG, GENERAL_TILE, GENERAL_PARTICLES, GENERAL_X_COLUMNS and
 // MAX_DIMENSION in src/engine/records.rs.
@@ -357,10 +357,11 @@ fn reduce_general(
     return state;
 }
 
-// The body of a general-D stage's entry point: reduce this chunk for the workgroup's tile
-// of particles and, at the last chunk, `finish_column` every column of every particle of
-// the tile in the batch with its position x and softmax mean m.
-fn run_general_stage(invocation: GeneralInvocation) {
+// The entry point: reduce this chunk for the workgroup's tile of particles and, at the
+// last chunk, `finish_column` every column of every particle of the tile in the batch with
+// its position x and softmax mean m.
+@compute @workgroup_size(GENERAL_WG)
+fn STAGE_ENTRY_POINT(invocation: GeneralInvocation) {
     let lid = invocation.lid;
     // A tile of GENERAL_PARTICLES particles per workgroup: the same first particle for
     // every invocation, so this return (a workgroup past the batch) is uniform and the

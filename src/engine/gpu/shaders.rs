@@ -69,9 +69,14 @@ const WORKGROUP_SIZE_OVERRIDE: Workgroup = Workgroup::Override("WORKGROUP_SIZE")
 const GENERAL_WORKGROUP: Workgroup = Workgroup::Fixed(crate::engine::records::GENERAL_WG as u32);
 
 impl Stage {
-    /// The complete WGSL module for this stage.
+    /// The complete WGSL module for this stage. The step and score stages take their
+    /// entry point from a shared snippet (common/reduce_chunk.wgsl,
+    /// common/reduce_general.wgsl), where it is a placeholder named here after the stage.
     pub fn source(&self) -> String {
-        self.parts.join("\n")
+        self.parts.join("\n").replace(
+            ENTRY_POINT_PLACEHOLDER,
+            &format!("fn {}(", self.entry_point),
+        )
     }
 
     /// The module of this stage specialised for dimension `dim`. D <= 4 stages reduce
@@ -132,6 +137,9 @@ impl Stage {
         }
     }
 }
+
+/// The shared entry point's name in common/reduce_chunk.wgsl and common/reduce_general.wgsl.
+const ENTRY_POINT_PLACEHOLDER: &str = "fn STAGE_ENTRY_POINT(";
 
 /// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
 const LANES_DECLARATION: &str = "const LANES: u32 = 4u;";
