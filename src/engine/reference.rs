@@ -155,24 +155,13 @@ impl Engine for ReferenceEngine {
         true
     }
 
-    fn advance_steps(
-        &mut self,
-        problem: &Problem,
-        work: BatchWork,
-        tap: Option<&mut PosteriorTap>,
-    ) -> Result<()> {
-        self.advance(problem, work, tap)
-    }
-}
-
-impl ReferenceEngine {
     /// `advance_batch`, with the posterior tap where given. At every tapped step the state
     /// is rounded to f32 first, for all particles, as it is where the driver splits a batch
     /// at the recorded steps: a run gives the same trajectories with or without the tap.
     /// The tap's values are `posterior::max_weight` (f64) of the rounded state, rounded to
     /// f32.
-    fn advance(
-        &self,
+    fn advance_steps(
+        &mut self,
         problem: &Problem,
         work: BatchWork,
         tap: Option<&mut PosteriorTap>,
