@@ -2,69 +2,28 @@
 // GENERAL_PARTICLES particles, the training points reduced by common/reduce_general.wgsl. Same halves and
 // coefficients as heun_step.wgsl.
 // CPU twin: src/engine/cpu/heun_step.rs (heun_half_step_general).
-// Assembled after common/params.wgsl, common/score.wgsl and common/reduce_general.wgsl.
+// Assembled like em_step_general.wgsl (params, score, step_bindings, reduce_general).
 
-@group(0) @binding(0) var<uniform> run: RunParams;
-@group(0) @binding(1) var<storage, read_write> particles: array<f32>;
-@group(0) @binding(2) var<storage, read> training: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
-@group(0) @binding(4) var<storage, read_write> softmax_state: array<vec4<f32>>;
 @group(1) @binding(0) var<uniform> step: HeunParams;
-@group(2) @binding(0) var<uniform> chunk: ChunkParams;
 
-@compute @workgroup_size(GENERAL_WG)
-fn heun_step_general(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    invocation: GeneralInvocation,
-) {
-    let lid = invocation.lid;
-    // A tile of GENERAL_PARTICLES particles per workgroup: the same first particle for
-    // every invocation, so this return (a workgroup past the batch) is uniform and the
-    // barriers of the reduction stay valid.
-    let first_particle = (wid.x + wid.y * groups.x) * GENERAL_PARTICLES;
-    if (first_particle >= run.batch_len) {
-        return;
+fn finish_column(i: u32, base: u32, c: u32, x: vec4<f32>, m: vec4<f32>) {
+    var next = step.x_coeff * x + step.mean_coeff * m;
+    let d = 4u * c;
+    if (step.phase == 0u) {
+        let known = step.partial_x_coeff * x + step.partial_mean_coeff * m;
+        if (d < run.dim) { partial[base + d] = known.x; }
+        if (d + 1u < run.dim) { partial[base + d + 1u] = known.y; }
+        if (d + 2u < run.dim) { partial[base + d + 2u] = known.z; }
+        if (d + 3u < run.dim) { partial[base + d + 3u] = known.w; }
+    } else {
+        if (d < run.dim) { next.x = partial[base + d] + next.x; }
+        if (d + 1u < run.dim) { next.y = partial[base + d + 1u] + next.y; }
+        if (d + 2u < run.dim) { next.z = partial[base + d + 2u] + next.z; }
+        if (d + 3u < run.dim) { next.w = partial[base + d + 3u] + next.w; }
     }
-    let state = reduce_general(first_particle, invocation, step.mean_scale, step.inv_two_sigma2);
-    if (chunk.last == 0u) {
-        return;
-    }
-    // The barriers of the last tile ordered every read of the particles into workgroup
-    // memory before these writes; each column is read and written by one invocation.
-    let columns = columns_of(run.dim);
-    // Invocation lid writes columns lid, lid + GENERAL_WG, ... of every live particle.
-    for (var j = 0u; j < OWNED; j++) {
-        let c = lid + j * GENERAL_WG;
-        if (c >= columns) {
-            break;
-        }
-        for (var q = 0u; q < GENERAL_PARTICLES; q++) {
-            let i = first_particle + q;
-            if (i >= run.batch_len) {
-                break;
-            }
-            let base = i * run.dim;
-            let x = particle_column(base, c);
-            let m = state.weighted[j * 4u + q / 4u][q % 4u] / tile_weight_sum[q];
-            var next = step.x_coeff * x + step.mean_coeff * m;
-            let d = 4u * c;
-            if (step.phase == 0u) {
-                let known = step.partial_x_coeff * x + step.partial_mean_coeff * m;
-                if (d < run.dim) { partial[base + d] = known.x; }
-                if (d + 1u < run.dim) { partial[base + d + 1u] = known.y; }
-                if (d + 2u < run.dim) { partial[base + d + 2u] = known.z; }
-                if (d + 3u < run.dim) { partial[base + d + 3u] = known.w; }
-            } else {
-                if (d < run.dim) { next.x = partial[base + d] + next.x; }
-                if (d + 1u < run.dim) { next.y = partial[base + d + 1u] + next.y; }
-                if (d + 2u < run.dim) { next.z = partial[base + d + 2u] + next.z; }
-                if (d + 3u < run.dim) { next.w = partial[base + d + 3u] + next.w; }
-            }
-            if (d < run.dim) { particles[base + d] = next.x; }
-            if (d + 1u < run.dim) { particles[base + d + 1u] = next.y; }
-            if (d + 2u < run.dim) { particles[base + d + 2u] = next.z; }
-            if (d + 3u < run.dim) { particles[base + d + 3u] = next.w; }
-        }
-    }
+    if (d < run.dim) { particles[base + d] = next.x; }
+    if (d + 1u < run.dim) { particles[base + d + 1u] = next.y; }
+    if (d + 2u < run.dim) { particles[base + d + 2u] = next.z; }
+    if (d + 3u < run.dim) { particles[base + d + 3u] = next.w; }
 }

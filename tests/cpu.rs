@@ -115,7 +115,7 @@ fn cpu_engine_matches_reference_at_tile_boundaries_and_dimensions() {
 
 #[test]
 fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
-    use memodiff::engine::{Engine, Problem, NEVER};
+    use memodiff::engine::{BatchWork, Engine, Problem};
     use memodiff::model::schedule::{reverse_steps, VpSchedule};
     let dataset = Dataset::circle(100).unwrap();
     let schedule = VpSchedule::default();
@@ -138,7 +138,7 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
     let (mut init_b, mut state) = (vec![0f32; 2 * n], vec![0f32; 2 * n]);
     let mut run = |initial: Option<&mut [f32]>, state: &mut [f32], range| {
         engine
-            .advance_batch(&problem, first, initial, state, range, &NEVER, &mut |_| {})
+            .advance_batch(&problem, BatchWork::new(first, initial, state, range))
             .unwrap()
     };
     run(Some(&mut init_b), &mut state, 0..0);
@@ -160,7 +160,7 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
 
 #[test]
 fn cpu_cancelled_batch_returns_interrupted() {
-    use memodiff::engine::{Engine, Problem};
+    use memodiff::engine::{BatchWork, Engine, Problem};
     use memodiff::model::schedule::{reverse_steps, VpSchedule};
     let dataset = Dataset::circle(8).unwrap();
     let schedule = VpSchedule::default();
@@ -177,12 +177,7 @@ fn cpu_cancelled_batch_returns_interrupted() {
     let (mut init, mut out) = (vec![0f32; 2_000], vec![0f32; 2_000]);
     let result = CpuEngine::new().advance_batch(
         &problem,
-        0,
-        Some(&mut init),
-        &mut out,
-        0..99,
-        &cancel,
-        &mut |_| {},
+        BatchWork::new(0, Some(&mut init), &mut out, 0..99).cancellable_by(&cancel),
     );
     assert!(
         matches!(result, Err(memodiff::Error::Interrupted(_))),
@@ -195,7 +190,7 @@ fn cpu_cancelled_batch_returns_interrupted() {
 #[test]
 fn every_cpu_path_returns_interrupted_when_cancelled() {
     use memodiff::engine::reference::ReferenceEngine;
-    use memodiff::engine::{Engine, Problem, SamplerKind};
+    use memodiff::engine::{BatchWork, Engine, Problem, SamplerKind};
     use memodiff::model::schedule::{reverse_steps, VpSchedule};
     let schedule = VpSchedule::default();
     let steps = reverse_steps(&schedule, 20);
@@ -218,12 +213,8 @@ fn every_cpu_path_returns_interrupted_when_cancelled() {
                 for initial in [Some(&mut init[..]), None] {
                     let result = engine.advance_batch(
                         &problem,
-                        0,
-                        initial,
-                        &mut out,
-                        0..steps.len(),
-                        &cancel,
-                        &mut |_| {},
+                        BatchWork::new(0, initial, &mut out, 0..steps.len())
+                            .cancellable_by(&cancel),
                     );
                     assert!(
                         matches!(result, Err(memodiff::Error::Interrupted(_))),
@@ -526,7 +517,7 @@ fn culled_attention_posterior_tap_matches_f64_brute_force() {
 
 fn posterior_tap_matches_f64_brute_force(cull: bool) {
     use memodiff::engine::cpu::CpuEngine;
-    use memodiff::engine::{Engine, PosteriorTap, Problem, NEVER};
+    use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem};
     use memodiff::model::schedule::{reverse_steps, VpSchedule};
     let (dim, n_train, particles, rows) = (24, 300, 40, 13);
     let dataset = scattered(n_train, dim, 17);
@@ -549,12 +540,7 @@ fn posterior_tap_matches_f64_brute_force(cull: bool) {
     engine
         .advance_batch(
             &problem,
-            0,
-            Some(&mut init),
-            &mut state,
-            0..0,
-            &NEVER,
-            &mut |_| {},
+            BatchWork::new(0, Some(&mut init), &mut state, 0..0),
         )
         .unwrap();
     let mut checked_ties = 0;
@@ -563,15 +549,7 @@ fn posterior_tap_matches_f64_brute_force(cull: bool) {
     let mut argmax = vec![u32::MAX; rows * tapped.len()];
     for (record, &k) in tapped.iter().enumerate() {
         engine
-            .advance_batch(
-                &problem,
-                0,
-                None,
-                &mut state,
-                previous..k,
-                &NEVER,
-                &mut |_| {},
-            )
+            .advance_batch(&problem, BatchWork::new(0, None, &mut state, previous..k))
             .unwrap();
         let before = state.clone();
         let mut tap = PosteriorTap {
@@ -583,13 +561,8 @@ fn posterior_tap_matches_f64_brute_force(cull: bool) {
         engine
             .advance_batch_tapped(
                 &problem,
-                0,
-                None,
-                &mut state,
-                k..k + 1,
+                BatchWork::new(0, None, &mut state, k..k + 1),
                 &mut tap,
-                &NEVER,
-                &mut |_| {},
             )
             .unwrap();
         previous = k + 1;
@@ -657,7 +630,7 @@ fn blobs(n: usize, dim: usize, clusters: usize, spread: f64, salt: u64) -> Datas
 #[test]
 fn culled_attention_kernel_is_exact_and_batch_invariant() {
     use memodiff::engine::reference::ReferenceEngine;
-    use memodiff::engine::{Engine, Problem, SamplerKind, NEVER};
+    use memodiff::engine::{BatchWork, Engine, Problem, SamplerKind};
     use memodiff::run::driver::Shard;
     let (dim, n_train) = (40, 320);
     for sampler in [SamplerKind::Em, SamplerKind::Heun] {
@@ -733,12 +706,7 @@ fn culled_attention_kernel_is_exact_and_batch_invariant() {
             CpuEngine::with_culling(true)
                 .advance_batch(
                     &problem,
-                    0,
-                    (k == 0).then_some(&mut init[..]),
-                    &mut state,
-                    range,
-                    &NEVER,
-                    &mut |_| {},
+                    BatchWork::new(0, (k == 0).then_some(&mut init[..]), &mut state, range),
                 )
                 .unwrap();
         }

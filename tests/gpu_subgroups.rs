@@ -8,7 +8,7 @@ mod common;
 
 use common::{gpu_engine, scattered};
 use memodiff::engine::gpu::GpuEngine;
-use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
+use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use memodiff::model::schedule::{reverse_steps, VpSchedule};
 
 /// Final positions and, at a few steps, the posterior tap of `n` particles.
@@ -20,18 +20,13 @@ fn run_once(gpu: &mut GpuEngine, problem: &Problem, n: usize) -> (Vec<f32>, Vec<
     let (mut w, mut a) = (vec![0f32; rows * taps.len()], vec![0u32; rows * taps.len()]);
     gpu.advance_batch_tapped(
         problem,
-        7,
-        Some(&mut initial),
-        &mut state,
-        0..problem.steps.len(),
+        BatchWork::new(7, Some(&mut initial), &mut state, 0..problem.steps.len()),
         &mut PosteriorTap {
             steps: &taps,
             rows,
             max_weight: &mut w,
             argmax: &mut a,
         },
-        &NEVER,
-        &mut |_| {},
     )
     .unwrap();
     (state, w, a)

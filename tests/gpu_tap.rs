@@ -8,7 +8,7 @@ mod common;
 use common::{gpu_engine, scattered};
 use memodiff::engine::cpu::CpuEngine;
 use memodiff::engine::gpu::GpuEngine;
-use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
+use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use memodiff::model::schedule::{reverse_steps, ReverseStep, VpSchedule};
 use memodiff::run::driver::{run, BatchSink, NoProgress, SampleConfig};
 use memodiff::run::measure::{MetricsSink, PosteriorPlan};
@@ -46,18 +46,13 @@ fn tapped_step(
     engine
         .advance_batch_tapped(
             problem,
-            first,
-            None,
-            &mut next,
-            k..k + 1,
+            BatchWork::new(first, None, &mut next, k..k + 1),
             &mut PosteriorTap {
                 steps: &[k],
                 rows,
                 max_weight: &mut w,
                 argmax: &mut a,
             },
-            &NEVER,
-            &mut |_| {},
         )
         .unwrap();
     (next, w, a)
@@ -120,38 +115,20 @@ fn gpu_tap_agrees_with_the_cpu_tap() {
         let (mut init, mut state) = (vec![0f32; n * dim], vec![0f32; n * dim]);
         cpu.advance_batch(
             &problem,
-            first,
-            Some(&mut init),
-            &mut state,
-            0..0,
-            &NEVER,
-            &mut |_| {},
+            BatchWork::new(first, Some(&mut init), &mut state, 0..0),
         )
         .unwrap();
         let (mut at, mut worst, mut worst_f64, mut ties) = (0, 0f64, 0f64, 0usize);
         for &k in &taps {
-            cpu.advance_batch(
-                &problem,
-                first,
-                None,
-                &mut state,
-                at..k,
-                &NEVER,
-                &mut |_| {},
-            )
-            .unwrap();
+            cpu.advance_batch(&problem, BatchWork::new(first, None, &mut state, at..k))
+                .unwrap();
             at = k;
             let (gpu_next, gpu_w, gpu_a) = tapped_step(&mut gpu, &problem, first, &state, k, rows);
             let (_, cpu_w, cpu_a) = tapped_step(&mut cpu, &problem, first, &state, k, rows);
             let mut untapped = state.clone();
             gpu.advance_batch(
                 &problem,
-                first,
-                None,
-                &mut untapped,
-                k..k + 1,
-                &NEVER,
-                &mut |_| {},
+                BatchWork::new(first, None, &mut untapped, k..k + 1),
             )
             .unwrap();
             assert!(
@@ -234,18 +211,13 @@ fn gpu_tapped_run_matches_its_single_steps() {
         for (range, init) in [(0..30, true), (30..steps.len(), false)] {
             gpu.advance_batch_tapped(
                 &problem,
-                first,
-                init.then_some(&mut initial[..]),
-                &mut state,
-                range,
+                BatchWork::new(first, init.then_some(&mut initial[..]), &mut state, range),
                 &mut PosteriorTap {
                     steps: &taps,
                     rows,
                     max_weight: &mut weights,
                     argmax: &mut argmax,
                 },
-                &NEVER,
-                &mut |_| {},
             )
             .unwrap();
         }
@@ -255,12 +227,12 @@ fn gpu_tapped_run_matches_its_single_steps() {
         for (j, &k) in taps.iter().enumerate() {
             gpu.advance_batch(
                 &problem,
-                first,
-                (at == 0).then_some(&mut initial[..]),
-                &mut plain,
-                at..k,
-                &NEVER,
-                &mut |_| {},
+                BatchWork::new(
+                    first,
+                    (at == 0).then_some(&mut initial[..]),
+                    &mut plain,
+                    at..k,
+                ),
             )
             .unwrap();
             at = k;
@@ -278,12 +250,7 @@ fn gpu_tapped_run_matches_its_single_steps() {
         }
         gpu.advance_batch(
             &problem,
-            first,
-            None,
-            &mut plain,
-            at..steps.len(),
-            &NEVER,
-            &mut |_| {},
+            BatchWork::new(first, None, &mut plain, at..steps.len()),
         )
         .unwrap();
         assert!(

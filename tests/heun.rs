@@ -6,7 +6,7 @@ mod common;
 use common::{gpu_engine, row_distance, scattered};
 use memodiff::engine::cpu::CpuEngine;
 use memodiff::engine::reference::ReferenceEngine;
-use memodiff::engine::{Engine, Problem, SamplerKind, NEVER};
+use memodiff::engine::{BatchWork, Engine, Problem, SamplerKind};
 use memodiff::model::dataset::Dataset;
 use memodiff::model::schedule::{reverse_steps, VpSchedule};
 use memodiff::run::driver::{run_collect, SampleConfig};
@@ -35,12 +35,7 @@ fn heun_until(
     engine
         .advance_batch(
             &problem,
-            0,
-            Some(&mut initial),
-            &mut state,
-            0..end,
-            &NEVER,
-            &mut |_| {},
+            BatchWork::new(0, Some(&mut initial), &mut state, 0..end),
         )
         .unwrap();
     (initial, state)
@@ -195,35 +190,20 @@ fn heun_in_step_ranges_is_bit_identical_to_one_go() {
             engine
                 .advance_batch(
                     &problem,
-                    0,
-                    Some(&mut initial),
-                    &mut whole,
-                    all,
-                    &NEVER,
-                    &mut |_| {},
+                    BatchWork::new(0, Some(&mut initial), &mut whole, all),
                 )
                 .unwrap();
             let (mut initial2, mut state) = (vec![0.0; n * dim], vec![0.0; n * dim]);
             engine
                 .advance_batch(
                     &problem,
-                    0,
-                    Some(&mut initial2),
-                    &mut state,
-                    0..11,
-                    &NEVER,
-                    &mut |_| {},
+                    BatchWork::new(0, Some(&mut initial2), &mut state, 0..11),
                 )
                 .unwrap();
             engine
                 .advance_batch(
                     &problem,
-                    0,
-                    None,
-                    &mut state,
-                    11..steps.len(),
-                    &NEVER,
-                    &mut |_| {},
+                    BatchWork::new(0, None, &mut state, 11..steps.len()),
                 )
                 .unwrap();
             assert_eq!(initial, initial2, "{name} D = {dim}");

@@ -8,7 +8,7 @@ use common::{gpu_engine, scattered};
 use memodiff::engine::cpu::CpuEngine;
 use memodiff::engine::nearest::nearest_two;
 use memodiff::engine::reference::ReferenceEngine;
-use memodiff::engine::{Engine, PosteriorTap, Problem, SamplerKind, NEVER};
+use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind, NEVER};
 use memodiff::model::dataset::Dataset;
 use memodiff::model::posterior::max_weight;
 use memodiff::model::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
@@ -496,12 +496,12 @@ fn split_posterior(
         engine
             .advance_batch(
                 problem,
-                first,
-                (!begun).then_some(&mut initial[..]),
-                &mut state,
-                at..cut,
-                &NEVER,
-                &mut |_| {},
+                BatchWork::new(
+                    first,
+                    (!begun).then_some(&mut initial[..]),
+                    &mut state,
+                    at..cut,
+                ),
             )
             .unwrap();
         begun = true;
@@ -567,18 +567,13 @@ fn posterior_tap_matches_the_f64_posterior() {
             engine
                 .advance_batch_tapped(
                     &problem,
-                    first,
-                    init.then_some(&mut initial[..]),
-                    &mut state,
-                    range,
+                    BatchWork::new(first, init.then_some(&mut initial[..]), &mut state, range),
                     &mut PosteriorTap {
                         steps: &taps,
                         rows,
                         max_weight: &mut weights,
                         argmax: &mut argmax,
                     },
-                    &NEVER,
-                    &mut |_| {},
                 )
                 .unwrap();
         }
@@ -591,12 +586,7 @@ fn posterior_tap_matches_the_f64_posterior() {
                 engine
                     .advance_batch(
                         &problem,
-                        first,
-                        Some(&mut i),
-                        &mut s,
-                        0..steps.len(),
-                        &NEVER,
-                        &mut |_| {},
+                        BatchWork::new(first, Some(&mut i), &mut s, 0..steps.len()),
                     )
                     .unwrap();
                 s

@@ -6,6 +6,8 @@
 
 // The invocation's built-in indices (an entry-point input of the general-D stages).
 struct GeneralInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 }
 

@@ -8,6 +8,8 @@
 // broadcast is a register move. Same values, same order as the portable path.
 
 struct GeneralInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 }

@@ -2,8 +2,15 @@
 // of particles, reduce this dispatch's chunk of training points into their
 // online-softmax states, and either carry the states to the next chunk's dispatch or hand
 // them over when this was the last chunk.
-// Needs `run`, `chunk`, `particles`, `training`, `softmax_state`, WORKGROUP_SIZE and an
-// `accumulate_training` (common/training_simple.wgsl or common/training_tiled.wgsl).
+// The stage's entry point is here too, named by `Stage::source` (src/engine/gpu/shaders.rs)
+// after the stage. Needs the bindings of common/step_bindings.wgsl and an
+// `accumulate_training` (common/training_simple.wgsl or common/training_tiled.wgsl); the
+// stage file declares `step` (with mean_scale and inv_two_sigma2) and
+// `fn finish_chunk(i: u32, base: u32, x: vec4<f32>, m: vec4<f32>)`: what it does with
+// particle i (its row at `base`, its position x, its softmax mean m) at its last chunk.
+
+// The host chooses the workgroup size (the stage's results do not depend on it).
+override WORKGROUP_SIZE: u32 = 64u;
 
 // Particles per invocation: each training point loaded serves this many particles.
 // A workgroup owns WORKGROUP_SIZE * PARTICLES_PER_INVOCATION consecutive particles;
@@ -70,4 +77,37 @@ fn reduce_chunk_pair(
     let log2_factor = potential_scale(inv_two_sigma2);
     accumulate_training(&state0, &state1, p0.x, p1.x, local_index, mean_scale, log2_factor);
     return PairReduction(finish_particle(i0, p0.x, state0), finish_particle(i1, p1.x, state1));
+}
+
+// The entry point's built-ins (all stages dispatch a 2-D grid of workgroups).
+struct ChunkInvocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+}
+
+// The entry point: reduce this chunk for the invocation's pair of particles, then
+// `finish_chunk` each whose last chunk this was.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn STAGE_ENTRY_POINT(invocation: ChunkInvocation) {
+    let first = workgroup_first_particle(invocation.wid, invocation.num_workgroups);
+    // A workgroup wholly past the batch (the last row of a 2-D grid) has nothing to
+    // reduce: the same condition for all its invocations, so returning keeps the tiled
+    // reduction's barriers valid.
+    if (first >= run.batch_len) {
+        return;
+    }
+    // No other early return before this: the tiled reduction needs every invocation.
+    let local_index = invocation.local_index;
+    let i0 = first + local_index;
+    let i1 = i0 + WORKGROUP_SIZE;
+    let pair = reduce_chunk_pair(i0, i1, local_index, step.mean_scale, step.inv_two_sigma2);
+    finish_if_last(i0, pair.first);
+    finish_if_last(i1, pair.second);
+}
+
+fn finish_if_last(i: u32, reduced: ChunkReduction) {
+    if (reduced.finished) {
+        finish_chunk(i, i * run.dim, reduced.x, online_softmax_mean(reduced.state));
+    }
 }

@@ -27,9 +27,12 @@
 // The state is carried between chunk dispatches in `softmax_state` as (D/4 + 1) vec4 per
 // particle: (running_max, weight_sum, 0, 0), then the weighted columns.
 // CPU twin: src/engine/cpu/reduce_general.rs — keep the arithmetic order in sync.
-// Needs `run`, `chunk`, `particles` (array<f32>, rows of D), `training`
-// (array<vec4<f32>>, each point padded with zeros to D/4 rounded up vec4) and
-// `softmax_state` (array<vec4<f32>>), and FLT_MAX from common/score.wgsl.
+// Needs the bindings of common/step_bindings.wgsl (`particles` rows of D, `training` each
+// point padded with zeros to D/4 rounded up vec4) and FLT_MAX from common/score.wgsl; the
+// stage file declares `step` (with mean_scale and inv_two_sigma2) and `fn finish_column(i:
+// u32, base: u32, c: u32, x: vec4<f32>, m: vec4<f32>)`, what it does with column c of
+// particle i (row at `base`) at the last chunk. The stage's entry point is here, named by
+// `Stage::source` (src/engine/gpu/shaders.rs) after the stage.
 
 // Keep in sync with GENERAL_WG, GENERAL_TILE, GENERAL_PARTICLES, GENERAL_X_COLUMNS and
 // MAX_DIMENSION in src/engine/records.rs.
@@ -352,4 +355,43 @@ fn reduce_general(
         store_tap(first_particle + lid, 1.0 / state.weight_sum, state.best_index);
     }
     return state;
+}
+
+// The entry point: reduce this chunk for the workgroup's tile of particles and, at the
+// last chunk, `finish_column` every column of every particle of the tile in the batch with
+// its position x and softmax mean m.
+@compute @workgroup_size(GENERAL_WG)
+fn STAGE_ENTRY_POINT(invocation: GeneralInvocation) {
+    let lid = invocation.lid;
+    // A tile of GENERAL_PARTICLES particles per workgroup: the same first particle for
+    // every invocation, so this return (a workgroup past the batch) is uniform and the
+    // barriers of the reduction stay valid.
+    let first_particle = (invocation.wid.x + invocation.wid.y * invocation.groups.x) * GENERAL_PARTICLES;
+    if (first_particle >= run.batch_len) {
+        return;
+    }
+    let state = reduce_general(first_particle, invocation, step.mean_scale, step.inv_two_sigma2);
+    if (chunk.last == 0u) {
+        return;
+    }
+    // The barriers of the last tile ordered every read of the particles into workgroup
+    // memory before the stages' writes; each column is read and written by one invocation.
+    let columns = columns_of(run.dim);
+    // Invocation lid finishes columns lid, lid + GENERAL_WG, ... of every live particle.
+    for (var j = 0u; j < OWNED; j++) {
+        let c = lid + j * GENERAL_WG;
+        if (c >= columns) {
+            break;
+        }
+        for (var q = 0u; q < GENERAL_PARTICLES; q++) {
+            let i = first_particle + q;
+            if (i >= run.batch_len) {
+                break;
+            }
+            let base = i * run.dim;
+            let x = particle_column(base, c);
+            let m = state.weighted[j * 4u + q / 4u][q % 4u] / tile_weight_sum[q];
+            finish_column(i, base, c, x, m);
+        }
+    }
 }

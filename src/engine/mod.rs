@@ -189,6 +189,60 @@ impl PosteriorTap<'_> {
     }
 }
 
+/// One batch's work for an engine: which particles, where they start, through which
+/// steps, and how the caller watches it (a cancel flag, step progress). What every
+/// [`Engine`] advance takes besides the problem (and the optional posterior tap).
+pub struct BatchWork<'a> {
+    /// The global index of the batch's first particle (it keys the particles' noise).
+    pub first_particle: u64,
+    /// `Some(buf)`: start from the initial noise: write it into `buf` and start from it
+    /// (`steps` then normally starts at 0; the content of `state` is ignored). `None`:
+    /// start from the positions in `state` (after `steps.start` steps).
+    pub initial: Option<&'a mut [f32]>,
+    /// The batch's positions, row-major (n, dim): n = `state.len() / dim` particles.
+    pub state: &'a mut [f32],
+    /// The steps to run, indices into `problem.steps`.
+    pub steps: Range<usize>,
+    /// Set by someone else to stop the batch early ([`NEVER`] where nobody can).
+    pub cancel: &'a AtomicBool,
+    /// Called with the number of steps of the batch finished (absolute, up to
+    /// `steps.end`), where given.
+    pub on_step: Option<&'a mut dyn FnMut(usize)>,
+}
+
+impl<'a> BatchWork<'a> {
+    /// Particles `first_particle ..` (as many as `state` holds) from `initial` (see the
+    /// field) through `steps`, not cancellable, reporting no progress.
+    pub fn new(
+        first_particle: u64,
+        initial: Option<&'a mut [f32]>,
+        state: &'a mut [f32],
+        steps: Range<usize>,
+    ) -> Self {
+        Self {
+            first_particle,
+            initial,
+            state,
+            steps,
+            cancel: &NEVER,
+            on_step: None,
+        }
+    }
+
+    /// The same work, stopped early once `cancel` is set.
+    pub fn cancellable_by(self, cancel: &'a AtomicBool) -> Self {
+        Self { cancel, ..self }
+    }
+
+    /// The same work, reporting the steps finished to `on_step`.
+    pub fn reporting_to(self, on_step: &'a mut dyn FnMut(usize)) -> Self {
+        Self {
+            on_step: Some(on_step),
+            ..self
+        }
+    }
+}
+
 /// One backend's sampler.
 pub trait Engine {
     /// Which backend this is (never `Auto`).
@@ -214,40 +268,15 @@ pub trait Engine {
     }
     /// Most particles one batch may hold for points of dimension `dim` (memory limits).
     fn max_batch_particles(&self, dim: usize) -> usize;
-    /// Advance particles `first_particle .. first_particle + n` (n = `state.len() / dim`)
-    /// through the steps `steps` (indices into `problem.steps`).
+    /// Advance the particles of `work` through its steps (see [`BatchWork`]).
     ///
-    /// - `initial: Some(buf)`: start from the initial noise: write it into `buf` and start
-    ///   from it (`steps` then normally starts at 0; the content of `state` is ignored).
-    /// - `initial: None`: start from the positions in `state` (after `steps.start` steps).
-    ///
-    /// On success `state` holds the positions after `steps.end` steps, bit-identical
-    /// however a batch's steps are split into ranges (the f32 engines; the reference
-    /// engine rounds its f64 state to f32 at each range boundary). `cancel` is looked at
-    /// between units of work; once it is set the engine stops early and returns
-    /// [`crate::Error::Interrupted`], leaving `state` unspecified. `on_step` is called
-    /// with the number of steps of the batch finished (absolute, up to `steps.end`).
-    #[allow(clippy::too_many_arguments)]
-    fn advance_batch(
-        &mut self,
-        problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        self.advance_steps(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            None,
-            cancel,
-            on_step,
-        )
+    /// On success `work.state` holds the positions after `work.steps.end` steps,
+    /// bit-identical however a batch's steps are split into ranges (the f32 engines; the
+    /// reference engine rounds its f64 state to f32 at each range boundary). `work.cancel`
+    /// is looked at between units of work; once it is set the engine stops early and
+    /// returns [`crate::Error::Interrupted`], leaving `work.state` unspecified.
+    fn advance_batch(&mut self, problem: &Problem, work: BatchWork) -> Result<()> {
+        self.advance_steps(problem, work, None)
     }
 
     /// Whether [`advance_batch_tapped`](Self::advance_batch_tapped) works for `problem`.
@@ -259,22 +288,16 @@ pub trait Engine {
     }
 
     /// [`advance_batch`](Self::advance_batch), also filling `tap` (see [`PosteriorTap`])
-    /// for its steps inside `steps`. The positions written to `state` are bit-identical to
-    /// those of `advance_batch` over the same ranges (the reference engine: to those of
-    /// `advance_batch` split at every tapped step), whatever `tap.rows`: a particle's
-    /// trajectory never depends on whether it is recorded. An error where
-    /// [`posterior_tap`](Self::posterior_tap) is false.
-    #[allow(clippy::too_many_arguments)]
+    /// for its steps inside `work.steps`. The positions written to `work.state` are
+    /// bit-identical to those of `advance_batch` over the same ranges (the reference
+    /// engine: to those of `advance_batch` split at every tapped step), whatever
+    /// `tap.rows`: a particle's trajectory never depends on whether it is recorded. An
+    /// error where [`posterior_tap`](Self::posterior_tap) is false.
     fn advance_batch_tapped(
         &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
+        work: BatchWork,
         tap: &mut PosteriorTap,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         if !self.posterior_tap(problem) {
             return Err(crate::error::Error::invalid(
@@ -285,31 +308,16 @@ pub trait Engine {
                 ),
             ));
         }
-        self.advance_steps(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            Some(tap),
-            cancel,
-            on_step,
-        )
+        self.advance_steps(problem, work, Some(tap))
     }
 
     /// What both of the above run: each engine's one implementation, with the tap
     /// optional.
-    #[allow(clippy::too_many_arguments)]
     fn advance_steps(
         &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
+        work: BatchWork,
         tap: Option<&mut PosteriorTap>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
     ) -> Result<()>;
 
     /// Run particles `first_particle .. first_particle + n` (n = `samples.len() / dim`):
@@ -324,14 +332,8 @@ pub trait Engine {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let all = 0..problem.steps.len();
-        self.advance_batch(
-            problem,
-            first_particle,
-            Some(initial),
-            samples,
-            all,
-            &NEVER,
-            on_step,
-        )
+        let work =
+            BatchWork::new(first_particle, Some(initial), samples, all).reporting_to(on_step);
+        self.advance_batch(problem, work)
     }
 }

@@ -3,15 +3,13 @@
 //! trajectories as the f32 engines up to rounding.
 
 use crate::engine::cpu::run_blocks;
-use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
+use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::Result;
 use crate::model::dataset::Dataset;
 use crate::model::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
 use crate::model::posterior::{max_weight as max_weight_of, softmax_in_place};
 use crate::model::schedule::ScorePoint;
 use crate::model::schedule::{ReverseStep, VpSchedule};
-use std::ops::Range;
-use std::sync::atomic::AtomicBool;
 
 /// Potentials `-|x - s x_i|^2 / (2 v)` of all training points at `x`.
 fn potentials(dataset: &Dataset, x: &[f64], s: f64, v: f64) -> Vec<f64> {
@@ -157,49 +155,19 @@ impl Engine for ReferenceEngine {
         true
     }
 
-    fn advance_steps(
-        &mut self,
-        problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
-        tap: Option<&mut PosteriorTap>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        self.advance(
-            problem,
-            first_particle,
-            initial,
-            state,
-            steps,
-            tap,
-            cancel,
-            on_step,
-        )
-    }
-}
-
-impl ReferenceEngine {
     /// `advance_batch`, with the posterior tap where given. At every tapped step the state
     /// is rounded to f32 first, for all particles, as it is where the driver splits a batch
     /// at the recorded steps: a run gives the same trajectories with or without the tap.
     /// The tap's values are `posterior::max_weight` (f64) of the rounded state, rounded to
     /// f32.
-    #[allow(clippy::too_many_arguments)]
-    fn advance(
-        &self,
+    fn advance_steps(
+        &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
+        work: BatchWork,
         tap: Option<&mut PosteriorTap>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let dim = problem.dataset.dim;
+        let (first_particle, steps) = (work.first_particle, work.steps.clone());
         let schedule = problem.schedule;
         let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
             Some(tap) => {
@@ -216,69 +184,60 @@ impl ReferenceEngine {
             None => (&[], 0, Vec::new()),
         };
         // One particle per work item: an f64 particle-step is slow, so items balance well.
-        run_blocks(
-            dim,
-            1,
-            initial,
-            state,
-            steps.clone(),
-            cancel,
-            on_step,
-            |i, x0, out| {
-                let particle = first_particle + i as u64;
-                let mut x = vec![0.0; dim];
-                match x0 {
-                    Some(x0) => {
-                        fill_normals_f64(problem.seed, particle, INITIAL_NOISE_STEP, &mut x);
-                        x.iter_mut().for_each(|v| *v *= problem.initial_std);
-                        for (o, v) in x0.iter_mut().zip(&x) {
-                            *o = *v as f32;
-                        }
-                    }
-                    // A state saved between ranges is f32: the f64 trajectory is rounded there.
-                    None => x
-                        .iter_mut()
-                        .zip(out.iter())
-                        .for_each(|(v, o)| *v = *o as f64),
-                }
-                let mut z = vec![0.0; dim];
-                let mut piece = if i < tap_rows {
-                    pieces[i].lock().expect("tap piece").take()
-                } else {
-                    None
-                };
-                for k in steps.clone() {
-                    let step = &problem.steps[k];
-                    if let Some(j) = tap_steps.iter().position(|&t| t == k) {
-                        let rounded: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-                        x.iter_mut().zip(&rounded).for_each(|(v, &r)| *v = r as f64);
-                        if let Some((max_weight, argmax)) = piece.as_mut() {
-                            let point = ScorePoint {
-                                tau: step.tau,
-                                mean_scale: step.mean_scale,
-                                sigma2: step.sigma2,
-                                variance: step.sigma2,
-                            };
-                            let (w, a) = max_weight_of(problem.dataset, &rounded, &point);
-                            max_weight[j] = w as f32;
-                            argmax[j] = a;
-                        }
-                    }
-                    match problem.sampler {
-                        SamplerKind::Em => {
-                            fill_normals_f64(problem.seed, particle, step.index, &mut z);
-                            em_step(problem.dataset, &schedule, step, &mut x, &z);
-                        }
-                        SamplerKind::Heun => {
-                            let next = problem.steps.get(k + 1);
-                            heun_step(problem.dataset, &schedule, step, next, &mut x);
-                        }
+        run_blocks(dim, 1, work, |i, x0, out| {
+            let particle = first_particle + i as u64;
+            let mut x = vec![0.0; dim];
+            match x0 {
+                Some(x0) => {
+                    fill_normals_f64(problem.seed, particle, INITIAL_NOISE_STEP, &mut x);
+                    x.iter_mut().for_each(|v| *v *= problem.initial_std);
+                    for (o, v) in x0.iter_mut().zip(&x) {
+                        *o = *v as f32;
                     }
                 }
-                for (o, v) in out.iter_mut().zip(&x) {
-                    *o = *v as f32;
+                // A state saved between ranges is f32: the f64 trajectory is rounded there.
+                None => x
+                    .iter_mut()
+                    .zip(out.iter())
+                    .for_each(|(v, o)| *v = *o as f64),
+            }
+            let mut z = vec![0.0; dim];
+            let mut piece = if i < tap_rows {
+                pieces[i].lock().expect("tap piece").take()
+            } else {
+                None
+            };
+            for k in steps.clone() {
+                let step = &problem.steps[k];
+                if let Some(j) = tap_steps.iter().position(|&t| t == k) {
+                    let rounded: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                    x.iter_mut().zip(&rounded).for_each(|(v, &r)| *v = r as f64);
+                    if let Some((max_weight, argmax)) = piece.as_mut() {
+                        let point = ScorePoint {
+                            tau: step.tau,
+                            mean_scale: step.mean_scale,
+                            sigma2: step.sigma2,
+                            variance: step.sigma2,
+                        };
+                        let (w, a) = max_weight_of(problem.dataset, &rounded, &point);
+                        max_weight[j] = w as f32;
+                        argmax[j] = a;
+                    }
                 }
-            },
-        )
+                match problem.sampler {
+                    SamplerKind::Em => {
+                        fill_normals_f64(problem.seed, particle, step.index, &mut z);
+                        em_step(problem.dataset, &schedule, step, &mut x, &z);
+                    }
+                    SamplerKind::Heun => {
+                        let next = problem.steps.get(k + 1);
+                        heun_step(problem.dataset, &schedule, step, next, &mut x);
+                    }
+                }
+            }
+            for (o, v) in out.iter_mut().zip(&x) {
+                *o = *v as f32;
+            }
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! batches (memory) and hands each finished batch to a sink (files, images, metrics).
 
 use crate::engine::gpu::DeviceOutputs;
-use crate::engine::{Engine, Problem, SamplerKind};
+use crate::engine::{BatchWork, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
 use crate::model::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
@@ -507,15 +507,8 @@ pub fn run_checkpointed(
         // Whether the batch's initial noise has been drawn (a resumed batch has it).
         let mut begun = step > 0;
         if !begun && observe.contains(&0) {
-            engine.advance_batch(
-                &problem,
-                first,
-                Some(&mut *initial),
-                samples,
-                0..0,
-                cancel,
-                &mut |_| {},
-            )?;
+            let noise = BatchWork::new(first, Some(&mut *initial), samples, 0..0);
+            engine.advance_batch(&problem, noise.cancellable_by(cancel))?;
             begun = true;
             let observing = Instant::now();
             sink.observe(first, 0, samples)?;
@@ -542,34 +535,22 @@ pub fn run_checkpointed(
                 progress.advance_to(done_before + n as u64 * done as u64)
             };
             let tapped = tap_rows > 0 && tap_steps.iter().any(|k| (step..end).contains(k));
+            let from_noise = if begun { None } else { Some(&mut *initial) };
+            let work = BatchWork::new(first, from_noise, samples, step..end)
+                .cancellable_by(cancel)
+                .reporting_to(&mut on_step);
             let outcome = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted(String::new()))
             } else if tapped {
-                engine.advance_batch_tapped(
-                    &problem,
-                    first,
-                    if begun { None } else { Some(&mut *initial) },
-                    samples,
-                    step..end,
-                    &mut crate::engine::PosteriorTap {
-                        steps: &tap_steps,
-                        rows: tap_rows,
-                        max_weight: &mut tap_weight,
-                        argmax: &mut tap_argmax,
-                    },
-                    cancel,
-                    &mut on_step,
-                )
+                let mut tap = crate::engine::PosteriorTap {
+                    steps: &tap_steps,
+                    rows: tap_rows,
+                    max_weight: &mut tap_weight,
+                    argmax: &mut tap_argmax,
+                };
+                engine.advance_batch_tapped(&problem, work, &mut tap)
             } else {
-                engine.advance_batch(
-                    &problem,
-                    first,
-                    if begun { None } else { Some(&mut *initial) },
-                    samples,
-                    step..end,
-                    cancel,
-                    &mut on_step,
-                )
+                engine.advance_batch(&problem, work)
             };
             if let Err(e) = outcome {
                 progress.finish();

@@ -22,6 +22,9 @@
 //! - Every particle's arithmetic (its own accumulators, the fixed block order, its own
 //!   recompute decisions) is independent of which particles share its tile or work item,
 //!   so results are bit-identical for any batch size or thread count on a given ISA.
+//!
+//! One algorithm, kept in one file though it is over 800 lines: the blocking, the register
+//! tiles, the error bounds and the online softmax share their layout and invariants.
 
 use super::approx::{exp2, mad};
 use super::cull::{dead_panels, panel_order, PanelBalls};
@@ -245,12 +248,22 @@ impl Scratch {
     }
 }
 
+/// The updates a work item's particles go through, and where their noise comes from.
+#[derive(Clone, Copy)]
+pub struct ItemSteps<'a> {
+    /// The step records (em steps, or the halves of Heun steps), in order.
+    pub updates: &'a [StepRecord],
+    /// The run's Philox key.
+    pub key: [u32; 2],
+    /// The global index of the item's row 0 (its noise stream).
+    pub first_particle: u64,
+}
+
 isa_dispatch! {
     /// Run one work item's particles (`xs`: `particles` rows of `dim`, row-major, updated in
-    /// place) through `updates`, on `isa`. `partials` (same shape as `xs`) carries the Heun
-    /// corrector's known part between halves. `first_particle` is the global index of row 0
-    /// (for the noise). `tap`: for the updates whose index is listed (`tap.0`), the
-    /// posterior of the first `tap.1.len() / tap.0.len()` rows goes to
+    /// place) through `steps.updates`, on `isa`. `partials` (same shape as `xs`) carries the
+    /// Heun corrector's known part between halves. `tap`: for the updates whose index is
+    /// listed (`tap.0`), the posterior of the first `tap.1.len() / tap.0.len()` rows goes to
     /// `tap.1[record * rows + row]`.
     ///
     /// [`advance_with`] with the lane type, register tile and FMA of `isa`, compiled for
@@ -259,36 +272,32 @@ isa_dispatch! {
         training: &TrainingPanels,
         xs: &mut [f32],
         partials: &mut [f32],
-        updates: &[StepRecord],
-        key: [u32; 2],
-        first_particle: u64,
+        steps: ItemSteps,
         scratch: &mut Scratch,
         tap: Option<(&[usize], &mut [PosteriorSample])>,
     ) {
-        Avx512 => advance_with::<Fused16, 8, true>(
-            training, xs, partials, updates, key, first_particle, scratch, tap,
-        ),
-        Avx2 => advance_with::<x86::Avx2x16, 3, true>(
-            training, xs, partials, updates, key, first_particle, scratch, tap,
-        ),
-        Portable => advance_with::<Portable16, 1, false>(
-            training, xs, partials, updates, key, first_particle, scratch, tap,
-        ),
+        Avx512 => advance_with::<Fused16, 8, true>(training, xs, partials, steps, scratch, tap),
+        Avx2 => advance_with::<x86::Avx2x16, 3, true>(training, xs, partials, steps, scratch, tap),
+        Portable => {
+            advance_with::<Portable16, 1, false>(training, xs, partials, steps, scratch, tap)
+        }
     }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     training: &TrainingPanels,
     xs: &mut [f32],
     partials: &mut [f32],
-    updates: &[StepRecord],
-    key: [u32; 2],
-    first_particle: u64,
+    steps: ItemSteps,
     scratch: &mut Scratch,
     mut tap: Option<(&[usize], &mut [PosteriorSample])>,
 ) {
+    let ItemSteps {
+        updates,
+        key,
+        first_particle,
+    } = steps;
     let dim = training.dim;
     let particles = xs.len() / dim;
     assert!(scratch.rows >= particles && scratch.rows.is_multiple_of(R));

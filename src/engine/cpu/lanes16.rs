@@ -28,11 +28,19 @@ pub trait Lanes16: Copy {
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
 }
 
+/// 16 lanes as a plain array, with fused multiply-adds (`FUSED`) or without: inside the
+/// AVX-512 wrapper LLVM keeps the fused one in one zmm register (the AVX-512 intrinsics
+/// need Rust 1.89; the crate's MSRV is 1.87).
 #[derive(Clone, Copy)]
-pub struct Portable16([f32; 16]);
+pub struct Array16<const FUSED: bool>([f32; 16]);
 
-impl Lanes16 for Portable16 {
-    const FMA: bool = false;
+/// The portable lanes: no FMA, as on a CPU without it.
+pub type Portable16 = Array16<false>;
+/// The AVX-512 lanes: FMA.
+pub type Fused16 = Array16<true>;
+
+impl<const FUSED: bool> Lanes16 for Array16<FUSED> {
+    const FMA: bool = FUSED;
     #[inline(always)]
     unsafe fn zero() -> Self {
         Self([0.0; 16])
@@ -51,37 +59,12 @@ impl Lanes16 for Portable16 {
     }
     #[inline(always)]
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-        Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
-    }
-}
-
-/// 16 lanes with fused multiply-adds, as a plain array: inside the AVX-512 wrapper LLVM
-/// keeps it in one zmm register (the AVX-512 intrinsics need Rust 1.89; the crate's MSRV
-/// is 1.87).
-#[derive(Clone, Copy)]
-pub struct Fused16([f32; 16]);
-
-impl Lanes16 for Fused16 {
-    const FMA: bool = true;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        Self([0.0; 16])
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        Self([v; 16])
-    }
-    #[inline(always)]
-    unsafe fn load(src: &[f32; 16]) -> Self {
-        Self(*src)
-    }
-    #[inline(always)]
-    unsafe fn store(self, dst: &mut [f32; 16]) {
-        *dst = self.0;
-    }
-    #[inline(always)]
-    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-        Self(std::array::from_fn(|l| self.0[l].mul_add(b.0[l], c.0[l])))
+        // A constant branch: each instance compiles to one of the two.
+        if FUSED {
+            Self(std::array::from_fn(|l| self.0[l].mul_add(b.0[l], c.0[l])))
+        } else {
+            Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
+        }
     }
 }
 

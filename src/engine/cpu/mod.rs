@@ -17,11 +17,10 @@ pub mod reduce_general;
 pub mod score;
 
 use crate::engine::records::{StepRecords, MAX_DIM, MAX_DIMENSION};
-use crate::engine::{Backend, Engine, Problem};
+use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem};
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 use rayon::prelude::*;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Most particles per rayon work item (a multiple of `fast::MAX_LANES`).
@@ -189,26 +188,25 @@ pub(crate) fn run_with_progress<F>(
     on_step(steps);
 }
 
-/// Run `item` over the particles in work items of `block` particles, rayon in parallel,
-/// with step progress for `on_step` and Ctrl-C: `item` gets the work item's index, its
-/// slice of `initial` (where the batch starts from the initial noise) and of `state`, and
-/// runs them through all the steps of `steps`. Once `cancel` is set the items not yet
-/// started are skipped and the batch returns `Error::Interrupted`. The engines' paths
-/// share this so that their work items, progress and cancelling stay the same.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_blocks<F>(
-    dim: usize,
-    block: usize,
-    initial: Option<&mut [f32]>,
-    state: &mut [f32],
-    steps: Range<usize>,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
-    item: F,
-) -> Result<()>
+/// Run `item` over the particles of `work` in work items of `block` particles, rayon in
+/// parallel, with step progress for `work.on_step` and Ctrl-C: `item` gets the work item's
+/// index, its slice of `work.initial` (where the batch starts from the initial noise) and
+/// of `work.state`, and runs them through all the steps of `work.steps`. Once
+/// `work.cancel` is set the items not yet started are skipped and the batch returns
+/// `Error::Interrupted`. The engines' paths share this so that their work items, progress
+/// and cancelling stay the same.
+pub(crate) fn run_blocks<F>(dim: usize, block: usize, work: BatchWork, item: F) -> Result<()>
 where
     F: Fn(usize, Option<&mut [f32]>, &mut [f32]) + Sync,
 {
+    let BatchWork {
+        initial,
+        state,
+        steps,
+        cancel,
+        mut on_step,
+        ..
+    } = work;
     let n = state.len() / dim;
     let skipped = AtomicBool::new(false);
     let start = steps.start;
@@ -223,7 +221,11 @@ where
     run_with_progress(
         n,
         steps.len(),
-        &mut |k| on_step(start + k),
+        &mut |k| {
+            if let Some(on_step) = on_step.as_mut() {
+                on_step(start + k)
+            }
+        },
         |done| match initial {
             Some(initial) => initial
                 .par_chunks_mut(block * dim)
@@ -270,13 +272,8 @@ impl Engine for CpuEngine {
     fn advance_steps(
         &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        state: &mut [f32],
-        steps: Range<usize>,
-        tap: Option<&mut crate::engine::PosteriorTap>,
-        cancel: &AtomicBool,
-        on_step: &mut dyn FnMut(usize),
+        work: BatchWork,
+        tap: Option<&mut PosteriorTap>,
     ) -> Result<()> {
         // The SIMD engine for D <= 4, the fused attention kernel (em and heun) above.
         let (cull, stats, prepared) = (self.cull, &mut self.stats, &mut self.prepared);
@@ -293,28 +290,10 @@ impl Engine for CpuEngine {
             return Err(Error::invalid("dataset", "the training set is empty"));
         }
         match PreparedTraining::of(prepared, problem, cull) {
-            PreparedTraining::Panels { panels, .. } => advance_attention(
-                problem,
-                first_particle,
-                initial,
-                state,
-                steps,
-                cancel,
-                on_step,
-                tap,
-                (panels.as_ref(), stats),
-            ),
-            PreparedTraining::Lanes { points, .. } => advance_fast(
-                problem,
-                first_particle,
-                initial,
-                state,
-                steps,
-                tap,
-                cancel,
-                on_step,
-                points,
-            ),
+            PreparedTraining::Panels { panels, .. } => {
+                advance_attention(problem, work, tap, (panels.as_ref(), stats))
+            }
+            PreparedTraining::Lanes { points, .. } => advance_fast(problem, work, tap, points),
         }
     }
 }
@@ -322,20 +301,16 @@ impl Engine for CpuEngine {
 /// The D <= 4 path: the SIMD engine (`fast.rs`) on `training` (padded to 4 lanes, prepared
 /// once per dataset) over work items of `block_len` particles,
 /// filling `tap` where given.
-#[allow(clippy::too_many_arguments)]
 fn advance_fast(
     problem: &Problem,
-    first_particle: u64,
-    initial: Option<&mut [f32]>,
-    state: &mut [f32],
-    steps: Range<usize>,
-    tap: Option<&mut crate::engine::PosteriorTap>,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
+    work: BatchWork,
+    tap: Option<&mut PosteriorTap>,
     training: &[[f32; 4]],
 ) -> Result<()> {
     {
         let dim = problem.dataset.dim;
+        let (first_particle, steps) = (work.first_particle, work.steps.clone());
+        let particles = work.state.len() / dim;
         // The SIMD engine runs records: one per em step, or the halves of each heun step.
         let plan = StepRecords::new(problem.sampler, problem.steps, steps.clone());
         let fast_steps: Vec<fast::FastStep> = plan
@@ -351,7 +326,7 @@ fn advance_fast(
             initial_std: problem.initial_std as f32,
         };
         let isa = Isa::selected()?;
-        let block = block_len(state.len() / dim);
+        let block = block_len(particles);
         let mut slots = vec![None; fast_steps.len()];
         // Each work item's piece of the tap's buffers (row-major, so consecutive rows are
         // one contiguous piece), taken by the item that owns those rows.
@@ -359,7 +334,7 @@ fn advance_fast(
         let (records, tap_rows, pieces): (usize, usize, Vec<Piece>) = match tap {
             Some(tap) => {
                 tap.check();
-                assert!(tap.rows <= state.len() / dim, "tap rows beyond the batch");
+                assert!(tap.rows <= particles, "tap rows beyond the batch");
                 for (j, &k) in tap.steps.iter().enumerate() {
                     if steps.contains(&k) {
                         // A tapped step evaluates its score at its first record (em: its
@@ -380,41 +355,25 @@ fn advance_fast(
         };
         // A work item runs its particles through all the steps of the range: Ctrl-C stops
         // the batch at the next work item.
-        run_blocks(
-            dim,
-            block,
-            initial,
-            state,
-            steps,
-            cancel,
-            on_step,
-            |c, initial, state| {
-                let first = first_particle + (c * block) as u64;
-                let piece = pieces
-                    .get(c)
-                    .and_then(|p| p.lock().expect("tap piece").take());
-                match piece {
-                    Some((max_weight, argmax)) if records > 0 => {
-                        let mut chunk_tap = fast::ChunkTap {
-                            slots: &slots,
-                            records,
-                            rows: tap_rows.saturating_sub(c * block).min(block),
-                            max_weight,
-                            argmax,
-                        };
-                        fast::advance_tapped(
-                            &kernel,
-                            isa,
-                            first,
-                            initial,
-                            state,
-                            Some(&mut chunk_tap),
-                        );
-                    }
-                    _ => fast::advance(&kernel, isa, first, initial, state),
+        run_blocks(dim, block, work, |c, initial, state| {
+            let first = first_particle + (c * block) as u64;
+            let piece = pieces
+                .get(c)
+                .and_then(|p| p.lock().expect("tap piece").take());
+            match piece {
+                Some((max_weight, argmax)) if records > 0 => {
+                    let mut chunk_tap = fast::ChunkTap {
+                        slots: &slots,
+                        records,
+                        rows: tap_rows.saturating_sub(c * block).min(block),
+                        max_weight,
+                        argmax,
+                    };
+                    fast::advance_tapped(&kernel, isa, first, initial, state, Some(&mut chunk_tap));
                 }
-            },
-        )
+                _ => fast::advance(&kernel, isa, first, initial, state),
+            }
+        })
     }
 }
 
@@ -434,19 +393,14 @@ fn attention_block_len(particles: usize, isa: Isa) -> usize {
 /// an optional posterior tap. Rayon over work items; each item's particles start from
 /// their initial noise (`init_noise_into`, the shader's loop over lane blocks) or their
 /// saved positions, and run through all steps of the range.
-#[allow(clippy::too_many_arguments)]
 fn advance_attention(
     problem: &Problem,
-    first_particle: u64,
-    initial: Option<&mut [f32]>,
-    state: &mut [f32],
-    steps: Range<usize>,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
-    tap: Option<&mut crate::engine::PosteriorTap>,
+    work: BatchWork,
+    tap: Option<&mut PosteriorTap>,
     (training, stats): (&attention::TrainingPanels, &mut PairStats),
 ) -> Result<()> {
     let dim = problem.dataset.dim;
+    let (first_particle, steps) = (work.first_particle, work.steps.clone());
     let pairs = std::sync::atomic::AtomicU64::new(0);
     let culled = std::sync::atomic::AtomicU64::new(0);
     // The updates of the range and, per tapped step, the index of its (first) update.
@@ -474,62 +428,55 @@ fn advance_attention(
     let key = crate::model::philox::seed_key(problem.seed);
     let isa = Isa::selected()?;
     let initial_std = problem.initial_std as f32;
-    let block = attention_block_len(state.len() / dim, isa);
-    let result = run_blocks(
-        dim,
-        block,
-        initial,
-        state,
-        steps,
-        cancel,
-        on_step,
-        |c, initial, rows| {
-            let first_row = c * block;
-            let first = first_particle + first_row as u64;
-            if let Some(initial) = initial {
-                for (r, x) in initial.chunks_exact_mut(dim).enumerate() {
-                    init_noise::init_noise_into(problem.seed, first + r as u64, initial_std, x);
-                }
-                rows.copy_from_slice(initial);
+    let block = attention_block_len(work.state.len() / dim, isa);
+    let result = run_blocks(dim, block, work, |c, initial, rows| {
+        let first_row = c * block;
+        let first = first_particle + first_row as u64;
+        if let Some(initial) = initial {
+            for (r, x) in initial.chunks_exact_mut(dim).enumerate() {
+                init_noise::init_noise_into(problem.seed, first + r as u64, initial_std, x);
             }
-            let particles = rows.len() / dim;
-            let mut scratch =
-                attention::Scratch::new(particles, attention::tile_rows(isa), training);
-            let mut partials = vec![0f32; rows.len()];
-            let item_tap_rows = tap_rows.saturating_sub(first_row).min(particles);
-            let tapped_updates: Vec<usize> = tap_records.iter().map(|&(_, u)| u).collect();
-            let mut local = vec![(f32::NAN, u32::MAX); tapped_updates.len() * item_tap_rows];
-            let item_tap = (item_tap_rows > 0 && !tapped_updates.is_empty())
-                .then_some((&tapped_updates[..], &mut local[..]));
-            attention::advance(
-                isa,
-                training,
-                rows,
-                &mut partials,
-                &updates,
-                key,
-                first,
-                &mut scratch,
-                item_tap,
-            );
-            pairs.fetch_add(scratch.pairs, Ordering::Relaxed);
-            culled.fetch_add(scratch.culled_pairs, Ordering::Relaxed);
-            if let (Some(out), true) = (&tap_out, item_tap_rows > 0) {
-                // The tap's layout is row-major: row r's value at steps[record] sits at
-                // r * records + record.
-                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-                let (max_weight, argmax) = &mut *out;
-                for (j, &(record, _)) in tap_records.iter().enumerate() {
-                    for r in 0..item_tap_rows {
-                        let (w, i) = local[j * item_tap_rows + r];
-                        let at = (first_row + r) * records + record;
-                        max_weight[at] = w;
-                        argmax[at] = i;
-                    }
+            rows.copy_from_slice(initial);
+        }
+        let particles = rows.len() / dim;
+        let mut scratch = attention::Scratch::new(particles, attention::tile_rows(isa), training);
+        let mut partials = vec![0f32; rows.len()];
+        let item_tap_rows = tap_rows.saturating_sub(first_row).min(particles);
+        let tapped_updates: Vec<usize> = tap_records.iter().map(|&(_, u)| u).collect();
+        let mut local = vec![(f32::NAN, u32::MAX); tapped_updates.len() * item_tap_rows];
+        let item_tap = (item_tap_rows > 0 && !tapped_updates.is_empty())
+            .then_some((&tapped_updates[..], &mut local[..]));
+        let item_steps = attention::ItemSteps {
+            updates: &updates,
+            key,
+            first_particle: first,
+        };
+        attention::advance(
+            isa,
+            training,
+            rows,
+            &mut partials,
+            item_steps,
+            &mut scratch,
+            item_tap,
+        );
+        pairs.fetch_add(scratch.pairs, Ordering::Relaxed);
+        culled.fetch_add(scratch.culled_pairs, Ordering::Relaxed);
+        if let (Some(out), true) = (&tap_out, item_tap_rows > 0) {
+            // The tap's layout is row-major: row r's value at steps[record] sits at
+            // r * records + record.
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+            let (max_weight, argmax) = &mut *out;
+            for (j, &(record, _)) in tap_records.iter().enumerate() {
+                for r in 0..item_tap_rows {
+                    let (w, i) = local[j * item_tap_rows + r];
+                    let at = (first_row + r) * records + record;
+                    max_weight[at] = w;
+                    argmax[at] = i;
                 }
             }
-        },
-    );
+        }
+    });
     stats.pairs += pairs.into_inner();
     stats.culled += culled.into_inner();
     result

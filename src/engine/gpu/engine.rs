@@ -1,7 +1,11 @@
 //! The GPU sampler: particles stay in one storage buffer for all steps; the host encodes
 //! one `em_step` dispatch per step (per-step parameters selected by a dynamic uniform
 //! offset into a buffer uploaded once per run) and reads back only at the end.
+//! This file holds the engine's device state (pipelines, buffers, bind groups); its
+//! children `steps.rs` advance a batch through its steps and `score.rs` evaluates the
+//! score at query points.
 
+mod score;
 mod steps;
 use steps::Timestamps;
 
@@ -21,7 +25,7 @@ use crate::engine::records::{
     chunk_points, hardware_chunk_points, training_chunks_of, ChunkParams, RunParams, StepParams,
     StepRecord, StepRecords, GENERAL_PARTICLES, MAX_DIM, MAX_DIMENSION,
 };
-use crate::engine::{Backend, Engine, PosteriorTap, Problem, SamplerKind};
+use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
@@ -636,81 +640,6 @@ impl GpuEngine {
         }
         check_training_fits(n_train, dim, self.ctx.max_storage_bytes())
     }
-
-    /// Evaluate the empirical score at `points` (row-major, dimension `dataset.dim`) at
-    /// forward time `tau`, with the GPU score kernel.
-    pub fn evaluate_score(
-        &mut self,
-        dataset: &Dataset,
-        schedule: &VpSchedule,
-        tau: f64,
-        points: &[f32],
-    ) -> Result<Vec<f32>> {
-        let dim = dataset.dim;
-        self.check_problem(dim, dataset.len())?;
-        let n = points.len() / dim;
-        let bytes = (points.len() * 4) as u64;
-        if n > self.max_batch_particles(dim) {
-            let max = self.ctx.max_storage_bytes();
-            return Err(Error::invalid(
-                "points",
-                format!(
-                    "{n} query points of dimension {dim} need {} bytes of coordinates and {} \
-                     bytes of softmax state, over this adapter's largest storage buffer \
-                     binding of {max} bytes; evaluate them in smaller sets",
-                    bytes,
-                    n as u64 * state_bytes_per_particle(dim)
-                ),
-            ));
-        }
-        let chunk_points = self.chunk_points_for(dim, n);
-        self.prepare_problem(
-            dataset,
-            bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
-            chunk_points,
-        );
-        self.prepare_batch(bytes.max(16), dim);
-        let general = dim > MAX_DIM;
-        let score_pipeline = self.pipeline_for(
-            match (general, self.uses_tiled(dataset.len())) {
-                (true, _) => &SCORE_GENERAL_STAGE,
-                (false, true) => &SCORE_TILED_STAGE,
-                (false, false) => &SCORE_STAGE,
-            },
-            dim,
-        );
-        let (gx, gy) = if general {
-            self.general_grid(n)
-        } else {
-            self.reduction_grid(n)
-        };
-        // The score stages find their particles from the grid (threads_per_row unused).
-        let run = RunParams::new(0, 0, n as u32, dim as u32, dataset.len() as u32);
-        let queue = &self.ctx.queue;
-        queue.write_buffer(&self.run_params, 0, bytemuck::bytes_of(&run));
-        let batch = self.batch.as_mut().unwrap();
-        batch.resident = None;
-        queue.write_buffer(&batch.particles, 0, bytemuck::cast_slice(points));
-        let main = self.main_bind_group();
-        let step = self.step_bind_group();
-        let chunk_group = self.chunk_bind_group();
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&score_pipeline);
-            pass.set_bind_group(0, &main, &[]);
-            pass.set_bind_group(1, &step, &[0]);
-            for offset in self.chunk_offsets() {
-                pass.set_bind_group(2, &chunk_group, &[offset]);
-                pass.dispatch_workgroups(gx, gy, 1);
-            }
-        }
-        queue.submit([encoder.finish()]);
-        let out = self
-            .ctx
-            .read_buffer(&self.batch.as_ref().unwrap().scratch, bytes)?;
-        Ok(bytemuck::cast_slice(&out).to_vec())
-    }
 }
 
 /// Bytes of online-softmax state a particle carries between chunk dispatches: two vec4
@@ -777,24 +706,10 @@ impl Engine for GpuEngine {
     fn advance_steps(
         &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        samples: &mut [f32],
-        steps: std::ops::Range<usize>,
+        work: BatchWork,
         tap: Option<&mut PosteriorTap>,
-        cancel: &std::sync::atomic::AtomicBool,
-        on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        self.advance(
-            problem,
-            first_particle,
-            initial,
-            samples,
-            steps,
-            tap,
-            cancel,
-            on_step,
-        )
+        self.advance(problem, work, tap)
     }
 }
 

@@ -4,6 +4,7 @@
 const PARAMS: &str = include_str!("../../../shaders/common/params.wgsl");
 const PHILOX: &str = include_str!("../../../shaders/common/philox.wgsl");
 const SCORE_COMMON: &str = include_str!("../../../shaders/common/score.wgsl");
+const STEP_BINDINGS: &str = include_str!("../../../shaders/common/step_bindings.wgsl");
 const TRAINING_SIMPLE: &str = include_str!("../../../shaders/common/training_simple.wgsl");
 const TRAINING_TILED: &str = include_str!("../../../shaders/common/training_tiled.wgsl");
 const REDUCE_CHUNK: &str = include_str!("../../../shaders/common/reduce_chunk.wgsl");
@@ -68,9 +69,14 @@ const WORKGROUP_SIZE_OVERRIDE: Workgroup = Workgroup::Override("WORKGROUP_SIZE")
 const GENERAL_WORKGROUP: Workgroup = Workgroup::Fixed(crate::engine::records::GENERAL_WG as u32);
 
 impl Stage {
-    /// The complete WGSL module for this stage.
+    /// The complete WGSL module for this stage. The step and score stages take their
+    /// entry point from a shared snippet (common/reduce_chunk.wgsl,
+    /// common/reduce_general.wgsl), where it is a placeholder named here after the stage.
     pub fn source(&self) -> String {
-        self.parts.join("\n")
+        self.parts.join("\n").replace(
+            ENTRY_POINT_PLACEHOLDER,
+            &format!("fn {}(", self.entry_point),
+        )
     }
 
     /// The module of this stage specialised for dimension `dim`. D <= 4 stages reduce
@@ -132,6 +138,9 @@ impl Stage {
     }
 }
 
+/// The shared entry point's name in common/reduce_chunk.wgsl and common/reduce_general.wgsl.
+const ENTRY_POINT_PLACEHOLDER: &str = "fn STAGE_ENTRY_POINT(";
+
 /// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
 const LANES_DECLARATION: &str = "const LANES: u32 = 4u;";
 
@@ -160,6 +169,7 @@ pub const EM_STEP_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
         EM_STEP,
@@ -174,6 +184,7 @@ pub const EM_STEP_TILED_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_TILED,
         REDUCE_CHUNK,
         EM_STEP,
@@ -186,6 +197,7 @@ pub const SCORE_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
         SCORE,
@@ -198,6 +210,7 @@ pub const SCORE_TILED_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_TILED,
         REDUCE_CHUNK,
         SCORE,
@@ -212,6 +225,7 @@ pub const EM_STEP_GENERAL_STAGE: Stage = Stage {
         PHILOX,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         EM_STEP_GENERAL,
@@ -225,6 +239,7 @@ pub const SCORE_GENERAL_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         SCORE_GENERAL,
@@ -238,6 +253,7 @@ pub const HEUN_STEP_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_SIMPLE,
         REDUCE_CHUNK,
         HEUN_STEP,
@@ -251,6 +267,7 @@ pub const HEUN_STEP_TILED_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         TRAINING_TILED,
         REDUCE_CHUNK,
         HEUN_STEP,
@@ -264,6 +281,7 @@ pub const HEUN_STEP_GENERAL_STAGE: Stage = Stage {
         PARAMS,
         TAP_OFF,
         SCORE_COMMON,
+        STEP_BINDINGS,
         GENERAL_LANES_SHARED,
         REDUCE_GENERAL,
         HEUN_STEP_GENERAL,

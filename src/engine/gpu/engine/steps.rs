@@ -7,18 +7,20 @@ use super::*;
 
 impl GpuEngine {
     /// `Engine::advance_batch`, and `advance_batch_tapped` when `tap` is given.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn advance(
         &mut self,
         problem: &Problem,
-        first_particle: u64,
-        initial: Option<&mut [f32]>,
-        samples: &mut [f32],
-        steps: std::ops::Range<usize>,
+        work: BatchWork,
         tap: Option<&mut PosteriorTap>,
-        cancel: &std::sync::atomic::AtomicBool,
-        on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        let BatchWork {
+            first_particle,
+            initial,
+            state: samples,
+            steps,
+            cancel,
+            mut on_step,
+        } = work;
         let dim = problem.dataset.dim;
         self.check_problem(dim, problem.dataset.len())?;
         let n = samples.len() / dim;
@@ -220,7 +222,9 @@ impl GpuEngine {
                 })
                 .map_err(|e| self.ctx.wait_error(e))?;
             self.ctx.check()?;
-            on_step(done);
+            if let Some(on_step) = on_step.as_mut() {
+                on_step(done);
+            }
             // Ctrl-C: stop between submissions (those already queued finish unread).
             if done < n_steps && cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(Error::Interrupted("interrupted".into()));
