@@ -5,6 +5,7 @@ use crate::cli::options::ImageArgs;
 use crate::cli::parse::{parse_count, parse_count_usize};
 use crate::cli::print::print_summary;
 use crate::cli::progress::StepBar;
+use crate::density::heatmap::DensityGrid;
 use crate::engine::{Backend, SamplerKind};
 use crate::error::Result;
 use crate::io::out_dir::refuse_non_empty_out;
@@ -416,6 +417,8 @@ fn complete(
                 batches: timing.batches,
                 nearest_neighbours_on: nearest_on.into(),
                 density_on,
+                density_inexact: config.dataset.dim == 2
+                    && !DensityGrid::exact_for(range.end - range.start),
             },
             spec,
         },

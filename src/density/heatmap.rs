@@ -368,6 +368,18 @@ impl DensityGrid {
         }
     }
 
+    /// Whether every sum is exact: at most [`EXACT_PARTICLES`] particles were accumulated or
+    /// merged in. Past that a cell's sum may have wrapped (alike on every engine); run.json
+    /// says so (`density_inexact`).
+    pub fn is_exact(&self) -> bool {
+        Self::exact_for(self.deposits)
+    }
+
+    /// Whether a grid of `particles` deposits is exact (see [`is_exact`](Self::is_exact)).
+    pub fn exact_for(particles: u64) -> bool {
+        particles <= EXACT_PARTICLES
+    }
+
     /// Count `particles` more deposits (see [`add_sub_grid_rows`](Self::add_sub_grid_rows)).
     pub fn add_deposits(&mut self, particles: u64) {
         self.deposits = self.deposits.saturating_add(particles);

@@ -519,3 +519,23 @@ fn validation() {
     assert!(DensityGrid::new(sq, 10, 10, f64::NAN).is_err());
     assert!(DensityGrid::new(sq, MAX_SIDE, 1, 0.1).is_ok());
 }
+
+/// A grid past `EXACT_PARTICLES` deposits (accumulated, merged or read back) says so.
+#[test]
+fn grids_past_the_limit_are_not_exact() {
+    let extent = Extent::square(-1.0, 1.0).unwrap();
+    let mut grid = DensityGrid::new(extent, 8, 8, 0.1).unwrap();
+    assert!(grid.is_exact());
+    grid.add_deposits(EXACT_PARTICLES - 1);
+    grid.accumulate(&[0.0, 0.0]);
+    assert!(grid.is_exact());
+    let mut merged = grid.clone();
+    merged.merge(&grid).unwrap();
+    assert!(!merged.is_exact());
+    grid.accumulate(&[0.0, 0.0]);
+    assert!(!grid.is_exact());
+    let back = DensityGrid::from_raw(&grid.raw_meta(), grid.raw_counts().into_owned()).unwrap();
+    assert!(!back.is_exact());
+    assert!(DensityGrid::exact_for(EXACT_PARTICLES));
+    assert!(!DensityGrid::exact_for(EXACT_PARTICLES + 1));
+}
