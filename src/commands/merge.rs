@@ -51,6 +51,7 @@ fn shared_parameters(run: &RunReport) -> RunParameters {
     p.facts.particle_range = [0, 0];
     p.facts.batch_size = 0;
     p.facts.batches = 0;
+    p.facts.density_inexact = false;
     p
 }
 
@@ -310,6 +311,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
             files.push(name.to_string());
         }
     }
+    let mut density_inexact = false;
     for grid_name in ["samples", "initial"] {
         let raw = format!("{grid_name}_density_raw.npy");
         if in_files.contains(&raw) {
@@ -322,6 +324,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
                 }
             }
             let total = total.expect("at least one shard");
+            density_inexact |= !total.is_exact();
             // The merged folder is a whole run: no raw sums, like an unsharded run.
             let shading = spec.images.shading();
             files.extend(write_named(
@@ -358,6 +361,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
     let mut run = reference.run.clone();
     run.parameters.spec.shard = None;
     run.parameters.facts.particle_range = [0, particles];
+    run.parameters.facts.density_inexact = density_inexact;
     run.parameters.facts.batches = parts.iter().map(|q| q.run.parameters.facts.batches).sum();
     let mut devices: Vec<&str> = Vec::new();
     for part in &parts {

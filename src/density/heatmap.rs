@@ -57,8 +57,9 @@
 //! peak and added to an `i64`, so sums are exact, associative and order-independent: two
 //! batches equal one batch, and grids of shards added ([`DensityGrid::merge`], raw sums
 //! through [`DensityGrid::raw_counts`] / [`crate::image::grid_file::write_raw`]) equal the grid of the
-//! whole run, bit for bit, up to [`EXACT_PARTICLES`] (2^31 - 1) particles reaching one
-//! cell (beyond that the adds saturate rather than wrap). The rounding adds at most
+//! whole run, bit for bit. The sums are exact up to [`EXACT_PARTICLES`] (2^31 - 1) particles
+//! reaching one cell; past that they wrap modulo 2^64 on every engine, identically (CPU, GPU
+//! and merges add alike, so grids still agree bit for bit). The rounding adds at most
 //! `2^-33` of a peak per deposit (about 64 per particle on the split path). Reads convert
 //! the sums to f64 deterministically: the f64 values are a function of the integers only.
 //! Every f64 step (weights, fold) is taken in an order fixed by the grid's shape, whatever
@@ -158,7 +159,7 @@ pub struct DensityGrid {
     kernel: Kernel,
     store: Store,
     /// Particles accumulated or merged in so far (non-finite and far ones included): past
-    /// [`EXACT_PARTICLES`] the adds saturate.
+    /// [`EXACT_PARTICLES`] a cell's sum may have wrapped.
     deposits: u64,
 }
 
@@ -345,8 +346,9 @@ impl DensityGrid {
     /// Add the kernels of row-major `(n, 2)` points. Non-finite points are skipped, and so
     /// are points whose kernel does not reach the grid. Each kernel value is rounded to the
     /// fixed point once and added as an integer, so the result does not depend on how the
-    /// points are split into batches, on their order or on grids merged: bit for bit (up to
-    /// [`EXACT_PARTICLES`] particles reaching a cell).
+    /// points are split into batches, on their order or on grids merged: bit for bit, and
+    /// exact up to [`EXACT_PARTICLES`] particles reaching a cell (past that the sums wrap,
+    /// alike on every engine).
     pub fn accumulate(&mut self, points: &[f32]) {
         assert!(
             points.len().is_multiple_of(2),
@@ -356,15 +358,26 @@ impl DensityGrid {
         for sub in points.chunks(2 * SUB_BATCH) {
             let n = (sub.len() / 2) as u64;
             self.deposits = self.deposits.saturating_add(n);
-            let sat = self.deposits > EXACT_PARTICLES;
             match self.store {
                 Store::Direct(_) if self.kernel == Kernel::Histogram => {
-                    self.accumulate_histogram(sub, sat)
+                    self.accumulate_histogram(sub)
                 }
-                Store::Direct(_) => self.accumulate_direct(sub, sat),
-                Store::Split(_) => self.accumulate_split(sub, sat),
+                Store::Direct(_) => self.accumulate_direct(sub),
+                Store::Split(_) => self.accumulate_split(sub),
             }
         }
+    }
+
+    /// Whether every sum is exact: at most [`EXACT_PARTICLES`] particles were accumulated or
+    /// merged in. Past that a cell's sum may have wrapped (alike on every engine); run.json
+    /// says so (`density_inexact`).
+    pub fn is_exact(&self) -> bool {
+        Self::exact_for(self.deposits)
+    }
+
+    /// Whether a grid of `particles` deposits is exact (see [`is_exact`](Self::is_exact)).
+    pub fn exact_for(particles: u64) -> bool {
+        particles <= EXACT_PARTICLES
     }
 
     /// Count `particles` more deposits (see [`add_sub_grid_rows`](Self::add_sub_grid_rows)).

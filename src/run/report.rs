@@ -64,6 +64,11 @@ pub struct RunFacts {
     /// Where the density grids were computed (samples on the engine's GPU where it can
     /// serve the grid; see docs/density-images.md).
     pub density_on: DensityOn,
+    /// A density grid received more than `EXACT_PARTICLES` (2^31 - 1) particles: its sums
+    /// may have wrapped (identically on every engine, see docs/density-images.md). Written
+    /// only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub density_inexact: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -308,6 +308,8 @@ fn complete(
                 batches: timing.batches,
                 nearest_neighbours_on: nearest_on.into(),
                 density_on,
+                density_inexact: config.dataset.dim == 2
+                    && !crate::density::heatmap::DensityGrid::exact_for(range.end - range.start),
             },
             spec,
         },

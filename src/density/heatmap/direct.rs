@@ -3,7 +3,7 @@
 //! rows; and the histogram kernel (one unit on the nearest pixel).
 
 use super::density_isa;
-use super::fixed_point::{add_fixed, dequantize, quantize, EXACT_PARTICLES, SCALE};
+use super::fixed_point::{add_fixed, dequantize, quantize, SCALE};
 use super::weights::{kernel_weights, square_table};
 use super::{cutoff_sigmas, linspace_at, DensityGrid, Kernel, Store};
 use crate::isa::isa_dispatch;
@@ -104,7 +104,7 @@ impl DensityGrid {
 
     /// [`Kernel::Histogram`]: one whole unit (`2^QUANTUM_BITS`) on the pixel whose centre is
     /// nearest, for points within half a pixel of the extent's pixel centres.
-    pub(super) fn accumulate_histogram(&mut self, points: &[f32], sat: bool) {
+    pub(super) fn accumulate_histogram(&mut self, points: &[f32]) {
         let cells = self.histogram_cells(points, |_| true);
         let Store::Direct(direct) = &mut self.store else {
             unreachable!("histograms are direct stores")
@@ -112,11 +112,7 @@ impl DensityGrid {
         direct.pixels = OnceLock::new();
         let unit = SCALE as i64;
         for i in cells {
-            direct.acc[i] = if sat {
-                add_fixed::<true>(direct.acc[i], unit)
-            } else {
-                add_fixed::<false>(direct.acc[i], unit)
-            };
+            direct.acc[i] = add_fixed(direct.acc[i], unit);
         }
     }
 
@@ -183,18 +179,13 @@ impl DensityGrid {
         if matches!(self.store, Store::Split(_)) || self.deposits > 0 {
             return self.read_rows(r0, out);
         }
-        let sat = (points.len() / 2) as u64 > EXACT_PARTICLES;
         let mut acc = vec![0i64; out.len()];
         if self.kernel == Kernel::Histogram {
             let cells = self.histogram_cells(points, |i| i >= r0 * w && i < r1 * w);
             let unit = SCALE as i64;
             for i in cells {
                 let a = &mut acc[i - r0 * w];
-                *a = if sat {
-                    add_fixed::<true>(*a, unit)
-                } else {
-                    add_fixed::<false>(*a, unit)
-                };
+                *a = add_fixed(*a, unit);
             }
         } else {
             let footprints =
@@ -203,7 +194,7 @@ impl DensityGrid {
                 let ctx = self.band_context(footprints);
                 let threads = rayon::current_num_threads().max(1);
                 let sub = k.div_ceil(8 * threads).max(1);
-                ctx.add_bands(r0, sub, w, &mut acc, sat);
+                ctx.add_bands(r0, sub, w, &mut acc);
             }
         }
         out.par_iter_mut()
@@ -248,7 +239,7 @@ impl DensityGrid {
         Some((h - 1 - k) * w + c)
     }
 
-    pub(super) fn accumulate_direct(&mut self, points: &[f32], sat: bool) {
+    pub(super) fn accumulate_direct(&mut self, points: &[f32]) {
         let footprints = self.footprints(points, |_| true);
         if footprints.is_empty() {
             return;
@@ -264,7 +255,7 @@ impl DensityGrid {
             unreachable!("direct path without a direct store")
         };
         direct.pixels = OnceLock::new();
-        ctx.add_bands(0, band_rows, w, &mut direct.acc, sat);
+        ctx.add_bands(0, band_rows, w, &mut direct.acc);
     }
 }
 
@@ -290,33 +281,26 @@ pub(super) struct BandContext {
 
 impl BandContext {
     /// Add the kernels into `acc` (rows `first_row..` of `width` pixels), rayon over
-    /// bands of `band_rows` rows, with the saturating or the exact sum (`sat`).
+    /// bands of `band_rows` rows.
     pub(super) fn add_bands(
         &self,
         first_row: usize,
         band_rows: usize,
         width: usize,
         acc: &mut [i64],
-        sat: bool,
     ) {
         acc.par_chunks_mut(band_rows * width)
             .enumerate()
-            .for_each(|(band, rows)| {
-                if sat {
-                    self.add_band::<true>(first_row + band * band_rows, rows)
-                } else {
-                    self.add_band::<false>(first_row + band * band_rows, rows)
-                }
-            });
+            .for_each(|(band, rows)| self.add_band(first_row + band * band_rows, rows));
     }
 
     /// Add the kernels reaching rows `b0..` (as many as `rows` holds) into `rows`.
-    pub(super) fn add_band<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
-        add_band_on(density_isa(), self, b0, rows, SAT);
+    pub(super) fn add_band(&self, b0: usize, rows: &mut [i64]) {
+        add_band_on(density_isa(), self, b0, rows);
     }
 
     #[inline(always)]
-    pub(super) fn add_band_generic<const SAT: bool>(&self, b0: usize, rows: &mut [i64]) {
+    pub(super) fn add_band_generic(&self, b0: usize, rows: &mut [i64]) {
         let w = self.width;
         let b1 = b0 + rows.len() / w; // exclusive
         let first_top = b0.saturating_sub(self.span - 1);
@@ -352,7 +336,7 @@ impl BandContext {
                 // The fixed point's scale on the row weight (a power of two: exact).
                 let wys = wyv * SCALE;
                 for (dst, &wxv) in row.iter_mut().zip(&wx) {
-                    *dst = add_fixed::<SAT>(*dst, quantize(wys * wxv));
+                    *dst = add_fixed(*dst, quantize(wys * wxv));
                 }
             }
         }
@@ -362,18 +346,9 @@ impl BandContext {
 isa_dispatch! {
     /// [`BandContext::add_band_generic`] compiled for `isa` (wider f64 multiply-adds in the row
     /// loop; identical arithmetic, no FMA contraction, so results do not depend on the CPU).
-    fn add_band_on(direct: &BandContext, b0: usize, rows: &mut [i64], saturate: bool) {
-        Avx512 => add_band_with(direct, b0, rows, saturate),
-        Avx2 => add_band_with(direct, b0, rows, saturate),
-        Portable => add_band_with(direct, b0, rows, saturate),
-    }
-}
-
-#[inline(always)]
-fn add_band_with(direct: &BandContext, b0: usize, rows: &mut [i64], saturate: bool) {
-    if saturate {
-        direct.add_band_generic::<true>(b0, rows)
-    } else {
-        direct.add_band_generic::<false>(b0, rows)
+    fn add_band_on(direct: &BandContext, b0: usize, rows: &mut [i64]) {
+        Avx512 => direct.add_band_generic(b0, rows),
+        Avx2 => direct.add_band_generic(b0, rows),
+        Portable => direct.add_band_generic(b0, rows),
     }
 }

@@ -197,7 +197,7 @@ impl DensityGrid {
         Ok(())
     }
 
-    pub(super) fn accumulate_split(&mut self, points: &[f32], sat: bool) {
+    pub(super) fn accumulate_split(&mut self, points: &[f32]) {
         let Store::Split(split) = &self.store else {
             unreachable!("split path without a split store")
         };
@@ -225,13 +225,8 @@ impl DensityGrid {
         split.allocate();
         split.pixels = OnceLock::new();
         let ctx = &ctx;
-        let deposit = |(b, lo, rows): (usize, usize, &mut [i64])| {
-            if sat {
-                ctx.deposit_band::<true>(&parts, b, lo, rows)
-            } else {
-                ctx.deposit_band::<false>(&parts, b, lo, rows)
-            }
-        };
+        let deposit =
+            |(b, lo, rows): (usize, usize, &mut [i64])| ctx.deposit_band(&parts, b, lo, rows);
         let (half, stride) = (STENCIL / 2, plan.stride);
         // Band b writes sub-rows [b band - (half - 1), (b + 1) band + half): bands of one
         // parity never overlap, so each phase runs its bands side by side, and every sub-row
@@ -411,18 +406,12 @@ impl DepositContext {
     }
 
     /// Deposit band `b`'s particles into `rows` (sub-rows `lo..`, as many as it holds).
-    pub(super) fn deposit_band<const SAT: bool>(
-        &self,
-        parts: &Parts,
-        b: usize,
-        lo: usize,
-        rows: &mut [i64],
-    ) {
-        deposit_band_on(density_isa(), self, parts, b, lo, rows, SAT);
+    pub(super) fn deposit_band(&self, parts: &Parts, b: usize, lo: usize, rows: &mut [i64]) {
+        deposit_band_on(density_isa(), self, parts, b, lo, rows);
     }
 
     #[inline(always)]
-    pub(super) fn deposit_band_generic<const SAT: bool>(
+    pub(super) fn deposit_band_generic(
         &self,
         parts: &Parts,
         b: usize,
@@ -449,7 +438,7 @@ impl DepositContext {
                     // Through a local (loads before stores), so that it vectorizes.
                     let mut v = *dst;
                     for q in 0..STENCIL {
-                        v[q] = add_fixed::<SAT>(v[q], quantize(lk * lx[q]));
+                        v[q] = add_fixed(v[q], quantize(lk * lx[q]));
                     }
                     *dst = v;
                 }
@@ -461,25 +450,9 @@ impl DepositContext {
 isa_dispatch! {
     /// [`DepositContext::deposit_band_generic`] compiled for `isa` (wider multiply-adds; identical
     /// arithmetic, no FMA contraction, so results do not depend on the CPU).
-    fn deposit_band_on(split: &DepositContext, parts: &Parts, b: usize, lo: usize, rows: &mut [i64], saturate: bool) {
-        Avx512 => deposit_band_with(split, parts, b, lo, rows, saturate),
-        Avx2 => deposit_band_with(split, parts, b, lo, rows, saturate),
-        Portable => deposit_band_with(split, parts, b, lo, rows, saturate),
-    }
-}
-
-#[inline(always)]
-fn deposit_band_with(
-    split: &DepositContext,
-    parts: &Parts,
-    b: usize,
-    lo: usize,
-    rows: &mut [i64],
-    saturate: bool,
-) {
-    if saturate {
-        split.deposit_band_generic::<true>(parts, b, lo, rows)
-    } else {
-        split.deposit_band_generic::<false>(parts, b, lo, rows)
+    fn deposit_band_on(split: &DepositContext, parts: &Parts, b: usize, lo: usize, rows: &mut [i64]) {
+        Avx512 => split.deposit_band_generic(parts, b, lo, rows),
+        Avx2 => split.deposit_band_generic(parts, b, lo, rows),
+        Portable => split.deposit_band_generic(parts, b, lo, rows),
     }
 }

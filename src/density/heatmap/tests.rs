@@ -408,7 +408,70 @@ fn fixed_point_quantize_and_headroom() {
     assert!(worst <= 1.0 + 1e-12, "{worst}");
     let per_deposit = (SCALE * (1.0 + 1e-12)).ceil() as i128;
     assert!(EXACT_PARTICLES as i128 * per_deposit <= i64::MAX as i128);
-    assert_eq!(add_fixed::<true>(i64::MAX - 1, 5), i64::MAX);
+}
+
+/// Past `EXACT_PARTICLES` the sums wrap modulo 2^64 like the GPU's two-word adds
+/// (shaders/heatmap/deposit.wgsl), so they stay associative: any order of deposits, batches
+/// and merges gives the same bits.
+#[test]
+fn fixed_point_sums_wrap_like_the_gpu() {
+    assert_eq!(add_fixed(i64::MAX - 1, 5), i64::MIN + 3);
+    assert_eq!(add_fixed(i64::MIN + 1, -5), i64::MAX - 3);
+    assert_eq!(add_fixed(add_fixed(i64::MAX, 1), -1), i64::MAX);
+    // The GPU's add of (lo, hi) u32 words with a carry, written out.
+    let gpu_add = |acc: i64, d: i64| -> i64 {
+        let (acc, d) = (acc as u64, d as u64);
+        let (lo, carry) = (acc as u32).overflowing_add(d as u32);
+        let hi = ((acc >> 32) as u32)
+            .wrapping_add((d >> 32) as u32)
+            .wrapping_add(carry as u32);
+        ((u64::from(hi) << 32) | u64::from(lo)) as i64
+    };
+    let unit = SCALE as i64;
+    for (acc, d) in [
+        (i64::MAX - 1, 5),
+        (i64::MAX - unit / 2, unit),
+        (i64::MIN, -1),
+        (-1, 1),
+        (0xffff_ffff, 1),
+        (123, -456),
+    ] {
+        assert_eq!(add_fixed(acc, d), gpu_add(acc, d), "{acc} + {d}");
+    }
+    // Order-independent past the limit: a + b + c in two orders and as a merge.
+    let (a, b, c) = (i64::MAX - 3, unit, 7 * unit);
+    let left = add_fixed(add_fixed(a, b), c);
+    assert_eq!(left, add_fixed(add_fixed(c, a), b));
+    let mut merged = vec![a, 0];
+    add_counts(&mut merged, &[add_fixed(b, c), 0]);
+    assert_eq!(merged, [left, 0]);
+
+    // A grid whose cell is near the bound: one more particle wraps it (accumulate), and so
+    // does a merge and a sum deposited elsewhere (the GPU's path into a CPU grid).
+    let extent = Extent::square(-1.0, 1.0).unwrap();
+    let histogram = DensityGrid::with_kernel(extent, 4, 4, 0.1, Kernel::Histogram).unwrap();
+    let mut meta = histogram.raw_meta();
+    meta.deposits = EXACT_PARTICLES;
+    let mut counts = vec![0i64; 16];
+    let cell = histogram.histogram_cell(1.0, 1.0).unwrap();
+    counts[cell] = i64::MAX;
+    let mut near = DensityGrid::from_raw(&meta, counts.clone()).unwrap();
+    near.accumulate(&[1.0, 1.0]);
+    assert_eq!(near.raw_counts()[cell], i64::MAX.wrapping_add(unit));
+    let mut one = histogram.clone();
+    one.accumulate(&[1.0, 1.0]);
+    let mut merged = DensityGrid::from_raw(&meta, counts).unwrap();
+    merged.merge(&one).unwrap();
+    assert_eq!(merged.raw_counts(), near.raw_counts());
+
+    let mut split = DensityGrid::new(extent, 64, 64, 0.1).unwrap();
+    assert!(split.is_split());
+    let stride = split.raw_meta().shape[1];
+    split.add_sub_grid_rows(0, &vec![i64::MAX; stride]).unwrap();
+    split.add_sub_grid_rows(0, &vec![2; stride]).unwrap();
+    assert!(split.raw_counts()[..stride]
+        .iter()
+        .all(|&v| v == i64::MIN + 1));
 }
 
 #[test]
@@ -455,4 +518,24 @@ fn validation() {
     assert!(DensityGrid::new(sq, 10, 10, 0.0).is_err());
     assert!(DensityGrid::new(sq, 10, 10, f64::NAN).is_err());
     assert!(DensityGrid::new(sq, MAX_SIDE, 1, 0.1).is_ok());
+}
+
+/// A grid past `EXACT_PARTICLES` deposits (accumulated, merged or read back) says so.
+#[test]
+fn grids_past_the_limit_are_not_exact() {
+    let extent = Extent::square(-1.0, 1.0).unwrap();
+    let mut grid = DensityGrid::new(extent, 8, 8, 0.1).unwrap();
+    assert!(grid.is_exact());
+    grid.add_deposits(EXACT_PARTICLES - 1);
+    grid.accumulate(&[0.0, 0.0]);
+    assert!(grid.is_exact());
+    let mut merged = grid.clone();
+    merged.merge(&grid).unwrap();
+    assert!(!merged.is_exact());
+    grid.accumulate(&[0.0, 0.0]);
+    assert!(!grid.is_exact());
+    let back = DensityGrid::from_raw(&grid.raw_meta(), grid.raw_counts().into_owned()).unwrap();
+    assert!(!back.is_exact());
+    assert!(DensityGrid::exact_for(EXACT_PARTICLES));
+    assert!(!DensityGrid::exact_for(EXACT_PARTICLES + 1));
 }
