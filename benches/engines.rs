@@ -2,13 +2,14 @@
 //! with GPU timestamps is `memodiff bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use memodiff::density::extent::Extent;
-use memodiff::density::heatmap::{DensityGrid, DEFAULT_BANDWIDTH};
-use memodiff::engine::cpu::CpuEngine;
-use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
-use memodiff::engine::Engine;
-use memodiff::model::dataset::Dataset;
-use memodiff::run::driver::{run_collect, SampleConfig};
+use memodiff::testing::density::extent::Extent;
+use memodiff::testing::density::heatmap::{DensityGrid, DEFAULT_BANDWIDTH};
+use memodiff::testing::engine::cpu::CpuEngine;
+use memodiff::testing::engine::gpu::{AdapterChoice, GpuEngine};
+use memodiff::testing::engine::Engine;
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::run::driver::SampleConfig;
+use memodiff::testing::run::sampler::run_collect;
 
 fn config(particles: u64, n_train: usize) -> SampleConfig {
     let mut config = SampleConfig::new(Dataset::circle(n_train).unwrap());

@@ -67,6 +67,8 @@ impl Isa {
             .unwrap_or(Isa::Portable)
     }
 
+    // The unit tests' entry to the parsing; the process uses `selected`.
+    #[cfg(test)]
     /// The set named by `value` (the value of `MEMODIFF_CPU_ISA`; unset or empty: the
     /// fastest available). A name that is not a set, or a set this CPU cannot run, is an
     /// error naming the variable and the accepted values.

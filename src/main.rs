@@ -5,16 +5,16 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = memodiff::commands::Cli::parse();
+    let cli = memodiff::binary::Cli::parse();
     // Ctrl-C: the first one asks the run to stop at the next step boundary (temporary
     // files are removed, exit status 130); a second one exits at once.
     let _ = ctrlc::set_handler(|| {
         use std::sync::atomic::Ordering;
-        if memodiff::cli::INTERRUPTED.swap(true, Ordering::SeqCst) {
+        if memodiff::binary::INTERRUPTED.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
     });
-    match memodiff::commands::run(cli) {
+    match memodiff::binary::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e @ memodiff::Error::Interrupted(_)) => {
             eprintln!("error: {e}");

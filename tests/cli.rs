@@ -1079,8 +1079,8 @@ fn high_dimensional_npy_with_the_heun_sampler() {
 /// options at their defaults are not written; others are) and the facts derived from it.
 #[test]
 fn run_json_reads_back_as_the_typed_spec() {
-    use memodiff::run::report::RunReport;
-    use memodiff::run::spec::{RunSpec, DEFAULT_POSTERIOR_RECORDS};
+    use memodiff::testing::run::report::RunReport;
+    use memodiff::testing::run::spec::{RunSpec, DEFAULT_POSTERIOR_RECORDS};
     let tmp = tempfile::tempdir().unwrap();
     let (plain, custom) = (tmp.path().join("plain"), tmp.path().join("custom"));
     let small = ["--steps", "10", "--resolution", "16"];

@@ -3,9 +3,10 @@
 mod common;
 
 use common::scattered;
-use memodiff::engine::cpu::CpuEngine;
-use memodiff::model::dataset::Dataset;
-use memodiff::run::driver::{run_collect, SampleConfig};
+use memodiff::testing::engine::cpu::CpuEngine;
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::run::driver::SampleConfig;
+use memodiff::testing::run::sampler::run_collect;
 
 #[test]
 fn cpu_results_do_not_depend_on_batch_size() {
@@ -64,7 +65,7 @@ fn cpu_handles_dimensions_one_to_four() {
 
 #[test]
 fn cpu_engine_matches_reference_with_a_million_training_points() {
-    use memodiff::engine::reference::ReferenceEngine;
+    use memodiff::testing::engine::reference::ReferenceEngine;
     let mut config = SampleConfig::new(scattered(1_000_000, 2, 3));
     config.particles = 40;
     config.time_points = 4;
@@ -83,7 +84,7 @@ fn cpu_engine_matches_reference_with_a_million_training_points() {
 
 #[test]
 fn cpu_engine_matches_reference_at_tile_boundaries_and_dimensions() {
-    use memodiff::engine::reference::ReferenceEngine;
+    use memodiff::testing::engine::reference::ReferenceEngine;
     // N = 1, below a tile, around the AVX-512 tile (64) and the AVX2 tile (128), around
     // the shaders' block (256), and several tiles with a ragged end; D = 1, 2, 3.
     for (n, dim) in [
@@ -115,8 +116,8 @@ fn cpu_engine_matches_reference_at_tile_boundaries_and_dimensions() {
 
 #[test]
 fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
-    use memodiff::engine::{BatchWork, Engine, Problem};
-    use memodiff::model::schedule::{reverse_steps, VpSchedule};
+    use memodiff::testing::engine::{BatchWork, Engine, Problem};
+    use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
     let dataset = Dataset::circle(100).unwrap();
     let schedule = VpSchedule::default();
     let steps = reverse_steps(&schedule, 100);
@@ -160,8 +161,8 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
 
 #[test]
 fn cpu_cancelled_batch_returns_interrupted() {
-    use memodiff::engine::{BatchWork, Engine, Problem};
-    use memodiff::model::schedule::{reverse_steps, VpSchedule};
+    use memodiff::testing::engine::{BatchWork, Engine, Problem};
+    use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
     let dataset = Dataset::circle(8).unwrap();
     let schedule = VpSchedule::default();
     let steps = reverse_steps(&schedule, 100);
@@ -189,9 +190,9 @@ fn cpu_cancelled_batch_returns_interrupted() {
 /// reference engine stop on a set cancel flag, from the initial noise or a saved state.
 #[test]
 fn every_cpu_path_returns_interrupted_when_cancelled() {
-    use memodiff::engine::reference::ReferenceEngine;
-    use memodiff::engine::{BatchWork, Engine, Problem, SamplerKind};
-    use memodiff::model::schedule::{reverse_steps, VpSchedule};
+    use memodiff::testing::engine::reference::ReferenceEngine;
+    use memodiff::testing::engine::{BatchWork, Engine, Problem, SamplerKind};
+    use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
     let schedule = VpSchedule::default();
     let steps = reverse_steps(&schedule, 20);
     for dim in [2, 8] {
@@ -230,7 +231,7 @@ fn every_cpu_path_returns_interrupted_when_cancelled() {
 /// The general-D CPU path (D > 4) against the f64 reference, and batch invariance.
 #[test]
 fn cpu_matches_reference_in_high_dimensions() {
-    use memodiff::engine::reference::ReferenceEngine;
+    use memodiff::testing::engine::reference::ReferenceEngine;
     for (dim, n_train, particles) in [(5, 20, 300), (17, 50, 100), (784, 30, 6)] {
         let mut config = SampleConfig::new(scattered(n_train, dim, dim as u64 + 1));
         config.particles = particles;
@@ -276,7 +277,7 @@ fn dimensions_beyond_4096_are_refused_clearly() {
 /// The GPU's training-buffer check says how many bytes are needed and available.
 #[test]
 fn gpu_training_buffer_limit_is_refused_with_numbers() {
-    use memodiff::engine::gpu::engine::check_training_fits;
+    use memodiff::testing::engine::gpu::engine::check_training_fits;
     assert!(check_training_fits(1000, 784, 1 << 27).is_ok());
     let err = check_training_fits(1_000_000, 784, 1 << 27)
         .unwrap_err()
@@ -292,9 +293,9 @@ fn gpu_training_buffer_limit_is_refused_with_numbers() {
 /// points) and blocks (`block_points(D)`): every particle within 1e-3 of the reference.
 #[test]
 fn attention_kernel_matches_reference_per_particle() {
-    use memodiff::engine::cpu::attention::block_points;
-    use memodiff::engine::reference::ReferenceEngine;
-    use memodiff::engine::SamplerKind;
+    use memodiff::testing::engine::cpu::attention::block_points;
+    use memodiff::testing::engine::reference::ReferenceEngine;
+    use memodiff::testing::engine::SamplerKind;
     assert_eq!(block_points(200), 512);
     for (dim, n_train, particles) in [
         (5, 1, 40),
@@ -329,7 +330,7 @@ fn attention_kernel_matches_reference_per_particle() {
 /// register tile or work item a particle shares, em and heun.
 #[test]
 fn attention_kernel_is_bit_identical_across_batch_sizes() {
-    use memodiff::engine::SamplerKind;
+    use memodiff::testing::engine::SamplerKind;
     for (dim, n_train) in [(9, 70), (33, 45)] {
         for sampler in [SamplerKind::Em, SamplerKind::Heun] {
             let mut config = SampleConfig::new(scattered(n_train, dim, 5));
@@ -373,8 +374,8 @@ fn image_like(n: usize, dim: usize, lo: f64, hi: f64, salt: u64) -> Vec<f64> {
 /// error of 0.2%) while the dot form is off by more than 0.1.
 #[test]
 fn attention_logits_are_accurate_at_small_sigma() {
-    use memodiff::engine::cpu::attention::{particle_logits, TrainingPanels};
-    use memodiff::model::schedule::VpSchedule;
+    use memodiff::testing::engine::cpu::attention::{particle_logits, TrainingPanels};
+    use memodiff::testing::model::schedule::VpSchedule;
     let schedule = VpSchedule::default();
     let tau = 0.01;
     let (s, sigma2) = (schedule.mean_scale(tau), schedule.sigma2(tau));
@@ -516,9 +517,9 @@ fn culled_attention_posterior_tap_matches_f64_brute_force() {
 }
 
 fn posterior_tap_matches_f64_brute_force(cull: bool) {
-    use memodiff::engine::cpu::CpuEngine;
-    use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem};
-    use memodiff::model::schedule::{reverse_steps, VpSchedule};
+    use memodiff::testing::engine::cpu::CpuEngine;
+    use memodiff::testing::engine::{BatchWork, Engine, PosteriorTap, Problem};
+    use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
     let (dim, n_train, particles, rows) = (24, 300, 40, 13);
     let dataset = scattered(n_train, dim, 17);
     let schedule = VpSchedule::default();
@@ -629,9 +630,9 @@ fn blobs(n: usize, dim: usize, clusters: usize, spread: f64, salt: u64) -> Datas
 /// the f64 reference's tolerance (1e-3), em and heun.
 #[test]
 fn culled_attention_kernel_is_exact_and_batch_invariant() {
-    use memodiff::engine::reference::ReferenceEngine;
-    use memodiff::engine::{BatchWork, Engine, Problem, SamplerKind};
-    use memodiff::run::driver::Shard;
+    use memodiff::testing::engine::reference::ReferenceEngine;
+    use memodiff::testing::engine::{BatchWork, Engine, Problem, SamplerKind};
+    use memodiff::testing::run::driver::Shard;
     let (dim, n_train) = (40, 320);
     for sampler in [SamplerKind::Em, SamplerKind::Heun] {
         let mut config = SampleConfig::new(blobs(n_train, dim, 10, 0.05, 9));

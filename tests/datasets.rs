@@ -3,7 +3,7 @@
 mod common;
 
 use assert_cmd::Command;
-use memodiff::model::dataset::Dataset;
+use memodiff::testing::model::dataset::Dataset;
 use predicates::prelude::*;
 use std::path::Path;
 

@@ -7,13 +7,13 @@
 mod common;
 
 use assert_cmd::Command;
-use memodiff::density::extent::Extent;
-use memodiff::density::heatmap::DensityGrid;
-use memodiff::image::colormap::Colormap;
-use memodiff::model::dataset::Dataset;
-use memodiff::model::schedule::VpSchedule;
-use memodiff::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
-use memodiff::run::spec::snapshot_plan;
+use memodiff::testing::density::extent::Extent;
+use memodiff::testing::density::heatmap::DensityGrid;
+use memodiff::testing::image::colormap::Colormap;
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::model::schedule::VpSchedule;
+use memodiff::testing::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
+use memodiff::testing::run::spec::snapshot_plan;
 use std::path::Path;
 
 fn memodiff() -> Command {
@@ -124,7 +124,7 @@ fn a_figure_has_the_requested_size_and_its_plot_keeps_the_aspect_ratio() {
     let extent = Extent::new(-3.0, 3.0, -1.5, 1.5).unwrap();
     let mut grid = DensityGrid::new(extent, 64, 32, 0.1).unwrap();
     grid.accumulate(&[0.0, 0.0, 1.0, 1.0]);
-    let img = memodiff::plot::raster::linear_rgb_image(&grid, Colormap::Coolwarm);
+    let img = memodiff::testing::plot::raster::linear_rgb_image(&grid, Colormap::Coolwarm);
     let (lo, hi) = grid.min_max();
     let markers = [(0.0, 0.0), (1.0, 1.0), (50.0, 50.0)];
     for (w, h) in [(640u32, 480u32), (300, 500), (200, 160)] {
@@ -329,13 +329,18 @@ fn bad_figure_options_are_refused_before_anything_is_written() {
 fn check_against_reference(table: &[f32], n: usize, extent: &Extent, tau: f64, rel: f64) {
     let data = Dataset::circle(8).unwrap();
     let schedule = VpSchedule::default();
-    let xs = memodiff::model::schedule::linspace(extent.xmin, extent.xmax, n);
-    let ys = memodiff::model::schedule::linspace(extent.ymin, extent.ymax, n);
+    let xs = memodiff::testing::model::schedule::linspace(extent.xmin, extent.xmax, n);
+    let ys = memodiff::testing::model::schedule::linspace(extent.ymin, extent.ymax, n);
     assert_eq!(table.len(), n * n * 4);
     for (i, row) in table.chunks(4).enumerate() {
         let (x, y) = (xs[i % n] as f32, ys[i / n] as f32);
         assert_eq!((row[0], row[1]), (x, y), "row {i}");
-        let r = memodiff::engine::reference::score(&data, &schedule, tau, &[x as f64, y as f64]);
+        let r = memodiff::testing::engine::reference::score(
+            &data,
+            &schedule,
+            tau,
+            &[x as f64, y as f64],
+        );
         let err = (row[2] as f64 - r[0]).hypot(row[3] as f64 - r[1]);
         // Relative to the score, except where it nearly vanishes (s m ~ x): there f32
         // cancellation of the O(|x| / sigma2) terms sets the floor (as in tests/gpu.rs).
@@ -370,7 +375,7 @@ fn score_field_npy_is_the_score_on_the_grid() {
         &out,
         &[],
     );
-    let (shape, table) = memodiff::io::read_npy_f32(&out.join("score_field.npy")).unwrap();
+    let (shape, table) = memodiff::testing::io::read_npy_f32(&out.join("score_field.npy")).unwrap();
     assert_eq!(shape, [256, 4]);
     let extent = Extent::square(-1.5, 1.5).unwrap();
     check_against_reference(&table, 16, &extent, 0.005, 1e-4);
@@ -393,10 +398,10 @@ fn gpu_score_kernel_gives_the_score_field() {
     let Some(engine) = common::gpu_engine("gpu_score_kernel_gives_the_score_field") else {
         return;
     };
-    let mut evaluator = memodiff::commands::score_field::ScoreEvaluator::Gpu(Box::new(engine));
+    let mut evaluator = memodiff::testing::engine::score_at::ScoreEvaluator::Gpu(Box::new(engine));
     let extent = Extent::square(-1.5, 1.5).unwrap();
     let n = 32;
-    let points = memodiff::commands::score_field::grid_points(&extent, n);
+    let points = memodiff::testing::commands::score_field::grid_points(&extent, n);
     let data = Dataset::circle(8).unwrap();
     for tau in [0.005, 0.3] {
         let scores = evaluator
@@ -417,7 +422,7 @@ fn the_image_is_drawn_upright_where_its_data_are() {
     let extent = Extent::square(-3.0, 3.0).unwrap();
     let mut grid = DensityGrid::new(extent, 121, 121, 0.08).unwrap();
     grid.accumulate(&[1.0, 2.0]);
-    let img = memodiff::plot::raster::linear_rgb_image(&grid, Colormap::Gray);
+    let img = memodiff::testing::plot::raster::linear_rgb_image(&grid, Colormap::Gray);
     let figure = Figure {
         x_label: String::new(),
         y_label: String::new(),
@@ -555,10 +560,10 @@ fn sample_figures_show_the_colours_of_the_density_pngs() {
 /// markers included.
 #[test]
 fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
-    use memodiff::image::grid_file::GridMeta;
-    use memodiff::image::norm::{stats_of, Norm, Shading};
-    use memodiff::plot::colorbar::colorbar;
-    use memodiff::plot::raster::{
+    use memodiff::testing::image::grid_file::GridMeta;
+    use memodiff::testing::image::norm::{stats_of, Norm, Shading};
+    use memodiff::testing::plot::colorbar::colorbar;
+    use memodiff::testing::plot::raster::{
         write_grid_outputs_banded, BandLimits, FigureRequest, GridOutputs,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -623,8 +628,8 @@ fn a_figure_of_streamed_rows_equals_one_of_the_whole_image() {
 /// inverse of the equalization at 0, 1/4, ..., 1.
 #[test]
 fn colorbar_ticks_follow_the_norm() {
-    use memodiff::image::norm::{stats_of, Norm};
-    use memodiff::plot::colorbar::{colorbar_ticks, BarTick};
+    use memodiff::testing::image::norm::{stats_of, Norm};
+    use memodiff::testing::plot::colorbar::{colorbar_ticks, BarTick};
     let check_order = |ticks: &[BarTick]| {
         assert!(ticks.len() >= 3, "{ticks:?}");
         for w in ticks.windows(2) {

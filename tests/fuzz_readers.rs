@@ -12,7 +12,7 @@
 
 mod common;
 
-use memodiff::model::dataset::Dataset;
+use memodiff::testing::model::dataset::Dataset;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -7,15 +7,16 @@ use common::{
     assert_initial_noise_agrees, assert_trajectories_agree, gpu_engine, gpu_engine_with,
     normals_tolerance, row_distance, scattered, NoiseSource,
 };
-use memodiff::engine::cpu::CpuEngine;
-use memodiff::engine::gpu::diagnostics::philox_on_gpu;
-use memodiff::engine::reference::{self, ReferenceEngine};
-use memodiff::model::dataset::Dataset;
-use memodiff::model::philox::{
+use memodiff::testing::engine::cpu::CpuEngine;
+use memodiff::testing::engine::gpu::diagnostics::philox_on_gpu;
+use memodiff::testing::engine::reference::{self, ReferenceEngine};
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::model::philox::{
     counter, gpu_normals_error_bound, normals4_f64, philox4x32_10, seed_key,
 };
-use memodiff::model::schedule::{reverse_steps, VpSchedule};
-use memodiff::run::driver::{run_collect, SampleConfig};
+use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
+use memodiff::testing::run::driver::SampleConfig;
+use memodiff::testing::run::sampler::run_collect;
 
 #[test]
 fn philox_known_answers_on_gpu() {
@@ -64,7 +65,7 @@ fn philox_known_answers_on_gpu() {
         let exact = normals4_f64(cpu);
         let bound = gpu_normals_error_bound(cpu);
         let tolerance = normals_tolerance(NoiseSource::Gpu, NoiseSource::Cpu, cpu);
-        let twin = memodiff::model::philox::normals4_f32(cpu);
+        let twin = memodiff::testing::model::philox::normals4_f32(cpu);
         for lane in 0..4 {
             let z = normals[i][lane] as f64;
             assert!(z.is_finite(), "case {i} lane {lane}: {z}");
@@ -339,7 +340,7 @@ fn gpu_matches_cpu_in_dimensions_one_to_four() {
 
 #[test]
 fn tiled_and_simple_kernels_agree_at_tile_boundaries() {
-    use memodiff::engine::gpu::engine::Reduction;
+    use memodiff::testing::engine::gpu::engine::Reduction;
     let Some(mut gpu) = gpu_engine("tiled_and_simple_kernels_agree_at_tile_boundaries") else {
         return;
     };
@@ -377,7 +378,7 @@ fn tiled_and_simple_kernels_agree_at_tile_boundaries() {
 
 #[test]
 fn tiled_score_handles_a_million_training_points() {
-    use memodiff::engine::gpu::engine::Reduction;
+    use memodiff::testing::engine::gpu::engine::Reduction;
     let Some(mut gpu) = gpu_engine("tiled_score_handles_a_million_training_points") else {
         return;
     };
@@ -408,8 +409,8 @@ fn tiled_score_handles_a_million_training_points() {
 
 #[test]
 fn trajectories_with_more_training_points_than_one_chunk() {
-    use memodiff::engine::gpu::engine::Reduction;
-    use memodiff::engine::records::TRAINING_CHUNK;
+    use memodiff::testing::engine::gpu::engine::Reduction;
+    use memodiff::testing::engine::records::TRAINING_CHUNK;
     let Some(mut gpu) = gpu_engine("trajectories_with_more_training_points_than_one_chunk") else {
         return;
     };
@@ -474,7 +475,7 @@ fn a_lost_device_gives_a_clear_error_not_a_panic_or_hang() {
 /// D = 2; D = 784 with a training set of several chunk dispatches.
 #[test]
 fn gpu_matches_reference_in_any_dimension() {
-    use memodiff::engine::records::general_chunk_points;
+    use memodiff::testing::engine::records::general_chunk_points;
     let Some(mut gpu) = gpu_engine("gpu_matches_reference_in_any_dimension") else {
         return;
     };
@@ -511,7 +512,7 @@ fn gpu_matches_reference_in_any_dimension() {
 /// chunk dispatches (the state carried in the storage buffer) and a ragged last tile.
 #[test]
 fn general_gpu_score_matches_reference_across_chunks() {
-    use memodiff::engine::records::general_chunk_points;
+    use memodiff::testing::engine::records::general_chunk_points;
     let Some(mut gpu) = gpu_engine("general_gpu_score_matches_reference_across_chunks") else {
         return;
     };

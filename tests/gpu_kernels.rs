@@ -7,20 +7,21 @@
 mod common;
 
 use common::{gpu_engine, gpu_engine_with, row_distance, scattered};
-use memodiff::engine::cpu::em_step_general::em_step_general;
-use memodiff::engine::cpu::heun_step::heun_half_step_general;
-use memodiff::engine::cpu::reduce_general::score_points_general;
-use memodiff::engine::cpu::score::{pad_training, score_points};
-use memodiff::engine::gpu::engine::{Reduction, PARTICLES_PER_INVOCATION};
-use memodiff::engine::gpu::GpuEngine;
-use memodiff::engine::layout::{pad_general, padded_width};
-use memodiff::engine::records::{HeunParams, StepParams, GENERAL_PARTICLES, GENERAL_TILE};
-use memodiff::engine::reference::{self, ReferenceEngine};
-use memodiff::engine::SamplerKind;
-use memodiff::model::dataset::Dataset;
-use memodiff::model::philox::seed_key;
-use memodiff::model::schedule::{reverse_steps, VpSchedule};
-use memodiff::run::driver::{run_collect, SampleConfig};
+use memodiff::testing::engine::cpu::em_step_general::em_step_general;
+use memodiff::testing::engine::cpu::heun_step::heun_half_step_general;
+use memodiff::testing::engine::cpu::reduce_general::score_points_general;
+use memodiff::testing::engine::cpu::score::{pad_training, score_points};
+use memodiff::testing::engine::gpu::engine::{Reduction, PARTICLES_PER_INVOCATION};
+use memodiff::testing::engine::gpu::GpuEngine;
+use memodiff::testing::engine::layout::{pad_general, padded_width};
+use memodiff::testing::engine::records::{HeunParams, StepParams, GENERAL_PARTICLES, GENERAL_TILE};
+use memodiff::testing::engine::reference::{self, ReferenceEngine};
+use memodiff::testing::engine::SamplerKind;
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::model::philox::seed_key;
+use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
+use memodiff::testing::run::driver::SampleConfig;
+use memodiff::testing::run::sampler::run_collect;
 
 /// Dimensions of the general-D kernels under test: just past the vec4 kernels, ragged
 /// columns (17 = 4 columns + 1), one particle block of workgroup memory (64), and an

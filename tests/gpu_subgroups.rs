@@ -7,9 +7,9 @@
 mod common;
 
 use common::{gpu_engine, scattered};
-use memodiff::engine::gpu::GpuEngine;
-use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
-use memodiff::model::schedule::{reverse_steps, VpSchedule};
+use memodiff::testing::engine::gpu::GpuEngine;
+use memodiff::testing::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
+use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
 
 /// Final positions and, at a few steps, the posterior tap of `n` particles.
 fn run_once(gpu: &mut GpuEngine, problem: &Problem, n: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>) {

@@ -6,12 +6,12 @@
 mod common;
 
 use common::{gpu_engine, scattered};
-use memodiff::engine::cpu::CpuEngine;
-use memodiff::engine::gpu::GpuEngine;
-use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
-use memodiff::model::schedule::{reverse_steps, ReverseStep, VpSchedule};
-use memodiff::run::driver::{run, BatchSink, NoProgress, SampleConfig};
-use memodiff::run::measure::{MetricsSink, PosteriorPlan};
+use memodiff::testing::engine::cpu::CpuEngine;
+use memodiff::testing::engine::gpu::GpuEngine;
+use memodiff::testing::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
+use memodiff::testing::model::schedule::{reverse_steps, ReverseStep, VpSchedule};
+use memodiff::testing::run::driver::{run, BatchSink, NoProgress, SampleConfig};
+use memodiff::testing::run::measure::{MetricsSink, PosteriorPlan};
 
 /// f32 unit roundoff.
 const EPS: f64 = f32::EPSILON as f64 / 2.0;

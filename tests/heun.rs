@@ -4,12 +4,13 @@
 mod common;
 
 use common::{gpu_engine, row_distance, scattered};
-use memodiff::engine::cpu::CpuEngine;
-use memodiff::engine::reference::ReferenceEngine;
-use memodiff::engine::{BatchWork, Engine, Problem, SamplerKind};
-use memodiff::model::dataset::Dataset;
-use memodiff::model::schedule::{reverse_steps, VpSchedule};
-use memodiff::run::driver::{run_collect, SampleConfig};
+use memodiff::testing::engine::cpu::CpuEngine;
+use memodiff::testing::engine::reference::ReferenceEngine;
+use memodiff::testing::engine::{BatchWork, Engine, Problem, SamplerKind};
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::model::schedule::{reverse_steps, VpSchedule};
+use memodiff::testing::run::driver::SampleConfig;
+use memodiff::testing::run::sampler::run_collect;
 
 /// Run `n` particles through steps `0..end` of the Heun sampler on `engine`; returns
 /// (initial, positions).
@@ -124,7 +125,7 @@ fn heun_follows_the_exact_flow_of_a_single_gaussian() {
 /// with several chunk dispatches) against the f64 reference, the same tolerance as em.
 #[test]
 fn gpu_heun_matches_the_reference() {
-    use memodiff::engine::records::general_chunk_points;
+    use memodiff::testing::engine::records::general_chunk_points;
     let Some(mut gpu) = gpu_engine("gpu_heun_matches_the_reference") else {
         return;
     };
@@ -219,7 +220,7 @@ fn heun_in_step_ranges_is_bit_identical_to_one_go() {
 /// the softmax state crosses dispatches in both halves of a step.
 #[test]
 fn gpu_heun_with_more_training_points_than_one_chunk() {
-    use memodiff::engine::records::TRAINING_CHUNK;
+    use memodiff::testing::engine::records::TRAINING_CHUNK;
     let Some(mut gpu) = gpu_engine("gpu_heun_with_more_training_points_than_one_chunk") else {
         return;
     };

@@ -5,17 +5,18 @@
 mod common;
 
 use common::{gpu_engine, scattered};
-use memodiff::engine::cpu::CpuEngine;
-use memodiff::engine::nearest::nearest_two;
-use memodiff::engine::reference::ReferenceEngine;
-use memodiff::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind, NEVER};
-use memodiff::model::dataset::Dataset;
-use memodiff::model::posterior::max_weight;
-use memodiff::model::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
-use memodiff::run::driver::{
-    run, run_checkpointed, run_collect, BatchSink, Checkpoints, NoProgress, SampleConfig, Shard,
+use memodiff::testing::engine::cpu::CpuEngine;
+use memodiff::testing::engine::nearest::nearest_two;
+use memodiff::testing::engine::reference::ReferenceEngine;
+use memodiff::testing::engine::{BatchWork, Engine, PosteriorTap, Problem, SamplerKind, NEVER};
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::model::posterior::max_weight;
+use memodiff::testing::model::schedule::{reverse_steps_with, ScoreKind, ScorePoint, VpSchedule};
+use memodiff::testing::run::driver::{
+    run, run_checkpointed, BatchSink, Checkpoints, NoProgress, SampleConfig, Shard,
 };
-use memodiff::run::measure::{MetricsSink, PosteriorPlan};
+use memodiff::testing::run::measure::{MetricsSink, PosteriorPlan};
+use memodiff::testing::run::sampler::run_collect;
 
 #[test]
 fn gpu_nearest_two_equals_f64_brute_force() {
@@ -43,7 +44,8 @@ fn gpu_nearest_two_equals_f64_brute_force() {
         }
         samples[dim] = f32::NAN;
         let mut gpu =
-            memodiff::engine::gpu::nearest::GpuNearest::new(ctx, &training.points, dim).unwrap();
+            memodiff::testing::engine::gpu::nearest::GpuNearest::new(ctx, &training.points, dim)
+                .unwrap();
         let found = gpu.neighbours(&samples).unwrap();
         assert_eq!(found.len(), rows);
         assert!(found[1].is_none(), "a NaN sample has no neighbours");
@@ -56,7 +58,7 @@ fn gpu_nearest_two_equals_f64_brute_force() {
         let t32: Vec<f32> = training.points.iter().map(|&v| v as f32).collect();
         let same = (0..rows)
             .filter(|&r| {
-                let twin = memodiff::engine::cpu::nearest::nearest_three(
+                let twin = memodiff::testing::engine::cpu::nearest::nearest_three(
                     &samples[r * dim..(r + 1) * dim],
                     &t32,
                     dim,
@@ -141,7 +143,7 @@ fn posterior_concentration_along_the_trajectory() {
         assert!(w[1].mean_max_weight > w[0].mean_max_weight - 0.01, "{w:?}");
     }
     // Shards merge to the unsharded counts exactly.
-    let mut merged: Option<memodiff::metrics::MemorizationCounts> = None;
+    let mut merged: Option<memodiff::testing::metrics::MemorizationCounts> = None;
     for k in 0..3 {
         let mut part = config.clone();
         part.shard = Some(Shard { index: k, count: 3 });
@@ -226,13 +228,13 @@ fn t_min_outputs_the_denoised_mean() {
     // The same steps without the denoising: advance the batch by hand, then denoise.
     let steps = config.reverse_steps();
     assert_eq!(steps.len(), 99);
-    let problem = memodiff::engine::Problem {
+    let problem = memodiff::testing::engine::Problem {
         dataset: &config.dataset,
         steps: &steps,
         seed: config.seed,
         initial_std: config.schedule.sigma2(1.0).sqrt(),
         schedule: config.schedule,
-        sampler: memodiff::engine::SamplerKind::Em,
+        sampler: memodiff::testing::engine::SamplerKind::Em,
     };
     let mut initial = vec![0f32; 2_000];
     let mut state = vec![0f32; 2_000];
@@ -242,7 +244,7 @@ fn t_min_outputs_the_denoised_mean() {
     assert_eq!(initial, out.initial);
     let point = config.score_point_after(&steps, steps.len());
     assert_eq!(point.tau, 0.1);
-    memodiff::model::posterior::denoise(&config.dataset, config.score, &point, &mut state);
+    memodiff::testing::model::posterior::denoise(&config.dataset, config.score, &point, &mut state);
     assert_eq!(state, out.samples);
     // A posterior mean of points on the unit circle lies inside it.
     for x in out.samples.chunks(2) {
@@ -262,7 +264,7 @@ fn t_min_outputs_the_denoised_mean() {
 /// E[max w] = 3/4. `collapse::measure` on the sampler must find the same OU time.
 #[test]
 fn collapse_time_of_two_points_matches_the_exact_value() {
-    use memodiff::commands::collapse::{measure, CollapseArgs};
+    use memodiff::testing::commands::collapse::{measure, CollapseArgs};
     let mean_max_w = |t: f64| {
         let (s, v) = ((-t).exp(), -(-2.0 * t).exp_m1());
         let (lo, hi, n) = (-12.0, 12.0, 24_000);
@@ -299,7 +301,7 @@ fn collapse_time_of_two_points_matches_the_exact_value() {
         beta_max: 20.0,
         seed: 0,
         data_seed: 0,
-        backend: memodiff::engine::Backend::Cpu,
+        backend: memodiff::testing::engine::Backend::Cpu,
         out: std::path::PathBuf::new(),
     };
     let dataset = Dataset::new("pm1", 1, vec![-1.0, 1.0]).unwrap();
@@ -708,7 +710,7 @@ fn tapped_posterior_counts_are_batch_invariant_and_match_the_observed() {
         counts,
         "segments of 13 steps"
     );
-    let mut merged: Option<memodiff::metrics::MemorizationCounts> = None;
+    let mut merged: Option<memodiff::testing::metrics::MemorizationCounts> = None;
     for k in 0..3 {
         let mut part = config.clone();
         part.shard = Some(Shard { index: k, count: 3 });
@@ -734,7 +736,7 @@ fn blocked_max_weights_equal_the_scalar_f64_pass() {
         (90, 784, 11),
     ] {
         let dataset = scattered(n_train, dim, 3 + dim as u64);
-        let columns = memodiff::model::posterior::columns(&dataset);
+        let columns = memodiff::testing::model::posterior::columns(&dataset);
         let noise = scattered(rows, dim, 99);
         for tau in [0.9, 0.2, 0.01, 0.0] {
             let point = ScorePoint::new(&schedule, ScoreKind::Empirical, tau);
@@ -747,7 +749,8 @@ fn blocked_max_weights_equal_the_scalar_f64_pass() {
                 })
                 .collect();
             x[0] = 1e6;
-            let fast = memodiff::model::posterior::max_weights(&dataset, &columns, &x, &point);
+            let fast =
+                memodiff::testing::model::posterior::max_weights(&dataset, &columns, &x, &point);
             for (r, got) in fast.iter().enumerate() {
                 let want = max_weight(&dataset, &x[r * dim..(r + 1) * dim], &point);
                 assert_eq!(
@@ -783,9 +786,10 @@ fn screened_nearest_counts_equal_f64_brute_force_at_the_threshold() {
         samples.extend(std::iter::repeat_n(f32::NAN, dim));
         let rows = samples.len() / dim;
         let mut screened =
-            memodiff::metrics::MemorizationCounter::new(&training.points, dim).unwrap();
+            memodiff::testing::metrics::MemorizationCounter::new(&training.points, dim).unwrap();
         let nearest = screened.add_batch_nearest(&samples, dim).unwrap();
-        let mut brute = memodiff::metrics::MemorizationCounter::new(&training.points, dim).unwrap();
+        let mut brute =
+            memodiff::testing::metrics::MemorizationCounter::new(&training.points, dim).unwrap();
         let list: Vec<_> = samples
             .chunks(dim)
             .map(|x| {

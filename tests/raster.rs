@@ -4,12 +4,12 @@
 
 mod common;
 
-use memodiff::density::extent::Extent;
-use memodiff::density::heatmap::{direct_sum, DensityGrid, Kernel, DEFAULT_BANDWIDTH};
-use memodiff::image::colormap::{lut_index, Colormap};
-use memodiff::image::grid_file::{GridFile, GridMeta};
-use memodiff::image::norm::{shade_indices, stats_of, Norm, Shading};
-use memodiff::plot::raster::{
+use memodiff::testing::density::extent::Extent;
+use memodiff::testing::density::heatmap::{direct_sum, DensityGrid, Kernel, DEFAULT_BANDWIDTH};
+use memodiff::testing::image::colormap::{lut_index, Colormap};
+use memodiff::testing::image::grid_file::{GridFile, GridMeta};
+use memodiff::testing::image::norm::{shade_indices, stats_of, Norm, Shading};
+use memodiff::testing::plot::raster::{
     write_grid_outputs, write_grid_outputs_banded, BandLimits, GridOutputs, GridSum,
 };
 
@@ -317,8 +317,8 @@ fn histogram_counts_particles_per_pixel() {
     // Batches and merges add exactly; raw files round-trip with the kernel.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.npy");
-    memodiff::image::grid_file::write_raw(&path, &grid).unwrap();
-    let back = memodiff::image::grid_file::read_raw(&path).unwrap();
+    memodiff::testing::image::grid_file::write_raw(&path, &grid).unwrap();
+    let back = memodiff::testing::image::grid_file::read_raw(&path).unwrap();
     assert_eq!(back.kernel(), Kernel::Histogram);
     assert!(back == grid);
     let gaussian = DensityGrid::new(extent, 10, 10, 0.5).unwrap();
@@ -356,7 +356,7 @@ fn grid_files_sum() {
         files,
     };
     let mut out = vec![0.0; 128 * 96];
-    memodiff::plot::raster::RowSource::read_rows(&sum, 0, &mut out).unwrap();
+    memodiff::testing::plot::raster::RowSource::read_rows(&sum, 0, &mut out).unwrap();
     let peak = max_abs(all.data());
     for (s, v) in out.iter().zip(all.data()) {
         assert!((s - v).abs() <= 1e-6 * peak);

@@ -6,10 +6,12 @@
 
 mod common;
 
-use memodiff::density::extent::Extent;
-use memodiff::density::heatmap::{DensityGrid, DEFAULT_BANDWIDTH};
-use memodiff::engine::gpu::raster::{lagrange_uniform, DepositParams, GpuDensity, GpuRaster};
-use memodiff::engine::gpu::{AdapterChoice, GpuContext};
+use memodiff::testing::density::extent::Extent;
+use memodiff::testing::density::heatmap::{DensityGrid, DEFAULT_BANDWIDTH};
+use memodiff::testing::engine::gpu::raster::{
+    lagrange_uniform, DepositParams, GpuDensity, GpuRaster,
+};
+use memodiff::testing::engine::gpu::{AdapterChoice, GpuContext};
 
 /// The direct f64 sum `sum_p exp(-|p - c|^2 / (2 h^2))` at every pixel centre, no cut-off,
 /// through the kernel's separability (`exp(-dx^2 a) exp(-dy^2 a)`: equal to
@@ -94,7 +96,12 @@ fn gpu_deposit_equals_its_cpu_twin() {
             count: (pts.len() / 2) as u32,
             ..DepositParams::for_sub_grid(&sub)
         };
-        memodiff::engine::cpu::deposit::deposit(&params, &lagrange_uniform(), &pts, &mut twin);
+        memodiff::testing::engine::cpu::deposit::deposit(
+            &params,
+            &lagrange_uniform(),
+            &pts,
+            &mut twin,
+        );
         assert!(twin.iter().any(|&w| w != 0));
         // The shader may contract multiply-adds (fma) where the twin rounds twice: allow a
         // few units in a node (of 2^32 a peak), nothing more.
@@ -180,7 +187,7 @@ fn render_on_the_gpu_matches_the_cpu_picture() {
     let (gpu, said) = render("gpu");
     let (cpu, _) = render("cpu");
     assert!(!said.contains("on the CPU"), "{said}");
-    let lut = memodiff::image::colormap::Colormap::Coolwarm.lut();
+    let lut = memodiff::testing::image::colormap::Colormap::Coolwarm.lut();
     let index = |px: &image::Rgb<u8>| lut.iter().position(|c| *c == px.0).unwrap() as i64;
     let mut differ = 0;
     for (a, b) in gpu.pixels().zip(cpu.pixels()) {
@@ -246,7 +253,7 @@ fn deposit_twin_tiles_cover_the_sub_grid() {
         ..DepositParams::for_sub_grid(&sub)
     };
     let mut whole = vec![0u32; 2 * sub.n_sub * sub.stride];
-    memodiff::engine::cpu::deposit::deposit(&base, &lagrange, &pts, &mut whole);
+    memodiff::testing::engine::cpu::deposit::deposit(&base, &lagrange, &pts, &mut whole);
     let mut joined = Vec::new();
     for row0 in (0..sub.n_sub).step_by(7) {
         let rows = 7.min(sub.n_sub - row0);
@@ -256,7 +263,7 @@ fn deposit_twin_tiles_cover_the_sub_grid() {
             rows: rows as u32,
             ..base
         };
-        memodiff::engine::cpu::deposit::deposit(&params, &lagrange, &pts, &mut tile);
+        memodiff::testing::engine::cpu::deposit::deposit(&params, &lagrange, &pts, &mut tile);
         joined.extend(tile);
     }
     assert_eq!(whole, joined);
@@ -281,9 +288,9 @@ fn deposit_twin_reads_the_first_two_columns() {
         vec![0u32; 2 * sub.n_sub * sub.stride],
         vec![0u32; 2 * sub.n_sub * sub.stride],
     );
-    memodiff::engine::cpu::deposit::deposit(&base, &lagrange_uniform(), &pts, &mut a);
+    memodiff::testing::engine::cpu::deposit::deposit(&base, &lagrange_uniform(), &pts, &mut a);
     let params = DepositParams { dim: 4, ..base };
-    memodiff::engine::cpu::deposit::deposit(&params, &lagrange_uniform(), &wide, &mut b);
+    memodiff::testing::engine::cpu::deposit::deposit(&params, &lagrange_uniform(), &wide, &mut b);
     assert_eq!(a, b);
 }
 
@@ -320,8 +327,9 @@ fn gpu_sample_run_deposits_on_the_gpu() {
         assert_eq!(on["samples"], "gpu", "{on}");
         assert_eq!(on["initial"], "cpu", "{on}");
         assert_eq!(report["parameters"]["batches"], 3);
-        let (_, samples) = memodiff::io::read_npy_f32(&out.join("samples.npy")).unwrap();
-        let (shape, grid) = memodiff::io::read_npy_f32(&out.join("samples_density.npy")).unwrap();
+        let (_, samples) = memodiff::testing::io::read_npy_f32(&out.join("samples.npy")).unwrap();
+        let (shape, grid) =
+            memodiff::testing::io::read_npy_f32(&out.join("samples_density.npy")).unwrap();
         assert_eq!(shape, [512, 512]);
         let exact = direct_sum(extent, 512, 512, bw, &samples);
         let peak = exact.iter().fold(0.0f64, |m, v| m.max(*v));
@@ -349,7 +357,7 @@ fn gpu_sample_run_deposits_on_the_gpu() {
             .assert()
             .success();
         assert!(std::fs::read(&again).unwrap() == std::fs::read(out.join("samples.png")).unwrap());
-        let (_, rendered) = memodiff::io::read_npy_f32(&again_grid).unwrap();
+        let (_, rendered) = memodiff::testing::io::read_npy_f32(&again_grid).unwrap();
         assert!(
             rendered == grid,
             "h = {bw}: render --backend gpu differs from the run"

@@ -1,9 +1,9 @@
 //! The f64 reference against first principles: the schedule against its defining
 //! integral, the score against finite differences of log p.
 
-use memodiff::engine::reference;
-use memodiff::model::dataset::Dataset;
-use memodiff::model::schedule::VpSchedule;
+use memodiff::testing::engine::reference;
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::model::schedule::VpSchedule;
 
 /// Composite Simpson's rule.
 fn simpson(f: impl Fn(f64) -> f64, a: f64, b: f64, n: usize) -> f64 {

@@ -8,8 +8,8 @@
 //! here, a twin bound nowhere, a constant without a twin (or a reason to be WGSL-only), or
 //! a twin no module declares fails a test: nothing is skipped because it is unknown.
 
-use memodiff::engine::gpu::shaders::{Stage, Workgroup, ALL_STAGES};
-use memodiff::engine::records::MAX_DIMENSION;
+use memodiff::testing::engine::gpu::shaders::{Stage, Workgroup, ALL_STAGES};
+use memodiff::testing::engine::records::MAX_DIMENSION;
 use naga::proc::Layouter;
 use naga::{AddressSpace, Expression, Handle, Literal, Module, ScalarKind, Type, TypeInner};
 use std::collections::{BTreeMap, BTreeSet};
@@ -242,7 +242,7 @@ macro_rules! host_struct {
 /// field, except padding (see `Field::is_padding`).
 #[rustfmt::skip]
 fn host_structs() -> Vec<HostStruct> {
-    use memodiff::engine::{gpu, records};
+    use memodiff::testing::engine::{gpu, records};
     vec![
         host_struct!("RunParams" = records::RunParams {
             seed_lo, seed_hi, first_particle_lo, first_particle_hi, batch_len, dim, n_train,
@@ -264,7 +264,7 @@ fn host_structs() -> Vec<HostStruct> {
         host_struct!("NearestParams" = gpu::nearest::NearestParams {
             n_samples, dim, threads_per_row, chunk_start, chunk_count, first, _pad,
         }),
-        host_struct!("Best" = memodiff::engine::nearest::Best { d, i }),
+        host_struct!("Best" = memodiff::testing::engine::nearest::Best { d, i }),
         host_struct!("PhiloxCase" = gpu::diagnostics::PhiloxCase { counter, key, _pad }),
     ]
 }
@@ -600,12 +600,12 @@ macro_rules! shared {
 /// Every WGSL `const` and its Rust twin, for `variant` (the specialisations `LANES`,
 /// `OWNED` and `TAP` depend on it). Names are the same on both sides unless written here.
 fn shared_constants(variant: &Variant) -> Vec<SharedConstant> {
-    use memodiff::density::heatmap::{LAGRANGE_COEFFICIENTS, QUANTUM_BITS};
-    use memodiff::engine::cpu::score;
-    use memodiff::engine::gpu::engine::PARTICLES_PER_INVOCATION;
-    use memodiff::engine::gpu::shaders::general_owned_columns;
-    use memodiff::engine::records::{self, MAX_DIM};
-    use memodiff::model::philox;
+    use memodiff::testing::density::heatmap::{LAGRANGE_COEFFICIENTS, QUANTUM_BITS};
+    use memodiff::testing::engine::cpu::score;
+    use memodiff::testing::engine::gpu::engine::PARTICLES_PER_INVOCATION;
+    use memodiff::testing::engine::gpu::shaders::general_owned_columns;
+    use memodiff::testing::engine::records::{self, MAX_DIM};
+    use memodiff::testing::model::philox;
     vec![
         // common/params.wgsl
         shared!("MAX_DIM" = MAX_DIM),
@@ -644,7 +644,7 @@ fn shared_constants(variant: &Variant) -> Vec<SharedConstant> {
         shared!("OWNED" = general_owned_columns(variant.dim.unwrap_or(MAX_DIMENSION))),
         // nearest.wgsl and src/engine/nearest.rs (Best::empty: f32::MAX, NO_INDEX).
         shared!("NEAREST_FLT_MAX" = f32::MAX),
-        shared!("NO_INDEX" = memodiff::engine::nearest::NO_INDEX),
+        shared!("NO_INDEX" = memodiff::testing::engine::nearest::NO_INDEX),
         // heatmap/deposit.wgsl and src/density/heatmap.rs: the stencil is the Lagrange
         // table's order, one fixed-point unit 2^-QUANTUM_BITS of a peak.
         shared!("STENCIL" = LAGRANGE_COEFFICIENTS.len()),

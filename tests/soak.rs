@@ -8,9 +8,10 @@
 
 mod common;
 
-use memodiff::engine::Engine;
-use memodiff::model::dataset::Dataset;
-use memodiff::run::driver::{run_collect, SampleConfig};
+use memodiff::testing::engine::Engine;
+use memodiff::testing::model::dataset::Dataset;
+use memodiff::testing::run::driver::SampleConfig;
+use memodiff::testing::run::sampler::run_collect;
 use std::time::Instant;
 
 /// Allowed growth of the resident set between the end of the warm-up and the last run.
@@ -80,7 +81,7 @@ fn soak(name: &str, runs: usize, particles: u64, mut run: impl FnMut(usize)) -> 
 fn soak_cpu_engine() {
     let runs = env_usize("MEMODIFF_SOAK_RUNS", 1000);
     let particles = env_usize("MEMODIFF_SOAK_PARTICLES", 2000) as u64;
-    let mut engine = memodiff::engine::cpu::CpuEngine::new();
+    let mut engine = memodiff::testing::engine::cpu::CpuEngine::new();
     let data = datasets();
     let (before, after, _) = soak("cpu", runs, particles, |k| {
         one_run("cpu", &mut engine, &data, particles, k)

@@ -3,7 +3,7 @@
 //! spirv-tools, which .ci/run installs): a second opinion on what naga emits, catching
 //! what one driver forgives.
 
-use memodiff::engine::gpu::shaders::ALL_STAGES;
+use memodiff::testing::engine::gpu::shaders::ALL_STAGES;
 use std::process::Command;
 
 /// Lets a machine without spirv-tools skip this test explicitly; without it, a missing

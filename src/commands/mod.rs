@@ -23,7 +23,9 @@ use clap::{Parser, Subcommand};
              collapse onto the training points (memorization), at millions of particles, \
              on the GPU (wgpu/WGSL) or the CPU."
 )]
+/// The command line of the `memodiff` binary.
 pub struct Cli {
+    /// The subcommand and its options.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,7 +66,7 @@ pub enum Command {
 
 /// Run a parsed command line: each subcommand's `run` in `crate::commands`.
 /// Run the command, its errors naming the command-line flags of the library parameters
-/// they are about (see [`crate::cli::flags`]).
+/// they are about (see `crate::cli::flags`).
 pub fn run(cli: Cli) -> Result<()> {
     run_command(cli).map_err(crate::cli::flags::name_flags)
 }

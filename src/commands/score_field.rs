@@ -6,6 +6,7 @@
 //! twin (`cpu::score`) or by the f64 reference otherwise: the same stages `sample` uses.
 
 use crate::density::extent::Extent;
+use crate::engine::score_at::ScoreEvaluator;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
@@ -73,86 +74,6 @@ pub struct ScoreFieldArgs {
     /// Do not draw the training points.
     #[arg(long)]
     pub no_markers: bool,
-}
-
-/// Who evaluates the score.
-pub enum ScoreEvaluator {
-    Gpu(Box<crate::engine::gpu::GpuEngine>),
-    Cpu,
-    Reference,
-}
-
-impl ScoreEvaluator {
-    /// Open the evaluator for `backend` (on adapter `device`); the note says why `auto`
-    /// fell back to the CPU.
-    pub fn open(backend: Backend, device: Option<usize>) -> Result<(Self, Option<String>)> {
-        use crate::engine::OpenedDevice;
-        let (opened, fallback) = crate::engine::open_device(backend, device)?;
-        let evaluator = match opened {
-            OpenedDevice::Gpu(ctx) => {
-                ScoreEvaluator::Gpu(Box::new(crate::engine::gpu::GpuEngine::on(*ctx)?))
-            }
-            OpenedDevice::Cpu => ScoreEvaluator::Cpu,
-            OpenedDevice::Reference => ScoreEvaluator::Reference,
-        };
-        Ok((
-            evaluator,
-            fallback.map(|why| format!("{why}; using the cpu score")),
-        ))
-    }
-
-    pub fn backend(&self) -> Backend {
-        match self {
-            ScoreEvaluator::Gpu(_) => Backend::Gpu,
-            ScoreEvaluator::Cpu => Backend::Cpu,
-            ScoreEvaluator::Reference => Backend::Reference,
-        }
-    }
-
-    pub fn device_name(&self) -> String {
-        use crate::engine::Engine;
-        match self {
-            ScoreEvaluator::Gpu(g) => g.device_name(),
-            ScoreEvaluator::Cpu => crate::engine::cpu::CpuEngine::new().device_name(),
-            ScoreEvaluator::Reference => "host (f64)".into(),
-        }
-    }
-
-    /// The score at row-major (n, D) `points` at forward time `tau`, row-major (n, D).
-    pub fn evaluate(
-        &mut self,
-        dataset: &Dataset,
-        schedule: &VpSchedule,
-        tau: f64,
-        points: &[f32],
-    ) -> Result<Vec<f32>> {
-        let dim = dataset.dim;
-        match self {
-            ScoreEvaluator::Gpu(g) => g.evaluate_score(dataset, schedule, tau, points),
-            ScoreEvaluator::Cpu => {
-                if dim > crate::engine::records::MAX_DIM {
-                    return Err(Error::invalid(
-                        "--dataset",
-                        format!("the cpu score handles D <= 4, got D = {dim}"),
-                    ));
-                }
-                let training = crate::engine::cpu::score::pad_training(&dataset.points, dim);
-                let step = crate::engine::records::StepParams::for_score(schedule, tau);
-                Ok(crate::engine::cpu::score::score_points(
-                    points, dim, &training, &step,
-                ))
-            }
-            ScoreEvaluator::Reference => Ok(points
-                .chunks(dim)
-                .flat_map(|p| {
-                    let x: Vec<f64> = p.iter().map(|&v| v as f64).collect();
-                    crate::engine::reference::score(dataset, schedule, tau, &x)
-                        .into_iter()
-                        .map(|v| v as f32)
-                })
-                .collect()),
-        }
-    }
 }
 
 /// The `n × n` query points over `extent`, row-major (x, y) pairs: y = ymin row first,

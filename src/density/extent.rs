@@ -7,9 +7,13 @@ use std::str::FromStr;
 /// The rectangle of the plane an image covers: `[xmin, xmax] x [ymin, ymax]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Extent {
+    /// Left edge (the first column's left side).
     pub xmin: f64,
+    /// Right edge.
     pub xmax: f64,
+    /// Bottom edge (the last row's lower side: row 0 is at the top).
     pub ymin: f64,
+    /// Top edge.
     pub ymax: f64,
 }
 

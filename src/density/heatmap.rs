@@ -82,7 +82,7 @@ use crate::error::{Error, Result};
 // Re-exported where `DensityGrid::new` takes it and where callers have long found it.
 use fixed_point::{add_counts, dequantize};
 pub use fixed_point::{EXACT_PARTICLES, QUANTUM_BITS};
-pub use raw::{RawGridMeta, RAW_FORMAT};
+pub use raw::RawGridMeta;
 use rayon::prelude::*;
 use serde::Serialize;
 use split::{Split, SplitPlan};
@@ -116,6 +116,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// The name the options and the sidecars use.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Gaussian => "gaussian",
@@ -258,22 +259,27 @@ impl DensityGrid {
         })
     }
 
+    /// Columns.
     pub fn width(&self) -> usize {
         self.width
     }
 
+    /// Rows.
     pub fn height(&self) -> usize {
         self.height
     }
 
+    /// The rectangle of the plane it covers.
     pub fn extent(&self) -> Extent {
         self.extent
     }
 
+    /// Width (standard deviation) of the kernel.
     pub fn bandwidth(&self) -> f64 {
         self.bandwidth
     }
 
+    /// The kernel.
     pub fn kernel(&self) -> Kernel {
         self.kernel
     }
@@ -306,6 +312,7 @@ impl DensityGrid {
         }
     }
 
+    /// The values, row-major from the top row, as [`data`](Self::data) gives them.
     pub fn into_data(self) -> Vec<f64> {
         self.data();
         match self.store {
@@ -347,7 +354,7 @@ impl DensityGrid {
     /// are points whose kernel does not reach the grid. Each kernel value is rounded to the
     /// fixed point once and added as an integer, so the result does not depend on how the
     /// points are split into batches, on their order or on grids merged: bit for bit, and
-    /// exact up to [`EXACT_PARTICLES`] particles reaching a cell (past that the sums wrap,
+    /// exact up to `EXACT_PARTICLES` particles reaching a cell (past that the sums wrap,
     /// alike on every engine).
     pub fn accumulate(&mut self, points: &[f32]) {
         assert!(
@@ -368,7 +375,7 @@ impl DensityGrid {
         }
     }
 
-    /// Whether every sum is exact: at most [`EXACT_PARTICLES`] particles were accumulated or
+    /// Whether every sum is exact: at most `EXACT_PARTICLES` particles were accumulated or
     /// merged in. Past that a cell's sum may have wrapped (alike on every engine); run.json
     /// says so (`density_inexact`).
     pub fn is_exact(&self) -> bool {

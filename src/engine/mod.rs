@@ -11,6 +11,7 @@ pub mod layout;
 pub mod nearest;
 pub mod records;
 pub mod reference;
+pub mod score_at;
 
 use crate::error::Result;
 use crate::model::dataset::Dataset;
@@ -37,6 +38,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The name the options and run.json use.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Auto => "auto",
@@ -133,6 +135,7 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
+    /// The name the options and run.json use.
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Em => "em",
@@ -144,8 +147,11 @@ impl SamplerKind {
 /// Everything that defines a run's trajectories, shared by all batches.
 #[derive(Debug, Clone, Copy)]
 pub struct Problem<'a> {
+    /// The training set.
     pub dataset: &'a Dataset,
+    /// The reverse steps (time grid and coefficients).
     pub steps: &'a [ReverseStep],
+    /// Seed of the Philox streams.
     pub seed: u64,
     /// The noise schedule `steps` was made from: the reference engine re-evaluates the
     /// drift and diffusion from it; the f32 engines need only the steps' records.
@@ -173,6 +179,7 @@ pub struct PosteriorTap<'a> {
     /// `rows * steps.len()` values, row-major: row `r`'s value at `steps[j]` is at
     /// `r * steps.len() + j` (a work item of consecutive rows writes one contiguous piece).
     pub max_weight: &'a mut [f32],
+    /// The first training index having the largest weight, laid out like `max_weight`.
     pub argmax: &'a mut [u32],
 }
 

@@ -21,11 +21,14 @@ pub fn chunk_points(dim: usize) -> usize {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Best {
+    /// The smallest squared distances, ascending (`inf` when unused).
     pub d: [f32; 4],
+    /// Their training indices (`NO_INDEX` when unused).
     pub i: [u32; 4],
 }
 
 impl Best {
+    /// No neighbour yet.
     pub fn empty() -> Self {
         Best {
             d: [f32::MAX; 4],

@@ -22,11 +22,13 @@ pub const MAX_DIMENSION: usize = 4096;
 /// a tile: one point per invocation). Keep in sync with `GENERAL_WG`/`GENERAL_TILE` in
 /// `shaders/common/reduce_general.wgsl` and `cpu/reduce_general.rs`.
 pub const GENERAL_WG: usize = 64;
+/// Training points per general-D tile.
 pub const GENERAL_TILE: usize = 64;
 /// Particles one general-D workgroup owns (the query tile of the flash-attention-shaped
 /// kernel), and columns of 4 coordinates of the particle tile staged in workgroup memory
 /// at a time. Keep in sync with `shaders/common/reduce_general.wgsl`.
 pub const GENERAL_PARTICLES: usize = 16;
+/// Columns of 4 coordinates of the particle tile staged at a time.
 pub const GENERAL_X_COLUMNS: usize = 16;
 
 /// Loop iterations one general-D invocation may spend on the tiles of one dispatch:
@@ -91,9 +93,11 @@ pub fn chunk_points(dim: usize) -> usize {
 pub struct RunParams {
     /// The 64-bit seed as (lo, hi): the Philox key.
     pub seed_lo: u32,
+    /// High word of the seed.
     pub seed_hi: u32,
     /// Global index of the batch's first particle, as (lo, hi).
     pub first_particle_lo: u32,
+    /// High word of the first particle's index.
     pub first_particle_hi: u32,
     /// Particles (or query points) in this batch.
     pub batch_len: u32,
@@ -108,10 +112,12 @@ pub struct RunParams {
     /// Rows of the batch (its first particles) whose posterior a tapped step stage
     /// writes (`shaders/common/tap_on.wgsl`); ignored by the other stages.
     pub tap_rows: u32,
+    /// Padding (the size of the WGSL struct).
     pub _pad: [u32; 2],
 }
 
 impl RunParams {
+    /// The parameters of a batch.
     pub fn new(seed: u64, first_particle: u64, batch_len: u32, dim: u32, n_train: u32) -> Self {
         Self {
             seed_lo: seed as u32,
@@ -152,12 +158,16 @@ pub struct StepParams {
     pub inv_sigma2: f32,
     /// Informational (reverse time, step, beta); not used by the update.
     pub t: f32,
+    /// Step length in reverse time.
     pub dt: f32,
+    /// beta at the step's forward time.
     pub beta: f32,
+    /// Padding (the size of the WGSL struct).
     pub _pad: u32,
 }
 
 impl StepParams {
+    /// The coefficients of an Euler–Maruyama step, rounded once from f64.
     pub fn from_step(step: &ReverseStep) -> Self {
         Self {
             step_index: step.index,
@@ -211,14 +221,18 @@ pub struct HeunParams {
     pub phase: u32,
     /// `s(tau)` and `1 / (2 sigma2(tau))` of the score evaluated in this half.
     pub mean_scale: f32,
+    /// `1 / (2 sigma2(tau))`.
     pub inv_two_sigma2: f32,
     /// Coefficients of x and m in the new position (predictor) or the increment
     /// (corrector).
     pub x_coeff: f32,
+    /// Coefficient of m in the new position or increment.
     pub mean_coeff: f32,
     /// Predictor only: coefficients of x and m0 in the corrector's known part.
     pub partial_x_coeff: f32,
+    /// Predictor only: coefficient of m0 in the corrector's known part.
     pub partial_mean_coeff: f32,
+    /// Padding (the size of the WGSL struct).
     pub _pad: [u32; 5],
 }
 
@@ -316,7 +330,9 @@ impl StepRecords {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq)]
 pub struct ChunkParams {
+    /// First training point of the chunk.
     pub start: u32,
+    /// Training points of the chunk.
     pub count: u32,
     /// 1 for the first chunk of a step (fresh softmax state), else 0.
     pub first: u32,

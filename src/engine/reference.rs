@@ -133,6 +133,7 @@ type Piece<'t> = std::sync::Mutex<Option<(&'t mut [f32], &'t mut [u32])>>;
 pub struct ReferenceEngine;
 
 impl ReferenceEngine {
+    /// The engine (it takes the schedule with each problem).
     pub fn new() -> Self {
         Self
     }

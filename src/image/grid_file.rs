@@ -45,22 +45,28 @@ pub fn is_declared_f32_grid(npy: &Path) -> bool {
 /// only ever summed with grids of the same kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GridMeta {
-    /// [`GRID_FORMAT`].
+    /// `GRID_FORMAT`.
     pub format: String,
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
     /// `[xmin, xmax, ymin, ymax]`; pixel centres on `linspace` grids, row 0 at `ymax`.
     pub extent: [f64; 4],
+    /// The density kernel.
     pub kernel: Kernel,
+    /// Width (standard deviation) of the kernel.
     pub bandwidth: f64,
     /// Particles behind the grid (far and non-finite ones included).
     pub particles: u64,
     /// Smallest and largest value of the grid (finite values).
     pub min: f64,
+    /// Largest value (finite values).
     pub max: f64,
 }
 
 impl GridMeta {
+    /// The sidecar of `grid`.
     pub fn of(grid: &DensityGrid) -> Self {
         let e = grid.extent();
         GridMeta {
@@ -85,6 +91,7 @@ impl GridMeta {
             && self.bandwidth == other.bandwidth
     }
 
+    /// One line for messages: size, extent, kernel and particles.
     pub fn describe(&self) -> String {
         let [a, b, c, d] = self.extent;
         format!(
@@ -99,6 +106,7 @@ impl GridMeta {
 
 /// An f32 grid `.npy` with its sidecar, as a row source (read band by band from disk).
 pub struct GridFile {
+    /// What the sidecar says.
     pub meta: GridMeta,
     path: PathBuf,
     offset: u64,
@@ -149,6 +157,7 @@ impl GridFile {
         })
     }
 
+    /// The `.npy` file.
     pub fn path(&self) -> &Path {
         &self.path
     }

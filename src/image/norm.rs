@@ -28,6 +28,7 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// The name the options and run.json use.
     pub fn name(self) -> &'static str {
         match self {
             Norm::Linear => "linear",
@@ -40,7 +41,9 @@ impl Norm {
 /// How a grid is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shading {
+    /// The colour table.
     pub colormap: Colormap,
+    /// How values map to the table.
     pub norm: Norm,
 }
 

@@ -81,7 +81,7 @@ pub struct MemorizationSummary {
     /// Fraction of all samples memorized by the ratio criterion.
     pub memorized_fraction: f64,
     /// 95% percentile bootstrap interval of `memorized_fraction` (see
-    /// [`crate::metrics::stats::bootstrap_interval`]: a function of the counts alone).
+    /// `crate::metrics::stats::bootstrap_interval`: a function of the counts alone).
     pub memorized_interval_95: [f64; 2],
     /// For each training point, the memorized samples nearest to it.
     pub memorized_counts: Vec<u64>,
@@ -235,11 +235,12 @@ impl MemorizationCounter {
         }
     }
 
-    /// Start recording posterior concentration (see [`PosteriorCounts`]).
+    /// Start recording posterior concentration (see `PosteriorCounts`).
     pub fn set_posterior(&mut self, posterior: PosteriorCounts) {
         self.posterior = Some(posterior);
     }
 
+    /// The posterior-concentration sums, if they are recorded.
     pub fn posterior_mut(&mut self) -> Option<&mut PosteriorCounts> {
         self.posterior.as_mut()
     }
@@ -250,6 +251,7 @@ impl MemorizationCounter {
         Self::new(&t, dim)
     }
 
+    /// Dimension D of the samples.
     pub fn dim(&self) -> usize {
         self.dim
     }
@@ -351,6 +353,7 @@ impl MemorizationCounter {
         self.add_counts(&other.counts())
     }
 
+    /// The metrics of the samples counted so far.
     pub fn summary(&self) -> MemorizationSummary {
         self.counts().summary()
     }
@@ -389,12 +392,17 @@ impl MemorizationCounter {
 /// up exactly to the counts of the whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MemorizationCounts {
+    /// Dimension D.
     pub dim: usize,
+    /// Samples counted (non-finite ones included).
     pub particles: u64,
+    /// Samples within 0.05 of their nearest training point.
     pub within_0_05: u64,
+    /// Samples within 0.1 of their nearest training point.
     pub within_0_1: u64,
     /// One count per training point.
     pub nearest_counts: Vec<u64>,
+    /// Samples with a non-finite coordinate (they have no nearest point).
     pub nonfinite: u64,
     /// Memorized samples (ratio criterion) nearest to each training point.
     #[serde(default)]
@@ -448,6 +456,7 @@ impl MemorizationCounts {
         Ok(())
     }
 
+    /// The metrics these counts give.
     pub fn summary(&self) -> MemorizationSummary {
         let frac = |k: u64| {
             if self.particles == 0 {

@@ -10,8 +10,11 @@
 /// The round multipliers and Weyl key increments of Philox4x32 (public for the check of
 /// the constants the shader shares, tests/shaders.rs).
 pub const PHILOX_M0: u32 = 0xD251_1F53;
+/// The second round multiplier.
 pub const PHILOX_M1: u32 = 0xCD9E_8D57;
+/// The first Weyl key increment (the golden ratio).
 pub const PHILOX_W0: u32 = 0x9E37_79B9;
+/// The second Weyl key increment (sqrt(3) - 1).
 pub const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// Step index used for the initial noise `x_1`, distinct from every step 0..S-2.
@@ -93,7 +96,7 @@ pub fn box_muller_angle(u: f32) -> f32 {
 
 /// Four standard normals from one Philox block by Box–Muller, f32, in the shader's order:
 /// `(u0, u1) -> (r cos 2πu1, r sin 2πu1)` with `r = sqrt(-2 ln u0)`, same for `(u2, u3)`;
-/// the angle reduced to [-π, π] by [`box_muller_angle`].
+/// the angle reduced to [-π, π] by `box_muller_angle`.
 #[inline(always)]
 pub fn normals4_f32(bits: [u32; 4]) -> [f32; 4] {
     let u = bits.map(uniform_f32);
@@ -124,7 +127,7 @@ pub struct BoxMullerAccuracy {
 /// rounded): `log` 2^-21 absolute on [0.5, 2], 3 ULP elsewhere (an ULP of a normal f32 y
 /// is at most 2^-23·|y|); `sqrt` "inherited from 1.0 / inverseSqrt(x)", inverseSqrt 2 ULP
 /// and the division 2.5 ULP: `(1 + 2·2^-23)(1 + 2.5·2^-23) - 1 <= 4.6·2^-23`; `cos`, `sin`
-/// 2^-11 absolute on [-π, π] only, which [`box_muller_angle`] guarantees (checked by a
+/// 2^-11 absolute on [-π, π] only, which `box_muller_angle` guarantees (checked by a
 /// test), plus the angle's own error `|TAU_f32 · u' - 2πu'| <= |TAU_f32 -
 /// 2π|/2 + ulp(π)/2 <= 2.1e-7` (cos and sin are 1-Lipschitz).
 pub const WGSL_ACCURACY: BoxMullerAccuracy = BoxMullerAccuracy {

@@ -8,7 +8,9 @@ use serde::Serialize;
 /// Linear-beta VP-SDE: `beta(t) = beta_min + t (beta_max - beta_min)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct VpSchedule {
+    /// beta at t = 0.
     pub beta_min: f64,
+    /// beta at t = 1.
     pub beta_max: f64,
 }
 
@@ -22,6 +24,7 @@ impl Default for VpSchedule {
 }
 
 impl VpSchedule {
+    /// The schedule from beta_min to beta_max.
     pub fn new(beta_min: f64, beta_max: f64) -> Self {
         Self { beta_min, beta_max }
     }
@@ -70,7 +73,9 @@ pub struct ReverseStep {
     pub dt: f64,
     /// Forward time `1 - t` at which drift, diffusion and score are evaluated.
     pub tau: f64,
+    /// beta(tau), the noise rate at the forward time of the step.
     pub beta: f64,
+    /// Mean scale s(tau) = exp(-int_0^tau beta / 2).
     pub mean_scale: f64,
     /// Variance of the score's mixture components: `sigma2(tau)` for the empirical score,
     /// `sigma2(tau) + s^2 h^2` for `kde:h` (see [`reverse_steps_with`]).
@@ -125,7 +130,10 @@ pub enum ScoreKind {
     Empirical,
     /// The score of the training set smoothed by a Gaussian of width `h` (a kernel density
     /// estimate): components `N(s x_i, (sigma2 + s^2 h^2) I)`.
-    Kde { h: f64 },
+    Kde {
+        /// The kernel width.
+        h: f64,
+    },
 }
 
 impl ScoreKind {
@@ -138,6 +146,7 @@ impl ScoreKind {
         }
     }
 
+    /// The spec `--score` takes: `empirical` or `kde:h`.
     pub fn label(&self) -> String {
         match self {
             ScoreKind::Empirical => "empirical".into(),
@@ -170,13 +179,18 @@ impl std::str::FromStr for ScoreKind {
 /// variance of the score's mixture components (see [`ScoreKind::variance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ScorePoint {
+    /// Forward time.
     pub tau: f64,
+    /// Mean scale s(tau).
     pub mean_scale: f64,
+    /// Forward variance sigma^2(tau) = 1 - s^2.
     pub sigma2: f64,
+    /// Variance of the score's mixture components.
     pub variance: f64,
 }
 
 impl ScorePoint {
+    /// The score point of `score` at forward time `tau` of `schedule`.
     pub fn new(schedule: &VpSchedule, score: ScoreKind, tau: f64) -> Self {
         let (mean_scale, sigma2) = (schedule.mean_scale(tau), schedule.sigma2(tau));
         Self {

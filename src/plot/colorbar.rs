@@ -8,8 +8,11 @@ use crate::image::norm::{normalize, Norm, Shading, Stats};
 /// gets that colour), the density value there and its label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BarTick {
+    /// Where along the bar, in [0, 1].
     pub pos: f64,
+    /// The density value there.
     pub value: f64,
+    /// Its label.
     pub label: String,
 }
 

@@ -141,9 +141,11 @@ pub fn axis_ticks(lo: f64, hi: f64, pixel_lo: f64, pixel_hi: f64, max_count: usi
 /// labels at positions in [0, 1] along it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Colorbar {
+    /// The colour table.
     pub colormap: Colormap,
     /// (position along the bar in [0, 1], 0 = bottom = first colour; label)
     pub ticks: Vec<(f64, String)>,
+    /// The label along the bar.
     pub label: String,
 }
 
@@ -206,19 +208,24 @@ pub struct Arrow {
 /// leaves the plot area white.
 #[derive(Debug, Clone)]
 pub struct Figure<'a> {
+    /// The image in the plot area, or `None` for white.
     pub image: Option<&'a RgbImage>,
+    /// The rectangle of the plane the plot area shows.
     pub extent: Extent,
     /// The title; `\n` separates lines.
     pub title: String,
+    /// The x axis label.
     pub x_label: String,
+    /// The y axis label.
     pub y_label: String,
+    /// A colorbar right of the plot area.
     pub colorbar: Option<Colorbar>,
     /// Training points (x, y), drawn as rings; points outside the extent are left out.
     pub markers: &'a [(f64, f64)],
     /// Arrows in data coordinates, drawn over the image.
     pub arrows: &'a [Arrow],
     /// The plot area's pixels, already resampled from an image too large to hold (see
-    /// [`PlotCapture`]); exactly `layout(width, height).plot` in size. Drawn instead of
+    /// `PlotCapture`); exactly `layout(width, height).plot` in size. Drawn instead of
     /// `image` when given.
     pub plot_pixels: Option<&'a RgbImage>,
 }

@@ -36,7 +36,9 @@ const BAND_PIXELS: usize = 1 << 22;
 
 /// Something that produces rows of a grid (row 0 = top) as f64.
 pub trait RowSource: Sync {
+    /// Columns per row.
     fn width(&self) -> usize;
+    /// Rows.
     fn height(&self) -> usize;
     /// Rows `r0..` (as many as `out` holds).
     fn read_rows(&self, r0: usize, out: &mut [f64]) -> Result<()>;
@@ -71,10 +73,11 @@ pub struct GridOutputs {
 /// A framed figure ([`crate::plot::figure::Figure`]) of a grid's RGB image, drawn from the very
 /// colours of the PNG while its rows are streamed (so it shows the PNG's norm, colormap and
 /// kernel exactly, bilinearly resampled into the plot area), with a colorbar whose ticks
-/// follow the norm ([`colorbar`]). Memory: a [`crate::plot::figure::PlotCapture`], bounded by the
+/// follow the norm (`colorbar`). Memory: a `crate::plot::figure::PlotCapture`, bounded by the
 /// figure's size whatever the image's.
 #[derive(Debug, Clone, Default)]
 pub struct FigureRequest {
+    /// Where the figure is written.
     pub path: PathBuf,
     /// Total size in pixels (each side in `figure::MIN_SIDE..=figure::MAX_SIDE`).
     pub size: (u32, u32),
@@ -500,9 +503,13 @@ impl RowSource for PointRows<'_> {
 /// A sum of density grids of one shape: row sources (particle grids, read band by band)
 /// and f32 grid files.
 pub struct GridSum<'a> {
+    /// Columns of every part.
     pub width: usize,
+    /// Rows of every part.
     pub height: usize,
+    /// Grids computed from particles.
     pub parts: Vec<&'a dyn RowSource>,
+    /// Grids read from files.
     pub files: Vec<GridFile>,
 }
 
@@ -548,6 +555,8 @@ pub fn linear_rgb_image(grid: &DensityGrid, colormap: Colormap) -> image::RgbIma
     img
 }
 
+// For the density unit tests (the run folder writes through write_grid_outputs).
+#[cfg(test)]
 /// Write the image as a PNG, atomically ([`crate::io::AtomicFile`]). On failure nothing
 /// is left behind.
 pub fn write_linear_png(

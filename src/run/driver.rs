@@ -24,11 +24,15 @@ pub const MAX_PARTICLES: u64 = 1 << 40;
 /// What defines a sampling run.
 #[derive(Debug, Clone)]
 pub struct SampleConfig {
+    /// Particles P of the whole run (a shard runs its part of them).
     pub particles: u64,
     /// Number of time points S of the grid (S - 1 Euler–Maruyama steps).
     pub time_points: usize,
+    /// Seed of the Philox streams: particle i's noise depends only on (seed, i).
     pub seed: u64,
+    /// The noise schedule.
     pub schedule: VpSchedule,
+    /// The training set.
     pub dataset: Dataset,
     /// Particles per batch; `None` picks the engine's limit capped at `DEFAULT_MAX_BATCH`.
     pub batch: Option<usize>,
@@ -49,7 +53,9 @@ pub struct SampleConfig {
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shard {
+    /// Which shard, from 0.
     pub index: u64,
+    /// How many shards the run is cut into.
     pub count: u64,
 }
 
@@ -202,7 +208,7 @@ pub trait BatchSink {
     /// Take the finished batch's final positions (particles `0..n` of the batch) from the
     /// engine's device before [`consume`](Self::consume); called only for engines with
     /// [`Engine::device_outputs`]. A sink that keeps a density grid on that device
-    /// deposits them there ([`DeviceOutputs::deposit_samples`]) and then leaves that grid
+    /// deposits them there (`DeviceOutputs::deposit_samples`) and then leaves that grid
     /// alone in `consume`.
     fn consume_on_device(&mut self, device: &dyn DeviceOutputs, n: usize) -> Result<()> {
         let _ = (device, n);
@@ -302,7 +308,9 @@ pub struct ResumePoint {
 /// `resume`.
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoints {
+    /// Save every this many steps of a batch (and after each batch).
     pub every: Option<usize>,
+    /// Continue the run from this point.
     pub resume: Option<ResumePoint>,
 }
 
@@ -331,7 +339,9 @@ pub struct SampleTiming {
     pub sampling_s: f64,
     /// Time spent in the sink (file writes, images, metrics).
     pub consume_s: f64,
+    /// Batches the particles were split into.
     pub batches: usize,
+    /// Particles per batch (the last one may hold fewer).
     pub batch_size: usize,
 }
 
@@ -381,7 +391,7 @@ pub fn run_with_cancel(
     )
 }
 
-/// [`run_with_cancel`] with checkpoints: with `checkpoints.every = Some(K)` each batch runs
+/// `run_with_cancel` with checkpoints: with `checkpoints.every = Some(K)` each batch runs
 /// in segments of K steps and [`BatchSink::checkpoint`] is called before the first batch,
 /// at each segment end inside a batch and after each batch; `checkpoints.resume` continues
 /// a run from a saved point (its batch from the saved state with `advance_batch(None, ..)`).
@@ -660,26 +670,4 @@ pub fn run_checkpointed(
     }
     progress.finish();
     Ok(timing)
-}
-
-/// Collects everything in memory: for tests and small runs through the library API.
-#[derive(Debug, Default, Clone)]
-pub struct Collect {
-    pub initial: Vec<f32>,
-    pub samples: Vec<f32>,
-}
-
-impl BatchSink for Collect {
-    fn consume(&mut self, _first: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
-        self.initial.extend_from_slice(initial);
-        self.samples.extend_from_slice(samples);
-        Ok(())
-    }
-}
-
-/// Convenience: run `config` on `engine` and return (initial, samples) in memory.
-pub fn run_collect(config: &SampleConfig, engine: &mut dyn Engine) -> Result<Collect> {
-    let mut sink = Collect::default();
-    run(config, engine, &mut sink, &mut NoProgress)?;
-    Ok(sink)
 }

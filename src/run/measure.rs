@@ -45,6 +45,7 @@ struct Tracker {
 
 /// The metrics of a run (see the module documentation).
 pub struct MetricsSink {
+    /// The memorization counts so far.
     pub counter: MemorizationCounter,
     tracker: Option<Tracker>,
     gpu: Option<GpuNearest>,
@@ -116,6 +117,7 @@ impl MetricsSink {
         Ok(())
     }
 
+    /// The steps after which the posterior concentration is recorded.
     pub fn observe_steps(&self) -> Vec<usize> {
         self.tracker
             .as_ref()
@@ -123,6 +125,7 @@ impl MetricsSink {
             .unwrap_or_default()
     }
 
+    /// Record the posterior concentration of the batch from `first` after `step` steps.
     pub fn observe(&mut self, first: u64, step: usize, state: &[f32]) -> Result<()> {
         let Some(t) = &mut self.tracker else {
             return Ok(());

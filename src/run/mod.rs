@@ -8,5 +8,6 @@ pub mod figures;
 pub mod folder;
 pub mod measure;
 pub mod report;
+pub mod sampler;
 pub mod spec;
 pub mod to_folder;

@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 /// run.json.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The version that wrote it.
     pub memodiff_version: String,
+    /// What started the run (the command line for the CLI).
     pub command: Vec<String>,
+    /// The run's spec and the facts that follow from it.
     pub parameters: RunParameters,
     /// The backend the run used.
     #[serde(with = "crate::run::spec::backend_name")]
@@ -22,18 +25,23 @@ pub struct RunReport {
     /// The backend asked for.
     #[serde(with = "crate::run::spec::backend_name")]
     pub backend_requested: Backend,
+    /// Why `auto` did not get a GPU, when it did not.
     pub backend_note: Option<String>,
+    /// The device that ran.
     pub device: String,
+    /// Where the time went, in seconds.
     pub timings_s: Timings,
     /// Exact culling of the score's (particle, training point) pairs, as the engine
     /// counted it in this process, where the engine culls (cpu engine, D > 4); absent
     /// elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub culled_pairs: Option<CulledPairs>,
+    /// The memorization metrics.
     pub memorization: MemorizationSummary,
     /// The shard folders a merged run was made from (`merge` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<Vec<String>>,
+    /// The files of the run folder, run.json last.
     pub files: Vec<String>,
 }
 

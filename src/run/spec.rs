@@ -58,8 +58,11 @@ pub struct RunSpec {
     pub time_points: usize,
     /// The integrator (`em` or `heun`).
     pub sampler: SamplerKind,
+    /// Seed of the Philox streams: particle i's noise depends only on (seed, i).
     pub seed: u64,
+    /// beta(t) at t = 0 of the linear VP schedule.
     pub beta_min: f64,
+    /// beta(t) at t = 1.
     pub beta_max: f64,
     /// The training set's name as [`Dataset::parse_seeded`] gives it (a spec such as
     /// `circle:8`, a path; random sets with their data seed): merge and resume compare it.
@@ -70,8 +73,10 @@ pub struct RunSpec {
     pub score: ScoreKind,
     /// Early stop at forward time t_min (0: the reverse process runs to t = 0).
     pub t_min: f64,
+    /// How the density images are drawn.
     #[serde(flatten)]
     pub images: ImageSpec,
+    /// The outputs besides the arrays and the density images.
     #[serde(flatten)]
     pub extras: ExtraOutputs,
 }
@@ -87,14 +92,17 @@ pub struct ImageSpec {
     pub initial_extent: Extent,
     /// [width, height] in pixels.
     pub resolution: [usize; 2],
+    /// Width (standard deviation) of the density kernel.
     #[serde(rename = "kernel_bandwidth")]
     pub bandwidth: f64,
     /// `kernel`, `norm` and `png16` are absent from run.json files of older builds: their
     /// defaults then.
     #[serde(default)]
     pub kernel: Kernel,
+    /// The colour table.
     #[serde(with = "colormap_name")]
     pub colormap: Colormap,
+    /// How densities map to colours.
     #[serde(default)]
     pub norm: Norm,
     /// Also write `NAME_gray16.png`, the raw density as 16-bit grayscale.
@@ -122,12 +130,15 @@ impl Default for ImageSpec {
 }
 
 impl ImageSpec {
+    /// Width of the images in pixels.
     pub fn width(&self) -> usize {
         self.resolution[0]
     }
+    /// Height of the images in pixels.
     pub fn height(&self) -> usize {
         self.resolution[1]
     }
+    /// The colormap and norm of the images.
     pub fn shading(&self) -> crate::image::norm::Shading {
         crate::image::norm::Shading {
             colormap: self.colormap,
@@ -258,6 +269,7 @@ impl RunSpec {
         }
     }
 
+    /// The noise schedule of beta_min and beta_max.
     pub fn schedule(&self) -> VpSchedule {
         VpSchedule::new(self.beta_min, self.beta_max)
     }

@@ -3,7 +3,7 @@
 
 pub mod npy;
 
-use memodiff::engine::gpu::{AdapterChoice, GpuEngine};
+use memodiff::testing::engine::gpu::{AdapterChoice, GpuEngine};
 
 /// Command-line arguments written out in one line, split at the spaces: a run's options
 /// read as on the command line (none of them holds a space).
@@ -30,7 +30,10 @@ pub const SKIP_GPU_VAR: &str = "MEMODIFF_SKIP_GPU_TESTS";
 /// Open a GPU engine on any adapter (lavapipe included). Fails the test when none is
 /// found, unless `MEMODIFF_SKIP_GPU_TESTS=1`, in which case it prints that it skipped.
 pub fn gpu_engine(test: &str) -> Option<GpuEngine> {
-    gpu_engine_with(test, memodiff::engine::gpu::engine::DEFAULT_WORKGROUP_SIZE)
+    gpu_engine_with(
+        test,
+        memodiff::testing::engine::gpu::engine::DEFAULT_WORKGROUP_SIZE,
+    )
 }
 
 /// Environment variable that makes every GPU test fail on a software adapter (lavapipe,
@@ -46,7 +49,7 @@ pub fn announce_adapter(test: &str, info: &wgpu::AdapterInfo) {
         info.name, info.device_type, info.backend, info.driver, info.driver_info
     );
     if std::env::var(REQUIRE_HARDWARE_VAR).as_deref() == Ok("1")
-        && memodiff::engine::gpu::context::is_software(info)
+        && memodiff::testing::engine::gpu::context::is_software(info)
     {
         panic!(
             "{test}: {REQUIRE_HARDWARE_VAR}=1 but the adapter \"{}\" is a software \
@@ -85,7 +88,7 @@ pub fn row_distance(a: &[f32], b: &[f32], dim: usize, i: usize) -> f32 {
 
 /// A deterministic pseudo-random training set of `n` points in `dim` dimensions, uniform
 /// in [-1, 1]^dim (an LCG, so the tests need no RNG state).
-pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::model::dataset::Dataset {
+pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::testing::model::dataset::Dataset {
     let mut state = salt;
     let points = (0..n * dim)
         .map(|_| {
@@ -95,7 +98,8 @@ pub fn scattered(n: usize, dim: usize, salt: u64) -> memodiff::model::dataset::D
             ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
-    memodiff::model::dataset::Dataset::new(format!("scattered:{n}:{dim}"), dim, points).unwrap()
+    memodiff::testing::model::dataset::Dataset::new(format!("scattered:{n}:{dim}"), dim, points)
+        .unwrap()
 }
 
 /// `n` deterministic 2-d points (row-major x, y) from an LCG: a Gaussian blob, a ring and
@@ -146,7 +150,7 @@ pub enum NoiseSource {
 }
 
 fn normal_error(source: NoiseSource, bits: [u32; 4]) -> [f64; 4] {
-    use memodiff::model::philox::{
+    use memodiff::testing::model::philox::{
         normals4_f64, normals_error_bound, CPU_F32_ACCURACY, WGSL_ACCURACY,
     };
     match source {
@@ -174,7 +178,7 @@ pub fn initial_noise_tolerance(
     initial_std: f64,
     dim: usize,
 ) -> Vec<f64> {
-    use memodiff::model::philox::{
+    use memodiff::testing::model::philox::{
         counter, normals4_f64, philox4x32_10, seed_key, INITIAL_NOISE_STEP,
     };
     (0..dim.div_ceil(4))
@@ -234,8 +238,8 @@ pub const MAX_SPLIT_FRACTION: f64 = 1e-3;
 /// (index of the top weight, gap ln w1 - ln w2) of the posterior over `dataset` at `x`
 /// for the score point `at` (log-weights `-|x - s a_i|^2 / 2v`, in f64).
 pub fn top_two(
-    dataset: &memodiff::model::dataset::Dataset,
-    at: &memodiff::model::schedule::ScorePoint,
+    dataset: &memodiff::testing::model::dataset::Dataset,
+    at: &memodiff::testing::model::schedule::ScorePoint,
     x: &[f32],
 ) -> (usize, f64) {
     let (mut best, mut first, mut second) = (0, f64::NEG_INFINITY, f64::NEG_INFINITY);
@@ -265,7 +269,7 @@ struct StepRecorder {
     states: Vec<Vec<f32>>,
 }
 
-impl memodiff::run::driver::BatchSink for StepRecorder {
+impl memodiff::testing::run::driver::BatchSink for StepRecorder {
     fn consume(&mut self, _first: u64, _initial: &[f32], _samples: &[f32]) -> memodiff::Result<()> {
         Ok(())
     }
@@ -286,8 +290,8 @@ impl memodiff::run::driver::BatchSink for StepRecorder {
 }
 
 fn record_steps(
-    config: &memodiff::run::driver::SampleConfig,
-    engine: &mut dyn memodiff::engine::Engine,
+    config: &memodiff::testing::run::driver::SampleConfig,
+    engine: &mut dyn memodiff::testing::engine::Engine,
     rows: &[u64],
 ) -> Vec<Vec<f32>> {
     let steps = config.reverse_steps().len();
@@ -298,11 +302,11 @@ fn record_steps(
         steps,
         states: vec![vec![f32::NAN; rows.len() * dim]; steps + 1],
     };
-    memodiff::run::driver::run(
+    memodiff::testing::run::driver::run(
         config,
         engine,
         &mut recorder,
-        &mut memodiff::run::driver::NoProgress,
+        &mut memodiff::testing::run::driver::NoProgress,
     )
     .expect("replay with per-step states");
     recorder.states
@@ -327,9 +331,9 @@ pub struct Agreement {
 /// Their count is printed and may not exceed [`MAX_SPLIT_FRACTION`] of the particles.
 pub fn assert_trajectories_agree(
     name: &str,
-    config: &memodiff::run::driver::SampleConfig,
-    (a, engine_a): (&[f32], &mut dyn memodiff::engine::Engine),
-    (b, engine_b): (&[f32], &mut dyn memodiff::engine::Engine),
+    config: &memodiff::testing::run::driver::SampleConfig,
+    (a, engine_a): (&[f32], &mut dyn memodiff::testing::engine::Engine),
+    (b, engine_b): (&[f32], &mut dyn memodiff::testing::engine::Engine),
     bound: f32,
 ) -> Agreement {
     let dim = config.dataset.dim;

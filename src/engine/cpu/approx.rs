@@ -50,16 +50,6 @@ pub fn fmin(a: f32, b: f32) -> f32 {
     }
 }
 
-/// `max(a, b)` as one `maxps` (returns `b` when either is NaN).
-#[inline(always)]
-pub fn fmax(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
-
 /// `2^n` for an integer `n` carried in the low bits of `rounded_bits` (the bit pattern
 /// of `n + MAGIC`), `n` in [-127, 127]; `n = -127` gives exactly 0 (flush to zero).
 #[inline(always)]
@@ -88,33 +78,6 @@ pub fn exp2<const FMA: bool>(x: f32) -> f32 {
     p = mad::<FMA>(p, f, 2.402_235_1e-1);
     p = mad::<FMA>(p, f, 6.931_428_3e-1);
     p = mad::<FMA>(p, f, 1.0);
-    p * pow2_from_magic(r.to_bits())
-}
-
-/// `e^x` for `x <= 88`, relative error <= 2.5e-7 for results >= 2^-126 (x >= -87.3).
-///
-/// Cody–Waite range reduction `x = n ln2 + r` with ln2 split in two (the high part
-/// exact in 9 bits, so `n · LN2_HI` is exact), Cephes `expf` polynomial (degree 5 on
-/// [-ln2/2, ln2/2]). Inputs below -88 (results below 2^-126) underflow toward 0, at most
-/// 2^-126 absolute error; NaN gives 0.
-#[inline(always)]
-pub fn exp<const FMA: bool>(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4; // exactly 355/512 = 0.693359375, 9 significant bits
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = if x > -88.0 { x } else { -88.0 };
-    let x = if x < 88.0 { x } else { 88.0 };
-    let r = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = r - MAGIC;
-    let mut f = mad::<FMA>(n, -LN2_HI, x);
-    f = mad::<FMA>(n, -LN2_LO, f);
-    let z = f * f;
-    let mut p = 1.987_569_2e-4f32;
-    p = mad::<FMA>(p, f, 1.398_199_9e-3);
-    p = mad::<FMA>(p, f, 8.333_452e-3);
-    p = mad::<FMA>(p, f, 4.166_579_6e-2);
-    p = mad::<FMA>(p, f, 1.666_666_5e-1);
-    p = mad::<FMA>(p, f, 0.5); // Cephes 5.0000001201e-1, which rounds to 0.5 in f32
-    p = mad::<FMA>(p, z, f) + 1.0;
     p * pow2_from_magic(r.to_bits())
 }
 
@@ -228,33 +191,6 @@ mod tests {
     fn exp2_matches_std() {
         check_exp2::<true>();
         check_exp2::<false>();
-    }
-
-    fn check_exp<const FMA: bool>() {
-        let mut worst = 0.0f64;
-        for x in sweep(-0.0, -87.3, 64).chain(sweep(0.0, 88.0, 64)) {
-            let e = rel_err(exp::<FMA>(x), (x as f64).exp());
-            worst = worst.max(e);
-        }
-        assert!(worst <= 2.5e-7, "exp relative error {worst:e}");
-        eprintln!("exp (fma: {FMA}): max relative error {worst:e}");
-        for x in sweep(-87.3, -104.0, 64).chain(sweep(-104.0, -1.0e30, 65536)) {
-            let y = exp::<FMA>(x);
-            let want = (x as f64).exp();
-            assert!(
-                y >= 0.0 && (y as f64 - want).abs() <= f32::MIN_POSITIVE as f64,
-                "exp({x}) = {y}"
-            );
-        }
-        assert_eq!(exp::<FMA>(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp::<FMA>(f32::NAN), 0.0);
-        assert_eq!(exp::<FMA>(0.0), 1.0);
-    }
-
-    #[test]
-    fn exp_matches_std() {
-        check_exp::<true>();
-        check_exp::<false>();
     }
 
     fn check_ln<const FMA: bool>() {

@@ -71,6 +71,7 @@ pub fn block_points(dim: usize) -> usize {
 /// cpu engine keeps it for all segments of all batches).
 #[derive(Debug, Clone)]
 pub struct TrainingPanels {
+    /// Dimension D of the points.
     pub dim: usize,
     /// Number of real points N.
     pub points: usize,
@@ -84,14 +85,17 @@ pub struct TrainingPanels {
     /// `|a_i|² / 2` (from f64, rounded once; `inf` for padding points, so their logits are
     /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
     pub half_norm2: Vec<f32>,
+    /// `|a_i|` per (padded) point, for the culling bounds.
     pub norm: Vec<f32>,
     /// With culling (`clustered`): the original index of the point at each position,
     /// and the panels' balls.
     pub order: Option<Vec<u32>>,
+    /// The bounding balls of the panels (culling only).
     pub balls: Option<PanelBalls>,
 }
 
 impl TrainingPanels {
+    /// The layouts of the row-major `points` of dimension `dim`.
     pub fn new(points: &[f64], dim: usize) -> Self {
         let n = points.len() / dim;
         let padded = n.div_ceil(PANEL) * PANEL;

@@ -154,6 +154,8 @@ pub struct Kernel<'a> {
     pub initial_std: f32,
 }
 
+// One thread through all steps: the unit tests' single-threaded path (the engine runs work items).
+#[cfg(test)]
 /// Run particles `first_particle ..` (n = `samples.len() / dim`) through all steps on
 /// the calling thread, writing their initial noise and final positions (row-major).
 ///

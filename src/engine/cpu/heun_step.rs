@@ -3,9 +3,12 @@
 //! halves and their coefficients), lanes beyond `dim` kept at zero.
 
 use super::reduce_general::{reduce_general, GeneralState};
+#[cfg(test)]
 use super::score::weighted_training_mean;
 use crate::engine::records::HeunParams;
 
+// The D <= 4 twin: the oracle of the fast kernel's unit tests.
+#[cfg(test)]
 /// D <= 4 (`heun_step.wgsl`): returns the particle's new position; the predictor writes
 /// the corrector's known part into `partial`, the corrector reads it.
 #[inline]

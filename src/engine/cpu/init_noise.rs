@@ -2,6 +2,8 @@
 
 use crate::model::philox::{counter, normals4_f32, philox4x32_10, seed_key, INITIAL_NOISE_STEP};
 
+// The D <= 4 twin: the oracle of the fast kernel's unit tests (the engines use init_noise_into).
+#[cfg(test)]
 /// Initial position of `particle` (first `dim` <= 4 lanes are meaningful).
 #[inline]
 pub fn init_noise(seed: u64, particle: u64, initial_std: f32) -> [f32; 4] {

@@ -8,7 +8,6 @@
 /// the tiles in registers. All give the same operations in the same order; only FMA
 /// (contracted or not) differs between the portable one and the others.
 pub trait Lanes16: Copy {
-    const FMA: bool;
     /// # Safety
     /// The CPU has the features of the implementing type (the callers are the
     /// per-ISA instances of `crate::isa::isa_dispatch!`).
@@ -40,7 +39,6 @@ pub type Portable16 = Array16<false>;
 pub type Fused16 = Array16<true>;
 
 impl<const FUSED: bool> Lanes16 for Array16<FUSED> {
-    const FMA: bool = FUSED;
     #[inline(always)]
     unsafe fn zero() -> Self {
         Self([0.0; 16])
@@ -77,7 +75,6 @@ pub mod x86 {
     pub struct Avx2x16(__m256, __m256);
 
     impl Lanes16 for Avx2x16 {
-        const FMA: bool = true;
         #[inline(always)]
         unsafe fn zero() -> Self {
             Self(_mm256_setzero_ps(), _mm256_setzero_ps())

@@ -6,6 +6,8 @@ pub mod approx;
 pub mod attention;
 pub mod cull;
 pub mod deposit;
+// The scalar twin of shaders/em_step.wgsl: the oracle of the fast kernel's unit tests.
+#[cfg(test)]
 pub mod em_step;
 pub mod em_step_general;
 pub mod fast;
@@ -45,6 +47,7 @@ fn block_len(particles: usize) -> usize {
 /// deterministic and batch-invariant.
 #[derive(Debug)]
 pub struct CpuEngine {
+    /// Skip the (particle, point) pairs whose weights are provably below f32 resolution (D > 4).
     pub cull: bool,
     stats: PairStats,
     /// The training set of the last problem, in its kernel's layout: made once per
@@ -123,6 +126,7 @@ impl Default for CpuEngine {
 }
 
 impl CpuEngine {
+    /// The engine with culling on (the default).
     pub fn new() -> Self {
         Self {
             cull: false,
@@ -131,6 +135,7 @@ impl CpuEngine {
         }
     }
 
+    /// The engine with culling on or off.
     pub fn with_culling(cull: bool) -> Self {
         Self {
             cull,

@@ -12,25 +12,34 @@ pub enum AdapterChoice {
     Any,
     /// Hardware only (`--backend auto`): a software rasterizer counts as "no GPU".
     HardwareOnly,
-    /// Adapter `N` of [`list_adapters`] (`--device N`; `memodiff devices` shows the list).
+    /// Adapter `N` of `list_adapters` (`--device N`; `memodiff devices` shows the list).
     Index(usize),
 }
 
 /// One adapter as `memodiff devices` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AdapterSummary {
+    /// Its index, as `--device` takes it.
     pub index: usize,
+    /// The adapter's name.
     pub name: String,
+    /// Discrete, integrated, virtual, software (cpu) or other.
     pub device_type: String,
+    /// The graphics API wgpu uses for it (Vulkan, Metal, Dx12, Gl).
     pub backend: String,
+    /// The driver and its version.
     pub driver: String,
+    /// Largest storage buffer one binding may cover, in bytes.
     pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, in bytes.
     pub max_buffer_size: u64,
+    /// Largest workgroup, in invocations.
     pub max_compute_invocations_per_workgroup: u32,
+    /// Whether it can time passes (timestamp queries).
     pub timestamp_query: bool,
 }
 
-/// The adapters of [`list_adapters`], in its order (the indices `--device` takes).
+/// The adapters of `list_adapters`, in its order (the indices `--device` takes).
 pub fn describe_adapters() -> Vec<AdapterSummary> {
     list_adapters()
         .iter()
@@ -59,10 +68,15 @@ pub fn describe_adapters() -> Vec<AdapterSummary> {
 /// metrics, run on the engine's device.
 #[derive(Clone)]
 pub struct GpuContext {
+    /// The device.
     pub device: wgpu::Device,
+    /// Its queue.
     pub queue: wgpu::Queue,
+    /// The adapter it was opened on.
     pub info: wgpu::AdapterInfo,
+    /// The limits it was opened with (the adapter's own).
     pub limits: wgpu::Limits,
+    /// The optional features it was opened with.
     pub features: wgpu::Features,
     /// First validation/out-of-memory error or device loss reported asynchronously.
     failure: Arc<Mutex<Option<String>>>,
@@ -213,6 +227,7 @@ impl GpuContext {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
+    /// Whether the adapter is a software rasterizer (lavapipe, llvmpipe, WARP).
     pub fn is_software(&self) -> bool {
         is_software(&self.info)
     }

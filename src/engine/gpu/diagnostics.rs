@@ -13,8 +13,11 @@ pub type PhiloxOutputs = (Vec<[u32; 4]>, Vec<[f32; 4]>);
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PhiloxCase {
+    /// The Philox counter.
     pub counter: [u32; 4],
+    /// The Philox key.
     pub key: [u32; 2],
+    /// Padding to 32 bytes.
     pub _pad: [u32; 2],
 }
 

@@ -67,7 +67,9 @@ pub const MAX_TAPPED_TRAINING_POINTS: usize = 1 << 24;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct TapEntry {
+    /// The largest softmax weight of the particle.
     pub max_weight: f32,
+    /// The first training index having it.
     pub argmax: u32,
 }
 
@@ -120,6 +122,7 @@ struct BatchBuffers {
     resident: Option<(u64, Vec<f32>)>,
 }
 
+/// The GPU engine: the WGSL stages on one wgpu device.
 pub struct GpuEngine {
     ctx: GpuContext,
     main_layout: wgpu::BindGroupLayout,
@@ -153,10 +156,12 @@ pub struct GpuEngine {
 }
 
 impl GpuEngine {
+    /// Open the engine on an adapter `choice` picks.
     pub fn new(choice: AdapterChoice) -> Result<Self> {
         Self::with_workgroup_size(choice, DEFAULT_WORKGROUP_SIZE)
     }
 
+    /// [`new`](Self::new) with another workgroup size of the D <= 4 stages.
     pub fn with_workgroup_size(choice: AdapterChoice, workgroup_size: u32) -> Result<Self> {
         Self::on_context(GpuContext::new(choice)?, workgroup_size)
     }
@@ -242,6 +247,7 @@ impl GpuEngine {
         })
     }
 
+    /// The device it runs on.
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }

@@ -23,13 +23,19 @@ const WORKGROUP_SIZE: u32 = 64;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct NearestParams {
+    /// Samples in this dispatch.
     pub n_samples: u32,
+    /// Dimension D.
     pub dim: u32,
+    /// Threads per row of the 2-D dispatch grid.
     pub threads_per_row: u32,
+    /// First training point of the chunk.
     pub chunk_start: u32,
+    /// Training points of the chunk.
     pub chunk_count: u32,
     /// 1 for the first chunk: start from an empty top three.
     pub first: u32,
+    /// Padding to 32 bytes.
     pub _pad: [u32; 2],
 }
 

@@ -21,19 +21,29 @@ use wgpu::util::DeviceExt;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct DepositParams {
+    /// Position of the grid's first sub-cell centre.
     pub origin: [f32; 2],
+    /// Sub-cells per unit length.
     pub inv_d: f32,
+    /// Sub-cells per sub-grid row.
     pub stride: u32,
+    /// Lower corner of the region whose particles are deposited.
     pub lo: [f32; 2],
+    /// Upper corner of that region.
     pub hi: [f32; 2],
+    /// Particles in this dispatch.
     pub count: u32,
+    /// Row of the dispatch's first particle in the buffer.
     pub first: u32,
+    /// Sub-grid rows in all.
     pub n_sub: u32,
     /// Floats per particle row (2 for `(n, 2)` points; D for the engine's `(P, D)` buffer).
     pub dim: u32,
     /// The tile this dispatch fills: sub-rows `row0 .. row0 + rows`, stored from word 0.
     pub row0: u32,
+    /// Sub-rows in this tile.
     pub rows: u32,
+    /// Padding to a multiple of 16 bytes.
     pub pad: [u32; 2],
 }
 
@@ -85,6 +95,7 @@ pub struct GpuRaster {
 }
 
 impl GpuRaster {
+    /// The deposit pipeline on `ctx`.
     pub fn new(ctx: GpuContext) -> Self {
         let layout = buffer_layout(
             &ctx.device,
@@ -114,6 +125,7 @@ impl GpuRaster {
         }
     }
 
+    /// The name of the adapter it runs on.
     pub fn adapter_name(&self) -> String {
         self.ctx.adapter_name()
     }
@@ -244,7 +256,7 @@ impl GpuRaster {
 
 /// A density sub-grid resident on the device, accumulated across batches straight from a
 /// GPU buffer of particles (the sampler's, see `GpuEngine`'s
-/// [`DeviceOutputs::deposit_samples`](crate::engine::gpu::DeviceOutputs::deposit_samples)):
+/// `DeviceOutputs::deposit_samples`):
 /// no particle comes back to the host for it, and the sums come back once, at
 /// [`flush`](Self::flush).
 ///

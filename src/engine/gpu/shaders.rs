@@ -31,6 +31,7 @@ const NEAREST: &str = include_str!("../../../shaders/nearest.wgsl");
 /// workgroup size is set.
 #[derive(Debug, Clone, Copy)]
 pub struct Stage {
+    /// The WGSL entry point.
     pub entry_point: &'static str,
     parts: &'static [&'static str],
     /// Declared here rather than found in the WGSL text, so that pipeline creation and

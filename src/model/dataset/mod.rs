@@ -20,6 +20,7 @@ const ACCEPTED: &str = "expected circle:N, gaussian:N:D[:sigma], two-gaussians:N
 pub struct Dataset {
     /// How the user named it (`circle:8`, a path), for messages and run.json.
     pub name: String,
+    /// Dimension D of each point.
     pub dim: usize,
     /// Not to be changed once the dataset is made (build a new one instead): the engines
     /// keep the layouts they prepare from these points by [`Dataset::identity`].
@@ -45,8 +46,11 @@ impl PartialEq for Dataset {
 /// The shape of one image of an image training set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
+    /// Image height in pixels.
     pub height: usize,
+    /// Image width in pixels.
     pub width: usize,
+    /// Channels per pixel (1 for (N, H, W) arrays).
     pub channels: usize,
 }
 
@@ -307,18 +311,22 @@ impl Dataset {
         Self::new(name, dim.unwrap_or(0), points)
     }
 
+    /// Number of points N.
     pub fn len(&self) -> usize {
         self.points.len() / self.dim
     }
 
+    /// Whether it has no point (never, for a validated set).
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
 
+    /// Point `i` (D coordinates).
     pub fn point(&self, i: usize) -> &[f64] {
         &self.points[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// All points, row-major (N, D), rounded to f32 as the f32 engines use them.
     pub fn points_f32(&self) -> Vec<f32> {
         self.points.iter().map(|&v| v as f32).collect()
     }

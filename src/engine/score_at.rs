@@ -1,0 +1,91 @@
+//! The score at given points: the score stage of each engine on its own, for `score-field`
+//! and for programs that want the function the sampler follows (the reference tutorial
+//! differentiates it with JAX). The GPU runs its score kernel, the CPU the twin of that
+//! kernel (the D <= 4 kernel or the general one), the reference engine f64.
+
+use super::layout::pad_general;
+use super::records::{StepParams, MAX_DIM};
+use super::{cpu, gpu, reference, Backend, Engine};
+use crate::error::Result;
+use crate::model::dataset::Dataset;
+use crate::model::schedule::VpSchedule;
+
+/// Who evaluates the score: an engine's score stage.
+pub enum ScoreEvaluator {
+    /// The GPU engine's score kernel.
+    Gpu(Box<gpu::GpuEngine>),
+    /// The CPU twin of that kernel (f32).
+    Cpu,
+    /// The f64 reference.
+    Reference,
+}
+
+impl ScoreEvaluator {
+    /// Open the evaluator for `backend` (on adapter `device`); the note says why `auto`
+    /// fell back to the CPU.
+    pub fn open(backend: Backend, device: Option<usize>) -> Result<(Self, Option<String>)> {
+        use super::OpenedDevice;
+        let (opened, fallback) = super::open_device(backend, device)?;
+        let evaluator = match opened {
+            OpenedDevice::Gpu(ctx) => ScoreEvaluator::Gpu(Box::new(gpu::GpuEngine::on(*ctx)?)),
+            OpenedDevice::Cpu => ScoreEvaluator::Cpu,
+            OpenedDevice::Reference => ScoreEvaluator::Reference,
+        };
+        Ok((
+            evaluator,
+            fallback.map(|why| format!("{why}; using the cpu score")),
+        ))
+    }
+
+    /// The backend that evaluates.
+    pub fn backend(&self) -> Backend {
+        match self {
+            ScoreEvaluator::Gpu(_) => Backend::Gpu,
+            ScoreEvaluator::Cpu => Backend::Cpu,
+            ScoreEvaluator::Reference => Backend::Reference,
+        }
+    }
+
+    /// The device that evaluates, as run.json names it.
+    pub fn device_name(&self) -> String {
+        match self {
+            ScoreEvaluator::Gpu(g) => g.device_name(),
+            ScoreEvaluator::Cpu => cpu::CpuEngine::new().device_name(),
+            ScoreEvaluator::Reference => "host (f64)".into(),
+        }
+    }
+
+    /// The score of the training set `dataset` (its empirical score) at the row-major
+    /// (n, D) `points` at forward time `tau` of `schedule`, row-major (n, D).
+    pub fn evaluate(
+        &mut self,
+        dataset: &Dataset,
+        schedule: &VpSchedule,
+        tau: f64,
+        points: &[f32],
+    ) -> Result<Vec<f32>> {
+        let dim = dataset.dim;
+        match self {
+            ScoreEvaluator::Gpu(g) => g.evaluate_score(dataset, schedule, tau, points),
+            ScoreEvaluator::Cpu => {
+                let step = StepParams::for_score(schedule, tau);
+                Ok(if dim <= MAX_DIM {
+                    let training = cpu::score::pad_training(&dataset.points, dim);
+                    cpu::score::score_points(points, dim, &training, &step)
+                } else {
+                    let training = pad_general(&dataset.points, dim);
+                    cpu::reduce_general::score_points_general(points, dim, &training, &step)
+                })
+            }
+            ScoreEvaluator::Reference => Ok(points
+                .chunks(dim)
+                .flat_map(|p| {
+                    let x: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+                    reference::score(dataset, schedule, tau, &x)
+                        .into_iter()
+                        .map(|v| v as f32)
+                })
+                .collect()),
+        }
+    }
+}

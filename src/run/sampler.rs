@@ -1,0 +1,110 @@
+//! Sampling in a program's own memory: an engine opened once ([`Sampler`]) runs a
+//! [`SampleConfig`] and hands each finished batch to the caller's [`SampleSink`]. The run
+//! folder, its images and metrics are [`crate::run::to_folder`]'s business; this is the
+//! plain sampler under them, with the same engines, seeds and bit-for-bit results.
+
+use crate::engine::{open_backend, Backend, Engine};
+use crate::error::Result;
+use crate::run::driver::{self, BatchSink, Progress, SampleConfig, SampleTiming};
+use std::sync::atomic::AtomicBool;
+
+/// Receives the finished batches of a run, in particle order.
+pub trait SampleSink {
+    /// Particles `first_particle .. first_particle + n`: their initial noise and their
+    /// final positions, both row-major (n, D).
+    fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
+}
+
+/// A sink that keeps every batch: the initial noise and the samples of the whole run,
+/// row-major (P, D).
+#[derive(Debug, Default, Clone)]
+pub struct Collected {
+    /// The initial noise x_T of each particle.
+    pub initial: Vec<f32>,
+    /// The final positions (the samples).
+    pub samples: Vec<f32>,
+}
+
+impl SampleSink for Collected {
+    fn consume(&mut self, _: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+        self.initial.extend_from_slice(initial);
+        self.samples.extend_from_slice(samples);
+        Ok(())
+    }
+}
+
+/// The driver's sink for a caller's [`SampleSink`]: only whole batches, nothing else.
+struct Batches<'a>(&'a mut dyn SampleSink);
+
+impl BatchSink for Batches<'_> {
+    fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
+        self.0.consume(first_particle, initial, samples)
+    }
+}
+
+/// An engine, opened once and used for any number of runs.
+pub struct Sampler {
+    engine: Box<dyn Engine>,
+    note: Option<String>,
+}
+
+impl Sampler {
+    /// Open the engine of `backend`, on GPU adapter `device` (an index of
+    /// [`crate::devices`]) when given: `auto` picks a hardware GPU and falls back to the
+    /// cpu engine (then [`note`](Self::note) says why).
+    pub fn open(backend: Backend, device: Option<usize>) -> Result<Self> {
+        let (engine, note) = open_backend(backend, device)?;
+        Ok(Sampler { engine, note })
+    }
+
+    /// The backend that runs (never `auto`).
+    pub fn backend(&self) -> Backend {
+        self.engine.backend()
+    }
+
+    /// The device that runs, as run.json names it.
+    pub fn device_name(&self) -> String {
+        self.engine.device_name()
+    }
+
+    /// Why `auto` did not get a GPU, when it did not.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// Run `config` (all its particles, or its shard's), batch by batch, into `sink`.
+    /// Stops at the next step boundary once `cancel` is set, with
+    /// [`crate::Error::Interrupted`]; the sink then has the batches finished before.
+    pub fn run(
+        &mut self,
+        config: &SampleConfig,
+        sink: &mut dyn SampleSink,
+        progress: &mut dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Result<SampleTiming> {
+        driver::run_with_cancel(
+            config,
+            self.engine.as_mut(),
+            &mut Batches(sink),
+            progress,
+            cancel,
+        )
+    }
+
+    /// Run `config` and keep everything in memory.
+    pub fn collect(&mut self, config: &SampleConfig) -> Result<Collected> {
+        run_collect(config, self.engine.as_mut())
+    }
+}
+
+/// Run `config` on `engine` and keep everything in memory.
+pub fn run_collect(config: &SampleConfig, engine: &mut dyn Engine) -> Result<Collected> {
+    let mut sink = Collected::default();
+    driver::run(
+        config,
+        engine,
+        &mut Batches(&mut sink),
+        &mut driver::NoProgress,
+    )?;
+    Ok(sink)
+}
