@@ -49,6 +49,19 @@ fn cpu() -> Execution {
     }
 }
 
+/// `spec` into `out` on the cpu, with no progress display, notes or cancellation.
+fn run_quietly(spec: &RunSpec, training: Dataset, out: &std::path::Path) -> RunReport {
+    let cancel = AtomicBool::new(false);
+    let control = FolderControl {
+        force: false,
+        cancel: &cancel,
+        progress: &mut memodiff::NoProgress,
+        notes: &mut |_| {},
+        command: Vec::new(),
+    };
+    sample_to_folder(spec, &cpu(), training, out, control).unwrap()
+}
+
 #[test]
 fn a_run_into_a_folder_reports_progress_notes_and_writes_run_json_last() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,15 +127,7 @@ fn samples_in_memory_are_those_of_the_folder() {
     let out = dir.path().join("run");
     let spec = small_spec("circle:8", 1500, 12);
     let training = Dataset::parse(&spec.dataset).unwrap();
-    let cancel = AtomicBool::new(false);
-    let control = FolderControl {
-        force: false,
-        cancel: &cancel,
-        progress: &mut memodiff::NoProgress,
-        notes: &mut |_| {},
-        command: Vec::new(),
-    };
-    sample_to_folder(&spec, &cpu(), training.clone(), &out, control).unwrap();
+    run_quietly(&spec, training.clone(), &out);
     let on_disk = std::fs::read(out.join("samples.npy")).unwrap();
     let mut config = SampleConfig::new(training);
     config.particles = 1500;
@@ -143,15 +148,7 @@ fn the_colours_of_shade_are_the_pixels_of_the_png() {
     spec.images.norm = memodiff::Norm::EqHist;
     spec.images.colormap = memodiff::Colormap::Viridis;
     let training = Dataset::parse(&spec.dataset).unwrap();
-    let cancel = AtomicBool::new(false);
-    let control = FolderControl {
-        force: false,
-        cancel: &cancel,
-        progress: &mut memodiff::NoProgress,
-        notes: &mut |_| {},
-        command: Vec::new(),
-    };
-    sample_to_folder(&spec, &cpu(), training, &out, control).unwrap();
+    run_quietly(&spec, training, &out);
     let bytes = std::fs::read(out.join("samples_density.npy")).unwrap();
     // A little-endian f32 (48, 64) array after its header.
     let values: Vec<f32> = bytes[bytes.len() - 64 * 48 * 4..]
