@@ -303,6 +303,7 @@ fn collapse_time_of_two_points_matches_the_exact_value() {
         data_seed: 0,
         backend: memodiff::testing::engine::Backend::Cpu,
         out: std::path::PathBuf::new(),
+        force: false,
     };
     let dataset = Dataset::new("pm1", 1, vec![-1.0, 1.0]).unwrap();
     let case = measure(dataset, 1.0, &args, &mut CpuEngine::new()).unwrap();

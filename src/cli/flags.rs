@@ -11,6 +11,7 @@ use crate::error::Error;
 fn flag_of(parameter: &str) -> Option<&'static str> {
     Some(match parameter {
         "batch" => "--batch",
+        "out" => "--out",
         "device" => "--device",
         "dataset spec" | "training set" => "--dataset",
         "particles" => "--particles",

@@ -80,6 +80,11 @@ pub struct CollapseArgs {
     /// Output folder: collapse.csv, collapse_curves.csv, collapse.png.
     #[arg(long, default_value = "memodiff-collapse")]
     pub out: PathBuf,
+
+    /// Write into an existing non-empty --out folder (files of the same names are replaced;
+    /// others are left alone). Without it such a folder is refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The prediction of Biroli et al.: `1/2 ln(1 + sigma^2 / (N^(2/d) - 1))`, infinite for
@@ -220,6 +225,7 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
     probe.schedule = VpSchedule::new(args.beta_min, args.beta_max);
     probe.particles = args.particles;
     probe.validate()?;
+    crate::io::out_dir::check_out(&args.out, args.force)?;
     let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
     if let Some(note) = note {
         println!("{note}");
@@ -310,9 +316,11 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
         })
         .filter(|s| !s.points.is_empty())
         .collect::<Vec<_>>();
+    let mut written = "collapse.csv, collapse_curves.csv";
     if series.is_empty() {
         println!("no case collapsed inside the run: no plot (raise --beta-max?)");
     } else {
+        written = "collapse.csv, collapse_curves.csv, collapse.png";
         let chart = crate::plot::charts::Chart {
             title: format!("collapse time, Gaussian data (sigma = {})", args.sigma),
             x_label: "predicted t_C = ½ ln(1 + σ²/(N^(2/d) − 1))".into(),
@@ -325,10 +333,7 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
         };
         crate::plot::charts::write_png(&chart, &args.out.join("collapse.png"), 720, 560)?;
     }
-    println!(
-        "wrote {}: collapse.csv, collapse_curves.csv, collapse.png",
-        args.out.display()
-    );
+    println!("wrote {}: {written}", args.out.display());
     Ok(cases)
 }
 

@@ -289,9 +289,10 @@ fn append_npy(out: &mut NpyStreamWriter, path: &Path, rows: usize, dim: usize) -
 
 /// Merge the shard folders `inputs` into `out` (see the module documentation). Nothing is
 /// written when the inputs are not the shards of one run.
-pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
+pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport> {
     let started = std::time::Instant::now();
     let parts = check_inputs(inputs, out)?;
+    crate::io::out_dir::check_out(out, force)?;
     let reference = &parts[0];
     let spec = &reference.run.parameters.spec;
     let particles = spec.particles;
@@ -396,11 +397,16 @@ pub struct MergeArgs {
     /// Output folder of the merged run (created if missing; not one of the inputs).
     #[arg(long)]
     pub out: PathBuf,
+
+    /// Write into an existing non-empty --out folder (files of the same names are replaced;
+    /// others are left alone). Without it such a folder is refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `memodiff merge`: see [`crate::commands::merge`].
 pub fn run(args: &MergeArgs) -> Result<()> {
-    let report = crate::commands::merge::merge(&args.inputs, &args.out)?;
+    let report = crate::commands::merge::merge(&args.inputs, &args.out, args.force)?;
     println!(
         "merged {} shards, {} particles; wrote {}: {}",
         report.shards,

@@ -48,7 +48,7 @@ pub struct RenderArgs {
 
     /// Size of the figure in pixels, `WxH` or `N` for N×N (160..8192 a side; the image
     /// keeps --resolution).
-    #[arg(long, default_value = crate::run::spec::DEFAULT_FIGURE_SIZE, value_parser = crate::plot::figure::parse_size, help_heading = "Figures")]
+    #[arg(long, default_value = crate::run::spec::DEFAULT_FIGURE_SIZE, value_parser = crate::plot::figure::parse_size, requires = "figure", help_heading = "Figures")]
     pub figure_size: (u32, u32),
 
     /// Mark these points with rings on the figure: a (N, 2) `.npy` (float32/float64) or a

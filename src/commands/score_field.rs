@@ -178,9 +178,7 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
         ));
     }
     args.extent.validate()?;
-    if !args.force {
-        crate::io::out_dir::refuse_non_empty_out(&args.out)?;
-    }
+    crate::io::out_dir::check_out(&args.out, args.force)?;
     let (mut evaluator, note) = ScoreEvaluator::open(args.backend, args.device)?;
     if let Some(note) = &note {
         println!("{note}");

@@ -103,6 +103,11 @@ pub struct SweepArgs {
     /// Output folder: sweep.csv and sweep.png.
     #[arg(long, default_value = "memodiff-sweep")]
     pub out: PathBuf,
+
+    /// Write into an existing non-empty --out folder (files of the same names are replaced;
+    /// others are left alone). Without it such a folder is refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// One point of a sweep.
@@ -146,7 +151,13 @@ fn whole(param: SweepParam, v: f64) -> Result<usize> {
 }
 
 /// Run every point (checked first: nothing is written unless all of them run).
+#[cfg(test)]
 pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<SweepPoint>> {
+    run_configs(sweep_configs(args)?, engine)
+}
+
+/// The configuration of every point, each validated.
+fn sweep_configs(args: &SweepArgs) -> Result<Vec<(f64, SampleConfig)>> {
     if args.values.is_empty() {
         return Err(Error::invalid("--values", "give at least one value"));
     }
@@ -180,6 +191,14 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
             }
         }
     }
+    Ok(configs)
+}
+
+/// Run the points of `configs` on `engine`.
+fn run_configs(
+    configs: Vec<(f64, SampleConfig)>,
+    engine: &mut dyn Engine,
+) -> Result<Vec<SweepPoint>> {
     let mut points = Vec::new();
     for (value, config) in configs {
         let mut sink = MetricsSink::new(&config, None)?;
@@ -206,12 +225,15 @@ pub fn run_points(args: &SweepArgs, engine: &mut dyn Engine) -> Result<Vec<Sweep
 
 /// `memodiff sweep`: run, print a table, write sweep.csv and sweep.png.
 pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
+    // Everything is checked before the folder is touched.
+    let configs = sweep_configs(args)?;
+    crate::io::out_dir::check_out(&args.out, args.force)?;
     let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
     if let Some(note) = note {
         println!("{note}");
     }
     crate::run::folder::prepare_dir(&args.out)?;
-    let points = run_points(args, engine.as_mut())?;
+    let points = run_configs(configs, engine.as_mut())?;
     let label = |p: &SweepPoint| match args.param {
         SweepParam::N => format!("D = {}", p.d),
         SweepParam::D => format!("N = {}", p.n),
@@ -344,6 +366,7 @@ mod tests {
             data_seed: 1,
             backend: Backend::Cpu,
             out: PathBuf::new(),
+            force: false,
         }
     }
 

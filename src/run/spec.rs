@@ -401,6 +401,13 @@ fn check_figures(
     checkpoint_every: Option<usize>,
 ) -> Result<()> {
     let extras = &spec.extras;
+    let framed = extras.figure || extras.snapshots.is_some();
+    if !framed && !is_default_figure_size(&extras.figure_size) {
+        return Err(Error::invalid(
+            "figure_size",
+            "is the size of --figure and --snapshots images; give one of them",
+        ));
+    }
     if !(extras.figure || extras.snapshots.is_some() || extras.markers) {
         return Ok(());
     }

@@ -47,6 +47,7 @@ pub fn sample_to_folder(
     control: FolderControl,
 ) -> Result<RunReport> {
     let started = Instant::now();
+    crate::io::out_dir::check_out_location(out)?;
     // Before the other checks: a run too large for the disk is told so, even when it is
     // also too large to run.
     if spec.write_arrays() {
@@ -63,11 +64,12 @@ pub fn sample_to_folder(
         (control.notes)(note);
     }
     prepare_dir(out)?;
+    // A checkpoint left by an earlier run in this folder (force) is stale, checkpointed
+    // run or not: `resume` would otherwise bring the old run back over this one.
+    crate::run::checkpoint::remove(out)?;
     let folder = match execution.checkpoint_every {
         None => RunFolder::create(out, &config.dataset, spec)?,
         Some(_) => {
-            // A checkpoint left by an earlier run in this folder (force) is stale.
-            crate::run::checkpoint::remove(out)?;
             let run = CheckpointedRun {
                 spec: spec.clone(),
                 execution: execution.clone(),
