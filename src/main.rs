@@ -1,30 +1,95 @@
-//! The `memodiff` binary: parse the command line, install the Ctrl-C handler (the only
-//! process-wide signal handler; the library takes a cancellation flag), run the command
-//! and print its error as one line.
+//! The `memodiff` binary: parse the command line, install the signal handler (the only
+//! process-wide one; the library takes a cancellation flag), run the command and print its
+//! error as one line.
 
 use clap::Parser;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The first stopping signal that came (0: none).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 fn main() -> std::process::ExitCode {
     quiet_mesa_runtime_dir();
     let cli = memodiff::binary::Cli::parse();
-    // Ctrl-C: the first one asks the run to stop at the next step boundary (temporary
-    // files are removed, exit status 130); a second one exits at once.
-    let _ = ctrlc::set_handler(|| {
-        use std::sync::atomic::Ordering;
-        if memodiff::binary::INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+    install_stop_handler();
+    let result = memodiff::binary::run(cli);
+    let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+    match result {
+        Ok(()) => {
+            if signal != 0 {
+                // It came while the outputs were written (after the last step): they were
+                // completed rather than left half-written.
+                eprintln!(
+                    "memodiff: {} came after sampling had ended; the outputs are complete",
+                    signal_name(signal)
+                );
+            }
+            std::process::ExitCode::SUCCESS
         }
-    });
-    match memodiff::binary::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e @ memodiff::Error::Interrupted(_)) => {
             eprintln!("error: {e}");
-            std::process::ExitCode::from(130)
+            std::process::ExitCode::from(exit_status(signal))
         }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit status of a run stopped by `signal`: 128 + its number, as a shell reports a
+/// process killed by it (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+fn exit_status(signal: i32) -> u8 {
+    if signal == 0 {
+        130
+    } else {
+        (128 + signal) as u8
+    }
+}
+
+/// The first SIGINT, SIGTERM or SIGHUP asks the run to stop at the next step boundary
+/// (temporary files are removed; a checkpointed run keeps its last checkpoint for
+/// `memodiff resume`); a second one exits at once, saying so.
+#[cfg(unix)]
+fn install_stop_handler() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if memodiff::binary::INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "error: {} again: exiting at once (temporary files may remain; the next \
+                     run into the folder replaces them)",
+                    signal_name(signal)
+                );
+                std::process::exit(i32::from(exit_status(signal)));
+            }
+            STOP_SIGNAL.store(signal, Ordering::SeqCst);
+        }
+    });
+}
+
+/// Ctrl-C, where there are no POSIX signals.
+#[cfg(not(unix))]
+fn install_stop_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if memodiff::binary::INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("error: Ctrl-C again: exiting at once");
+            std::process::exit(130);
+        }
+        STOP_SIGNAL.store(2, Ordering::SeqCst);
+    });
+}
+
+/// The name of a stopping signal.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT (Ctrl-C)",
+        15 => "SIGTERM",
+        _ => "a signal",
     }
 }
 

@@ -423,6 +423,12 @@ fn non_empty_out_dir_is_refused_without_force() {
 /// temporary .npy files exist), send SIGINT and return (exit code, stderr).
 #[cfg(unix)]
 fn interrupt_long_run(out: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    signal_long_run(out, extra, "-INT")
+}
+
+/// [`interrupt_long_run`] with another signal (`-TERM`, `-HUP`: the `kill` option).
+#[cfg(unix)]
+fn signal_long_run(out: &Path, extra: &[&str], signal: &str) -> (Option<i32>, String) {
     use std::time::{Duration, Instant};
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("memodiff"))
         .args(["sample", "--backend", "cpu", "--particles", "1e7"])
@@ -451,7 +457,7 @@ fn interrupt_long_run(out: &Path, extra: &[&str]) -> (Option<i32>, String) {
     }
     std::thread::sleep(Duration::from_millis(300));
     let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -462,7 +468,7 @@ fn interrupt_long_run(out: &Path, extra: &[&str]) -> (Option<i32>, String) {
         }
         if waited.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
-            panic!("the run did not stop within 60 s of SIGINT");
+            panic!("the run did not stop within 60 s of {signal}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -503,6 +509,31 @@ fn ctrl_c_stops_at_a_step_boundary_and_leaves_no_files() {
         snapshot(&out) == before,
         "an interrupted run changed the folder"
     );
+}
+
+/// What `timeout`, Slurm and Kubernetes send stops a run like Ctrl-C does, with the exit
+/// status a shell gives a process killed by that signal.
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sighup_stop_at_a_step_boundary() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (signal, code) in [("-TERM", 143), ("-HUP", 129)] {
+        let out = tmp.path().join(&signal[1..]);
+        let (status, stderr) = signal_long_run(&out, &[], signal);
+        assert_eq!(status, Some(code), "{signal}: {stderr}");
+        assert!(
+            stderr.starts_with("error: interrupted at step "),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert_eq!(listing(&out), Vec::<String>::new(), "{signal} left files");
+    }
+    // A checkpointed run keeps its checkpoint and says how to continue it.
+    let out = tmp.path().join("checkpointed");
+    let (status, stderr) = signal_long_run(&out, &["--checkpoint-every", "5"], "-TERM");
+    assert_eq!(status, Some(143), "{stderr}");
+    assert!(stderr.contains("memodiff resume"), "{stderr}");
+    assert!(out.join("checkpoint").join("checkpoint.json").is_file());
 }
 
 // ---------------------------------------------------------------------------------------
