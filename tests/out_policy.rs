@@ -272,3 +272,23 @@ fn mesa_does_not_write_to_the_users_stderr() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
 }
+
+/// Paths need not be UTF-8: such an --out runs (run.json records the command line
+/// readably) instead of panicking after the folder was created.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_out_that_is_not_utf8_is_a_folder_like_any_other() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join(std::ffi::OsStr::from_bytes(b"run-\xff"));
+    memodiff(&["sample", "--backend", "cpu", "--particles", "100"])
+        .args(["--resolution", "16", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let command = report["command"].as_array().unwrap();
+    assert!(command.iter().any(|a| a.as_str() == Some("run-\u{fffd}")
+        || a.as_str().is_some_and(|s| s.ends_with("run-\u{fffd}"))));
+}

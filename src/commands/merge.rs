@@ -371,7 +371,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
         }
     }
     run.device = devices.join("; ");
-    run.command = std::env::args().collect();
+    run.command = crate::cli::command_line();
     run.memorization = counts.summary();
     run.timings_s = Timings::Merge(MergeTimings {
         merge: started.elapsed().as_secs_f64(),

@@ -224,7 +224,7 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
         cancel: &crate::cli::INTERRUPTED,
         progress: &mut bar,
         notes: &mut |line| println!("{line}"),
-        command: std::env::args().collect(),
+        command: crate::cli::command_line(),
     };
     let report = sample_to_folder(&spec, &execution, training, &args.out, control)?;
     print_summary(&report, &args.out);

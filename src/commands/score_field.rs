@@ -223,7 +223,7 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
     crate::io::write_png(&args.out.join("score_field.png"), &image)?;
     let report = ScoreFieldReport {
         memodiff_version: env!("CARGO_PKG_VERSION"),
-        command: std::env::args().collect(),
+        command: crate::cli::command_line(),
         t: args.t,
         sigma2,
         mean_scale: schedule.mean_scale(args.t),
