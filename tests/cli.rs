@@ -1139,3 +1139,24 @@ fn run_json_reads_back_as_the_typed_spec() {
     assert_eq!(json["parameters"]["posterior_records"], 3);
     assert_eq!(json["parameters"]["no_samples"], true);
 }
+
+/// When the environment's filters exclude every adapter, the message says so and names
+/// the adapters that exist, instead of suggesting a driver install.
+#[test]
+fn an_adapter_filter_that_excludes_everything_is_named() {
+    let filter = "no-such-adapter-anywhere";
+    let out = Command::cargo_bin("memodiff")
+        .unwrap()
+        .arg("devices")
+        .env("WGPU_ADAPTER_NAME", filter)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "WGPU_ADAPTER_NAME={filter} excluded every adapter"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("apt-get"), "{stdout}");
+}

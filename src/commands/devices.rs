@@ -23,7 +23,7 @@ pub fn run(args: &DevicesArgs) -> Result<()> {
         return Ok(());
     }
     if adapters.is_empty() {
-        println!("no GPU adapters found (on headless Linux: apt-get install mesa-vulkan-drivers)");
+        println!("{}", crate::engine::gpu::context::no_adapter_reason());
         return Ok(());
     }
     println!("| index | name | type | backend | driver | max storage binding | max buffer | max workgroup invocations | timestamps |");

@@ -121,6 +121,39 @@ pub fn list_adapters() -> Vec<wgpu::Adapter> {
     adapters
 }
 
+/// Why [`list_adapters`] is empty, in words: the environment's filters excluded every
+/// adapter (naming those that exist), or there is none at all.
+pub fn no_adapter_reason() -> String {
+    let filters: Vec<String> = ["WGPU_BACKEND", "WGPU_ADAPTER_NAME"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| format!("{name}={v}")))
+        .collect();
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::all();
+    let instance = wgpu::Instance::new(desc);
+    let existing: Vec<String> =
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+    match (filters.is_empty(), existing.is_empty()) {
+        (false, false) => format!(
+            "{} excluded every adapter; these exist: {}",
+            filters.join(" and "),
+            existing.join(", ")
+        ),
+        (true, false) => format!(
+            "no Vulkan/Metal/DX12 adapter found; only {} (set WGPU_BACKEND to use it)",
+            existing.join(", ")
+        ),
+        _ => "no GPU adapter found (on headless Linux: apt-get install mesa-vulkan-drivers)"
+            .to_string(),
+    }
+}
+
 fn desc_backends() -> wgpu::Backends {
     wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
 }
@@ -154,7 +187,7 @@ impl GpuContext {
             .find(|a| choice == AdapterChoice::Any || !is_software(&a.get_info()));
         let Some(adapter) = adapter else {
             let why = if names.is_empty() {
-                "no Vulkan/Metal/DX12 adapter found (on headless Linux: apt-get install mesa-vulkan-drivers)".to_string()
+                no_adapter_reason()
             } else {
                 format!("only software adapters found: {}", names.join(", "))
             };
