@@ -54,6 +54,26 @@ pub struct ImageShape {
     pub channels: usize,
 }
 
+/// Largest number of values (N × D) of any training set, generated or read: 2^28 f64 =
+/// 2 GiB. Generators check it before allocating ([`check_size`]), the readers through
+/// their bounded input.
+pub const MAX_DATASET_VALUES: usize = 1 << 28;
+
+/// Refuse a set of `n` points of dimension `dim` whose N × D exceeds
+/// [`MAX_DATASET_VALUES`], before anything is allocated; `spec` names it.
+pub(crate) fn check_size(spec: &str, n: usize, dim: usize) -> Result<()> {
+    match n.checked_mul(dim) {
+        Some(values) if values <= MAX_DATASET_VALUES => Ok(()),
+        _ => Err(Error::invalid(
+            "dataset spec",
+            format!(
+                "{spec:?}: N × D = {n} × {dim} exceeds the limit of {MAX_DATASET_VALUES} \
+                 values (2 GiB of f64)"
+            ),
+        )),
+    }
+}
+
 impl Dataset {
     /// Validate and wrap row-major points.
     pub fn new(name: impl Into<String>, dim: usize, points: Vec<f64>) -> Result<Self> {
@@ -74,12 +94,42 @@ impl Dataset {
                 points.len()
             )));
         }
+        if points.len() > MAX_DATASET_VALUES {
+            return Err(bad(format!(
+                "{} values exceed the limit of {MAX_DATASET_VALUES} (2 GiB of f64)",
+                points.len()
+            )));
+        }
         if let Some(k) = points.iter().position(|v| !v.is_finite()) {
             return Err(bad(format!(
                 "point {} coordinate {} is {} (all values must be finite)",
                 k / dim,
                 k % dim,
                 points[k]
+            )));
+        }
+        // The engines compute in f32: a value beyond f32's range, or a point whose squared
+        // norm |y|^2 (the potentials' distances, the CPU engine's norms) is, gives inf/NaN.
+        if let Some(k) = points.iter().position(|v| v.abs() > f32::MAX as f64) {
+            return Err(bad(format!(
+                "point {} coordinate {} is {:e}, beyond the float32 range (±{:e}) the \
+                 engines compute in; scale the data",
+                k / dim,
+                k % dim,
+                points[k],
+                f32::MAX
+            )));
+        }
+        if let Some((i, n2)) = points
+            .chunks_exact(dim)
+            .map(|p| p.iter().map(|&v| (v as f32 as f64).powi(2)).sum::<f64>())
+            .enumerate()
+            .find(|&(_, n2)| n2 > f32::MAX as f64)
+        {
+            return Err(bad(format!(
+                "point {i} has squared norm {n2:e}, beyond the float32 range (±{:e}) in \
+                 which the engines compute squared distances; scale the data",
+                f32::MAX
             )));
         }
         // Each dataset made gets a new identity; a clone keeps it (same points).
@@ -105,6 +155,7 @@ impl Dataset {
         if n == 0 {
             return Err(Error::invalid("dataset", "circle:N needs N >= 1"));
         }
+        check_size(&format!("circle:{n}"), n, 2)?;
         let points = (0..n)
             .flat_map(|k| {
                 let angle = std::f64::consts::TAU * k as f64 / n as f64;
