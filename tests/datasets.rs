@@ -193,3 +193,41 @@ fn parameters_that_cannot_give_finite_samples_are_refused() {
         "--beta-min/--beta-max",
     );
 }
+
+#[test]
+fn csv_comments_size_bounds_and_paths_that_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // `#` comment lines are skipped, as NumPy's loadtxt does (before: a column-count error).
+    let csv = dir.path().join("commented.csv");
+    std::fs::write(&csv, "# made by hand\nx,y\n# a comment\n1,2\n3,4\n").unwrap();
+    let set = Dataset::parse(csv.to_str().unwrap()).unwrap();
+    assert_eq!((set.len(), set.dim), (2, 2));
+    assert_eq!(set.points, [1.0, 2.0, 3.0, 4.0]);
+    // A line longer than the bound is refused, whatever the rest.
+    let long = format!("1,{}\n", "1".repeat(2 << 20));
+    let err = Dataset::from_csv_bytes("long.csv", long.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 1 is longer than"), "{err}");
+    // A .csv that is /dev/zero is refused at once (before: read without limit).
+    #[cfg(unix)]
+    {
+        let zero = dir.path().join("zero.csv");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let start = std::time::Instant::now();
+        assert_refused_before_writing(
+            &["--dataset", zero.to_str().unwrap()],
+            "is a character device, not a file",
+        );
+        assert!(start.elapsed().as_secs() < 20);
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert_refused_before_writing(&["--dataset", fifo.to_str().unwrap()], "is a FIFO");
+        }
+    }
+    // A directory says what it is (before: "is not a known dataset").
+    let sub = dir.path().join("data");
+    std::fs::create_dir(&sub).unwrap();
+    assert_refused_before_writing(&["--dataset", sub.to_str().unwrap()], "is a directory");
+}

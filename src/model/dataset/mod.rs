@@ -59,6 +59,38 @@ pub struct ImageShape {
 /// their bounded input.
 pub const MAX_DATASET_VALUES: usize = 1 << 28;
 
+/// Largest `.csv` training set in bytes (4 GiB), checked before it is read.
+pub const MAX_CSV_BYTES: u64 = 1 << 32;
+
+/// Longest line of a `.csv` training set in bytes (1 MiB: 4096 coordinates of up to 256
+/// characters each).
+pub const MAX_CSV_LINE: usize = 1 << 20;
+
+/// What a path that is not a regular file is, for messages.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
+}
+
 /// Refuse a set of `n` points of dimension `dim` whose N × D exceeds
 /// [`MAX_DATASET_VALUES`], before anything is allocated; `spec` names it.
 pub(crate) fn check_size(spec: &str, n: usize, dim: usize) -> Result<()> {
@@ -199,6 +231,18 @@ impl Dataset {
             Self::from_npy(spec, path)
         } else if ext.eq_ignore_ascii_case("csv") {
             Self::from_csv(spec, path)
+        } else if let Ok(meta) = std::fs::metadata(path) {
+            Err(Error::invalid(
+                "dataset",
+                format!(
+                    "{spec:?} is {}, not a training set; {ACCEPTED}",
+                    if meta.is_file() {
+                        "a file without a .npy or .csv extension"
+                    } else {
+                        file_kind(&meta)
+                    }
+                ),
+            ))
         } else {
             Err(Error::invalid(
                 "dataset",
@@ -283,7 +327,32 @@ impl Dataset {
 
     /// N rows of D comma-separated numbers, with an optional header line of names.
     fn from_csv(spec: &str, path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        use std::io::Read;
+        let bad = |message: String| Error::Dataset {
+            source_name: spec.to_string(),
+            message,
+        };
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(bad(format!("is {}, not a file", file_kind(&meta))));
+        }
+        if meta.len() > MAX_CSV_BYTES {
+            return Err(bad(format!(
+                "is {} bytes, more than the {MAX_CSV_BYTES} a .csv training set may have",
+                meta.len()
+            )));
+        }
+        // Bounded even if the file grows while it is read.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_CSV_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        if bytes.len() as u64 > MAX_CSV_BYTES {
+            return Err(bad(format!(
+                "is more than the {MAX_CSV_BYTES} bytes a .csv training set may have"
+            )));
+        }
         Self::from_csv_bytes(spec, &bytes)
     }
 
@@ -315,11 +384,22 @@ impl Dataset {
                 first_blank.get_or_insert(line_no);
                 continue;
             }
+            if line.len() > MAX_CSV_LINE {
+                return Err(bad(format!(
+                    "line {line_no} is longer than {MAX_CSV_LINE} bytes (at most {} \
+                     coordinates of a point fit on a line)",
+                    crate::engine::records::MAX_DIMENSION
+                )));
+            }
+            if line.trim_start().starts_with('#') {
+                continue; // a comment line, as NumPy's loadtxt skips them
+            }
             if let Some(blank) = first_blank {
                 return Err(bad(format!(
                     "line {blank} is blank (blank lines are only allowed at the end)"
                 )));
             }
+            let first_row = dim.is_none();
             let columns = 1 + line.bytes().filter(|&c| c == b',').count();
             match dim {
                 None => dim = Some(columns),
@@ -331,7 +411,7 @@ impl Dataset {
                 Some(_) => {}
             }
             let fields = || line.split(',').map(str::trim);
-            if i == 0 && fields().all(|f| !f.is_empty() && !is_number(f)) {
+            if first_row && fields().all(|f| !f.is_empty() && !is_number(f)) {
                 continue; // a header line of column names
             }
             for (j, field) in fields().enumerate() {
