@@ -55,7 +55,7 @@ pub struct ImageShape {
 }
 
 /// Largest number of values (N × D) of any training set, generated or read: 2^28 f64 =
-/// 2 GiB. Generators check it before allocating ([`check_size`]), the readers through
+/// 2 GiB. Generators check it before allocating (`check_size`), the readers through
 /// their bounded input.
 pub const MAX_DATASET_VALUES: usize = 1 << 28;
 
