@@ -118,3 +118,116 @@ fn image_sets_are_flattened_and_drawn_back_next_to_their_nearest_training_image(
 fn image_grid_needs_an_image_set() {
     assert_refused_before_writing(&["--image-grid", "4"], "not an image set");
 }
+
+#[test]
+fn circle_has_the_size_limit_of_every_dataset() {
+    // Before: a 64 GB allocation aborted the process.
+    let start = std::time::Instant::now();
+    assert_refused_before_writing(&["--dataset", "circle:4294967297"], "exceeds the limit");
+    assert!(start.elapsed().as_secs() < 20);
+    let err = Dataset::parse("circle:4294967297").unwrap_err().to_string();
+    assert!(err.contains("268435456"), "{err}");
+}
+
+#[test]
+fn values_beyond_the_float32_range_are_refused_with_the_file_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    // f64 .npy: 1e39 is finite in f64, infinite in f32.
+    let values = [0.5f64, 1.0, -1e39, 2.0];
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }".to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    for v in values {
+        npy.extend(v.to_le_bytes());
+    }
+    let path = dir.path().join("big.npy");
+    std::fs::write(&path, npy).unwrap();
+    let spec = path.to_str().unwrap();
+    assert_refused_before_writing(&["--dataset", spec], "point 1 coordinate 0 is -1e39");
+    assert_refused_before_writing(&["--dataset", spec], "big.npy");
+    // CSV alike.
+    let csv = dir.path().join("big.csv");
+    std::fs::write(&csv, "x,y\n1,2\n3,1e39\n").unwrap();
+    assert_refused_before_writing(
+        &["--dataset", csv.to_str().unwrap()],
+        "point 1 coordinate 1 is 1e39",
+    );
+    // Each value fits, the squared norm does not (the engines compute |y|^2 in f32).
+    let err = Dataset::new("n", 2, vec![0.0, 0.0, 2e19, 2e19])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("point 1 has squared norm"), "{err}");
+    Dataset::new("n", 2, vec![1e18, 1e18]).unwrap();
+}
+
+#[test]
+fn parameters_that_cannot_give_finite_samples_are_refused() {
+    // Before: exit 0 with every sample NaN.
+    let refused = |args: &[&str], phrase: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        Command::cargo_bin("memodiff")
+            .unwrap()
+            .args(["sample", "--particles", "100", "--out"])
+            .arg(&out)
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(phrase));
+        assert!(!out.exists(), "{args:?}: the out folder was created");
+    };
+    for sampler in ["em", "heun"] {
+        refused(
+            &["--backend", "cpu", "--steps", "2", "--sampler", sampler],
+            "sigma^2 = 0",
+        );
+    }
+    refused(&["--steps", "2", "--backend", "reference"], "at least 3");
+    refused(
+        &["--backend", "cpu", "--beta-max", "2000"],
+        "--beta-min/--beta-max",
+    );
+}
+
+#[test]
+fn csv_comments_size_bounds_and_paths_that_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // `#` comment lines are skipped, as NumPy's loadtxt does (before: a column-count error).
+    let csv = dir.path().join("commented.csv");
+    std::fs::write(&csv, "# made by hand\nx,y\n# a comment\n1,2\n3,4\n").unwrap();
+    let set = Dataset::parse(csv.to_str().unwrap()).unwrap();
+    assert_eq!((set.len(), set.dim), (2, 2));
+    assert_eq!(set.points, [1.0, 2.0, 3.0, 4.0]);
+    // A line longer than the bound is refused, whatever the rest.
+    let long = format!("1,{}\n", "1".repeat(2 << 20));
+    let err = Dataset::from_csv_bytes("long.csv", long.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 1 is longer than"), "{err}");
+    // A .csv that is /dev/zero is refused at once (before: read without limit).
+    #[cfg(unix)]
+    {
+        let zero = dir.path().join("zero.csv");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let start = std::time::Instant::now();
+        assert_refused_before_writing(
+            &["--dataset", zero.to_str().unwrap()],
+            "is a character device, not a file",
+        );
+        assert!(start.elapsed().as_secs() < 20);
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert_refused_before_writing(&["--dataset", fifo.to_str().unwrap()], "is a FIFO");
+        }
+    }
+    // A directory says what it is (before: "is not a known dataset").
+    let sub = dir.path().join("data");
+    std::fs::create_dir(&sub).unwrap();
+    assert_refused_before_writing(&["--dataset", sub.to_str().unwrap()], "is a directory");
+}

@@ -328,3 +328,33 @@ fn render_recognises_grids_by_the_declared_format_only() {
     render(&[&grid], &again, &[]).success();
     assert!(bytes(&again) == bytes(&run.join("samples.png")));
 }
+
+#[test]
+fn non_finite_particles_are_refused_in_every_input_kind() {
+    // Before: NaN/inf particles were counted as rendered (float32 .npy) while a float64
+    // one beyond float32's range turned into inf; now one rule, refused with count and row.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.png");
+    let f4 = dir.path().join("p32.npy");
+    common::npy::write_f32(&f4, &[3, 2], &[0.0, 0.0, f32::NAN, 1.0, 0.5, f32::INFINITY]);
+    let f8 = dir.path().join("p64.npy");
+    let data: Vec<u8> = [0.0f64, 0.0, 1e39, 1.0, 0.5, f64::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }";
+    std::fs::write(&f8, common::npy::with_dict(dict, &data)).unwrap();
+    for input in [&f4, &f8] {
+        render(&[input], &out, &[])
+            .failure()
+            .stderr(predicate::str::contains("2 particles are not finite"))
+            .stderr(predicate::str::contains("row 1"));
+        assert!(!out.exists());
+    }
+    let csv = dir.path().join("p.csv");
+    std::fs::write(&csv, "0,0\nnan,1\n").unwrap();
+    render(&[&csv], &out, &[])
+        .failure()
+        .stderr(predicate::str::contains("(point 1 coordinate 0) is NaN"));
+    assert!(!out.exists());
+}

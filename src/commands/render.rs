@@ -309,5 +309,22 @@ fn read_particles(path: &std::path::Path) -> Result<Vec<f32>> {
             path.display()
         )));
     }
+    // One rule for every input kind (float32 and float64 .npy, .csv): a particle with a
+    // NaN or infinite coordinate (a float64 beyond float32's range included) is refused,
+    // never deposited nor counted.
+    let bad_rows: Vec<usize> = values
+        .chunks_exact(2)
+        .enumerate()
+        .filter(|(_, p)| !p.iter().all(|v| v.is_finite()))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(first) = bad_rows.first() {
+        return Err(bad(format!(
+            "{}: {} particles are not finite in float32 (NaN, inf or beyond ±3.4e38), the \
+             first is row {first}; render only finite particles",
+            path.display(),
+            bad_rows.len()
+        )));
+    }
     Ok(values)
 }

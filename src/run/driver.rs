@@ -119,11 +119,13 @@ impl SampleConfig {
                 format!("{} exceeds the maximum of {MAX_PARTICLES}", self.particles),
             ));
         }
-        if self.time_points < 2 {
+        if self.time_points < 3 {
             return Err(Error::invalid(
                 "time points",
                 format!(
-                    "{} time points give no step; use at least 2 (the default is 100)",
+                    "{} time points are too few: the grid linspace(1/(S-1), 1, S) then puts \
+                     its only step at forward time 0, where sigma^2 = 0 and the score is \
+                     singular; use at least 3 (the default is 100)",
                     self.time_points
                 ),
             ));
@@ -196,8 +198,85 @@ impl SampleConfig {
         if self.batch == Some(0) {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
-        Ok(())
+        check_step_records(&self.reverse_steps(), self.sampler)
     }
+}
+
+/// Largest factor by which the steps of a run may amplify the state (the product of the
+/// coefficients of x over any run of consecutive steps): beyond it the samples, and the
+/// squared distances of the score, overflow f32.
+pub const MAX_STEP_GROWTH: f64 = 1e15;
+
+/// Refuse a schedule whose steps cannot give finite samples: every coefficient of the
+/// records the engines run (rounded to f32) must be finite, sigma^2 > 0 at every step, and
+/// the integrator must not blow the state up (an unstable explicit step, `--beta-max`
+/// large against `--steps`).
+fn check_step_records(steps: &[ReverseStep], sampler: SamplerKind) -> Result<()> {
+    use crate::engine::records::{HeunParams, StepParams};
+    let bad = |why: String| Error::invalid("beta_min/beta_max", why);
+    // ln of the largest growth of x over any suffix of the steps processed so far.
+    let (mut growth, mut worst) = (0.0f64, 0.0f64);
+    for (k, step) in steps.iter().enumerate() {
+        if !(step.sigma2 > 0.0 && (step.sigma2 as f32) > 0.0) {
+            return Err(bad(format!(
+                "sigma^2 = {:e} at step {k} (forward time {}): the score needs sigma^2 > 0",
+                step.sigma2, step.tau
+            )));
+        }
+        let (values, factor): (Vec<f32>, f64) = match sampler {
+            SamplerKind::Em => {
+                let p = StepParams::from_step(step);
+                let values = vec![
+                    p.mean_scale,
+                    p.sigma2,
+                    p.inv_two_sigma2,
+                    p.keep_coeff,
+                    p.mean_coeff,
+                    p.noise_coeff,
+                    p.inv_sigma2,
+                ];
+                (values, step.keep_coeff())
+            }
+            SamplerKind::Heun => {
+                let halves = HeunParams::for_step(steps, k);
+                let mut values = Vec::new();
+                for h in &halves {
+                    values.extend([
+                        h.mean_scale,
+                        h.inv_two_sigma2,
+                        h.x_coeff,
+                        h.mean_coeff,
+                        h.partial_x_coeff,
+                        h.partial_mean_coeff,
+                    ]);
+                }
+                let p = &halves[0];
+                let factor = match halves.get(1) {
+                    Some(c) => p.partial_x_coeff as f64 + c.x_coeff as f64 * p.x_coeff as f64,
+                    None => p.x_coeff as f64,
+                };
+                (values, factor)
+            }
+        };
+        if values.iter().any(|v| !v.is_finite()) || !factor.is_finite() {
+            return Err(bad(format!(
+                "the coefficients of step {k} (forward time {}) overflow f32",
+                step.tau
+            )));
+        }
+        growth = (growth + factor.abs().ln()).max(0.0);
+        worst = worst.max(growth);
+        if worst > MAX_STEP_GROWTH.ln() {
+            return Err(bad(format!(
+                "the steps of this schedule are unstable: they amplify the state by more \
+                 than {MAX_STEP_GROWTH:e} (by {:.3} at step {k}, where dt beta = {:.3}), so the \
+                 samples would overflow; use a smaller --beta-max or more --steps",
+                factor.abs(),
+                step.dt * step.beta
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Receives each finished batch, in particle-index order.
@@ -670,4 +749,50 @@ pub fn run_checkpointed(
     }
     progress.finish();
     Ok(timing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(time_points: usize, beta_max: f64, sampler: SamplerKind) -> SampleConfig {
+        let mut config = SampleConfig::new(Dataset::circle(8).unwrap());
+        config.time_points = time_points;
+        config.schedule = VpSchedule::new(0.001, beta_max);
+        config.sampler = sampler;
+        config
+    }
+
+    #[test]
+    fn two_time_points_are_refused_with_the_reason() {
+        for sampler in [SamplerKind::Em, SamplerKind::Heun] {
+            let err = config(2, 3.0, sampler).validate().unwrap_err().to_string();
+            assert!(err.contains("sigma^2 = 0"), "{err}");
+            assert!(err.contains("at least 3"), "{err}");
+            config(3, 3.0, sampler).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn schedules_that_cannot_give_finite_samples_are_refused() {
+        for beta_max in [2000.0, 1e6, 1e300] {
+            let err = config(100, beta_max, SamplerKind::Em)
+                .validate()
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("beta_min/beta_max"), "{text}");
+            // Heun's probability-flow steps stay bounded there (sigma^2 = 1 and s = 0 leave
+            // x as it is): its samples are finite, so it runs.
+            config(100, beta_max, SamplerKind::Heun).validate().unwrap();
+        }
+        for sampler in [SamplerKind::Em, SamplerKind::Heun] {
+            // The defaults and the usual VP schedule (beta_max = 20) run.
+            for (points, beta_max) in [(100, 3.0), (100, 20.0), (1000, 20.0), (3, 3.0)] {
+                config(points, beta_max, sampler).validate().unwrap();
+            }
+        }
+        // The message says why.
+        let err = config(100, 2000.0, SamplerKind::Em).validate().unwrap_err();
+        assert!(err.to_string().contains("unstable"), "{err}");
+    }
 }

@@ -54,6 +54,58 @@ pub struct ImageShape {
     pub channels: usize,
 }
 
+/// Largest number of values (N × D) of any training set, generated or read: 2^28 f64 =
+/// 2 GiB. Generators check it before allocating (`check_size`), the readers through
+/// their bounded input.
+pub const MAX_DATASET_VALUES: usize = 1 << 28;
+
+/// Largest `.csv` training set in bytes (4 GiB), checked before it is read.
+pub const MAX_CSV_BYTES: u64 = 1 << 32;
+
+/// Longest line of a `.csv` training set in bytes (1 MiB: 4096 coordinates of up to 256
+/// characters each).
+pub const MAX_CSV_LINE: usize = 1 << 20;
+
+/// What a path that is not a regular file is, for messages.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
+}
+
+/// Refuse a set of `n` points of dimension `dim` whose N × D exceeds
+/// [`MAX_DATASET_VALUES`], before anything is allocated; `spec` names it.
+pub(crate) fn check_size(spec: &str, n: usize, dim: usize) -> Result<()> {
+    match n.checked_mul(dim) {
+        Some(values) if values <= MAX_DATASET_VALUES => Ok(()),
+        _ => Err(Error::invalid(
+            "dataset spec",
+            format!(
+                "{spec:?}: N × D = {n} × {dim} exceeds the limit of {MAX_DATASET_VALUES} \
+                 values (2 GiB of f64)"
+            ),
+        )),
+    }
+}
+
 impl Dataset {
     /// Validate and wrap row-major points.
     pub fn new(name: impl Into<String>, dim: usize, points: Vec<f64>) -> Result<Self> {
@@ -74,12 +126,42 @@ impl Dataset {
                 points.len()
             )));
         }
+        if points.len() > MAX_DATASET_VALUES {
+            return Err(bad(format!(
+                "{} values exceed the limit of {MAX_DATASET_VALUES} (2 GiB of f64)",
+                points.len()
+            )));
+        }
         if let Some(k) = points.iter().position(|v| !v.is_finite()) {
             return Err(bad(format!(
                 "point {} coordinate {} is {} (all values must be finite)",
                 k / dim,
                 k % dim,
                 points[k]
+            )));
+        }
+        // The engines compute in f32: a value beyond f32's range, or a point whose squared
+        // norm |y|^2 (the potentials' distances, the CPU engine's norms) is, gives inf/NaN.
+        if let Some(k) = points.iter().position(|v| v.abs() > f32::MAX as f64) {
+            return Err(bad(format!(
+                "point {} coordinate {} is {:e}, beyond the float32 range (±{:e}) the \
+                 engines compute in; scale the data",
+                k / dim,
+                k % dim,
+                points[k],
+                f32::MAX
+            )));
+        }
+        if let Some((i, n2)) = points
+            .chunks_exact(dim)
+            .map(|p| p.iter().map(|&v| (v as f32 as f64).powi(2)).sum::<f64>())
+            .enumerate()
+            .find(|&(_, n2)| n2 > f32::MAX as f64)
+        {
+            return Err(bad(format!(
+                "point {i} has squared norm {n2:e}, beyond the float32 range (±{:e}) in \
+                 which the engines compute squared distances; scale the data",
+                f32::MAX
             )));
         }
         // Each dataset made gets a new identity; a clone keeps it (same points).
@@ -105,6 +187,7 @@ impl Dataset {
         if n == 0 {
             return Err(Error::invalid("dataset", "circle:N needs N >= 1"));
         }
+        check_size(&format!("circle:{n}"), n, 2)?;
         let points = (0..n)
             .flat_map(|k| {
                 let angle = std::f64::consts::TAU * k as f64 / n as f64;
@@ -148,6 +231,18 @@ impl Dataset {
             Self::from_npy(spec, path)
         } else if ext.eq_ignore_ascii_case("csv") {
             Self::from_csv(spec, path)
+        } else if let Ok(meta) = std::fs::metadata(path) {
+            Err(Error::invalid(
+                "dataset",
+                format!(
+                    "{spec:?} is {}, not a training set; {ACCEPTED}",
+                    if meta.is_file() {
+                        "a file without a .npy or .csv extension"
+                    } else {
+                        file_kind(&meta)
+                    }
+                ),
+            ))
         } else {
             Err(Error::invalid(
                 "dataset",
@@ -232,7 +327,32 @@ impl Dataset {
 
     /// N rows of D comma-separated numbers, with an optional header line of names.
     fn from_csv(spec: &str, path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        use std::io::Read;
+        let bad = |message: String| Error::Dataset {
+            source_name: spec.to_string(),
+            message,
+        };
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(bad(format!("is {}, not a file", file_kind(&meta))));
+        }
+        if meta.len() > MAX_CSV_BYTES {
+            return Err(bad(format!(
+                "is {} bytes, more than the {MAX_CSV_BYTES} a .csv training set may have",
+                meta.len()
+            )));
+        }
+        // Bounded even if the file grows while it is read.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_CSV_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        if bytes.len() as u64 > MAX_CSV_BYTES {
+            return Err(bad(format!(
+                "is more than the {MAX_CSV_BYTES} bytes a .csv training set may have"
+            )));
+        }
         Self::from_csv_bytes(spec, &bytes)
     }
 
@@ -264,11 +384,22 @@ impl Dataset {
                 first_blank.get_or_insert(line_no);
                 continue;
             }
+            if line.len() > MAX_CSV_LINE {
+                return Err(bad(format!(
+                    "line {line_no} is longer than {MAX_CSV_LINE} bytes (at most {} \
+                     coordinates of a point fit on a line)",
+                    crate::engine::records::MAX_DIMENSION
+                )));
+            }
+            if line.trim_start().starts_with('#') {
+                continue; // a comment line, as NumPy's loadtxt skips them
+            }
             if let Some(blank) = first_blank {
                 return Err(bad(format!(
                     "line {blank} is blank (blank lines are only allowed at the end)"
                 )));
             }
+            let first_row = dim.is_none();
             let columns = 1 + line.bytes().filter(|&c| c == b',').count();
             match dim {
                 None => dim = Some(columns),
@@ -280,7 +411,7 @@ impl Dataset {
                 Some(_) => {}
             }
             let fields = || line.split(',').map(str::trim);
-            if i == 0 && fields().all(|f| !f.is_empty() && !is_number(f)) {
+            if first_row && fields().all(|f| !f.is_empty() && !is_number(f)) {
                 continue; // a header line of column names
             }
             for (j, field) in fields().enumerate() {

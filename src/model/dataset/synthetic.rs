@@ -6,14 +6,12 @@
 //! its spec and the data seed — never on the run's `--seed`, batch or backend.
 
 use crate::error::{Error, Result};
+use crate::model::dataset::check_size;
 use crate::model::philox::fill_normals_f64;
 
 /// Step index of the Philox counter for training-set draws: far from the sampler's step
 /// indices (0 .. S-2 and the initial-noise index), so the streams never overlap.
 const DATA_STEP: u32 = 0xD47A_0000;
-
-/// Largest number of values (N × D) a generated training set may hold: 2^28 f64 = 2 GiB.
-const MAX_VALUES: usize = 1 << 28;
 
 /// Fields of a spec such as `gaussian:100:8:0.5`: `name` then numbers.
 struct SpecFields<'a> {
@@ -75,20 +73,6 @@ impl<'a> SpecFields<'a> {
 
 fn fields_len_ok(len: usize, min: usize, max: usize) -> bool {
     (min..=max).contains(&len)
-}
-
-/// Refuse sets whose N × D would not fit, before allocating.
-fn check_size(spec: &str, n: usize, dim: usize) -> Result<()> {
-    match n.checked_mul(dim) {
-        Some(values) if values <= MAX_VALUES => Ok(()),
-        _ => Err(Error::invalid(
-            "dataset spec",
-            format!(
-                "{spec:?}: N × D = {n} × {dim} exceeds the limit of {MAX_VALUES} values \
-                 (2 GiB of f64)"
-            ),
-        )),
-    }
 }
 
 /// A generated training set: row-major points and their dimension.
