@@ -228,6 +228,7 @@ pub fn run(args: &SampleArgs) -> Result<RunReport> {
     };
     let report = sample_to_folder(&spec, &execution, training, &args.out, control)?;
     print_summary(&report, &args.out);
+    refuse_non_finite(&report.memorization)?;
     Ok(report)
 }
 
@@ -244,5 +245,42 @@ pub fn resume(args: &ResumeArgs) -> Result<RunReport> {
     };
     let report = resume_in_folder(&args.dir, control)?;
     print_summary(&report, &args.dir);
+    refuse_non_finite(&report.memorization)?;
     Ok(report)
+}
+
+/// A run that ended with non-finite samples is a failure, though its folder is complete
+/// (so it can be inspected) and run.json counts them (`memorization.nonfinite`): the
+/// command exits non-zero with one line saying how many.
+fn refuse_non_finite(m: &crate::metrics::MemorizationSummary) -> Result<()> {
+    if m.nonfinite == 0 {
+        return Ok(());
+    }
+    Err(crate::Error::Output(format!(
+        "{} of the {} samples are not finite (NaN or infinite); the folder is complete for \
+         inspection and run.json counts them (memorization.nonfinite)",
+        m.nonfinite, m.particles
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_with_non_finite_samples_fails_saying_how_many() {
+        let training = Dataset::parse("circle:8").unwrap();
+        let mut counter = crate::metrics::MemorizationCounter::new(&training.points, 2).unwrap();
+        counter
+            .add_batch(&[1.0, 0.0, f32::NAN, 0.0, f32::INFINITY, 1.0], 2)
+            .unwrap();
+        let mut summary = counter.summary();
+        let message = refuse_non_finite(&summary).unwrap_err().to_string();
+        assert!(
+            message.starts_with("2 of the 3 samples are not finite"),
+            "{message}"
+        );
+        summary.nonfinite = 0;
+        assert!(refuse_non_finite(&summary).is_ok());
+    }
 }
