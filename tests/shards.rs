@@ -259,3 +259,42 @@ fn device_flag_is_checked() {
         );
     }
 }
+
+/// Merge reads and checks everything before it writes anything: a shard whose
+/// metrics_counts.json was edited (it no longer counts the shard's particles) is refused
+/// with the file named, and the --out folder is not even created.
+#[test]
+fn merge_checks_every_shard_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut shards = Vec::new();
+    for k in 0..2 {
+        let dir = tmp.path().join(format!("s{k}"));
+        let shard = format!("{k}/2");
+        sample(
+            &dir,
+            &[
+                "--backend",
+                "cpu",
+                "--particles",
+                "400",
+                "--resolution",
+                "16",
+                "--shard",
+                &shard,
+            ],
+        );
+        shards.push(dir);
+    }
+    let counts = shards[1].join("metrics_counts.json");
+    let mut edited = json(&counts);
+    edited["particles"] = serde_json::json!(150);
+    std::fs::write(&counts, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let out = tmp.path().join("merged");
+    let (ok, stderr) = merge(&shards, &out);
+    assert!(!ok);
+    assert!(
+        stderr.contains("metrics_counts.json") && stderr.contains("counts 150 particles"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a refused merge wrote {}", out.display());
+}

@@ -298,6 +298,53 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
     let particles = spec.particles;
     let dim = reference.run.parameters.facts.dim;
     let in_files = &reference.run.files;
+    // Everything is read and checked before anything is written: the shards' summed
+    // density grids and their metrics counts (a count that does not match a shard's
+    // particle range is refused, whatever the other shards say).
+    let mut density_inexact = false;
+    let mut grids = Vec::new();
+    for grid_name in ["samples", "initial"] {
+        let raw = format!("{grid_name}_density_raw.npy");
+        if in_files.contains(&raw) {
+            let mut total: Option<DensityGrid> = None;
+            for part in &parts {
+                let grid = crate::image::grid_file::read_raw(&part.dir.join(&raw))?;
+                match &mut total {
+                    None => total = Some(grid),
+                    Some(t) => t.merge(&grid)?,
+                }
+            }
+            let total = total.expect("at least one shard");
+            density_inexact |= !total.is_exact();
+            grids.push((grid_name, total));
+        }
+    }
+    let mut counts: Option<MemorizationCounts> = None;
+    for part in &parts {
+        let path = part.dir.join(METRICS_COUNTS);
+        let c: MemorizationCounts = read_json(&path)?;
+        let rows = part.range.end - part.range.start;
+        if c.particles != rows {
+            return Err(bad(format!(
+                "{} counts {} particles but the shard holds {rows}: it does not belong to \
+                 this shard",
+                path.display(),
+                c.particles
+            )));
+        }
+        match &mut counts {
+            None => counts = Some(c),
+            Some(t) => t.merge(&c)?,
+        }
+    }
+    let counts = counts.expect("at least one shard");
+    if counts.particles != particles {
+        return Err(bad(format!(
+            "the shards' metrics count {} particles, the run has {particles}",
+            counts.particles
+        )));
+    }
+
     prepare_dir(out)?;
     let mut files = Vec::new();
 
@@ -312,48 +359,18 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
             files.push(name.to_string());
         }
     }
-    let mut density_inexact = false;
-    for grid_name in ["samples", "initial"] {
-        let raw = format!("{grid_name}_density_raw.npy");
-        if in_files.contains(&raw) {
-            let mut total: Option<DensityGrid> = None;
-            for part in &parts {
-                let grid = crate::image::grid_file::read_raw(&part.dir.join(&raw))?;
-                match &mut total {
-                    None => total = Some(grid),
-                    Some(t) => t.merge(&grid)?,
-                }
-            }
-            let total = total.expect("at least one shard");
-            density_inexact |= !total.is_exact();
-            // The merged folder is a whole run: no raw sums, like an unsharded run.
-            let shading = spec.images.shading();
-            files.extend(write_named(
-                out,
-                grid_name,
-                &total,
-                shading,
-                spec.images.png16,
-                false,
-                None,
-            )?);
-        }
-    }
-    let mut counts: Option<MemorizationCounts> = None;
-    for part in &parts {
-        let path = part.dir.join(METRICS_COUNTS);
-        let c: MemorizationCounts = read_json(&path)?;
-        match &mut counts {
-            None => counts = Some(c),
-            Some(t) => t.merge(&c)?,
-        }
-    }
-    let counts = counts.expect("at least one shard");
-    if counts.particles != particles {
-        return Err(bad(format!(
-            "the shards' metrics count {} particles, the run has {particles}",
-            counts.particles
-        )));
+    for (grid_name, total) in &grids {
+        // The merged folder is a whole run: no raw sums, like an unsharded run.
+        let shading = spec.images.shading();
+        files.extend(write_named(
+            out,
+            grid_name,
+            total,
+            shading,
+            spec.images.png16,
+            false,
+            None,
+        )?);
     }
     crate::io::write_json(&out.join(METRICS_COUNTS), &counts)?;
     files.push(METRICS_COUNTS.into());
