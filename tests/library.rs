@@ -181,3 +181,61 @@ fn the_cpu_score_at_points_matches_the_reference_in_high_dimension() {
         }
     }
 }
+
+/// `resume` refuses a checkpoint whose parameters or training set were edited since it
+/// was saved (a changed seed would continue the run as a hybrid of two runs).
+#[test]
+fn an_edited_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let spec = small_spec("circle:8", 4000, 40);
+    let training = Dataset::parse(&spec.dataset).unwrap();
+    let execution = Execution {
+        checkpoint_every: Some(5),
+        ..cpu()
+    };
+    let cancel = AtomicBool::new(false);
+    let mut progress = Recorder {
+        cancel_at_first: Some(&cancel),
+        ..Default::default()
+    };
+    let control = FolderControl {
+        force: false,
+        cancel: &cancel,
+        progress: &mut progress,
+        notes: &mut |_| {},
+        command: Vec::new(),
+    };
+    let stopped = sample_to_folder(&spec, &execution, training, &out, control);
+    assert!(matches!(stopped, Err(Error::Interrupted(_))), "{stopped:?}");
+    let meta = out.join("checkpoint").join("checkpoint.json");
+    let original = std::fs::read_to_string(&meta).unwrap();
+    let resume = || {
+        let calm = AtomicBool::new(false);
+        memodiff::resume_in_folder(
+            &out,
+            FolderControl {
+                force: true,
+                cancel: &calm,
+                progress: &mut memodiff::NoProgress,
+                notes: &mut |_| {},
+                command: Vec::new(),
+            },
+        )
+    };
+    // Another seed in checkpoint.json.
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["run"]["spec"]["seed"] = serde_json::json!(7);
+    std::fs::write(&meta, serde_json::to_string(&edited).unwrap()).unwrap();
+    let e = resume().unwrap_err().to_string();
+    assert!(e.contains("digest differs"), "{e}");
+    // The parameters as saved, but another training set.
+    std::fs::write(&meta, &original).unwrap();
+    let npy = out.join("checkpoint").join("training.npy");
+    let mut bytes = std::fs::read(&npy).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&npy, bytes).unwrap();
+    let e = resume().unwrap_err().to_string();
+    assert!(e.contains("digest differs"), "{e}");
+}

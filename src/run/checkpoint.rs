@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 const TEMP_DIR: &str = "checkpoint.tmp";
 const OLD_DIR: &str = "checkpoint.old";
-const FORMAT: &str = "memodiff-checkpoint-2";
+const FORMAT: &str = "memodiff-checkpoint-3";
 
 /// Stable name of the temp file of a streamed array `name` (e.g. `samples.npy`) of a
 /// checkpointed run.
@@ -74,6 +74,30 @@ pub struct CheckpointMeta {
     pub batches_done: usize,
     /// Rows of `samples.npy` and `initial.npy` written (0 without arrays).
     pub rows_streamed: u64,
+    /// [`digest`] of `run` and the training set as saved: `resume` refuses a checkpoint
+    /// whose parameters or `training.npy` were edited since (a changed seed would give a
+    /// hybrid of two runs).
+    pub digest: String,
+}
+
+/// A 64-bit FNV-1a digest of the run's parameters (as JSON, which round-trips every
+/// field exactly) and the training set's shape and f64 bits, in hex. Not a defence against
+/// forgery; it catches edits and swapped files.
+pub fn digest(run: &CheckpointedRun, training: &Dataset) -> String {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    };
+    feed(serde_json::to_string(run).expect("serializable").as_bytes());
+    feed(&(training.dim as u64).to_le_bytes());
+    feed(&(training.len() as u64).to_le_bytes());
+    for v in &training.points {
+        feed(&v.to_bits().to_le_bytes());
+    }
+    format!("{hash:016x}")
 }
 
 /// What a run folder adds to a checkpoint: its grids, counts and streamed rows.
@@ -144,6 +168,7 @@ pub fn save(
         step: at.step,
         batches_done: at.batches_done,
         rows_streamed: folder.rows_streamed,
+        digest: digest(run, training),
     };
     crate::io::write_json(&temp.join("checkpoint.json"), &meta)?;
     let old = out.join(OLD_DIR);
@@ -199,6 +224,13 @@ pub fn load(out: &Path) -> Result<Loaded> {
     let bytes = fs::read(&training_path).map_err(|e| Error::io(&training_path, e))?;
     let mut training = Dataset::from_npy_bytes(&meta.run.spec.dataset, &bytes)?;
     training.image_shape = meta.run.image_shape;
+    if digest(&meta.run, &training) != meta.digest {
+        return Err(bad(
+            "checkpoint.json or training.npy changed since the checkpoint was saved (their \
+             digest differs); resuming would mix two runs, so it is refused"
+                .into(),
+        ));
+    }
     let dim = training.dim;
     let mut resume = ResumePoint {
         first: meta.batch_start,
