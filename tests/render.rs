@@ -358,3 +358,20 @@ fn non_finite_particles_are_refused_in_every_input_kind() {
         .stderr(predicate::str::contains("(point 1 coordinate 0) is NaN"));
     assert!(!out.exists());
 }
+
+/// A density grid whose sidecar is broken is reported as that, with the sidecar named,
+/// not as particles of the wrong shape.
+#[test]
+fn a_broken_sidecar_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    sample(&run, &["--resolution", "16"]);
+    let grid = run.join("samples_density.npy");
+    std::fs::write(run.join("samples_density.json"), b"{\"format\": broken").unwrap();
+    render(&[&grid], &tmp.path().join("a.png"), &[])
+        .failure()
+        .stderr(
+            predicate::str::contains("samples_density.json, which is broken")
+                .and(predicate::str::contains("shape (P, 2)").not()),
+        );
+}

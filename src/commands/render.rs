@@ -303,6 +303,19 @@ fn read_particles(path: &std::path::Path) -> Result<Vec<f32>> {
         (array.shape, values)
     };
     if shape.len() != 2 || shape[1] != 2 {
+        // A sidecar beside it that does not declare a density grid is broken: say so.
+        let sidecar = path.with_extension("json");
+        if path.extension().is_some_and(|e| e == "npy") && sidecar.is_file() {
+            let why = match crate::image::grid_file::GridFile::open(path) {
+                Err(e) => e.to_string(),
+                Ok(_) => "it is not a density-grid sidecar".into(),
+            };
+            return Err(bad(format!(
+                "{} has the sidecar {}, which is broken: {why}",
+                path.display(),
+                sidecar.display()
+            )));
+        }
         return Err(bad(format!(
             "{}: expected particles of shape (P, 2) or a density grid with its .json \
              sidecar, got shape {shape:?}",
