@@ -386,9 +386,8 @@ impl Dataset {
             }
             if line.len() > MAX_CSV_LINE {
                 return Err(bad(format!(
-                    "line {line_no} is longer than {MAX_CSV_LINE} bytes (at most {} \
-                     coordinates of a point fit on a line)",
-                    crate::engine::records::MAX_DIMENSION
+                    "line {line_no} is longer than {MAX_CSV_LINE} bytes, far more than one \
+                     point of the largest dimension takes"
                 )));
             }
             if line.trim_start().starts_with('#') {
