@@ -298,25 +298,31 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
     let particles = spec.particles;
     let dim = reference.run.parameters.facts.dim;
     let in_files = &reference.run.files;
-    // Everything is read and checked before anything is written: the shards' summed
-    // density grids and their metrics counts (a count that does not match a shard's
-    // particle range is refused, whatever the other shards say).
-    let mut density_inexact = false;
-    let mut grids = Vec::new();
-    for grid_name in ["samples", "initial"] {
-        let raw = format!("{grid_name}_density_raw.npy");
-        if in_files.contains(&raw) {
-            let mut total: Option<DensityGrid> = None;
-            for part in &parts {
-                let grid = crate::image::grid_file::read_raw(&part.dir.join(&raw))?;
-                match &mut total {
-                    None => total = Some(grid),
-                    Some(t) => t.merge(&grid)?,
+    // Everything is checked before anything is written: each shard's raw density grids
+    // (their descriptions against their files, and against one another: only the
+    // particles behind them may differ) and their metrics counts (a count that does not
+    // match a shard's particle range is refused, whatever the other shards say). The sums
+    // themselves are read one grid at a time while writing, so memory holds one total.
+    let grid_names: Vec<&str> = ["samples", "initial"]
+        .into_iter()
+        .filter(|name| in_files.contains(&format!("{name}_density_raw.npy")))
+        .collect();
+    for name in &grid_names {
+        let mut first: Option<RawGridMeta> = None;
+        for part in &parts {
+            let path = part.dir.join(format!("{name}_density_raw.npy"));
+            let mut meta = crate::image::grid_file::check_raw(&path)?;
+            meta.deposits = 0;
+            match &first {
+                None => first = Some(meta),
+                Some(m) if *m != meta => {
+                    return Err(bad(format!(
+                        "{} does not describe the same grid as the first shard's",
+                        path.with_extension("json").display()
+                    )))
                 }
+                Some(_) => {}
             }
-            let total = total.expect("at least one shard");
-            density_inexact |= !total.is_exact();
-            grids.push((grid_name, total));
         }
     }
     let mut counts: Option<MemorizationCounts> = None;
@@ -359,13 +365,25 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
             files.push(name.to_string());
         }
     }
-    for (grid_name, total) in &grids {
+    let mut density_inexact = false;
+    for grid_name in &grid_names {
+        let raw = format!("{grid_name}_density_raw.npy");
+        let mut total: Option<DensityGrid> = None;
+        for part in &parts {
+            let grid = crate::image::grid_file::read_raw(&part.dir.join(&raw))?;
+            match &mut total {
+                None => total = Some(grid),
+                Some(t) => t.merge(&grid)?,
+            }
+        }
+        let total = total.expect("at least one shard");
+        density_inexact |= !total.is_exact();
         // The merged folder is a whole run: no raw sums, like an unsharded run.
         let shading = spec.images.shading();
         files.extend(write_named(
             out,
             grid_name,
-            total,
+            &total,
             shading,
             spec.images.png16,
             false,

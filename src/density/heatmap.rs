@@ -82,7 +82,7 @@ use crate::error::{Error, Result};
 // Re-exported where `DensityGrid::new` takes it and where callers have long found it.
 use fixed_point::{add_counts, dequantize};
 pub use fixed_point::{EXACT_PARTICLES, QUANTUM_BITS};
-pub use raw::RawGridMeta;
+pub use raw::{RawGridMeta, RAW_FORMAT};
 use rayon::prelude::*;
 use serde::Serialize;
 use split::{Split, SplitPlan};

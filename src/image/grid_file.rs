@@ -13,7 +13,7 @@
 //! stay; [`crate::plot::raster::write_named`] is the one writer of a named grid's files.
 
 use crate::density::extent::Extent;
-use crate::density::heatmap::{DensityGrid, Kernel, RawGridMeta};
+use crate::density::heatmap::{DensityGrid, Kernel, RawGridMeta, RAW_FORMAT};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -201,19 +201,35 @@ pub fn write_raw(path: &Path, grid: &DensityGrid) -> Result<()> {
     crate::io::write_json(&path.with_extension("json"), &meta)
 }
 
-/// Read a grid written by [`write_raw`], checking the file against its description
-/// (header, size) and the description against the grid it describes.
-pub fn read_raw(path: &Path) -> Result<DensityGrid> {
+/// The description of a grid written by [`write_raw`], checked against the file (format,
+/// header, size) without reading its sums: what `merge` checks of every shard before it
+/// writes anything.
+pub fn check_raw(path: &Path) -> Result<RawGridMeta> {
     let meta_path = path.with_extension("json");
     let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
     let meta: RawGridMeta = serde_json::from_str(&text)
         .map_err(|e| Error::invalid("raw density grid", format!("{}: {e}", meta_path.display())))?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let header = crate::io::npy_header("<i8", &meta.shape);
+    let mut start = vec![0u8; header.len()];
+    let size = File::open(path)
+        .and_then(|mut f| {
+            let size = f.metadata()?.len();
+            f.read_exact(&mut start).map(|()| size)
+        })
+        .map_err(|e| Error::io(path, e))?;
     let n = meta.shape[0].saturating_mul(meta.shape[1]);
-    if !bytes.starts_with(&header)
-        || Some(bytes.len()) != n.checked_mul(8).map(|b| b + header.len())
-    {
+    let expected = n.checked_mul(8).map(|b| (b + header.len()) as u64);
+    if meta.format != RAW_FORMAT {
+        return Err(Error::invalid(
+            "raw density grid",
+            format!(
+                "{}: format '{}', expected '{RAW_FORMAT}'",
+                meta_path.display(),
+                meta.format
+            ),
+        ));
+    }
+    if start != header || Some(size) != expected {
         return Err(Error::invalid(
             "raw density grid",
             format!(
@@ -222,6 +238,22 @@ pub fn read_raw(path: &Path) -> Result<DensityGrid> {
                 meta.shape,
                 meta_path.display()
             ),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Read a grid written by [`write_raw`], checking the file against its description
+/// (header, size) and the description against the grid it describes.
+pub fn read_raw(path: &Path) -> Result<DensityGrid> {
+    let meta = check_raw(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let header = crate::io::npy_header("<i8", &meta.shape);
+    if bytes.len() != header.len() + meta.shape[0] * meta.shape[1] * 8 {
+        // Changed since it was checked.
+        return Err(Error::io(
+            path,
+            std::io::Error::other("the file changed while it was read"),
         ));
     }
     let counts = bytes[header.len()..]
