@@ -52,13 +52,7 @@ fn cpu() -> Execution {
 /// `spec` into `out` on the cpu, with no progress display, notes or cancellation.
 fn run_quietly(spec: &RunSpec, training: Dataset, out: &std::path::Path) -> RunReport {
     let cancel = AtomicBool::new(false);
-    let control = FolderControl {
-        force: false,
-        cancel: &cancel,
-        progress: &mut memodiff::NoProgress,
-        notes: &mut |_| {},
-        command: Vec::new(),
-    };
+    let control = FolderControl::quiet(&cancel);
     sample_to_folder(spec, &cpu(), training, out, control).unwrap()
 }
 
@@ -72,11 +66,10 @@ fn a_run_into_a_folder_reports_progress_notes_and_writes_run_json_last() {
     let mut progress = Recorder::default();
     let mut notes = Vec::new();
     let control = FolderControl {
-        force: false,
-        cancel: &cancel,
         progress: &mut progress,
         notes: &mut |line| notes.push(line.to_string()),
         command: vec!["a test".into()],
+        ..FolderControl::quiet(&cancel)
     };
     let report = sample_to_folder(&spec, &cpu(), training, &out, control).unwrap();
     // 2,500 particles through 9 steps, reported as it goes and up to the end.
@@ -109,11 +102,8 @@ fn a_cancelled_run_stops_early_and_writes_no_run_json() {
         ..Default::default()
     };
     let control = FolderControl {
-        force: false,
-        cancel: &cancel,
         progress: &mut progress,
-        notes: &mut |_| {},
-        command: Vec::new(),
+        ..FolderControl::quiet(&cancel)
     };
     let result = sample_to_folder(&spec, &cpu(), training, &out, control);
     assert!(matches!(result, Err(Error::Interrupted(_))), "{result:?}");
@@ -182,6 +172,35 @@ fn the_cpu_score_at_points_matches_the_reference_in_high_dimension() {
     }
 }
 
+/// The score at points refuses what has no score: a ragged or empty array of points,
+/// non-finite coordinates, a time outside (0, 1]. Each names what is wrong.
+#[test]
+fn the_score_at_points_refuses_what_has_no_score() {
+    let training = Dataset::parse("circle:8").unwrap();
+    let schedule = VpSchedule::default();
+    let (mut cpu, _) = ScoreEvaluator::open(Backend::Cpu, None).unwrap();
+    let cases: [(&[f32], f64, &str); 5] = [
+        (&[0.5, 0.5, 0.5], 0.5, "dimension D = 2"),
+        (&[], 0.5, "non-empty"),
+        (&[0.5, f32::NAN], 0.5, "point 0 has a non-finite coordinate"),
+        (&[0.5, 0.5], 0.0, "outside (0, 1]"),
+        (&[0.5, 0.5], 1.5, "outside (0, 1]"),
+    ];
+    for (points, tau, expected) in cases {
+        let message = cpu
+            .evaluate(&training, &schedule, tau, points)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(expected), "{points:?} at {tau}: {message}");
+    }
+    assert_eq!(
+        cpu.evaluate(&training, &schedule, 0.5, &[0.5, 0.5])
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 /// `resume` refuses a checkpoint whose parameters or training set were edited since it
 /// was saved (a changed seed would continue the run as a hybrid of two runs).
 #[test]
@@ -200,11 +219,8 @@ fn an_edited_checkpoint_is_refused() {
         ..Default::default()
     };
     let control = FolderControl {
-        force: false,
-        cancel: &cancel,
         progress: &mut progress,
-        notes: &mut |_| {},
-        command: Vec::new(),
+        ..FolderControl::quiet(&cancel)
     };
     let stopped = sample_to_folder(&spec, &execution, training, &out, control);
     assert!(matches!(stopped, Err(Error::Interrupted(_))), "{stopped:?}");
@@ -216,10 +232,7 @@ fn an_edited_checkpoint_is_refused() {
             &out,
             FolderControl {
                 force: true,
-                cancel: &calm,
-                progress: &mut memodiff::NoProgress,
-                notes: &mut |_| {},
-                command: Vec::new(),
+                ..FolderControl::quiet(&calm)
             },
         )
     };

@@ -127,7 +127,7 @@ fn collapse_says_only_what_it_wrote() {
 #[cfg(unix)]
 #[test]
 fn a_stale_checkpoint_does_not_survive_a_forced_run() {
-    use memodiff::{resume_in_folder, NoProgress, Progress, RunSpec};
+    use memodiff::{resume_in_folder, Progress, RunSpec};
     use memodiff::{sample_to_folder, Backend, Dataset, Error, Execution, FolderControl};
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -161,11 +161,8 @@ fn a_stale_checkpoint_does_not_survive_a_forced_run() {
         training.clone(),
         &out,
         FolderControl {
-            force: false,
-            cancel: &cancel,
             progress: &mut StopAtOnce(&cancel),
-            notes: &mut |_| {},
-            command: Vec::new(),
+            ..FolderControl::quiet(&cancel)
         },
     );
     assert!(matches!(stopped, Err(Error::Interrupted(_))), "{stopped:?}");
@@ -181,10 +178,7 @@ fn a_stale_checkpoint_does_not_survive_a_forced_run() {
         &out,
         FolderControl {
             force: true,
-            cancel: &calm,
-            progress: &mut NoProgress,
-            notes: &mut |_| {},
-            command: Vec::new(),
+            ..FolderControl::quiet(&calm)
         },
     )
     .unwrap();
@@ -193,10 +187,7 @@ fn a_stale_checkpoint_does_not_survive_a_forced_run() {
         &out,
         FolderControl {
             force: true,
-            cancel: &calm,
-            progress: &mut NoProgress,
-            notes: &mut |_| {},
-            command: Vec::new(),
+            ..FolderControl::quiet(&calm)
         },
     );
     assert!(resumed.is_err(), "resume found a checkpoint");

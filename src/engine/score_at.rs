@@ -6,7 +6,7 @@
 use super::layout::pad_general;
 use super::records::{StepParams, MAX_DIM};
 use super::{cpu, gpu, reference, Backend, Engine};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
 
@@ -56,7 +56,9 @@ impl ScoreEvaluator {
     }
 
     /// The score of the training set `dataset` (its empirical score) at the row-major
-    /// (n, D) `points` at forward time `tau` of `schedule`, row-major (n, D).
+    /// (n, D) `points` at forward time `tau` of `schedule`, row-major (n, D). Refuses a
+    /// `tau` outside (0, 1] (at 0 the score is undefined), no points, a length that is not
+    /// a whole number of D-vectors, and non-finite coordinates.
     pub fn evaluate(
         &mut self,
         dataset: &Dataset,
@@ -65,6 +67,31 @@ impl ScoreEvaluator {
         points: &[f32],
     ) -> Result<Vec<f32>> {
         let dim = dataset.dim;
+        if !(tau.is_finite() && tau > 0.0 && tau <= 1.0) {
+            return Err(Error::invalid(
+                "t",
+                format!("{tau} is outside (0, 1]: at t = 0 the score is undefined"),
+            ));
+        }
+        if points.is_empty() || !points.len().is_multiple_of(dim) {
+            return Err(Error::invalid(
+                "points",
+                format!(
+                    "{} values are not a non-empty set of points of dimension D = {dim}",
+                    points.len()
+                ),
+            ));
+        }
+        if let Some(i) = points.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "points",
+                format!(
+                    "point {} has a non-finite coordinate ({})",
+                    i / dim,
+                    points[i]
+                ),
+            ));
+        }
         match self {
             ScoreEvaluator::Gpu(g) => g.evaluate_score(dataset, schedule, tau, points),
             ScoreEvaluator::Cpu => {

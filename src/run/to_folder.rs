@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::io::out_dir::refuse_non_empty_out;
 use crate::model::dataset::{Dataset, ImageShape};
 use crate::run::checkpoint::CheckpointedRun;
-use crate::run::driver::{self, Progress, SampleConfig, SampleTiming};
+use crate::run::driver::{self, NoProgress, Progress, SampleConfig, SampleTiming};
 use crate::run::folder::{prepare_dir, RunFolder};
 use crate::run::report::{CulledPairs, RunFacts, RunParameters, RunReport, SampleTimings, Timings};
 use crate::run::spec::{Execution, ExtraOutputs, RunSpec};
@@ -32,6 +32,22 @@ pub struct FolderControl<'a> {
     pub notes: &'a mut dyn FnMut(&str),
     /// What started the run, recorded in run.json (the command line for the CLI).
     pub command: Vec<String>,
+}
+
+impl<'a> FolderControl<'a> {
+    /// A run that shows nothing and refuses a non-empty folder, stopped by `cancel`:
+    /// change the fields that differ, e.g. `FolderControl { force: true,
+    /// ..FolderControl::quiet(&cancel) }`.
+    pub fn quiet(cancel: &'a AtomicBool) -> Self {
+        FolderControl {
+            force: false,
+            cancel,
+            // Both are zero-sized: leaking them allocates nothing.
+            progress: Box::leak(Box::new(NoProgress)),
+            notes: Box::leak(Box::new(|_: &str| {})),
+            command: Vec::new(),
+        }
+    }
 }
 
 /// Run `spec` on the training set `training` as `execution` says, writing every output
