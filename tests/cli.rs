@@ -440,12 +440,19 @@ fn signal_long_run(out: &Path, extra: &[&str], signal: &str) -> (Option<i32>, St
         .spawn()
         .unwrap();
     let started = Instant::now();
+    // Sampling: the streamed arrays' temp files exist (in the staging area, or beside
+    // the checkpoint at their `.partial` names).
     let sampling = || {
-        std::fs::read_dir(out).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        })
+        [out.to_path_buf(), out.join(".memodiff-staging")]
+            .iter()
+            .any(|dir| {
+                std::fs::read_dir(dir).is_ok_and(|entries| {
+                    entries.flatten().any(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.contains(".tmp") || name.ends_with(".partial")
+                    })
+                })
+            })
     };
     while !sampling() {
         assert!(

@@ -230,7 +230,11 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
     if let Some(note) = note {
         println!("{note}");
     }
-    crate::run::folder::prepare_dir(&args.out)?;
+    // The files arrive in --out together when every case is measured.
+    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
+    if let Some(note) = repaired {
+        println!("{note}");
+    }
     let start = 0.5 * probe.schedule.integrated_beta(1.0);
     println!(
         "collapse time, OU time t = B(tau)/2 (start {start:.3}), sigma = {}, {} particles, {} steps, beta in [{}, {}]",
@@ -294,7 +298,7 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
         }
     }
     let write = |name: &str, text: &str| {
-        crate::io::write_atomically(&args.out.join(name), |w| {
+        crate::io::write_atomically(&staging.path(name), |w| {
             std::io::Write::write_all(w, text.as_bytes())
         })
     };
@@ -331,8 +335,12 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
             y_range: None,
             series,
         };
-        crate::plot::charts::write_png(&chart, &args.out.join("collapse.png"), 720, 560)?;
+        crate::plot::charts::write_png(&chart, &staging.path("collapse.png"), 720, 560)?;
     }
+    // A collapse.png of an earlier collapse run into this folder goes when this one
+    // draws none.
+    let previous = ["collapse.csv", "collapse_curves.csv", "collapse.png"].map(String::from);
+    staging.commit("collapse.csv", &previous)?;
     println!("wrote {}: {written}", args.out.display());
     Ok(cases)
 }

@@ -14,10 +14,11 @@
 use crate::density::heatmap::{DensityGrid, RawGridMeta};
 use crate::error::{Error, Result};
 use crate::io::npy_header;
+use crate::io::staging::Staging;
 use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounts;
 use crate::plot::raster::write_named;
-use crate::run::folder::{prepare_dir, METRICS_COUNTS};
+use crate::run::folder::METRICS_COUNTS;
 use crate::run::report::{MergeTimings, RunParameters, RunReport, Timings};
 use clap::Args;
 use std::io::Read;
@@ -351,12 +352,16 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
         )));
     }
 
-    prepare_dir(out)?;
+    // The merged files arrive in `out` together, run.json last.
+    let (staging, repaired) = Staging::begin(out)?;
+    if let Some(note) = repaired {
+        println!("{note}");
+    }
     let mut files = Vec::new();
 
     for name in ["samples.npy", "initial.npy"] {
         if in_files.iter().any(|f| f == name) {
-            let mut writer = NpyStreamWriter::create(&out.join(name), particles, dim)?;
+            let mut writer = NpyStreamWriter::create(&staging.path(name), particles, dim)?;
             for part in &parts {
                 let rows = (part.range.end - part.range.start) as usize;
                 append_npy(&mut writer, &part.dir.join(name), rows, dim)?;
@@ -381,7 +386,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
         // The merged folder is a whole run: no raw sums, like an unsharded run.
         let shading = spec.images.shading();
         files.extend(write_named(
-            out,
+            staging.dir(),
             grid_name,
             &total,
             shading,
@@ -390,7 +395,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
             None,
         )?);
     }
-    crate::io::write_json(&out.join(METRICS_COUNTS), &counts)?;
+    crate::io::write_json(&staging.path(METRICS_COUNTS), &counts)?;
     files.push(METRICS_COUNTS.into());
     files.push("run.json".into());
 
@@ -414,7 +419,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
     });
     run.merged_from = Some(parts.iter().map(|q| q.dir.display().to_string()).collect());
     run.files = files.clone();
-    crate::io::write_json(&out.join("run.json"), &run)?;
+    crate::io::write_json(&staging.path("run.json"), &run)?;
+    let previous = crate::io::staging::listed_files(&out.join("run.json"));
+    staging.commit("run.json", &previous)?;
     Ok(MergeReport {
         particles,
         shards: parts.len() as u64,

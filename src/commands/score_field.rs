@@ -213,14 +213,18 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
     };
     let image = figure.render(args.size.0, args.size.1)?;
 
-    crate::run::folder::prepare_dir(&args.out)?;
+    // The three files arrive in --out together, score_field.json last.
+    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
+    if let Some(note) = repaired {
+        println!("{note}");
+    }
     let mut table = Vec::with_capacity(points.len() * 2);
     for (p, s) in points.chunks(2).zip(scores.chunks(2)) {
         table.extend_from_slice(&[p[0], p[1], s[0], s[1]]);
     }
     let g = (args.grid * args.grid) as u64;
-    crate::io::write_npy_f32(&args.out.join("score_field.npy"), g, 4, &table)?;
-    crate::io::write_png(&args.out.join("score_field.png"), &image)?;
+    crate::io::write_npy_f32(&staging.path("score_field.npy"), g, 4, &table)?;
+    crate::io::write_png(&staging.path("score_field.png"), &image)?;
     let report = ScoreFieldReport {
         memodiff_version: env!("CARGO_PKG_VERSION"),
         command: crate::cli::command_line(),
@@ -244,7 +248,9 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
             "score_field.json".into(),
         ],
     };
-    crate::io::write_json(&args.out.join("score_field.json"), &report)?;
+    crate::io::write_json(&staging.path("score_field.json"), &report)?;
+    let previous = crate::io::staging::listed_files(&args.out.join("score_field.json"));
+    staging.commit("score_field.json", &previous)?;
     println!(
         "score field at t = {} on a {g}x{g} grid ({} backend on {}); largest |score| {:.4e}; \
          wrote {}: {}",

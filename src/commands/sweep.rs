@@ -232,7 +232,11 @@ pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
     if let Some(note) = note {
         println!("{note}");
     }
-    crate::run::folder::prepare_dir(&args.out)?;
+    // Both files arrive in --out together when every point is measured.
+    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
+    if let Some(note) = repaired {
+        println!("{note}");
+    }
     let points = run_configs(configs, engine.as_mut())?;
     let label = |p: &SweepPoint| match args.param {
         SweepParam::N => format!("D = {}", p.d),
@@ -337,10 +341,11 @@ pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
         y_range: Some((-0.02, 1.02)),
         series,
     };
-    crate::io::write_atomically(&args.out.join("sweep.csv"), |w| {
+    crate::io::write_atomically(&staging.path("sweep.csv"), |w| {
         std::io::Write::write_all(w, csv.as_bytes())
     })?;
-    crate::plot::charts::write_png(&chart, &args.out.join("sweep.png"), 720, 520)?;
+    crate::plot::charts::write_png(&chart, &staging.path("sweep.png"), 720, 520)?;
+    staging.commit("sweep.csv", &[])?;
     println!("wrote {}: sweep.csv, sweep.png", args.out.display());
     Ok(points)
 }

@@ -96,6 +96,11 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Whether the temp file is kept when dropped uncommitted (a stable temp file).
+    pub fn is_kept(&self) -> bool {
+        self.keep_on_drop
+    }
+
     /// The file this writes in the end.
     pub fn path(&self) -> &Path {
         &self.path
@@ -154,6 +159,7 @@ impl AtomicFile {
         };
         let result = (|| {
             let file = writer.into_inner().map_err(|e| e.into_error())?;
+            injected_failure()?;
             file.sync_all()?;
             drop(file);
             rename_synced(&self.temp, &self.path)
@@ -188,6 +194,26 @@ impl Drop for AtomicFile {
         }
         self.abandon();
     }
+}
+
+/// `MEMODIFF_FAIL_WRITE=k` (a test hook) makes the k-th file this process completes
+/// (counted from 1) fail as a full disk would, to show that a failure at any file leaves
+/// the folder as it was.
+fn injected_failure() -> io::Result<()> {
+    static COMPLETED: AtomicU64 = AtomicU64::new(0);
+    let Some(fail_at) = std::env::var("MEMODIFF_FAIL_WRITE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    if COMPLETED.fetch_add(1, Ordering::SeqCst) + 1 == fail_at {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "no space left on device (MEMODIFF_FAIL_WRITE)",
+        ));
+    }
+    Ok(())
 }
 
 /// Rename `from` onto `to`, then sync `to`'s folder so that the rename survives a crash

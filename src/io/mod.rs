@@ -1,7 +1,9 @@
-//! Files: atomic writes and the `.npy` format.
+//! Files: atomic writes, the `.npy` format, the `--out` policy and the staging area
+//! through which a folder's results arrive as one set.
 
 pub mod atomic;
 pub mod npy;
 pub mod out_dir;
+pub mod staging;
 
 pub use atomic::*;

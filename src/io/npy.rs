@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::io::{write_atomically, AtomicFile};
@@ -230,8 +230,10 @@ impl NpyStreamWriter {
     }
 
     /// Check that all declared rows were written, then flush, sync and rename into place.
-    /// On error nothing is left at `path` (nor the temp file).
-    pub fn finish(mut self) -> Result<()> {
+    /// On error nothing is left at `path` (nor the temp file). A persistent writer's file
+    /// (a checkpointed run's) is synced and kept at its stable temp name instead, which
+    /// is returned: the run's commit moves it into place with the other files.
+    pub fn finish(mut self) -> Result<Option<PathBuf>> {
         if self.rows_written != self.rows {
             let message = format!(
                 "cannot finish {}: only {} of the {} declared rows were written",
@@ -242,7 +244,11 @@ impl NpyStreamWriter {
             self.file.abandon();
             return Err(Error::Output(message));
         }
-        self.file.commit()
+        if self.file.is_kept() {
+            self.file.sync_data()?;
+            return Ok(Some(self.file.temp_path().to_path_buf()));
+        }
+        self.file.commit().map(|()| None)
     }
 }
 

@@ -32,6 +32,8 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 const TEMP_DIR: &str = "checkpoint.tmp";
 const OLD_DIR: &str = "checkpoint.old";
 const FORMAT: &str = "memodiff-checkpoint-3";
+/// Every folder a checkpoint occupies (the current one and those of a save under way).
+pub const FOLDERS: [&str; 3] = [CHECKPOINT_DIR, OLD_DIR, TEMP_DIR];
 
 /// Stable name of the temp file of a streamed array `name` (e.g. `samples.npy`) of a
 /// checkpointed run.
@@ -276,7 +278,7 @@ pub fn load(out: &Path) -> Result<Loaded> {
 
 /// Remove the checkpoint folders of `out` (after the run finished).
 pub fn remove(out: &Path) -> Result<()> {
-    for name in [CHECKPOINT_DIR, OLD_DIR, TEMP_DIR] {
+    for name in FOLDERS {
         let dir = out.join(name);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -1,8 +1,11 @@
 //! A run's output folder: streamed `.npy` files, density images, metrics and `run.json`.
-//! Every file is written under a temporary name and renamed into place when complete.
+//! The files are written into the folder's staging area ([`crate::io::staging`]) and
+//! arrive together when the run commits; the checkpoint and a checkpointed run's
+//! `.partial` arrays live in the folder itself, where `resume` finds them.
 
 use crate::density::heatmap::DensityGrid;
 use crate::error::{Error, Result};
+use crate::io::staging::Staging;
 use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounter;
 use crate::run::checkpoint::CheckpointedRun;
@@ -10,10 +13,13 @@ use crate::run::driver::BatchSink;
 use crate::run::measure::MetricsSink;
 use crate::run::report::DensityOn;
 use crate::run::spec::RunSpec;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Receives batches from the sampler and turns them into the run folder's files.
 pub struct RunFolder {
+    /// The run folder (`--out`): the checkpoint and the `.partial` arrays.
+    out: PathBuf,
+    /// Where the outputs are written: the staging area inside `out`.
     dir: PathBuf,
     /// The streamed `.npy` files, unless the run keeps only images and metrics.
     arrays: Option<(NpyStreamWriter, NpyStreamWriter)>,
@@ -38,42 +44,33 @@ pub struct RunFolder {
 /// The memorization counts of a run folder (mergeable, [`crate::metrics::MemorizationCounts`]).
 pub const METRICS_COUNTS: &str = "metrics_counts.json";
 
-/// Make sure `dir` exists and is writable, before any work starts.
-pub fn prepare_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let probe = dir.join(format!(".memodiff-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
 impl RunFolder {
-    /// Open the streamed outputs of `spec`'s particles on `training`. Images are drawn
-    /// only for D = 2.
+    /// Open the streamed outputs of `spec`'s particles on `training` in `staging`.
+    /// Images are drawn only for D = 2.
     pub fn create(
-        dir: &Path,
+        staging: &Staging,
         training: &crate::model::dataset::Dataset,
         spec: &RunSpec,
     ) -> Result<Self> {
-        Self::open(dir, training, spec, None)
+        Self::open(staging, training, spec, None)
     }
 
     /// [`create`](Self::create) for a run with checkpoints: the streamed arrays keep
     /// stable temp names and [`BatchSink::checkpoint`] saves `OUT/checkpoint/`.
     pub fn create_checkpointed(
-        dir: &Path,
+        staging: &Staging,
         training: &crate::model::dataset::Dataset,
         run: CheckpointedRun,
     ) -> Result<Self> {
         let spec = run.spec.clone();
-        Self::open(dir, training, &spec, Some((run, None)))
+        Self::open(staging, training, &spec, Some((run, None)))
     }
 
     /// Reopen the folder of a checkpointed run from its checkpoint `saved`.
     /// `metrics` is the run's fresh metrics sink (its posterior recording as the run's);
     /// the checkpoint's counts are added to it.
     pub fn resume(
-        dir: &Path,
+        staging: &Staging,
         saved: &mut crate::run::checkpoint::Loaded,
         metrics: MetricsSink,
     ) -> Result<Self> {
@@ -81,7 +78,7 @@ impl RunFolder {
         let run = saved.meta.run.clone();
         let spec = run.spec.clone();
         let mut folder = Self::open(
-            dir,
+            staging,
             &training,
             &spec,
             Some((run, Some(saved.meta.rows_streamed))),
@@ -115,12 +112,12 @@ impl RunFolder {
     /// Open the folder of `spec`'s run on `training`: its streamed arrays (`spec`'s
     /// particle range) and, for D = 2, its density grids.
     fn open(
-        dir: &Path,
+        staging: &Staging,
         training: &crate::model::dataset::Dataset,
         spec: &RunSpec,
         checkpoint: Option<(CheckpointedRun, Option<u64>)>,
     ) -> Result<Self> {
-        prepare_dir(dir)?;
+        let (out, dir) = (staging.out(), staging.dir());
         let dim = training.dim;
         let range = spec.particle_range();
         let particles = range.end - range.start;
@@ -146,22 +143,18 @@ impl RunFolder {
             (None, None)
         };
         Ok(Self {
+            out: out.to_path_buf(),
             dir: dir.to_path_buf(),
             arrays: if spec.write_arrays() {
                 let open = |name: &str| {
                     let path = dir.join(name);
-                    let temp = crate::run::checkpoint::partial_path(dir, name);
+                    let temp = crate::run::checkpoint::partial_path(out, name);
                     match &checkpoint {
                         None => NpyStreamWriter::create(&path, particles, dim),
                         Some((_, None)) => {
                             NpyStreamWriter::create_persistent(&path, &temp, particles, dim)
                         }
                         Some((_, Some(rows))) => {
-                            // Stopped while finishing: the complete array was already
-                            // renamed into place; take it back.
-                            if *rows == particles && !temp.exists() && path.is_file() {
-                                std::fs::rename(&path, &temp).map_err(|e| Error::io(&path, e))?;
-                            }
                             NpyStreamWriter::reopen(&path, &temp, particles, dim, *rows)
                         }
                     }
@@ -250,9 +243,10 @@ impl RunFolder {
         Ok(())
     }
 
-    /// Finish the `.npy` files and write the PNGs; returns the names of the files written
-    /// and the memorization counts.
-    pub fn finish(mut self) -> Result<(Vec<String>, MemorizationCounter)> {
+    /// Finish the `.npy` files and write the PNGs into the staging area (a checkpointed
+    /// run's arrays stay at their `.partial` names, which `staging` adopts); returns the
+    /// names of the files written and the memorization counts.
+    pub fn finish(mut self, staging: &mut Staging) -> Result<(Vec<String>, MemorizationCounter)> {
         self.flush_gpu()?;
         // The arrays' syncs and the two grids' shading and PNG encoding are independent
         // and each mostly single-threaded: run them side by side, then list the files
@@ -270,13 +264,15 @@ impl RunFolder {
         };
         let arrays = self.arrays.take();
         let (array_files, (sample_files, initial_files)) = rayon::join(
-            || -> Result<Vec<String>> {
+            || -> Result<Vec<(String, Option<PathBuf>)>> {
                 let Some((samples, initial)) = arrays else {
                     return Ok(Vec::new());
                 };
                 let (s, i) = rayon::join(|| samples.finish(), || initial.finish());
-                s.and(i)?;
-                Ok(vec!["samples.npy".to_string(), "initial.npy".to_string()])
+                Ok(vec![
+                    ("samples.npy".to_string(), s?),
+                    ("initial.npy".to_string(), i?),
+                ])
             },
             || {
                 rayon::join(
@@ -285,7 +281,14 @@ impl RunFolder {
                 )
             },
         );
-        let mut written = array_files?;
+        let mut written = Vec::new();
+        for (name, kept_at) in array_files? {
+            // Kept at a `.partial` name (checkpointed): it arrives with the commit.
+            if let Some(temp) = kept_at {
+                staging.adopt(&temp, &name);
+            }
+            written.push(name);
+        }
         written.extend(sample_files?);
         written.extend(initial_files?);
         if let Some(figures) = self.figures {
@@ -378,7 +381,7 @@ impl BatchSink for RunFolder {
             rows_streamed = samples.rows_written();
         }
         crate::run::checkpoint::save(
-            &self.dir,
+            &self.out,
             run,
             training,
             at,

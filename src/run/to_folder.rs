@@ -6,10 +6,11 @@
 use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::io::out_dir::refuse_non_empty_out;
+use crate::io::staging::Staging;
 use crate::model::dataset::{Dataset, ImageShape};
 use crate::run::checkpoint::CheckpointedRun;
 use crate::run::driver::{self, NoProgress, Progress, SampleConfig, SampleTiming};
-use crate::run::folder::{prepare_dir, RunFolder};
+use crate::run::folder::RunFolder;
 use crate::run::report::{CulledPairs, RunFacts, RunParameters, RunReport, SampleTimings, Timings};
 use crate::run::spec::{Execution, ExtraOutputs, RunSpec};
 use std::path::Path;
@@ -79,12 +80,15 @@ pub fn sample_to_folder(
     if let Some(note) = &note {
         (control.notes)(note);
     }
-    prepare_dir(out)?;
+    let (staging, repaired) = Staging::begin(out)?;
+    if let Some(note) = &repaired {
+        (control.notes)(note);
+    }
     // A checkpoint left by an earlier run in this folder (force) is stale, checkpointed
     // run or not: `resume` would otherwise bring the old run back over this one.
     crate::run::checkpoint::remove(out)?;
     let folder = match execution.checkpoint_every {
-        None => RunFolder::create(out, &config.dataset, spec)?,
+        None => RunFolder::create(&staging, &config.dataset, spec)?,
         Some(_) => {
             let run = CheckpointedRun {
                 spec: spec.clone(),
@@ -96,7 +100,7 @@ pub fn sample_to_folder(
                 command: control.command.clone(),
                 image_shape: config.dataset.image_shape,
             };
-            RunFolder::create_checkpointed(out, &config.dataset, run)?
+            RunFolder::create_checkpointed(&staging, &config.dataset, run)?
         }
     };
     let mut folder = folder.with_figures(crate::run::figures::from_spec(spec, &config.dataset)?);
@@ -117,7 +121,7 @@ pub fn sample_to_folder(
         backend_requested: execution.backend,
         image_grid,
     };
-    complete(run, out, folder, checkpoints, control)
+    complete(run, staging, folder, checkpoints, control)
 }
 
 /// Continue the checkpointed run in `out` (from its `checkpoint/`) on the backend and
@@ -127,6 +131,11 @@ pub fn sample_to_folder(
 /// command that started it).
 pub fn resume_in_folder(out: &Path, control: FolderControl) -> Result<RunReport> {
     let started = Instant::now();
+    // A run killed while its results were moving into place finishes that first (and
+    // then has no checkpoint left to resume).
+    if let Some(note) = crate::io::staging::repair(out)? {
+        (control.notes)(&note);
+    }
     let mut saved = crate::run::checkpoint::load(out)?;
     let run = saved.meta.run.clone();
     let bad = |why: String| Error::invalid("checkpoint", why);
@@ -158,7 +167,8 @@ pub fn resume_in_folder(out: &Path, control: FolderControl) -> Result<RunReport>
         )));
     }
     let metrics = crate::run::measure::MetricsSink::new(&config, posterior_plan(&run.spec))?;
-    let folder = RunFolder::resume(out, &mut saved, metrics)?;
+    let (staging, _) = Staging::begin(out)?;
+    let folder = RunFolder::resume(&staging, &mut saved, metrics)?;
     let at = &saved.meta;
     (control.notes)(&format!(
         "resuming {} from {}: batch {} at step {} of {}",
@@ -185,7 +195,7 @@ pub fn resume_in_folder(out: &Path, control: FolderControl) -> Result<RunReport>
         command: run.command,
         ..control
     };
-    complete(prepared, out, folder, checkpoints, control)
+    complete(prepared, staging, folder, checkpoints, control)
 }
 
 /// Refuse a run whose samples.npy and initial.npy (P x D f32 each) cannot fit in the free
@@ -238,15 +248,17 @@ struct Prepared {
     image_grid: Option<(ImageShape, usize)>,
 }
 
-/// Sample into `folder`, finish it and write run.json. A checkpointed run removes its
-/// checkpoint once everything is written.
+/// Sample into `folder`, finish it, write run.json and commit the staged files into the
+/// run folder (a checkpointed run's checkpoint goes with that commit).
 fn complete(
     run: Prepared,
-    out: &Path,
+    mut staging: Staging,
     mut folder: RunFolder,
     checkpoints: driver::Checkpoints,
     control: FolderControl,
 ) -> Result<RunReport> {
+    let out = staging.out().to_path_buf();
+    let out = out.as_path();
     let Prepared {
         started,
         spec,
@@ -293,14 +305,14 @@ fn complete(
     })?;
 
     let finishing = Instant::now();
-    let (mut files, metrics) = folder.finish()?;
+    let (mut files, metrics) = folder.finish(&mut staging)?;
     if let Some((shape, count)) = image_grid {
         crate::plot::image_grid::write(
-            &out.join("samples.npy"),
+            &staging.current_path("samples.npy"),
             &config.dataset,
             shape,
             count,
-            &out.join("samples_grid.png"),
+            &staging.path("samples_grid.png"),
         )?;
         files.push("samples_grid.png".into());
     }
@@ -351,9 +363,13 @@ fn complete(
         merged_from: None,
         files,
     };
-    crate::io::write_json(&out.join("run.json"), &report)?;
+    crate::io::write_json(&staging.path("run.json"), &report)?;
     if checkpointed {
-        crate::run::checkpoint::remove(out)?;
+        for dir in crate::run::checkpoint::FOLDERS {
+            staging.remove_dir_at_commit(dir);
+        }
     }
+    let previous = crate::io::staging::listed_files(&out.join("run.json"));
+    staging.commit("run.json", &previous)?;
     Ok(report)
 }
