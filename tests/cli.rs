@@ -535,12 +535,23 @@ fn sigterm_and_sighup_stop_at_a_step_boundary() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert_eq!(listing(&out), Vec::<String>::new(), "{signal} left files");
     }
-    // A checkpointed run keeps its checkpoint and says how to continue it.
+    // A checkpointed run first saves a checkpoint where it stops, mid-batch, though its
+    // next periodic checkpoint is far away (a preempted job loses nothing), and says how
+    // to continue it.
     let out = tmp.path().join("checkpointed");
-    let (status, stderr) = signal_long_run(&out, &["--checkpoint-every", "5"], "-TERM");
+    let (status, stderr) = signal_long_run(&out, &["--checkpoint-every", "1000"], "-TERM");
     assert_eq!(status, Some(143), "{stderr}");
     assert!(stderr.contains("memodiff resume"), "{stderr}");
-    assert!(out.join("checkpoint").join("checkpoint.json").is_file());
+    let text = std::fs::read_to_string(out.join("checkpoint").join("checkpoint.json")).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let step = saved["step"].as_u64().unwrap();
+    assert!(step > 0 && step < 100, "saved at step {step}: {text}");
+    assert!(
+        stderr.contains(&format!(
+            "the checkpoint at step {step} of batch 1 of 3 is kept"
+        )),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -470,6 +470,34 @@ pub fn run_with_cancel(
     )
 }
 
+/// Longest a checkpointed run should take to stop once asked (seconds): it runs its
+/// batches in ranges of steps about this long and saves a checkpoint where the range
+/// ends.
+const STOP_LATENCY_S: f64 = 0.5;
+
+/// How many steps the next range of a checkpointed batch takes: one at first, then as
+/// many as the steps measured so far say fit in [`STOP_LATENCY_S`].
+#[derive(Default)]
+struct RangeSteps {
+    seconds_per_step: Option<f64>,
+}
+
+impl RangeSteps {
+    fn len(&self) -> usize {
+        match self.seconds_per_step {
+            None => 1,
+            Some(s) if s > 0.0 => ((STOP_LATENCY_S / s) as usize).max(1),
+            Some(_) => usize::MAX,
+        }
+    }
+
+    fn measured(&mut self, steps: usize, seconds: f64) {
+        if steps > 0 {
+            self.seconds_per_step = Some(seconds / steps as f64);
+        }
+    }
+}
+
 /// `run_with_cancel` with checkpoints: with `checkpoints.every = Some(K)` each batch runs
 /// in segments of K steps and [`BatchSink::checkpoint`] is called before the first batch,
 /// at each segment end inside a batch and after each batch; `checkpoints.resume` continues
@@ -557,6 +585,8 @@ pub fn run_checkpointed(
     }
     // (batch index, step) of the last checkpoint saved, for the interruption message.
     let mut saved = checkpoints.every.map(|_| (timing.batches + 1, 0usize));
+    let checkpointed = checkpoints.every.is_some();
+    let mut range_steps = RangeSteps::default();
     while first < range.end {
         let n = (range.end - first).min(batch as u64) as usize;
         let (initial, samples) = (&mut initial[..n * dim], &mut samples[..n * dim]);
@@ -616,6 +646,15 @@ pub fn run_checkpointed(
             if let Some(&k) = observe.range(step + 1..).next() {
                 end = end.min(k);
             }
+            // A checkpointed run stops only at a step it can save: it runs in ranges of
+            // about STOP_LATENCY_S each (results do not depend on how a batch's steps are
+            // split), the engine is not interrupted, and a stop saves a checkpoint where
+            // the range ended. `natural` ranges end where checkpoints are due anyway.
+            let natural = end;
+            if checkpointed {
+                end = end.min(step.saturating_add(range_steps.len()));
+            }
+            let range_started = Instant::now();
             let mut on_step = |done| {
                 // Once stopping, the CPU engines' final count is not a step reached.
                 if !cancel.load(Ordering::Relaxed) {
@@ -626,7 +665,11 @@ pub fn run_checkpointed(
             let tapped = tap_rows > 0 && tap_steps.iter().any(|k| (step..end).contains(k));
             let from_noise = if begun { None } else { Some(&mut *initial) };
             let work = BatchWork::new(first, from_noise, samples, step..end)
-                .cancellable_by(cancel)
+                .cancellable_by(if checkpointed {
+                    &crate::engine::NEVER
+                } else {
+                    cancel
+                })
                 .reporting_to(&mut on_step);
             let outcome = if cancel.load(Ordering::Relaxed) {
                 Err(Error::Interrupted(String::new()))
@@ -687,8 +730,14 @@ pub fn run_checkpointed(
                 }
                 observed_s += observing.elapsed().as_secs_f64();
             }
+            range_steps.measured(end - step, range_started.elapsed().as_secs_f64());
             step = end;
+            reached = end;
             begun = true;
+            let stopping = checkpointed && cancel.load(Ordering::Relaxed);
+            if step < natural && !stopping {
+                continue;
+            }
             if step < steps.len() && snapshot_steps.binary_search(&step).is_ok() {
                 let observing = Instant::now();
                 sink.snapshot(first, step, samples)?;
