@@ -375,3 +375,26 @@ fn a_broken_sidecar_is_named() {
                 .and(predicate::str::contains("shape (P, 2)").not()),
         );
 }
+
+/// One rule for every input: a non-finite value is refused, naming the file and where it
+/// is. Particles of every kind are covered by `non_finite_particles_are_refused_in_every_input_kind`;
+/// a density grid's NaN used to spread into the sum and its colours.
+#[test]
+fn a_non_finite_density_grid_value_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    sample(&run, &["--resolution", "16"]);
+    let grid = run.join("samples_density.npy");
+    let mut bytes = std::fs::read(&grid).unwrap();
+    let header = bytes.len() - 16 * 16 * 4;
+    // Row 2, column 5.
+    let at = header + (2 * 16 + 5) * 4;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&grid, &bytes).unwrap();
+    let out = tmp.path().join("grid.png");
+    render(&[&grid], &out, &[]).failure().stderr(
+        predicate::str::contains("samples_density.npy")
+            .and(predicate::str::contains("row 2, column 5 is NaN")),
+    );
+    assert!(!out.exists());
+}

@@ -150,6 +150,32 @@ impl GridFile {
                 meta_path.display()
             )));
         }
+        // One rule for every input of render: non-finite values are refused, here before
+        // anything is drawn (a NaN would otherwise spread into the sum and its colours).
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut index = 0usize;
+        let total = meta.width * meta.height;
+        while index < total {
+            let n = ((total - index) * 4).min(chunk.len());
+            reader
+                .read_exact(&mut chunk[..n])
+                .map_err(|e| Error::io(path, e))?;
+            for (i, b) in chunk[..n].chunks_exact(4).enumerate() {
+                let v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                if !v.is_finite() {
+                    let at = index + i;
+                    return Err(bad(format!(
+                        "{}: the value at row {}, column {} is {v}; a density grid holds \
+                         finite values",
+                        path.display(),
+                        at / meta.width,
+                        at % meta.width
+                    )));
+                }
+            }
+            index += n / 4;
+        }
         Ok(GridFile {
             meta,
             path: path.to_path_buf(),
