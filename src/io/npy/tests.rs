@@ -125,11 +125,11 @@ fn persistent_writer_keeps_its_temp_file_and_reopens_at_a_row_count() {
     let mut w = NpyStreamWriter::reopen(&path, &temp, 5, 2, 3).unwrap();
     assert_eq!(w.rows_written(), 3);
     w.write_rows(&data[6..]).unwrap();
-    w.finish().unwrap();
-    assert_eq!(read_npy_f32(&path).unwrap(), (vec![5, 2], data));
-    assert_eq!(entries(dir.path()), vec!["x.npy"]);
+    // Finished, the file stays at its stable name: the run's commit moves it into place.
+    assert_eq!(w.finish().unwrap().as_deref(), Some(temp.as_path()));
+    assert_eq!(read_npy_f32(&temp).unwrap(), (vec![5, 2], data));
+    assert_eq!(entries(dir.path()), vec![".x.npy.partial"]);
     // A file of another shape, or fewer rows than saved, is refused.
-    fs::copy(&path, &temp).unwrap();
     assert!(NpyStreamWriter::reopen(&path, &temp, 4, 2, 1).is_err());
     assert!(NpyStreamWriter::reopen(&path, &temp, 5, 2, 6).is_err());
 }
