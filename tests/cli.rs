@@ -345,6 +345,101 @@ fn end_to_end_writes_five_valid_files() {
     );
 }
 
+/// `--initial FILE.npy` starts the reverse process from given positions: a run's own
+/// initial.npy with its seed gives its samples again, bit for bit, on the cpu engine and
+/// the f64 reference; other positions give other samples; a file of the wrong shape and
+/// checkpoints are refused before anything is written.
+#[test]
+fn a_run_from_its_own_initial_noise_gives_its_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    for backend in ["cpu", "reference"] {
+        let first = tmp.path().join(format!("{backend}-first"));
+        let again = tmp.path().join(format!("{backend}-again"));
+        let common = ["--steps", "20", "--seed", "5"];
+        // `sample_cmd` names `--backend cpu` itself: each backend gets its own command.
+        let run = |out: &Path, args: &[&str]| {
+            let mut cmd = Command::cargo_bin("memodiff").unwrap();
+            cmd.args([
+                "sample",
+                "--backend",
+                backend,
+                "--particles",
+                "2000",
+                "--out",
+            ])
+            .arg(out)
+            .args(args);
+            succeeds(&mut cmd)
+        };
+        run(&first, &common);
+        let initial = first.join("initial.npy");
+        let mut args = common.to_vec();
+        args.extend(["--initial", initial.to_str().unwrap()]);
+        run(&again, &args);
+        for name in ["samples.npy", "initial.npy", "samples.png"] {
+            let (a, b) = (first.join(name), again.join(name));
+            assert_eq!(
+                std::fs::read(a).unwrap(),
+                std::fs::read(b).unwrap(),
+                "{backend} {name}"
+            );
+        }
+        let run = read_json(&again.join("run.json"));
+        assert_eq!(run["parameters"]["initial"], initial.to_str().unwrap());
+    }
+    // Halved positions: the run starts there and ends elsewhere.
+    let first = tmp.path().join("cpu-first");
+    let noise = check_npy(&first.join("initial.npy"), P, 2);
+    let halved: Vec<f32> = noise.iter().map(|v| v * 0.5).collect();
+    let given = tmp.path().join("halved.npy");
+    common::npy::write_f32(&given, &[P as usize, 2], &halved);
+    let other = tmp.path().join("other");
+    succeeds(&mut sample_cmd(
+        &other,
+        &[
+            "--steps",
+            "20",
+            "--seed",
+            "5",
+            "--initial",
+            given.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(check_npy(&other.join("initial.npy"), P, 2), halved);
+    assert_ne!(
+        check_npy(&other.join("samples.npy"), P, 2),
+        check_npy(&first.join("samples.npy"), P, 2)
+    );
+    // Refused before anything is written.
+    let refused = tmp.path().join("refused");
+    let wrong = fails(&mut sample_cmd(
+        &refused,
+        &["--particles", "1000", "--initial", given.to_str().unwrap()],
+    ));
+    assert!(
+        wrong.stderr.contains("invalid --initial") && wrong.stderr.contains("(1000, 2)"),
+        "{}",
+        wrong.stderr
+    );
+    let checkpointed = fails(&mut sample_cmd(
+        &refused,
+        &[
+            "--checkpoint-every",
+            "5",
+            "--initial",
+            given.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        checkpointed
+            .stderr
+            .contains("cannot be combined with checkpoints"),
+        "{}",
+        checkpointed.stderr
+    );
+    assert!(!refused.exists());
+}
+
 #[test]
 fn resolution_width_by_height() {
     let tmp = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ fn flag_of(parameter: &str) -> Option<&'static str> {
         "beta_min/beta_max" => "--beta-min/--beta-max",
         "shard" => "--shard",
         "t_min" => "--t-min",
+        "initial" => "--initial",
         "score" => "--score",
         "checkpoint_every" => "--checkpoint-every",
         "snapshots" => "--snapshots",
@@ -60,6 +61,7 @@ mod tests {
             ("particles", "--particles"),
             ("time points", "--steps"),
             ("t_min", "--t-min"),
+            ("initial", "--initial"),
             ("figure_size", "--figure-size"),
         ] {
             let e = name_flags(Error::invalid(parameter, "x"));

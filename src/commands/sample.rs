@@ -157,6 +157,13 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 0.0)]
     pub t_min: f64,
 
+    /// Start from the positions in FILE.npy (float32 or float64, shape (P, D): one row per
+    /// particle of the whole run) instead of the Philox draw of x_T; the steps' noise is
+    /// still the seed's. With the same seed, a run's own initial.npy gives its samples
+    /// again. Not with --checkpoint-every.
+    #[arg(long, value_name = "FILE.npy")]
+    pub initial: Option<PathBuf>,
+
     /// Record the posterior concentration (mean of max_i w_i, and how often the current
     /// argmax is the final nearest training point) at about this many points along the
     /// trajectory; 0 turns it off.
@@ -192,6 +199,10 @@ impl SampleArgs {
             data_seed: self.data_seed,
             score: self.score,
             t_min: self.t_min,
+            initial: self
+                .initial
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
             images: self.image.spec(),
             extras: ExtraOutputs {
                 no_samples: self.no_samples,

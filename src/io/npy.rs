@@ -679,6 +679,27 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     }
 }
 
+/// Read a float32 or float64 `.npy` array (any rank, C order) as f32: its shape and
+/// row-major values. A float64 value that is not finite in f32 (NaN, inf, or beyond
+/// ±3.4e38) is refused with its index, like a float32 one.
+pub fn read_npy_as_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let array = read_npy(path).map_err(|e| match e {
+        NpyReadError::Io(e) => Error::io(path, e),
+        NpyReadError::Format(m) => Error::Output(format!("{}: {m}", path.display())),
+    })?;
+    let values: Vec<f32> = match array.values {
+        NpyValues::F32(v) => v,
+        NpyValues::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Output(format!(
+            "{}: value {i} is not finite in float32 (NaN, inf or beyond ±3.4e38)",
+            path.display()
+        )));
+    }
+    Ok((array.shape, values))
+}
+
 /// The first `rows` rows (fewer if the file has fewer) of an f32 `.npy` array of shape
 /// (P, `dim`), as `memodiff` writes it, without reading the rest of the file. The header is
 /// checked to be exactly the one [`NpyStreamWriter`] writes for that shape.

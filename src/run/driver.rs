@@ -48,6 +48,10 @@ pub struct SampleConfig {
     /// each sample is replaced by its denoised mean `E[x_0 | x_{t_min}]` (see
     /// [`crate::model::schedule::reverse_steps_with`], [`crate::model::posterior::denoise`]). 0: off.
     pub t_min: f64,
+    /// Start from these positions x_T instead of the Philox draw: row-major (P, D), one
+    /// row per particle of the whole run (a shard takes its range). The steps' noise is
+    /// still the seed's, so the same rows and seed give the same samples on every engine.
+    pub initial: Option<std::sync::Arc<[f32]>>,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -151,6 +155,26 @@ impl SampleConfig {
                 "beta_min",
                 format!("{beta_min} must be smaller than --beta-max {beta_max}"),
             ));
+        }
+        if let Some(initial) = &self.initial {
+            let dim = self.dataset.dim;
+            let rows = initial.len() / dim.max(1);
+            if initial.len() != rows * dim || rows as u64 != self.particles {
+                return Err(Error::invalid(
+                    "initial",
+                    format!(
+                        "holds {} values, not the {} x {dim} of the run's particles",
+                        initial.len(),
+                        self.particles
+                    ),
+                ));
+            }
+            if let Some(i) = initial.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(
+                    "initial",
+                    format!("row {} has a non-finite value ({})", i / dim, initial[i]),
+                ));
+            }
         }
         if let Some(shard) = self.shard {
             if shard.count > self.particles {
@@ -515,6 +539,12 @@ pub fn run_checkpointed(
     if checkpoints.every == Some(0) {
         return Err(Error::invalid("checkpoint_every", "must be at least 1"));
     }
+    if checkpoints.every.is_some() && config.initial.is_some() {
+        return Err(Error::invalid(
+            "initial",
+            "cannot be combined with checkpoints: a resume would need the file again",
+        ));
+    }
     let steps = config.reverse_steps();
     let mut observe: std::collections::BTreeSet<usize> = sink
         .observe_steps()
@@ -625,6 +655,15 @@ pub fn run_checkpointed(
         let mut observed_s = 0.0;
         // Whether the batch's initial noise has been drawn (a resumed batch has it).
         let mut begun = step > 0;
+        if let (false, Some(given)) = (begun, &config.initial) {
+            let at = (first as usize) * dim;
+            initial.copy_from_slice(&given[at..at + n * dim]);
+            samples.copy_from_slice(initial);
+            begun = true;
+            if observe.contains(&0) {
+                sink.observe(first, 0, samples)?;
+            }
+        }
         if !begun && observe.contains(&0) {
             let noise = BatchWork::new(first, Some(&mut *initial), samples, 0..0);
             engine.advance_batch(&problem, noise.cancellable_by(cancel))?;

@@ -73,6 +73,10 @@ pub struct RunSpec {
     pub score: ScoreKind,
     /// Early stop at forward time t_min (0: the reverse process runs to t = 0).
     pub t_min: f64,
+    /// A `.npy` file of (P, D) initial positions x_T to start from instead of the Philox
+    /// draw (`--initial`); read when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<String>,
     /// How the density images are drawn.
     #[serde(flatten)]
     pub images: ImageSpec,
@@ -264,6 +268,7 @@ impl RunSpec {
             data_seed: 0,
             score: ScoreKind::default(),
             t_min: 0.0,
+            initial: None,
             images: ImageSpec::default(),
             extras: ExtraOutputs::default(),
         }
@@ -301,6 +306,7 @@ impl RunSpec {
             sampler: self.sampler,
             score: self.score,
             t_min: self.t_min,
+            initial: None,
         }
     }
 
@@ -319,6 +325,13 @@ impl RunSpec {
         self.images.initial_extent.validate()?;
         match execution.checkpoint_every {
             Some(0) => return Err(Error::invalid("checkpoint_every", "must be at least 1")),
+            Some(_) if self.initial.is_some() => {
+                return Err(Error::invalid(
+                    "initial",
+                    "cannot be combined with checkpoints: a resume would need the file \
+                     again",
+                ))
+            }
             Some(_) if execution.backend == Backend::Reference => {
                 return Err(Error::invalid(
                     "checkpoint_every",
@@ -356,6 +369,7 @@ impl SampleConfig {
             sampler: SamplerKind::Em,
             score: ScoreKind::Empirical,
             t_min: 0.0,
+            initial: None,
         }
     }
 }

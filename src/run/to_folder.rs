@@ -74,7 +74,9 @@ pub fn sample_to_folder(
     if !control.force {
         refuse_non_empty_out(out)?;
     }
-    let config = spec.sample_config(training, execution.batch);
+    let mut config = spec.sample_config(training, execution.batch);
+    config.initial = load_initial(spec, config.dataset.dim)?;
+    config.validate()?;
     // Open the engine before touching the folder: a run that cannot start writes nothing.
     let (engine, note) = crate::engine::open_backend(execution.backend, execution.device)?;
     if let Some(note) = &note {
@@ -196,6 +198,26 @@ pub fn resume_in_folder(out: &Path, control: FolderControl) -> Result<RunReport>
         ..control
     };
     complete(prepared, staging, folder, checkpoints, control)
+}
+
+/// The rows of `spec.initial` (`--initial FILE.npy`): (P, D) of the whole run, finite.
+fn load_initial(spec: &RunSpec, dim: usize) -> Result<Option<std::sync::Arc<[f32]>>> {
+    let Some(path) = &spec.initial else {
+        return Ok(None);
+    };
+    let (shape, values) = crate::io::read_npy_as_f32(Path::new(path))
+        .map_err(|e| Error::invalid("initial", e.to_string()))?;
+    if shape.len() != 2 || shape[1] != dim || shape[0] as u64 != spec.particles {
+        return Err(Error::invalid(
+            "initial",
+            format!(
+                "{path} has shape {shape:?}; the run needs ({}, {dim}): one row of \
+                 dimension D = {dim} per particle of the whole run",
+                spec.particles
+            ),
+        ));
+    }
+    Ok(Some(values.into()))
 }
 
 /// Refuse a run whose samples.npy and initial.npy (P x D f32 each) cannot fit in the free
