@@ -54,7 +54,7 @@ pub use model::schedule::{ScoreKind, VpSchedule};
 
 // Pictures.
 pub use density::extent::Extent;
-pub use density::heatmap::{DensityGrid, Kernel};
+pub use density::heatmap::{DensityGrid, Kernel, DEFAULT_BANDWIDTH};
 pub use image::colormap::Colormap;
 pub use image::norm::{Norm, Shading};
 pub use image::shade;

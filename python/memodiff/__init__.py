@@ -1,0 +1,281 @@
+"""memodiff: reverse-time diffusion sampling driven by the exact empirical score of a
+finite training set, on the GPU (wgpu) or the CPU, to show and measure memorization.
+
+The same engines, seeds and results as the ``memodiff`` command line, bit for bit, with
+NumPy arrays in and out::
+
+    import memodiff
+    train = memodiff.datasets.circle(8)
+    run = memodiff.sample(train, 1_000_000, seed=0)
+    run.samples            # float32 (P, 2), handed over without a copy
+    run.metrics["memorized_fraction"]
+    grid = memodiff.density(run.samples, extent=(-3, 3, -3, 3))
+    rgb = memodiff.shade(grid)   # uint8 (512, 512, 3), as samples.png
+
+Errors: bad arguments raise ``ValueError`` naming the argument; a failing engine raises
+``RuntimeError``; Ctrl-C stops a run within a step or two and raises
+``KeyboardInterrupt`` (the module installs no signal handler of its own).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _memodiff
+from . import datasets
+
+__all__ = ["Run", "sample", "score", "density", "shade", "devices", "datasets"]
+__version__: str = _memodiff.__version__
+
+#: Kernel bandwidth of the density images: the reference tutorial's exp(-350 d^2).
+DEFAULT_BANDWIDTH: float = _memodiff.DEFAULT_BANDWIDTH
+
+ArrayLike = Any
+
+
+def _float_array(value: ArrayLike, name: str, dtype: type, columns: Optional[int] = None) -> np.ndarray:
+    """`value` as a C-contiguous 2-D array of `dtype`, checked: a ValueError names `name`."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"invalid {name}: not an array of numbers ({e})") from None
+    if array.ndim == 1 and columns is None:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(f"invalid {name}: expected a 2-D array (rows, D), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"invalid {name}: the array is empty (shape {array.shape})")
+    if columns is not None and array.shape[1] != columns:
+        raise ValueError(f"invalid {name}: expected {columns} columns, got shape {array.shape}")
+    bad = ~np.isfinite(array)
+    if dtype is np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad |= ~np.isfinite(array.astype(np.float32))
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(
+            f"invalid {name}: row {row} is not finite"
+            + (" in float32 (NaN, inf or beyond ±3.4e38)" if dtype is np.float32 else " (NaN or inf)")
+        )
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+class Run:
+    """The result of :func:`sample`.
+
+    Attributes:
+        samples: the final positions, float32 (P, D) (a shard's rows for ``shard=``).
+        initial: the initial positions x_T, float32 (P, D), with ``return_initial=True``
+            (or the given ``initial=``); else ``None``.
+        metrics: the memorization metrics, as run.json's ``memorization`` has them
+            (``memorized_fraction``, ``nearest_counts``, ...).
+        info: what the run was: ``backend``, ``device``, ``backend_note``,
+            ``timings_s`` and ``parameters``.
+    """
+
+    __slots__ = ("samples", "initial", "metrics", "info")
+
+    def __init__(self, samples: np.ndarray, initial: Optional[np.ndarray], metrics: Dict[str, Any], info: Dict[str, Any]):
+        self.samples = samples
+        self.initial = initial
+        self.metrics = metrics
+        self.info = info
+
+    def __repr__(self) -> str:
+        p, d = self.samples.shape
+        return (
+            f"<memodiff.Run {p} samples in D = {d} on {self.info['backend']} "
+            f"({self.info['device']}), memorized {100 * self.metrics['memorized_fraction']:.2f}%>"
+        )
+
+
+def _tqdm_progress() -> Optional[Callable[[int, int], None]]:
+    """A progress callback drawing a tqdm bar (notebook-aware), or None without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="particle-steps", unit_scale=True, desc="memodiff")
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def sample(
+    train: ArrayLike,
+    particles: int = 1_000_000,
+    *,
+    steps: int = 100,
+    seed: int = 0,
+    beta_min: float = 0.001,
+    beta_max: float = 3.0,
+    sampler: str = "em",
+    score: str = "empirical",
+    t_min: float = 0.0,
+    backend: str = "auto",
+    device: Optional[int] = None,
+    batch: Optional[int] = None,
+    shard: Optional[Tuple[int, int]] = None,
+    return_initial: bool = False,
+    initial: Optional[ArrayLike] = None,
+    progress: Union[bool, Callable[[int, int], None]] = False,
+) -> Run:
+    """Run the reverse-time SDE driven by the exact empirical score of ``train``.
+
+    Args:
+        train: the training set, any float array-like of shape (N, D) (float64,
+            Fortran-ordered and non-contiguous arrays are converted).
+        particles: how many samples P to draw (the whole run's, with ``shard``).
+        steps: time points S of the grid (S - 1 updates), as ``memodiff sample --steps``.
+        seed: seed of the Philox streams; particle i's noise depends only on (seed, i).
+        beta_min, beta_max: the linear VP schedule.
+        sampler: ``"em"`` (Euler–Maruyama on the SDE) or ``"heun"`` (probability-flow ODE).
+        score: ``"empirical"`` or ``"kde:h"`` (the training set smoothed by a Gaussian of
+            width h).
+        t_min: stop at forward time t_min and return each sample's denoised mean (0: off).
+        backend: ``"auto"`` (a hardware GPU, else the CPU), ``"gpu"``, ``"cpu"`` or
+            ``"reference"`` (f64, slow).
+        device: the GPU adapter's index in :func:`devices` (default: the first suitable).
+        batch: particles per batch (default: the engine's choice; results do not depend
+            on it).
+        shard: ``(k, n)``: run only shard k of n (a contiguous range of particle indices).
+        return_initial: also return the initial positions x_T.
+        initial: start from these positions (P, D) instead of the Philox draw of x_T (the
+            steps' noise is still the seed's): the experiment of comparing with a trained
+            network from the same x_T.
+        progress: ``True`` for a tqdm bar (if tqdm is installed), or a callable
+            ``progress(done, total)`` in particle-steps.
+
+    Returns:
+        A :class:`Run`.
+    """
+    train_array = _float_array(train, "train", np.float64)
+    initial_array = None
+    if initial is not None:
+        initial_array = _float_array(initial, "initial", np.float32, columns=train_array.shape[1])
+    if progress is True:
+        callback = _tqdm_progress()
+    elif progress is False or progress is None:
+        callback = None
+    elif callable(progress):
+        callback = progress
+    else:
+        raise ValueError("invalid progress: expected True, False or a callable (done, total)")
+    if shard is not None:
+        shard = (int(shard[0]), int(shard[1]))
+    samples, initial_out, metrics, info = _memodiff.sample(
+        train_array,
+        int(particles),
+        int(steps),
+        int(seed),
+        float(beta_min),
+        float(beta_max),
+        sampler,
+        score,
+        float(t_min),
+        backend,
+        device,
+        batch,
+        shard,
+        bool(return_initial),
+        initial_array,
+        callback,
+    )
+    return Run(samples, initial_out, json.loads(metrics), json.loads(info))
+
+
+def score(
+    x: ArrayLike,
+    t: float,
+    train: ArrayLike,
+    *,
+    beta_min: float = 0.001,
+    beta_max: float = 3.0,
+    backend: str = "auto",
+    device: Optional[int] = None,
+) -> np.ndarray:
+    """The empirical score of ``train`` at the rows of ``x`` at forward time ``t`` in (0, 1].
+
+    The function the sampler follows (the reference tutorial differentiates it with
+    JAX): ``(s * sum_i w_i a_i - x) / sigma^2`` with ``w = softmax(-|x - s a_i|^2 / 2 sigma^2)``.
+
+    Args:
+        x: points (n, D), any float array-like (evaluated in float32, as the engines do).
+        t: forward time in (0, 1].
+        train: the training set (N, D).
+        beta_min, beta_max: the linear VP schedule.
+        backend: ``"auto"``, ``"gpu"``, ``"cpu"`` or ``"reference"`` (f64).
+
+    Returns:
+        float32 (n, D).
+    """
+    train_array = _float_array(train, "train", np.float64)
+    x_array = _float_array(x, "x", np.float32, columns=train_array.shape[1])
+    return _memodiff.score(x_array, float(t), train_array, float(beta_min), float(beta_max), backend, device)
+
+
+def density(
+    points: ArrayLike,
+    *,
+    extent: Sequence[float] = (-3.0, 3.0, -3.0, 3.0),
+    resolution: Union[int, Tuple[int, int]] = 512,
+    bandwidth: Optional[float] = None,
+    kernel: str = "gaussian",
+) -> np.ndarray:
+    """The kernel density of the (P, 2) ``points``, as ``samples_density.npy`` holds it.
+
+    Args:
+        points: (P, 2) positions (float32 as the engines give them; others are converted).
+        extent: ``(xmin, xmax, ymin, ymax)`` of the image.
+        resolution: pixels per side, or ``(width, height)``.
+        bandwidth: the kernel's width h, exp(-d^2 / 2h^2) (default: the tutorial's
+            exp(-350 d^2), ``DEFAULT_BANDWIDTH``).
+        kernel: ``"gaussian"`` or ``"histogram"`` (particles per pixel).
+
+    Returns:
+        float32 (height, width), row 0 at the top (y = ymax), like the PNGs.
+    """
+    array = _float_array(points, "points", np.float32, columns=2)
+    if isinstance(resolution, (int, np.integer)):
+        width = height = int(resolution)
+    else:
+        width, height = (int(v) for v in resolution)
+    if len(extent) != 4:
+        raise ValueError(f"invalid extent: expected (xmin, xmax, ymin, ymax), got {extent!r}")
+    h = DEFAULT_BANDWIDTH if bandwidth is None else float(bandwidth)
+    return _memodiff.density(array, tuple(float(v) for v in extent), width, height, h, kernel)
+
+
+def shade(grid: ArrayLike, colormap: str = "coolwarm", norm: str = "linear") -> np.ndarray:
+    """The colours of a density grid exactly as the PNGs have them.
+
+    Args:
+        grid: (H, W) values, e.g. from :func:`density`.
+        colormap: a matplotlib colormap name memodiff has (``coolwarm``, ``viridis``,
+            ``magma``, ``inferno``, ``plasma``, ``cividis``, ``gray``, ...).
+        norm: ``"linear"``, ``"log"`` or ``"eq-hist"``.
+
+    Returns:
+        uint8 (H, W, 3).
+    """
+    array = np.asarray(grid)
+    if array.ndim != 2:
+        raise ValueError(f"invalid grid: expected a 2-D array (H, W), got shape {array.shape}")
+    array = _float_array(array, "grid", np.float32)
+    return _memodiff.shade(array, colormap, norm)
+
+
+def devices() -> List[Dict[str, Any]]:
+    """The GPU adapters memodiff can use, as ``memodiff devices`` lists them."""
+    return json.loads(_memodiff.devices())

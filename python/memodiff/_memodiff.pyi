@@ -1,0 +1,48 @@
+# The native module under `memodiff`: call the functions of `memodiff` instead, which
+# convert and check their arguments and document them.
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+DEFAULT_BANDWIDTH: float
+
+def sample(
+    train: npt.NDArray[np.float64],
+    particles: int,
+    steps: int,
+    seed: int,
+    beta_min: float,
+    beta_max: float,
+    sampler: str,
+    score: str,
+    t_min: float,
+    backend: str,
+    device: Optional[int],
+    batch: Optional[int],
+    shard: Optional[Tuple[int, int]],
+    return_initial: bool,
+    initial: Optional[npt.NDArray[np.float32]],
+    progress: Optional[Callable[[int, int], None]],
+) -> Tuple[npt.NDArray[np.float32], Optional[npt.NDArray[np.float32]], str, str]: ...
+def score(
+    x: npt.NDArray[np.float32],
+    t: float,
+    train: npt.NDArray[np.float64],
+    beta_min: float,
+    beta_max: float,
+    backend: str,
+    device: Optional[int],
+) -> npt.NDArray[np.float32]: ...
+def density(
+    points: npt.NDArray[np.float32],
+    extent: Tuple[float, float, float, float],
+    width: int,
+    height: int,
+    bandwidth: float,
+    kernel: str,
+) -> npt.NDArray[np.float32]: ...
+def shade(grid: npt.NDArray[np.float32], colormap: str, norm: str) -> npt.NDArray[np.uint8]: ...
+def dataset_from_spec(spec: str, data_seed: int) -> npt.NDArray[np.float64]: ...
+def devices() -> str: ...
