@@ -70,17 +70,27 @@ class Run:
         samples: the final positions, float32 (P, D) (a shard's rows for ``shard=``).
         initial: the initial positions x_T, float32 (P, D), with ``return_initial=True``
             (or the given ``initial=``); else ``None``.
+        snapshots: with ``snapshots=``: the particles after each of those numbers of
+            updates, {k: float32 (P, D)}.
         metrics: the memorization metrics, as run.json's ``memorization`` has them
             (``memorized_fraction``, ``nearest_counts``, ...).
         info: what the run was: ``backend``, ``device``, ``backend_note``,
             ``timings_s`` and ``parameters``.
     """
 
-    __slots__ = ("samples", "initial", "metrics", "info")
+    __slots__ = ("samples", "initial", "snapshots", "metrics", "info")
 
-    def __init__(self, samples: np.ndarray, initial: Optional[np.ndarray], metrics: Dict[str, Any], info: Dict[str, Any]):
+    def __init__(
+        self,
+        samples: np.ndarray,
+        initial: Optional[np.ndarray],
+        snapshots: Dict[int, np.ndarray],
+        metrics: Dict[str, Any],
+        info: Dict[str, Any],
+    ):
         self.samples = samples
         self.initial = initial
+        self.snapshots = snapshots
         self.metrics = metrics
         self.info = info
 
@@ -129,6 +139,7 @@ def sample(
     shard: Optional[Tuple[int, int]] = None,
     return_initial: bool = False,
     initial: Optional[ArrayLike] = None,
+    snapshots: Optional[Sequence[int]] = None,
     progress: Union[bool, Callable[[int, int], None]] = False,
 ) -> Run:
     """Run the reverse-time SDE driven by the exact empirical score of ``train``.
@@ -154,6 +165,9 @@ def sample(
         initial: start from these positions (P, D) instead of the Philox draw of x_T (the
             steps' noise is still the seed's): the experiment of comparing with a trained
             network from the same x_T.
+        snapshots: numbers of updates (0 = the initial positions, ``steps - 1`` = the
+            samples) after which to keep the particles: ``Run.snapshots[k]`` is a float32
+            (P, D) array for each.
         progress: ``True`` for a tqdm bar (if tqdm is installed), or a callable
             ``progress(done, total)`` in particle-steps.
 
@@ -174,7 +188,10 @@ def sample(
         raise ValueError("invalid progress: expected True, False or a callable (done, total)")
     if shard is not None:
         shard = (int(shard[0]), int(shard[1]))
-    samples, initial_out, metrics, info = _memodiff.sample(
+    wanted = [] if snapshots is None else [int(k) for k in snapshots]
+    if any(k < 0 for k in wanted):
+        raise ValueError(f"invalid snapshots: steps are counted from 0, got {wanted}")
+    samples, initial_out, kept, metrics, info = _memodiff.sample(
         train_array,
         int(particles),
         int(steps),
@@ -190,9 +207,10 @@ def sample(
         shard,
         bool(return_initial),
         initial_array,
+        wanted,
         callback,
     )
-    return Run(samples, initial_out, json.loads(metrics), json.loads(info))
+    return Run(samples, initial_out, dict(kept), json.loads(metrics), json.loads(info))
 
 
 def score(

@@ -1,6 +1,6 @@
 # The native module under `memodiff`: call the functions of `memodiff` instead, which
 # convert and check their arguments and document them.
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,8 +24,15 @@ def sample(
     shard: Optional[Tuple[int, int]],
     return_initial: bool,
     initial: Optional[npt.NDArray[np.float32]],
+    snapshots: List[int],
     progress: Optional[Callable[[int, int], None]],
-) -> Tuple[npt.NDArray[np.float32], Optional[npt.NDArray[np.float32]], str, str]: ...
+) -> Tuple[
+    npt.NDArray[np.float32],
+    Optional[npt.NDArray[np.float32]],
+    List[Tuple[int, npt.NDArray[np.float32]]],
+    str,
+    str,
+]: ...
 def score(
     x: npt.NDArray[np.float32],
     t: float,

@@ -71,6 +71,10 @@ struct Keep {
     initial: Option<Vec<f32>>,
     counter: MemorizationCounter,
     dim: usize,
+    /// The positions after each asked-for number of updates (increasing, no repeats).
+    snapshots: Vec<(usize, Vec<f32>)>,
+    /// The number of updates of the run: its snapshot is the samples.
+    updates: usize,
 }
 
 impl SampleSink for Keep {
@@ -79,6 +83,28 @@ impl SampleSink for Keep {
         self.samples.extend_from_slice(samples);
         if let Some(kept) = &mut self.initial {
             kept.extend_from_slice(initial);
+        }
+        for (step, kept) in &mut self.snapshots {
+            if *step == 0 {
+                kept.extend_from_slice(initial);
+            } else if *step == self.updates {
+                kept.extend_from_slice(samples);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_steps(&self) -> Vec<usize> {
+        self.snapshots
+            .iter()
+            .map(|(step, _)| *step)
+            .filter(|&step| step > 0 && step < self.updates)
+            .collect()
+    }
+
+    fn snapshot(&mut self, _: u64, step: usize, positions: &[f32]) -> memodiff::Result<()> {
+        if let Some((_, kept)) = self.snapshots.iter_mut().find(|(s, _)| *s == step) {
+            kept.extend_from_slice(positions);
         }
         Ok(())
     }
@@ -130,10 +156,11 @@ impl Progress for PythonProgress<'_> {
 }
 
 /// What `sample` returns: the samples, the initial positions (when asked for), the
-/// metrics and the run's description (both JSON).
+/// snapshots (step, positions), the metrics and the run's description (both JSON).
 type Sampled<'py> = (
     Bound<'py, PyArray2<f32>>,
     Option<Bound<'py, PyArray2<f32>>>,
+    Vec<(usize, Bound<'py, PyArray2<f32>>)>,
     String,
     String,
 );
@@ -141,7 +168,7 @@ type Sampled<'py> = (
 /// Sample; see `memodiff.sample` for the arguments. Returns (samples, initial or None,
 /// metrics as JSON, run information as JSON).
 #[pyfunction]
-#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, sampler, score, t_min, backend, device, batch, shard, return_initial, initial, progress))]
+#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, sampler, score, t_min, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
 #[allow(clippy::too_many_arguments)]
 fn sample<'py>(
     py: Python<'py>,
@@ -160,6 +187,7 @@ fn sample<'py>(
     shard: Option<(u64, u64)>,
     return_initial: bool,
     initial: Option<PyReadonlyArray2<'py, f32>>,
+    snapshots: Vec<usize>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Sampled<'py>> {
     let training = dataset(&train)?;
@@ -187,11 +215,33 @@ fn sample<'py>(
     let range = config.particle_range();
     let rows = (range.end - range.start) as usize;
     let counter = MemorizationCounter::new(&training.points, dim).map_err(to_py)?;
+    let updates = steps - 1;
+    let mut wanted = snapshots.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if let Some(&beyond) = wanted.iter().find(|&&k| k > updates) {
+        return Err(PyValueError::new_err(format!(
+            "invalid snapshots: step {beyond} is beyond the run's {updates} updates \
+             (0 is the initial positions, {updates} the samples)"
+        )));
+    }
+    let snapshot_bytes = (wanted.len() * rows * dim) as u128 * 4;
+    if snapshot_bytes > 1 << 36 {
+        return Err(PyValueError::new_err(format!(
+            "invalid snapshots: {} of {rows} particles would hold {snapshot_bytes} bytes",
+            wanted.len()
+        )));
+    }
     let mut keep = Keep {
         samples: Vec::with_capacity(rows * dim),
         initial: return_initial.then(|| Vec::with_capacity(rows * dim)),
         counter,
         dim,
+        snapshots: wanted
+            .iter()
+            .map(|&k| (k, Vec::with_capacity(rows * dim)))
+            .collect(),
+        updates,
     };
     let cancel = AtomicBool::new(false);
     let started = Instant::now();
@@ -255,7 +305,12 @@ fn sample<'py>(
         Some(v) => Some(v.into_pyarray(py).reshape([rows, dim])?),
         None => None,
     };
-    Ok((samples, initial, metrics, info))
+    let snapshots = keep
+        .snapshots
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.into_pyarray(py).reshape([rows, dim])?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((samples, initial, snapshots, metrics, info))
 }
 
 /// The score of `train` at the rows of `x` at forward time `t`.

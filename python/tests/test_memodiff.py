@@ -231,3 +231,20 @@ def test_devices_and_datasets():
     np.testing.assert_array_equal(memodiff.datasets.grid(3)[:, 0], np.tile([-1.0, 0.0, 1.0], 3))
     angles = 2 * np.pi * np.arange(8) / 8
     np.testing.assert_allclose(memodiff.datasets.circle(8), np.c_[np.cos(angles), np.sin(angles)], atol=1e-15)
+
+
+def test_snapshots_are_the_particles_after_those_steps():
+    train = memodiff.datasets.circle(8)
+    run = memodiff.sample(train, 1000, steps=20, seed=2, backend="cpu", return_initial=True,
+                          snapshots=[19, 0, 10])
+    assert sorted(run.snapshots) == [0, 10, 19]
+    assert run.snapshots[0].tobytes() == run.initial.tobytes()
+    assert run.snapshots[19].tobytes() == run.samples.tobytes()
+    # Stopping each batch at step 10 changes nothing, and the f64 reference agrees there.
+    plain = memodiff.sample(train, 1000, steps=20, seed=2, backend="cpu")
+    assert plain.samples.tobytes() == run.samples.tobytes()
+    exact = memodiff.sample(train, 1000, steps=20, seed=2, backend="reference", snapshots=[10])
+    np.testing.assert_allclose(run.snapshots[10], exact.snapshots[10], atol=1e-3)
+    assert not np.allclose(run.snapshots[10], run.samples, atol=1e-2)
+    with pytest.raises(ValueError, match="invalid snapshots: step 20 is beyond"):
+        memodiff.sample(train, 10, steps=20, snapshots=[20])

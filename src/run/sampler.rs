@@ -13,6 +13,20 @@ pub trait SampleSink {
     /// Particles `first_particle .. first_particle + n`: their initial noise and their
     /// final positions, both row-major (n, D).
     fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()>;
+
+    /// Step counts strictly between 0 and the number of updates, increasing, after which
+    /// the sink wants each batch's positions through [`snapshot`](Self::snapshot) (the
+    /// states after 0 steps and after all of them are `consume`'s). None by default.
+    fn snapshot_steps(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// The positions (row-major (n, D)) of particles `first_particle ..` after `step`
+    /// updates. Stopping a batch there does not change its results.
+    fn snapshot(&mut self, first_particle: u64, step: usize, positions: &[f32]) -> Result<()> {
+        let _ = (first_particle, step, positions);
+        Ok(())
+    }
 }
 
 /// A sink that keeps every batch: the initial noise and the samples of the whole run,
@@ -33,12 +47,20 @@ impl SampleSink for Collected {
     }
 }
 
-/// The driver's sink for a caller's [`SampleSink`]: only whole batches, nothing else.
+/// The driver's sink for a caller's [`SampleSink`]: whole batches and snapshots.
 struct Batches<'a>(&'a mut dyn SampleSink);
 
 impl BatchSink for Batches<'_> {
     fn consume(&mut self, first_particle: u64, initial: &[f32], samples: &[f32]) -> Result<()> {
         self.0.consume(first_particle, initial, samples)
+    }
+
+    fn snapshot_steps(&self) -> Vec<usize> {
+        self.0.snapshot_steps()
+    }
+
+    fn snapshot(&mut self, first_particle: u64, step: usize, positions: &[f32]) -> Result<()> {
+        self.0.snapshot(first_particle, step, positions)
     }
 }
 
