@@ -102,12 +102,25 @@ class Run:
         )
 
 
-def _tqdm_progress() -> Optional[Callable[[int, int], None]]:
-    """A progress callback drawing a tqdm bar (notebook-aware), or None without tqdm."""
+def _line_progress(done: int, total: int) -> None:
+    """A progress line on stderr, for terminals without tqdm."""
+    import sys
+
+    share = done / total if total else 1.0
+    filled = int(30 * share)
+    sys.stderr.write(f"\rmemodiff [{'#' * filled}{'.' * (30 - filled)}] {100 * share:5.1f}%")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _tqdm_progress() -> Callable[[int, int], None]:
+    """A progress callback drawing a tqdm bar (notebook-aware), or a plain line on stderr
+    without tqdm."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return None
+        return _line_progress
     bar = None
 
     def update(done: int, total: int) -> None:
@@ -168,7 +181,8 @@ def sample(
         snapshots: numbers of updates (0 = the initial positions, ``steps - 1`` = the
             samples) after which to keep the particles: ``Run.snapshots[k]`` is a float32
             (P, D) array for each.
-        progress: ``True`` for a tqdm bar (if tqdm is installed), or a callable
+        progress: ``True`` for a progress bar (tqdm's if installed, in a terminal and in
+            Jupyter; else a line on stderr), or a callable
             ``progress(done, total)`` in particle-steps.
 
     Returns:

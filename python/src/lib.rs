@@ -119,11 +119,14 @@ struct PythonProgress<'a> {
     cancel: &'a AtomicBool,
     raised: Option<PyErr>,
     total: u64,
+    /// The particle-steps last reported by the run.
+    done: u64,
     last: Instant,
 }
 
 impl PythonProgress<'_> {
     fn poll(&mut self, done: u64, force: bool) {
+        self.done = done;
         if !force && self.last.elapsed() < Duration::from_millis(100) {
             return;
         }
@@ -152,7 +155,12 @@ impl Progress for PythonProgress<'_> {
     fn advance_to(&mut self, done: u64) {
         self.poll(done, false);
     }
-    fn finish(&mut self) {}
+    fn finish(&mut self) {
+        // The last count reaches the callback, however soon after the one before.
+        if self.raised.is_none() {
+            self.poll(self.done, true);
+        }
+    }
 }
 
 /// What `sample` returns: the samples, the initial positions (when asked for), the
@@ -251,6 +259,7 @@ fn sample<'py>(
             cancel: &cancel,
             raised: None,
             total: 0,
+            done: 0,
             last: Instant::now(),
         };
         // The engine runs without the GIL; the progress takes it back briefly.

@@ -202,6 +202,7 @@ def test_progress_is_reported():
     memodiff.sample(memodiff.datasets.circle(8), 20_000, steps=10, backend="cpu",
                     progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[0] == (0, 20_000 * 9)
+    assert seen[-1] == (20_000 * 9, 20_000 * 9)
     assert all(d <= t for d, t in seen)
 
 
