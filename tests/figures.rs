@@ -11,7 +11,7 @@ use memodiff::testing::density::extent::Extent;
 use memodiff::testing::density::heatmap::DensityGrid;
 use memodiff::testing::image::colormap::Colormap;
 use memodiff::testing::model::dataset::Dataset;
-use memodiff::testing::model::schedule::VpSchedule;
+use memodiff::testing::model::schedule::{ScoreKind, VpSchedule};
 use memodiff::testing::plot::figure::{axis_ticks, nice_ticks, Colorbar, Figure};
 use memodiff::testing::run::spec::snapshot_plan;
 use std::path::Path;
@@ -405,7 +405,13 @@ fn gpu_score_kernel_gives_the_score_field() {
     let data = Dataset::circle(8).unwrap();
     for tau in [0.005, 0.3] {
         let scores = evaluator
-            .evaluate(&data, &VpSchedule::default(), tau, &points)
+            .evaluate(
+                &data,
+                &VpSchedule::default(),
+                ScoreKind::Empirical,
+                tau,
+                &points,
+            )
             .unwrap();
         let table: Vec<f32> = points
             .chunks(2)

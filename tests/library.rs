@@ -4,7 +4,7 @@
 
 use memodiff::{
     sample_to_folder, shade, Backend, Dataset, Error, Execution, FolderControl, Progress,
-    RunReport, RunSpec, SampleConfig, Sampler, ScoreEvaluator, VpSchedule,
+    RunReport, RunSpec, SampleConfig, Sampler, ScoreEvaluator, ScoreKind, VpSchedule,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -161,15 +161,66 @@ fn the_cpu_score_at_points_matches_the_reference_in_high_dimension() {
     let (mut cpu, _) = ScoreEvaluator::open(Backend::Cpu, None).unwrap();
     let (mut reference, _) = ScoreEvaluator::open(Backend::Reference, None).unwrap();
     for tau in [0.05, 0.5] {
-        let fast = cpu.evaluate(&training, &schedule, tau, &points).unwrap();
+        let fast = cpu
+            .evaluate(&training, &schedule, ScoreKind::Empirical, tau, &points)
+            .unwrap();
         let exact = reference
-            .evaluate(&training, &schedule, tau, &points)
+            .evaluate(&training, &schedule, ScoreKind::Empirical, tau, &points)
             .unwrap();
         let scale = exact.iter().fold(1f32, |m, v| m.max(v.abs()));
         for (a, b) in fast.iter().zip(&exact) {
             assert!((a - b).abs() <= 1e-4 * scale, "tau {tau}: {a} vs {b}");
         }
     }
+}
+
+/// The score at points of `kde:h` is the score of the smoothed mixture: each engine gives
+/// the f64 formula with the components' variance sigma2 + s^2 h^2 (and `kde:0` the
+/// empirical score).
+#[test]
+fn the_score_at_points_of_a_kde_is_the_smoothed_score() {
+    let training = Dataset::parse("circle:8").unwrap();
+    let schedule = VpSchedule::default();
+    let points = [0.3f32, -0.2, 1.1, 0.4, -0.7, -0.9];
+    let (mut cpu, _) = ScoreEvaluator::open(Backend::Cpu, None).unwrap();
+    let (mut reference, _) = ScoreEvaluator::open(Backend::Reference, None).unwrap();
+    let kde: ScoreKind = "kde:0.3".parse().unwrap();
+    let tau = 0.2;
+    let (s, sigma2) = (schedule.mean_scale(tau), schedule.sigma2(tau));
+    let v = sigma2 + s * s * 0.09;
+    for (i, p) in points.chunks(2).enumerate() {
+        // (s sum_i w_i a_i - x) / v, w = softmax(-|x - s a_i|^2 / 2v), by hand.
+        let logits: Vec<f64> = (0..8)
+            .map(|k| {
+                let a = training.point(k);
+                let d2 = (p[0] as f64 - s * a[0]).powi(2) + (p[1] as f64 - s * a[1]).powi(2);
+                -d2 / (2.0 * v)
+            })
+            .collect();
+        let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let w: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
+        let total: f64 = w.iter().sum();
+        for (d, &x) in p.iter().enumerate() {
+            let mean: f64 = (0..8).map(|k| w[k] * training.point(k)[d]).sum::<f64>() / total;
+            let expected = (s * mean - x as f64) / v;
+            for evaluator in [&mut cpu, &mut reference] {
+                let got = evaluator
+                    .evaluate(&training, &schedule, kde, tau, &points)
+                    .unwrap()[2 * i + d] as f64;
+                assert!(
+                    (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                    "{got} vs {expected}"
+                );
+            }
+        }
+    }
+    let zero: ScoreKind = "kde:0".parse().unwrap();
+    assert_eq!(
+        cpu.evaluate(&training, &schedule, zero, tau, &points)
+            .unwrap(),
+        cpu.evaluate(&training, &schedule, ScoreKind::Empirical, tau, &points)
+            .unwrap()
+    );
 }
 
 /// The score at points refuses what has no score: a ragged or empty array of points,
@@ -188,13 +239,13 @@ fn the_score_at_points_refuses_what_has_no_score() {
     ];
     for (points, tau, expected) in cases {
         let message = cpu
-            .evaluate(&training, &schedule, tau, points)
+            .evaluate(&training, &schedule, ScoreKind::Empirical, tau, points)
             .unwrap_err()
             .to_string();
         assert!(message.contains(expected), "{points:?} at {tau}: {message}");
     }
     assert_eq!(
-        cpu.evaluate(&training, &schedule, 0.5, &[0.5, 0.5])
+        cpu.evaluate(&training, &schedule, ScoreKind::Empirical, 0.5, &[0.5, 0.5])
             .unwrap()
             .len(),
         2

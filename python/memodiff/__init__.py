@@ -232,12 +232,13 @@ def score(
     t: float,
     train: ArrayLike,
     *,
+    score: str = "empirical",
     beta_min: float = 0.001,
     beta_max: float = 3.0,
     backend: str = "auto",
     device: Optional[int] = None,
 ) -> np.ndarray:
-    """The empirical score of ``train`` at the rows of ``x`` at forward time ``t`` in (0, 1].
+    """The score of ``train`` at the rows of ``x`` at forward time ``t`` in (0, 1].
 
     The function the sampler follows (the reference tutorial differentiates it with
     JAX): ``(s * sum_i w_i a_i - x) / sigma^2`` with ``w = softmax(-|x - s a_i|^2 / 2 sigma^2)``.
@@ -246,6 +247,7 @@ def score(
         x: points (n, D), any float array-like (evaluated in float32, as the engines do).
         t: forward time in (0, 1].
         train: the training set (N, D).
+        score: ``"empirical"`` or ``"kde:h"`` (components of variance sigma^2 + s^2 h^2).
         beta_min, beta_max: the linear VP schedule.
         backend: ``"auto"``, ``"gpu"``, ``"cpu"`` or ``"reference"`` (f64).
 
@@ -254,7 +256,9 @@ def score(
     """
     train_array = _float_array(train, "train", np.float64)
     x_array = _float_array(x, "x", np.float32, columns=train_array.shape[1])
-    return _memodiff.score(x_array, float(t), train_array, float(beta_min), float(beta_max), backend, device)
+    return _memodiff.score(
+        x_array, float(t), train_array, score, float(beta_min), float(beta_max), backend, device
+    )
 
 
 def density(

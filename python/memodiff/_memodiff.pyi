@@ -37,6 +37,7 @@ def score(
     x: npt.NDArray[np.float32],
     t: float,
     train: npt.NDArray[np.float64],
+    score: str,
     beta_min: float,
     beta_max: float,
     backend: str,

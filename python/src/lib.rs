@@ -322,21 +322,25 @@ fn sample<'py>(
     Ok((samples, initial, snapshots, metrics, info))
 }
 
-/// The score of `train` at the rows of `x` at forward time `t`.
+/// The score (`empirical` or `kde:h`) of `train` at the rows of `x` at forward time `t`.
 #[pyfunction]
-#[pyo3(signature = (x, t, train, beta_min, beta_max, backend, device))]
+#[pyo3(signature = (x, t, train, score, beta_min, beta_max, backend, device))]
 #[allow(clippy::too_many_arguments)]
 fn score<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     t: f64,
     train: PyReadonlyArray2<'py, f64>,
+    score: &str,
     beta_min: f64,
     beta_max: f64,
     backend: &str,
     device: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let training = dataset(&train)?;
+    let kind = score
+        .parse::<ScoreKind>()
+        .map_err(|e| PyValueError::new_err(format!("invalid score: {e}")))?;
     let (n, dim) = (x.shape()[0], x.shape()[1]);
     if dim != training.dim {
         return Err(PyValueError::new_err(format!(
@@ -353,7 +357,7 @@ fn score<'py>(
     let values = py
         .detach(|| {
             let (mut evaluator, _) = ScoreEvaluator::open(backend, device)?;
-            evaluator.evaluate(&training, &schedule, t, &points)
+            evaluator.evaluate(&training, &schedule, kind, t, &points)
         })
         .map_err(to_py)?;
     values.into_pyarray(py).reshape([n, dim])

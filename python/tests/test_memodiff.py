@@ -69,6 +69,15 @@ def test_score_equals_score_field(tmp_path):
     # The f64 reference agrees to f32 precision.
     exact = memodiff.score(table[:, :2], 0.3, memodiff.datasets.circle(8), backend="reference")
     np.testing.assert_allclose(exact, vectors, rtol=1e-4, atol=1e-4 * np.abs(exact).max())
+    # The smoothed score, as `score-field --score kde:0.2` draws it.
+    kde = tmp_path / "kde"
+    cli("score-field", "--backend", "cpu", "--dataset", "circle:8", "--t", "0.3",
+        "--grid", "9", "--score", "kde:0.2", "--out", str(kde))
+    table = np.load(kde / "score_field.npy")
+    vectors = memodiff.score(table[:, :2], 0.3, memodiff.datasets.circle(8), score="kde:0.2",
+                             backend="cpu")
+    assert vectors.tobytes() == np.ascontiguousarray(table[:, 2:]).tobytes()
+    assert json.loads((kde / "score_field.json").read_text())["score"] == "kde:0.2"
 
 
 def test_arrays_are_handed_over_without_a_copy():

@@ -39,6 +39,11 @@ pub struct ScoreFieldArgs {
     #[arg(long, default_value = "-1.5,1.5,-1.5,1.5", allow_hyphen_values = true)]
     pub extent: Extent,
 
+    /// The score: `empirical` (the exact score of the training set) or `kde:h` (the
+    /// training set smoothed by a Gaussian of width h), as `sample --score`.
+    #[arg(long, default_value = "empirical")]
+    pub score: crate::model::schedule::ScoreKind,
+
     /// beta(t) at t = 0 of the linear schedule.
     #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
     pub beta_min: f64,
@@ -123,6 +128,9 @@ pub struct ScoreFieldReport {
     pub beta_min: f64,
     pub beta_max: f64,
     pub dataset: String,
+    /// The score, when it is not the empirical one (`kde:h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<String>,
     pub n_train: usize,
     /// Points per side; G = grid^2 rows in score_field.npy, y-major (x varies fastest).
     pub grid: usize,
@@ -184,7 +192,7 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
         println!("{note}");
     }
     let points = grid_points(&args.extent, args.grid);
-    let scores = evaluator.evaluate(&dataset, &schedule, args.t, &points)?;
+    let scores = evaluator.evaluate(&dataset, &schedule, args.score, args.t, &points)?;
 
     let e = args.extent;
     let cell = ((e.xmax - e.xmin) / (args.grid - 1) as f64)
@@ -203,9 +211,11 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
     let sigma2 = schedule.sigma2(args.t);
     let figure = Figure {
         title: format!(
-            "empirical score of {} at t = {} (σ² = {sigma2:.2e})\n\
+            "{} score of {} at t = {} (σ² = {sigma2:.2e})\n\
              arrows ∝ score, the longest |score| = {max_norm:.3e}",
-            dataset.name, args.t,
+            args.score.label(),
+            dataset.name,
+            args.t,
         ),
         markers: &markers,
         arrows: &arrows,
@@ -234,6 +244,8 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
         beta_min: schedule.beta_min,
         beta_max: schedule.beta_max,
         dataset: dataset.name.clone(),
+        score: (args.score != crate::model::schedule::ScoreKind::Empirical)
+            .then(|| args.score.label()),
         n_train: dataset.len(),
         grid: args.grid,
         extent: [e.xmin, e.xmax, e.ymin, e.ymax],

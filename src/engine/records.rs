@@ -187,14 +187,28 @@ impl StepParams {
 
     /// Parameters for evaluating the score alone at forward time `tau`.
     pub fn for_score(schedule: &crate::model::schedule::VpSchedule, tau: f64) -> Self {
+        let point = crate::model::schedule::ScorePoint::new(
+            schedule,
+            crate::model::schedule::ScoreKind::Empirical,
+            tau,
+        );
+        Self::for_point(schedule, &point)
+    }
+
+    /// The score's parameters at `point` (any score kind: its components' variance
+    /// divides, as in the steps).
+    pub fn for_point(
+        schedule: &crate::model::schedule::VpSchedule,
+        point: &crate::model::schedule::ScorePoint,
+    ) -> Self {
         let step = ReverseStep {
             index: 0,
-            t: 1.0 - tau,
+            t: 1.0 - point.tau,
             dt: 0.0,
-            tau,
-            beta: schedule.beta(tau),
-            mean_scale: schedule.mean_scale(tau),
-            sigma2: schedule.sigma2(tau),
+            tau: point.tau,
+            beta: schedule.beta(point.tau),
+            mean_scale: point.mean_scale,
+            sigma2: point.variance,
         };
         Self::from_step(&step)
     }

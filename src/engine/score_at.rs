@@ -8,7 +8,7 @@ use super::records::{StepParams, MAX_DIM};
 use super::{cpu, gpu, reference, Backend, Engine};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
-use crate::model::schedule::VpSchedule;
+use crate::model::schedule::{ScoreKind, ScorePoint, VpSchedule};
 
 /// Who evaluates the score: an engine's score stage.
 pub enum ScoreEvaluator {
@@ -55,7 +55,7 @@ impl ScoreEvaluator {
         }
     }
 
-    /// The score of the training set `dataset` (its empirical score) at the row-major
+    /// The score of kind `score` (the empirical score, or `kde:h`) of the training set `dataset` at the row-major
     /// (n, D) `points` at forward time `tau` of `schedule`, row-major (n, D). Refuses a
     /// `tau` outside (0, 1] (at 0 the score is undefined), no points, a length that is not
     /// a whole number of D-vectors, and non-finite coordinates.
@@ -63,6 +63,7 @@ impl ScoreEvaluator {
         &mut self,
         dataset: &Dataset,
         schedule: &VpSchedule,
+        score: ScoreKind,
         tau: f64,
         points: &[f32],
     ) -> Result<Vec<f32>> {
@@ -92,23 +93,22 @@ impl ScoreEvaluator {
                 ),
             ));
         }
+        let point = ScorePoint::new(schedule, score, tau);
+        let step = StepParams::for_point(schedule, &point);
         match self {
-            ScoreEvaluator::Gpu(g) => g.evaluate_score(dataset, schedule, tau, points),
-            ScoreEvaluator::Cpu => {
-                let step = StepParams::for_score(schedule, tau);
-                Ok(if dim <= MAX_DIM {
-                    let training = cpu::score::pad_training(&dataset.points, dim);
-                    cpu::score::score_points(points, dim, &training, &step)
-                } else {
-                    let training = pad_general(&dataset.points, dim);
-                    cpu::reduce_general::score_points_general(points, dim, &training, &step)
-                })
-            }
+            ScoreEvaluator::Gpu(g) => g.evaluate_score_of(dataset, &step, points),
+            ScoreEvaluator::Cpu => Ok(if dim <= MAX_DIM {
+                let training = cpu::score::pad_training(&dataset.points, dim);
+                cpu::score::score_points(points, dim, &training, &step)
+            } else {
+                let training = pad_general(&dataset.points, dim);
+                cpu::reduce_general::score_points_general(points, dim, &training, &step)
+            }),
             ScoreEvaluator::Reference => Ok(points
                 .chunks(dim)
                 .flat_map(|p| {
                     let x: Vec<f64> = p.iter().map(|&v| v as f64).collect();
-                    reference::score(dataset, schedule, tau, &x)
+                    reference::score_with(dataset, point.mean_scale, point.variance, &x)
                         .into_iter()
                         .map(|v| v as f32)
                 })

@@ -28,7 +28,6 @@ use crate::engine::records::{
 use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
-use crate::model::schedule::VpSchedule;
 use wgpu::util::DeviceExt;
 
 /// Dispatches encoded per submission: the host reports progress between submissions,

@@ -11,8 +11,19 @@ impl GpuEngine {
     pub fn evaluate_score(
         &mut self,
         dataset: &Dataset,
-        schedule: &VpSchedule,
+        schedule: &crate::model::schedule::VpSchedule,
         tau: f64,
+        points: &[f32],
+    ) -> Result<Vec<f32>> {
+        self.evaluate_score_of(dataset, &StepParams::for_score(schedule, tau), points)
+    }
+
+    /// Evaluate the score of `step` ([`StepParams::for_point`]: any score kind) at
+    /// `points` (row-major, dimension `dataset.dim`), with the GPU score kernel.
+    pub fn evaluate_score_of(
+        &mut self,
+        dataset: &Dataset,
+        step: &StepParams,
         points: &[f32],
     ) -> Result<Vec<f32>> {
         let dim = dataset.dim;
@@ -33,11 +44,7 @@ impl GpuEngine {
             ));
         }
         let chunk_points = self.chunk_points_for(dim, n);
-        self.prepare_problem(
-            dataset,
-            bytemuck::bytes_of(&StepParams::for_score(schedule, tau)).to_vec(),
-            chunk_points,
-        );
+        self.prepare_problem(dataset, bytemuck::bytes_of(step).to_vec(), chunk_points);
         self.prepare_batch(bytes.max(16), dim);
         let general = dim > MAX_DIM;
         let score_pipeline = self.pipeline_for(
