@@ -140,7 +140,7 @@ fn flash_steps_match_twins_and_reference_at_tile_boundaries() {
     print_adapter(&gpu, test);
     gpu.set_chunk_points(Some(256));
     for dim in DIMENSIONS {
-        for sampler in [SamplerKind::Em, SamplerKind::Heun] {
+        for sampler in [SamplerKind::Em, SamplerKind::Heun, SamplerKind::Ddim] {
             let data = scattered(n_train_for(dim), dim, 3 + dim as u64);
             let particles = particles_for(dim);
             let mut config = SampleConfig::new(data.clone());
@@ -160,12 +160,12 @@ fn flash_steps_match_twins_and_reference_at_tile_boundaries() {
                 "D = {dim} {sampler:?}: worst |gpu - twin| {worst_twin:e}, \
                  |gpu - reference| {worst_reference:e}"
             );
-            // Heun has no noise: only the softmax's exp differs from the twin. EM adds the
+            // Heun and DDIM have no noise: only the softmax's exp differs from the twin. EM adds the
             // Box–Muller normals, whose log and cos WGSL lets a conforming GPU compute to
             // 2^-21 and 2^-11 absolute (lavapipe: within 1e-4 here), scaled up by the
             // last steps' coefficients: the reference's bound.
             let bound = match sampler {
-                SamplerKind::Heun => 1e-4,
+                SamplerKind::Heun | SamplerKind::Ddim => 1e-4,
                 SamplerKind::Em => 1e-3,
             };
             assert!(
@@ -200,6 +200,14 @@ fn twin_trajectories(config: &SampleConfig, initial: &[f32]) -> Vec<f32> {
                     dim,
                     &training,
                     &StepParams::from_step(step),
+                    key,
+                    i as u64,
+                ),
+                SamplerKind::Ddim => em_step_general(
+                    &mut x,
+                    dim,
+                    &training,
+                    &StepParams::ddim(&config.schedule, step),
                     key,
                     i as u64,
                 ),

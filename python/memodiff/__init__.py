@@ -164,7 +164,8 @@ def sample(
         steps: time points S of the grid (S - 1 updates), as ``memodiff sample --steps``.
         seed: seed of the Philox streams; particle i's noise depends only on (seed, i).
         beta_min, beta_max: the linear VP schedule.
-        sampler: ``"em"`` (Euler–Maruyama on the SDE) or ``"heun"`` (probability-flow ODE).
+        sampler: ``"em"`` (Euler–Maruyama on the SDE), ``"heun"`` (probability-flow ODE)
+            or ``"ddim"`` (deterministic DDIM, eta = 0).
         score: ``"empirical"`` or ``"kde:h"`` (the training set smoothed by a Gaussian of
             width h).
         t_min: stop at forward time t_min and return each sample's denoised mean (0: off).

@@ -258,3 +258,13 @@ def test_snapshots_are_the_particles_after_those_steps():
     assert not np.allclose(run.snapshots[10], run.samples, atol=1e-2)
     with pytest.raises(ValueError, match="invalid snapshots: step 20 is beyond"):
         memodiff.sample(train, 10, steps=20, snapshots=[20])
+
+
+def test_ddim_equals_the_cli(tmp_path):
+    # Every sampler reaches Python by its name; DDIM is deterministic after x_T.
+    out = tmp_path / "run"
+    cli("sample", "--backend", "cpu", "--sampler", "ddim", "--particles", "1500", "--steps", "30",
+        "--resolution", "32", "--out", str(out))
+    run = memodiff.sample(memodiff.datasets.circle(8), 1500, steps=30, sampler="ddim", backend="cpu")
+    assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()
+    assert run.info["parameters"]["sampler"] == "ddim"

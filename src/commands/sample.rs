@@ -70,9 +70,11 @@ pub struct SampleArgs {
     pub backend: Backend,
 
     /// Integrator on the same time grid and from the same initial noise: `em`
-    /// (Euler–Maruyama on the reverse SDE, the tutorial's) or `heun` (Heun's method on the
+    /// (Euler–Maruyama on the reverse SDE, the tutorial's), `heun` (Heun's method on the
     /// probability-flow ODE: deterministic after the initial noise, two score evaluations
-    /// a step; the last step, to t = 0 where the score is singular, is an Euler step).
+    /// a step; the last step, to t = 0 where the score is singular, is an Euler step) or
+    /// `ddim` (deterministic DDIM, eta = 0: one score evaluation a step, the last step
+    /// lands on the predicted data).
     #[arg(long, value_enum, default_value_t = SamplerKind::default())]
     pub sampler: SamplerKind,
 

@@ -132,6 +132,10 @@ pub enum SamplerKind {
     /// Heun's method on the probability-flow ODE (deterministic after the initial noise;
     /// the last step, to tau = 0 where the score is singular, is an Euler step).
     Heun,
+    /// DDIM (Song et al.), deterministic (eta = 0), on the same grid: each step moves to
+    /// the next time's marginal along the predicted noise,
+    /// `x' = s' x0 + sigma' eps` with `eps = -sigma score`, `x0 = (x - sigma eps) / s`.
+    Ddim,
 }
 
 impl SamplerKind {
@@ -140,6 +144,7 @@ impl SamplerKind {
         match self {
             SamplerKind::Em => "em",
             SamplerKind::Heun => "heun",
+            SamplerKind::Ddim => "ddim",
         }
     }
 }

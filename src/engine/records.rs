@@ -195,6 +195,18 @@ impl StepParams {
         Self::for_point(schedule, &point)
     }
 
+    /// A deterministic DDIM step ([`ReverseStep::ddim_coeffs`]) in the em step's record:
+    /// the same softmax, `keep` and `mean` coefficients of DDIM, no noise.
+    pub fn ddim(schedule: &crate::model::schedule::VpSchedule, step: &ReverseStep) -> Self {
+        let (keep, mean) = step.ddim_coeffs(schedule);
+        Self {
+            keep_coeff: keep as f32,
+            mean_coeff: mean as f32,
+            noise_coeff: 0.0,
+            ..Self::from_step(step)
+        }
+    }
+
     /// The score's parameters at `point` (any score kind: its components' variance
     /// divides, as in the steps).
     pub fn for_point(
@@ -320,13 +332,22 @@ pub struct StepRecords {
 impl StepRecords {
     /// The records of steps `range` of `steps` (the whole schedule: a heun step's
     /// corrector needs the next step) run with `sampler`.
-    pub fn new(sampler: SamplerKind, steps: &[ReverseStep], range: Range<usize>) -> Self {
+    pub fn new(
+        sampler: SamplerKind,
+        schedule: &crate::model::schedule::VpSchedule,
+        steps: &[ReverseStep],
+        range: Range<usize>,
+    ) -> Self {
         let mut records = Vec::with_capacity(range.len() * 2);
         let mut first = Vec::with_capacity(range.len() + 1);
         for k in range {
             first.push(records.len());
             match sampler {
                 SamplerKind::Em => records.push(StepRecord::Em(StepParams::from_step(&steps[k]))),
+                // The em kernels' folded update with DDIM's coefficients and no noise.
+                SamplerKind::Ddim => {
+                    records.push(StepRecord::Em(StepParams::ddim(schedule, &steps[k])))
+                }
                 SamplerKind::Heun => records.extend(
                     HeunParams::for_step(steps, k)
                         .into_iter()
@@ -403,13 +424,13 @@ mod tests {
         let schedule = crate::model::schedule::VpSchedule::default();
         let steps = crate::model::schedule::reverse_steps(&schedule, 6);
         let n = steps.len();
-        let em = StepRecords::new(SamplerKind::Em, &steps, 1..n);
+        let em = StepRecords::new(SamplerKind::Em, &schedule, &steps, 1..n);
         assert_eq!(em.first, (0..n).collect::<Vec<_>>());
         assert_eq!(
             em.records[0],
             StepRecord::Em(StepParams::from_step(&steps[1]))
         );
-        let heun = StepRecords::new(SamplerKind::Heun, &steps, 2..n);
+        let heun = StepRecords::new(SamplerKind::Heun, &schedule, &steps, 2..n);
         // Two halves a step, one for the schedule's last step.
         let want: Vec<usize> = (0..n - 2).map(|j| 2 * j).chain([2 * (n - 2) - 1]).collect();
         assert_eq!(heun.first, want);

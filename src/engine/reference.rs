@@ -82,6 +82,21 @@ pub fn em_step(
     }
 }
 
+/// A deterministic DDIM step from the definition: the predicted noise
+/// `eps = -sigma score`, the predicted data `x0 = (x - sigma eps) / s`, then
+/// `x' = s' x0 + sigma' eps` at the next time `tau - dt`.
+pub fn ddim_step(dataset: &Dataset, schedule: &VpSchedule, step: &ReverseStep, x: &mut [f64]) {
+    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let sigma = schedule.sigma2(step.tau).sqrt();
+    let next = (step.tau - step.dt).max(0.0);
+    let (s_next, sigma_next) = (schedule.mean_scale(next), schedule.sigma2(next).sqrt());
+    for d in 0..x.len() {
+        let eps = -sigma * sc[d];
+        let x0 = (x[d] - sigma * eps) / step.mean_scale;
+        x[d] = s_next * x0 + sigma_next * eps;
+    }
+}
+
 /// The probability-flow velocity at a step's point (`tau`, and the score's component
 /// variance `step.sigma2`: `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h`):
 /// `v = -f(x, tau) + g(tau)^2 score / 2`.
@@ -234,6 +249,7 @@ impl Engine for ReferenceEngine {
                         let next = problem.steps.get(k + 1);
                         heun_step(problem.dataset, &schedule, step, next, &mut x);
                     }
+                    SamplerKind::Ddim => ddim_step(problem.dataset, &schedule, step, &mut x),
                 }
             }
             for (o, v) in out.iter_mut().zip(&x) {

@@ -83,6 +83,22 @@ pub struct ReverseStep {
 }
 
 impl ReverseStep {
+    /// The deterministic DDIM step (eta = 0) from this step's forward time to the next's
+    /// (`tau - dt`), as the folded update `x' = a x + c m` (`m` the softmax-weighted
+    /// training mean): with `s, sigma` of the forward marginal here, `s', sigma'` there and
+    /// the score's component variance `v` (`sigma^2`, or `sigma^2 + s^2 h^2` for `kde:h`),
+    /// `x' = (s'/s) (x + sigma^2 score) - sigma' sigma score`, `score = (s m - x) / v`, so
+    /// `a = s'/s - k / v` and `c = k s / v` with `k = s' sigma^2 / s - sigma' sigma`.
+    /// For the empirical score `a = sigma'/sigma`, `c = s' - s sigma'/sigma`.
+    pub fn ddim_coeffs(&self, schedule: &VpSchedule) -> (f64, f64) {
+        let next_tau = (self.tau - self.dt).max(0.0);
+        let s = self.mean_scale;
+        let sigma2 = schedule.sigma2(self.tau);
+        let (s_next, sigma2_next) = (schedule.mean_scale(next_tau), schedule.sigma2(next_tau));
+        let k = s_next * sigma2 / s - sigma2_next.sqrt() * sigma2.sqrt();
+        (s_next / s - k / self.sigma2, k * s / self.sigma2)
+    }
+
     /// Coefficient of `x` in the folded update
     /// `x' = a x + c m + e z`, `a = 1 + dt beta (1/2 - 1/sigma2)`.
     pub fn keep_coeff(&self) -> f64 {

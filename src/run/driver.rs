@@ -222,7 +222,7 @@ impl SampleConfig {
         if self.batch == Some(0) {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
-        check_step_records(&self.reverse_steps(), self.sampler)
+        check_step_records(&self.reverse_steps(), &self.schedule, self.sampler)
     }
 }
 
@@ -235,7 +235,11 @@ pub const MAX_STEP_GROWTH: f64 = 1e15;
 /// records the engines run (rounded to f32) must be finite, sigma^2 > 0 at every step, and
 /// the integrator must not blow the state up (an unstable explicit step, `--beta-max`
 /// large against `--steps`).
-fn check_step_records(steps: &[ReverseStep], sampler: SamplerKind) -> Result<()> {
+fn check_step_records(
+    steps: &[ReverseStep],
+    schedule: &VpSchedule,
+    sampler: SamplerKind,
+) -> Result<()> {
     use crate::engine::records::{HeunParams, StepParams};
     let bad = |why: String| Error::invalid("beta_min/beta_max", why);
     // ln of the largest growth of x over any suffix of the steps processed so far.
@@ -248,8 +252,11 @@ fn check_step_records(steps: &[ReverseStep], sampler: SamplerKind) -> Result<()>
             )));
         }
         let (values, factor): (Vec<f32>, f64) = match sampler {
-            SamplerKind::Em => {
-                let p = StepParams::from_step(step);
+            SamplerKind::Em | SamplerKind::Ddim => {
+                let p = match sampler {
+                    SamplerKind::Ddim => StepParams::ddim(schedule, step),
+                    _ => StepParams::from_step(step),
+                };
                 let values = vec![
                     p.mean_scale,
                     p.sigma2,
@@ -259,7 +266,11 @@ fn check_step_records(steps: &[ReverseStep], sampler: SamplerKind) -> Result<()>
                     p.noise_coeff,
                     p.inv_sigma2,
                 ];
-                (values, step.keep_coeff())
+                let keep = match sampler {
+                    SamplerKind::Ddim => step.ddim_coeffs(schedule).0,
+                    _ => step.keep_coeff(),
+                };
+                (values, keep)
             }
             SamplerKind::Heun => {
                 let halves = HeunParams::for_step(steps, k);

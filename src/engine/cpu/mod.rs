@@ -317,7 +317,12 @@ fn advance_fast(
         let (first_particle, steps) = (work.first_particle, work.steps.clone());
         let particles = work.state.len() / dim;
         // The SIMD engine runs records: one per em step, or the halves of each heun step.
-        let plan = StepRecords::new(problem.sampler, problem.steps, steps.clone());
+        let plan = StepRecords::new(
+            problem.sampler,
+            &problem.schedule,
+            problem.steps,
+            steps.clone(),
+        );
         let fast_steps: Vec<fast::FastStep> = plan
             .records
             .iter()
@@ -412,7 +417,12 @@ fn advance_attention(
     let StepRecords {
         records: updates,
         first: first_update_of_step,
-    } = StepRecords::new(problem.sampler, problem.steps, steps.clone());
+    } = StepRecords::new(
+        problem.sampler,
+        &problem.schedule,
+        problem.steps,
+        steps.clone(),
+    );
     let (tap_records, tap_rows): (Vec<(usize, usize)>, usize) = match &tap {
         Some(tap) => (
             tap.steps

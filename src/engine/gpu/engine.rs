@@ -337,10 +337,11 @@ impl GpuEngine {
         tapped: bool,
     ) -> wgpu::ComputePipeline {
         let stage = match (sampler, dim > MAX_DIM, tiled) {
-            (SamplerKind::Em, true, _) => &EM_STEP_GENERAL_STAGE,
+            // DDIM runs the em kernels with its own coefficients and no noise.
+            (SamplerKind::Em | SamplerKind::Ddim, true, _) => &EM_STEP_GENERAL_STAGE,
             (SamplerKind::Heun, true, _) => &HEUN_STEP_GENERAL_STAGE,
-            (SamplerKind::Em, false, true) => &EM_STEP_TILED_STAGE,
-            (SamplerKind::Em, false, false) => &EM_STEP_STAGE,
+            (SamplerKind::Em | SamplerKind::Ddim, false, true) => &EM_STEP_TILED_STAGE,
+            (SamplerKind::Em | SamplerKind::Ddim, false, false) => &EM_STEP_STAGE,
             (SamplerKind::Heun, false, true) => &HEUN_STEP_TILED_STAGE,
             (SamplerKind::Heun, false, false) => &HEUN_STEP_STAGE,
         };

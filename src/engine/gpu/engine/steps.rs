@@ -42,7 +42,12 @@ impl GpuEngine {
             ));
         }
         // The step records of the whole problem; `first_record[k]` is step k's first.
-        let plan = StepRecords::new(problem.sampler, problem.steps, 0..problem.steps.len());
+        let plan = StepRecords::new(
+            problem.sampler,
+            &problem.schedule,
+            problem.steps,
+            0..problem.steps.len(),
+        );
         let records: Vec<u8> = plan
             .records
             .iter()
