@@ -143,6 +143,7 @@ def sample(
     seed: int = 0,
     beta_min: float = 0.001,
     beta_max: float = 3.0,
+    schedule: str = "vp-linear",
     sampler: str = "em",
     score: str = "empirical",
     t_min: float = 0.0,
@@ -164,6 +165,8 @@ def sample(
         steps: time points S of the grid (S - 1 updates), as ``memodiff sample --steps``.
         seed: seed of the Philox streams; particle i's noise depends only on (seed, i).
         beta_min, beta_max: the linear VP schedule.
+        schedule: ``"vp-linear"`` (beta from beta_min to beta_max, the tutorial's) or
+            ``"vp-cosine"`` (alpha_bar(t) = cos^2(pi t / 2.016), Kamb & Ganguli's).
         sampler: ``"em"`` (Euler–Maruyama on the SDE), ``"heun"`` (probability-flow ODE)
             or ``"ddim"`` (deterministic DDIM, eta = 0).
         score: ``"empirical"`` or ``"kde:h"`` (the training set smoothed by a Gaussian of
@@ -213,6 +216,7 @@ def sample(
         int(seed),
         float(beta_min),
         float(beta_max),
+        schedule,
         sampler,
         score,
         float(t_min),

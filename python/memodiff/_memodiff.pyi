@@ -15,6 +15,7 @@ def sample(
     seed: int,
     beta_min: float,
     beta_max: float,
+    schedule: str,
     sampler: str,
     score: str,
     t_min: float,

@@ -6,7 +6,8 @@
 
 use memodiff::{
     Backend, DensityGrid, Error, Extent, Kernel, MemorizationCounter, Progress, SampleConfig,
-    SampleSink, Sampler, SamplerKind, ScoreEvaluator, ScoreKind, Shading, Shard, VpSchedule,
+    SampleSink, Sampler, SamplerKind, ScheduleShape, ScoreEvaluator, ScoreKind, Shading, Shard,
+    VpSchedule,
 };
 use numpy::{
     IntoPyArray, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
@@ -176,7 +177,7 @@ type Sampled<'py> = (
 /// Sample; see `memodiff.sample` for the arguments. Returns (samples, initial or None,
 /// metrics as JSON, run information as JSON).
 #[pyfunction]
-#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, sampler, score, t_min, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
+#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, score, t_min, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
 #[allow(clippy::too_many_arguments)]
 fn sample<'py>(
     py: Python<'py>,
@@ -186,6 +187,7 @@ fn sample<'py>(
     seed: u64,
     beta_min: f64,
     beta_max: f64,
+    schedule: &str,
     sampler: &str,
     score: &str,
     t_min: f64,
@@ -204,7 +206,10 @@ fn sample<'py>(
     config.particles = particles;
     config.time_points = steps;
     config.seed = seed;
-    config.schedule = VpSchedule::new(beta_min, beta_max);
+    config.schedule = VpSchedule {
+        shape: parse_name::<ScheduleShape>("schedule", schedule)?,
+        ..VpSchedule::new(beta_min, beta_max)
+    };
     config.sampler = parse_name::<SamplerKind>("sampler", sampler)?;
     config.score = score
         .parse::<ScoreKind>()
@@ -298,6 +303,7 @@ fn sample<'py>(
             "seed": seed,
             "beta_min": beta_min,
             "beta_max": beta_max,
+            "schedule": config.schedule.shape.name(),
             "sampler": config.sampler.name(),
             "score": score,
             "t_min": t_min,

@@ -268,3 +268,11 @@ def test_ddim_equals_the_cli(tmp_path):
     run = memodiff.sample(memodiff.datasets.circle(8), 1500, steps=30, sampler="ddim", backend="cpu")
     assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()
     assert run.info["parameters"]["sampler"] == "ddim"
+    cosine = tmp_path / "cosine"
+    cli("sample", "--backend", "cpu", "--schedule", "vp-cosine", "--particles", "1500",
+        "--steps", "30", "--resolution", "32", "--out", str(cosine))
+    run = memodiff.sample(memodiff.datasets.circle(8), 1500, steps=30, schedule="vp-cosine",
+                          backend="cpu")
+    assert run.samples.tobytes() == np.load(cosine / "samples.npy").tobytes()
+    with pytest.raises(ValueError, match="invalid schedule"):
+        memodiff.sample(memodiff.datasets.circle(8), 10, schedule="edm")

@@ -41,6 +41,12 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = spec::DEFAULT_BETA_MAX, allow_negative_numbers = true)]
     pub beta_max: f64,
 
+    /// The noise schedule: `vp-linear` (the tutorial's linear beta from --beta-min to
+    /// --beta-max) or `vp-cosine` (alpha_bar(t) = cos^2(pi t / 2.016), as in Kamb &
+    /// Ganguli's code; --beta-min and --beta-max do not apply).
+    #[arg(long, value_enum, default_value_t = crate::model::schedule::ScheduleShape::Linear)]
+    pub schedule: crate::model::schedule::ScheduleShape,
+
     /// Training set: `circle:N` (N points on the unit circle); `gaussian:N:D[:sigma]` (N
     /// points from N(0, sigma^2 I), sigma = 1); `two-gaussians:N:D[:sigma]` (half around
     /// +(1,...,1), half around -(1,...,1)); `moons:N[:noise]` (scikit-learn's two moons);
@@ -197,6 +203,7 @@ impl SampleArgs {
             seed: self.seed,
             beta_min: self.beta_min,
             beta_max: self.beta_max,
+            schedule: self.schedule,
             dataset: training.name.clone(),
             data_seed: self.data_seed,
             score: self.score,

@@ -1,17 +1,57 @@
-//! The variance-preserving SDE with a linear beta schedule (docs/architecture.md §1), on the host in f64.
+//! The variance-preserving SDE, with the tutorial's linear beta schedule or the cosine
+//! schedule of Kamb & Ganguli's code (docs/architecture.md §1), on the host in f64.
 //!
 //! Every backend receives its per-step coefficients from here, so the time grid and the
 //! schedule exist exactly once.
 
 use serde::Serialize;
 
-/// Linear-beta VP-SDE: `beta(t) = beta_min + t (beta_max - beta_min)`.
+/// How the noise grows with the forward time t (`--schedule`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+pub enum ScheduleShape {
+    /// `beta(t) = beta_min + t (beta_max - beta_min)`: the tutorial's.
+    #[default]
+    #[value(name = "vp-linear")]
+    #[serde(rename = "vp-linear")]
+    Linear,
+    /// `alpha_bar(t) = s(t)^2 = cos^2(pi t / 2.016)`, as in Kamb & Ganguli's code (the
+    /// cosine schedule of Nichol & Dhariwal with offset 0.008, without their rescaling by
+    /// alpha_bar(0), which is 1 here); beta_min and beta_max do not apply.
+    #[value(name = "vp-cosine")]
+    #[serde(rename = "vp-cosine")]
+    Cosine,
+}
+
+impl ScheduleShape {
+    /// The name `--schedule` takes and run.json records.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleShape::Linear => "vp-linear",
+            ScheduleShape::Cosine => "vp-cosine",
+        }
+    }
+}
+
+/// The cosine schedule's angle per unit time: `alpha_bar(t) = cos^2(COSINE_RATE t)`.
+pub const COSINE_RATE: f64 = std::f64::consts::PI / 2.016;
+
+/// The VP-SDE `dx = -beta(t) x / 2 dt + sqrt(beta(t)) dW` of a [`ScheduleShape`]: linear
+/// beta by default, `beta(t) = beta_min + t (beta_max - beta_min)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct VpSchedule {
-    /// beta at t = 0.
+    /// beta at t = 0 (linear shape).
     pub beta_min: f64,
-    /// beta at t = 1.
+    /// beta at t = 1 (linear shape).
     pub beta_max: f64,
+    /// Linear or cosine.
+    #[serde(skip_serializing_if = "is_linear")]
+    pub shape: ScheduleShape,
+}
+
+fn is_linear(shape: &ScheduleShape) -> bool {
+    *shape == ScheduleShape::Linear
 }
 
 impl Default for VpSchedule {
@@ -19,24 +59,47 @@ impl Default for VpSchedule {
         Self {
             beta_min: 0.001,
             beta_max: 3.0,
+            shape: ScheduleShape::Linear,
         }
     }
 }
 
 impl VpSchedule {
-    /// The schedule from beta_min to beta_max.
+    /// The linear schedule from beta_min to beta_max.
     pub fn new(beta_min: f64, beta_max: f64) -> Self {
-        Self { beta_min, beta_max }
+        Self {
+            beta_min,
+            beta_max,
+            shape: ScheduleShape::Linear,
+        }
     }
 
-    /// `beta(t)`, the instantaneous noise rate.
+    /// The cosine schedule, `alpha_bar(t) = cos^2(pi t / 2.016)` (the beta fields keep the
+    /// defaults and are not used).
+    pub fn cosine() -> Self {
+        Self {
+            shape: ScheduleShape::Cosine,
+            ..Self::default()
+        }
+    }
+
+    /// `beta(t)`, the instantaneous noise rate: `B'(t)`; for the cosine shape
+    /// `2 COSINE_RATE tan(COSINE_RATE t)`.
     pub fn beta(&self, t: f64) -> f64 {
-        self.beta_min + t * (self.beta_max - self.beta_min)
+        match self.shape {
+            ScheduleShape::Linear => self.beta_min + t * (self.beta_max - self.beta_min),
+            ScheduleShape::Cosine => 2.0 * COSINE_RATE * (COSINE_RATE * t).tan(),
+        }
     }
 
-    /// `B(t) = ∫_0^t beta`, in closed form.
+    /// `B(t) = ∫_0^t beta = -ln alpha_bar(t)`, in closed form.
     pub fn integrated_beta(&self, t: f64) -> f64 {
-        t * self.beta_min + 0.5 * t * t * (self.beta_max - self.beta_min)
+        match self.shape {
+            ScheduleShape::Linear => {
+                t * self.beta_min + 0.5 * t * t * (self.beta_max - self.beta_min)
+            }
+            ScheduleShape::Cosine => -2.0 * (COSINE_RATE * t).cos().ln(),
+        }
     }
 
     /// Mean scale of the forward marginal, `s(t) = exp(-B(t)/2)`.

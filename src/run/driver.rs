@@ -140,7 +140,9 @@ impl SampleConfig {
                 "at most 1,000,000 time points",
             ));
         }
-        let VpSchedule { beta_min, beta_max } = self.schedule;
+        let VpSchedule {
+            beta_min, beta_max, ..
+        } = self.schedule;
         if !beta_min.is_finite() || !beta_max.is_finite() {
             return Err(Error::invalid("beta_min/beta_max", "must be finite"));
         }

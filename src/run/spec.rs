@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::image::colormap::Colormap;
 use crate::image::norm::Norm;
 use crate::model::dataset::{Dataset, ImageShape};
-use crate::model::schedule::{ScoreKind, VpSchedule};
+use crate::model::schedule::{ScheduleShape, ScoreKind, VpSchedule};
 use crate::run::driver::{SampleConfig, Shard};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,9 @@ pub struct RunSpec {
     pub beta_min: f64,
     /// beta(t) at t = 1.
     pub beta_max: f64,
+    /// The schedule's shape (`--schedule`): absent from run.json for the linear one.
+    #[serde(default, skip_serializing_if = "is_linear_schedule")]
+    pub schedule: ScheduleShape,
     /// The training set's name as [`Dataset::parse_seeded`] gives it (a spec such as
     /// `circle:8`, a path; random sets with their data seed): merge and resume compare it.
     pub dataset: String,
@@ -253,6 +256,10 @@ impl Default for Execution {
     }
 }
 
+fn is_linear_schedule(shape: &ScheduleShape) -> bool {
+    *shape == ScheduleShape::Linear
+}
+
 impl RunSpec {
     /// A run of the defaults on the training set named `dataset`.
     pub fn new(dataset: impl Into<String>) -> Self {
@@ -264,6 +271,7 @@ impl RunSpec {
             seed: 0,
             beta_min: DEFAULT_BETA_MIN,
             beta_max: DEFAULT_BETA_MAX,
+            schedule: ScheduleShape::Linear,
             dataset: dataset.into(),
             data_seed: 0,
             score: ScoreKind::default(),
@@ -274,9 +282,12 @@ impl RunSpec {
         }
     }
 
-    /// The noise schedule of beta_min and beta_max.
+    /// The noise schedule: its shape, and beta_min and beta_max for the linear one.
     pub fn schedule(&self) -> VpSchedule {
-        VpSchedule::new(self.beta_min, self.beta_max)
+        VpSchedule {
+            shape: self.schedule,
+            ..VpSchedule::new(self.beta_min, self.beta_max)
+        }
     }
 
     /// Whether samples.npy and initial.npy are written.
