@@ -43,7 +43,7 @@ pub use error::{Error, Result};
 pub use run::driver::{NoProgress, Progress, SampleConfig, SampleTiming, Shard};
 pub use run::report::RunReport;
 pub use run::sampler::{Collected, SampleSink, Sampler};
-pub use run::spec::{Execution, ExtraOutputs, ImageSpec, RunSpec};
+pub use run::spec::{Execution, ExtraOutputs, ImageSpec, Preset, PresetSettings, RunSpec};
 pub use run::to_folder::{resume_in_folder, sample_to_folder, FolderControl};
 
 // The model and the engines.

@@ -172,6 +172,6 @@ pub mod run {
         pub use crate::run::sampler::run_collect;
     }
     pub mod spec {
-        pub use crate::run::spec::{snapshot_plan, RunSpec, DEFAULT_POSTERIOR_RECORDS};
+        pub use crate::run::spec::{snapshot_plan, Preset, RunSpec, DEFAULT_POSTERIOR_RECORDS};
     }
 }

@@ -109,3 +109,47 @@ fn the_cli_runs_and_records_the_schedule() {
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(report["parameters"]["schedule"], "vp-cosine");
 }
+
+/// `--preset kamb-ganguli` is Kamb & Ganguli's set-up: forward times t_i = i/20 from 0.95
+/// down to 0, alpha_bar = cos^2(pi t / 2.016) at each, and each update their code's
+/// deterministic DDIM step x' = sqrt(ab') x0 + sqrt(1 - ab') eps with
+/// eps = (x - sqrt(ab) x0) / sqrt(1 - ab) (x0 the softmax-weighted training mean for the
+/// empirical score), from N(0, I).
+#[test]
+fn the_kamb_ganguli_preset_is_their_set_up() {
+    use memodiff::testing::run::spec::{Preset, RunSpec};
+    let mut spec = RunSpec::new("circle:8");
+    Preset::KambGanguli.apply(&mut spec);
+    let config = spec.sample_config(Dataset::circle(8).unwrap(), None);
+    assert_eq!(config.sampler, SamplerKind::Ddim);
+    assert_eq!(config.initial_std(), 1.0);
+    let steps = config.reverse_steps();
+    assert_eq!(steps.len(), 19);
+    let alpha_bar = |t: f64| (std::f64::consts::PI * t / 2.016).cos().powi(2);
+    for (k, step) in steps.iter().enumerate() {
+        let (t, next) = (0.95 - 0.05 * k as f64, 0.95 - 0.05 * (k + 1) as f64);
+        assert!((step.tau - t).abs() < 1e-12, "step {k}: t = {}", step.tau);
+        assert!((step.mean_scale.powi(2) - alpha_bar(t)).abs() < 1e-12);
+        let (ab, ab_next) = (alpha_bar(t), alpha_bar(next.max(0.0)));
+        let keep = (1.0 - ab_next).sqrt() / (1.0 - ab).sqrt();
+        let mean = ab_next.sqrt() - ab.sqrt() * keep;
+        let (a, c) = step.ddim_coeffs(&config.schedule);
+        assert!(
+            (a - keep).abs() < 1e-12 && (c - mean).abs() < 1e-12,
+            "step {k}: {a}, {c}"
+        );
+    }
+    // Data outside [-1, 1] is refused, naming the value.
+    let wide = Dataset::new("wide", 2, vec![0.5, 0.5, 1.5, 0.0]).unwrap();
+    let message = Preset::KambGanguli
+        .check_training(&wide)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("coordinate 0 of training point 1 is 1.5"),
+        "{message}"
+    );
+    Preset::KambGanguli
+        .check_training(&Dataset::circle(8).unwrap())
+        .unwrap();
+}

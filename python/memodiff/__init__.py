@@ -147,6 +147,8 @@ def sample(
     sampler: str = "em",
     score: str = "empirical",
     t_min: float = 0.0,
+    grid_start: Optional[float] = None,
+    preset: Optional[str] = None,
     backend: str = "auto",
     device: Optional[int] = None,
     batch: Optional[int] = None,
@@ -172,6 +174,13 @@ def sample(
         score: ``"empirical"`` or ``"kde:h"`` (the training set smoothed by a Gaussian of
             width h).
         t_min: stop at forward time t_min and return each sample's denoised mean (0: off).
+        grid_start: the forward time of the first step: ``steps - 1`` equal steps from it
+            down to t_min, from N(0, I) as DDIM code starts (None: the tutorial's grid,
+            from N(0, sigma^2(1) I)).
+        preset: a published set-up, ``"kamb-ganguli"`` (Kamb & Ganguli 2025: vp-cosine,
+            DDIM on t_i = i/20, 19 updates from N(0, I) at t = 0.95; data in [-1, 1]). It
+            sets steps, schedule, sampler and grid_start, which must then be left as they
+            are.
         backend: ``"auto"`` (a hardware GPU, else the CPU), ``"gpu"``, ``"cpu"`` or
             ``"reference"`` (f64, slow).
         device: the GPU adapter's index in :func:`devices` (default: the first suitable).
@@ -193,6 +202,11 @@ def sample(
         A :class:`Run`.
     """
     train_array = _float_array(train, "train", np.float64)
+    if preset is not None and (steps != 100 or schedule != "vp-linear" or sampler != "em"
+                               or grid_start is not None):
+        raise ValueError(
+            "invalid preset: it sets steps, schedule, sampler and grid_start; leave those out"
+        )
     initial_array = None
     if initial is not None:
         initial_array = _float_array(initial, "initial", np.float32, columns=train_array.shape[1])
@@ -220,6 +234,8 @@ def sample(
         sampler,
         score,
         float(t_min),
+        None if grid_start is None else float(grid_start),
+        preset,
         backend,
         device,
         batch,

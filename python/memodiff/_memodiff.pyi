@@ -19,6 +19,8 @@ def sample(
     sampler: str,
     score: str,
     t_min: float,
+    grid_start: Optional[float],
+    preset: Optional[str],
     backend: str,
     device: Optional[int],
     batch: Optional[int],

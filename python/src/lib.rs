@@ -177,7 +177,7 @@ type Sampled<'py> = (
 /// Sample; see `memodiff.sample` for the arguments. Returns (samples, initial or None,
 /// metrics as JSON, run information as JSON).
 #[pyfunction]
-#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, score, t_min, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
+#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
 #[allow(clippy::too_many_arguments)]
 fn sample<'py>(
     py: Python<'py>,
@@ -191,6 +191,8 @@ fn sample<'py>(
     sampler: &str,
     score: &str,
     t_min: f64,
+    grid_start: Option<f64>,
+    preset: Option<&str>,
     backend: &str,
     device: Option<usize>,
     batch: Option<usize>,
@@ -215,6 +217,16 @@ fn sample<'py>(
         .parse::<ScoreKind>()
         .map_err(|e| PyValueError::new_err(format!("invalid score: {e}")))?;
     config.t_min = t_min;
+    config.grid_start = grid_start;
+    if let Some(name) = preset {
+        let preset = parse_name::<memodiff::Preset>("preset", name)?;
+        preset.check_training(&training).map_err(to_py)?;
+        let settings = preset.settings();
+        config.schedule.shape = settings.schedule;
+        config.sampler = settings.sampler;
+        config.time_points = settings.time_points;
+        config.grid_start = settings.grid_start;
+    }
     config.batch = batch;
     config.shard = shard.map(|(index, count)| Shard { index, count });
     if let Some(given) = &initial {
@@ -299,7 +311,7 @@ fn sample<'py>(
         "parameters": {
             "particles": particles,
             "particle_range": [range.start, range.end],
-            "steps": steps,
+            "steps": config.time_points,
             "seed": seed,
             "beta_min": beta_min,
             "beta_max": beta_max,
@@ -307,6 +319,7 @@ fn sample<'py>(
             "sampler": config.sampler.name(),
             "score": score,
             "t_min": t_min,
+            "grid_start": config.grid_start,
             "n_train": training.len(),
             "dim": dim,
             "batch_size": timing.batch_size,

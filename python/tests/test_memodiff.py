@@ -276,3 +276,13 @@ def test_ddim_equals_the_cli(tmp_path):
     assert run.samples.tobytes() == np.load(cosine / "samples.npy").tobytes()
     with pytest.raises(ValueError, match="invalid schedule"):
         memodiff.sample(memodiff.datasets.circle(8), 10, schedule="edm")
+    preset = tmp_path / "preset"
+    cli("sample", "--backend", "cpu", "--preset", "kamb-ganguli", "--particles", "1500",
+        "--resolution", "32", "--out", str(preset))
+    run = memodiff.sample(memodiff.datasets.circle(8), 1500, preset="kamb-ganguli", backend="cpu")
+    assert run.samples.tobytes() == np.load(preset / "samples.npy").tobytes()
+    assert run.info["parameters"]["steps"] == 20 and run.info["parameters"]["grid_start"] == 0.95
+    with pytest.raises(ValueError, match="invalid preset: it sets"):
+        memodiff.sample(memodiff.datasets.circle(8), 10, preset="kamb-ganguli", steps=30)
+    with pytest.raises(ValueError, match="expects training data in"):
+        memodiff.sample(memodiff.datasets.circle(8) * 2, 10, preset="kamb-ganguli")

@@ -21,6 +21,8 @@ fn flag_of(parameter: &str) -> Option<&'static str> {
         "shard" => "--shard",
         "t_min" => "--t-min",
         "initial" => "--initial",
+        "grid_start" => "--grid-start",
+        "preset" => "--preset",
         "score" => "--score",
         "checkpoint_every" => "--checkpoint-every",
         "snapshots" => "--snapshots",

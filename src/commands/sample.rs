@@ -47,6 +47,19 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = crate::model::schedule::ScheduleShape::Linear)]
     pub schedule: crate::model::schedule::ScheduleShape,
 
+    /// The forward time of the first step: the grid then runs in --steps - 1 equal steps
+    /// from it down to --t-min, starting from N(0, I) as DDIM code does (without it: the
+    /// tutorial's grid, linspace(1/(S-1), 1, S) in reverse time, from N(0, sigma2(1) I)).
+    #[arg(long, value_name = "T0")]
+    pub grid_start: Option<f64>,
+
+    /// A published set-up in one flag: `kamb-ganguli` (Kamb & Ganguli, ICML 2025: the
+    /// cosine schedule, deterministic DDIM on t_i = i/20, 19 updates from N(0, I) at
+    /// t = 0.95; training data in [-1, 1]). Sets --schedule, --sampler, --steps and
+    /// --grid-start, which cannot be given with it.
+    #[arg(long, value_enum, conflicts_with_all = ["schedule", "sampler", "steps", "grid_start"])]
+    pub preset: Option<spec::Preset>,
+
     /// Training set: `circle:N` (N points on the unit circle); `gaussian:N:D[:sigma]` (N
     /// points from N(0, sigma^2 I), sigma = 1); `two-gaussians:N:D[:sigma]` (half around
     /// +(1,...,1), half around -(1,...,1)); `moons:N[:noise]` (scikit-learn's two moons);
@@ -204,6 +217,7 @@ impl SampleArgs {
             beta_min: self.beta_min,
             beta_max: self.beta_max,
             schedule: self.schedule,
+            grid_start: self.grid_start,
             dataset: training.name.clone(),
             data_seed: self.data_seed,
             score: self.score,
@@ -237,7 +251,11 @@ impl SampleArgs {
 /// `memodiff sample`: run, write the folder, print a summary.
 pub fn run(args: &SampleArgs) -> Result<RunReport> {
     let training = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
-    let (spec, execution) = args.spec(&training);
+    let (mut spec, execution) = args.spec(&training);
+    if let Some(preset) = args.preset {
+        preset.check_training(&training)?;
+        preset.apply(&mut spec);
+    }
     let mut bar = StepBar::default();
     let control = FolderControl {
         force: args.force,

@@ -98,7 +98,8 @@ impl VpSchedule {
             ScheduleShape::Linear => {
                 t * self.beta_min + 0.5 * t * t * (self.beta_max - self.beta_min)
             }
-            ScheduleShape::Cosine => -2.0 * (COSINE_RATE * t).cos().ln(),
+            // `+ 0.0`: B(0) is +0, not -0 (a printed OU time of "-0.000").
+            ScheduleShape::Cosine => -2.0 * (COSINE_RATE * t).cos().ln() + 0.0,
         }
     }
 
@@ -299,8 +300,22 @@ pub fn reverse_steps_with(
     score: ScoreKind,
     t_min: f64,
 ) -> Vec<ReverseStep> {
+    reverse_steps_from(schedule, None, time_points, score, t_min)
+}
+
+/// [`reverse_steps_with`] on a grid whose first forward time is `grid_start` (`None`: the
+/// tutorial's `1 - 1/(S-1)`), in `S - 1` equal steps down to `t_min`: reverse times
+/// `linspace(1 - grid_start, 1 - t_min, S)`.
+pub fn reverse_steps_from(
+    schedule: &VpSchedule,
+    grid_start: Option<f64>,
+    time_points: usize,
+    score: ScoreKind,
+    t_min: f64,
+) -> Vec<ReverseStep> {
     assert!(time_points >= 2, "the grid needs at least two time points");
-    let ts = linspace(1.0 / (time_points - 1) as f64, 1.0 - t_min, time_points);
+    let first = grid_start.map_or(1.0 / (time_points - 1) as f64, |t0| 1.0 - t0);
+    let ts = linspace(first, 1.0 - t_min, time_points);
     ts.windows(2)
         .enumerate()
         .map(|(k, w)| {

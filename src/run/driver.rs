@@ -5,7 +5,7 @@ use crate::engine::gpu::DeviceOutputs;
 use crate::engine::{BatchWork, Engine, Problem, SamplerKind};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
-use crate::model::schedule::{reverse_steps_with, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
+use crate::model::schedule::{reverse_steps_from, ReverseStep, ScoreKind, ScorePoint, VpSchedule};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -52,6 +52,10 @@ pub struct SampleConfig {
     /// row per particle of the whole run (a shard takes its range). The steps' noise is
     /// still the seed's, so the same rows and seed give the same samples on every engine.
     pub initial: Option<std::sync::Arc<[f32]>>,
+    /// The forward time of the first step (`--grid-start`): `None` is the tutorial's grid,
+    /// `linspace(1/(S-1), 1, S)` in reverse time, from N(0, sigma2(1) I); `Some(t0)` is
+    /// `S - 1` equal steps from `t0` down to `t_min`, from N(0, I) as DDIM code starts.
+    pub grid_start: Option<f64>,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -94,7 +98,22 @@ impl std::str::FromStr for Shard {
 impl SampleConfig {
     /// The reverse steps of this run (time grid, score variant, early stop).
     pub fn reverse_steps(&self) -> Vec<ReverseStep> {
-        reverse_steps_with(&self.schedule, self.time_points, self.score, self.t_min)
+        reverse_steps_from(
+            &self.schedule,
+            self.grid_start,
+            self.time_points,
+            self.score,
+            self.t_min,
+        )
+    }
+
+    /// Standard deviation of the initial noise x_T: sigma(1) of the schedule on the
+    /// tutorial's grid, 1 on a grid of `grid_start`.
+    pub fn initial_std(&self) -> f64 {
+        match self.grid_start {
+            None => self.schedule.sigma2(1.0).sqrt(),
+            Some(_) => 1.0,
+        }
     }
 
     /// Where the state is after `k` of the steps: the forward time of step `k` (the point
@@ -157,6 +176,18 @@ impl SampleConfig {
                 "beta_min",
                 format!("{beta_min} must be smaller than --beta-max {beta_max}"),
             ));
+        }
+        if let Some(t0) = self.grid_start {
+            if !(t0.is_finite() && t0 > self.t_min && t0 <= 1.0) {
+                return Err(Error::invalid(
+                    "grid_start",
+                    format!(
+                        "{t0} must be in (t_min, 1] = ({}, 1]: the grid runs from it down to \
+                         t_min",
+                        self.t_min
+                    ),
+                ));
+            }
         }
         if let Some(initial) = &self.initial {
             let dim = self.dataset.dim;
@@ -568,7 +599,7 @@ pub fn run_checkpointed(
         dataset: &config.dataset,
         steps: &steps,
         seed: config.seed,
-        initial_std: config.schedule.sigma2(1.0).sqrt(),
+        initial_std: config.initial_std(),
         schedule: config.schedule,
         sampler: config.sampler,
     };
