@@ -10,6 +10,7 @@ pub mod merge;
 pub mod render;
 pub mod sample;
 pub mod score_field;
+pub mod speciation;
 pub mod sweep;
 
 use crate::error::Result;
@@ -59,6 +60,12 @@ pub enum Command {
     /// the Ornstein–Uhlenbeck time B(tau)/2 at which the normalised mean of max_i w_i,
     /// (m - 1/N) / (1 - 1/N), first reaches 1/2 along the reverse process.
     Collapse(collapse::CollapseArgs),
+    /// Measure the speciation time with Biroli et al.'s cloning experiment: each particle
+    /// is cloned at K times of the reverse process, the clone continuing with its own
+    /// noise, and φ (both clones end in the same class) is plotted against the OU time
+    /// with the prediction t_S = 1/2 ln Λ (Λ the largest eigenvalue of the data's
+    /// covariance); measured t_S: where φ first reaches 3/4. Writes a CSV, a plot and JSON.
+    Speciation(speciation::SpeciationArgs),
     /// Sweep one parameter (N, D, kde width h or t-min) over a list of values and write the
     /// memorized fraction (d1/d2 < 1/3, with its 95% bootstrap interval) as a CSV and a plot.
     Sweep(sweep::SweepArgs),
@@ -84,6 +91,7 @@ fn run_command(cli: Cli) -> Result<()> {
         Command::Render(args) => render::run(&args).map(|_| ()),
         Command::ScoreField(args) => score_field::run(&args).map(|_| ()),
         Command::Collapse(args) => collapse::run(&args).map(|_| ()),
+        Command::Speciation(args) => speciation::run(&args).map(|_| ()),
         Command::Sweep(args) => sweep::run(&args).map(|_| ()),
     }
 }
