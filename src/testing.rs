@@ -12,9 +12,6 @@ pub mod commands {
     pub mod score_field {
         pub use crate::commands::score_field::grid_points;
     }
-    pub mod speciation {
-        pub use crate::commands::speciation::{clone_seed, largest_covariance_eigenvalue};
-    }
 }
 pub mod density {
     pub mod extent {

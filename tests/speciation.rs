@@ -2,8 +2,7 @@
 //! t_S = 1/2 ln Λ, on the symmetric two-Gaussian mixture with means ±(1, …, 1) and unit
 //! variance in D = 256, whose covariance has Λ = D + 1.
 
-use memodiff::testing::commands::speciation::{clone_seed, largest_covariance_eigenvalue};
-use memodiff::testing::model::dataset::Dataset;
+use memodiff::{clone_seed, largest_covariance_eigenvalue, Dataset};
 
 #[test]
 fn the_measured_speciation_time_is_near_the_prediction() {

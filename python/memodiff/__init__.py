@@ -27,7 +27,7 @@ import numpy as np
 from . import _memodiff
 from . import datasets
 
-__all__ = ["Run", "sample", "score", "density", "shade", "devices", "datasets"]
+__all__ = ["Run", "sample", "score", "speciation", "density", "shade", "devices", "datasets"]
 __version__: str = _memodiff.__version__
 
 #: Kernel bandwidth of the density images: the reference tutorial's exp(-350 d^2).
@@ -246,6 +246,50 @@ def sample(
         callback,
     )
     return Run(samples, initial_out, dict(kept), json.loads(metrics), json.loads(info))
+
+
+def speciation(
+    train: ArrayLike,
+    particles: int = 1000,
+    *,
+    classes: str = "nearest",
+    steps: int = 100,
+    clones: int = 16,
+    seed: int = 0,
+    beta_min: float = 0.001,
+    beta_max: float = 20.0,
+    backend: str = "auto",
+    device: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Biroli et al.'s cloning experiment: the speciation time against ½ ln Λ.
+
+    The particles run the reverse process once; at ``clones`` times a clone of every
+    particle continues with its own noise, and phi is the fraction whose two clones end in
+    the same class. As ``memodiff speciation``.
+
+    Args:
+        train: the training set (N, D).
+        particles: particles (each has one clone per clone time).
+        classes: ``"nearest"`` (a sample's class is its nearest training point) or
+            ``"two-halves"`` (the first ⌈N/2⌉ training points are one class, the rest the
+            other: a two-component mixture such as ``datasets.two_gaussians``).
+        steps, clones, seed, beta_min, beta_max, backend, device: the run (the default
+            beta_max = 20 starts it at OU time 5, above the speciation time of most data).
+
+    Returns:
+        A dict: ``lambda`` (largest eigenvalue of the data's covariance),
+        ``predicted_t_s`` (½ ln Λ), ``measured_t_s`` (the OU time where phi reaches 3/4),
+        ``curve`` (step, tau, ou_time, phi at each clone time), ``classes``,
+        ``clone_seed``.
+    """
+    if classes not in ("nearest", "two-halves"):
+        raise ValueError(f"invalid classes: {classes!r} is not one of nearest, two-halves")
+    train_array = _float_array(train, "train", np.float64)
+    name = "two-gaussians (python array)" if classes == "two-halves" else "python array"
+    return json.loads(_memodiff.speciation(
+        train_array, name, int(particles), int(steps), int(clones), int(seed),
+        float(beta_min), float(beta_max), backend, device,
+    ))
 
 
 def score(

@@ -36,6 +36,18 @@ def sample(
     str,
     str,
 ]: ...
+def speciation(
+    train: npt.NDArray[np.float64],
+    name: str,
+    particles: int,
+    steps: int,
+    clones: int,
+    seed: int,
+    beta_min: float,
+    beta_max: float,
+    backend: str,
+    device: Optional[int],
+) -> str: ...
 def score(
     x: npt.NDArray[np.float32],
     t: float,

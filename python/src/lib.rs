@@ -341,6 +341,38 @@ fn sample<'py>(
     Ok((samples, initial, snapshots, metrics, info))
 }
 
+/// Biroli et al.'s cloning experiment on `train`: the measurement as JSON.
+#[pyfunction]
+#[pyo3(signature = (train, name, particles, steps, clones, seed, beta_min, beta_max, backend, device))]
+#[allow(clippy::too_many_arguments)]
+fn speciation(
+    py: Python<'_>,
+    train: PyReadonlyArray2<'_, f64>,
+    name: &str,
+    particles: u64,
+    steps: usize,
+    clones: usize,
+    seed: u64,
+    beta_min: f64,
+    beta_max: f64,
+    backend: &str,
+    device: Option<usize>,
+) -> PyResult<String> {
+    let mut training = dataset(&train)?;
+    // The name decides the classes: a two-gaussians set is classed by mixture component.
+    training.name = name.to_string();
+    let mut config = SampleConfig::new(training);
+    config.particles = particles;
+    config.time_points = steps;
+    config.seed = seed;
+    config.schedule = VpSchedule::new(beta_min, beta_max);
+    let backend = parse_name::<Backend>("backend", backend)?;
+    let measured = py
+        .detach(|| Sampler::open(backend, device)?.speciation(&config, clones))
+        .map_err(to_py)?;
+    Ok(serde_json::to_string(&measured).expect("a measurement serializes"))
+}
+
 /// The score (`empirical` or `kde:h`) of `train` at the rows of `x` at forward time `t`.
 #[pyfunction]
 #[pyo3(signature = (x, t, train, score, beta_min, beta_max, backend, device))]
@@ -461,6 +493,7 @@ fn devices() -> String {
 fn _memodiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sample, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
+    m.add_function(wrap_pyfunction!(speciation, m)?)?;
     m.add_function(wrap_pyfunction!(density, m)?)?;
     m.add_function(wrap_pyfunction!(shade, m)?)?;
     m.add_function(wrap_pyfunction!(dataset_from_spec, m)?)?;

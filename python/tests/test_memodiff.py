@@ -232,6 +232,20 @@ def test_ctrl_c_stops_a_run_and_the_interpreter_stays_usable():
     assert run.samples.shape == (100, 2)
 
 
+def test_speciation_equals_the_cli(tmp_path):
+    out = tmp_path / "speciation"
+    cli("speciation", "--backend", "cpu", "--dataset", "two-gaussians:64:32", "--particles", "400",
+        "--clones", "6", "--out", str(out))
+    expected = json.loads((out / "speciation.json").read_text())
+    train = memodiff.datasets.two_gaussians(64, 32)
+    got = memodiff.speciation(train, 400, classes="two-halves", clones=6, backend="cpu")
+    assert got["curve"] == expected["curve"]
+    assert got["measured_t_s"] == expected["measured_t_s"]
+    assert got["classes"] == "mixture component"
+    with pytest.raises(ValueError, match="invalid clones"):
+        memodiff.speciation(train, 10, clones=0, backend="cpu")
+
+
 def test_devices_and_datasets():
     for device in memodiff.devices():
         assert {"index", "name", "backend"} <= device.keys()

@@ -23,6 +23,7 @@ fn flag_of(parameter: &str) -> Option<&'static str> {
         "initial" => "--initial",
         "grid_start" => "--grid-start",
         "preset" => "--preset",
+        "clones" => "--clones",
         "score" => "--score",
         "checkpoint_every" => "--checkpoint-every",
         "snapshots" => "--snapshots",

@@ -25,6 +25,7 @@
 
 use crate::engine::Backend;
 use crate::error::{Error, Result};
+use crate::metrics::stats::crossing_time;
 use crate::metrics::PosteriorSummaryPoint;
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
@@ -99,18 +100,6 @@ pub fn gaussian_dataset(n: usize, d: usize, sigma: f64, seed: u64) -> Result<Dat
     // The `gaussian:N:D:sigma` training set of `sample --dataset`, so a case can be rerun
     // (and looked at) with `memodiff sample --dataset gaussian:N:D:sigma --data-seed S`.
     Dataset::parse_seeded(&format!("gaussian:{n}:{d}:{sigma}"), seed)
-}
-
-/// The OU time at which `values` (ordered along the reverse process, i.e. by decreasing
-/// OU time `times`) first reaches `level`, interpolated linearly in OU time; `None` when it
-/// never does, or already does at the first point (the crossing is before the start).
-pub fn crossing_time(times: &[f64], values: &[f64], level: f64) -> Option<f64> {
-    if values.first().is_none_or(|&v| v >= level) {
-        return None;
-    }
-    let k = values.iter().position(|&v| v >= level)?;
-    let (t0, t1, v0, v1) = (times[k - 1], times[k], values[k - 1], values[k]);
-    Some(t0 + (t1 - t0) * (level - v0) / (v1 - v0))
 }
 
 /// One (N, d) case: prediction, measurements and the recorded curve.

@@ -9,7 +9,7 @@
 //! **The experiment.** The particles run the reverse process once; at each of K clone
 //! times τ_k the state is kept, and a clone of every particle continues from it to the end
 //! with its own noise: the same steps, but the Philox stream of another key,
-//! [`clone_seed`]`(seed)` (the particle's own trajectory is the other clone). φ(τ_k) is
+//! [`speciation::clone_seed`]`(seed)` (the particle's own trajectory is the other clone). φ(τ_k) is
 //! the fraction of particles whose two clones end in the same class: the mixture component
 //! of the nearest training point for a `two-gaussians` set (its first ⌈N/2⌉ points are one
 //! component), the nearest training point itself otherwise. Cloned early, the clones end
@@ -19,12 +19,12 @@
 //! forward time τ is `B(τ)/2`, as for `collapse`; the default `--beta-max 20` reaches
 //! t_OU = 5 at τ = 1, beyond t_S of most data (the tutorial's 3 reaches only 0.75).
 
-use crate::engine::{Backend, BatchWork, Problem};
-use crate::error::{Error, Result};
-use crate::metrics::MemorizationCounter;
+use crate::engine::Backend;
+use crate::error::Result;
 use crate::model::dataset::Dataset;
 use crate::model::schedule::VpSchedule;
-use crate::run::driver::{self, BatchSink, NoProgress, SampleConfig};
+use crate::run::driver::SampleConfig;
+use crate::run::speciation::{self, ClonePoint};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -78,26 +78,6 @@ pub struct SpeciationArgs {
     pub force: bool,
 }
 
-/// The key of the clones' Philox streams: the run's seed with its bits flipped by a fixed
-/// odd constant (the 64-bit golden ratio), so that a clone's noise is independent of its
-/// particle's while particle i's is still a function of (seed, i) alone.
-pub fn clone_seed(seed: u64) -> u64 {
-    seed ^ 0x9E37_79B9_7F4A_7C15
-}
-
-/// φ at one clone time.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ClonePoint {
-    /// Steps done when the clones part.
-    pub step: usize,
-    /// Forward time there.
-    pub tau: f64,
-    /// Its OU time, B(tau)/2.
-    pub ou_time: f64,
-    /// Fraction of particles whose clones end in the same class.
-    pub phi: f64,
-}
-
 /// What `speciation.json` holds.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SpeciationReport {
@@ -126,79 +106,8 @@ pub struct SpeciationReport {
     pub files: Vec<String>,
 }
 
-/// Keeps a run's final samples and its states at the clone steps.
-struct Keep {
-    clone_steps: Vec<usize>,
-    samples: Vec<f32>,
-    states: Vec<Vec<f32>>,
-}
-
-impl BatchSink for Keep {
-    fn consume(&mut self, _: u64, _: &[f32], samples: &[f32]) -> Result<()> {
-        self.samples.extend_from_slice(samples);
-        Ok(())
-    }
-    fn snapshot_steps(&self) -> Vec<usize> {
-        self.clone_steps.clone()
-    }
-    fn snapshot(&mut self, _: u64, step: usize, positions: &[f32]) -> Result<()> {
-        let j = self
-            .clone_steps
-            .iter()
-            .position(|&k| k == step)
-            .expect("a clone step");
-        self.states[j].extend_from_slice(positions);
-        Ok(())
-    }
-}
-
-/// The largest eigenvalue of the covariance of `dataset` (power iteration in f64, without
-/// forming the matrix).
-pub fn largest_covariance_eigenvalue(dataset: &Dataset) -> f64 {
-    let (n, d) = (dataset.len(), dataset.dim);
-    let mut mean = vec![0.0; d];
-    for i in 0..n {
-        for (m, x) in mean.iter_mut().zip(dataset.point(i)) {
-            *m += x / n as f64;
-        }
-    }
-    let mut v: Vec<f64> = (0..d).map(|j| 1.0 + (j as f64 * 0.618).fract()).collect();
-    let mut lambda = 0.0;
-    for _ in 0..500 {
-        let mut next = vec![0.0; d];
-        for i in 0..n {
-            let p = dataset.point(i);
-            let proj: f64 = (0..d).map(|j| (p[j] - mean[j]) * v[j]).sum();
-            for j in 0..d {
-                next[j] += (p[j] - mean[j]) * proj / n as f64;
-            }
-        }
-        let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if norm == 0.0 {
-            return 0.0;
-        }
-        let previous = lambda;
-        lambda = norm / v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        v = next.into_iter().map(|x| x / norm).collect();
-        if (lambda - previous).abs() <= 1e-12 * lambda {
-            break;
-        }
-    }
-    lambda
-}
-
 /// `memodiff speciation`.
 pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
-    if args.clones == 0 || args.clones + 1 >= args.steps {
-        return Err(Error::invalid(
-            "clones",
-            format!(
-                "needs 1 <= K < S - 1 clone times between the first and the last step, got {} \
-                 with {} time points",
-                args.clones, args.steps
-            ),
-        ));
-    }
     let dataset = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
     let mut config = SampleConfig::new(dataset.clone());
     config.particles = args.particles;
@@ -206,6 +115,7 @@ pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
     config.seed = args.seed;
     config.schedule = VpSchedule::new(args.beta_min, args.beta_max);
     config.validate()?;
+    speciation::check_clones(args.clones, args.steps)?;
     crate::io::out_dir::check_out(&args.out, args.force)?;
     let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
     if let Some(note) = note {
@@ -215,80 +125,21 @@ pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
     if let Some(note) = repaired {
         println!("{note}");
     }
-    let steps = config.reverse_steps();
-    let updates = steps.len();
-    let mut clone_steps: Vec<usize> = (1..=args.clones)
-        .map(|j| ((j * updates) as f64 / (args.clones + 1) as f64).round() as usize)
-        .filter(|&k| k > 0 && k < updates)
-        .collect();
-    clone_steps.dedup();
-    let particles = args.particles as usize;
+    let measured = speciation::measure(&config, args.clones, engine.as_mut())?;
+    let (curve, lambda, predicted) = (&measured.curve, measured.lambda, measured.predicted_t_s);
     let dim = dataset.dim;
-    let mut keep = Keep {
-        states: vec![Vec::with_capacity(particles * dim); clone_steps.len()],
-        clone_steps: clone_steps.clone(),
-        samples: Vec::with_capacity(particles * dim),
-    };
-    driver::run(&config, engine.as_mut(), &mut keep, &mut NoProgress)?;
-
-    let counter = MemorizationCounter::new(&dataset.points, dim)?;
-    let two_classes = dataset.name.starts_with("two-gaussians");
-    let first_component = dataset.len().div_ceil(2);
-    let class = |sample: &[f32]| -> usize {
-        let nearest = counter.nearest(sample).map_or(usize::MAX, |(i, _)| i);
-        match two_classes {
-            true => usize::from(nearest >= first_component),
-            false => nearest,
-        }
-    };
-    let original: Vec<usize> = keep.samples.chunks(dim).map(class).collect();
-    let problem = Problem {
-        dataset: &config.dataset,
-        steps: &steps,
-        seed: clone_seed(args.seed),
-        initial_std: config.initial_std(),
-        schedule: config.schedule,
-        sampler: config.sampler,
-    };
-    let batch = driver::batch_size(&config, engine.as_ref());
-    let mut curve = Vec::new();
-    for (j, &k) in clone_steps.iter().enumerate() {
-        let mut state = std::mem::take(&mut keep.states[j]);
-        for (b, chunk) in state.chunks_mut(batch * dim).enumerate() {
-            let work = BatchWork::new((b * batch) as u64, None, chunk, k..updates);
-            engine.advance_batch(&problem, work)?;
-        }
-        let same = state
-            .chunks(dim)
-            .zip(&original)
-            .filter(|(clone, &c)| class(clone) == c)
-            .count();
-        let tau = steps[k].tau;
-        curve.push(ClonePoint {
-            step: k,
-            tau,
-            ou_time: 0.5 * config.schedule.integrated_beta(tau),
-            phi: same as f64 / particles as f64,
-        });
-    }
-    let lambda = largest_covariance_eigenvalue(&dataset);
-    let predicted = (lambda > 1.0).then(|| 0.5 * lambda.ln());
-    let times: Vec<f64> = curve.iter().map(|p| p.ou_time).collect();
-    let phis: Vec<f64> = curve.iter().map(|p| p.phi).collect();
-    let measured = crate::commands::collapse::crossing_time(&times, &phis, 0.75);
-
     println!(
         "speciation of {} (N = {}, D = {dim}): Λ = {lambda:.4}, predicted t_S = ½ ln Λ = {}, \
          {} particles, {} clone times",
         dataset.name,
         dataset.len(),
         predicted.map_or("none (Λ <= 1)".into(), |t| format!("{t:.3}")),
-        particles,
+        args.particles,
         curve.len()
     );
     println!("| step | tau | OU time | φ (clones in the same class) |");
     println!("|---:|---:|---:|---:|");
-    for p in &curve {
+    for p in curve {
         println!(
             "| {} | {:.4} | {:.4} | {:.4} |",
             p.step, p.tau, p.ou_time, p.phi
@@ -296,11 +147,13 @@ pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
     }
     println!(
         "measured t_S (φ reaches 3/4): {}",
-        measured.map_or("none inside the clone times".into(), |t| format!("{t:.3}"))
+        measured
+            .measured_t_s
+            .map_or("none inside the clone times".into(), |t| format!("{t:.3}"))
     );
 
     let mut csv = String::from("step,tau,ou_time,phi\n");
-    for p in &curve {
+    for p in curve {
         csv.push_str(&format!(
             "{},{:.6},{:.6},{:.6}\n",
             p.step, p.tau, p.ou_time, p.phi
@@ -345,18 +198,14 @@ pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
         beta_min: args.beta_min,
         beta_max: args.beta_max,
         seed: args.seed,
-        clone_seed: clone_seed(args.seed),
-        classes: if two_classes {
-            "mixture component"
-        } else {
-            "nearest training point"
-        },
+        clone_seed: measured.clone_seed,
+        classes: measured.classes,
         lambda,
         predicted_t_s: predicted,
-        measured_t_s: measured,
+        measured_t_s: measured.measured_t_s,
         backend: engine.backend().name(),
         device: engine.device_name(),
-        curve,
+        curve: measured.curve.clone(),
         files: vec![
             "speciation.csv".into(),
             "speciation.png".into(),

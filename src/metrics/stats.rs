@@ -1,6 +1,7 @@
 //! Small statistics the metrics need: the chi-square survival function (regularized upper
 //! incomplete gamma) and a percentile bootstrap interval of a proportion drawn from its
-//! counts alone.
+//! counts alone; and where a curve along the reverse process crosses a level (the collapse
+//! and speciation times).
 //!
 //! Written here rather than pulled from a crate: two functions of ~100 lines, tested
 //! against tabulated values, and it keeps Cargo.lock free of a dependency tree that other
@@ -175,6 +176,18 @@ pub fn bootstrap_interval(k: u64, n: u64) -> (f64, f64) {
         (x + (y - x) * (pos - a as f64)) / nf
     };
     (quantile(0.025), quantile(0.975))
+}
+
+/// The OU time at which `values` (ordered along the reverse process, i.e. by decreasing
+/// OU time `times`) first reaches `level`, interpolated linearly in OU time; `None` when it
+/// never does, or already does at the first point (the crossing is before the start).
+pub fn crossing_time(times: &[f64], values: &[f64], level: f64) -> Option<f64> {
+    if values.first().is_none_or(|&v| v >= level) {
+        return None;
+    }
+    let k = values.iter().position(|&v| v >= level)?;
+    let (t0, t1, v0, v1) = (times[k - 1], times[k], values[k - 1], values[k]);
+    Some(t0 + (t1 - t0) * (level - v0) / (v1 - v0))
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@ pub mod measure;
 pub mod report;
 pub mod sampler;
 pub mod spec;
+pub mod speciation;
 pub mod to_folder;

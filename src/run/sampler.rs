@@ -113,6 +113,17 @@ impl Sampler {
         )
     }
 
+    /// Biroli et al.'s cloning experiment on `config` with `clones` clone times (see
+    /// [`crate::Speciation`]): φ, the fraction of particles whose clones end in the same
+    /// class, along the reverse process, and the speciation time against 1/2 ln Λ.
+    pub fn speciation(
+        &mut self,
+        config: &SampleConfig,
+        clones: usize,
+    ) -> Result<crate::run::speciation::Speciation> {
+        crate::run::speciation::measure(config, clones, self.engine.as_mut())
+    }
+
     /// Run `config` and keep everything in memory.
     pub fn collect(&mut self, config: &SampleConfig) -> Result<Collected> {
         run_collect(config, self.engine.as_mut())
