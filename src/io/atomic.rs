@@ -201,19 +201,26 @@ impl Drop for AtomicFile {
 /// the folder as it was.
 fn injected_failure() -> io::Result<()> {
     static COMPLETED: AtomicU64 = AtomicU64::new(0);
-    let Some(fail_at) = std::env::var("MEMODIFF_FAIL_WRITE")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return Ok(());
-    };
-    if COMPLETED.fetch_add(1, Ordering::SeqCst) + 1 == fail_at {
+    if test_hook_fires("MEMODIFF_FAIL_WRITE", &COMPLETED) {
         return Err(io::Error::new(
             io::ErrorKind::StorageFull,
             "no space left on device (MEMODIFF_FAIL_WRITE)",
         ));
     }
     Ok(())
+}
+
+/// Whether the fault-injection hook `variable` (set to k) fires at this call: counts the
+/// calls in `calls` and fires at the k-th (counted from 1). Unset: never (one lookup of the
+/// environment, no counting).
+pub(crate) fn test_hook_fires(variable: &str, calls: &AtomicU64) -> bool {
+    let Some(at) = std::env::var(variable)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    calls.fetch_add(1, Ordering::SeqCst) + 1 == at
 }
 
 /// Rename `from` onto `to`, then sync `to`'s folder so that the rename survives a crash

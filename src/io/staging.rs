@@ -352,15 +352,8 @@ fn lock(_dir: &Path) -> Result<Option<fs::File>> {
 /// One step of a commit. `MEMODIFF_KILL_AT_COMMIT_STEP=k` (a test hook) kills the
 /// process with SIGKILL before its k-th step (counted from 1), as a crash would.
 fn step() -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STEPS: AtomicU64 = AtomicU64::new(0);
-    let Some(kill_at) = std::env::var("MEMODIFF_KILL_AT_COMMIT_STEP")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return Ok(());
-    };
-    if STEPS.fetch_add(1, Ordering::SeqCst) + 1 == kill_at {
+    static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if crate::io::atomic::test_hook_fires("MEMODIFF_KILL_AT_COMMIT_STEP", &STEPS) {
         #[cfg(unix)]
         // SAFETY: sends a signal to this process; no memory is involved.
         unsafe {
