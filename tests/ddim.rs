@@ -114,3 +114,75 @@ fn ddim_memorizes_and_the_engines_agree() {
     }
     assert!(worst < 1e-3, "cpu and reference differ by {worst}");
 }
+
+/// With eta > 0 (Song et al., eq. 16) each step keeps part of the predicted noise and
+/// draws the rest: sigma_eta = eta sqrt((1 - ab')/(1 - ab)) sqrt(1 - ab/ab'), the kept
+/// noise sqrt(1 - ab' - sigma_eta^2), written here in alpha-bar notation; the engines draw
+/// the same normals (em's Philox counters) and agree per particle.
+#[test]
+fn ddim_with_eta_keeps_part_of_the_noise_and_the_engines_agree() {
+    use memodiff::testing::model::schedule::VpSchedule;
+    let schedule = VpSchedule::default();
+    let eta = 0.7;
+    let mut steps = reverse_steps(&schedule, 30);
+    for step in &mut steps {
+        step.ddim_eta = eta;
+    }
+    let n = steps.len();
+    for (k, step) in steps.iter().enumerate() {
+        let ab = schedule.mean_scale(step.tau).powi(2);
+        let next = if k + 1 < n { steps[k + 1].tau } else { 0.0 };
+        let ab_next = schedule.mean_scale(next).powi(2);
+        let sigma_eta = eta * ((1.0 - ab_next) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_next).sqrt();
+        let keep = (1.0 - ab_next - sigma_eta * sigma_eta).max(0.0).sqrt() / (1.0 - ab).sqrt();
+        let mean = ab_next.sqrt() - ab.sqrt() * keep;
+        let (a, c, e) = step.ddim_coeffs(&schedule);
+        assert!(
+            (a - keep).abs() < 1e-9 && (c - mean).abs() < 1e-9,
+            "step {k}: {a} {c}"
+        );
+        assert!(
+            (e - sigma_eta).abs() < 1e-12,
+            "step {k}: {e} vs {sigma_eta}"
+        );
+    }
+    let mut config = SampleConfig::new(Dataset::circle(8).unwrap());
+    config.particles = 1000;
+    config.time_points = 40;
+    config.sampler = SamplerKind::Ddim;
+    config.ddim_eta = 1.0;
+    let reference = run_collect(&config, &mut ReferenceEngine::new()).unwrap();
+    let deterministic = {
+        let mut c = config.clone();
+        c.ddim_eta = 0.0;
+        run_collect(&c, &mut CpuEngine::new()).unwrap()
+    };
+    let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![("cpu", Box::new(CpuEngine::new()))];
+    if let Some(gpu) = gpu_engine("ddim_with_eta_keeps_part_of_the_noise_and_the_engines_agree") {
+        engines.push(("gpu", Box::new(gpu)));
+    }
+    for (name, engine) in &mut engines {
+        let run = run_collect(&config, engine.as_mut()).unwrap();
+        let worst = (0..1000)
+            .map(|i| row_distance(&run.samples, &reference.samples, 2, i))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{name}: {worst}");
+        // The noise changes the paths: not the deterministic run's samples.
+        assert_ne!(run.samples, deterministic.samples, "{name}");
+    }
+    // eta outside [0, 1], or with another sampler, is refused.
+    let mut bad = config.clone();
+    bad.ddim_eta = 1.5;
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("outside [0, 1]"));
+    bad.ddim_eta = 0.5;
+    bad.sampler = SamplerKind::Em;
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("ddim sampler only"));
+}

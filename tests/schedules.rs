@@ -133,7 +133,8 @@ fn the_kamb_ganguli_preset_is_their_set_up() {
         let (ab, ab_next) = (alpha_bar(t), alpha_bar(next.max(0.0)));
         let keep = (1.0 - ab_next).sqrt() / (1.0 - ab).sqrt();
         let mean = ab_next.sqrt() - ab.sqrt() * keep;
-        let (a, c) = step.ddim_coeffs(&config.schedule);
+        let (a, c, noise) = step.ddim_coeffs(&config.schedule);
+        assert_eq!(noise, 0.0, "deterministic DDIM draws no noise");
         assert!(
             (a - keep).abs() < 1e-12 && (c - mean).abs() < 1e-12,
             "step {k}: {a}, {c}"

@@ -145,6 +145,7 @@ def sample(
     beta_max: float = 3.0,
     schedule: str = "vp-linear",
     sampler: str = "em",
+    eta: float = 0.0,
     score: str = "empirical",
     t_min: float = 0.0,
     grid_start: Optional[float] = None,
@@ -170,7 +171,8 @@ def sample(
         schedule: ``"vp-linear"`` (beta from beta_min to beta_max, the tutorial's) or
             ``"vp-cosine"`` (alpha_bar(t) = cos^2(pi t / 2.016), Kamb & Ganguli's).
         sampler: ``"em"`` (Euler–Maruyama on the SDE), ``"heun"`` (probability-flow ODE)
-            or ``"ddim"`` (deterministic DDIM, eta = 0).
+            or ``"ddim"`` (DDIM).
+        eta: DDIM's eta in [0, 1]: 0 deterministic, 1 the DDPM posterior's noise.
         score: ``"empirical"`` or ``"kde:h"`` (the training set smoothed by a Gaussian of
             width h).
         t_min: stop at forward time t_min and return each sample's denoised mean (0: off).
@@ -203,9 +205,10 @@ def sample(
     """
     train_array = _float_array(train, "train", np.float64)
     if preset is not None and (steps != 100 or schedule != "vp-linear" or sampler != "em"
-                               or grid_start is not None):
+                               or grid_start is not None or eta != 0.0):
         raise ValueError(
-            "invalid preset: it sets steps, schedule, sampler and grid_start; leave those out"
+            "invalid preset: it sets steps, schedule, sampler, eta and grid_start; leave "
+            "those out"
         )
     initial_array = None
     if initial is not None:
@@ -232,6 +235,7 @@ def sample(
         float(beta_max),
         schedule,
         sampler,
+        float(eta),
         score,
         float(t_min),
         None if grid_start is None else float(grid_start),

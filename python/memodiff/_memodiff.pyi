@@ -17,6 +17,7 @@ def sample(
     beta_max: float,
     schedule: str,
     sampler: str,
+    eta: float,
     score: str,
     t_min: float,
     grid_start: Optional[float],

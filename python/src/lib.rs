@@ -177,7 +177,7 @@ type Sampled<'py> = (
 /// Sample; see `memodiff.sample` for the arguments. Returns (samples, initial or None,
 /// metrics as JSON, run information as JSON).
 #[pyfunction]
-#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
+#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, eta, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
 #[allow(clippy::too_many_arguments)]
 fn sample<'py>(
     py: Python<'py>,
@@ -189,6 +189,7 @@ fn sample<'py>(
     beta_max: f64,
     schedule: &str,
     sampler: &str,
+    eta: f64,
     score: &str,
     t_min: f64,
     grid_start: Option<f64>,
@@ -213,6 +214,7 @@ fn sample<'py>(
         ..VpSchedule::new(beta_min, beta_max)
     };
     config.sampler = parse_name::<SamplerKind>("sampler", sampler)?;
+    config.ddim_eta = eta;
     config.score = score
         .parse::<ScoreKind>()
         .map_err(|e| PyValueError::new_err(format!("invalid score: {e}")))?;
@@ -317,6 +319,7 @@ fn sample<'py>(
             "beta_max": beta_max,
             "schedule": config.schedule.shape.name(),
             "sampler": config.sampler.name(),
+            "eta": config.ddim_eta,
             "score": score,
             "t_min": t_min,
             "grid_start": config.grid_start,

@@ -282,6 +282,12 @@ def test_ddim_equals_the_cli(tmp_path):
     run = memodiff.sample(memodiff.datasets.circle(8), 1500, steps=30, sampler="ddim", backend="cpu")
     assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()
     assert run.info["parameters"]["sampler"] == "ddim"
+    noisy = tmp_path / "eta"
+    cli("sample", "--backend", "cpu", "--sampler", "ddim", "--eta", "0.5", "--particles", "1500",
+        "--steps", "30", "--resolution", "32", "--out", str(noisy))
+    run = memodiff.sample(memodiff.datasets.circle(8), 1500, steps=30, sampler="ddim", eta=0.5,
+                          backend="cpu")
+    assert run.samples.tobytes() == np.load(noisy / "samples.npy").tobytes()
     cosine = tmp_path / "cosine"
     cli("sample", "--backend", "cpu", "--schedule", "vp-cosine", "--particles", "1500",
         "--steps", "30", "--resolution", "32", "--out", str(cosine))

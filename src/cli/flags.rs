@@ -24,6 +24,7 @@ fn flag_of(parameter: &str) -> Option<&'static str> {
         "grid_start" => "--grid-start",
         "preset" => "--preset",
         "clones" => "--clones",
+        "eta" => "--eta",
         "score" => "--score",
         "checkpoint_every" => "--checkpoint-every",
         "snapshots" => "--snapshots",

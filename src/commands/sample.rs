@@ -53,11 +53,17 @@ pub struct SampleArgs {
     #[arg(long, value_name = "T0")]
     pub grid_start: Option<f64>,
 
+    /// eta of `--sampler ddim`, in [0, 1]: 0 (the default) is deterministic DDIM; eta > 0
+    /// replaces part of each step's predicted noise by fresh noise, 1 being the DDPM
+    /// posterior's variance (Song et al., eq. 16).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+
     /// A published set-up in one flag: `kamb-ganguli` (Kamb & Ganguli, ICML 2025: the
     /// cosine schedule, deterministic DDIM on t_i = i/20, 19 updates from N(0, I) at
     /// t = 0.95; training data in [-1, 1]). Sets --schedule, --sampler, --steps and
     /// --grid-start, which cannot be given with it.
-    #[arg(long, value_enum, conflicts_with_all = ["schedule", "sampler", "steps", "grid_start"])]
+    #[arg(long, value_enum, conflicts_with_all = ["schedule", "sampler", "steps", "grid_start", "eta"])]
     pub preset: Option<spec::Preset>,
 
     /// Training set: `circle:N` (N points on the unit circle); `gaussian:N:D[:sigma]` (N
@@ -218,6 +224,7 @@ impl SampleArgs {
             beta_max: self.beta_max,
             schedule: self.schedule,
             grid_start: self.grid_start,
+            ddim_eta: self.eta,
             dataset: training.name.clone(),
             data_seed: self.data_seed,
             score: self.score,

@@ -195,14 +195,14 @@ impl StepParams {
         Self::for_point(schedule, &point)
     }
 
-    /// A deterministic DDIM step ([`ReverseStep::ddim_coeffs`]) in the em step's record:
-    /// the same softmax, `keep` and `mean` coefficients of DDIM, no noise.
+    /// A DDIM step ([`ReverseStep::ddim_coeffs`]) in the em step's record: the same
+    /// softmax, DDIM's `keep` and `mean` coefficients, and its noise (none for eta = 0).
     pub fn ddim(schedule: &crate::model::schedule::VpSchedule, step: &ReverseStep) -> Self {
-        let (keep, mean) = step.ddim_coeffs(schedule);
+        let (keep, mean, noise) = step.ddim_coeffs(schedule);
         Self {
             keep_coeff: keep as f32,
             mean_coeff: mean as f32,
-            noise_coeff: 0.0,
+            noise_coeff: noise as f32,
             ..Self::from_step(step)
         }
     }
@@ -221,6 +221,7 @@ impl StepParams {
             beta: schedule.beta(point.tau),
             mean_scale: point.mean_scale,
             sigma2: point.variance,
+            ddim_eta: 0.0,
         };
         Self::from_step(&step)
     }

@@ -82,18 +82,30 @@ pub fn em_step(
     }
 }
 
-/// A deterministic DDIM step from the definition: the predicted noise
+/// A DDIM step from the definition (Song et al., eq. 12 and 16): the predicted noise
 /// `eps = -sigma score`, the predicted data `x0 = (x - sigma eps) / s`, then
-/// `x' = s' x0 + sigma' eps` at the next time `tau - dt`.
-pub fn ddim_step(dataset: &Dataset, schedule: &VpSchedule, step: &ReverseStep, x: &mut [f64]) {
+/// `x' = s' x0 + sqrt(sigma'^2 - sigma_eta^2) eps + sigma_eta z` at the next time
+/// `tau - dt`, with `sigma_eta = eta (sigma'/sigma) sqrt(1 - s^2/s'^2)` (0 for eta = 0).
+pub fn ddim_step(
+    dataset: &Dataset,
+    schedule: &VpSchedule,
+    step: &ReverseStep,
+    x: &mut [f64],
+    z: &[f64],
+) {
     let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
-    let sigma = schedule.sigma2(step.tau).sqrt();
+    let (s, sigma) = (step.mean_scale, schedule.sigma2(step.tau).sqrt());
     let next = (step.tau - step.dt).max(0.0);
     let (s_next, sigma_next) = (schedule.mean_scale(next), schedule.sigma2(next).sqrt());
+    let sigma_eta =
+        step.ddim_eta * (sigma_next / sigma) * (1.0 - (s * s) / (s_next * s_next)).max(0.0).sqrt();
+    let kept = (sigma_next * sigma_next - sigma_eta * sigma_eta)
+        .max(0.0)
+        .sqrt();
     for d in 0..x.len() {
         let eps = -sigma * sc[d];
-        let x0 = (x[d] - sigma * eps) / step.mean_scale;
-        x[d] = s_next * x0 + sigma_next * eps;
+        let x0 = (x[d] - sigma * eps) / s;
+        x[d] = s_next * x0 + kept * eps + sigma_eta * z[d];
     }
 }
 
@@ -249,7 +261,11 @@ impl Engine for ReferenceEngine {
                         let next = problem.steps.get(k + 1);
                         heun_step(problem.dataset, &schedule, step, next, &mut x);
                     }
-                    SamplerKind::Ddim => ddim_step(problem.dataset, &schedule, step, &mut x),
+                    SamplerKind::Ddim => {
+                        // The same normals as an em step's (zero-weighted for eta = 0).
+                        fill_normals_f64(problem.seed, particle, step.index, &mut z);
+                        ddim_step(problem.dataset, &schedule, step, &mut x, &z);
+                    }
                 }
             }
             for (o, v) in out.iter_mut().zip(&x) {

@@ -144,6 +144,8 @@ pub struct ReverseStep {
     /// Variance of the score's mixture components: `sigma2(tau)` for the empirical score,
     /// `sigma2(tau) + s^2 h^2` for `kde:h` (see [`reverse_steps_with`]).
     pub sigma2: f64,
+    /// eta of a DDIM step (`--eta`; 0: deterministic); the other samplers ignore it.
+    pub ddim_eta: f64,
 }
 
 impl ReverseStep {
@@ -154,13 +156,23 @@ impl ReverseStep {
     /// `x' = (s'/s) (x + sigma^2 score) - sigma' sigma score`, `score = (s m - x) / v`, so
     /// `a = s'/s - k / v` and `c = k s / v` with `k = s' sigma^2 / s - sigma' sigma`.
     /// For the empirical score `a = sigma'/sigma`, `c = s' - s sigma'/sigma`.
-    pub fn ddim_coeffs(&self, schedule: &VpSchedule) -> (f64, f64) {
+    ///
+    /// With `eta > 0` (Song et al.'s eq. 16) part of the predicted noise is replaced by
+    /// fresh noise: `x' = s' x0 + sqrt(sigma'^2 - sigma_eta^2) eps + sigma_eta z`,
+    /// `sigma_eta = eta (sigma'/sigma) sqrt(1 - s^2/s'^2)` (eta = 1: the DDPM posterior's
+    /// variance); `sigma'` becomes `sqrt(sigma'^2 - sigma_eta^2)` in `k`, and the third
+    /// coefficient, of the standard normal `z`, is `sigma_eta`. It is 0 at the last step
+    /// (`sigma' = 0`).
+    pub fn ddim_coeffs(&self, schedule: &VpSchedule) -> (f64, f64, f64) {
         let next_tau = (self.tau - self.dt).max(0.0);
         let s = self.mean_scale;
         let sigma2 = schedule.sigma2(self.tau);
         let (s_next, sigma2_next) = (schedule.mean_scale(next_tau), schedule.sigma2(next_tau));
-        let k = s_next * sigma2 / s - sigma2_next.sqrt() * sigma2.sqrt();
-        (s_next / s - k / self.sigma2, k * s / self.sigma2)
+        let ratio = (1.0 - (s * s) / (s_next * s_next)).max(0.0);
+        let sigma_eta = self.ddim_eta * (sigma2_next / sigma2).sqrt() * ratio.sqrt();
+        let kept = (sigma2_next - sigma_eta * sigma_eta).max(0.0).sqrt();
+        let k = s_next * sigma2 / s - kept * sigma2.sqrt();
+        (s_next / s - k / self.sigma2, k * s / self.sigma2, sigma_eta)
     }
 
     /// Coefficient of `x` in the folded update
@@ -196,6 +208,7 @@ pub fn reverse_steps(schedule: &VpSchedule, time_points: usize) -> Vec<ReverseSt
                 beta: schedule.beta(tau),
                 mean_scale: schedule.mean_scale(tau),
                 sigma2: schedule.sigma2(tau),
+                ddim_eta: 0.0,
             }
         })
         .collect()
@@ -329,6 +342,7 @@ pub fn reverse_steps_from(
                 beta: schedule.beta(point.tau),
                 mean_scale: point.mean_scale,
                 sigma2: point.variance,
+                ddim_eta: 0.0,
             }
         })
         .collect()

@@ -56,6 +56,9 @@ pub struct SampleConfig {
     /// `linspace(1/(S-1), 1, S)` in reverse time, from N(0, sigma2(1) I); `Some(t0)` is
     /// `S - 1` equal steps from `t0` down to `t_min`, from N(0, I) as DDIM code starts.
     pub grid_start: Option<f64>,
+    /// eta of `SamplerKind::Ddim` (`--eta`, in [0, 1]): 0 is deterministic DDIM, 1 draws
+    /// the DDPM posterior's noise at each step.
+    pub ddim_eta: f64,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -98,13 +101,17 @@ impl std::str::FromStr for Shard {
 impl SampleConfig {
     /// The reverse steps of this run (time grid, score variant, early stop).
     pub fn reverse_steps(&self) -> Vec<ReverseStep> {
-        reverse_steps_from(
+        let mut steps = reverse_steps_from(
             &self.schedule,
             self.grid_start,
             self.time_points,
             self.score,
             self.t_min,
-        )
+        );
+        for step in &mut steps {
+            step.ddim_eta = self.ddim_eta;
+        }
+        steps
     }
 
     /// Standard deviation of the initial noise x_T: sigma(1) of the schedule on the
@@ -175,6 +182,18 @@ impl SampleConfig {
             return Err(Error::invalid(
                 "beta_min",
                 format!("{beta_min} must be smaller than --beta-max {beta_max}"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.ddim_eta) {
+            return Err(Error::invalid(
+                "eta",
+                format!("{} is outside [0, 1]", self.ddim_eta),
+            ));
+        }
+        if self.ddim_eta > 0.0 && self.sampler != SamplerKind::Ddim {
+            return Err(Error::invalid(
+                "eta",
+                "applies to the ddim sampler only (--sampler ddim)",
             ));
         }
         if let Some(t0) = self.grid_start {
@@ -301,6 +320,7 @@ fn check_step_records(
                 ];
                 let keep = match sampler {
                     SamplerKind::Ddim => step.ddim_coeffs(schedule).0,
+
                     _ => step.keep_coeff(),
                 };
                 (values, keep)

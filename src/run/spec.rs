@@ -84,6 +84,9 @@ pub struct RunSpec {
     /// absent: the tutorial's grid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid_start: Option<f64>,
+    /// eta of the ddim sampler (`--eta`); absent: 0, deterministic.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ddim_eta: f64,
     /// How the density images are drawn.
     #[serde(flatten)]
     pub images: ImageSpec,
@@ -337,6 +340,10 @@ impl Preset {
     }
 }
 
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
 fn is_linear_schedule(shape: &ScheduleShape) -> bool {
     *shape == ScheduleShape::Linear
 }
@@ -359,6 +366,7 @@ impl RunSpec {
             t_min: 0.0,
             initial: None,
             grid_start: None,
+            ddim_eta: 0.0,
             images: ImageSpec::default(),
             extras: ExtraOutputs::default(),
         }
@@ -401,6 +409,7 @@ impl RunSpec {
             t_min: self.t_min,
             initial: None,
             grid_start: self.grid_start,
+            ddim_eta: self.ddim_eta,
         }
     }
 
@@ -465,6 +474,7 @@ impl SampleConfig {
             t_min: 0.0,
             initial: None,
             grid_start: None,
+            ddim_eta: 0.0,
         }
     }
 }
