@@ -333,6 +333,10 @@ fn lock(dir: &Path) -> Result<Option<fs::File>> {
     let file = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
     // SAFETY: flock on a file descriptor this function owns; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // A file system without flock (some network mounts) cannot say: go on unlocked.
+    if rc != 0 && std::io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+        return Ok(None);
+    }
     if rc != 0 {
         let out = dir.parent().unwrap_or(dir);
         return Err(Error::Output(format!(
