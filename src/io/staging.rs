@@ -258,7 +258,15 @@ fn roll_forward(out: &Path, journal: &Journal) -> Result<()> {
     }
     for name in &journal.remove {
         step()?;
-        remove_if_present(&out.join(name))?;
+        let path = out.join(name);
+        remove_if_present(&path)?;
+        // A folder of the previous set that is now empty goes too (the snapshot frames'
+        // `snapshots/`); one that still holds anything stays.
+        for dir in path.ancestors().skip(1).take_while(|d| *d != out) {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
     }
     for (from, to) in &journal.moves {
         let (from, to) = (out.join(from), out.join(to));
@@ -384,6 +392,8 @@ mod tests {
         for name in ["old.txt", "shared.txt", "run.json", "mine.txt"] {
             fs::write(out.join(name), b"old").unwrap();
         }
+        fs::create_dir_all(out.join("frames")).unwrap();
+        fs::write(out.join("frames/f0.png"), b"old").unwrap();
         let (staging, note) = Staging::begin(&out).unwrap();
         assert!(note.is_none());
         for name in ["shared.txt", "sub/new.txt", "run.json"] {
@@ -391,7 +401,14 @@ mod tests {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, b"new").unwrap();
         }
-        let previous = ["old.txt", "shared.txt", "run.json", "../escape"].map(String::from);
+        let previous = [
+            "old.txt",
+            "shared.txt",
+            "run.json",
+            "../escape",
+            "frames/f0.png",
+        ]
+        .map(String::from);
         staging.commit("run.json", &previous).unwrap();
         // old.txt was the previous set's and is gone; mine.txt was never listed: kept.
         let expected: BTreeSet<String> = ["mine.txt", "run.json", "shared.txt", "sub/new.txt"]
@@ -400,6 +417,8 @@ mod tests {
         assert_eq!(listing(&out), expected);
         assert_eq!(fs::read(out.join("shared.txt")).unwrap(), b"new");
         assert_eq!(fs::read(out.join("mine.txt")).unwrap(), b"old");
+        // The previous set's folder, emptied, went with its files.
+        assert!(!out.join("frames").exists());
     }
 
     #[test]
