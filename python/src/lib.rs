@@ -222,12 +222,7 @@ fn sample<'py>(
     config.grid_start = grid_start;
     if let Some(name) = preset {
         let preset = parse_name::<memodiff::Preset>("preset", name)?;
-        preset.check_training(&training).map_err(to_py)?;
-        let settings = preset.settings();
-        config.schedule.shape = settings.schedule;
-        config.sampler = settings.sampler;
-        config.time_points = settings.time_points;
-        config.grid_start = settings.grid_start;
+        preset.apply_to_config(&mut config).map_err(to_py)?;
     }
     config.batch = batch;
     config.shard = shard.map(|(index, count)| Shard { index, count });

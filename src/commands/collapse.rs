@@ -215,15 +215,9 @@ pub fn run(args: &CollapseArgs) -> Result<Vec<CollapseCase>> {
     probe.particles = args.particles;
     probe.validate()?;
     crate::io::out_dir::check_out(&args.out, args.force)?;
-    let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
-    if let Some(note) = note {
-        println!("{note}");
-    }
+    let mut engine = super::open_engine(args.backend)?;
     // The files arrive in --out together when every case is measured.
-    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
-    if let Some(note) = repaired {
-        println!("{note}");
-    }
+    let staging = super::begin_out(&args.out)?;
     let start = 0.5 * probe.schedule.integrated_beta(1.0);
     println!(
         "collapse time, OU time t = B(tau)/2 (start {start:.3}), sigma = {}, {} particles, {} steps, beta in [{}, {}]",

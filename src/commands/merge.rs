@@ -14,7 +14,6 @@
 use crate::density::heatmap::{DensityGrid, RawGridMeta};
 use crate::error::{Error, Result};
 use crate::io::npy_header;
-use crate::io::staging::Staging;
 use crate::io::NpyStreamWriter;
 use crate::metrics::MemorizationCounts;
 use crate::plot::raster::write_named;
@@ -353,10 +352,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport>
     }
 
     // The merged files arrive in `out` together, run.json last.
-    let (staging, repaired) = Staging::begin(out)?;
-    if let Some(note) = repaired {
-        println!("{note}");
-    }
+    let staging = super::begin_out(out)?;
     let mut files = Vec::new();
 
     for name in ["samples.npy", "initial.npy"] {

@@ -71,6 +71,25 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
 }
 
+/// The staging area of a command's `--out` folder (see [`crate::io::staging`]), printing
+/// what it repaired of a killed command's files.
+fn begin_out(out: &std::path::Path) -> Result<crate::io::staging::Staging> {
+    let (staging, repaired) = crate::io::staging::Staging::begin(out)?;
+    if let Some(note) = repaired {
+        println!("{note}");
+    }
+    Ok(staging)
+}
+
+/// The engine of `backend`, printing why `auto` fell back to the CPU when it did.
+fn open_engine(backend: crate::engine::Backend) -> Result<Box<dyn crate::engine::Engine>> {
+    let (engine, note) = crate::engine::open_backend(backend, None)?;
+    if let Some(note) = note {
+        println!("{note}");
+    }
+    Ok(engine)
+}
+
 /// Run a parsed command line: each subcommand's `run` in `crate::commands`.
 /// Run the command, its errors naming the command-line flags of the library parameters
 /// they are about (see `crate::cli::flags`).

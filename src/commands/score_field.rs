@@ -224,10 +224,7 @@ pub fn run(args: &ScoreFieldArgs) -> Result<ScoreFieldReport> {
     let image = figure.render(args.size.0, args.size.1)?;
 
     // The three files arrive in --out together, score_field.json last.
-    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
-    if let Some(note) = repaired {
-        println!("{note}");
-    }
+    let staging = super::begin_out(&args.out)?;
     let mut table = Vec::with_capacity(points.len() * 2);
     for (p, s) in points.chunks(2).zip(scores.chunks(2)) {
         table.extend_from_slice(&[p[0], p[1], s[0], s[1]]);

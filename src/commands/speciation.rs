@@ -117,14 +117,8 @@ pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
     config.validate()?;
     speciation::check_clones(args.clones, args.steps)?;
     crate::io::out_dir::check_out(&args.out, args.force)?;
-    let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
-    if let Some(note) = note {
-        println!("{note}");
-    }
-    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
-    if let Some(note) = repaired {
-        println!("{note}");
-    }
+    let mut engine = super::open_engine(args.backend)?;
+    let staging = super::begin_out(&args.out)?;
     let measured = speciation::measure(&config, args.clones, engine.as_mut())?;
     let (curve, lambda, predicted) = (&measured.curve, measured.lambda, measured.predicted_t_s);
     let dim = dataset.dim;

@@ -228,15 +228,9 @@ pub fn run(args: &SweepArgs) -> Result<Vec<SweepPoint>> {
     // Everything is checked before the folder is touched.
     let configs = sweep_configs(args)?;
     crate::io::out_dir::check_out(&args.out, args.force)?;
-    let (mut engine, note) = crate::engine::open_backend(args.backend, None)?;
-    if let Some(note) = note {
-        println!("{note}");
-    }
+    let mut engine = super::open_engine(args.backend)?;
     // Both files arrive in --out together when every point is measured.
-    let (staging, repaired) = crate::io::staging::Staging::begin(&args.out)?;
-    if let Some(note) = repaired {
-        println!("{note}");
-    }
+    let staging = super::begin_out(&args.out)?;
     let points = run_configs(configs, engine.as_mut())?;
     let label = |p: &SweepPoint| match args.param {
         SweepParam::N => format!("D = {}", p.d),

@@ -318,6 +318,18 @@ impl Preset {
         spec.grid_start = s.grid_start;
     }
 
+    /// Set the preset's parameters in a run in memory (the Python package's), after
+    /// refusing a training set outside the range the set-up assumes.
+    pub fn apply_to_config(self, config: &mut SampleConfig) -> Result<()> {
+        self.check_training(&config.dataset)?;
+        let s = self.settings();
+        config.schedule.shape = s.schedule;
+        config.sampler = s.sampler;
+        config.time_points = s.time_points;
+        config.grid_start = s.grid_start;
+        Ok(())
+    }
+
     /// Refuse a training set outside the range the set-up assumes.
     pub fn check_training(self, training: &Dataset) -> Result<()> {
         let Some((lo, hi)) = self.settings().data_range else {
