@@ -65,8 +65,11 @@ struct GeneralState {
     // With the posterior tap only (TAP): the first training index of the largest
     // potential (running_max is that potential: the max is exact here, not a reference).
     best_index: u32,
-    // weighted[j * 4 + g][p]: column lid + j * GENERAL_WG of particle 4 g + p.
-    weighted: array<mat4x4<f32>, OWNED * 4u>,
+    // weighted[j].g<g>[p]: column lid + j * GENERAL_WG of particle 4 g + p. Read and
+    // written at a dynamic particle only through column_of / with_column, which index
+    // with constants: a dynamic index into a private array makes llvmpipe (lavapipe) keep
+    // the whole array in memory, read and written lane by lane in the hot loop.
+    weighted: array<DistanceTile, OWNED>,
 }
 
 fn columns_of(dim: u32) -> u32 {
@@ -166,6 +169,44 @@ fn add_weighted(sum: mat4x4<f32>, w: vec4<f32>, a: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(sum[0] + w.x * a, sum[1] + w.y * a, sum[2] + w.z * a, sum[3] + w.w * a);
 }
 
+// Column q (particle q of the tile) of a tile of 16 particles, by selects over constant
+// indices (see GeneralState).
+fn column_of_group(m: mat4x4<f32>, p: u32) -> vec4<f32> {
+    return select(select(select(m[0], m[1], p == 1u), m[2], p == 2u), m[3], p == 3u);
+}
+
+fn column_of(t: DistanceTile, q: u32) -> vec4<f32> {
+    let p = q % 4u;
+    let g = q / 4u;
+    return select(
+        select(select(column_of_group(t.g0, p), column_of_group(t.g1, p), g == 1u), column_of_group(t.g2, p), g == 2u),
+        column_of_group(t.g3, p),
+        g == 3u,
+    );
+}
+
+// m with column p replaced by v where `here` (the group holds the particle).
+fn with_column_of_group(m: mat4x4<f32>, p: u32, here: bool, v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        select(m[0], v, here && p == 0u),
+        select(m[1], v, here && p == 1u),
+        select(m[2], v, here && p == 2u),
+        select(m[3], v, here && p == 3u),
+    );
+}
+
+// t with column q replaced by v.
+fn with_column(t: DistanceTile, q: u32, v: vec4<f32>) -> DistanceTile {
+    let p = q % 4u;
+    let g = q / 4u;
+    return DistanceTile(
+        with_column_of_group(t.g0, p, g == 0u, v),
+        with_column_of_group(t.g1, p, g == 1u, v),
+        with_column_of_group(t.g2, p, g == 2u, v),
+        with_column_of_group(t.g3, p, g == 3u, v),
+    );
+}
+
 fn max_of_group(g: u32) -> vec4<f32> {
     return vec4<f32>(tile_max[4u * g], tile_max[4u * g + 1u], tile_max[4u * g + 2u], tile_max[4u * g + 3u]);
 }
@@ -199,8 +240,8 @@ fn reduce_general(
     state.running_max = -FLT_MAX;
     state.weight_sum = 0.0;
     state.best_index = 0u;
-    for (var e = 0u; e < OWNED * 4u; e++) {
-        state.weighted[e] = mat4x4<f32>();
+    for (var j = 0u; j < OWNED; j++) {
+        state.weighted[j] = DistanceTile(mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>());
     }
     if (chunk.first == 0u) {
         for (var q = 0u; q < GENERAL_PARTICLES; q++) {
@@ -219,7 +260,7 @@ fn reduce_general(
             for (var j = 0u; j < OWNED; j++) {
                 let c = lid + j * GENERAL_WG;
                 if (c < columns) {
-                    state.weighted[j * 4u + q / 4u][q % 4u] = softmax_state[at + 1u + c];
+                    state.weighted[j] = with_column(state.weighted[j], q, softmax_state[at + 1u + c]);
                 }
             }
         }
@@ -324,10 +365,13 @@ fn reduce_general(
                 lid + j * GENERAL_WG < columns,
                 invocation,
             );
-            state.weighted[j * 4u] = merge_group(state.weighted[j * 4u], sums.g0, 0u);
-            state.weighted[j * 4u + 1u] = merge_group(state.weighted[j * 4u + 1u], sums.g1, 1u);
-            state.weighted[j * 4u + 2u] = merge_group(state.weighted[j * 4u + 2u], sums.g2, 2u);
-            state.weighted[j * 4u + 3u] = merge_group(state.weighted[j * 4u + 3u], sums.g3, 3u);
+            let owned = state.weighted[j];
+            state.weighted[j] = DistanceTile(
+                merge_group(owned.g0, sums.g0, 0u),
+                merge_group(owned.g1, sums.g1, 1u),
+                merge_group(owned.g2, sums.g2, 2u),
+                merge_group(owned.g3, sums.g3, 3u),
+            );
         }
     }
     if (chunk.last == 0u) {
@@ -344,7 +388,7 @@ fn reduce_general(
             for (var j = 0u; j < OWNED; j++) {
                 let c = lid + j * GENERAL_WG;
                 if (c < columns) {
-                    softmax_state[at + 1u + c] = state.weighted[j * 4u + q / 4u][q % 4u];
+                    softmax_state[at + 1u + c] = column_of(state.weighted[j], q);
                 }
             }
         }
@@ -390,7 +434,7 @@ fn STAGE_ENTRY_POINT(invocation: GeneralInvocation) {
             }
             let base = i * run.dim;
             let x = particle_column(base, c);
-            let m = state.weighted[j * 4u + q / 4u][q % 4u] / tile_weight_sum[q];
+            let m = column_of(state.weighted[j], q) / tile_weight_sum[q];
             finish_column(i, base, c, x, m);
         }
     }
