@@ -86,7 +86,8 @@ for exe in "$bin"/deps/*; do
     [[ $quick -eq 1 ]] && filters=(--exact philox_known_answers_on_gpu gpu_deposit_equals_its_cpu_twin
         flash_score_matches_twin_and_reference_at_tile_boundaries
         gpu_tapped_run_matches_its_single_steps
-        subgroup_and_portable_general_kernels_give_the_same_bits)
+        subgroup_and_portable_general_kernels_give_the_same_bits
+        the_pipeline_cache_is_kept_reused_repaired_and_optional)
     (cd "$root" && "$exe" --nocapture "${filters[@]}") >"$out/test-$name.log" 2>&1
     rc=$?
     took=$(seconds_since "$started")

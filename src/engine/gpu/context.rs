@@ -1,6 +1,7 @@
 //! Device set-up: pick an adapter, open a device with the adapter's full limits, and turn
 //! wgpu's asynchronous errors and device loss into `Error`s the caller can print.
 
+use super::pipeline_cache::PipelineCacheFile;
 use super::shaders::Workgroup;
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,10 @@ pub fn describe_adapters() -> Vec<AdapterSummary> {
 /// metrics, run on the engine's device.
 #[derive(Clone)]
 pub struct GpuContext {
+    /// The compiled pipelines kept on disk between runs, where the device has a pipeline
+    /// cache and a cache folder is configured (shared by clones, saved when the last one is dropped;
+    /// declared first, so dropped while the device is still open).
+    pipeline_cache: Option<Arc<PipelineCacheFile>>,
     /// The device.
     pub device: wgpu::Device,
     /// Its queue.
@@ -201,8 +206,11 @@ impl GpuContext {
         let limits = adapter.limits();
         // Subgroups: the general-D kernels then read the particle tile by broadcasts
         // (shaders/common/general_lanes_subgroup.wgsl).
-        let features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        // The pipeline cache (Vulkan): compiled pipelines kept on disk between runs.
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::PIPELINE_CACHE);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("memodiff"),
             required_features: features,
@@ -236,7 +244,9 @@ impl GpuContext {
                 ));
             }
         });
+        let pipeline_cache = PipelineCacheFile::open(&device, &info).map(Arc::new);
         Ok(Self {
+            pipeline_cache,
             device,
             queue,
             info,
@@ -253,6 +263,19 @@ impl GpuContext {
         self.features.contains(wgpu::Features::SUBGROUP)
             && self.info.subgroup_min_size >= 8
             && self.info.subgroup_max_size <= 64
+    }
+
+    /// The file the compiled pipelines are kept in between runs, if any (see
+    /// [`pipeline_cache`](super::pipeline_cache)).
+    pub fn pipeline_cache_path(&self) -> Option<&std::path::Path> {
+        self.pipeline_cache.as_deref().map(PipelineCacheFile::path)
+    }
+
+    /// Write the pipeline cache now (it is also written when the context is dropped).
+    pub fn save_pipeline_cache(&self) -> std::io::Result<()> {
+        self.pipeline_cache
+            .as_deref()
+            .map_or(Ok(()), PipelineCacheFile::save)
     }
 
     /// The adapter's name, as users see it in summaries and run.json.
@@ -347,7 +370,10 @@ impl GpuContext {
                     constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self
+                    .pipeline_cache
+                    .as_deref()
+                    .map(PipelineCacheFile::for_new_pipeline),
             })
     }
 
