@@ -51,6 +51,7 @@ pub use run::to_folder::{resume_in_folder, sample_to_folder, FolderControl};
 pub use engine::score_at::ScoreEvaluator;
 pub use engine::{Backend, SamplerKind};
 pub use model::dataset::{Dataset, ImageShape};
+pub use model::patch_score::{Locality, PatchScore};
 pub use model::schedule::{ScheduleShape, ScoreKind, VpSchedule};
 
 // Pictures.

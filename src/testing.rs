@@ -95,7 +95,7 @@ pub mod engine {
         };
     }
     pub mod reference {
-        pub use crate::engine::reference::{log_density, score, ReferenceEngine};
+        pub use crate::engine::reference::{log_density, score, score_with, ReferenceEngine};
     }
     pub mod score_at {
         pub use crate::engine::score_at::ScoreEvaluator;
@@ -123,7 +123,10 @@ pub mod metrics {
 }
 pub mod model {
     pub mod dataset {
-        pub use crate::model::dataset::Dataset;
+        pub use crate::model::dataset::{Dataset, ImageShape};
+    }
+    pub mod patch_score {
+        pub use crate::model::patch_score::{score, PatchScore};
     }
     pub mod philox {
         pub use crate::model::philox::{

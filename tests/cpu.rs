@@ -128,6 +128,7 @@ fn cpu_batch_in_step_ranges_is_bit_identical_to_one_go() {
         initial_std: schedule.sigma2(1.0).sqrt(),
         schedule,
         sampler: Default::default(),
+        patch: None,
     };
     let (n, first) = (3_001, 12_345);
     let mut engine = CpuEngine::new();
@@ -173,6 +174,7 @@ fn cpu_cancelled_batch_returns_interrupted() {
         initial_std: schedule.sigma2(1.0).sqrt(),
         schedule,
         sampler: Default::default(),
+        patch: None,
     };
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let (mut init, mut out) = (vec![0f32; 2_000], vec![0f32; 2_000]);
@@ -205,6 +207,7 @@ fn every_cpu_path_returns_interrupted_when_cancelled() {
                 initial_std: schedule.sigma2(1.0).sqrt(),
                 schedule,
                 sampler,
+                patch: None,
             };
             let engines: [Box<dyn Engine>; 2] =
                 [Box::new(CpuEngine::new()), Box::new(ReferenceEngine::new())];
@@ -531,6 +534,7 @@ fn posterior_tap_matches_f64_brute_force(cull: bool) {
         initial_std: schedule.sigma2(1.0).sqrt(),
         schedule,
         sampler: Default::default(),
+        patch: None,
     };
     // Through the engine's interface, as the sampler uses it.
     let mut engine = CpuEngine::with_culling(cull);
@@ -699,6 +703,7 @@ fn culled_attention_kernel_is_exact_and_batch_invariant() {
             initial_std: config.schedule.sigma2(1.0).sqrt(),
             schedule: config.schedule,
             sampler,
+            patch: None,
         };
         let n = 45;
         let (mut init, mut state) = (vec![0f32; n * dim], vec![0f32; n * dim]);

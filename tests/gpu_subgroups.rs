@@ -63,6 +63,7 @@ fn subgroup_and_portable_general_kernels_give_the_same_bits() {
             initial_std: schedule.sigma2(1.0).sqrt(),
             schedule,
             sampler,
+            patch: None,
         };
         gpu.set_chunk_points(chunk);
         let mut results = Vec::new();

@@ -107,6 +107,7 @@ fn gpu_tap_agrees_with_the_cpu_tap() {
             initial_std: schedule.sigma2(1.0).sqrt(),
             schedule,
             sampler,
+            patch: None,
         };
         gpu.set_chunk_points(chunk);
         assert!(gpu.posterior_tap(&problem), "{name}: the GPU engine taps");
@@ -202,6 +203,7 @@ fn gpu_tapped_run_matches_its_single_steps() {
             initial_std: schedule.sigma2(1.0).sqrt(),
             schedule,
             sampler,
+            patch: None,
         };
         let rows = n - 13;
         let first = 1000;
@@ -323,6 +325,7 @@ fn gpu_sampler_posterior_comes_from_the_tap() {
             initial_std: config.schedule.sigma2(1.0).sqrt(),
             schedule: config.schedule,
             sampler: config.sampler,
+            patch: None,
         };
         assert!(
             gpu.posterior_tap(&problem),

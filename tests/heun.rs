@@ -30,6 +30,7 @@ fn heun_until(
         initial_std: schedule.sigma2(1.0).sqrt(),
         schedule,
         sampler: SamplerKind::Heun,
+        patch: None,
     };
     let dim = dataset.dim;
     let (mut initial, mut state) = (vec![0.0; n * dim], vec![0.0; n * dim]);
@@ -183,6 +184,7 @@ fn heun_in_step_ranges_is_bit_identical_to_one_go() {
             initial_std: schedule.sigma2(1.0).sqrt(),
             schedule,
             sampler: SamplerKind::Heun,
+            patch: None,
         };
         let n = 257;
         for (name, engine) in engines.iter_mut() {

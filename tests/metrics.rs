@@ -235,6 +235,7 @@ fn t_min_outputs_the_denoised_mean() {
         initial_std: config.schedule.sigma2(1.0).sqrt(),
         schedule: config.schedule,
         sampler: memodiff::testing::engine::SamplerKind::Em,
+        patch: None,
     };
     let mut initial = vec![0f32; 2_000];
     let mut state = vec![0f32; 2_000];
@@ -553,6 +554,7 @@ fn posterior_tap_matches_the_f64_posterior() {
             initial_std: schedule.sigma2(1.0).sqrt(),
             schedule,
             sampler,
+            patch: None,
         };
         let mut engine: Box<dyn Engine> = match backend {
             "cpu" => Box::new(CpuEngine::new()),

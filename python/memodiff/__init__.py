@@ -36,6 +36,24 @@ DEFAULT_BANDWIDTH: float = _memodiff.DEFAULT_BANDWIDTH
 ArrayLike = Any
 
 
+def _training(train: ArrayLike) -> Tuple[np.ndarray, Optional[Tuple[int, int, int]]]:
+    """`train` as (N, D) float64, and the (H, W, C) of image sets given as (N, H, W) or
+    (N, H, W, C) (flattened row-major, as the CLI reads an image `.npy`)."""
+    try:
+        array = np.asarray(train)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"invalid train: not an array of numbers ({e})") from None
+    shape = None
+    if array.ndim > 4:
+        raise ValueError(
+            f"invalid train: expected (N, D) or images (N, H, W[, C]), got shape {array.shape}"
+        )
+    if array.ndim in (3, 4):
+        shape = tuple(int(v) for v in array.shape[1:]) + ((1,) if array.ndim == 3 else ())
+        array = array.reshape(array.shape[0], -1)
+    return _float_array(array, "train", np.float64), shape
+
+
 def _float_array(value: ArrayLike, name: str, dtype: type, columns: Optional[int] = None) -> np.ndarray:
     """`value` as a C-contiguous 2-D array of `dtype`, checked: a ValueError names `name`."""
     try:
@@ -162,8 +180,10 @@ def sample(
     """Run the reverse-time SDE driven by the exact empirical score of ``train``.
 
     Args:
-        train: the training set, any float array-like of shape (N, D) (float64,
-            Fortran-ordered and non-contiguous arrays are converted).
+        train: the training set, any float array-like of shape (N, D), or images (N, H, W)
+            or (N, H, W, C), flattened row-major to D = H W C as the CLI reads an image
+            ``.npy`` (float64, Fortran-ordered and non-contiguous arrays are converted).
+            The samples are (P, D) either way.
         particles: how many samples P to draw (the whole run's, with ``shard``).
         steps: time points S of the grid (S - 1 updates), as ``memodiff sample --steps``.
         seed: seed of the Philox streams; particle i's noise depends only on (seed, i).
@@ -173,8 +193,10 @@ def sample(
         sampler: ``"em"`` (Euler–Maruyama on the SDE), ``"heun"`` (probability-flow ODE)
             or ``"ddim"`` (DDIM).
         eta: DDIM's eta in [0, 1]: 0 deterministic, 1 the DDPM posterior's noise.
-        score: ``"empirical"`` or ``"kde:h"`` (the training set smoothed by a Gaussian of
-            width h).
+        score: ``"empirical"``, ``"kde:h"`` (the training set smoothed by a Gaussian of
+            width h), or on images a patch-local score with odd patch size k:
+            ``"local:k"``, ``"els:k"`` or ``"bbels:k"`` (Kamb & Ganguli; cpu and reference
+            backends, which ``"auto"`` then picks).
         t_min: stop at forward time t_min and return each sample's denoised mean (0: off).
         grid_start: the forward time of the first step: ``steps - 1`` equal steps from it
             down to t_min, from N(0, I) as DDIM code starts (None: the tutorial's grid,
@@ -203,7 +225,7 @@ def sample(
     Returns:
         A :class:`Run`.
     """
-    train_array = _float_array(train, "train", np.float64)
+    train_array, image_shape = _training(train)
     if preset is not None and (steps != 100 or schedule != "vp-linear" or sampler != "em"
                                or grid_start is not None or eta != 0.0):
         raise ValueError(
@@ -248,6 +270,7 @@ def sample(
         initial_array,
         wanted,
         callback,
+        image_shape,
     )
     return Run(samples, initial_out, dict(kept), json.loads(metrics), json.loads(info))
 
@@ -315,18 +338,22 @@ def score(
     Args:
         x: points (n, D), any float array-like (evaluated in float32, as the engines do).
         t: forward time in (0, 1].
-        train: the training set (N, D).
-        score: ``"empirical"`` or ``"kde:h"`` (components of variance sigma^2 + s^2 h^2).
+        train: the training set (N, D), or images (N, H, W[, C]) flattened as in
+            :func:`sample`.
+        score: ``"empirical"``, ``"kde:h"`` (components of variance sigma^2 + s^2 h^2), or
+            on images ``"local:k"``, ``"els:k"``, ``"bbels:k"`` (the f64 reference on any
+            backend).
         beta_min, beta_max: the linear VP schedule.
         backend: ``"auto"``, ``"gpu"``, ``"cpu"`` or ``"reference"`` (f64).
 
     Returns:
         float32 (n, D).
     """
-    train_array = _float_array(train, "train", np.float64)
+    train_array, image_shape = _training(train)
     x_array = _float_array(x, "x", np.float32, columns=train_array.shape[1])
     return _memodiff.score(
-        x_array, float(t), train_array, score, float(beta_min), float(beta_max), backend, device
+        x_array, float(t), train_array, score, float(beta_min), float(beta_max), backend, device,
+        image_shape
     )
 
 

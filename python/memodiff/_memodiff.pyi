@@ -30,6 +30,7 @@ def sample(
     initial: Optional[npt.NDArray[np.float32]],
     snapshots: List[int],
     progress: Optional[Callable[[int, int], None]],
+    image_shape: Optional[Tuple[int, int, int]],
 ) -> Tuple[
     npt.NDArray[np.float32],
     Optional[npt.NDArray[np.float32]],
@@ -58,6 +59,7 @@ def score(
     beta_max: float,
     backend: str,
     device: Optional[int],
+    image_shape: Optional[Tuple[int, int, int]],
 ) -> npt.NDArray[np.float32]: ...
 def density(
     points: npt.NDArray[np.float32],

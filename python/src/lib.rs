@@ -57,12 +57,30 @@ fn parse_name<T: clap::ValueEnum>(argument: &str, name: &str) -> PyResult<T> {
 }
 
 /// The training set `train` (row-major (N, D), float64) as the library's dataset.
-fn dataset(train: &PyReadonlyArray2<f64>) -> PyResult<memodiff::Dataset> {
+/// The training set of the (N, D) array `train`, images of `image_shape` (H, W, C) when
+/// given (the Python side flattened (N, H, W[, C]) arrays).
+fn dataset(
+    train: &PyReadonlyArray2<f64>,
+    image_shape: Option<(usize, usize, usize)>,
+) -> PyResult<memodiff::Dataset> {
     let dim = train.shape()[1];
     let points = train
         .as_slice()
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    memodiff::Dataset::new("python array", dim, points.to_vec()).map_err(to_py)
+    let mut set = memodiff::Dataset::new("python array", dim, points.to_vec()).map_err(to_py)?;
+    if let Some((height, width, channels)) = image_shape {
+        if height * width * channels != dim {
+            return Err(PyValueError::new_err(format!(
+                "invalid train: images of {height}x{width}x{channels} do not have {dim} values"
+            )));
+        }
+        set.image_shape = Some(memodiff::ImageShape {
+            height,
+            width,
+            channels,
+        });
+    }
+    Ok(set)
 }
 
 /// Keeps a run's samples (and initial positions) in buffers of their final size, and
@@ -177,7 +195,7 @@ type Sampled<'py> = (
 /// Sample; see `memodiff.sample` for the arguments. Returns (samples, initial or None,
 /// metrics as JSON, run information as JSON).
 #[pyfunction]
-#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, eta, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress))]
+#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, eta, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress, image_shape))]
 #[allow(clippy::too_many_arguments)]
 fn sample<'py>(
     py: Python<'py>,
@@ -202,8 +220,9 @@ fn sample<'py>(
     initial: Option<PyReadonlyArray2<'py, f32>>,
     snapshots: Vec<usize>,
     progress: Option<Py<PyAny>>,
+    image_shape: Option<(usize, usize, usize)>,
 ) -> PyResult<Sampled<'py>> {
-    let training = dataset(&train)?;
+    let training = dataset(&train, image_shape)?;
     let dim = training.dim;
     let mut config = SampleConfig::new(training.clone());
     config.particles = particles;
@@ -278,7 +297,7 @@ fn sample<'py>(
         };
         // The engine runs without the GIL; the progress takes it back briefly.
         let outcome = py.detach(|| {
-            let mut opened = Sampler::open(backend, device)?;
+            let mut opened = Sampler::open_for(backend, device, &config.score)?;
             let timing = opened.run(&config, &mut keep, &mut progress, &cancel)?;
             Ok::<_, Error>((
                 timing,
@@ -356,7 +375,7 @@ fn speciation(
     backend: &str,
     device: Option<usize>,
 ) -> PyResult<String> {
-    let mut training = dataset(&train)?;
+    let mut training = dataset(&train, None)?;
     // The name decides the classes: a two-gaussians set is classed by mixture component.
     training.name = name.to_string();
     let mut config = SampleConfig::new(training);
@@ -373,7 +392,7 @@ fn speciation(
 
 /// The score (`empirical` or `kde:h`) of `train` at the rows of `x` at forward time `t`.
 #[pyfunction]
-#[pyo3(signature = (x, t, train, score, beta_min, beta_max, backend, device))]
+#[pyo3(signature = (x, t, train, score, beta_min, beta_max, backend, device, image_shape))]
 #[allow(clippy::too_many_arguments)]
 fn score<'py>(
     py: Python<'py>,
@@ -385,8 +404,9 @@ fn score<'py>(
     beta_max: f64,
     backend: &str,
     device: Option<usize>,
+    image_shape: Option<(usize, usize, usize)>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let training = dataset(&train)?;
+    let training = dataset(&train, image_shape)?;
     let kind = score
         .parse::<ScoreKind>()
         .map_err(|e| PyValueError::new_err(format!("invalid score: {e}")))?;

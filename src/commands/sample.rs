@@ -172,8 +172,13 @@ pub struct SampleArgs {
     pub snapshots: Option<usize>,
 
     /// The score driving the sampler: `empirical` (the exact score of the training set,
-    /// which memorizes) or `kde:h` (the score of the training set smoothed by a Gaussian of
-    /// width h, components N(s x_i, (sigma2 + s^2 h^2) I); kde:0 is the empirical score).
+    /// which memorizes), `kde:h` (the score of the training set smoothed by a Gaussian of
+    /// width h, components N(s x_i, (sigma2 + s^2 h^2) I); kde:0 is the empirical score),
+    /// or, on image data, a patch-local score with odd patch size k (Kamb & Ganguli):
+    /// `local:k` (each pixel's posterior over the training patches at its own position),
+    /// `els:k` (over every k×k patch of every training image, image read circularly) or
+    /// `bbels:k` (els with zero padding, edge pixels matched to patches at their own
+    /// distance from the edge). Patch scores run on the cpu and reference engines.
     #[arg(long, default_value = "empirical")]
     pub score: crate::model::schedule::ScoreKind,
 

@@ -102,6 +102,37 @@ pub fn open_device(
     })
 }
 
+/// The backend `auto` means for a run with `score`: the cpu engine for a patch-local score
+/// (the GPU has no kernels for those yet), with a note saying so; `backend` otherwise. A
+/// patch score on the GPU (`--backend gpu`, `--device N`) is refused before anything runs.
+pub fn backend_for_score(
+    backend: Backend,
+    device: Option<usize>,
+    score: &crate::model::schedule::ScoreKind,
+) -> Result<(Backend, Option<String>)> {
+    let crate::model::schedule::ScoreKind::Patch(patch) = score else {
+        return Ok((backend, None));
+    };
+    match (backend, device) {
+        (Backend::Auto, None) => Ok((
+            Backend::Cpu,
+            Some(format!(
+                "--score {} runs on the cpu engine (the GPU has no patch-score kernels yet)",
+                patch.label()
+            )),
+        )),
+        (Backend::Gpu | Backend::Auto, _) => Err(crate::error::Error::invalid(
+            "backend",
+            format!(
+                "--score {} runs on --backend cpu or reference: the GPU has no patch-score \
+                 kernels yet",
+                patch.label()
+            ),
+        )),
+        _ => Ok((backend, None)),
+    }
+}
+
 /// Open the engine of `backend` on adapter `device` (see [`open_device`]). The second
 /// value says why `auto` fell back to the cpu engine.
 pub fn open_backend(
@@ -165,6 +196,10 @@ pub struct Problem<'a> {
     pub initial_std: f64,
     /// Which integrator runs the steps (same grid, same initial noise).
     pub sampler: SamplerKind,
+    /// The patch-local score on the training images, where the run uses one (`--score
+    /// local:k` ...); `None`: the score of whole training points (empirical, or kde:h
+    /// through the steps' variances).
+    pub patch: Option<crate::model::patch_score::PatchGeometry>,
 }
 
 /// Where an engine writes the posterior concentration it meets in its own score

@@ -6,6 +6,7 @@ use crate::engine::cpu::run_blocks;
 use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::Result;
 use crate::model::dataset::Dataset;
+use crate::model::patch_score::{self, PatchGeometry};
 use crate::model::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
 use crate::model::posterior::{max_weight as max_weight_of, softmax_in_place};
 use crate::model::schedule::ScorePoint;
@@ -63,10 +64,30 @@ pub fn log_density(dataset: &Dataset, schedule: &VpSchedule, tau: f64, x: &[f64]
     lse - (dataset.len() as f64).ln() - 0.5 * dim * (std::f64::consts::TAU * v).ln()
 }
 
+/// What the reference's steps evaluate: the score of the training set, whole points or
+/// (with a patch score) patches.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreModel<'a> {
+    /// The training set.
+    pub dataset: &'a Dataset,
+    /// The patch-local score, if the run uses one; else the empirical (or kde) score.
+    pub patch: Option<PatchGeometry>,
+}
+
+impl ScoreModel<'_> {
+    /// The score at `x` of the mixture at mean scale `s` and component variance `v`.
+    pub fn score(&self, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
+        match &self.patch {
+            Some(geometry) => patch_score::score(geometry, self.dataset, s, v, x),
+            None => score_with(self.dataset, s, v, x),
+        }
+    }
+}
+
 /// One Euler–Maruyama step exactly as written in docs/architecture.md §1:
 /// `x <- x + dt (-f(x, tau) + g(tau)^2 score) + sqrt(dt) g(tau) z`.
 pub fn em_step(
-    dataset: &Dataset,
+    model: &ScoreModel,
     schedule: &VpSchedule,
     step: &ReverseStep,
     x: &mut [f64],
@@ -74,7 +95,7 @@ pub fn em_step(
 ) {
     // The step's own mean scale and component variance: the empirical score's
     // `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h` (schedule::reverse_steps_with).
-    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let sc = model.score(step.mean_scale, step.sigma2, x);
     let g = schedule.diffusion(step.tau);
     for d in 0..x.len() {
         let drift = -schedule.drift(x[d], step.tau) + g * g * sc[d];
@@ -87,13 +108,13 @@ pub fn em_step(
 /// `x' = s' x0 + sqrt(sigma'^2 - sigma_eta^2) eps + sigma_eta z` at the next time
 /// `tau - dt`, with `sigma_eta = eta (sigma'/sigma) sqrt(1 - s^2/s'^2)` (0 for eta = 0).
 pub fn ddim_step(
-    dataset: &Dataset,
+    model: &ScoreModel,
     schedule: &VpSchedule,
     step: &ReverseStep,
     x: &mut [f64],
     z: &[f64],
 ) {
-    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let sc = model.score(step.mean_scale, step.sigma2, x);
     let (s, sigma) = (step.mean_scale, schedule.sigma2(step.tau).sqrt());
     let next = (step.tau - step.dt).max(0.0);
     let (s_next, sigma_next) = (schedule.mean_scale(next), schedule.sigma2(next).sqrt());
@@ -113,12 +134,12 @@ pub fn ddim_step(
 /// variance `step.sigma2`: `sigma2(tau)`, or `sigma2 + s^2 h^2` for `kde:h`):
 /// `v = -f(x, tau) + g(tau)^2 score / 2`.
 fn step_velocity(
-    dataset: &Dataset,
+    model: &ScoreModel,
     schedule: &VpSchedule,
     step: &ReverseStep,
     x: &[f64],
 ) -> Vec<f64> {
-    let sc = score_with(dataset, step.mean_scale, step.sigma2, x);
+    let sc = model.score(step.mean_scale, step.sigma2, x);
     let g = schedule.diffusion(step.tau);
     x.iter()
         .zip(&sc)
@@ -132,18 +153,18 @@ fn step_velocity(
 /// tau = 0 where sigma2 = 0 and the score is singular, or to `--t-min`) it is the Euler
 /// step `x' = x~`.
 pub fn heun_step(
-    dataset: &Dataset,
+    model: &ScoreModel,
     schedule: &VpSchedule,
     step: &ReverseStep,
     next: Option<&ReverseStep>,
     x: &mut [f64],
 ) {
-    let v0 = step_velocity(dataset, schedule, step, x);
+    let v0 = step_velocity(model, schedule, step, x);
     let predicted: Vec<f64> = x.iter().zip(&v0).map(|(a, v)| a + step.dt * v).collect();
     match next {
         None => x.copy_from_slice(&predicted),
         Some(next) => {
-            let v1 = step_velocity(dataset, schedule, next, &predicted);
+            let v1 = step_velocity(model, schedule, next, &predicted);
             for d in 0..x.len() {
                 x[d] += 0.5 * step.dt * (v0[d] + v1[d]);
             }
@@ -197,6 +218,10 @@ impl Engine for ReferenceEngine {
         let dim = problem.dataset.dim;
         let (first_particle, steps) = (work.first_particle, work.steps.clone());
         let schedule = problem.schedule;
+        let model = ScoreModel {
+            dataset: problem.dataset,
+            patch: problem.patch,
+        };
         let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
             Some(tap) => {
                 tap.check();
@@ -255,16 +280,16 @@ impl Engine for ReferenceEngine {
                 match problem.sampler {
                     SamplerKind::Em => {
                         fill_normals_f64(problem.seed, particle, step.index, &mut z);
-                        em_step(problem.dataset, &schedule, step, &mut x, &z);
+                        em_step(&model, &schedule, step, &mut x, &z);
                     }
                     SamplerKind::Heun => {
                         let next = problem.steps.get(k + 1);
-                        heun_step(problem.dataset, &schedule, step, next, &mut x);
+                        heun_step(&model, &schedule, step, next, &mut x);
                     }
                     SamplerKind::Ddim => {
                         // The same normals as an em step's (zero-weighted for eta = 0).
                         fill_normals_f64(problem.seed, particle, step.index, &mut z);
-                        ddim_step(problem.dataset, &schedule, step, &mut x, &z);
+                        ddim_step(&model, &schedule, step, &mut x, &z);
                     }
                 }
             }

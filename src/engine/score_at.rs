@@ -8,6 +8,7 @@ use super::records::{StepParams, MAX_DIM};
 use super::{cpu, gpu, reference, Backend, Engine};
 use crate::error::{Error, Result};
 use crate::model::dataset::Dataset;
+use crate::model::patch_score;
 use crate::model::schedule::{ScoreKind, ScorePoint, VpSchedule};
 
 /// Who evaluates the score: an engine's score stage.
@@ -55,7 +56,8 @@ impl ScoreEvaluator {
         }
     }
 
-    /// The score of kind `score` (the empirical score, or `kde:h`) of the training set `dataset` at the row-major
+    /// The score of kind `score` (the empirical score, `kde:h`, or a patch score, always
+    /// from the f64 reference) of the training set `dataset` at the row-major
     /// (n, D) `points` at forward time `tau` of `schedule`, row-major (n, D). Refuses a
     /// `tau` outside (0, 1] (at 0 the score is undefined), no points, a length that is not
     /// a whole number of D-vectors, and non-finite coordinates.
@@ -94,6 +96,22 @@ impl ScoreEvaluator {
             ));
         }
         let point = ScorePoint::new(schedule, score, tau);
+        if let ScoreKind::Patch(patch) = score {
+            // Patch scores at points: the f64 reference on every engine (the score of a
+            // handful of images; the engines' patch kernels run inside `sample`).
+            let geometry = patch
+                .on(dataset.image_shape)
+                .map_err(|why| Error::invalid("score", why))?;
+            return Ok(points
+                .chunks(dim)
+                .flat_map(|p| {
+                    let x: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+                    patch_score::score(&geometry, dataset, point.mean_scale, point.variance, &x)
+                        .into_iter()
+                        .map(|v| v as f32)
+                })
+                .collect());
+        }
         let step = StepParams::for_point(schedule, &point);
         match self {
             ScoreEvaluator::Gpu(g) => g.evaluate_score_of(dataset, &step, points),

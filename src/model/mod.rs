@@ -2,6 +2,7 @@
 //! random numbers, the posterior over training points, and the training sets.
 
 pub mod dataset;
+pub mod patch_score;
 pub mod philox;
 pub mod posterior;
 pub mod schedule;

@@ -227,6 +227,9 @@ pub enum ScoreKind {
         /// The kernel width.
         h: f64,
     },
+    /// A patch-local score on image data (`local:k`, `els:k`, `bbels:k`; see
+    /// [`PatchScore`](crate::PatchScore)): each pixel's posterior over training patches.
+    Patch(super::patch_score::PatchScore),
 }
 
 impl ScoreKind {
@@ -234,7 +237,7 @@ impl ScoreKind {
     /// `sigma2` for the empirical score, `sigma2 + s^2 h^2` for `kde:h`.
     pub fn variance(&self, mean_scale: f64, sigma2: f64) -> f64 {
         match *self {
-            ScoreKind::Empirical => sigma2,
+            ScoreKind::Empirical | ScoreKind::Patch(_) => sigma2,
             ScoreKind::Kde { h } => sigma2 + mean_scale * mean_scale * h * h,
         }
     }
@@ -244,6 +247,7 @@ impl ScoreKind {
         match self {
             ScoreKind::Empirical => "empirical".into(),
             ScoreKind::Kde { h } => format!("kde:{h}"),
+            ScoreKind::Patch(patch) => patch.label(),
         }
     }
 }
@@ -256,13 +260,17 @@ impl std::str::FromStr for ScoreKind {
         if text == "empirical" {
             return Ok(ScoreKind::Empirical);
         }
+        if let Some(patch) = super::patch_score::PatchScore::parse(text) {
+            return patch.map(ScoreKind::Patch);
+        }
         match text.strip_prefix("kde:").map(|h| h.trim().parse::<f64>()) {
             Some(Ok(h)) if h.is_finite() && h >= 0.0 => Ok(ScoreKind::Kde { h }),
             Some(_) => Err(format!(
                 "'{text}': the kde width h must be a finite number >= 0, e.g. kde:0.1"
             )),
             None => Err(format!(
-                "'{text}': expected `empirical` or `kde:h` (e.g. kde:0.1)"
+                "'{text}': expected `empirical`, `kde:h` (e.g. kde:0.1) or a patch score \
+                 `local:k`, `els:k`, `bbels:k` (k odd, e.g. els:3)"
             )),
         }
     }

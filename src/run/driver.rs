@@ -271,6 +271,11 @@ impl SampleConfig {
                 return Err(Error::invalid("score", "kde:h needs a finite h >= 0"));
             }
         }
+        if let ScoreKind::Patch(patch) = self.score {
+            patch
+                .on(self.dataset.image_shape)
+                .map_err(|why| Error::invalid("score", why))?;
+        }
         if self.batch == Some(0) {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
@@ -622,6 +627,14 @@ pub fn run_checkpointed(
         initial_std: config.initial_std(),
         schedule: config.schedule,
         sampler: config.sampler,
+        patch: match config.score {
+            ScoreKind::Patch(patch) => Some(
+                patch
+                    .on(config.dataset.image_shape)
+                    .map_err(|why| Error::invalid("score", why))?,
+            ),
+            _ => None,
+        },
     };
     // Observed steps whose posterior the engine reports from its own score evaluation:
     // the batch runs through them without stopping. (The state after the last step is

@@ -79,6 +79,19 @@ impl Sampler {
         Ok(Sampler { engine, note })
     }
 
+    /// [`open`](Self::open) for a run with `score`: `auto` means the cpu engine for a
+    /// patch-local score (the GPU has no patch-score kernels yet).
+    pub fn open_for(
+        backend: Backend,
+        device: Option<usize>,
+        score: &crate::model::schedule::ScoreKind,
+    ) -> Result<Self> {
+        let (backend, score_note) = crate::engine::backend_for_score(backend, device, score)?;
+        let mut sampler = Self::open(backend, device)?;
+        sampler.note = score_note.or(sampler.note);
+        Ok(sampler)
+    }
+
     /// The backend that runs (never `auto`).
     pub fn backend(&self) -> Backend {
         self.engine.backend()

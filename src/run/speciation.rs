@@ -167,6 +167,7 @@ pub fn measure(
         initial_std: config.initial_std(),
         schedule: config.schedule,
         sampler: config.sampler,
+        patch: None,
     };
     let batch = driver::batch_size(config, engine);
     let mut curve = Vec::new();

@@ -78,8 +78,10 @@ pub fn sample_to_folder(
     config.initial = load_initial(spec, config.dataset.dim)?;
     config.validate()?;
     // Open the engine before touching the folder: a run that cannot start writes nothing.
-    let (engine, note) = crate::engine::open_backend(execution.backend, execution.device)?;
-    if let Some(note) = &note {
+    let (backend, score_note) =
+        crate::engine::backend_for_score(execution.backend, execution.device, &config.score)?;
+    let (engine, note) = crate::engine::open_backend(backend, execution.device)?;
+    for note in score_note.iter().chain(&note) {
         (control.notes)(note);
     }
     let (staging, repaired) = Staging::begin(out)?;

@@ -177,7 +177,7 @@ impl ScoreScale {
 /// The score's scale and temperature of a record (an update of the rows' `x`, in place:
 /// an em step draws its noise from Philox (step, lane block); a Heun predictor also
 /// writes the corrector's part).
-fn score_scale(update: &StepRecord) -> ScoreScale {
+pub(crate) fn score_scale(update: &StepRecord) -> ScoreScale {
     match update {
         StepRecord::Em(p) => ScoreScale::new(p.mean_scale, p.inv_two_sigma2),
         StepRecord::Heun(h) => ScoreScale::new(h.mean_scale, h.inv_two_sigma2),
@@ -288,6 +288,49 @@ isa_dispatch! {
     }
 }
 
+isa_dispatch! {
+    /// The softmax-weighted means of `training`'s points for every row of `xs` (`dim`
+    /// coordinates each) at `scale`, into `means` (same shape): the attention kernel alone,
+    /// for scores whose queries are not whole particles (the patch-local scores,
+    /// `engine::cpu::patch`). Each row's mean depends only on that row.
+    pub fn softmax_means(
+        training: &TrainingPanels,
+        xs: &[f32],
+        scale: ScoreScale,
+        scratch: &mut Scratch,
+        means: &mut [f32],
+    ) {
+        Avx512 => softmax_means_with::<Fused16, 8, true>(training, xs, scale, scratch, means),
+        Avx2 => softmax_means_with::<x86::Avx2x16, 3, true>(training, xs, scale, scratch, means),
+        Portable => softmax_means_with::<Portable16, 1, false>(training, xs, scale, scratch, means),
+    }
+}
+
+#[inline(always)]
+fn softmax_means_with<V: Lanes16, const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    xs: &[f32],
+    scale: ScoreScale,
+    scratch: &mut Scratch,
+    means: &mut [f32],
+) {
+    let dim = training.dim;
+    assert_eq!(xs.len(), means.len());
+    assert!(scratch.rows >= (xs.len() / dim).div_ceil(R) * R);
+    // SAFETY: the wrappers only instantiate `V` for features this CPU has.
+    unsafe { score_means::<V, R, FMA>(training, xs, scale, scratch) };
+    let width = training.row_width;
+    for (p, mean) in means.chunks_exact_mut(dim).enumerate() {
+        let sum = scratch.weight_sum[p];
+        for (m, &a) in mean
+            .iter_mut()
+            .zip(&scratch.acc[p * width..p * width + dim])
+        {
+            *m = a / sum;
+        }
+    }
+}
+
 #[inline(always)]
 fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
     training: &TrainingPanels,
@@ -350,7 +393,7 @@ fn advance_with<V: Lanes16, const R: usize, const FMA: bool>(
 /// `m = acc / weight_sum`), the normals of coordinates 4b..4b+3 from lane block b
 /// (vectorised over lane blocks: `noise` is scratch of `x.len()` values).
 #[inline(always)]
-fn em_update<const FMA: bool>(
+pub(crate) fn em_update<const FMA: bool>(
     x: &mut [f32],
     acc: &[f32],
     weight_sum: f32,
@@ -368,7 +411,7 @@ fn em_update<const FMA: bool>(
 
 /// The twin's `heun_update` with `m = acc / weight_sum`.
 #[inline(always)]
-fn heun_update(
+pub(crate) fn heun_update(
     x: &mut [f32],
     partial: &mut [f32],
     acc: &[f32],

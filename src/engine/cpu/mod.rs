@@ -15,6 +15,7 @@ pub mod heun_step;
 pub mod init_noise;
 pub mod lanes16;
 pub mod nearest;
+pub mod patch;
 pub mod reduce_general;
 pub mod score;
 
@@ -68,6 +69,11 @@ enum PreparedTraining {
         clustered: bool,
         panels: Box<attention::TrainingPanels>,
     },
+    /// A patch-local score: its dictionaries in the attention kernel's layout.
+    Patches {
+        dataset: u64,
+        dictionaries: Box<patch::PatchDictionaries>,
+    },
 }
 
 impl PreparedTraining {
@@ -77,8 +83,24 @@ impl PreparedTraining {
         slot: &'s mut Option<PreparedTraining>,
         problem: &Problem,
         cull: bool,
-    ) -> &'s PreparedTraining {
+    ) -> Result<&'s PreparedTraining> {
         let (dataset, dim) = (problem.dataset.identity(), problem.dataset.dim);
+        if let Some(geometry) = problem.patch {
+            let fits = matches!(&*slot, Some(PreparedTraining::Patches { dataset: d, dictionaries })
+                if *d == dataset && dictionaries.geometry == geometry);
+            if !fits {
+                // The old layout goes first: the dictionaries may be large.
+                *slot = None;
+                *slot = Some(PreparedTraining::Patches {
+                    dataset,
+                    dictionaries: Box::new(patch::PatchDictionaries::new(
+                        geometry,
+                        problem.dataset,
+                    )?),
+                });
+            }
+            return Ok(slot.as_ref().expect("prepared above"));
+        }
         let fits = match &*slot {
             Some(PreparedTraining::Lanes { dataset: d, .. }) => *d == dataset && dim <= MAX_DIM,
             Some(PreparedTraining::Panels {
@@ -86,7 +108,7 @@ impl PreparedTraining {
                 clustered,
                 ..
             }) => *d == dataset && dim > MAX_DIM && *clustered == cull,
-            None => false,
+            Some(PreparedTraining::Patches { .. }) | None => false,
         };
         if !fits {
             let points = &problem.dataset.points;
@@ -107,7 +129,7 @@ impl PreparedTraining {
                 }
             });
         }
-        slot.as_ref().expect("prepared above")
+        Ok(slot.as_ref().expect("prepared above"))
     }
 }
 
@@ -271,7 +293,8 @@ impl Engine for CpuEngine {
     /// Both kernels read the softmax state they evaluate the score with: the D <= 4 SIMD
     /// engine its lanes', the D > 4 attention kernel each row's `1 / weight_sum`.
     fn posterior_tap(&self, problem: &Problem) -> bool {
-        (1..=MAX_DIMENSION).contains(&problem.dataset.dim)
+        // A patch score evaluates no posterior over whole training points.
+        problem.patch.is_none() && (1..=MAX_DIMENSION).contains(&problem.dataset.dim)
     }
 
     fn advance_steps(
@@ -294,7 +317,12 @@ impl Engine for CpuEngine {
         if problem.dataset.is_empty() {
             return Err(Error::invalid("dataset", "the training set is empty"));
         }
-        match PreparedTraining::of(prepared, problem, cull) {
+        match PreparedTraining::of(prepared, problem, cull)? {
+            PreparedTraining::Patches { dictionaries, .. } => {
+                // The posterior tap is the empirical score's (posterior_tap is false).
+                let _ = tap;
+                patch::advance_patch(problem, work, dictionaries)
+            }
             PreparedTraining::Panels { panels, .. } => {
                 advance_attention(problem, work, tap, (panels.as_ref(), stats))
             }

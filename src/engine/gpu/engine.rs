@@ -703,7 +703,7 @@ impl Engine for GpuEngine {
     }
 
     fn posterior_tap(&self, problem: &Problem) -> bool {
-        problem.dataset.len() <= MAX_TAPPED_TRAINING_POINTS
+        problem.patch.is_none() && problem.dataset.len() <= MAX_TAPPED_TRAINING_POINTS
     }
 
     /// The tapped records run the tapped pipeline (common/tap_on.wgsl), whose
@@ -715,6 +715,16 @@ impl Engine for GpuEngine {
         work: BatchWork,
         tap: Option<&mut PosteriorTap>,
     ) -> Result<()> {
+        if let Some(geometry) = &problem.patch {
+            return Err(Error::invalid(
+                "backend",
+                format!(
+                    "--score {} runs on --backend cpu or reference: the GPU has no \
+                     patch-score kernels yet",
+                    geometry.score.label()
+                ),
+            ));
+        }
         self.advance(problem, work, tap)
     }
 }

@@ -1,0 +1,198 @@
+//! The cpu engine's patch-local scores (`model::patch_score`): each pixel's posterior over
+//! its dictionary of training patches is attention again, so it runs on the attention
+//! kernel (`attention::softmax_means`). Per dictionary group, the queries are the group's
+//! pixels' patches of every particle of a work item, the keys and values the group's
+//! training patches; the centre of each weighted mean patch is the pixel's denoised
+//! value. The update then applies the step's coefficients to `x` and that denoised image
+//! `m`, as the empirical score's kernels do with the weighted training mean.
+//!
+//! Every query's weighted mean depends only on that query (the attention kernel's
+//! invariant), so results do not depend on batch sizes or threads.
+
+use super::attention::{self, TrainingPanels};
+use super::run_blocks;
+use crate::engine::records::{StepRecord, StepRecords};
+use crate::engine::{BatchWork, Problem};
+use crate::error::{Error, Result};
+use crate::isa::Isa;
+use crate::model::dataset::Dataset;
+use crate::model::patch_score::PatchGeometry;
+
+/// The most training-patch values the engine holds in memory (f32 and f64 while they are
+/// built): 2^31 values, 8 GiB as f32.
+pub const MAX_DICTIONARY_VALUES: u64 = 1 << 31;
+
+/// The dictionaries of a patch score in the attention kernel's layout, with the pixels
+/// each one serves.
+#[derive(Debug)]
+pub struct PatchDictionaries {
+    pub geometry: PatchGeometry,
+    groups: Vec<(Vec<usize>, TrainingPanels)>,
+}
+
+impl PatchDictionaries {
+    /// Build the dictionaries of `geometry` from `dataset`'s images, or say (before
+    /// allocating) how much memory they would need when it is over the engine's limit.
+    pub fn new(geometry: PatchGeometry, dataset: &Dataset) -> Result<Self> {
+        let values = geometry.dictionary_values(dataset.len());
+        if values > MAX_DICTIONARY_VALUES {
+            return Err(Error::invalid(
+                "score",
+                format!(
+                    "--score {} on {} images of {}×{}×{} needs {values} training-patch values \
+                     ({:.1} GiB as f32), over the cpu engine's {:.0} GiB: use fewer images or a \
+                     smaller patch",
+                    geometry.score.label(),
+                    dataset.len(),
+                    geometry.shape.height,
+                    geometry.shape.width,
+                    geometry.shape.channels,
+                    values as f64 * 4.0 / (1u64 << 30) as f64,
+                    MAX_DICTIONARY_VALUES as f64 * 4.0 / (1u64 << 30) as f64,
+                ),
+            ));
+        }
+        let len = geometry.patch_len();
+        let groups = geometry
+            .groups()
+            .into_iter()
+            .map(|group| {
+                let dictionary = geometry.dictionary(&dataset.points, &group);
+                (group.pixels, TrainingPanels::new(&dictionary, len))
+            })
+            .collect();
+        Ok(Self { geometry, groups })
+    }
+
+    /// The denoised images `m` (same shape as `xs`) of every particle of `xs` under the
+    /// score at `scale`. `queries` and `means` are scratch.
+    fn denoise(
+        &self,
+        isa: Isa,
+        xs: &[f32],
+        scale: attention::ScoreScale,
+        scratch: &mut Scratch,
+        m: &mut [f32],
+    ) {
+        let geometry = &self.geometry;
+        let (dim, len) = (
+            geometry.pixels() * geometry.shape.channels,
+            geometry.patch_len(),
+        );
+        let (width, channels, centre) = (
+            geometry.shape.width,
+            geometry.shape.channels,
+            geometry.centre_offset(),
+        );
+        for (pixels, panels) in &self.groups {
+            let queries = xs.len() / dim * pixels.len();
+            let (query, mean) = (
+                &mut scratch.queries[..queries * len],
+                &mut scratch.means[..queries * len],
+            );
+            let mut slots = query.chunks_exact_mut(len);
+            for x in xs.chunks_exact(dim) {
+                for &p in pixels {
+                    geometry.query(x, p / width, p % width, slots.next().expect("sized"));
+                }
+            }
+            attention::softmax_means(isa, panels, query, scale, &mut scratch.attention, mean);
+            let mut patches = mean.chunks_exact(len);
+            for m in m.chunks_exact_mut(dim) {
+                for &p in pixels {
+                    let patch = patches.next().expect("sized");
+                    m[p * channels..(p + 1) * channels]
+                        .copy_from_slice(&patch[centre..centre + channels]);
+                }
+            }
+        }
+    }
+}
+
+/// A work item's buffers, sized for its particles and the largest group.
+struct Scratch {
+    queries: Vec<f32>,
+    means: Vec<f32>,
+    attention: attention::Scratch,
+}
+
+/// Particles per work item: enough queries per attention call to fill its register tiles
+/// when a group serves one pixel (`local:k`), few enough that items balance.
+const ITEM_PARTICLES: usize = 8;
+
+/// Run `work`'s particles through its steps under the patch score of `dictionaries`.
+pub fn advance_patch(
+    problem: &Problem,
+    work: BatchWork,
+    dictionaries: &PatchDictionaries,
+) -> Result<()> {
+    let dim = problem.dataset.dim;
+    let first_particle = work.first_particle;
+    let StepRecords { records, .. } = StepRecords::new(
+        problem.sampler,
+        &problem.schedule,
+        problem.steps,
+        work.steps.clone(),
+    );
+    let key = crate::model::philox::seed_key(problem.seed);
+    let isa = Isa::selected()?;
+    let initial_std = problem.initial_std as f32;
+    let len = dictionaries.geometry.patch_len();
+    let largest_group = dictionaries
+        .groups
+        .iter()
+        .map(|(p, _)| p.len())
+        .max()
+        .unwrap_or(0);
+    run_blocks(dim, ITEM_PARTICLES, work, |c, initial, rows| {
+        let first = first_particle + (c * ITEM_PARTICLES) as u64;
+        if let Some(initial) = initial {
+            for (r, x) in initial.chunks_exact_mut(dim).enumerate() {
+                super::init_noise::init_noise_into(problem.seed, first + r as u64, initial_std, x);
+            }
+            rows.copy_from_slice(initial);
+        }
+        let queries = rows.len() / dim * largest_group;
+        let mut scratch = Scratch {
+            queries: vec![0f32; queries * len],
+            means: vec![0f32; queries * len],
+            attention: attention::Scratch::new(
+                queries,
+                attention::tile_rows(isa),
+                &dictionaries.groups[0].1,
+            ),
+        };
+        let mut m = vec![0f32; rows.len()];
+        let mut partials = vec![0f32; rows.len()];
+        let mut noise = vec![0f32; dim];
+        for record in &records {
+            dictionaries.denoise(
+                isa,
+                rows,
+                attention::score_scale(record),
+                &mut scratch,
+                &mut m,
+            );
+            for (p, ((x, partial), m)) in rows
+                .chunks_exact_mut(dim)
+                .zip(partials.chunks_exact_mut(dim))
+                .zip(m.chunks_exact(dim))
+                .enumerate()
+            {
+                // The attention kernel's updates with the weighted sums `m` and weight 1.
+                match record {
+                    StepRecord::Em(step) => attention::em_update::<false>(
+                        x,
+                        m,
+                        1.0,
+                        step,
+                        key,
+                        first + p as u64,
+                        &mut noise,
+                    ),
+                    StepRecord::Heun(half) => attention::heun_update(x, partial, m, 1.0, half),
+                }
+            }
+        }
+    })
+}
