@@ -50,6 +50,7 @@ pub use run::to_folder::{resume_in_folder, sample_to_folder, FolderControl};
 // The model and the engines.
 pub use engine::score_at::ScoreEvaluator;
 pub use engine::{Backend, SamplerKind};
+pub use model::dataset::images::{digits_file, digits_labels_file};
 pub use model::dataset::{Dataset, ImageShape};
 pub use model::patch_score::{Locality, PatchScore};
 pub use model::schedule::{ScheduleShape, ScoreKind, VpSchedule};

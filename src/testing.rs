@@ -114,6 +114,9 @@ pub mod image {
 }
 pub mod io {
     pub use crate::io::read_npy_f32;
+    pub mod npy {
+        pub use crate::io::npy::read_npy_f32;
+    }
     pub mod staging {
         pub use crate::io::staging::repair;
     }

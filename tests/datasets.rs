@@ -231,3 +231,116 @@ fn csv_comments_size_bounds_and_paths_that_are_not_files() {
     std::fs::create_dir(&sub).unwrap();
     assert_refused_before_writing(&["--dataset", sub.to_str().unwrap()], "is a directory");
 }
+
+/// Samples of a finished run, as f32.
+fn samples(out: &Path) -> Vec<f32> {
+    memodiff::testing::io::npy::read_npy_f32(&out.join("samples.npy"))
+        .unwrap()
+        .1
+}
+
+#[test]
+fn uint8_images_need_a_scale_and_then_equal_their_float_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four 3 x 2 images of grey levels 0..255, as uint8 and as float32 in [-1, 1].
+    let levels: Vec<u8> = (0..24u32).map(|i| (i * 97 % 256) as u8).collect();
+    let raw = dir.path().join("u8.npy");
+    common::npy::write_typed(&raw, "|u1", &[4, 3, 2], &levels);
+    let float: Vec<f32> = levels
+        .iter()
+        .map(|&v| (-1.0 + 2.0 * f64::from(v) / 255.0) as f32)
+        .collect();
+    let twin = dir.path().join("f32.npy");
+    common::npy::write_f32(&twin, &[4, 3, 2], &float);
+    let raw = raw.to_str().unwrap();
+    assert_refused_before_writing(&["--dataset", raw], "holds uint8 images");
+    assert_refused_before_writing(&["--dataset", raw, "--scale", "1,-1"], "LO < HI");
+    assert_refused_before_writing(
+        &["--dataset", twin.to_str().unwrap(), "--scale", "0,1"],
+        "applies to uint8 images",
+    );
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    sample(&a, &["--dataset", raw, "--scale", "-1,1"]).success();
+    sample(&b, &["--dataset", twin.to_str().unwrap()]).success();
+    let worst = samples(&a)
+        .iter()
+        .zip(samples(&b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "uint8 scaled vs float32: {worst}");
+    assert!(run_json(&a)["parameters"]["dataset"]
+        .as_str()
+        .unwrap()
+        .contains("scaled to [-1, 1]"));
+}
+
+#[test]
+fn a_class_of_a_labelled_set_is_sampled_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six 2 x 2 images, labels 5, 9, 5, 9, 9, 7 (int64): class 9 is images 1, 3, 4.
+    let values: Vec<f32> = (0..24).map(|i| i as f32 / 24.0).collect();
+    let images = dir.path().join("images.npy");
+    common::npy::write_f32(&images, &[6, 2, 2], &values);
+    let labels = dir.path().join("labels.npy");
+    let bytes: Vec<u8> = [5i64, 9, 5, 9, 9, 7]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    common::npy::write_typed(&labels, "<i8", &[6], &bytes);
+    let (images, labels) = (images.to_str().unwrap(), labels.to_str().unwrap());
+    let out = dir.path().join("out");
+    sample(
+        &out,
+        &["--dataset", images, "--labels", labels, "--class", "9"],
+    )
+    .success();
+    let p = &run_json(&out)["parameters"];
+    assert_eq!(p["n_train"], 3, "{p}");
+    assert!(p["dataset"].as_str().unwrap().ends_with("class 9"));
+    assert_refused_before_writing(
+        &["--dataset", images, "--labels", labels, "--class", "4"],
+        "no image has label 4; the labels are 5, 7, 9",
+    );
+    assert_refused_before_writing(&["--dataset", images, "--class", "9"], "needs --labels");
+}
+
+#[test]
+fn digits_are_read_from_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |data: &Path, out: &Path, extra: &[&str]| {
+        Command::cargo_bin("memodiff")
+            .unwrap()
+            .env("MEMODIFF_DATA", data)
+            .args([
+                "sample",
+                "--backend",
+                "cpu",
+                "--particles",
+                "50",
+                "--steps",
+                "20",
+            ])
+            .args(["--dataset", "digits"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .assert()
+    };
+    // Not exported: the error says how to export them.
+    run(dir.path(), &dir.path().join("none"), &[])
+        .failure()
+        .stderr(predicate::str::contains("scripts/export-digits.py"));
+    // A stand-in of the exported files (the test does not need scikit-learn).
+    let values: Vec<f32> = (0..10 * 64).map(|i| (i % 17) as f32 / 16.0).collect();
+    common::npy::write_f32(&dir.path().join("digits.npy"), &[10, 8, 8], &values);
+    let labels: Vec<u8> = (0..10i64).flat_map(|i| (i % 3).to_le_bytes()).collect();
+    common::npy::write_typed(&dir.path().join("digits_labels.npy"), "<i8", &[10], &labels);
+    let out = dir.path().join("out");
+    run(dir.path(), &out, &["--class", "1"]).success();
+    let p = &run_json(&out)["parameters"];
+    assert_eq!(
+        (p["n_train"].clone(), p["dim"].clone()),
+        (3.into(), 64.into()),
+        "{p}"
+    );
+}

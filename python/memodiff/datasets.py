@@ -3,11 +3,13 @@ arrays, the same points as the command line's for the same spec and data seed.""
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
 from . import _memodiff
 
-__all__ = ["from_spec", "circle", "gaussian", "two_gaussians", "moons", "spiral", "grid"]
+__all__ = ["from_spec", "circle", "gaussian", "two_gaussians", "moons", "spiral", "grid", "digits"]
 
 
 def from_spec(spec: str, data_seed: int = 0) -> np.ndarray:
@@ -44,3 +46,12 @@ def spiral(n: int) -> np.ndarray:
 def grid(k: int) -> np.ndarray:
     """The k × k points of linspace(−1, 1, k)²."""
     return from_spec(f"grid:{int(k)}")
+
+
+def digits() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8x8 digits as ``--dataset digits`` reads them: images (1797, 8,
+    8) float32 in [0, 1] and labels (1797,) int64, from the data folder
+    (``$MEMODIFF_DATA``, else ``$XDG_DATA_HOME/memodiff``, else
+    ``~/.local/share/memodiff``) where ``scripts/export-digits.py`` wrote them."""
+    images, labels = _memodiff.digits_files()
+    return np.load(images), np.load(labels)

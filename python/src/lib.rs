@@ -501,6 +501,20 @@ fn dataset_from_spec<'py>(
     set.points.into_pyarray(py).reshape([n, dim])
 }
 
+/// The exported digits' files (images, labels), or a ValueError saying how to export them.
+#[pyfunction]
+fn digits_files() -> PyResult<(String, String)> {
+    let path = |found: memodiff::Result<std::path::PathBuf>| {
+        found
+            .map(|p| p.display().to_string())
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    };
+    Ok((
+        path(memodiff::digits_file())?,
+        path(memodiff::digits_labels_file())?,
+    ))
+}
+
 /// The GPU adapters, as `memodiff devices` lists them (JSON).
 #[pyfunction]
 fn devices() -> String {
@@ -516,6 +530,7 @@ fn _memodiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shade, m)?)?;
     m.add_function(wrap_pyfunction!(dataset_from_spec, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
+    m.add_function(wrap_pyfunction!(digits_files, m)?)?;
     m.add("DEFAULT_BANDWIDTH", memodiff::DEFAULT_BANDWIDTH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -333,3 +333,21 @@ def test_patch_scores_on_images_equal_the_cli(tmp_path):
         memodiff.sample(images.reshape(6, -1), 10, score="local:3")
     with pytest.raises(ValueError, match="runs on --backend cpu or reference"):
         memodiff.sample(images, 10, score="local:3", backend="gpu")
+
+
+def test_digits_come_from_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMODIFF_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="export-digits.py"):
+        memodiff.datasets.digits()
+    images = np.linspace(0, 1, 3 * 64, dtype=np.float32).reshape(3, 8, 8)
+    np.save(tmp_path / "digits.npy", images)
+    np.save(tmp_path / "digits_labels.npy", np.array([4, 0, 4]))
+    got, labels = memodiff.datasets.digits()
+    assert got.shape == (3, 8, 8) and labels.tolist() == [4, 0, 4]
+    # The same set as `--dataset digits --class 4`.
+    out = tmp_path / "run"
+    subprocess.run([BIN, "sample", "--dataset", "digits", "--class", "4", "--particles", "30",
+                    "--steps", "20", "--backend", "cpu", "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "MEMODIFF_DATA": str(tmp_path)})
+    run = memodiff.sample(got[labels == 4], 30, steps=20, backend="cpu")
+    assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()

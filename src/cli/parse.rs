@@ -46,3 +46,17 @@ pub fn parse_resolution(text: &str) -> std::result::Result<(usize, usize), Strin
         )),
     }
 }
+
+/// Parse `--scale LO,HI`: two finite numbers, LO < HI.
+pub fn parse_scale(text: &str) -> std::result::Result<(f64, f64), String> {
+    let numbers: Vec<Option<f64>> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+        .collect();
+    match numbers[..] {
+        [Some(lo), Some(hi)] if lo < hi => Ok((lo, hi)),
+        _ => Err(format!(
+            "'{text}': expected LO,HI with LO < HI, e.g. 0,1 or -1,1"
+        )),
+    }
+}

@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sample the reverse SDE and write samples, density images, metrics and run.json.
-    Sample(sample::SampleArgs),
+    Sample(Box<sample::SampleArgs>),
     /// Time the engines on a matrix of workloads and print a markdown table.
     Bench(bench::BenchArgs),
     /// Combine the folders of the shards of one run (`sample --shard k/n`) into one run

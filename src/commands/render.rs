@@ -291,15 +291,17 @@ fn read_particles(path: &std::path::Path) -> Result<Vec<f32>> {
         let data = Dataset::from_csv_bytes(&path.display().to_string(), &bytes)?;
         (vec![data.len(), data.dim], data.points_f32())
     } else {
-        use crate::io::npy::{read_npy, NpyReadError, NpyValues};
+        use crate::io::npy::{read_npy, NpyReadError};
         let array = read_npy(path).map_err(|e| match e {
             NpyReadError::Io(e) => crate::Error::io(path, e),
             NpyReadError::Format(why) => bad(format!("{}: {why}", path.display())),
         })?;
-        let values = match array.values {
-            NpyValues::F32(v) => v,
-            NpyValues::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-        };
+        let values = array.values.into_f32().ok_or_else(|| {
+            bad(format!(
+                "{}: the array holds integers; particles are float32 or float64",
+                path.display()
+            ))
+        })?;
         (array.shape, values)
     };
     if shape.len() != 2 || shape[1] != 2 {

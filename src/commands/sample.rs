@@ -2,7 +2,7 @@
 //! the run folder (checkpointed when asked), write run.json and print the summary.
 
 use crate::cli::options::ImageArgs;
-use crate::cli::parse::{parse_count, parse_count_usize};
+use crate::cli::parse::{parse_count, parse_count_usize, parse_scale};
 use crate::cli::print::print_summary;
 use crate::cli::progress::StepBar;
 use crate::engine::{Backend, SamplerKind};
@@ -69,9 +69,11 @@ pub struct SampleArgs {
     /// Training set: `circle:N` (N points on the unit circle); `gaussian:N:D[:sigma]` (N
     /// points from N(0, sigma^2 I), sigma = 1); `two-gaussians:N:D[:sigma]` (half around
     /// +(1,...,1), half around -(1,...,1)); `moons:N[:noise]` (scikit-learn's two moons);
-    /// `spiral:N` (two turns of a spiral); `grid:K` (K x K points on [-1,1]^2); a `.npy` file
-    /// of shape (N, D) in f32/f64, or of images (N, H, W) / (N, H, W, C), flattened to
-    /// D = H W C; or a `.csv` file of N rows of D numbers. D may be 1 to 4096 (e.g. 28×28
+    /// `spiral:N` (two turns of a spiral); `grid:K` (K x K points on [-1,1]^2); `digits`
+    /// (scikit-learn's 1,797 8×8 digits in [0, 1], with labels, once exported by
+    /// `scripts/export-digits.py`); a `.npy` file of shape (N, D) in f32/f64, or of images
+    /// (N, H, W) / (N, H, W, C) in f32/f64 or uint8 (with --scale), flattened to D = H W C;
+    /// or a `.csv` file of N rows of D numbers. D may be 1 to 4096 (e.g. 28×28
     /// images = 784, 32×32×3 = 3072); D ≤ 4 runs on the fastest kernels. Time grows as
     /// P·N·D per step; the GPU holds the N×D points (padded to a multiple of 4) in one
     /// storage buffer and a batch's particles in buffers of P·D floats, and refuses with
@@ -83,6 +85,21 @@ pub struct SampleArgs {
     /// depends only on its spec and this seed, not on --seed.
     #[arg(long, default_value_t = 0)]
     pub data_seed: u64,
+
+    /// uint8 images (MNIST, CIFAR-10 in their native form): map 0..255 linearly onto LO,HI,
+    /// e.g. `--scale 0,1` or `--scale -1,1`. Required for uint8 data, refused for floats.
+    #[arg(long, value_name = "LO,HI", value_parser = parse_scale, allow_hyphen_values = true)]
+    pub scale: Option<(f64, f64)>,
+
+    /// The training images' labels: a .npy of shape (N,) of integers, one per image (the
+    /// digits bring their own). Used with --class.
+    #[arg(long, value_name = "FILE.npy", requires = "class")]
+    pub labels: Option<PathBuf>,
+
+    /// Keep only the training images of this class (class-conditional sampling), by the
+    /// labels of --labels or of the digits.
+    #[arg(long, value_name = "C", allow_hyphen_values = true)]
+    pub class: Option<i64>,
 
     /// Image training sets: draw the first K samples back as images, each next to its
     /// nearest training image, into samples_grid.png.
@@ -262,7 +279,12 @@ impl SampleArgs {
 
 /// `memodiff sample`: run, write the folder, print a summary.
 pub fn run(args: &SampleArgs) -> Result<RunReport> {
-    let training = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
+    let training = crate::model::dataset::images::prepare(
+        Dataset::parse_seeded(&args.dataset, args.data_seed)?,
+        args.scale,
+        args.labels.as_deref(),
+        args.class,
+    )?;
     let (mut spec, execution) = args.spec(&training);
     if let Some(preset) = args.preset {
         preset.check_training(&training)?;

@@ -261,9 +261,24 @@ impl NpyStreamWriter {
 pub(crate) enum NpyValues {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// `uint8` (images in their native form).
+    U8(Vec<u8>),
+    /// Any other integer dtype (labels), widened.
+    I64(Vec<i64>),
 }
 
-/// A C-order float array read from a `.npy` file.
+impl NpyValues {
+    /// The values as f32 when the array holds floats; `None` for integers.
+    pub(crate) fn into_f32(self) -> Option<Vec<f32>> {
+        match self {
+            NpyValues::F32(v) => Some(v),
+            NpyValues::F64(v) => Some(v.into_iter().map(|x| x as f32).collect()),
+            NpyValues::U8(_) | NpyValues::I64(_) => None,
+        }
+    }
+}
+
+/// A C-order array of numbers read from a `.npy` file.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NpyArray {
     pub shape: Vec<usize>,
@@ -283,9 +298,9 @@ pub(crate) enum NpyReadError {
 /// length from costing memory.
 const MAX_NPY_HEADER: u64 = 1 << 16;
 
-/// Read a `.npy` file holding a float32 or float64 array (either byte order) in C order,
-/// of any rank. Rejects other dtypes, Fortran order, and data that is shorter or longer
-/// than the shape says.
+/// Read a `.npy` file holding a float32, float64 or integer array (either byte order) in
+/// C order, of any rank. Rejects other dtypes (complex, bool, strings, float16), Fortran
+/// order, and data that is shorter or longer than the shape says.
 ///
 /// Memory: the header is read first and the size its shape implies is compared with the
 /// file's length before anything is allocated, so a header that lies (a huge shape in a
@@ -381,11 +396,12 @@ fn read_npy_from(mut r: impl io::Read, len: u64) -> std::result::Result<NpyArray
     })?;
     let header = parse_npy_header(text).map_err(|m| bad(format!("invalid .npy header: {m}")))?;
 
-    let (size, big_endian) = match float_descr(&header.descr) {
+    let (kind, size, big_endian) = match number_descr(&header.descr) {
         Some(v) => v,
         None => {
             return Err(bad(format!(
-                "dtype '{}' is not supported (expected float32 '<f4' or float64 '<f8')",
+                "dtype '{}' is not supported (expected float32 '<f4' or float64 '<f8', or an \
+                 integer type)",
                 short_escaped(&header.descr)
             )))
         }
@@ -442,6 +458,14 @@ fn read_npy_from(mut r: impl io::Read, len: u64) -> std::result::Result<NpyArray
         }
     };
     let swap = big_endian != cfg!(target_endian = "big");
+    if kind != 'f' {
+        let mut bytes = vec![0u8; expected_bytes as usize];
+        r.read_exact(&mut bytes).map_err(truncated)?;
+        return Ok(NpyArray {
+            shape,
+            values: integer_values(kind, size, swap, &bytes)?,
+        });
+    }
     let values = if size == 4 {
         let mut v = vec![0f32; count];
         r.read_exact(bytemuck::cast_slice_mut(&mut v))
@@ -464,19 +488,65 @@ fn read_npy_from(mut r: impl io::Read, len: u64) -> std::result::Result<NpyArray
     Ok(NpyArray { shape, values })
 }
 
-/// `(item size, big endian)` of a float32/float64 descr such as `<f4` or `>f8`.
-fn float_descr(descr: &str) -> Option<(usize, bool)> {
+/// `(kind, item size, big endian)` of a float32/float64 or integer descr such as `<f4`,
+/// `>f8`, `|u1` or `<i8`: kind `'f'`, `'i'` (signed) or `'u'` (unsigned).
+fn number_descr(descr: &str) -> Option<(char, usize, bool)> {
     let big = match descr.as_bytes().first()? {
         b'<' => false,
         b'>' => true,
         b'=' => cfg!(target_endian = "big"),
+        b'|' => false,
         _ => return None,
     };
-    match &descr[1..] {
-        "f4" => Some((4, big)),
-        "f8" => Some((8, big)),
-        _ => None,
+    let order_free = descr.starts_with('|');
+    let found = match &descr[1..] {
+        "f4" => ('f', 4),
+        "f8" => ('f', 8),
+        "i1" => ('i', 1),
+        "u1" => ('u', 1),
+        "i2" => ('i', 2),
+        "u2" => ('u', 2),
+        "i4" => ('i', 4),
+        "u4" => ('u', 4),
+        "i8" => ('i', 8),
+        "u8" => ('u', 8),
+        _ => return None,
+    };
+    // '|' (no byte order) only for one-byte types, as NumPy writes them.
+    (!order_free || found.1 == 1).then_some((found.0, found.1, big))
+}
+
+/// The integers of `bytes` (items of `size` bytes, byte-swapped where `swap`): `uint8` as
+/// it is, every other type widened to i64 (a `uint64` beyond i64 is refused).
+fn integer_values(
+    kind: char,
+    size: usize,
+    swap: bool,
+    bytes: &[u8],
+) -> std::result::Result<NpyValues, NpyReadError> {
+    if kind == 'u' && size == 1 {
+        return Ok(NpyValues::U8(bytes.to_vec()));
     }
+    let mut out = Vec::with_capacity(bytes.len() / size);
+    for (i, item) in bytes.chunks_exact(size).enumerate() {
+        let mut raw = [0u8; 8];
+        raw[..size].copy_from_slice(item);
+        if swap {
+            raw[..size].reverse();
+        }
+        let unsigned = u64::from_le_bytes(raw);
+        let value = if kind == 'u' {
+            i64::try_from(unsigned).map_err(|_| {
+                NpyReadError::Format(format!("value {i} ({unsigned}) is too large for an i64"))
+            })?
+        } else {
+            // Sign-extend from `size` bytes.
+            let shift = 64 - 8 * size as u32;
+            ((unsigned << shift) as i64) >> shift
+        };
+        out.push(value);
+    }
+    Ok(NpyValues::I64(out))
 }
 
 /// At most 40 characters of `text`, escaped so that a message stays on one line.
@@ -672,8 +742,8 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     })?;
     match array.values {
         NpyValues::F32(v) => Ok((array.shape, v)),
-        NpyValues::F64(_) => Err(Error::Output(format!(
-            "{}: dtype is float64, expected float32 '<f4'",
+        NpyValues::F64(_) | NpyValues::U8(_) | NpyValues::I64(_) => Err(Error::Output(format!(
+            "{}: dtype is not float32, expected float32 '<f4'",
             path.display()
         ))),
     }
@@ -687,10 +757,12 @@ pub fn read_npy_as_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         NpyReadError::Io(e) => Error::io(path, e),
         NpyReadError::Format(m) => Error::Output(format!("{}: {m}", path.display())),
     })?;
-    let values: Vec<f32> = match array.values {
-        NpyValues::F32(v) => v,
-        NpyValues::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-    };
+    let values: Vec<f32> = array.values.into_f32().ok_or_else(|| {
+        Error::Output(format!(
+            "{}: the array holds integers, expected float32 or float64",
+            path.display()
+        ))
+    })?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::Output(format!(
             "{}: value {i} is not finite in float32 (NaN, inf or beyond ±3.4e38)",

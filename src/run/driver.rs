@@ -271,6 +271,16 @@ impl SampleConfig {
                 return Err(Error::invalid("score", "kde:h needs a finite h >= 0"));
             }
         }
+        if self.dataset.uint8 {
+            return Err(Error::invalid(
+                "scale",
+                format!(
+                    "{} holds uint8 images: map 0..255 onto their range first (--scale 0,1 \
+                     or -1,1)",
+                    self.dataset.name
+                ),
+            ));
+        }
         if let ScoreKind::Patch(patch) = self.score {
             patch
                 .on(self.dataset.image_shape)

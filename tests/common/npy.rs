@@ -30,3 +30,14 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) {
     let bytes = with_dict(&f4_dict(&format!("({},)", dims.join(", "))), &data);
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Write `values` as a `.npy` of dtype `descr` (`|u1`, `<i8`, ...) and the given shape;
+/// `bytes` are the values already encoded.
+pub fn write_typed(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    std::fs::write(path, with_dict(&dict, bytes)).unwrap();
+}

@@ -49,7 +49,7 @@ fn npy_f64_round_trip_and_f32_reader_rejects_it() {
     assert_eq!(array.shape, vec![5, 2]);
     assert_eq!(array.values, NpyValues::F64(data));
     let err = read_npy_f32(&path).unwrap_err().to_string();
-    assert!(err.contains("float64"), "{err}");
+    assert!(err.contains("not float32"), "{err}");
 }
 
 #[test]
@@ -204,4 +204,43 @@ fn unwritable_folder_is_an_io_error_and_leaves_nothing() {
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert_eq!(entries(dir.path()), vec!["file.txt"]);
     assert_eq!(fs::read(&not_a_dir).unwrap(), b"x");
+}
+
+#[test]
+fn integer_arrays_are_read_widened_with_uint8_kept() {
+    let header = |descr: &str, shape: &str| {
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
+    };
+    // uint8 as it is.
+    let array = parse_npy(&with_dict(&header("|u1", "(3,)"), &[0, 7, 255])).unwrap();
+    assert_eq!(array.values, NpyValues::U8(vec![0, 7, 255]));
+    // Signed types sign-extended, either byte order.
+    let little: Vec<u8> = [-2i16, 300].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let array = parse_npy(&with_dict(&header("<i2", "(2,)"), &little)).unwrap();
+    assert_eq!(array.values, NpyValues::I64(vec![-2, 300]));
+    let big: Vec<u8> = [-5i32, 70000]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    let array = parse_npy(&with_dict(&header(">i4", "(2,)"), &big)).unwrap();
+    assert_eq!(array.values, NpyValues::I64(vec![-5, 70000]));
+    // A uint64 beyond i64 is refused; '|' only for one-byte types; bool is not a number.
+    let huge = u64::MAX.to_le_bytes();
+    assert!(parse_npy(&with_dict(&header("<u8", "(1,)"), &huge)).is_err());
+    assert!(parse_npy(&with_dict(&header("|i4", "(1,)"), &[0; 4])).is_err());
+    assert!(parse_npy(&with_dict(&header("|b1", "(1,)"), &[1])).is_err());
+}
+
+/// A v1.0 `.npy` file: the header text `dict`, padded, then `data`.
+fn with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
 }

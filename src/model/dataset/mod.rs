@@ -1,5 +1,6 @@
 //! Training sets: built-in ones, `.npy`/`.csv` loading and validation.
 
+pub mod images;
 pub mod synthetic;
 
 use std::path::Path;
@@ -28,6 +29,9 @@ pub struct Dataset {
     /// For image training sets (`.npy` of shape (N, H, W) or (N, H, W, C)): the shape
     /// (H, W, C) of one image, flattened row-major into `dim = H W C` coordinates.
     pub image_shape: Option<ImageShape>,
+    /// The values are a `uint8` file's 0..255, to be mapped to a range by
+    /// [`Dataset::scaled`] (`--scale`) before a run uses them.
+    pub uint8: bool,
     /// See [`Dataset::identity`].
     identity: u64,
 }
@@ -40,6 +44,7 @@ impl PartialEq for Dataset {
             && self.dim == other.dim
             && self.points == other.points
             && self.image_shape == other.image_shape
+            && self.uint8 == other.uint8
     }
 }
 
@@ -171,6 +176,7 @@ impl Dataset {
             dim,
             points,
             image_shape: None,
+            uint8: false,
             identity: NEXT_IDENTITY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -215,6 +221,9 @@ impl Dataset {
                 spec.to_string()
             };
             return Self::new(name, generated.dim, generated.points);
+        }
+        if spec == images::DIGITS {
+            return Self::from_npy(spec, &images::digits_file()?);
         }
         if let Some(n) = spec.strip_prefix("circle:") {
             return match n.trim().parse::<usize>() {
@@ -316,12 +325,21 @@ impl Dataset {
                 crate::io::shape_text(&array.shape)
             )));
         }
-        let points = match array.values {
-            NpyValues::F32(v) => v.into_iter().map(f64::from).collect(),
-            NpyValues::F64(v) => v,
+        let (points, uint8) = match array.values {
+            NpyValues::F32(v) => (v.into_iter().map(f64::from).collect(), false),
+            NpyValues::F64(v) => (v, false),
+            NpyValues::U8(v) => (v.into_iter().map(f64::from).collect(), true),
+            NpyValues::I64(_) => {
+                return Err(bad(
+                    "dtype is an integer type other than uint8, which is not supported for \
+                     training data (expected float32, float64, or uint8 images with --scale)"
+                        .into(),
+                ))
+            }
         };
         let mut dataset = Self::new(spec, dim, points)?;
         dataset.image_shape = image_shape;
+        dataset.uint8 = uint8;
         Ok(dataset)
     }
 
@@ -609,7 +627,7 @@ mod tests {
                     "{'descr': '<i4', 'fortran_order': False, 'shape': (3, 2), }",
                     &six,
                 ),
-                "dtype '<i4' is not supported",
+                "integer type other than uint8",
             ),
             (
                 "half.npy",
