@@ -143,8 +143,8 @@ pub mod model {
     }
     pub mod schedule {
         pub use crate::model::schedule::{
-            linspace, reverse_steps, reverse_steps_with, ReverseStep, ScoreKind, ScorePoint,
-            VpSchedule,
+            linspace, reverse_steps, reverse_steps_with, ReverseStep, ScheduleShape, ScoreKind,
+            ScorePoint, VpSchedule,
         };
     }
 }

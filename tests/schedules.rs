@@ -154,3 +154,108 @@ fn the_kamb_ganguli_preset_is_their_set_up() {
         .check_training(&Dataset::circle(8).unwrap())
         .unwrap();
 }
+
+/// EDM's sigmas as their code writes them (Karras et al., `edm_sampler`): `(sigma_max **
+/// (1/rho) + i / (N - 1) * (sigma_min ** (1/rho) - sigma_max ** (1/rho))) ** rho`, then 0.
+fn karras_sigmas(n: usize) -> Vec<f64> {
+    let (max, min, rho) = (80.0f64, 0.002f64, 7.0f64);
+    let mut sigmas: Vec<f64> = (0..n)
+        .map(|i| {
+            (max.powf(1.0 / rho)
+                + i as f64 / (n - 1) as f64 * (min.powf(1.0 / rho) - max.powf(1.0 / rho)))
+            .powf(rho)
+        })
+        .collect();
+    sigmas.push(0.0);
+    sigmas
+}
+
+#[test]
+fn the_gu_memorization_preset_is_edm_with_heun() {
+    use memodiff::testing::run::spec::{Preset, RunSpec};
+    let mut spec = RunSpec::new("circle:8");
+    Preset::GuMemorization.apply(&mut spec);
+    let config = spec.sample_config(Dataset::circle(8).unwrap(), None);
+    assert_eq!(config.sampler, SamplerKind::Heun);
+    // From N(0, 80^2 I), through 18 noise levels and then 0: 18 updates.
+    assert_eq!(config.initial_std(), 80.0);
+    let steps = config.reverse_steps();
+    let sigmas = karras_sigmas(18);
+    assert_eq!(steps.len(), 18);
+    assert!((sigmas[0] - 80.0).abs() < 1e-12 && (sigmas[17] - 0.002).abs() < 1e-15);
+    for (k, step) in steps.iter().enumerate() {
+        // x_sigma = x_0 + sigma z: s = 1, sigma^2 = sigma^2; the step goes to the next sigma.
+        assert!(
+            (step.tau - sigmas[k]).abs() <= 1e-12 * sigmas[k],
+            "step {k}: {}",
+            step.tau
+        );
+        assert!((step.dt - (sigmas[k] - sigmas[k + 1])).abs() <= 1e-12 * sigmas[k]);
+        assert_eq!(step.mean_scale, 1.0);
+        assert!((step.sigma2 - sigmas[k] * sigmas[k]).abs() <= 1e-12 * step.sigma2);
+    }
+    assert!(Preset::GuMemorization
+        .check_training(&Dataset::new("wide", 1, vec![2.0]).unwrap())
+        .is_err());
+}
+
+#[test]
+fn heun_on_edm_is_karras_algorithm_1() {
+    // One training point a with kde:h: the data N(a, h^2 I), whose denoiser is exact,
+    // D(x; sigma) = x + sigma^2 (a - x) / (sigma^2 + h^2). Karras et al.'s Algorithm 1 on
+    // their grid, written out here, from each particle's own x_T; and the ODE's exact
+    // solution x(sigma) = a + (x_T - a) sqrt((sigma^2 + h^2) / (80^2 + h^2)).
+    let (a, h) = ([0.4, -0.7], 0.3);
+    let dataset = Dataset::new("one point", 2, a.to_vec()).unwrap();
+    let mut config = SampleConfig::new(dataset);
+    config.particles = 200;
+    config.time_points = 19;
+    config.sampler = SamplerKind::Heun;
+    config.schedule.shape = memodiff::testing::model::schedule::ScheduleShape::Edm;
+    config.score = memodiff::testing::model::schedule::ScoreKind::Kde { h };
+    let sigmas = karras_sigmas(18);
+    let denoise =
+        |x: f64, a: f64, sigma: f64| x + sigma * sigma * (a - x) / (sigma * sigma + h * h);
+    let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![
+        ("cpu", Box::new(CpuEngine::new())),
+        ("reference", Box::new(ReferenceEngine::new())),
+    ];
+    if let Some(gpu) = gpu_engine("heun_on_edm_is_karras_algorithm_1") {
+        engines.push(("gpu", Box::new(gpu)));
+    }
+    for (name, engine) in &mut engines {
+        let run = run_collect(&config, engine.as_mut()).unwrap();
+        let (mut to_algorithm, mut to_exact) = (0f64, 0f64);
+        for (start, out) in run.initial.chunks(2).zip(run.samples.chunks(2)) {
+            for d in 0..2 {
+                let x_t = f64::from(start[d]);
+                let mut x = x_t;
+                for i in 0..18 {
+                    let (s0, s1) = (sigmas[i], sigmas[i + 1]);
+                    let slope = (x - denoise(x, a[d], s0)) / s0;
+                    let euler = x + (s1 - s0) * slope;
+                    x = if s1 != 0.0 {
+                        let again = (euler - denoise(euler, a[d], s1)) / s1;
+                        x + (s1 - s0) * 0.5 * (slope + again)
+                    } else {
+                        euler
+                    };
+                }
+                let exact = a[d] + (x_t - a[d]) * (h * h / (80.0f64 * 80.0 + h * h)).sqrt();
+                to_algorithm = to_algorithm.max((x - f64::from(out[d])).abs());
+                to_exact = to_exact.max((exact - f64::from(out[d])).abs());
+            }
+        }
+        eprintln!(
+            "{name}: Algorithm 1 within {to_algorithm:.2e}, exact solution within {to_exact:.2e}"
+        );
+        assert!(
+            to_algorithm < 2e-4,
+            "{name}: {to_algorithm} from Algorithm 1"
+        );
+        // 18 Heun steps over sigma from 80 to 0, the last an Euler step: the
+        // discretization error (measured 0.06 here, on final deviations |x - a| of up to
+        // about 1) bounds the distance to the exact solution; a wrong ODE is off by O(1).
+        assert!(to_exact < 0.1, "{name}: {to_exact} from the exact solution");
+    }
+}

@@ -188,8 +188,10 @@ def sample(
         steps: time points S of the grid (S - 1 updates), as ``memodiff sample --steps``.
         seed: seed of the Philox streams; particle i's noise depends only on (seed, i).
         beta_min, beta_max: the linear VP schedule.
-        schedule: ``"vp-linear"`` (beta from beta_min to beta_max, the tutorial's) or
-            ``"vp-cosine"`` (alpha_bar(t) = cos^2(pi t / 2.016), Kamb & Ganguli's).
+        schedule: ``"vp-linear"`` (beta from beta_min to beta_max, the tutorial's),
+            ``"vp-cosine"`` (alpha_bar(t) = cos^2(pi t / 2.016), Kamb & Ganguli's) or
+            ``"edm"`` (Karras et al.: x_t = x_0 + t z on their rho = 7 grid from sigma = 80
+            to 0.002 and 0; with ``sampler="heun"`` their deterministic sampler).
         sampler: ``"em"`` (Euler–Maruyama on the SDE), ``"heun"`` (probability-flow ODE)
             or ``"ddim"`` (DDIM).
         eta: DDIM's eta in [0, 1]: 0 deterministic, 1 the DDPM posterior's noise.
@@ -202,7 +204,9 @@ def sample(
             down to t_min, from N(0, I) as DDIM code starts (None: the tutorial's grid,
             from N(0, sigma^2(1) I)).
         preset: a published set-up, ``"kamb-ganguli"`` (Kamb & Ganguli 2025: vp-cosine,
-            DDIM on t_i = i/20, 19 updates from N(0, I) at t = 0.95; data in [-1, 1]). It
+            DDIM on t_i = i/20, 19 updates from N(0, I) at t = 0.95) or
+            ``"gu-memorization"`` (Gu et al. 2023: edm with Heun, 18 steps); both for data
+            in [-1, 1]. It
             sets steps, schedule, sampler and grid_start, which must then be left as they
             are.
         backend: ``"auto"`` (a hardware GPU, else the CPU), ``"gpu"``, ``"cpu"`` or

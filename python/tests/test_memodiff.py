@@ -296,7 +296,7 @@ def test_ddim_equals_the_cli(tmp_path):
                           backend="cpu")
     assert run.samples.tobytes() == np.load(cosine / "samples.npy").tobytes()
     with pytest.raises(ValueError, match="invalid schedule"):
-        memodiff.sample(memodiff.datasets.circle(8), 10, schedule="edm")
+        memodiff.sample(memodiff.datasets.circle(8), 10, schedule="ve-nope")
     preset = tmp_path / "preset"
     cli("sample", "--backend", "cpu", "--preset", "kamb-ganguli", "--particles", "1500",
         "--resolution", "32", "--out", str(preset))
@@ -351,3 +351,17 @@ def test_digits_come_from_the_data_folder(tmp_path, monkeypatch):
                    stdout=subprocess.DEVNULL, env={**os.environ, "MEMODIFF_DATA": str(tmp_path)})
     run = memodiff.sample(got[labels == 4], 30, steps=20, backend="cpu")
     assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()
+
+
+def test_edm_and_the_gu_preset_equal_the_cli(tmp_path):
+    out = tmp_path / "gu"
+    cli("sample", "--backend", "cpu", "--preset", "gu-memorization", "--particles", "1500",
+        "--resolution", "32", "--out", str(out))
+    run = memodiff.sample(memodiff.datasets.circle(8), 1500, preset="gu-memorization",
+                          backend="cpu")
+    assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()
+    same = memodiff.sample(memodiff.datasets.circle(8), 1500, schedule="edm", sampler="heun",
+                           steps=19, backend="cpu")
+    assert same.samples.tobytes() == run.samples.tobytes()
+    with pytest.raises(ValueError, match="edm runs on its own grid"):
+        memodiff.sample(memodiff.datasets.circle(8), 10, schedule="edm", t_min=0.1)

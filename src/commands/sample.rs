@@ -42,8 +42,11 @@ pub struct SampleArgs {
     pub beta_max: f64,
 
     /// The noise schedule: `vp-linear` (the tutorial's linear beta from --beta-min to
-    /// --beta-max) or `vp-cosine` (alpha_bar(t) = cos^2(pi t / 2.016), as in Kamb &
-    /// Ganguli's code; --beta-min and --beta-max do not apply).
+    /// --beta-max), `vp-cosine` (alpha_bar(t) = cos^2(pi t / 2.016), as in Kamb &
+    /// Ganguli's code) or `edm` (Karras et al.: x_t = x_0 + t z, data unscaled, --steps
+    /// S points of their rho = 7 grid from sigma = 80 to 0.002 and then 0, from N(0, 80^2
+    /// I); with --sampler heun their deterministic sampler). --beta-min and --beta-max
+    /// apply to vp-linear only.
     #[arg(long, value_enum, default_value_t = crate::model::schedule::ScheduleShape::Linear)]
     pub schedule: crate::model::schedule::ScheduleShape,
 
@@ -61,8 +64,9 @@ pub struct SampleArgs {
 
     /// A published set-up in one flag: `kamb-ganguli` (Kamb & Ganguli, ICML 2025: the
     /// cosine schedule, deterministic DDIM on t_i = i/20, 19 updates from N(0, I) at
-    /// t = 0.95; training data in [-1, 1]). Sets --schedule, --sampler, --steps and
-    /// --grid-start, which cannot be given with it.
+    /// t = 0.95) or `gu-memorization` (Gu et al. 2023: EDM with Heun, 18 steps; memorized
+    /// = d1/d2 < 1/3 as in run.json); both for training data in [-1, 1]. Sets --schedule,
+    /// --sampler, --steps and --grid-start, which cannot be given with it.
     #[arg(long, value_enum, conflicts_with_all = ["schedule", "sampler", "steps", "grid_start", "eta"])]
     pub preset: Option<spec::Preset>,
 

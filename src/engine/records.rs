@@ -222,6 +222,7 @@ impl StepParams {
             mean_scale: point.mean_scale,
             sigma2: point.variance,
             ddim_eta: 0.0,
+            exploding: schedule.is_exploding(),
         };
         Self::from_step(&step)
     }
@@ -270,7 +271,14 @@ impl HeunParams {
     pub fn for_step(steps: &[ReverseStep], k: usize) -> Vec<HeunParams> {
         let step = &steps[k];
         let dt = step.dt;
-        let a = |s: &ReverseStep| 0.5 * s.beta * (1.0 - 1.0 / s.sigma2);
+        // EDM (exploding): no drift, `v = beta score / 2`, so `a = -beta / (2 sigma2)`.
+        let a = |s: &ReverseStep| {
+            if s.exploding {
+                -0.5 * s.beta / s.sigma2
+            } else {
+                0.5 * s.beta * (1.0 - 1.0 / s.sigma2)
+            }
+        };
         let b = |s: &ReverseStep| 0.5 * s.beta * s.mean_scale / s.sigma2;
         let (a0, b0) = (a(step), b(step));
         let predictor = HeunParams {

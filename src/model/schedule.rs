@@ -22,6 +22,12 @@ pub enum ScheduleShape {
     #[value(name = "vp-cosine")]
     #[serde(rename = "vp-cosine")]
     Cosine,
+    /// Karras et al.'s EDM (variance exploding): `x_t = x_0 + t z`, so `s(t) = 1`,
+    /// `sigma(t) = t`, data unscaled; the time grid is their rho = 7 grid from
+    /// `EDM_SIGMA_MAX` = 80 down to `EDM_SIGMA_MIN` = 0.002, then 0.
+    #[value(name = "edm")]
+    #[serde(rename = "edm")]
+    Edm,
 }
 
 impl ScheduleShape {
@@ -30,9 +36,17 @@ impl ScheduleShape {
         match self {
             ScheduleShape::Linear => "vp-linear",
             ScheduleShape::Cosine => "vp-cosine",
+            ScheduleShape::Edm => "edm",
         }
     }
 }
+
+/// EDM's largest noise level, where its grid starts (Karras et al., Table 1).
+pub const EDM_SIGMA_MAX: f64 = 80.0;
+/// EDM's smallest noise level, its grid's last before 0.
+pub const EDM_SIGMA_MIN: f64 = 0.002;
+/// The exponent of EDM's time grid.
+pub const EDM_RHO: f64 = 7.0;
 
 /// The cosine schedule's angle per unit time: `alpha_bar(t) = cos^2(COSINE_RATE t)`.
 pub const COSINE_RATE: f64 = std::f64::consts::PI / 2.016;
@@ -89,6 +103,8 @@ impl VpSchedule {
         match self.shape {
             ScheduleShape::Linear => self.beta_min + t * (self.beta_max - self.beta_min),
             ScheduleShape::Cosine => 2.0 * COSINE_RATE * (COSINE_RATE * t).tan(),
+            // g(t)^2 = d sigma^2 / dt.
+            ScheduleShape::Edm => 2.0 * t,
         }
     }
 
@@ -100,11 +116,33 @@ impl VpSchedule {
             }
             // `+ 0.0`: B(0) is +0, not -0 (a printed OU time of "-0.000").
             ScheduleShape::Cosine => -2.0 * (COSINE_RATE * t).cos().ln() + 0.0,
+            // EDM has no B: this is the VP process it is a rescaling of (x / sqrt(1 +
+            // sigma^2), whose variance is sigma^2 / (1 + sigma^2)), so that OU times
+            // B / 2 = ln(1 + sigma^2) / 2 compare across schedules.
+            ScheduleShape::Edm => (t * t).ln_1p(),
+        }
+    }
+
+    /// Whether the schedule explodes (EDM) instead of preserving the variance.
+    pub fn is_exploding(&self) -> bool {
+        self.shape == ScheduleShape::Edm
+    }
+
+    /// The forward time the reverse process starts from without `--grid-start`: 1, or
+    /// `EDM_SIGMA_MAX` for EDM.
+    pub fn horizon(&self) -> f64 {
+        if self.is_exploding() {
+            EDM_SIGMA_MAX
+        } else {
+            1.0
         }
     }
 
     /// Mean scale of the forward marginal, `s(t) = exp(-B(t)/2)`.
     pub fn mean_scale(&self, t: f64) -> f64 {
+        if self.is_exploding() {
+            return 1.0;
+        }
         (-0.5 * self.integrated_beta(t)).exp()
     }
 
@@ -112,11 +150,17 @@ impl VpSchedule {
     /// naive form loses all digits as `t -> 0` (at t = 1e-6 it is ~1e-9, below f32's
     /// epsilon relative to 1).
     pub fn sigma2(&self, t: f64) -> f64 {
+        if self.is_exploding() {
+            return t * t;
+        }
         -(-self.integrated_beta(t)).exp_m1()
     }
 
     /// Drift of the forward SDE, `f(x, t) = -beta(t) x / 2`, for one coordinate.
     pub fn drift(&self, x: f64, t: f64) -> f64 {
+        if self.is_exploding() {
+            return 0.0;
+        }
         -0.5 * self.beta(t) * x
     }
 
@@ -146,6 +190,9 @@ pub struct ReverseStep {
     pub sigma2: f64,
     /// eta of a DDIM step (`--eta`; 0: deterministic); the other samplers ignore it.
     pub ddim_eta: f64,
+    /// A step of a variance-exploding schedule (EDM: no drift), whose folded
+    /// coefficients lack the VP drift's `beta x / 2`.
+    pub exploding: bool,
 }
 
 impl ReverseStep {
@@ -176,8 +223,12 @@ impl ReverseStep {
     }
 
     /// Coefficient of `x` in the folded update
-    /// `x' = a x + c m + e z`, `a = 1 + dt beta (1/2 - 1/sigma2)`.
+    /// `x' = a x + c m + e z`, `a = 1 + dt beta (1/2 - 1/sigma2)` (EDM: `1 - dt beta /
+    /// sigma2`, no drift).
     pub fn keep_coeff(&self) -> f64 {
+        if self.exploding {
+            return 1.0 - self.dt * self.beta / self.sigma2;
+        }
         1.0 + self.dt * self.beta * (0.5 - 1.0 / self.sigma2)
     }
     /// Coefficient of the softmax-weighted training mean `m`: `c = dt beta s / sigma2`.
@@ -209,6 +260,7 @@ pub fn reverse_steps(schedule: &VpSchedule, time_points: usize) -> Vec<ReverseSt
                 mean_scale: schedule.mean_scale(tau),
                 sigma2: schedule.sigma2(tau),
                 ddim_eta: 0.0,
+                exploding: false,
             }
         })
         .collect()
@@ -335,6 +387,9 @@ pub fn reverse_steps_from(
     t_min: f64,
 ) -> Vec<ReverseStep> {
     assert!(time_points >= 2, "the grid needs at least two time points");
+    if schedule.is_exploding() {
+        return edm_steps(schedule, time_points, score);
+    }
     let first = grid_start.map_or(1.0 / (time_points - 1) as f64, |t0| 1.0 - t0);
     let ts = linspace(first, 1.0 - t_min, time_points);
     ts.windows(2)
@@ -351,6 +406,53 @@ pub fn reverse_steps_from(
                 mean_scale: point.mean_scale,
                 sigma2: point.variance,
                 ddim_eta: 0.0,
+                exploding: false,
+            }
+        })
+        .collect()
+}
+
+/// EDM's noise levels for `n` points (Karras et al., eq. 5):
+/// `sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`,
+/// then 0: `n + 1` values, decreasing.
+pub fn edm_sigmas(n: usize) -> Vec<f64> {
+    let (hi, lo) = (
+        EDM_SIGMA_MAX.powf(1.0 / EDM_RHO),
+        EDM_SIGMA_MIN.powf(1.0 / EDM_RHO),
+    );
+    let mut sigmas: Vec<f64> = (0..n)
+        .map(|i| {
+            let f = if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            };
+            (hi + f * (lo - hi)).powf(EDM_RHO)
+        })
+        .collect();
+    sigmas.push(0.0);
+    sigmas
+}
+
+/// The steps of EDM's grid: `time_points - 1` updates from sigma_0 = 80 through
+/// [`edm_sigmas`] to 0 (the forward time of a step is its sigma; reverse time counts
+/// down from 80).
+fn edm_steps(schedule: &VpSchedule, time_points: usize, score: ScoreKind) -> Vec<ReverseStep> {
+    edm_sigmas(time_points - 1)
+        .windows(2)
+        .enumerate()
+        .map(|(k, w)| {
+            let point = ScorePoint::new(schedule, score, w[0]);
+            ReverseStep {
+                index: k as u32,
+                t: EDM_SIGMA_MAX - w[0],
+                dt: w[0] - w[1],
+                tau: w[0],
+                beta: schedule.beta(w[0]),
+                mean_scale: point.mean_scale,
+                sigma2: point.variance,
+                ddim_eta: 0.0,
+                exploding: true,
             }
         })
         .collect()

@@ -118,7 +118,7 @@ impl SampleConfig {
     /// tutorial's grid, 1 on a grid of `grid_start`.
     pub fn initial_std(&self) -> f64 {
         match self.grid_start {
-            None => self.schedule.sigma2(1.0).sqrt(),
+            None => self.schedule.sigma2(self.schedule.horizon()).sqrt(),
             Some(_) => 1.0,
         }
     }
@@ -270,6 +270,13 @@ impl SampleConfig {
             if !h.is_finite() || h < 0.0 {
                 return Err(Error::invalid("score", "kde:h needs a finite h >= 0"));
             }
+        }
+        if self.schedule.is_exploding() && (self.grid_start.is_some() || self.t_min > 0.0) {
+            return Err(Error::invalid(
+                "schedule",
+                "edm runs on its own grid, from sigma = 80 to 0: --grid-start and --t-min do \
+                 not apply",
+            ));
         }
         if self.dataset.uint8 {
             return Err(Error::invalid(

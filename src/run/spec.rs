@@ -271,6 +271,12 @@ pub enum Preset {
     /// 19 updates from N(0, I) at t = 0.95 — on data in [-1, 1].
     #[value(name = "kamb-ganguli")]
     KambGanguli,
+    /// Gu et al. ("On memorization in diffusion models", 2023): Karras et al.'s EDM
+    /// schedule and deterministic Heun sampler, 18 steps on the rho = 7 grid from sigma =
+    /// 80 to 0.002 then 0, on data in [-1, 1]; memorization by the d1/d2 < 1/3 criterion
+    /// (run.json's `memorized`).
+    #[value(name = "gu-memorization")]
+    GuMemorization,
 }
 
 /// What a [`Preset`] sets.
@@ -293,6 +299,7 @@ impl Preset {
     pub fn name(self) -> &'static str {
         match self {
             Preset::KambGanguli => "kamb-ganguli",
+            Preset::GuMemorization => "gu-memorization",
         }
     }
 
@@ -304,6 +311,14 @@ impl Preset {
                 sampler: SamplerKind::Ddim,
                 time_points: 20,
                 grid_start: Some(0.95),
+                data_range: Some((-1.0, 1.0)),
+            },
+            Preset::GuMemorization => PresetSettings {
+                schedule: ScheduleShape::Edm,
+                sampler: SamplerKind::Heun,
+                // 18 noise levels, then 0: 18 updates (the last an Euler step).
+                time_points: 19,
+                grid_start: None,
                 data_range: Some((-1.0, 1.0)),
             },
         }
