@@ -44,7 +44,9 @@ pub use run::driver::{NoProgress, Progress, SampleConfig, SampleTiming, Shard};
 pub use run::report::RunReport;
 pub use run::sampler::{Collected, SampleSink, Sampler};
 pub use run::spec::{Execution, ExtraOutputs, ImageSpec, Preset, PresetSettings, RunSpec};
-pub use run::speciation::{clone_seed, largest_covariance_eigenvalue, ClonePoint, Speciation};
+pub use run::speciation::{
+    clone_seed, largest_covariance_eigenvalue, Classes, ClonePoint, Speciation,
+};
 pub use run::to_folder::{resume_in_folder, sample_to_folder, FolderControl};
 
 // The model and the engines.

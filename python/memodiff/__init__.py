@@ -283,7 +283,7 @@ def speciation(
     train: ArrayLike,
     particles: int = 1000,
     *,
-    classes: str = "nearest",
+    classes: Union[str, ArrayLike] = "nearest",
     steps: int = 100,
     clones: int = 16,
     seed: int = 0,
@@ -301,9 +301,11 @@ def speciation(
     Args:
         train: the training set (N, D).
         particles: particles (each has one clone per clone time).
-        classes: ``"nearest"`` (a sample's class is its nearest training point) or
+        classes: ``"nearest"`` (a sample's class is its nearest training point),
             ``"two-halves"`` (the first ⌈N/2⌉ training points are one class, the rest the
-            other: a two-component mixture such as ``datasets.two_gaussians``).
+            other: a two-component mixture such as ``datasets.two_gaussians``), or one
+            integer label per training point (a sample's class is its nearest training
+            point's label, e.g. the labels of ``datasets.digits()``).
         steps, clones, seed, beta_min, beta_max, backend, device: the run (the default
             beta_max = 20 starts it at OU time 5, above the speciation time of most data).
 
@@ -313,12 +315,24 @@ def speciation(
         ``curve`` (step, tau, ou_time, phi at each clone time), ``classes``,
         ``clone_seed``.
     """
-    if classes not in ("nearest", "two-halves"):
-        raise ValueError(f"invalid classes: {classes!r} is not one of nearest, two-halves")
-    train_array = _float_array(train, "train", np.float64)
-    name = "two-gaussians (python array)" if classes == "two-halves" else "python array"
+    train_array, _ = _training(train)
+    labels = None
+    if isinstance(classes, str):
+        if classes not in ("nearest", "two-halves"):
+            raise ValueError(
+                f"invalid classes: {classes!r} is not one of nearest, two-halves, or labels"
+            )
+    else:
+        label_array = np.asarray(classes)
+        if label_array.shape != (train_array.shape[0],) or label_array.dtype.kind not in "iu":
+            raise ValueError(
+                f"invalid classes: labels must be {train_array.shape[0]} integers, one per "
+                f"training point, got shape {label_array.shape} of {label_array.dtype}"
+            )
+        labels = [int(v) for v in label_array]
+        classes = "labels"
     return json.loads(_memodiff.speciation(
-        train_array, name, int(particles), int(steps), int(clones), int(seed),
+        train_array, classes, labels, int(particles), int(steps), int(clones), int(seed),
         float(beta_min), float(beta_max), backend, device,
     ))
 

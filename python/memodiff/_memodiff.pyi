@@ -40,7 +40,8 @@ def sample(
 ]: ...
 def speciation(
     train: npt.NDArray[np.float64],
-    name: str,
+    classes: str,
+    labels: Optional[List[int]],
     particles: int,
     steps: int,
     clones: int,

@@ -360,12 +360,13 @@ fn sample<'py>(
 
 /// Biroli et al.'s cloning experiment on `train`: the measurement as JSON.
 #[pyfunction]
-#[pyo3(signature = (train, name, particles, steps, clones, seed, beta_min, beta_max, backend, device))]
+#[pyo3(signature = (train, classes, labels, particles, steps, clones, seed, beta_min, beta_max, backend, device))]
 #[allow(clippy::too_many_arguments)]
 fn speciation(
     py: Python<'_>,
     train: PyReadonlyArray2<'_, f64>,
-    name: &str,
+    classes: &str,
+    labels: Option<Vec<i64>>,
     particles: u64,
     steps: usize,
     clones: usize,
@@ -375,9 +376,12 @@ fn speciation(
     backend: &str,
     device: Option<usize>,
 ) -> PyResult<String> {
-    let mut training = dataset(&train, None)?;
-    // The name decides the classes: a two-gaussians set is classed by mixture component.
-    training.name = name.to_string();
+    let training = dataset(&train, None)?;
+    let classes = match (classes, labels) {
+        (_, Some(labels)) => memodiff::Classes::Labels(labels),
+        ("two-halves", None) => memodiff::Classes::TwoHalves,
+        _ => memodiff::Classes::Nearest,
+    };
     let mut config = SampleConfig::new(training);
     config.particles = particles;
     config.time_points = steps;
@@ -385,7 +389,7 @@ fn speciation(
     config.schedule = VpSchedule::new(beta_min, beta_max);
     let backend = parse_name::<Backend>("backend", backend)?;
     let measured = py
-        .detach(|| Sampler::open(backend, device)?.speciation(&config, clones))
+        .detach(|| Sampler::open(backend, device)?.speciation(&config, clones, &classes))
         .map_err(to_py)?;
     Ok(serde_json::to_string(&measured).expect("a measurement serializes"))
 }

@@ -365,3 +365,21 @@ def test_edm_and_the_gu_preset_equal_the_cli(tmp_path):
     assert same.samples.tobytes() == run.samples.tobytes()
     with pytest.raises(ValueError, match="edm runs on its own grid"):
         memodiff.sample(memodiff.datasets.circle(8), 10, schedule="edm", t_min=0.1)
+
+
+def test_speciation_by_labels_equals_the_cli(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = np.arange(40) % 2
+    images = (np.where(labels == 0, -1.0, 1.0)[:, None, None]
+              + 0.1 * rng.standard_normal((40, 4, 4))).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", labels.astype(np.int64))
+    out = tmp_path / "sp"
+    cli("speciation", "--backend", "cpu", "--particles", "200", "--dataset",
+        str(tmp_path / "images.npy"), "--labels", str(tmp_path / "labels.npy"), "--out", str(out))
+    cli_report = json.loads((out / "speciation.json").read_text())
+    report = memodiff.speciation(images, 200, classes=labels, backend="cpu")
+    assert report["classes"] == "label of the nearest training point"
+    assert [p["phi"] for p in report["curve"]] == [p["phi"] for p in cli_report["curve"]]
+    with pytest.raises(ValueError, match="invalid classes: labels must be 40 integers"):
+        memodiff.speciation(images, 10, classes=labels[:5])

@@ -40,6 +40,17 @@ pub struct SpeciationArgs {
     #[arg(long, default_value_t = 0)]
     pub data_seed: u64,
 
+    /// Class the samples by the labels of their nearest training points: a .npy of shape
+    /// (N,) of integers, one per training point (`--dataset digits` uses its own labels
+    /// unless this is given). Without labels, `two-gaussians` sets are classed by mixture
+    /// component and others by nearest training point.
+    #[arg(long, value_name = "FILE.npy")]
+    pub labels: Option<PathBuf>,
+
+    /// uint8 images: map 0..255 onto LO,HI (as `sample --scale`).
+    #[arg(long, value_name = "LO,HI", value_parser = crate::cli::parse::parse_scale, allow_hyphen_values = true)]
+    pub scale: Option<(f64, f64)>,
+
     /// Particles (each has one clone per clone time).
     #[arg(long, default_value = "1000", value_parser = crate::cli::parse::parse_count)]
     pub particles: u64,
@@ -108,7 +119,23 @@ pub struct SpeciationReport {
 
 /// `memodiff speciation`.
 pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
-    let dataset = Dataset::parse_seeded(&args.dataset, args.data_seed)?;
+    let dataset = crate::model::dataset::images::prepare(
+        Dataset::parse_seeded(&args.dataset, args.data_seed)?,
+        args.scale,
+        None,
+        None,
+    )?;
+    let classes = match &args.labels {
+        Some(path) => {
+            speciation::Classes::Labels(crate::model::dataset::images::read_labels(path)?)
+        }
+        None if dataset.name == crate::model::dataset::images::DIGITS => {
+            speciation::Classes::Labels(crate::model::dataset::images::read_labels(
+                &crate::model::dataset::images::digits_labels_file()?,
+            )?)
+        }
+        None => speciation::Classes::of(&dataset),
+    };
     let mut config = SampleConfig::new(dataset.clone());
     config.particles = args.particles;
     config.time_points = args.steps;
@@ -119,7 +146,7 @@ pub fn run(args: &SpeciationArgs) -> Result<SpeciationReport> {
     crate::io::out_dir::check_out(&args.out, args.force)?;
     let mut engine = super::open_engine(args.backend)?;
     let staging = super::begin_out(&args.out)?;
-    let measured = speciation::measure(&config, args.clones, engine.as_mut())?;
+    let measured = speciation::measure(&config, args.clones, &classes, engine.as_mut())?;
     let (curve, lambda, predicted) = (&measured.curve, measured.lambda, measured.predicted_t_s);
     let dim = dataset.dim;
     println!(

@@ -133,8 +133,9 @@ impl Sampler {
         &mut self,
         config: &SampleConfig,
         clones: usize,
+        classes: &crate::run::speciation::Classes,
     ) -> Result<crate::run::speciation::Speciation> {
-        crate::run::speciation::measure(config, clones, self.engine.as_mut())
+        crate::run::speciation::measure(config, clones, classes, self.engine.as_mut())
     }
 
     /// Run `config` and keep everything in memory.

@@ -90,10 +90,45 @@ pub fn largest_covariance_eigenvalue(dataset: &Dataset) -> f64 {
     lambda
 }
 
+/// How a final sample's class is decided: by the training point nearest to it, through
+/// that point's class.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classes {
+    /// Every training point is its own class.
+    Nearest,
+    /// The first ⌈N/2⌉ training points are one class, the rest the other (the mixture
+    /// components of `two-gaussians`).
+    TwoHalves,
+    /// One label per training point (`--labels`, the digits' labels).
+    Labels(Vec<i64>),
+}
+
+impl Classes {
+    /// The default for `dataset`: its mixture components for a `two-gaussians` set, its
+    /// points otherwise.
+    pub fn of(dataset: &crate::model::dataset::Dataset) -> Self {
+        if dataset.name.starts_with("two-gaussians") {
+            Classes::TwoHalves
+        } else {
+            Classes::Nearest
+        }
+    }
+
+    /// What run files call it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Classes::Nearest => "nearest training point",
+            Classes::TwoHalves => "mixture component",
+            Classes::Labels(_) => "label of the nearest training point",
+        }
+    }
+}
+
 /// What the cloning experiment measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Speciation {
-    /// "mixture component" (a `two-gaussians` set) or "nearest training point".
+    /// "mixture component" (a `two-gaussians` set), "nearest training point" or "label of
+    /// the nearest training point".
     pub classes: &'static str,
     /// Largest eigenvalue of the training set's covariance.
     pub lambda: f64,
@@ -127,9 +162,22 @@ pub fn check_clones(clones: usize, time_points: usize) -> Result<()> {
 pub fn measure(
     config: &SampleConfig,
     clones: usize,
+    classes: &Classes,
     engine: &mut dyn Engine,
 ) -> Result<Speciation> {
     config.validate()?;
+    if let Classes::Labels(labels) = classes {
+        if labels.len() != config.dataset.len() {
+            return Err(Error::invalid(
+                "labels",
+                format!(
+                    "{} labels for the {} training points",
+                    labels.len(),
+                    config.dataset.len()
+                ),
+            ));
+        }
+    }
     check_clones(clones, config.time_points)?;
     let dataset = &config.dataset;
     let steps = config.reverse_steps();
@@ -150,16 +198,18 @@ pub fn measure(
     driver::run(config, engine, &mut keep, &mut NoProgress)?;
 
     let counter = MemorizationCounter::new(&dataset.points, dim)?;
-    let two_classes = dataset.name.starts_with("two-gaussians");
     let first_component = dataset.len().div_ceil(2);
-    let class = |sample: &[f32]| -> usize {
-        let nearest = counter.nearest(sample).map_or(usize::MAX, |(i, _)| i);
-        match two_classes {
-            true => usize::from(nearest >= first_component),
-            false => nearest,
+    let class = |sample: &[f32]| -> i64 {
+        let Some((nearest, _)) = counter.nearest(sample) else {
+            return i64::MIN;
+        };
+        match classes {
+            Classes::Nearest => nearest as i64,
+            Classes::TwoHalves => i64::from(nearest >= first_component),
+            Classes::Labels(labels) => labels[nearest],
         }
     };
-    let original: Vec<usize> = keep.samples.chunks(dim).map(class).collect();
+    let original: Vec<i64> = keep.samples.chunks(dim).map(class).collect();
     let problem = Problem {
         dataset,
         steps: &steps,
@@ -194,11 +244,7 @@ pub fn measure(
     let times: Vec<f64> = curve.iter().map(|p| p.ou_time).collect();
     let phis: Vec<f64> = curve.iter().map(|p| p.phi).collect();
     Ok(Speciation {
-        classes: if two_classes {
-            "mixture component"
-        } else {
-            "nearest training point"
-        },
+        classes: classes.describe(),
         lambda,
         predicted_t_s: (lambda > 1.0).then(|| 0.5 * lambda.ln()),
         measured_t_s: crossing_time(&times, &phis, 0.75),
