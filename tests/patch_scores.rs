@@ -383,3 +383,49 @@ fn els_samples_are_made_of_their_nearest_training_patches() {
     eprintln!("els:3, heun: {fraction:.4} of pixels equal their nearest patch's centre");
     assert!(fraction >= 0.9, "{fraction}");
 }
+
+#[test]
+fn a_patch_size_schedule_applies_each_steps_size() {
+    let mut config = SampleConfig::new(images(6, 6, 7, 1, 4));
+    config.particles = 9;
+    config.time_points = 21;
+    config.sampler = SamplerKind::Heun;
+    let run = |score: &str, sizes: Option<Vec<usize>>, reference: bool| {
+        let mut config = config.clone();
+        config.score = ScoreKind::Patch(patch(score));
+        config.patch_sizes = sizes;
+        if reference {
+            run_collect(&config, &mut ReferenceEngine::new())
+                .unwrap()
+                .samples
+        } else {
+            run_collect(&config, &mut CpuEngine::new()).unwrap().samples
+        }
+    };
+    // One size for all steps is that size's score.
+    assert_eq!(
+        run("els:5", Some(vec![3]), false),
+        run("els:3", None, false)
+    );
+    // Large patches early, small late (20 steps: both halves of each heun step use the
+    // step's size): the cpu engine follows the reference, and the result is neither
+    // constant size's.
+    let schedule: Vec<usize> = (0..20).map(|k| if k < 10 { 5 } else { 3 }).collect();
+    let cpu = run("bbels:3", Some(schedule.clone()), false);
+    let reference = run("bbels:3", Some(schedule), true);
+    let worst = cpu
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "cpu vs reference: {worst}");
+    for constant in ["bbels:3", "bbels:5"] {
+        let other = run(constant, None, false);
+        let apart = cpu
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(apart > 1e-2, "the schedule ran as {constant}");
+    }
+}

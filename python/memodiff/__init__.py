@@ -165,6 +165,7 @@ def sample(
     sampler: str = "em",
     eta: float = 0.0,
     score: str = "empirical",
+    patch_size: Optional[Union[int, Sequence[int]]] = None,
     t_min: float = 0.0,
     grid_start: Optional[float] = None,
     preset: Optional[str] = None,
@@ -199,6 +200,9 @@ def sample(
             width h), or on images a patch-local score with odd patch size k:
             ``"local:k"``, ``"els:k"`` or ``"bbels:k"`` (Kamb & Ganguli; cpu and reference
             backends, which ``"auto"`` then picks).
+        patch_size: a patch-size schedule for a patch score: one odd size per step
+            (``steps - 1``, from the highest noise), or one for all; it replaces the k of
+            ``score``, as ``--patch-size``.
         t_min: stop at forward time t_min and return each sample's denoised mean (0: off).
         grid_start: the forward time of the first step: ``steps - 1`` equal steps from it
             down to t_min, from N(0, I) as DDIM code starts (None: the tutorial's grid,
@@ -275,6 +279,7 @@ def sample(
         wanted,
         callback,
         image_shape,
+        None if patch_size is None else [int(k) for k in np.atleast_1d(patch_size)],
     )
     return Run(samples, initial_out, dict(kept), json.loads(metrics), json.loads(info))
 

@@ -31,6 +31,7 @@ def sample(
     snapshots: List[int],
     progress: Optional[Callable[[int, int], None]],
     image_shape: Optional[Tuple[int, int, int]],
+    patch_size: Optional[List[int]],
 ) -> Tuple[
     npt.NDArray[np.float32],
     Optional[npt.NDArray[np.float32]],

@@ -195,7 +195,7 @@ type Sampled<'py> = (
 /// Sample; see `memodiff.sample` for the arguments. Returns (samples, initial or None,
 /// metrics as JSON, run information as JSON).
 #[pyfunction]
-#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, eta, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress, image_shape))]
+#[pyo3(signature = (train, particles, steps, seed, beta_min, beta_max, schedule, sampler, eta, score, t_min, grid_start, preset, backend, device, batch, shard, return_initial, initial, snapshots, progress, image_shape, patch_size))]
 #[allow(clippy::too_many_arguments)]
 fn sample<'py>(
     py: Python<'py>,
@@ -221,6 +221,7 @@ fn sample<'py>(
     snapshots: Vec<usize>,
     progress: Option<Py<PyAny>>,
     image_shape: Option<(usize, usize, usize)>,
+    patch_size: Option<Vec<usize>>,
 ) -> PyResult<Sampled<'py>> {
     let training = dataset(&train, image_shape)?;
     let dim = training.dim;
@@ -234,6 +235,7 @@ fn sample<'py>(
     };
     config.sampler = parse_name::<SamplerKind>("sampler", sampler)?;
     config.ddim_eta = eta;
+    config.patch_sizes = patch_size;
     config.score = score
         .parse::<ScoreKind>()
         .map_err(|e| PyValueError::new_err(format!("invalid score: {e}")))?;
@@ -335,6 +337,7 @@ fn sample<'py>(
             "sampler": config.sampler.name(),
             "eta": config.ddim_eta,
             "score": score,
+            "patch_sizes": config.patch_sizes,
             "t_min": t_min,
             "grid_start": config.grid_start,
             "n_train": training.len(),

@@ -383,3 +383,19 @@ def test_speciation_by_labels_equals_the_cli(tmp_path):
     assert [p["phi"] for p in report["curve"]] == [p["phi"] for p in cli_report["curve"]]
     with pytest.raises(ValueError, match="invalid classes: labels must be 40 integers"):
         memodiff.speciation(images, 10, classes=labels[:5])
+
+
+def test_a_patch_size_schedule_equals_the_cli(tmp_path):
+    rng = np.random.default_rng(9)
+    images = rng.random((5, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    sizes = [5] * 10 + [3] * 9
+    out = tmp_path / "ps"
+    cli("sample", "--dataset", str(tmp_path / "images.npy"), "--score", "local:3",
+        "--patch-size", ",".join(map(str, sizes)), "--steps", "20", "--particles", "12",
+        "--out", str(out))
+    run = memodiff.sample(images, 12, steps=20, score="local:3", patch_size=sizes)
+    assert run.samples.tobytes() == np.load(out / "samples.npy").tobytes()
+    assert run.info["parameters"]["patch_sizes"] == sizes
+    with pytest.raises(ValueError, match="invalid patch_size: 2 values"):
+        memodiff.sample(images, 12, steps=20, score="local:3", patch_size=[3, 5])

@@ -203,6 +203,12 @@ pub struct SampleArgs {
     #[arg(long, default_value = "empirical")]
     pub score: crate::model::schedule::ScoreKind,
 
+    /// A patch-size schedule for a patch score: comma-separated odd sizes, one per step
+    /// (--steps - 1 of them, from the first step at the highest noise), or one for all
+    /// steps; it replaces the k of --score local:k, els:k or bbels:k.
+    #[arg(long, value_name = "K,K,...", value_delimiter = ',')]
+    pub patch_size: Option<Vec<usize>>,
+
     /// Early stopping: end the reverse process at forward time t_min (the grid of --steps
     /// points then runs from 1 - 1/(S-1) down to t_min) and output each sample's denoised
     /// mean E[x_0 | x_{t_min}] (the posterior mean of the training points for the empirical
@@ -251,6 +257,7 @@ impl SampleArgs {
             schedule: self.schedule,
             grid_start: self.grid_start,
             ddim_eta: self.eta,
+            patch_sizes: self.patch_size.clone(),
             dataset: training.name.clone(),
             data_seed: self.data_seed,
             score: self.score,

@@ -196,10 +196,10 @@ pub struct Problem<'a> {
     pub initial_std: f64,
     /// Which integrator runs the steps (same grid, same initial noise).
     pub sampler: SamplerKind,
-    /// The patch-local score on the training images, where the run uses one (`--score
-    /// local:k` ...); `None`: the score of whole training points (empirical, or kde:h
-    /// through the steps' variances).
-    pub patch: Option<crate::model::patch_score::PatchGeometry>,
+    /// The patch-local score on the training images, step by step, where the run uses
+    /// one (`--score local:k` ..., `--patch-size`); `None`: the score of whole training
+    /// points (empirical, or kde:h through the steps' variances).
+    pub patch: Option<&'a crate::model::patch_score::PatchPlan>,
 }
 
 /// Where an engine writes the posterior concentration it meets in its own score

@@ -218,10 +218,6 @@ impl Engine for ReferenceEngine {
         let dim = problem.dataset.dim;
         let (first_particle, steps) = (work.first_particle, work.steps.clone());
         let schedule = problem.schedule;
-        let model = ScoreModel {
-            dataset: problem.dataset,
-            patch: problem.patch,
-        };
         let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
             Some(tap) => {
                 tap.check();
@@ -262,6 +258,11 @@ impl Engine for ReferenceEngine {
             };
             for k in steps.clone() {
                 let step = &problem.steps[k];
+                // The step's patch size, where the run has a patch-size schedule.
+                let model = ScoreModel {
+                    dataset: problem.dataset,
+                    patch: problem.patch.map(|plan| plan.steps[k]),
+                };
                 if let Some(j) = tap_steps.iter().position(|&t| t == k) {
                     let rounded: Vec<f32> = x.iter().map(|&v| v as f32).collect();
                     x.iter_mut().zip(&rounded).for_each(|(v, &r)| *v = r as f64);

@@ -302,6 +302,59 @@ impl PatchGeometry {
     }
 }
 
+/// A patch score over the steps of a run: the geometry of every step, which differ only
+/// in the patch size when the run has a patch-size schedule (`--patch-size 3,3,5,...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchPlan {
+    /// One geometry per step.
+    pub steps: Vec<PatchGeometry>,
+}
+
+impl PatchPlan {
+    /// `score` on images of `shape` for `steps` steps, with patch size `sizes[k]` at step
+    /// k when given (one size per step, or one for all), else the score's own k. A
+    /// one-line reason when a size is even, or a patch does not fit the images.
+    pub fn new(
+        score: PatchScore,
+        shape: Option<ImageShape>,
+        steps: usize,
+        sizes: Option<&[usize]>,
+    ) -> Result<Self, String> {
+        let sizes: Vec<usize> = match sizes {
+            None => vec![score.k; steps],
+            Some([k]) => vec![*k; steps],
+            Some(sizes) if sizes.len() == steps => sizes.to_vec(),
+            Some(sizes) => {
+                return Err(format!(
+                    "{} values; give one, or one per step ({steps})",
+                    sizes.len()
+                ))
+            }
+        };
+        let steps = sizes
+            .iter()
+            .map(|&k| {
+                if k % 2 == 0 {
+                    return Err(format!("{k} is even: patch sizes are odd, e.g. 3 or 5"));
+                }
+                PatchScore { k, ..score }.on(shape)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { steps })
+    }
+
+    /// The distinct geometries, in order of first use.
+    pub fn distinct(&self) -> Vec<PatchGeometry> {
+        let mut out: Vec<PatchGeometry> = Vec::new();
+        for g in &self.steps {
+            if !out.contains(g) {
+                out.push(*g);
+            }
+        }
+        out
+    }
+}
+
 /// The denoised image `m` of the patch score at `x` (f64, from the definitions): for every
 /// pixel, the softmax over its dictionary of `−|x_Ω(p) − s φ_j|² / 2v` and the weighted
 /// mean of the patches' centres.

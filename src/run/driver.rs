@@ -59,6 +59,9 @@ pub struct SampleConfig {
     /// eta of `SamplerKind::Ddim` (`--eta`, in [0, 1]): 0 is deterministic DDIM, 1 draws
     /// the DDPM posterior's noise at each step.
     pub ddim_eta: f64,
+    /// A patch-size schedule for a patch score (`--patch-size`): one odd size per step,
+    /// or one for all; `None`: the score's own k at every step.
+    pub patch_sizes: Option<Vec<usize>>,
 }
 
 /// Shard `index` of `count` (0-based): particles `[P index / count, P (index+1) / count)`.
@@ -114,8 +117,31 @@ impl SampleConfig {
         steps
     }
 
+    /// The patch score of every step (a patch-size schedule), `None` for other scores,
+    /// or why the score does not fit the training images.
+    pub fn patch_plan(&self) -> Result<Option<crate::model::patch_score::PatchPlan>> {
+        let ScoreKind::Patch(patch) = self.score else {
+            return Ok(None);
+        };
+        crate::model::patch_score::PatchPlan::new(
+            patch,
+            self.dataset.image_shape,
+            self.time_points.saturating_sub(1),
+            self.patch_sizes.as_deref(),
+        )
+        .map(Some)
+        .map_err(|why| {
+            let parameter = if self.patch_sizes.is_some() {
+                "patch_size"
+            } else {
+                "score"
+            };
+            Error::invalid(parameter, why)
+        })
+    }
+
     /// Standard deviation of the initial noise x_T: sigma(1) of the schedule on the
-    /// tutorial's grid, 1 on a grid of `grid_start`.
+    /// tutorial's grid (sigma = 80 for EDM), 1 on a grid of `grid_start`.
     pub fn initial_std(&self) -> f64 {
         match self.grid_start {
             None => self.schedule.sigma2(self.schedule.horizon()).sqrt(),
@@ -288,10 +314,12 @@ impl SampleConfig {
                 ),
             ));
         }
-        if let ScoreKind::Patch(patch) = self.score {
-            patch
-                .on(self.dataset.image_shape)
-                .map_err(|why| Error::invalid("score", why))?;
+        self.patch_plan()?;
+        if self.patch_sizes.is_some() && !matches!(self.score, ScoreKind::Patch(_)) {
+            return Err(Error::invalid(
+                "patch_size",
+                "applies to a patch score: --score local:k, els:k or bbels:k",
+            ));
         }
         if self.batch == Some(0) {
             return Err(Error::invalid("batch", "must be at least 1"));
@@ -637,6 +665,7 @@ pub fn run_checkpointed(
         .into_iter()
         .filter(|&k| k <= steps.len())
         .collect();
+    let patch_plan = config.patch_plan()?;
     let problem = Problem {
         dataset: &config.dataset,
         steps: &steps,
@@ -644,14 +673,7 @@ pub fn run_checkpointed(
         initial_std: config.initial_std(),
         schedule: config.schedule,
         sampler: config.sampler,
-        patch: match config.score {
-            ScoreKind::Patch(patch) => Some(
-                patch
-                    .on(config.dataset.image_shape)
-                    .map_err(|why| Error::invalid("score", why))?,
-            ),
-            _ => None,
-        },
+        patch: patch_plan.as_ref(),
     };
     // Observed steps whose posterior the engine reports from its own score evaluation:
     // the batch runs through them without stopping. (The state after the last step is

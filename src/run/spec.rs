@@ -87,6 +87,9 @@ pub struct RunSpec {
     /// eta of the ddim sampler (`--eta`); absent: 0, deterministic.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ddim_eta: f64,
+    /// The patch-size schedule of a patch score (`--patch-size`); absent: the score's k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_sizes: Option<Vec<usize>>,
     /// How the density images are drawn.
     #[serde(flatten)]
     pub images: ImageSpec,
@@ -394,6 +397,7 @@ impl RunSpec {
             initial: None,
             grid_start: None,
             ddim_eta: 0.0,
+            patch_sizes: None,
             images: ImageSpec::default(),
             extras: ExtraOutputs::default(),
         }
@@ -437,6 +441,7 @@ impl RunSpec {
             initial: None,
             grid_start: self.grid_start,
             ddim_eta: self.ddim_eta,
+            patch_sizes: self.patch_sizes.clone(),
         }
     }
 
@@ -502,6 +507,7 @@ impl SampleConfig {
             initial: None,
             grid_start: None,
             ddim_eta: 0.0,
+            patch_sizes: None,
         }
     }
 }

@@ -69,10 +69,11 @@ enum PreparedTraining {
         clustered: bool,
         panels: Box<attention::TrainingPanels>,
     },
-    /// A patch-local score: its dictionaries in the attention kernel's layout.
+    /// A patch-local score: the dictionaries of each of its patch sizes in the attention
+    /// kernel's layout.
     Patches {
         dataset: u64,
-        dictionaries: Box<patch::PatchDictionaries>,
+        dictionaries: Vec<patch::PatchDictionaries>,
     },
 }
 
@@ -85,18 +86,20 @@ impl PreparedTraining {
         cull: bool,
     ) -> Result<&'s PreparedTraining> {
         let (dataset, dim) = (problem.dataset.identity(), problem.dataset.dim);
-        if let Some(geometry) = problem.patch {
+        if let Some(plan) = problem.patch {
+            let geometries = plan.distinct();
             let fits = matches!(&*slot, Some(PreparedTraining::Patches { dataset: d, dictionaries })
-                if *d == dataset && dictionaries.geometry == geometry);
+                if *d == dataset
+                    && dictionaries.iter().map(|d| d.geometry).eq(geometries.iter().copied()));
             if !fits {
                 // The old layout goes first: the dictionaries may be large.
                 *slot = None;
                 *slot = Some(PreparedTraining::Patches {
                     dataset,
-                    dictionaries: Box::new(patch::PatchDictionaries::new(
-                        geometry,
-                        problem.dataset,
-                    )?),
+                    dictionaries: geometries
+                        .into_iter()
+                        .map(|g| patch::PatchDictionaries::new(g, problem.dataset))
+                        .collect::<Result<_>>()?,
                 });
             }
             return Ok(slot.as_ref().expect("prepared above"));

@@ -64,6 +64,22 @@ impl PatchDictionaries {
         Ok(Self { geometry, groups })
     }
 
+    /// The buffers of a work item of `particles` particles.
+    fn scratch(&self, particles: usize, isa: Isa) -> Scratch {
+        let len = self.geometry.patch_len();
+        let largest_group = self.groups.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        let queries = particles * largest_group;
+        Scratch {
+            queries: vec![0f32; queries * len],
+            means: vec![0f32; queries * len],
+            attention: attention::Scratch::new(
+                queries,
+                attention::tile_rows(isa),
+                &self.groups[0].1,
+            ),
+        }
+    }
+
     /// The denoised images `m` (same shape as `xs`) of every particle of `xs` under the
     /// score at `scale`. `queries` and `means` are scratch.
     fn denoise(
@@ -120,30 +136,36 @@ struct Scratch {
 /// when a group serves one pixel (`local:k`), few enough that items balance.
 const ITEM_PARTICLES: usize = 8;
 
-/// Run `work`'s particles through its steps under the patch score of `dictionaries`.
+/// Run `work`'s particles through its steps under the patch score of `problem.patch`,
+/// whose patch sizes' dictionaries are `dictionaries` (each step uses its own size's).
 pub fn advance_patch(
     problem: &Problem,
     work: BatchWork,
-    dictionaries: &PatchDictionaries,
+    dictionaries: &[PatchDictionaries],
 ) -> Result<()> {
     let dim = problem.dataset.dim;
     let first_particle = work.first_particle;
-    let StepRecords { records, .. } = StepRecords::new(
+    let StepRecords { records, first } = StepRecords::new(
         problem.sampler,
         &problem.schedule,
         problem.steps,
         work.steps.clone(),
     );
+    // Each record's dictionaries: those of its step's patch size.
+    let plan = problem.patch.expect("a patch problem");
+    let which: Vec<usize> = (0..records.len())
+        .map(|r| {
+            let step = work.steps.start + first.partition_point(|&f| f <= r) - 1;
+            let geometry = plan.steps[step];
+            dictionaries
+                .iter()
+                .position(|d| d.geometry == geometry)
+                .expect("dictionaries of every patch size of the plan")
+        })
+        .collect();
     let key = crate::model::philox::seed_key(problem.seed);
     let isa = Isa::selected()?;
     let initial_std = problem.initial_std as f32;
-    let len = dictionaries.geometry.patch_len();
-    let largest_group = dictionaries
-        .groups
-        .iter()
-        .map(|(p, _)| p.len())
-        .max()
-        .unwrap_or(0);
     run_blocks(dim, ITEM_PARTICLES, work, |c, initial, rows| {
         let first = first_particle + (c * ITEM_PARTICLES) as u64;
         if let Some(initial) = initial {
@@ -152,25 +174,19 @@ pub fn advance_patch(
             }
             rows.copy_from_slice(initial);
         }
-        let queries = rows.len() / dim * largest_group;
-        let mut scratch = Scratch {
-            queries: vec![0f32; queries * len],
-            means: vec![0f32; queries * len],
-            attention: attention::Scratch::new(
-                queries,
-                attention::tile_rows(isa),
-                &dictionaries.groups[0].1,
-            ),
-        };
+        let mut scratches: Vec<Scratch> = dictionaries
+            .iter()
+            .map(|d| d.scratch(rows.len() / dim, isa))
+            .collect();
         let mut m = vec![0f32; rows.len()];
         let mut partials = vec![0f32; rows.len()];
         let mut noise = vec![0f32; dim];
-        for record in &records {
-            dictionaries.denoise(
+        for (record, &d) in records.iter().zip(&which) {
+            dictionaries[d].denoise(
                 isa,
                 rows,
                 attention::score_scale(record),
-                &mut scratch,
+                &mut scratches[d],
                 &mut m,
             );
             for (p, ((x, partial), m)) in rows

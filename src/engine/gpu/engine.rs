@@ -715,7 +715,7 @@ impl Engine for GpuEngine {
         work: BatchWork,
         tap: Option<&mut PosteriorTap>,
     ) -> Result<()> {
-        if let Some(geometry) = &problem.patch {
+        if let Some(geometry) = problem.patch.and_then(|plan| plan.steps.first()) {
             return Err(Error::invalid(
                 "backend",
                 format!(
