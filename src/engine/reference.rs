@@ -6,7 +6,7 @@ use crate::engine::cpu::run_blocks;
 use crate::engine::{Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind};
 use crate::error::Result;
 use crate::model::dataset::Dataset;
-use crate::model::patch_score::{self, PatchGeometry};
+use crate::model::patch_score::PatchReference;
 use crate::model::philox::{fill_normals_f64, INITIAL_NOISE_STEP};
 use crate::model::posterior::{max_weight as max_weight_of, softmax_in_place};
 use crate::model::schedule::ScorePoint;
@@ -71,14 +71,14 @@ pub struct ScoreModel<'a> {
     /// The training set.
     pub dataset: &'a Dataset,
     /// The patch-local score, if the run uses one; else the empirical (or kde) score.
-    pub patch: Option<PatchGeometry>,
+    pub patch: Option<&'a PatchReference>,
 }
 
 impl ScoreModel<'_> {
     /// The score at `x` of the mixture at mean scale `s` and component variance `v`.
     pub fn score(&self, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
-        match &self.patch {
-            Some(geometry) => patch_score::score(geometry, self.dataset, s, v, x),
+        match self.patch {
+            Some(reference) => reference.score(s, v, x),
             None => score_with(self.dataset, s, v, x),
         }
     }
@@ -218,6 +218,12 @@ impl Engine for ReferenceEngine {
         let dim = problem.dataset.dim;
         let (first_particle, steps) = (work.first_particle, work.steps.clone());
         let schedule = problem.schedule;
+        // The dictionaries of each patch size of a patch score, built once for the batch.
+        let distinct = problem.patch.map_or(Vec::new(), |plan| plan.distinct());
+        let references: Vec<PatchReference> = distinct
+            .iter()
+            .map(|g| PatchReference::new(g, problem.dataset))
+            .collect();
         let (tap_steps, tap_rows, pieces): (&[usize], usize, Vec<Piece>) = match tap {
             Some(tap) => {
                 tap.check();
@@ -261,7 +267,10 @@ impl Engine for ReferenceEngine {
                 // The step's patch size, where the run has a patch-size schedule.
                 let model = ScoreModel {
                     dataset: problem.dataset,
-                    patch: problem.patch.map(|plan| plan.steps[k]),
+                    patch: problem.patch.map(|plan| {
+                        let at = distinct.iter().position(|g| *g == plan.steps[k]);
+                        &references[at.expect("every step's geometry is prepared")]
+                    }),
                 };
                 if let Some(j) = tap_steps.iter().position(|&t| t == k) {
                     let rounded: Vec<f32> = x.iter().map(|&v| v as f32).collect();

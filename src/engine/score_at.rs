@@ -102,11 +102,13 @@ impl ScoreEvaluator {
             let geometry = patch
                 .on(dataset.image_shape)
                 .map_err(|why| Error::invalid("score", why))?;
+            let reference = patch_score::PatchReference::new(&geometry, dataset);
             return Ok(points
                 .chunks(dim)
                 .flat_map(|p| {
                     let x: Vec<f64> = p.iter().map(|&v| v as f64).collect();
-                    patch_score::score(&geometry, dataset, point.mean_scale, point.variance, &x)
+                    reference
+                        .score(point.mean_scale, point.variance, &x)
                         .into_iter()
                         .map(|v| v as f32)
                 })

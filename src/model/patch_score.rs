@@ -355,54 +355,80 @@ impl PatchPlan {
     }
 }
 
-/// The denoised image `m` of the patch score at `x` (f64, from the definitions): for every
-/// pixel, the softmax over its dictionary of `−|x_Ω(p) − s φ_j|² / 2v` and the weighted
-/// mean of the patches' centres.
-pub fn denoised(
-    geometry: &PatchGeometry,
-    dataset: &Dataset,
-    s: f64,
-    v: f64,
-    x: &[f64],
-) -> Vec<f64> {
-    let channels = geometry.shape.channels;
-    let (len, centre) = (geometry.patch_len(), geometry.centre_offset());
-    let mut m = vec![0.0; x.len()];
-    let mut query = vec![0.0; len];
-    for group in geometry.groups() {
-        let dictionary = geometry.dictionary(&dataset.points, &group);
-        for &p in &group.pixels {
-            let width = geometry.shape.width;
-            geometry.query(x, p / width, p % width, &mut query);
-            let mut weights: Vec<f64> = dictionary
-                .chunks_exact(len)
-                .map(|phi| {
-                    let d2: f64 = query
-                        .iter()
-                        .zip(phi)
-                        .map(|(q, a)| (q - s * a).powi(2))
-                        .sum();
-                    -d2 / (2.0 * v)
-                })
-                .collect();
-            let (_, total) = softmax_in_place(&mut weights);
-            for (w, phi) in weights.iter().zip(dictionary.chunks_exact(len)) {
-                for c in 0..channels {
-                    m[p * channels + c] += w / total * phi[centre + c];
+/// The f64 reference of a patch score on one training set: its dictionaries, built once,
+/// and the denoised image and score at any point, from the definitions.
+#[derive(Debug, Clone)]
+pub struct PatchReference {
+    geometry: PatchGeometry,
+    /// Per dictionary group: its pixels and its patches, row-major.
+    groups: Vec<(Vec<usize>, Vec<f64>)>,
+}
+
+impl PatchReference {
+    /// The dictionaries of `geometry` from `dataset`'s images.
+    pub fn new(geometry: &PatchGeometry, dataset: &Dataset) -> Self {
+        let groups = geometry
+            .groups()
+            .into_iter()
+            .map(|group| {
+                let dictionary = geometry.dictionary(&dataset.points, &group);
+                (group.pixels, dictionary)
+            })
+            .collect();
+        Self {
+            geometry: *geometry,
+            groups,
+        }
+    }
+
+    /// The denoised image `m` at `x`: for every pixel, the softmax over its dictionary of
+    /// `−|x_Ω(p) − s φ_j|² / 2v` and the weighted mean of the patches' centres.
+    pub fn denoised(&self, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
+        let geometry = &self.geometry;
+        let channels = geometry.shape.channels;
+        let (len, centre) = (geometry.patch_len(), geometry.centre_offset());
+        let mut m = vec![0.0; x.len()];
+        let mut query = vec![0.0; len];
+        for (pixels, dictionary) in &self.groups {
+            for &p in pixels {
+                let width = geometry.shape.width;
+                geometry.query(x, p / width, p % width, &mut query);
+                let mut weights: Vec<f64> = dictionary
+                    .chunks_exact(len)
+                    .map(|phi| {
+                        let d2: f64 = query
+                            .iter()
+                            .zip(phi)
+                            .map(|(q, a)| (q - s * a).powi(2))
+                            .sum();
+                        -d2 / (2.0 * v)
+                    })
+                    .collect();
+                let (_, total) = softmax_in_place(&mut weights);
+                for (w, phi) in weights.iter().zip(dictionary.chunks_exact(len)) {
+                    for c in 0..channels {
+                        m[p * channels + c] += w / total * phi[centre + c];
+                    }
                 }
             }
         }
+        m
     }
-    m
+
+    /// The patch score `(s m − x) / v` at `x`.
+    pub fn score(&self, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
+        self.denoised(s, v, x)
+            .iter()
+            .zip(x)
+            .map(|(m, xd)| (s * m - xd) / v)
+            .collect()
+    }
 }
 
-/// The patch score `(s m − x) / v` at `x` (f64).
+/// The patch score `(s m − x) / v` at `x` (f64; builds the dictionaries for this one
+/// point: use [`PatchReference`] for many).
 pub fn score(geometry: &PatchGeometry, dataset: &Dataset, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
-    denoised(geometry, dataset, s, v, x)
-        .iter()
-        .zip(x)
-        .map(|(m, xd)| (s * m - xd) / v)
-        .collect()
+    PatchReference::new(geometry, dataset).score(s, v, x)
 }
 
 #[cfg(test)]

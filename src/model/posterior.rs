@@ -137,7 +137,7 @@ pub fn max_weights(
 /// `E[x_0 | x_tau] = (x + sigma2 score(x)) / s` (Tweedie's formula) of the model the score
 /// describes: `m = sum_i w_i x_i` for the empirical score, `(sigma2 m + s h^2 x) / v` for
 /// `kde:h` (each smoothed component contributes its own posterior mean), the denoised
-/// image of a patch score (`patch_score::denoised`). f64 throughout,
+/// image of a patch score (`PatchReference::denoised`). f64 throughout,
 /// rounded once to f32.
 pub fn denoise(dataset: &Dataset, score: ScoreKind, point: &ScorePoint, state: &mut [f32]) {
     let dim = dataset.dim;
@@ -151,9 +151,10 @@ pub fn denoise(dataset: &Dataset, score: ScoreKind, point: &ScorePoint, state: &
             let geometry = patch
                 .on(dataset.image_shape)
                 .expect("a patch score is checked against its images before a run");
+            let reference = super::patch_score::PatchReference::new(&geometry, dataset);
             state.par_chunks_mut(dim).for_each(|x| {
                 let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-                let m = super::patch_score::denoised(&geometry, dataset, s, v, &x64);
+                let m = reference.denoised(s, v, &x64);
                 x.iter_mut().zip(&m).for_each(|(o, &m)| *o = m as f32);
             });
             return;
