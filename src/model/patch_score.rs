@@ -426,7 +426,7 @@ impl PatchReference {
 }
 
 /// The patch score `(s m − x) / v` at `x` (f64; builds the dictionaries for this one
-/// point: use [`PatchReference`] for many).
+/// point: use `PatchReference` for many).
 pub fn score(geometry: &PatchGeometry, dataset: &Dataset, s: f64, v: f64, x: &[f64]) -> Vec<f64> {
     PatchReference::new(geometry, dataset).score(s, v, x)
 }
