@@ -91,12 +91,15 @@ impl PipelineCacheFile {
         };
         let folder = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(folder)?;
-        // A name of this process's own: two runs saving at once each rename a whole file
-        // into place, and the last one wins.
+        // A name of this save's own (process and a counter: contexts of one process may
+        // save at once): concurrent saves each rename a whole file into place, and the
+        // last one wins.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let temp = folder.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{}-{}",
             self.path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
+            std::process::id(),
+            SAVES.fetch_add(1, Ordering::Relaxed)
         ));
         let written = std::fs::write(&temp, wrap_data(&data))
             .and_then(|()| std::fs::rename(&temp, &self.path));
