@@ -343,6 +343,25 @@ impl PatchPlan {
         Ok(Self { steps })
     }
 
+    /// What the dictionaries of `images` training images hold, for a line before a run:
+    /// patches per distinct size and their memory as f32.
+    pub fn describe(&self, images: usize) -> String {
+        let sizes: Vec<String> = self
+            .distinct()
+            .iter()
+            .map(|g| {
+                let values = g.dictionary_values(images);
+                format!(
+                    "{} ({} patch values, {:.1} MB as f32)",
+                    g.score.label(),
+                    values,
+                    values as f64 * 4.0 / 1e6
+                )
+            })
+            .collect();
+        format!("patch score dictionaries: {}", sizes.join(", "))
+    }
+
     /// The distinct geometries, in order of first use.
     pub fn distinct(&self) -> Vec<PatchGeometry> {
         let mut out: Vec<PatchGeometry> = Vec::new();

@@ -84,6 +84,9 @@ pub fn sample_to_folder(
     for note in score_note.iter().chain(&note) {
         (control.notes)(note);
     }
+    if let Some(plan) = config.patch_plan()? {
+        (control.notes)(&plan.describe(config.dataset.len()));
+    }
     let (staging, repaired) = Staging::begin(out)?;
     if let Some(note) = &repaired {
         (control.notes)(note);
