@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/gpu-bundle}"
-tests=(gpu raster_gpu gpu_kernels gpu_tap gpu_subgroups gpu_pipeline_cache)
+tests=(gpu raster_gpu gpu_kernels gpu_tap gpu_subgroups gpu_pipeline_cache gpu_patch_scores)
 
 cargo build --release
 # The test executables' paths: cargo names them with a hash, printed in its JSON messages.

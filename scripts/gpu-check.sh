@@ -87,7 +87,8 @@ for exe in "$bin"/deps/*; do
         flash_score_matches_twin_and_reference_at_tile_boundaries
         gpu_tapped_run_matches_its_single_steps
         subgroup_and_portable_general_kernels_give_the_same_bits
-        the_pipeline_cache_is_kept_reused_repaired_and_optional)
+        the_pipeline_cache_is_kept_reused_repaired_and_optional
+        a_local_score_covering_the_image_is_the_empirical_score_on_the_gpu)
     (cd "$root" && "$exe" --nocapture "${filters[@]}") >"$out/test-$name.log" 2>&1
     rc=$?
     took=$(seconds_since "$started")

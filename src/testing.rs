@@ -25,7 +25,7 @@ pub mod density {
 }
 pub mod engine {
     pub use crate::engine::{
-        Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind, NEVER,
+        backend_for_score, Backend, BatchWork, Engine, PosteriorTap, Problem, SamplerKind, NEVER,
     };
     pub mod cpu {
         pub use crate::engine::cpu::CpuEngine;
@@ -69,6 +69,11 @@ pub mod engine {
         }
         pub mod nearest {
             pub use crate::engine::gpu::nearest::{GpuNearest, NearestParams};
+        }
+        pub mod patch {
+            pub use crate::engine::gpu::patch::{
+                PatchParams, PatchScoreParams, TILE_VALUES, WORKGROUP,
+            };
         }
         pub mod raster {
             pub use crate::engine::gpu::raster::{
@@ -129,7 +134,7 @@ pub mod model {
         pub use crate::model::dataset::{Dataset, ImageShape};
     }
     pub mod patch_score {
-        pub use crate::model::patch_score::{score, PatchScore};
+        pub use crate::model::patch_score::{score, PatchPlan, PatchScore};
     }
     pub mod philox {
         pub use crate::model::philox::{

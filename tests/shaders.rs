@@ -59,6 +59,16 @@ fn variants() -> Vec<Variant> {
             subgroups: false,
             source: stage.source(),
         });
+        if stage.entry_point == "patch_denoise" {
+            // A specialised patch size and channel count (LANES = the channels).
+            out.push(Variant {
+                stage,
+                dim: Some(3),
+                tapped: false,
+                subgroups: false,
+                source: stage.source_for_patch(5, 3),
+            });
+        }
         for dim in DIMS {
             for tapped in [false, true] {
                 for subgroups in [false, true] {
@@ -265,6 +275,12 @@ fn host_structs() -> Vec<HostStruct> {
             n_samples, dim, threads_per_row, chunk_start, chunk_count, first, _pad,
         }),
         host_struct!("Best" = memodiff::testing::engine::nearest::Best { d, i }),
+        host_struct!("PatchParams" = gpu::patch::PatchParams {
+            height, width, circular, particle_blocks,
+        }),
+        host_struct!("PatchScoreParams" = gpu::patch::PatchScoreParams {
+            mean_scale, inv_two_sigma2, _pad,
+        }),
         host_struct!("PhiloxCase" = gpu::diagnostics::PhiloxCase { counter, key, _pad }),
     ]
 }
@@ -649,12 +665,26 @@ fn shared_constants(variant: &Variant) -> Vec<SharedConstant> {
         // table's order, one fixed-point unit 2^-QUANTUM_BITS of a peak.
         shared!("STENCIL" = LAGRANGE_COEFFICIENTS.len()),
         shared!("SCALE" = (1u64 << QUANTUM_BITS) as f32),
+        // patch_denoise.wgsl and src/engine/gpu/patch.rs: its dispatch grid and the
+        // shared-memory tile that holds at least 16 patches of MAX_PATCH_VALUES.
+        shared!("PATCH_WG" = memodiff::testing::engine::gpu::patch::WORKGROUP),
+        shared!("TILE_VALUES" = memodiff::testing::engine::gpu::patch::TILE_VALUES),
     ]
 }
 
-/// WGSL constants without a Rust twin, each with the reason. None today: every constant a
-/// shader declares is one the host or the CPU twin depends on.
-const WGSL_ONLY: &[(&str, &str)] = &[];
+/// WGSL constants without a Rust twin, each with the reason.
+const WGSL_ONLY: &[(&str, &str)] = &[
+    // patch/params.wgsl: placeholders that Stage::source_for_patch replaces with the run's
+    // patch size and channels, and what the shader derives from them.
+    ("PATCH_K", "set per pipeline by Stage::source_for_patch"),
+    (
+        "PATCH_CHANNELS",
+        "set per pipeline by Stage::source_for_patch",
+    ),
+    ("PATCH_RADIUS", "PATCH_K / 2"),
+    ("PATCH_LEN", "k² C, PatchGeometry::patch_len"),
+    ("TILE_PATCHES", "TILE_VALUES / PATCH_LEN"),
+];
 
 /// The value of WGSL constant `init` (a literal after naga's constant evaluation).
 fn wgsl_constant(module: &Module, init: Handle<Expression>) -> Value {

@@ -299,7 +299,8 @@ fn sample<'py>(
         };
         // The engine runs without the GIL; the progress takes it back briefly.
         let outcome = py.detach(|| {
-            let mut opened = Sampler::open_for(backend, device, &config.score)?;
+            let plan = config.patch_plan()?;
+            let mut opened = Sampler::open_for(backend, device, plan.as_ref())?;
             let timing = opened.run(&config, &mut keep, &mut progress, &cancel)?;
             Ok::<_, Error>((
                 timing,

@@ -102,33 +102,25 @@ pub fn open_device(
     })
 }
 
-/// The backend `auto` means for a run with `score`: the cpu engine for a patch-local score
-/// (the GPU has no kernels for those yet), with a note saying so; `backend` otherwise. A
-/// patch score on the GPU (`--backend gpu`, `--device N`) is refused before anything runs.
+/// The backend `auto` means for a run with the patch score `plan`, where it has one: the
+/// cpu engine, with a note saying why, when the GPU's patch kernels cannot run it (more
+/// than 4 channels, patches of more than 256 values); `backend` otherwise. Such a run
+/// on the GPU (`--backend gpu`, `--device N`) is refused before anything runs.
 pub fn backend_for_score(
     backend: Backend,
     device: Option<usize>,
-    score: &crate::model::schedule::ScoreKind,
+    plan: Option<&crate::model::patch_score::PatchPlan>,
 ) -> Result<(Backend, Option<String>)> {
-    let crate::model::schedule::ScoreKind::Patch(patch) = score else {
+    let why = plan
+        .into_iter()
+        .flat_map(|plan| plan.distinct())
+        .find_map(|geometry| gpu::patch::unsupported(&geometry));
+    let Some(why) = why else {
         return Ok((backend, None));
     };
     match (backend, device) {
-        (Backend::Auto, None) => Ok((
-            Backend::Cpu,
-            Some(format!(
-                "--score {} runs on the cpu engine (the GPU has no patch-score kernels yet)",
-                patch.label()
-            )),
-        )),
-        (Backend::Gpu | Backend::Auto, _) => Err(crate::error::Error::invalid(
-            "backend",
-            format!(
-                "--score {} runs on --backend cpu or reference: the GPU has no patch-score \
-                 kernels yet",
-                patch.label()
-            ),
-        )),
+        (Backend::Auto, None) => Ok((Backend::Cpu, Some(format!("cpu engine: {why}")))),
+        (Backend::Gpu | Backend::Auto, _) => Err(crate::error::Error::invalid("backend", why)),
         _ => Ok((backend, None)),
     }
 }

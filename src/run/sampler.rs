@@ -79,14 +79,14 @@ impl Sampler {
         Ok(Sampler { engine, note })
     }
 
-    /// [`open`](Self::open) for a run with `score`: `auto` means the cpu engine for a
-    /// patch-local score (the GPU has no patch-score kernels yet).
+    /// [`open`](Self::open) for a run with the patch score `plan`, where it has one: `auto`
+    /// means the cpu engine for a patch score the GPU's kernels cannot run.
     pub fn open_for(
         backend: Backend,
         device: Option<usize>,
-        score: &crate::model::schedule::ScoreKind,
+        plan: Option<&crate::model::patch_score::PatchPlan>,
     ) -> Result<Self> {
-        let (backend, score_note) = crate::engine::backend_for_score(backend, device, score)?;
+        let (backend, score_note) = crate::engine::backend_for_score(backend, device, plan)?;
         let mut sampler = Self::open(backend, device)?;
         sampler.note = score_note.or(sampler.note);
         Ok(sampler)

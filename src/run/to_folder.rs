@@ -78,13 +78,14 @@ pub fn sample_to_folder(
     config.initial = load_initial(spec, config.dataset.dim)?;
     config.validate()?;
     // Open the engine before touching the folder: a run that cannot start writes nothing.
+    let plan = config.patch_plan()?;
     let (backend, score_note) =
-        crate::engine::backend_for_score(execution.backend, execution.device, &config.score)?;
+        crate::engine::backend_for_score(execution.backend, execution.device, plan.as_ref())?;
     let (engine, note) = crate::engine::open_backend(backend, execution.device)?;
     for note in score_note.iter().chain(&note) {
         (control.notes)(note);
     }
-    if let Some(plan) = config.patch_plan()? {
+    if let Some(plan) = &plan {
         (control.notes)(&plan.describe(config.dataset.len()));
     }
     let (staging, repaired) = Staging::begin(out)?;

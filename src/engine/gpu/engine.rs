@@ -152,6 +152,8 @@ pub struct GpuEngine {
     problem: Option<ProblemBuffers>,
     batch: Option<BatchBuffers>,
     tap_buffers: Option<TapBuffers>,
+    /// The patch-score stages (`--score local:k` ...), made on first use.
+    patch: Option<super::patch::GpuPatch>,
 }
 
 impl GpuEngine {
@@ -243,6 +245,7 @@ impl GpuEngine {
             problem: None,
             batch: None,
             tap_buffers: None,
+            patch: None,
         })
     }
 
@@ -715,15 +718,19 @@ impl Engine for GpuEngine {
         work: BatchWork,
         tap: Option<&mut PosteriorTap>,
     ) -> Result<()> {
-        if let Some(geometry) = problem.patch.and_then(|plan| plan.steps.first()) {
-            return Err(Error::invalid(
-                "backend",
-                format!(
-                    "--score {} runs on --backend cpu or reference: the GPU has no \
-                     patch-score kernels yet",
-                    geometry.score.label()
-                ),
-            ));
+        if problem.patch.is_some() {
+            // The patch stages keep their own buffers: whatever the particle buffer
+            // held is no longer this engine's last batch.
+            self.batch = None;
+            self.last_kernel_seconds = None;
+            if self.patch.is_none() {
+                self.patch = Some(super::patch::GpuPatch::new(&self.ctx)?);
+            }
+            return self
+                .patch
+                .as_mut()
+                .expect("made above")
+                .advance(problem, work);
         }
         self.advance(problem, work, tap)
     }

@@ -5,6 +5,7 @@ pub mod context;
 pub mod diagnostics;
 pub mod engine;
 pub mod nearest;
+pub mod patch;
 pub mod pipeline_cache;
 pub mod raster;
 pub mod shaders;

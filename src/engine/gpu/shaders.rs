@@ -26,6 +26,10 @@ const SCORE_GENERAL: &str = include_str!("../../../shaders/score_general.wgsl");
 const PHILOX_KAT: &str = include_str!("../../../shaders/philox_kat.wgsl");
 const HEATMAP_DEPOSIT: &str = include_str!("../../../shaders/heatmap/deposit.wgsl");
 const NEAREST: &str = include_str!("../../../shaders/nearest.wgsl");
+const PATCH_PARAMS: &str = include_str!("../../../shaders/patch/params.wgsl");
+const PATCH_DENOISE: &str = include_str!("../../../shaders/patch_denoise.wgsl");
+const PATCH_EM_STEP: &str = include_str!("../../../shaders/patch_em_step.wgsl");
+const PATCH_HEUN_STEP: &str = include_str!("../../../shaders/patch_heun_step.wgsl");
 
 /// One GPU stage: its name (= entry point), the pieces it is assembled from and how its
 /// workgroup size is set.
@@ -99,6 +103,22 @@ impl Stage {
             .replace(LANES_DECLARATION, &format!("const LANES: u32 = {lanes}u;"))
     }
 
+    /// The module of a patch-score stage for patches of side `k` with `channels` (1..=4)
+    /// channels a pixel: the constants of patch/params.wgsl, and the reduction's `LANES`
+    /// (the channels of a patch's centre pixel, accumulated as a vec4).
+    pub fn source_for_patch(&self, k: usize, channels: usize) -> String {
+        self.source()
+            .replace(PATCH_K_DECLARATION, &format!("const PATCH_K: u32 = {k}u;"))
+            .replace(
+                PATCH_CHANNELS_DECLARATION,
+                &format!("const PATCH_CHANNELS: u32 = {channels}u;"),
+            )
+            .replace(
+                LANES_DECLARATION,
+                &format!("const LANES: u32 = {}u;", channels.clamp(1, 4)),
+            )
+    }
+
     /// Whether this stage has a posterior-tap variant ([`source_tapped`](Self::source_tapped)).
     pub fn can_tap(&self) -> bool {
         self.parts.contains(&TAP_OFF)
@@ -144,6 +164,10 @@ const ENTRY_POINT_PLACEHOLDER: &str = "fn STAGE_ENTRY_POINT(";
 
 /// The declaration of the D <= 4 reductions' lane count (in common/score.wgsl).
 const LANES_DECLARATION: &str = "const LANES: u32 = 4u;";
+
+/// The declarations `Stage::source_for_patch` specialises (in patch/params.wgsl).
+const PATCH_K_DECLARATION: &str = "const PATCH_K: u32 = 3u;";
+const PATCH_CHANNELS_DECLARATION: &str = "const PATCH_CHANNELS: u32 = 1u;";
 
 /// The declaration `Stage::source_for_dim` specialises (in common/reduce_general.wgsl).
 const GENERAL_OWNED_DECLARATION: &str = "const OWNED: u32 = 16u;";
@@ -309,6 +333,26 @@ pub const NEAREST_STAGE: Stage = Stage {
     workgroup: WORKGROUP_SIZE_OVERRIDE,
 };
 
+/// The denoised image of a patch-local score: a workgroup per pixel and block of
+/// particles (src/engine/gpu/patch.rs).
+pub const PATCH_DENOISE_STAGE: Stage = Stage {
+    entry_point: "patch_denoise",
+    parts: &[PARAMS, TAP_OFF, SCORE_COMMON, PATCH_PARAMS, PATCH_DENOISE],
+    workgroup: Workgroup::Fixed(64),
+};
+/// The Euler–Maruyama (and DDIM) update of a patch-score step from the denoised image.
+pub const PATCH_EM_STEP_STAGE: Stage = Stage {
+    entry_point: "patch_em_step",
+    parts: &[PARAMS, PHILOX, PATCH_PARAMS, PATCH_EM_STEP],
+    workgroup: Workgroup::Fixed(64),
+};
+/// Half a Heun step of a patch score from the denoised image.
+pub const PATCH_HEUN_STEP_STAGE: Stage = Stage {
+    entry_point: "patch_heun_step",
+    parts: &[PARAMS, PATCH_PARAMS, PATCH_HEUN_STEP],
+    workgroup: Workgroup::Fixed(64),
+};
+
 /// Every stage, for validation in tests (naga) and for pipeline creation.
 pub const ALL_STAGES: &[Stage] = &[
     INIT_NOISE_STAGE,
@@ -324,4 +368,7 @@ pub const ALL_STAGES: &[Stage] = &[
     PHILOX_KAT_STAGE,
     DEPOSIT_STAGE,
     NEAREST_STAGE,
+    PATCH_DENOISE_STAGE,
+    PATCH_EM_STEP_STAGE,
+    PATCH_HEUN_STEP_STAGE,
 ];
