@@ -199,7 +199,8 @@ pub struct SampleArgs {
     /// `local:k` (each pixel's posterior over the training patches at its own position),
     /// `els:k` (over every k×k patch of every training image, image read circularly) or
     /// `bbels:k` (els with zero padding, edge pixels matched to patches at their own
-    /// distance from the edge). Patch scores run on the cpu and reference engines.
+    /// distance from the edge). Every engine runs patch scores; the GPU takes at most 4
+    /// channels and 256 values a patch.
     #[arg(long, default_value = "empirical")]
     pub score: crate::model::schedule::ScoreKind,
 
