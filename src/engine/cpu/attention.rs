@@ -92,6 +92,20 @@ pub struct TrainingPanels {
     pub order: Option<Vec<u32>>,
     /// The bounding balls of the panels (culling only).
     pub balls: Option<PanelBalls>,
+    /// What the weighted means are taken of where it is not the points themselves (see
+    /// [`with_values`](Self::with_values)); `None`: the points.
+    pub values: Option<PointValues>,
+}
+
+/// A few values per training point that the weighted means are taken of instead of the
+/// point (the patch scores: a patch is the key, its centre pixel the value).
+#[derive(Debug, Clone)]
+pub struct PointValues {
+    /// Values per point.
+    pub width: usize,
+    /// Value-major, per (padded) point in kernel order: `[value][point]`; padding points
+    /// are zero.
+    pub columns: Vec<f32>,
 }
 
 impl TrainingPanels {
@@ -125,7 +139,43 @@ impl TrainingPanels {
             norm,
             order: None,
             balls: None,
+            values: None,
         }
+    }
+
+    /// The layouts of the row-major `points` (keys, `dim` coordinates each) whose weighted
+    /// means are taken of `values` (row-major, `width` per point) instead: the means then
+    /// have `width` values per query, and cost one multiply-add per value and pair instead
+    /// of per coordinate (rounded up to 32) and pair.
+    /// With `clustered`, in the culling's panel order (see [`clustered`](Self::clustered)).
+    pub fn with_values(
+        points: &[f64],
+        dim: usize,
+        values: &[f64],
+        width: usize,
+        clustered: bool,
+    ) -> Self {
+        let mut panels = if clustered {
+            Self::clustered(points, dim)
+        } else {
+            Self::new(points, dim)
+        };
+        let padded = panels.padded_points();
+        let mut columns = vec![0f32; width * padded];
+        for position in 0..panels.points {
+            let i = panels.original_index(position as u32) as usize;
+            for (c, &value) in values[i * width..(i + 1) * width].iter().enumerate() {
+                columns[c * padded + position] = value as f32;
+            }
+        }
+        panels.values = Some(PointValues { width, columns });
+        panels
+    }
+
+    /// Values per query of the weighted means (and of their accumulators): the values'
+    /// width, else the row width.
+    pub fn mean_width(&self) -> usize {
+        self.values.as_ref().map_or(self.row_width, |v| v.width)
     }
 
     /// The training set reordered into panels of nearby points (`cull::panel_order`),
@@ -204,7 +254,7 @@ pub struct Scratch {
     scaled: Vec<f32>,
     /// One block of logits, then weights, per particle (`[p][block]`).
     weights: Vec<f32>,
-    /// The weighted sums per particle (`[p][row_width]`).
+    /// The weighted sums per particle (`[p][mean_width]`).
     acc: Vec<f32>,
     running_max: Vec<f32>,
     weight_sum: Vec<f32>,
@@ -236,7 +286,7 @@ impl Scratch {
             tiles: vec![0f32; rows * dim],
             scaled: vec![0f32; rows * dim],
             weights: vec![0f32; rows * block_points(dim)],
-            acc: vec![0f32; rows * training.row_width],
+            acc: vec![0f32; rows * training.mean_width()],
             running_max: vec![0f32; rows],
             weight_sum: vec![0f32; rows],
             argmax: vec![0u32; rows],
@@ -295,8 +345,9 @@ isa_dispatch! {
 }
 
 isa_dispatch! {
-    /// The softmax-weighted means of `training`'s points for every row of `xs` (`dim`
-    /// coordinates each) at `scale`, into `means` (same shape): the attention kernel alone,
+    /// The softmax-weighted means of `training`'s points (or of its values) for every row
+    /// of `xs` (`dim` coordinates each) at `scale`, into `means` (`mean_width()` values per
+    /// row): the attention kernel alone,
     /// for scores whose queries are not whole particles (the patch-local scores,
     /// `engine::cpu::patch`). Each row's mean depends only on that row.
     pub fn softmax_means(
@@ -321,16 +372,19 @@ fn softmax_means_with<V: Lanes16, const R: usize, const FMA: bool>(
     means: &mut [f32],
 ) {
     let dim = training.dim;
-    assert_eq!(xs.len(), means.len());
+    let (width, out) = match &training.values {
+        Some(values) => (values.width, values.width),
+        None => (training.row_width, dim),
+    };
+    assert_eq!(xs.len() / dim * out, means.len());
     assert!(scratch.rows >= (xs.len() / dim).div_ceil(R) * R);
     // SAFETY: the wrappers only instantiate `V` for features this CPU has.
     unsafe { score_means::<V, R, FMA>(training, xs, scale, scratch) };
-    let width = training.row_width;
-    for (p, mean) in means.chunks_exact_mut(dim).enumerate() {
+    for (p, mean) in means.chunks_exact_mut(out).enumerate() {
         let sum = scratch.weight_sum[p];
         for (m, &a) in mean
             .iter_mut()
-            .zip(&scratch.acc[p * width..p * width + dim])
+            .zip(&scratch.acc[p * width..p * width + out])
         {
             *m = a / sum;
         }
@@ -448,7 +502,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
     let dim = training.dim;
     let particles = xs.len() / dim;
     let rows = particles.div_ceil(R) * R;
-    let width = training.row_width;
+    let width = training.mean_width();
     let block = block_points(dim);
     // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
     scratch.scaled[..rows * dim].fill(0.0);
@@ -586,14 +640,37 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                     0.0
                 };
             }
-            // Summed in 16 lanes, folded in a fixed order.
-            let mut lanes = [0f32; 16];
+            // Summed in 16 lanes, folded in a fixed order. As `1 * w + lanes` (exactly the
+            // sum) in the lane type, with a 1 the optimizer cannot see: left to turn it
+            // back into plain adds, LLVM split the lanes into 2-wide pieces.
+            let (one, mut sum) = (V::splat(std::hint::black_box(1.0)), V::zero());
             for chunk in w.chunks_exact(16) {
-                for l in 0..16 {
-                    lanes[l] += chunk[l];
+                sum = one.mul_add(V::load(chunk.try_into().unwrap()), sum);
+            }
+            let mut lanes = [0f32; 16];
+            sum.store(&mut lanes);
+            scratch.weight_sum[p] += fold16(&lanes);
+        }
+        // 3'. Narrow values (a few per point): per particle and value, the dot product of
+        // its weights with the value column, 16 lanes folded in a fixed order (the
+        // particle's own weights only, so the bits do not depend on its tile mates).
+        if let Some(values) = &training.values {
+            for p in 0..particles {
+                let w = &scratch.weights[p * block..p * block + count];
+                for c in 0..values.width {
+                    let column = &values.columns[c * padded_points + start..][..count];
+                    let mut dot = V::zero();
+                    for (w16, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
+                        dot = V::load(w16.try_into().unwrap())
+                            .mul_add(V::load(v16.try_into().unwrap()), dot);
+                    }
+                    let mut lanes = [0f32; 16];
+                    dot.store(&mut lanes);
+                    scratch.acc[p * width + c] += fold16(&lanes);
                 }
             }
-            scratch.weight_sum[p] += fold16(&lanes);
+            start += count;
+            continue;
         }
         // 3. The weighted sums of the block's rows, tile by tile, over the points that
         // weigh something for at least one particle of the tile. Late in a trajectory

@@ -1,8 +1,8 @@
 //! The cpu engine's patch-local scores (`model::patch_score`): each pixel's posterior over
 //! its dictionary of training patches is attention again, so it runs on the attention
 //! kernel (`attention::softmax_means`). Per dictionary group, the queries are the group's
-//! pixels' patches of every particle of a work item, the keys and values the group's
-//! training patches; the centre of each weighted mean patch is the pixel's denoised
+//! pixels' patches of every particle of a work item, the keys the group's training
+//! patches and the values their centre pixels; each weighted mean is the pixel's denoised
 //! value. The update then applies the step's coefficients to `x` and that denoised image
 //! `m`, as the empirical score's kernels do with the weighted training mean.
 //!
@@ -52,13 +52,26 @@ impl PatchDictionaries {
                 ),
             ));
         }
-        let len = geometry.patch_len();
+        let (len, channels, centre) = (
+            geometry.patch_len(),
+            geometry.shape.channels,
+            geometry.centre_offset(),
+        );
         let groups = geometry
             .groups()
             .into_iter()
             .map(|group| {
                 let dictionary = geometry.dictionary(&dataset.points, &group);
-                (group.pixels, TrainingPanels::new(&dictionary, len))
+                // Keys: the whole patches; values: their centre pixels, all that the
+                // denoised image takes of a patch.
+                let centres: Vec<f64> = dictionary
+                    .chunks_exact(len)
+                    .flat_map(|patch| &patch[centre..centre + channels])
+                    .copied()
+                    .collect();
+                let panels =
+                    TrainingPanels::with_values(&dictionary, len, &centres, channels, false);
+                (group.pixels, panels)
             })
             .collect();
         Ok(Self { geometry, groups })
@@ -71,7 +84,7 @@ impl PatchDictionaries {
         let queries = particles * largest_group;
         Scratch {
             queries: vec![0f32; queries * len],
-            means: vec![0f32; queries * len],
+            means: vec![0f32; queries * self.geometry.shape.channels],
             attention: attention::Scratch::new(
                 queries,
                 attention::tile_rows(isa),
@@ -95,16 +108,12 @@ impl PatchDictionaries {
             geometry.pixels() * geometry.shape.channels,
             geometry.patch_len(),
         );
-        let (width, channels, centre) = (
-            geometry.shape.width,
-            geometry.shape.channels,
-            geometry.centre_offset(),
-        );
+        let (width, channels) = (geometry.shape.width, geometry.shape.channels);
         for (pixels, panels) in &self.groups {
             let queries = xs.len() / dim * pixels.len();
             let (query, mean) = (
                 &mut scratch.queries[..queries * len],
-                &mut scratch.means[..queries * len],
+                &mut scratch.means[..queries * channels],
             );
             let mut slots = query.chunks_exact_mut(len);
             for x in xs.chunks_exact(dim) {
@@ -113,12 +122,11 @@ impl PatchDictionaries {
                 }
             }
             attention::softmax_means(isa, panels, query, scale, &mut scratch.attention, mean);
-            let mut patches = mean.chunks_exact(len);
+            let mut centres = mean.chunks_exact(channels);
             for m in m.chunks_exact_mut(dim) {
                 for &p in pixels {
-                    let patch = patches.next().expect("sized");
                     m[p * channels..(p + 1) * channels]
-                        .copy_from_slice(&patch[centre..centre + channels]);
+                        .copy_from_slice(centres.next().expect("sized"));
                 }
             }
         }
