@@ -629,26 +629,25 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
             // order the first blocks' running max can be far below the best, and the
             // weights they keep (the weighted mean's work) would only be rescaled away.
             let cut = scratch.best_floor[p] - 100.0;
-            for v in w.iter_mut() {
-                // Weights below 2^-100 of the max are exactly 0: they move no sum by an
-                // f32 ulp, and left in, their products with the points can be subnormal,
-                // which costs a microcode assist per FMA on Intel x86.
-                let d = *v - m;
-                *v = if d > -100.0 && *v > cut {
-                    exp2::<FMA>(d)
-                } else {
-                    0.0
-                };
-            }
-            // Summed in 16 lanes, folded in a fixed order. As `1 * w + lanes` (exactly the
-            // sum) in the lane type, with a 1 the optimizer cannot see: left to turn it
-            // back into plain adds, LLVM split the lanes into 2-wide pieces.
-            let (one, mut sum) = (V::splat(std::hint::black_box(1.0)), V::zero());
-            for chunk in w.chunks_exact(16) {
-                sum = one.mul_add(V::load(chunk.try_into().unwrap()), sum);
-            }
+            // The weights, summed in 16 lanes (folded below in a fixed order), one
+            // chunk of 16 at a time: fixed-size lanes that LLVM keeps in one register
+            // (over the whole row it chose 8-wide vectors, and split the sums' lanes).
             let mut lanes = [0f32; 16];
-            sum.store(&mut lanes);
+            for chunk in w.chunks_exact_mut(16) {
+                let chunk: &mut [f32; 16] = chunk.try_into().unwrap();
+                for l in 0..16 {
+                    // Weights below 2^-100 of the max are exactly 0: they move no sum by
+                    // an f32 ulp, and left in, their products with the points can be
+                    // subnormal, which costs a microcode assist per FMA on Intel x86.
+                    let d = chunk[l] - m;
+                    chunk[l] = if d > -100.0 && chunk[l] > cut {
+                        exp2::<FMA>(d)
+                    } else {
+                        0.0
+                    };
+                    lanes[l] += chunk[l];
+                }
+            }
             scratch.weight_sum[p] += fold16(&lanes);
         }
         // 3'. Narrow values (a few per point): per particle and value, the dot product of
