@@ -319,6 +319,14 @@ pub enum StepRecord {
 }
 
 impl StepRecord {
+    /// The score's `(s, 1 / (2 σ²))` at this record, as its parameters hold them.
+    pub fn score_scale(&self) -> (f32, f32) {
+        match self {
+            StepRecord::Em(p) => (p.mean_scale, p.inv_two_sigma2),
+            StepRecord::Heun(h) => (h.mean_scale, h.inv_two_sigma2),
+        }
+    }
+
     /// Its byte image in the shaders' step-parameter buffer (both kinds are one size).
     pub fn as_bytes(&self) -> &[u8] {
         match self {

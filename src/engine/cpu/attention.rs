@@ -228,16 +228,8 @@ impl ScoreScale {
 /// an em step draws its noise from Philox (step, lane block); a Heun predictor also
 /// writes the corrector's part).
 pub(crate) fn score_scale(update: &StepRecord) -> ScoreScale {
-    let (mean_scale, inv_two_sigma2) = score_scale_parts(update);
+    let (mean_scale, inv_two_sigma2) = update.score_scale();
     ScoreScale::new(mean_scale, inv_two_sigma2)
-}
-
-/// The score's `(s, 1 / (2 σ²))` of a record, as the step parameters hold them.
-pub(crate) fn score_scale_parts(update: &StepRecord) -> (f32, f32) {
-    match update {
-        StepRecord::Em(p) => (p.mean_scale, p.inv_two_sigma2),
-        StepRecord::Heun(h) => (h.mean_scale, h.inv_two_sigma2),
-    }
 }
 
 /// The posterior tap of one record: `(max_i w_i, argmax_i)` of the softmax (ties: the

@@ -144,6 +144,15 @@ struct Scratch {
 /// when a group serves one pixel (`local:k`), few enough that items balance.
 const ITEM_PARTICLES: usize = 8;
 
+/// Particles per work item for a batch of `particles`: `ITEM_PARTICLES`, or fewer when
+/// that would leave threads idle (a few large images: one item of 4 particles of 28 × 28
+/// ran on one of two cores). Each particle's path depends only on its own queries, so
+/// the item size does not change the bits.
+fn item_particles(particles: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    ITEM_PARTICLES.min(particles.div_ceil(threads)).max(1)
+}
+
 /// Run `work`'s particles through its steps under the patch score of `problem.patch`,
 /// whose patch sizes' dictionaries are `dictionaries` (each step uses its own size's).
 pub fn advance_patch(
@@ -174,8 +183,9 @@ pub fn advance_patch(
     let key = crate::model::philox::seed_key(problem.seed);
     let isa = Isa::selected()?;
     let initial_std = problem.initial_std as f32;
-    run_blocks(dim, ITEM_PARTICLES, work, |c, initial, rows| {
-        let first = first_particle + (c * ITEM_PARTICLES) as u64;
+    let item = item_particles(work.state.len() / dim);
+    run_blocks(dim, item, work, |c, initial, rows| {
+        let first = first_particle + (c * item) as u64;
         if let Some(initial) = initial {
             for (r, x) in initial.chunks_exact_mut(dim).enumerate() {
                 super::init_noise::init_noise_into(problem.seed, first + r as u64, initial_std, x);

@@ -15,7 +15,6 @@ use super::context::{map_and_copy, GpuContext};
 use super::shaders::{
     INIT_NOISE_STAGE, PATCH_DENOISE_STAGE, PATCH_EM_STEP_STAGE, PATCH_HEUN_STEP_STAGE,
 };
-use crate::engine::cpu::attention::score_scale_parts;
 use crate::engine::records::{ChunkParams, RunParams, StepRecord, StepRecords};
 use crate::engine::{BatchWork, Problem};
 use crate::error::{Error, Result};
@@ -364,7 +363,7 @@ impl GpuPatch {
         let mut score_bytes = vec![0u8; score_stride * plan.records.len().max(1)];
         for (r, record) in plan.records.iter().enumerate() {
             record_bytes[r * record_stride..][..record_size].copy_from_slice(record.as_bytes());
-            let (mean_scale, inv_two_sigma2) = score_scale_parts(record);
+            let (mean_scale, inv_two_sigma2) = record.score_scale();
             let score = PatchScoreParams {
                 mean_scale,
                 inv_two_sigma2,
