@@ -3,6 +3,7 @@
 //! ([`report::RunReport`]) and the checkpoints that let it resume.
 
 pub mod checkpoint;
+pub mod config;
 pub mod driver;
 pub mod figures;
 pub mod folder;

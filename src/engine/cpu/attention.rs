@@ -23,22 +23,20 @@
 //!   recompute decisions) is independent of which particles share its tile or work item,
 //!   so results are bit-identical for any batch size or thread count on a given ISA.
 //!
-//! One algorithm, kept in one file though it is over 800 lines: the blocking, the register
-//! tiles, the error bounds and the online softmax share their layout and invariants.
+//! One algorithm, kept in one file: the blocking, the register tiles, the error bounds and
+//! the online softmax share their invariants. The training set's layouts they read
+//! (`TrainingPanels`) are in `panels.rs`.
 
 use super::approx::{exp2, mad};
-use super::cull::{dead_panels, panel_order, PanelBalls};
+use super::cull::dead_panels;
 use super::fast::particle_normals;
 #[cfg(target_arch = "x86_64")]
 use super::lanes16::x86;
 use super::lanes16::{Fused16, Lanes16, Portable16};
+pub use super::panels::{block_points, TrainingPanels, MEAN_CHUNK, PANEL};
 use crate::engine::records::{HeunParams, StepParams, StepRecord};
 use crate::isa::{isa_dispatch, Isa};
 
-/// Training points per panel of the logits kernel (and per weights row of its tile).
-pub const PANEL: usize = 32;
-/// Coordinates per register tile of the weighted-mean kernel; rows are padded to it.
-pub const MEAN_CHUNK: usize = 32;
 /// A pair whose error bound (base-2 logit units) stays below this keeps its dot-form
 /// logit: a relative weight error of at most `2^(1/1024) − 1 ≈ 6.8e-4`, on weights that
 /// only matter when the posterior is spread (large σ², where the bounds are far smaller).
@@ -47,7 +45,7 @@ pub const RECOMPUTE_TOLERANCE: f32 = 1.0 / 1024.0;
 /// 2^-25 / N of the max: all of them together move the sum by less than 2^-24.
 const CULL_MARGIN_BITS: f32 = 25.0;
 /// f32 unit round-off.
-const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+pub(super) const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
 
 /// Particles per register tile, per instruction set: AVX-512 8 x 32 points = 16 zmm
 /// accumulators; AVX2 3 x 32 = 12 ymm; SSE2 1 x 32 = 8 xmm.
@@ -56,152 +54,6 @@ pub fn tile_rows(isa: Isa) -> usize {
         Isa::Avx512 => 8,
         Isa::Avx2 => 3,
         Isa::Portable => 1,
-    }
-}
-
-/// Training points per block for dimension `dim`: both layouts of a block in about
-/// 1 MiB (half of a 2 MiB L2), a whole number of panels, 32..=512 points. It depends on D
-/// only, so the online softmax's block boundaries (and the bits) never change with the
-/// batch.
-pub fn block_points(dim: usize) -> usize {
-    ((131_072 / dim.max(1)) / PANEL * PANEL).clamp(PANEL, 512)
-}
-
-/// The training set in the layouts the micro-kernels read, built once per dataset (the
-/// cpu engine keeps it for all segments of all batches).
-#[derive(Debug, Clone)]
-pub struct TrainingPanels {
-    /// Dimension D of the points.
-    pub dim: usize,
-    /// Number of real points N.
-    pub points: usize,
-    /// Row width of `rows` and of the accumulators: `dim` rounded up to `MEAN_CHUNK`.
-    pub row_width: usize,
-    /// Panels of `PANEL` points, coordinate-major: panel j holds `[k][PANEL]` at
-    /// `j * dim * PANEL`; points beyond N are zero.
-    pub panels: Vec<f32>,
-    /// Row-major points padded with zeros to `row_width` and to a whole panel.
-    pub rows: Vec<f32>,
-    /// `|a_i|² / 2` (from f64, rounded once; `inf` for padding points, so their logits are
-    /// `-inf`) and `|a_i|` (0 for padding), per (padded) point.
-    pub half_norm2: Vec<f32>,
-    /// `|a_i|` per (padded) point, for the culling bounds.
-    pub norm: Vec<f32>,
-    /// With culling (`clustered`): the original index of the point at each position,
-    /// and the panels' balls.
-    pub order: Option<Vec<u32>>,
-    /// The bounding balls of the panels (culling only).
-    pub balls: Option<PanelBalls>,
-    /// What the weighted means are taken of where it is not the points themselves (see
-    /// [`with_values`](Self::with_values)); `None`: the points.
-    pub values: Option<PointValues>,
-}
-
-/// A few values per training point that the weighted means are taken of instead of the
-/// point (the patch scores: a patch is the key, its centre pixel the value).
-#[derive(Debug, Clone)]
-pub struct PointValues {
-    /// Values per point.
-    pub width: usize,
-    /// Value-major, per (padded) point in kernel order: `[value][point]`; padding points
-    /// are zero.
-    pub columns: Vec<f32>,
-}
-
-impl TrainingPanels {
-    /// The layouts of the row-major `points` of dimension `dim`.
-    pub fn new(points: &[f64], dim: usize) -> Self {
-        let n = points.len() / dim;
-        let padded = n.div_ceil(PANEL) * PANEL;
-        let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
-        let mut panels = vec![0f32; padded * dim];
-        let mut rows = vec![0f32; padded * row_width];
-        let mut half_norm2 = vec![f32::INFINITY; padded];
-        let mut norm = vec![0f32; padded];
-        for (i, a) in points.chunks_exact(dim).enumerate() {
-            let (j, l) = (i / PANEL, i % PANEL);
-            for (k, &v) in a.iter().enumerate() {
-                panels[j * dim * PANEL + k * PANEL + l] = v as f32;
-                rows[i * row_width + k] = v as f32;
-            }
-            // The norms of the f32 points the kernels actually use.
-            let n2: f64 = a.iter().map(|&v| (v as f32 as f64).powi(2)).sum();
-            half_norm2[i] = (0.5 * n2) as f32;
-            norm[i] = (n2.sqrt() * (1.0 + 4.0 * UNIT_ROUNDOFF)) as f32;
-        }
-        Self {
-            dim,
-            points: n,
-            row_width,
-            panels,
-            rows,
-            half_norm2,
-            norm,
-            order: None,
-            balls: None,
-            values: None,
-        }
-    }
-
-    /// The layouts of the row-major `points` (keys, `dim` coordinates each) whose weighted
-    /// means are taken of `values` (row-major, `width` per point) instead: the means then
-    /// have `width` values per query, and cost one multiply-add per value and pair instead
-    /// of per coordinate (rounded up to 32) and pair.
-    /// With `clustered`, in the culling's panel order (see [`clustered`](Self::clustered)).
-    pub fn with_values(
-        points: &[f64],
-        dim: usize,
-        values: &[f64],
-        width: usize,
-        clustered: bool,
-    ) -> Self {
-        let mut panels = if clustered {
-            Self::clustered(points, dim)
-        } else {
-            Self::new(points, dim)
-        };
-        let padded = panels.padded_points();
-        let mut columns = vec![0f32; width * padded];
-        for position in 0..panels.points {
-            let i = panels.original_index(position as u32) as usize;
-            for (c, &value) in values[i * width..(i + 1) * width].iter().enumerate() {
-                columns[c * padded + position] = value as f32;
-            }
-        }
-        panels.values = Some(PointValues { width, columns });
-        panels
-    }
-
-    /// Values per query of the weighted means (and of their accumulators): the values'
-    /// width, else the row width.
-    pub fn mean_width(&self) -> usize {
-        self.values.as_ref().map_or(self.row_width, |v| v.width)
-    }
-
-    /// The training set reordered into panels of nearby points (`cull::panel_order`),
-    /// with a ball per panel, for the kernel's exact culling.
-    pub fn clustered(points: &[f64], dim: usize) -> Self {
-        let order = panel_order(points, dim);
-        let reordered: Vec<f64> = order
-            .iter()
-            .flat_map(|&i| &points[i as usize * dim..(i as usize + 1) * dim])
-            .copied()
-            .collect();
-        let mut panels = Self::new(&reordered, dim);
-        panels.balls = Some(PanelBalls::new(&reordered, dim));
-        panels.order = Some(order);
-        panels
-    }
-
-    /// The original index of the point at kernel position `position`.
-    pub fn original_index(&self, position: u32) -> u32 {
-        self.order
-            .as_ref()
-            .map_or(position, |order| order[position as usize])
-    }
-
-    fn padded_points(&self) -> usize {
-        self.half_norm2.len()
     }
 }
 

@@ -15,6 +15,7 @@ pub mod heun_step;
 pub mod init_noise;
 pub mod lanes16;
 pub mod nearest;
+pub mod panels;
 pub mod patch;
 pub mod reduce_general;
 pub mod score;

@@ -9,7 +9,8 @@
 //! Every query's weighted mean depends only on that query (the attention kernel's
 //! invariant), so results do not depend on batch sizes or threads.
 
-use super::attention::{self, TrainingPanels};
+use super::attention;
+use super::panels::TrainingPanels;
 use super::run_blocks;
 use crate::engine::records::{StepRecord, StepRecords};
 use crate::engine::{BatchWork, Problem};
