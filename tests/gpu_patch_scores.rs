@@ -7,40 +7,15 @@
 mod common;
 
 use common::gpu_engine;
+use common::images::{images, patch};
 use memodiff::testing::engine::cpu::CpuEngine;
 use memodiff::testing::engine::reference::ReferenceEngine;
 use memodiff::testing::engine::{backend_for_score, Backend, SamplerKind};
-use memodiff::testing::model::dataset::{Dataset, ImageShape};
-use memodiff::testing::model::patch_score::{PatchPlan, PatchScore};
+use memodiff::testing::model::dataset::ImageShape;
+use memodiff::testing::model::patch_score::PatchPlan;
 use memodiff::testing::model::schedule::ScoreKind;
 use memodiff::testing::run::driver::SampleConfig;
 use memodiff::testing::run::sampler::run_collect;
-
-/// A deterministic value in [-1, 1) from `i` and `salt` (splitmix64).
-fn noise(i: u64, salt: u64) -> f64 {
-    let mut z = i.wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-}
-
-/// `n` images of `height × width × channels` with values in [-1, 1).
-fn images(n: usize, height: usize, width: usize, channels: usize, salt: u64) -> Dataset {
-    let dim = height * width * channels;
-    let points = (0..n * dim).map(|i| noise(i as u64, salt)).collect();
-    let mut dataset = Dataset::new(format!("images {salt}"), dim, points).unwrap();
-    dataset.image_shape = Some(ImageShape {
-        height,
-        width,
-        channels,
-    });
-    dataset
-}
-
-fn patch(text: &str) -> PatchScore {
-    PatchScore::parse(text).unwrap().unwrap()
-}
 
 /// The largest coordinate difference of each particle (rows of `dim`).
 fn particle_differences(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {

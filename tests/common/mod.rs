@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod images;
 pub mod npy;
 
 use memodiff::testing::engine::gpu::{AdapterChoice, GpuEngine};

@@ -288,6 +288,33 @@ impl GpuContext {
         is_software(&self.info)
     }
 
+    /// Wait for `submissions` (each with the steps done once it finishes) in order,
+    /// reporting each to `on_step` and checking for errors; between them, stop with
+    /// `Error::Interrupted` when `cancel` is set and steps remain before `last` (what is
+    /// already queued finishes unread).
+    pub fn await_steps(
+        &self,
+        submissions: Vec<(usize, wgpu::SubmissionIndex)>,
+        last: usize,
+        cancel: &std::sync::atomic::AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        for (done, index) in submissions {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| self.wait_error(e))?;
+            self.check()?;
+            on_step(done);
+            if done < last && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted("interrupted".into()));
+            }
+        }
+        Ok(())
+    }
+
     /// Report (once) any error wgpu raised asynchronously since the last check.
     pub fn check(&self) -> Result<()> {
         match self.failure.lock().unwrap().take() {

@@ -32,7 +32,7 @@ use wgpu::util::DeviceExt;
 
 /// Dispatches encoded per submission: the host reports progress between submissions,
 /// and all of a batch's submissions are queued before the first wait.
-const STEPS_PER_SUBMISSION: usize = 10;
+pub(crate) const STEPS_PER_SUBMISSION: usize = 10;
 
 /// Default threads per workgroup. Results do not depend on it (tested).
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;

@@ -515,10 +515,9 @@ impl GpuPatch {
         }
 
         // The steps, a few per submission; progress and Ctrl-C between submissions.
-        const STEPS_PER_SUBMISSION: usize = 10;
         let mut submissions = Vec::new();
-        for start in steps.clone().step_by(STEPS_PER_SUBMISSION) {
-            let end = (start + STEPS_PER_SUBMISSION).min(steps.end);
+        for start in steps.clone().step_by(super::engine::STEPS_PER_SUBMISSION) {
+            let end = (start + super::engine::STEPS_PER_SUBMISSION).min(steps.end);
             let mut encoder = device.create_command_encoder(&Default::default());
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -555,19 +554,8 @@ impl GpuPatch {
             encoder.copy_buffer_to_buffer(&buffers.particles, 0, &buffers.staging, 0, bytes);
             self.ctx.queue.submit([encoder.finish()]);
         }
-        for (done, index) in submissions {
-            device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: None,
-                })
-                .map_err(|e| self.ctx.wait_error(e))?;
-            self.ctx.check()?;
-            on_step(done);
-            if done < steps.end && cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(Error::Interrupted("interrupted".into()));
-            }
-        }
+        self.ctx
+            .await_steps(submissions, steps.end, cancel, on_step)?;
         let positions = map_and_copy(&self.ctx, &buffers.staging, bytes)?;
         samples.copy_from_slice(bytemuck::cast_slice(&positions));
         Ok(())

@@ -219,22 +219,13 @@ impl GpuEngine {
             encoder.copy_buffer_to_buffer(&batch.particles, 0, final_staging, 0, bytes);
             self.ctx.queue.submit([encoder.finish()]);
         }
-        for (done, index) in submissions {
-            device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: None,
-                })
-                .map_err(|e| self.ctx.wait_error(e))?;
-            self.ctx.check()?;
-            if let Some(on_step) = on_step.as_mut() {
-                on_step(done);
-            }
-            // Ctrl-C: stop between submissions (those already queued finish unread).
-            if done < n_steps && cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(Error::Interrupted("interrupted".into()));
-            }
-        }
+        // Ctrl-C: stop between submissions (those already queued finish unread).
+        self.ctx
+            .await_steps(submissions, n_steps, cancel, &mut |done| {
+                if let Some(on_step) = on_step.as_mut() {
+                    on_step(done)
+                }
+            })?;
         if let (Some(initial), Some(staging)) = (initial, initial_staging) {
             initial.copy_from_slice(bytemuck::cast_slice(&map_and_copy(
                 &self.ctx, staging, bytes,
