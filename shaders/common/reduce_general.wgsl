@@ -52,10 +52,12 @@ const OWNED: u32 = 16u;
 var<workgroup> tile_x: array<vec4<f32>, 256>; // [(column * 4 + lane) * 4 + group]
 var<workgroup> tile_pot: array<vec4<f32>, 256>; // [point * 4 + group]
 var<workgroup> tile_weight: array<vec4<f32>, 256>; // [point * 4 + group]
-// Per particle of the tile: the tile max, the merge factors and the running weight sum.
-var<workgroup> tile_max: array<f32, GENERAL_PARTICLES>;
-var<workgroup> tile_keep: array<f32, GENERAL_PARTICLES>;
-var<workgroup> tile_take: array<f32, GENERAL_PARTICLES>;
+// Per particle of the tile: the tile max and the merge factors, 4 particles to a vec4 (one
+// load per group where they are read: llvmpipe loads workgroup memory lane by lane, each
+// load a loop), and the running weight sum.
+var<workgroup> tile_max: array<vec4<f32>, 4>;
+var<workgroup> tile_keep: array<vec4<f32>, 4>;
+var<workgroup> tile_take: array<vec4<f32>, 4>;
 var<workgroup> tile_weight_sum: array<f32, GENERAL_PARTICLES>;
 
 struct GeneralState {
@@ -208,13 +210,13 @@ fn with_column(t: DistanceTile, q: u32, v: vec4<f32>) -> DistanceTile {
 }
 
 fn max_of_group(g: u32) -> vec4<f32> {
-    return vec4<f32>(tile_max[4u * g], tile_max[4u * g + 1u], tile_max[4u * g + 2u], tile_max[4u * g + 3u]);
+    return tile_max[g];
 }
 
 // weighted[p] keep[p] + sum[p] take[p] for the 4 particles of group g.
 fn merge_group(weighted: mat4x4<f32>, sum: mat4x4<f32>, g: u32) -> mat4x4<f32> {
-    let keep = vec4<f32>(tile_keep[4u * g], tile_keep[4u * g + 1u], tile_keep[4u * g + 2u], tile_keep[4u * g + 3u]);
-    let take = vec4<f32>(tile_take[4u * g], tile_take[4u * g + 1u], tile_take[4u * g + 2u], tile_take[4u * g + 3u]);
+    let keep = tile_keep[g];
+    let take = tile_take[g];
     return mat4x4<f32>(
         weighted[0] * keep.x + sum[0] * take.x,
         weighted[1] * keep.y + sum[1] * take.y,
@@ -317,7 +319,7 @@ fn reduce_general(
                 }
                 best = max(best, pot);
             }
-            tile_max[lid] = best;
+            tile_max[g_mine][p_mine] = best;
         }
         workgroupBarrier();
         // This invocation's point's weights.
@@ -332,7 +334,7 @@ fn reduce_general(
             for (var k = 0u; k < own_points; k++) {
                 sum = sum + tile_weight[k * 4u + g_mine][p_mine];
             }
-            let best = tile_max[lid];
+            let best = tile_max[g_mine][p_mine];
             var keep = 1.0;
             var take = 1.0;
             // Tiles come in index order: on a tie with an earlier tile its index stays.
@@ -346,8 +348,8 @@ fn reduce_general(
             }
             state.weight_sum = state.weight_sum * keep + sum * take;
             state.running_max = max(state.running_max, best);
-            tile_keep[lid] = keep;
-            tile_take[lid] = take;
+            tile_keep[g_mine][p_mine] = keep;
+            tile_take[g_mine][p_mine] = take;
             tile_weight_sum[lid] = state.weight_sum;
         }
         workgroupBarrier();
