@@ -406,3 +406,76 @@ fn a_patch_size_schedule_applies_each_steps_size() {
         assert!(apart > 1e-2, "the schedule ran as {constant}");
     }
 }
+
+/// A run whose dictionaries exceed the memory budget (`MEMODIFF_DICTIONARY_MEMORY`, MiB)
+/// streams them, says so before it starts, and writes the samples of a run that holds
+/// them; a budget that is not a number is refused before anything is written.
+#[test]
+fn a_run_over_the_dictionary_budget_streams_with_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images.npy");
+    // Thirty 6 × 7 images: an els:3 dictionary of 600 patches, one chunk when streamed
+    // (chunks hold 32 MiB); the library's test (engine::cpu::patch) streams several.
+    let values: Vec<f32> = (0..30 * 42).map(|i| noise(i, 7) as f32).collect();
+    common::npy::write_f32(&data, &[30, 6, 7], &values);
+    let run = |budget: &str, out: &str| {
+        let out = dir.path().join(out);
+        let mut cmd = assert_cmd::Command::cargo_bin("memodiff").unwrap();
+        cmd.env("MEMODIFF_DICTIONARY_MEMORY", budget)
+            .args([
+                "sample",
+                "--backend",
+                "cpu",
+                "--score",
+                "els:3",
+                "--particles",
+                "12",
+            ])
+            .args(["--steps", "30", "--posterior-records", "0", "--dataset"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        (cmd.output().unwrap(), out)
+    };
+    let (held, held_out) = run("", "held");
+    assert!(
+        held.status.success(),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    let note = String::from_utf8_lossy(&held.stdout).to_string();
+    assert!(
+        note.contains("cpu engine dictionaries: els:3 0.00 GiB in memory"),
+        "{note}"
+    );
+    let (streamed, streamed_out) = run("0", "streamed");
+    assert!(
+        streamed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&streamed.stderr)
+    );
+    let note = String::from_utf8_lossy(&streamed.stdout).to_string();
+    assert!(
+        note.contains("over the 0.00 GiB budget") && note.contains("streamed"),
+        "{note}"
+    );
+    for name in ["samples.npy", "initial.npy"] {
+        assert!(
+            std::fs::read(held_out.join(name)).unwrap()
+                == std::fs::read(streamed_out.join(name)).unwrap(),
+            "{name} differs between the held and the streamed run"
+        );
+    }
+    let (refused, refused_out) = run("lots", "refused");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        message.contains("\"lots\" is not a whole number of MiB"),
+        "{message}"
+    );
+    assert!(
+        !refused_out.exists(),
+        "the refused run wrote {}",
+        refused_out.display()
+    );
+}

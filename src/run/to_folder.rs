@@ -87,6 +87,10 @@ pub fn sample_to_folder(
     }
     if let Some(plan) = &plan {
         (control.notes)(&plan.describe(config.dataset.len()));
+        if engine.backend() == crate::engine::Backend::Cpu {
+            let note = crate::engine::cpu::patch::memory_note(plan, config.dataset.len())?;
+            (control.notes)(&note);
+        }
     }
     let (staging, repaired) = Staging::begin(out)?;
     if let Some(note) = &repaired {

@@ -36,6 +36,7 @@ use super::lanes16::{Fused16, Lanes16, Portable16};
 pub use super::panels::{block_points, TrainingPanels, MEAN_CHUNK, PANEL};
 use crate::engine::records::{HeunParams, StepParams, StepRecord};
 use crate::isa::{isa_dispatch, Isa};
+use std::borrow::Cow;
 
 /// A pair whose error bound (base-2 logit units) stays below this keeps its dot-form
 /// logit: a relative weight error of at most `2^(1/1024) − 1 ≈ 6.8e-4`, on weights that
@@ -119,36 +120,98 @@ pub struct Scratch {
     /// (Particle, real training point) pairs evaluated, and those culled (statistics).
     pub pairs: u64,
     pub culled_pairs: u64,
+    /// Per row, the parts of its dot-form error bound (see `bound_terms`).
+    bounds: Vec<BoundTerms>,
 }
 
 impl Scratch {
     pub fn new(particles: usize, r: usize, training: &TrainingPanels) -> Self {
+        let panels = training.balls.as_ref().map(|b| b.panels());
+        Self::with_sizes(particles, r, training.dim, training.mean_width(), panels)
+    }
+
+    /// For a training set read in chunks (`KeyChunks`), which are never culled.
+    pub fn for_chunks(particles: usize, r: usize, keys: &dyn KeyChunks) -> Self {
+        Self::with_sizes(particles, r, keys.dim(), keys.mean_width(), None)
+    }
+
+    /// `culled_panels`: the panels of a culled training set.
+    fn with_sizes(
+        particles: usize,
+        r: usize,
+        dim: usize,
+        mean_width: usize,
+        culled_panels: Option<usize>,
+    ) -> Self {
         let rows = particles.div_ceil(r) * r;
-        let dim = training.dim;
         Self {
             rows,
             tiles: vec![0f32; rows * dim],
             scaled: vec![0f32; rows * dim],
             weights: vec![0f32; rows * block_points(dim)],
-            acc: vec![0f32; rows * training.mean_width()],
+            acc: vec![0f32; rows * mean_width],
             running_max: vec![0f32; rows],
             weight_sum: vec![0f32; rows],
             argmax: vec![0u32; rows],
             live: Vec::with_capacity(block_points(dim)),
             recomputed: 0,
             skipped_mean_points: 0,
-            dead: training
-                .balls
-                .as_ref()
-                .map_or(Vec::new(), |b| vec![true; rows * b.panels()]),
-            distances: training
-                .balls
-                .as_ref()
-                .map_or(Vec::new(), |b| vec![0.0; b.panels()]),
+            dead: culled_panels.map_or(Vec::new(), |panels| vec![true; rows * panels]),
+            distances: culled_panels.map_or(Vec::new(), |panels| vec![0.0; panels]),
             best_floor: vec![f32::NEG_INFINITY; rows],
             pairs: 0,
             culled_pairs: 0,
+            bounds: Vec::with_capacity(rows),
         }
+    }
+}
+
+/// A training set as the attention kernel reads it: in consecutive chunks, each a
+/// `TrainingPanels` of whole blocks (`block_points(dim)` points; the last may be
+/// shorter), so that a set too large to hold in memory can be built a chunk at a time.
+/// The online softmax carries over from chunk to chunk exactly as from block to block,
+/// and the recompute margin counts every point of the set, so the means are the bits of
+/// the same set read whole. A `TrainingPanels` is one chunk.
+pub trait KeyChunks {
+    /// Coordinates per key.
+    fn dim(&self) -> usize;
+    /// Accumulators per query (`TrainingPanels::mean_width`).
+    fn mean_width(&self) -> usize;
+    /// Values per query of the means: the values' width, else `dim`.
+    fn mean_len(&self) -> usize;
+    /// Keys in all chunks together.
+    fn total_points(&self) -> usize;
+    /// Number of chunks.
+    fn chunks(&self) -> usize;
+    /// Chunk `index` and the set's index of its first key. (Not a visitor closure: the
+    /// kernel calls this from code compiled for its instruction set, which a closure
+    /// would not be.)
+    fn chunk(&self, index: usize) -> (Cow<'_, TrainingPanels>, usize);
+}
+
+impl KeyChunks for TrainingPanels {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn mean_width(&self) -> usize {
+        TrainingPanels::mean_width(self)
+    }
+
+    fn mean_len(&self) -> usize {
+        self.values.as_ref().map_or(self.dim, |v| v.width)
+    }
+
+    fn total_points(&self) -> usize {
+        self.points
+    }
+
+    fn chunks(&self) -> usize {
+        1
+    }
+
+    fn chunk(&self, _index: usize) -> (Cow<'_, TrainingPanels>, usize) {
+        (Cow::Borrowed(self), 0)
     }
 }
 
@@ -195,7 +258,7 @@ isa_dispatch! {
     /// for scores whose queries are not whole particles (the patch-local scores,
     /// `engine::cpu::patch`). Each row's mean depends only on that row.
     pub fn softmax_means(
-        training: &TrainingPanels,
+        training: &dyn KeyChunks,
         xs: &[f32],
         scale: ScoreScale,
         scratch: &mut Scratch,
@@ -209,21 +272,36 @@ isa_dispatch! {
 
 #[inline(always)]
 fn softmax_means_with<V: Lanes16, const R: usize, const FMA: bool>(
-    training: &TrainingPanels,
+    training: &dyn KeyChunks,
     xs: &[f32],
     scale: ScoreScale,
     scratch: &mut Scratch,
     means: &mut [f32],
 ) {
-    let dim = training.dim;
-    let (width, out) = match &training.values {
-        Some(values) => (values.width, values.width),
-        None => (training.row_width, dim),
-    };
-    assert_eq!(xs.len() / dim * out, means.len());
-    assert!(scratch.rows >= (xs.len() / dim).div_ceil(R) * R);
-    // SAFETY: the wrappers only instantiate `V` for features this CPU has.
-    unsafe { score_means::<V, R, FMA>(training, xs, scale, scratch) };
+    let dim = training.dim();
+    let (width, out) = (training.mean_width(), training.mean_len());
+    let particles = xs.len() / dim;
+    assert_eq!(particles * out, means.len());
+    let rows = particles.div_ceil(R) * R;
+    assert!(scratch.rows >= rows);
+    let total_points = training.total_points();
+    prepare_queries::<R>(dim, width, xs, scale, scratch);
+    for index in 0..training.chunks() {
+        let (chunk, first_point) = training.chunk(index);
+        assert!(chunk.balls.is_none() || chunk.points == total_points);
+        // SAFETY: the wrappers only instantiate `V` for features this CPU has.
+        unsafe {
+            accumulate_keys::<V, R, FMA>(
+                &chunk,
+                particles,
+                scale,
+                scratch,
+                first_point,
+                total_points,
+            )
+        };
+    }
+    canonical_zero(&mut scratch.acc[..rows * width]);
     for (p, mean) in means.chunks_exact_mut(out).enumerate() {
         let sum = scratch.weight_sum[p];
         for (m, &a) in mean
@@ -343,12 +421,26 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
     scale: ScoreScale,
     scratch: &mut Scratch,
 ) {
-    let dim = training.dim;
+    let (dim, width) = (training.dim, training.mean_width());
+    let particles = xs.len() / dim;
+    prepare_queries::<R>(dim, width, xs, scale, scratch);
+    accumulate_keys::<V, R, FMA>(training, particles, scale, scratch, 0, training.points);
+    canonical_zero(&mut scratch.acc[..particles.div_ceil(R) * R * width]);
+}
+
+/// Start an evaluation: the rows of `xs` as the kernel reads them (`x' = x / s`,
+/// row-major and per tile coordinate-major; padding rows are zero), their error-bound
+/// terms, and fresh softmax states with `width` accumulators each.
+#[inline(always)]
+fn prepare_queries<const R: usize>(
+    dim: usize,
+    width: usize,
+    xs: &[f32],
+    scale: ScoreScale,
+    scratch: &mut Scratch,
+) {
     let particles = xs.len() / dim;
     let rows = particles.div_ceil(R) * R;
-    let width = training.mean_width();
-    let block = block_points(dim);
-    // x' = x / s, row-major and per tile coordinate-major; padding rows are zero.
     scratch.scaled[..rows * dim].fill(0.0);
     for (x, xp) in xs
         .chunks_exact(dim)
@@ -372,11 +464,30 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
     scratch.weight_sum[..rows].fill(0.0);
     scratch.argmax[..rows].fill(0);
     // Per-particle parts of the error bound of a dot-form logit (see `bound_terms`).
-    let bounds: Vec<BoundTerms> = scratch.scaled[..particles * dim]
-        .chunks_exact(dim)
-        .map(|xp| bound_terms(xp, scale.kappa))
-        .collect();
-    let margin = (training.points as f32).log2() + CULL_MARGIN_BITS;
+    scratch.bounds.clear();
+    for xp in scratch.scaled[..particles * dim].chunks_exact(dim) {
+        scratch.bounds.push(bound_terms(xp, scale.kappa));
+    }
+}
+
+/// Reduce the keys of `training`, the chunk of a set of `total_points` keys whose first
+/// is the set's `first_point`, into the states `prepare_queries` started for the first
+/// `particles` rows.
+#[inline(always)]
+unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
+    training: &TrainingPanels,
+    particles: usize,
+    scale: ScoreScale,
+    scratch: &mut Scratch,
+    first_point: usize,
+    total_points: usize,
+) {
+    let dim = training.dim;
+    let rows = particles.div_ceil(R) * R;
+    let width = training.mean_width();
+    let block = block_points(dim);
+    let bounds = std::mem::take(&mut scratch.bounds);
+    let margin = (total_points as f32).log2() + CULL_MARGIN_BITS;
     // Culling: which panels each particle can skip (its own state only).
     let panel_count = training.padded_points() / PANEL;
     scratch.pairs += (particles * training.points) as u64;
@@ -466,7 +577,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
                 scratch.running_max[p] = block_max;
                 // The first point of the block at the max (ties: the lowest index).
                 let first = first_equal(w, block_max);
-                scratch.argmax[p] = (start + first) as u32;
+                scratch.argmax[p] = (first_point + start + first) as u32;
             }
             let m = scratch.running_max[p];
             // With culling, also below 2^-100 of the best's lower bound: in the panel
@@ -546,7 +657,7 @@ unsafe fn score_means<V: Lanes16, const R: usize, const FMA: bool>(
         }
         start += count;
     }
-    canonical_zero(&mut scratch.acc[..rows * width]);
+    scratch.bounds = bounds;
 }
 
 /// Turn `-0` into `+0`, leaving every other value alone (`-0 + +0 = +0` in
