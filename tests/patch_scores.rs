@@ -437,24 +437,20 @@ fn a_run_over_the_dictionary_budget_streams_with_the_same_bits() {
             .arg(&out);
         (cmd.output().unwrap(), out)
     };
+    // What a run that must succeed printed (its notes).
+    let notes = |output: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
     let (held, held_out) = run("", "held");
-    assert!(
-        held.status.success(),
-        "{}",
-        String::from_utf8_lossy(&held.stderr)
-    );
-    let note = String::from_utf8_lossy(&held.stdout).to_string();
+    let note = notes(&held);
     assert!(
         note.contains("cpu engine dictionaries: els:3 0.00 GiB in memory"),
         "{note}"
     );
     let (streamed, streamed_out) = run("0", "streamed");
-    assert!(
-        streamed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&streamed.stderr)
-    );
-    let note = String::from_utf8_lossy(&streamed.stdout).to_string();
+    let note = notes(&streamed);
     assert!(
         note.contains("over the 0.00 GiB budget") && note.contains("streamed"),
         "{note}"

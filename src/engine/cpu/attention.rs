@@ -130,9 +130,10 @@ impl Scratch {
         Self::with_sizes(particles, r, training.dim, training.mean_width(), panels)
     }
 
-    /// For a training set read in chunks (`KeyChunks`), which are never culled.
-    pub fn for_chunks(particles: usize, r: usize, keys: &dyn KeyChunks) -> Self {
-        Self::with_sizes(particles, r, keys.dim(), keys.mean_width(), None)
+    /// For keys of `dim` coordinates, `mean_width` accumulators per query, not culled
+    /// (a training set read in chunks, `KeyChunks`).
+    pub fn unculled(particles: usize, r: usize, dim: usize, mean_width: usize) -> Self {
+        Self::with_sizes(particles, r, dim, mean_width, None)
     }
 
     /// `culled_panels`: the panels of a culled training set.

@@ -124,6 +124,14 @@ impl TrainingPanels {
         panels
     }
 
+    /// Bytes these layouts take per point of dimension `dim` whose means are taken of
+    /// `values` values (`with_values`): the panels, the padded rows, the two norms and
+    /// the values.
+    pub fn bytes_per_point(dim: usize, values: usize) -> u64 {
+        let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
+        4 * (dim + row_width + 2 + values) as u64
+    }
+
     /// Values per query of the weighted means (and of their accumulators): the values'
     /// width, else the row width.
     pub fn mean_width(&self) -> usize {

@@ -16,7 +16,7 @@
 //! over blocks, so a streamed run gives the bits of a stored one; it costs the rebuilds.
 
 use super::attention::{self, KeyChunks};
-use super::panels::{block_points, TrainingPanels, MEAN_CHUNK, PANEL};
+use super::panels::{block_points, TrainingPanels, PANEL};
 use super::run_blocks;
 use crate::engine::records::{StepRecord, StepRecords};
 use crate::engine::{BatchWork, Problem};
@@ -49,13 +49,14 @@ pub fn dictionary_memory() -> Result<u64> {
     }
 }
 
-/// Bytes of the attention kernel's layouts of one patch (`TrainingPanels::with_values`:
-/// panels, padded rows, two norms, the centre values), and of the f64 patch and centre
-/// it is built from.
+/// Bytes of the attention kernel's layouts of one patch (its centre pixel the value),
+/// and of the f64 patch and centre it is built from.
 fn patch_bytes(geometry: &PatchGeometry) -> (u64, u64) {
-    let (len, channels) = (geometry.patch_len() as u64, geometry.shape.channels as u64);
-    let row = (len as usize).div_ceil(MEAN_CHUNK) as u64 * MEAN_CHUNK as u64;
-    (4 * (len + row + 2 + channels), 8 * (len + channels))
+    let (len, channels) = (geometry.patch_len(), geometry.shape.channels);
+    (
+        TrainingPanels::bytes_per_point(len, channels),
+        8 * (len + channels) as u64,
+    )
 }
 
 /// What the dictionaries of `geometry` on `images` images take held whole: their layouts
@@ -266,12 +267,8 @@ impl PatchDictionaries {
             means: vec![0f32; queries * self.geometry.shape.channels],
             attention: match &self.groups[0].1 {
                 GroupKeys::Stored(panels) => attention::Scratch::new(queries, r, panels),
-                GroupKeys::Streamed(dictionary) => {
-                    let keys = StreamedKeys {
-                        dictionary,
-                        images: &[],
-                    };
-                    attention::Scratch::for_chunks(queries, r, &keys)
+                GroupKeys::Streamed(_) => {
+                    attention::Scratch::unculled(queries, r, len, self.geometry.shape.channels)
                 }
             },
         }
@@ -450,6 +447,14 @@ mod tests {
         dataset
     }
 
+    /// The geometry of the patch score `score` on images of `shape`.
+    fn geometry_of(score: &str, shape: ImageShape) -> PatchGeometry {
+        let score = PatchScore::parse(score)
+            .expect("a patch score")
+            .expect("valid");
+        score.on(Some(shape)).expect("fits the images")
+    }
+
     /// A streamed dictionary gives the stored one's denoised images bit for bit, whatever
     /// its chunks (one block, several, one chunk for all), for every locality.
     #[test]
@@ -468,10 +473,7 @@ mod tests {
             .map(|&v| 0.9 * v as f32)
             .collect();
         for score in ["els:3", "local:3", "bbels:5"] {
-            let score = PatchScore::parse(score)
-                .expect("a patch score")
-                .expect("valid");
-            let geometry = score.on(Some(shape)).expect("fits the images");
+            let geometry = geometry_of(score, shape);
             let block = block_points(geometry.patch_len());
             let stored = PatchDictionaries::build(geometry, &dataset, None);
             assert!(!stored.streamed());
@@ -494,13 +496,13 @@ mod tests {
                         .iter()
                         .zip(&got)
                         .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{}: chunks of {chunk} patches differ", score.label());
+                    assert!(same, "{score}: chunks of {chunk} patches differ");
                 }
             }
         }
     }
 
-    /// The budget decides: over it, streamed; the env var's text is checked.
+    /// The budget decides: over it, streamed.
     #[test]
     fn the_budget_decides_what_is_streamed() {
         let shape = ImageShape {
@@ -509,11 +511,7 @@ mod tests {
             channels: 1,
         };
         let dataset = images(10, shape);
-        let geometry = PatchScore::parse("els:3")
-            .expect("a patch score")
-            .expect("valid")
-            .on(Some(shape))
-            .expect("fits");
+        let geometry = geometry_of("els:3", shape);
         let bytes = stored_bytes(&geometry, dataset.len());
         // 360 patches, padded to 384, of 9 values: 4 (9 + 32 + 2 + 1) bytes of layouts
         // each, and the f64 patches and centres (8 (9 + 1) each) while they are built.
