@@ -614,13 +614,18 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                 let w = &scratch.weights[p * block..p * block + count];
                 for c in 0..values.width {
                     let column = &values.columns[c * padded_points + start..][..count];
-                    let mut dot = V::zero();
-                    for (w16, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
-                        dot = V::load(w16.try_into().unwrap())
-                            .mul_add(V::load(v16.try_into().unwrap()), dot);
-                    }
+                    // A plain 16-lane array updated whole (as the weights' sum above):
+                    // through `V` and a store, LLVM split the lanes into the pairs the
+                    // fold adds and shuffled them every chunk.
                     let mut lanes = [0f32; 16];
-                    dot.store(&mut lanes);
+                    for (w16, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
+                        let w16: &[f32; 16] = w16.try_into().unwrap();
+                        let v16: &[f32; 16] = v16.try_into().unwrap();
+                        lanes = std::array::from_fn(|l| mad::<FMA>(w16[l], v16[l], lanes[l]));
+                    }
+                    // Folded from memory: seeing through, LLVM laid the lanes out for
+                    // the fold's pairs and shuffled every chunk (3× slower).
+                    let lanes = std::hint::black_box(lanes);
                     scratch.acc[p * width + c] += fold16(&lanes);
                 }
             }
@@ -914,6 +919,8 @@ fn logits<const FMA: bool>(
         });
         widest = std::array::from_fn(|l| if e[l] > widest[l] { e[l] } else { widest[l] });
     }
+    // Folded from memory: seeing through, LLVM reversed the lanes every chunk.
+    let (lower, best, widest) = std::hint::black_box((lower, best, widest));
     let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
     let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut recomputed = 0;
