@@ -122,6 +122,8 @@ pub struct Scratch {
     pub culled_pairs: u64,
     /// Per row, the parts of its dot-form error bound (see `bound_terms`).
     bounds: Vec<BoundTerms>,
+    /// Per row, the 16 lane maxima of its logits in the current block.
+    best_lanes: Vec<[f32; 16]>,
 }
 
 impl Scratch {
@@ -163,6 +165,7 @@ impl Scratch {
             pairs: 0,
             culled_pairs: 0,
             bounds: Vec::with_capacity(rows),
+            best_lanes: vec![[f32::NEG_INFINITY; 16]; rows],
         }
     }
 }
@@ -515,9 +518,24 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
     let mut start = 0;
     while start < padded_points {
         let count = block.min(padded_points - start);
-        // 1. Dot products of the block, tile by tile, into the weights buffer.
+        // The block's largest |a| and |a|²/2 (real points only): a particle whose error
+        // bound is within the tolerance at these is within it at every pair (the bound
+        // is monotone in both, rounding included), so its logits need no refinement.
+        let real = count.min(training.points.saturating_sub(start));
+        let block_norm = training.norm[start..start + real]
+            .iter()
+            .fold(0f32, |m, &v| m.max(v));
+        let block_half_norm2 = training.half_norm2[start..start + real]
+            .iter()
+            .fold(0f32, |m, &v| m.max(v));
+        // 1. The logits of the block, tile by tile, into the weights buffer, and each
+        // particle's lane maxima.
         for t in 0..rows / R {
             let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
+            // Padding rows have no bound terms: any `q` serves them.
+            let half_q: [f32; R] =
+                std::array::from_fn(|r| bounds.get(t * R + r).map_or(0.0, |b| b.half_norm2));
+            let mut best = [V::splat(f32::NEG_INFINITY); R];
             for j in 0..count / PANEL {
                 let panel_index = start / PANEL + j;
                 // A panel dead for every particle of the tile is skipped; one dead for
@@ -528,13 +546,27 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                 }
                 let panel =
                     &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
+                let half_norm2 = &training.half_norm2[panel_index * PANEL..][..PANEL];
                 let out = &mut scratch.weights[t * R * block + j * PANEL..];
-                dot_tile::<V, R>(tile, panel, out, block);
+                logit_tile::<V, R>(
+                    tile,
+                    panel,
+                    half_norm2,
+                    &half_q,
+                    scale.kappa,
+                    out,
+                    block,
+                    &mut best,
+                );
+            }
+            for (r, best) in best.iter().enumerate() {
+                best.store(&mut scratch.best_lanes[t * R + r]);
             }
         }
-        // 2. Per particle: logits, recomputes, online max, weights.
+        // 2. Per particle: refinement where needed, online max, weights.
         for (p, bound) in bounds.iter().enumerate() {
             let w = &mut scratch.weights[p * block..p * block + count];
+            let mut best = scratch.best_lanes[p];
             if culling {
                 // The particle's dead panels weigh exactly 0 (logit -inf), whether its
                 // tile computed them or not; a block dead for it is skipped whole.
@@ -546,22 +578,29 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                 for (wp, _) in w.chunks_exact_mut(PANEL).zip(dead).filter(|(_, &d)| d) {
                     wp.fill(f32::NEG_INFINITY);
                 }
+                best = lane_maxima(w);
             }
-            let xp = &scratch.scaled[p * dim..(p + 1) * dim];
-            let (block_max, recomputed) = logits::<FMA>(
-                w,
-                xp,
-                training,
-                start,
-                bound,
-                scale.kappa,
-                // The culling's lower bound of the best true logit tightens the recompute
-                // threshold from the first block on: the panel order groups points, so
-                // the running max of the first blocks can be far below the best, and
-                // every loose pair above `running max − margin` was recomputed.
-                scratch.running_max[p].max(scratch.best_floor[p]),
-                margin,
-            );
+            let (block_max, recomputed) =
+                if bound.pair::<FMA>(block_norm, block_half_norm2) > RECOMPUTE_TOLERANCE {
+                    refine_logits::<FMA>(
+                        w,
+                        &scratch.scaled[p * dim..(p + 1) * dim],
+                        training,
+                        start,
+                        bound,
+                        scale.kappa,
+                        &best,
+                        // The culling's lower bound of the best true logit tightens the
+                        // recompute threshold from the first block on: the panel order
+                        // groups points, so the running max of the first blocks can be
+                        // far below the best, and every loose pair above `running max −
+                        // margin` was recomputed.
+                        scratch.running_max[p].max(scratch.best_floor[p]),
+                        margin,
+                    )
+                } else {
+                    (fold_max(&best), 0)
+                };
             scratch.recomputed += recomputed;
             let old = scratch.running_max[p];
             if block_max > old {
@@ -733,19 +772,35 @@ pub fn particle_logits(
     while start < padded {
         let count = block.min(padded - start);
         let mut w = vec![0f32; count];
+        // SAFETY (here and below): the portable lanes need no CPU feature.
+        let mut best = [unsafe { Portable16::splat(f32::NEG_INFINITY) }];
         for j in 0..count / PANEL {
             let index = start / PANEL + j;
             let panel = &training.panels[index * dim * PANEL..(index + 1) * dim * PANEL];
-            // SAFETY: the portable lanes need no CPU feature.
-            unsafe { dot_tile::<Portable16, 1>(&xp, panel, &mut w[j * PANEL..], count) };
+            let half_norm2 = &training.half_norm2[index * PANEL..][..PANEL];
+            unsafe {
+                logit_tile::<Portable16, 1>(
+                    &xp,
+                    panel,
+                    half_norm2,
+                    &[bound.half_norm2],
+                    scale.kappa,
+                    &mut w[j * PANEL..],
+                    count,
+                    &mut best,
+                )
+            };
         }
-        let (block_max, r) = logits::<false>(
+        let mut lanes = [0f32; 16];
+        unsafe { best[0].store(&mut lanes) };
+        let (block_max, r) = refine_logits::<false>(
             &mut w,
             &xp,
             training,
             start,
             &bound,
             scale.kappa,
+            &lanes,
             running_max,
             margin,
         );
@@ -758,15 +813,21 @@ pub fn particle_logits(
     (out, recomputed)
 }
 
-/// `R` particles x `PANEL` points: `dots[r][l] = Σ_k x'[r][k] a[l][k]` (written to
-/// `out[r * stride ..][..PANEL]`), one FMA chain per pair, k in order (independent of the
-/// tile's other particles).
+/// `R` particles x `PANEL` points: the dot products `x'[r]·a_l`, one FMA chain per pair,
+/// k in order (independent of the tile's other particles), turned in registers into
+/// base-2 logits `κ ((x'·a − |a|²/2) − |x'|²/2)` (written to `out[r * stride ..][..PANEL]`),
+/// and each particle's lane maxima `best[r]` updated (lane `l`: points `l`, then `l + 16`).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn dot_tile<V: Lanes16, const R: usize>(
+unsafe fn logit_tile<V: Lanes16, const R: usize>(
     tile: &[f32],
     panel: &[f32],
+    half_norm2: &[f32],
+    half_q: &[f32; R],
+    kappa: f32,
     out: &mut [f32],
     stride: usize,
+    best: &mut [V; R],
 ) {
     let mut acc = [[V::zero(); 2]; R];
     for (xk, ak) in tile.chunks_exact(R).zip(panel.chunks_exact(PANEL)) {
@@ -778,9 +839,18 @@ unsafe fn dot_tile<V: Lanes16, const R: usize>(
             acc[r][1] = xv.mul_add(a1, acc[r][1]);
         }
     }
+    let h = [
+        V::load(half16(half_norm2, 0)),
+        V::load(half16(half_norm2, 16)),
+    ];
+    let kappa = V::splat(kappa);
     for (r, acc) in acc.iter().enumerate() {
-        acc[0].store(half16_mut(out, r * stride));
-        acc[1].store(half16_mut(out, r * stride + 16));
+        let q = V::splat(half_q[r]);
+        for half in 0..2 {
+            let logit = kappa.mul(acc[half].sub(h[half]).sub(q));
+            logit.store(half16_mut(out, r * stride + 16 * half));
+            best[r] = logit.max(best[r]);
+        }
     }
 }
 
@@ -830,6 +900,20 @@ pub struct BoundTerms {
     constant: f32,
 }
 
+impl BoundTerms {
+    /// The bound of the pair with a point of norm `norm` and `|a|²/2 = half_norm2`.
+    /// Monotone in both (the coefficients are `>= 0`, rounding is monotone): at a
+    /// block's largest norm and `|a|²/2`, at least every pair's bound in the block.
+    #[inline(always)]
+    fn pair<const FMA: bool>(&self, norm: f32, half_norm2: f32) -> f32 {
+        mad::<FMA>(
+            self.norm_coeff,
+            norm,
+            mad::<FMA>(self.half_norm_coeff, half_norm2, self.constant),
+        )
+    }
+}
+
 /// The error bound of `L̃ = κ ((dot − h) − q)` in f32: the dot, a chain of D FMAs, is off
 /// by at most `γ_D Σ|x'_k a_k| ≤ γ_D |x'||a|`; `h = |a|²/2` and `q = |x'|²/2` are off by
 /// `u h` and `γ_D q`; the two subtractions and the product by κ add a rounding each of
@@ -856,73 +940,57 @@ pub fn bound_terms(scaled: &[f32], kappa: f32) -> BoundTerms {
     }
 }
 
-/// Turn a block's dot products (`w`, in place) into base-2 logits, recompute in the
-/// direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie within
-/// their bound + `margin` of the running max, and return the block's max logit and the
-/// number of recomputed pairs. Padding points (`|a|²/2 = inf`) get `-inf`.
+/// Refine a block's base-2 logits (`w`, in place; `best`: their lane maxima): recompute
+/// in the direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie
+/// within their bound + `margin` of the running max, and return the block's max logit
+/// and the number of recomputed pairs. Padding points have logit `-inf`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn logits<const FMA: bool>(
+fn refine_logits<const FMA: bool>(
     w: &mut [f32],
     xp: &[f32],
     training: &TrainingPanels,
     start: usize,
     bound: &BoundTerms,
     kappa: f32,
+    best: &[f32; 16],
     running_max: f32,
     margin: f32,
 ) -> (f32, u64) {
     let count = w.len();
     let h = &training.half_norm2[start..start + count];
     let na = &training.norm[start..start + count];
-    let q = bound.half_norm2;
-    // In 16 lanes (count is a whole number of panels): the logits, a lower bound of the
-    // block's best true logit, and whether any bound exceeds the tolerance. Fixed-size
-    // chunks so that LLVM vectorizes the lanes.
+    // In 16 lanes (count is a whole number of panels): a lower bound of the block's best
+    // true logit, and whether any bound exceeds the tolerance. Fixed-size chunks so
+    // that LLVM vectorizes the lanes.
     let mut lower = [f32::NEG_INFINITY; 16];
-    let mut best = [f32::NEG_INFINITY; 16];
     let mut widest = [0f32; 16];
     for ((wc, hc), nc) in w
-        .chunks_exact_mut(16)
+        .chunks_exact(16)
         .zip(h.chunks_exact(16))
         .zip(na.chunks_exact(16))
     {
-        let wc: &mut [f32; 16] = wc.try_into().unwrap();
+        let wc: &[f32; 16] = wc.try_into().unwrap();
         let hc: &[f32; 16] = hc.try_into().unwrap();
         let nc: &[f32; 16] = nc.try_into().unwrap();
-        // Whole arrays by value, not element updates in place: LLVM then keeps the three
+        // Whole arrays by value, not element updates in place: LLVM then keeps the
         // accumulators in registers (in place, it kept them on the stack, a
         // store-to-load chain per chunk).
-        let logit: [f32; 16] = std::array::from_fn(|l| kappa * ((wc[l] - hc[l]) - q));
-        let e: [f32; 16] = std::array::from_fn(|l| {
-            mad::<FMA>(
-                bound.norm_coeff,
-                nc[l],
-                mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
-            )
-        });
-        *wc = logit;
+        let e: [f32; 16] = std::array::from_fn(|l| bound.pair::<FMA>(nc[l], hc[l]));
         lower = std::array::from_fn(|l| {
-            let low = logit[l] - e[l];
+            let low = wc[l] - e[l];
             if low > lower[l] {
                 low
             } else {
                 lower[l]
             }
         });
-        best = std::array::from_fn(|l| {
-            if logit[l] > best[l] {
-                logit[l]
-            } else {
-                best[l]
-            }
-        });
         widest = std::array::from_fn(|l| if e[l] > widest[l] { e[l] } else { widest[l] });
     }
     // Folded from memory: seeing through, LLVM reversed the lanes every chunk.
-    let (lower, best, widest) = std::hint::black_box((lower, best, widest));
+    let (lower, widest) = std::hint::black_box((lower, widest));
     let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
-    let mut block_max = best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut block_max = fold_max(best);
     let mut recomputed = 0;
     if widest.iter().any(|&e| e > RECOMPUTE_TOLERANCE) {
         let threshold = lower - margin;
@@ -939,11 +1007,7 @@ fn logits<const FMA: bool>(
             // Candidates, vectorized; padding points (w = -inf, e = inf) give NaN: never.
             let mut candidate = [false; 16];
             for l in 0..16 {
-                let e = mad::<FMA>(
-                    bound.norm_coeff,
-                    nc[l],
-                    mad::<FMA>(bound.half_norm_coeff, hc[l], bound.constant),
-                );
+                let e = bound.pair::<FMA>(nc[l], hc[l]);
                 candidate[l] = (e > RECOMPUTE_TOLERANCE) & (wc[l] + e >= threshold);
             }
             if !candidate.iter().any(|&c| c) {
@@ -960,6 +1024,24 @@ fn logits<const FMA: bool>(
         }
     }
     (block_max, recomputed)
+}
+
+/// The lane maxima of a block's logits, as `logit_tile` keeps them (lane `l`: points
+/// `l`, `l + 16`, … in order).
+#[inline(always)]
+fn lane_maxima(w: &[f32]) -> [f32; 16] {
+    let mut best = [f32::NEG_INFINITY; 16];
+    for wc in w.chunks_exact(16) {
+        let wc: &[f32; 16] = wc.try_into().unwrap();
+        best = std::array::from_fn(|l| if wc[l] > best[l] { wc[l] } else { best[l] });
+    }
+    best
+}
+
+/// The largest of 16 lane maxima, folded in order.
+#[inline(always)]
+fn fold_max(best: &[f32; 16]) -> f32 {
+    best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// `|x' − a|²` in f32, 16 lanes folded in a fixed order (no cancellation).

@@ -25,6 +25,18 @@ pub trait Lanes16: Copy {
     /// # Safety
     /// As `zero`.
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `self - b`.
+    /// # Safety
+    /// As `zero`.
+    unsafe fn sub(self, b: Self) -> Self;
+    /// `self * b`.
+    /// # Safety
+    /// As `zero`.
+    unsafe fn mul(self, b: Self) -> Self;
+    /// Per lane `if self > b { self } else { b }` (`maxps`: `b` on ties and NaN).
+    /// # Safety
+    /// As `zero`.
+    unsafe fn max(self, b: Self) -> Self;
 }
 
 /// 16 lanes as a plain array, with fused multiply-adds (`FUSED`) or without: inside the
@@ -64,6 +76,24 @@ impl<const FUSED: bool> Lanes16 for Array16<FUSED> {
             Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
         }
     }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] - b.0[l]))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] * b.0[l]))
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        Self(std::array::from_fn(|l| {
+            if self.0[l] > b.0[l] {
+                self.0[l]
+            } else {
+                b.0[l]
+            }
+        }))
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -101,6 +131,19 @@ pub mod x86 {
                 _mm256_fmadd_ps(self.0, b.0, c.0),
                 _mm256_fmadd_ps(self.1, b.1, c.1),
             )
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            Self(_mm256_sub_ps(self.0, b.0), _mm256_sub_ps(self.1, b.1))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            Self(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1))
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            // `maxps` returns its second operand unless the first is greater.
+            Self(_mm256_max_ps(self.0, b.0), _mm256_max_ps(self.1, b.1))
         }
     }
 }
