@@ -628,27 +628,41 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
             // chunk of 16 at a time: fixed-size lanes that LLVM keeps in one register
             // (over the whole row it chose 8-wide vectors, and split the sums' lanes).
             let mut lanes = [0f32; 16];
-            for chunk in w.chunks_exact_mut(16) {
-                let chunk: &mut [f32; 16] = chunk.try_into().unwrap();
-                for l in 0..16 {
-                    // Weights below 2^-100 of the max are exactly 0: they move no sum by
-                    // an f32 ulp, and left in, their products with the points can be
-                    // subnormal, which costs a microcode assist per FMA on Intel x86.
-                    let d = chunk[l] - m;
-                    chunk[l] = if d > -100.0 && chunk[l] > cut {
-                        exp2::<FMA>(d)
-                    } else {
-                        0.0
-                    };
-                    lanes[l] += chunk[l];
+            match &training.values {
+                // One value per point (grey-level patches): its weighted sum in the same
+                // pass, the weights never stored (12% of the patch kernel).
+                Some(values) if values.width == 1 => {
+                    let column = &values.columns[start..][..count];
+                    let mut dot = [0f32; 16];
+                    for (chunk, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
+                        let mut weight: [f32; 16] = chunk.try_into().unwrap();
+                        weigh_chunk::<FMA>(&mut weight, m, cut, &mut lanes);
+                        let v16: &[f32; 16] = v16.try_into().unwrap();
+                        dot = std::array::from_fn(|l| mad::<FMA>(weight[l], v16[l], dot[l]));
+                    }
+                    // Folded from memory: seeing through, LLVM laid the lanes out for
+                    // the fold's pairs and shuffled every chunk (3× slower).
+                    let (folded, dot) = std::hint::black_box((lanes, dot));
+                    lanes = folded;
+                    scratch.acc[p * width] += fold16(&dot);
+                }
+                _ => {
+                    for chunk in w.chunks_exact_mut(16) {
+                        weigh_chunk::<FMA>(chunk.try_into().unwrap(), m, cut, &mut lanes);
+                    }
                 }
             }
             scratch.weight_sum[p] += fold16(&lanes);
         }
-        // 3'. Narrow values (a few per point): per particle and value, the dot product of
-        // its weights with the value column, 16 lanes folded in a fixed order (the
-        // particle's own weights only, so the bits do not depend on its tile mates).
+        // 3'. Several narrow values per point (colour patches): per particle and value,
+        // the dot product of its weights with the value column, 16 lanes folded in a
+        // fixed order (the particle's own weights only, so the bits do not depend on its
+        // tile mates). One value per point was summed with the weights above.
         if let Some(values) = &training.values {
+            if values.width == 1 {
+                start += count;
+                continue;
+            }
             for p in 0..particles {
                 let w = &scratch.weights[p * block..p * block + count];
                 for c in 0..values.width {
@@ -662,8 +676,7 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                         let v16: &[f32; 16] = v16.try_into().unwrap();
                         lanes = std::array::from_fn(|l| mad::<FMA>(w16[l], v16[l], lanes[l]));
                     }
-                    // Folded from memory: seeing through, LLVM laid the lanes out for
-                    // the fold's pairs and shuffled every chunk (3× slower).
+                    // Folded from memory (as above).
                     let lanes = std::hint::black_box(lanes);
                     scratch.acc[p * width + c] += fold16(&lanes);
                 }
@@ -703,6 +716,27 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
         start += count;
     }
     scratch.bounds = bounds;
+}
+
+/// 16 logits turned in place into their softmax weights `2^(L − m)` against the running
+/// max `m`, added to the 16 lanes of the weights' sum. Weights below 2^-100 of the max
+/// are exactly 0: they move no sum by an f32 ulp, and left in, their products with the
+/// points can be subnormal, which costs a microcode assist per FMA on Intel x86. So are
+/// those of logits at or below `cut` (culling's floor).
+#[inline(always)]
+fn weigh_chunk<const FMA: bool>(chunk: &mut [f32; 16], m: f32, cut: f32, sum: &mut [f32; 16]) {
+    // A loop in place: as `array::from_fn`, LLVM left the closure out of line without
+    // the caller's CPU features (`mul_add` became a libm call, 25× slower), and a
+    // returned array cost 8% at D = 64.
+    for l in 0..16 {
+        let d = chunk[l] - m;
+        chunk[l] = if d > -100.0 && chunk[l] > cut {
+            exp2::<FMA>(d)
+        } else {
+            0.0
+        };
+        sum[l] += chunk[l];
+    }
 }
 
 /// Turn `-0` into `+0`, leaving every other value alone (`-0 + +0 = +0` in
