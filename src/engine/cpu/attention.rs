@@ -23,30 +23,28 @@
 //!   recompute decisions) is independent of which particles share its tile or work item,
 //!   so results are bit-identical for any batch size or thread count on a given ISA.
 //!
-//! One algorithm, kept in one file: the blocking, the register tiles, the error bounds and
-//! the online softmax share their invariants. The training set's layouts they read
-//! (`TrainingPanels`) are in `panels.rs`.
+//! The blocking, the register tiles and the online softmax are here; the logits' error
+//! bounds and their refinement in `logit_bounds.rs`; the training set's layouts they
+//! read (`TrainingPanels`) in `panels.rs`.
 
 use super::approx::{exp2, mad};
 use super::cull::dead_panels;
 use super::fast::particle_normals;
 #[cfg(target_arch = "x86_64")]
 use super::lanes16::x86;
-use super::lanes16::{Fused16, Lanes16, Portable16};
+use super::lanes16::{
+    fold16, fold_max, half16, half16_mut, lane_maxima, Fused16, Lanes16, Portable16,
+};
+use super::logit_bounds::RECOMPUTE_TOLERANCE;
+use super::logit_bounds::{block_norms, bound_terms, refine_logits, BoundTerms};
 pub use super::panels::{block_points, TrainingPanels, MEAN_CHUNK, PANEL};
 use crate::engine::records::{HeunParams, StepParams, StepRecord};
 use crate::isa::{isa_dispatch, Isa};
 use std::borrow::Cow;
 
-/// A pair whose error bound (base-2 logit units) stays below this keeps its dot-form
-/// logit: a relative weight error of at most `2^(1/1024) − 1 ≈ 6.8e-4`, on weights that
-/// only matter when the posterior is spread (large σ², where the bounds are far smaller).
-pub const RECOMPUTE_TOLERANCE: f32 = 1.0 / 1024.0;
 /// Beyond `log2 N` this many base-2 units below the max, a point's weight is below
 /// 2^-25 / N of the max: all of them together move the sum by less than 2^-24.
 const CULL_MARGIN_BITS: f32 = 25.0;
-/// f32 unit round-off.
-pub(super) const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
 
 /// Particles per register tile, per instruction set: AVX-512 8 x 32 points = 16 zmm
 /// accumulators; AVX2 3 x 32 = 12 ymm; SSE2 1 x 32 = 8 xmm.
@@ -97,7 +95,8 @@ pub struct Scratch {
     tiles: Vec<f32>,
     /// `x'` row-major (`[p][dim]`), for the direct-form recomputes.
     scaled: Vec<f32>,
-    /// One block of logits, then weights, per particle (`[p][block]`).
+    /// One block of logits, then weights, per particle of the current tile
+    /// (`[r][block]`).
     weights: Vec<f32>,
     /// The weighted sums per particle (`[p][mean_width]`).
     acc: Vec<f32>,
@@ -122,8 +121,6 @@ pub struct Scratch {
     pub culled_pairs: u64,
     /// Per row, the parts of its dot-form error bound (see `bound_terms`).
     bounds: Vec<BoundTerms>,
-    /// Per row, the 16 lane maxima of its logits in the current block.
-    best_lanes: Vec<[f32; 16]>,
 }
 
 impl Scratch {
@@ -151,7 +148,7 @@ impl Scratch {
             rows,
             tiles: vec![0f32; rows * dim],
             scaled: vec![0f32; rows * dim],
-            weights: vec![0f32; rows * block_points(dim)],
+            weights: vec![0f32; r * block_points(dim)],
             acc: vec![0f32; rows * mean_width],
             running_max: vec![0f32; rows],
             weight_sum: vec![0f32; rows],
@@ -165,7 +162,6 @@ impl Scratch {
             pairs: 0,
             culled_pairs: 0,
             bounds: Vec::with_capacity(rows),
-            best_lanes: vec![[f32::NEG_INFINITY; 16]; rows],
         }
     }
 }
@@ -521,16 +517,14 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
         // The block's largest |a| and |a|²/2 (real points only): a particle whose error
         // bound is within the tolerance at these is within it at every pair (the bound
         // is monotone in both, rounding included), so its logits need no refinement.
-        let real = count.min(training.points.saturating_sub(start));
-        let block_norm = training.norm[start..start + real]
-            .iter()
-            .fold(0f32, |m, &v| m.max(v));
-        let block_half_norm2 = training.half_norm2[start..start + real]
-            .iter()
-            .fold(0f32, |m, &v| m.max(v));
-        // 1. The logits of the block, tile by tile, into the weights buffer, and each
-        // particle's lane maxima.
+        let (block_norm, block_half_norm2) = block_norms(
+            &training.norm[start..start + count],
+            &training.half_norm2[start..start + count],
+        );
+        // Tile by tile, so that the tile's block of logits stays in L1 from step 1 to 3.
         for t in 0..rows / R {
+            // 1. The tile's logits of the block into the weights buffer, and each
+            // particle's lane maxima.
             let tile = &scratch.tiles[t * R * dim..(t + 1) * R * dim];
             // Padding rows have no bound terms: any `q` serves them.
             let half_q: [f32; R] =
@@ -547,7 +541,7 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                 let panel =
                     &training.panels[panel_index * dim * PANEL..(panel_index + 1) * dim * PANEL];
                 let half_norm2 = &training.half_norm2[panel_index * PANEL..][..PANEL];
-                let out = &mut scratch.weights[t * R * block + j * PANEL..];
+                let out = &mut scratch.weights[j * PANEL..];
                 logit_tile::<V, R>(
                     tile,
                     panel,
@@ -559,138 +553,137 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                     &mut best,
                 );
             }
-            for (r, best) in best.iter().enumerate() {
-                best.store(&mut scratch.best_lanes[t * R + r]);
+            let mut best_lanes = [[0f32; 16]; R];
+            for (lanes, best) in best_lanes.iter_mut().zip(&best) {
+                best.store(lanes);
             }
-        }
-        // 2. Per particle: refinement where needed, online max, weights.
-        for (p, bound) in bounds.iter().enumerate() {
-            let w = &mut scratch.weights[p * block..p * block + count];
-            let mut best = scratch.best_lanes[p];
-            if culling {
-                // The particle's dead panels weigh exactly 0 (logit -inf), whether its
-                // tile computed them or not; a block dead for it is skipped whole.
-                let dead = &scratch.dead[p * panel_count + start / PANEL..][..count / PANEL];
-                if dead.iter().all(|&d| d) {
-                    w.fill(0.0);
+            // 2. Per particle: refinement where needed, online max, weights.
+            for (r, bound) in bounds[t * R..].iter().take(R).enumerate() {
+                let p = t * R + r;
+                let w = &mut scratch.weights[r * block..r * block + count];
+                let mut best = best_lanes[r];
+                if culling {
+                    // The particle's dead panels weigh exactly 0 (logit -inf), whether its
+                    // tile computed them or not; a block dead for it is skipped whole.
+                    let dead = &scratch.dead[p * panel_count + start / PANEL..][..count / PANEL];
+                    if dead.iter().all(|&d| d) {
+                        w.fill(0.0);
+                        continue;
+                    }
+                    for (wp, _) in w.chunks_exact_mut(PANEL).zip(dead).filter(|(_, &d)| d) {
+                        wp.fill(f32::NEG_INFINITY);
+                    }
+                    best = lane_maxima(w);
+                }
+                let (block_max, recomputed) =
+                    if bound.pair::<FMA>(block_norm, block_half_norm2) > RECOMPUTE_TOLERANCE {
+                        refine_logits::<FMA>(
+                            w,
+                            &scratch.scaled[p * dim..(p + 1) * dim],
+                            training,
+                            start,
+                            bound,
+                            scale.kappa,
+                            &best,
+                            // The culling's lower bound of the best true logit tightens the
+                            // recompute threshold from the first block on: the panel order
+                            // groups points, so the running max of the first blocks can be
+                            // far below the best, and every loose pair above `running max −
+                            // margin` was recomputed.
+                            scratch.running_max[p].max(scratch.best_floor[p]),
+                            margin,
+                        )
+                    } else {
+                        (fold_max(&best), 0)
+                    };
+                scratch.recomputed += recomputed;
+                let old = scratch.running_max[p];
+                if block_max > old {
+                    // Rescale what came before (nothing on the first block: sums are 0).
+                    let keep = if old == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        exp2::<FMA>(old - block_max)
+                    };
+                    for a in &mut scratch.acc[p * width..(p + 1) * width] {
+                        *a *= keep;
+                    }
+                    scratch.weight_sum[p] *= keep;
+                    scratch.running_max[p] = block_max;
+                    // The first point of the block at the max (ties: the lowest index).
+                    let first = first_equal(w, block_max);
+                    scratch.argmax[p] = (first_point + start + first) as u32;
+                }
+                let m = scratch.running_max[p];
+                // With culling, also below 2^-100 of the best's lower bound: in the panel
+                // order the first blocks' running max can be far below the best, and the
+                // weights they keep (the weighted mean's work) would only be rescaled away.
+                let cut = scratch.best_floor[p] - 100.0;
+                // The weights, summed in 16 lanes (folded below in a fixed order), one
+                // chunk of 16 at a time: fixed-size lanes that LLVM keeps in one register
+                // (over the whole row it chose 8-wide vectors, and split the sums' lanes).
+                let mut lanes = [0f32; 16];
+                match &training.values {
+                    // One value per point (grey-level patches): its weighted sum in the same
+                    // pass, the weights never stored (12% of the patch kernel).
+                    Some(values) if values.width == 1 => {
+                        let column = &values.columns[start..][..count];
+                        let mut dot = [0f32; 16];
+                        for (chunk, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
+                            let mut weight: [f32; 16] = chunk.try_into().unwrap();
+                            weigh_chunk::<FMA>(&mut weight, m, cut, &mut lanes);
+                            let v16: &[f32; 16] = v16.try_into().unwrap();
+                            dot = std::array::from_fn(|l| mad::<FMA>(weight[l], v16[l], dot[l]));
+                        }
+                        // Folded from memory: seeing through, LLVM laid the lanes out for
+                        // the fold's pairs and shuffled every chunk (3× slower).
+                        let (folded, dot) = std::hint::black_box((lanes, dot));
+                        lanes = folded;
+                        scratch.acc[p * width] += fold16(&dot);
+                    }
+                    _ => {
+                        for chunk in w.chunks_exact_mut(16) {
+                            weigh_chunk::<FMA>(chunk.try_into().unwrap(), m, cut, &mut lanes);
+                        }
+                    }
+                }
+                scratch.weight_sum[p] += fold16(&lanes);
+            }
+            // 3'. Several narrow values per point (colour patches): per particle and value,
+            // the dot product of its weights with the value column, 16 lanes folded in a
+            // fixed order (the particle's own weights only, so the bits do not depend on its
+            // tile mates). One value per point was summed with the weights above.
+            if let Some(values) = &training.values {
+                if values.width == 1 {
                     continue;
                 }
-                for (wp, _) in w.chunks_exact_mut(PANEL).zip(dead).filter(|(_, &d)| d) {
-                    wp.fill(f32::NEG_INFINITY);
-                }
-                best = lane_maxima(w);
-            }
-            let (block_max, recomputed) =
-                if bound.pair::<FMA>(block_norm, block_half_norm2) > RECOMPUTE_TOLERANCE {
-                    refine_logits::<FMA>(
-                        w,
-                        &scratch.scaled[p * dim..(p + 1) * dim],
-                        training,
-                        start,
-                        bound,
-                        scale.kappa,
-                        &best,
-                        // The culling's lower bound of the best true logit tightens the
-                        // recompute threshold from the first block on: the panel order
-                        // groups points, so the running max of the first blocks can be
-                        // far below the best, and every loose pair above `running max −
-                        // margin` was recomputed.
-                        scratch.running_max[p].max(scratch.best_floor[p]),
-                        margin,
-                    )
-                } else {
-                    (fold_max(&best), 0)
-                };
-            scratch.recomputed += recomputed;
-            let old = scratch.running_max[p];
-            if block_max > old {
-                // Rescale what came before (nothing on the first block: sums are 0).
-                let keep = if old == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    exp2::<FMA>(old - block_max)
-                };
-                for a in &mut scratch.acc[p * width..(p + 1) * width] {
-                    *a *= keep;
-                }
-                scratch.weight_sum[p] *= keep;
-                scratch.running_max[p] = block_max;
-                // The first point of the block at the max (ties: the lowest index).
-                let first = first_equal(w, block_max);
-                scratch.argmax[p] = (first_point + start + first) as u32;
-            }
-            let m = scratch.running_max[p];
-            // With culling, also below 2^-100 of the best's lower bound: in the panel
-            // order the first blocks' running max can be far below the best, and the
-            // weights they keep (the weighted mean's work) would only be rescaled away.
-            let cut = scratch.best_floor[p] - 100.0;
-            // The weights, summed in 16 lanes (folded below in a fixed order), one
-            // chunk of 16 at a time: fixed-size lanes that LLVM keeps in one register
-            // (over the whole row it chose 8-wide vectors, and split the sums' lanes).
-            let mut lanes = [0f32; 16];
-            match &training.values {
-                // One value per point (grey-level patches): its weighted sum in the same
-                // pass, the weights never stored (12% of the patch kernel).
-                Some(values) if values.width == 1 => {
-                    let column = &values.columns[start..][..count];
-                    let mut dot = [0f32; 16];
-                    for (chunk, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
-                        let mut weight: [f32; 16] = chunk.try_into().unwrap();
-                        weigh_chunk::<FMA>(&mut weight, m, cut, &mut lanes);
-                        let v16: &[f32; 16] = v16.try_into().unwrap();
-                        dot = std::array::from_fn(|l| mad::<FMA>(weight[l], v16[l], dot[l]));
-                    }
-                    // Folded from memory: seeing through, LLVM laid the lanes out for
-                    // the fold's pairs and shuffled every chunk (3× slower).
-                    let (folded, dot) = std::hint::black_box((lanes, dot));
-                    lanes = folded;
-                    scratch.acc[p * width] += fold16(&dot);
-                }
-                _ => {
-                    for chunk in w.chunks_exact_mut(16) {
-                        weigh_chunk::<FMA>(chunk.try_into().unwrap(), m, cut, &mut lanes);
+                for r in 0..R.min(particles - t * R) {
+                    let p = t * R + r;
+                    let w = &scratch.weights[r * block..r * block + count];
+                    for c in 0..values.width {
+                        let column = &values.columns[c * padded_points + start..][..count];
+                        // A plain 16-lane array updated whole (as the weights' sum above):
+                        // through `V` and a store, LLVM split the lanes into the pairs the
+                        // fold adds and shuffled them every chunk.
+                        let mut lanes = [0f32; 16];
+                        for (w16, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
+                            let w16: &[f32; 16] = w16.try_into().unwrap();
+                            let v16: &[f32; 16] = v16.try_into().unwrap();
+                            lanes = std::array::from_fn(|l| mad::<FMA>(w16[l], v16[l], lanes[l]));
+                        }
+                        // Folded from memory (as above).
+                        let lanes = std::hint::black_box(lanes);
+                        scratch.acc[p * width + c] += fold16(&lanes);
                     }
                 }
-            }
-            scratch.weight_sum[p] += fold16(&lanes);
-        }
-        // 3'. Several narrow values per point (colour patches): per particle and value,
-        // the dot product of its weights with the value column, 16 lanes folded in a
-        // fixed order (the particle's own weights only, so the bits do not depend on its
-        // tile mates). One value per point was summed with the weights above.
-        if let Some(values) = &training.values {
-            if values.width == 1 {
-                start += count;
                 continue;
             }
-            for p in 0..particles {
-                let w = &scratch.weights[p * block..p * block + count];
-                for c in 0..values.width {
-                    let column = &values.columns[c * padded_points + start..][..count];
-                    // A plain 16-lane array updated whole (as the weights' sum above):
-                    // through `V` and a store, LLVM split the lanes into the pairs the
-                    // fold adds and shuffled them every chunk.
-                    let mut lanes = [0f32; 16];
-                    for (w16, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
-                        let w16: &[f32; 16] = w16.try_into().unwrap();
-                        let v16: &[f32; 16] = v16.try_into().unwrap();
-                        lanes = std::array::from_fn(|l| mad::<FMA>(w16[l], v16[l], lanes[l]));
-                    }
-                    // Folded from memory (as above).
-                    let lanes = std::hint::black_box(lanes);
-                    scratch.acc[p * width + c] += fold16(&lanes);
-                }
-            }
-            start += count;
-            continue;
-        }
-        // 3. The weighted sums of the block's rows, tile by tile, over the points that
-        // weigh something for at least one particle of the tile. Late in a trajectory
-        // nearly every weight is 0 (flushed above), and those products were half the
-        // flops. The skip is exact: see `canonical_zero` below.
-        let rows_of_block = &training.rows[start * width..(start + count) * width];
-        for t in 0..rows / R {
-            let weights = &scratch.weights[t * R * block..(t + 1) * R * block];
+            // 3. The weighted sums of the block's rows over the points that weigh
+            // something for at least one particle of the tile. Late in a trajectory
+            // nearly every weight is 0 (flushed above), and those products were half the
+            // flops. The skip is exact: see `canonical_zero` below.
+            let rows_of_block = &training.rows[start * width..(start + count) * width];
+            let weights = &scratch.weights[..R * block];
             let live = &mut scratch.live;
             // 16 points at a time: which weigh something for any particle, by OR-ing the
             // weights' bits (a weight is +0 or positive; integer lanes vectorize, `bool`
@@ -771,16 +764,6 @@ fn first_equal(w: &[f32], v: f32) -> usize {
         }
     }
     0
-}
-
-/// `((a0 + a4 + a8 + a12) + ...)`: 16 lanes to one, in a fixed order.
-#[inline(always)]
-fn fold16(acc: &[f32; 16]) -> f32 {
-    let mut lanes = [0f32; 4];
-    for k in 0..4 {
-        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
-    }
-    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
 }
 
 /// The base-2 logits the kernel uses for one particle `x` against every training point
@@ -921,188 +904,4 @@ unsafe fn mean_tile<V: Lanes16, const R: usize>(
             t[1].store(half16_mut(acc, r * width + d0 + 16));
         }
     }
-}
-
-/// The per-particle coefficients of a dot-form logit's error bound
-/// `e_i = norm_coeff |a_i| + half_norm_coeff |a_i|²/2 + constant`, in base-2 units.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BoundTerms {
-    /// `|x'|²/2` as the kernel computes it.
-    pub half_norm2: f32,
-    norm_coeff: f32,
-    half_norm_coeff: f32,
-    constant: f32,
-}
-
-impl BoundTerms {
-    /// The bound of the pair with a point of norm `norm` and `|a|²/2 = half_norm2`.
-    /// Monotone in both (the coefficients are `>= 0`, rounding is monotone): at a
-    /// block's largest norm and `|a|²/2`, at least every pair's bound in the block.
-    #[inline(always)]
-    fn pair<const FMA: bool>(&self, norm: f32, half_norm2: f32) -> f32 {
-        mad::<FMA>(
-            self.norm_coeff,
-            norm,
-            mad::<FMA>(self.half_norm_coeff, half_norm2, self.constant),
-        )
-    }
-}
-
-/// The error bound of `L̃ = κ ((dot − h) − q)` in f32: the dot, a chain of D FMAs, is off
-/// by at most `γ_D Σ|x'_k a_k| ≤ γ_D |x'||a|`; `h = |a|²/2` and `q = |x'|²/2` are off by
-/// `u h` and `γ_D q`; the two subtractions and the product by κ add a rounding each of
-/// at most `u (|x'||a| + h + q)`. Everything is inflated by 2% for the bound's own
-/// rounding.
-pub fn bound_terms(scaled: &[f32], kappa: f32) -> BoundTerms {
-    let dim = scaled.len();
-    let mut q = 0f32;
-    let mut q64 = 0f64;
-    for &v in scaled {
-        q += v * v;
-        q64 += (v as f64) * (v as f64);
-    }
-    let u = UNIT_ROUNDOFF;
-    let gamma = dim as f64 * u / (1.0 - dim as f64 * u);
-    let k = kappa as f64 * 1.02;
-    let norm = q64.sqrt();
-    let half = 0.5 * q64;
-    BoundTerms {
-        half_norm2: 0.5 * q,
-        norm_coeff: (k * (gamma + 3.0 * u) * norm) as f32,
-        half_norm_coeff: (k * 4.0 * u) as f32,
-        constant: (k * (gamma + 4.0 * u) * half) as f32,
-    }
-}
-
-/// Refine a block's base-2 logits (`w`, in place; `best`: their lane maxima): recompute
-/// in the direct form those whose bound exceeds `RECOMPUTE_TOLERANCE` and that may lie
-/// within their bound + `margin` of the running max, and return the block's max logit
-/// and the number of recomputed pairs. Padding points have logit `-inf`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn refine_logits<const FMA: bool>(
-    w: &mut [f32],
-    xp: &[f32],
-    training: &TrainingPanels,
-    start: usize,
-    bound: &BoundTerms,
-    kappa: f32,
-    best: &[f32; 16],
-    running_max: f32,
-    margin: f32,
-) -> (f32, u64) {
-    let count = w.len();
-    let h = &training.half_norm2[start..start + count];
-    let na = &training.norm[start..start + count];
-    // In 16 lanes (count is a whole number of panels): a lower bound of the block's best
-    // true logit, and whether any bound exceeds the tolerance. Fixed-size chunks so
-    // that LLVM vectorizes the lanes.
-    let mut lower = [f32::NEG_INFINITY; 16];
-    let mut widest = [0f32; 16];
-    for ((wc, hc), nc) in w
-        .chunks_exact(16)
-        .zip(h.chunks_exact(16))
-        .zip(na.chunks_exact(16))
-    {
-        let wc: &[f32; 16] = wc.try_into().unwrap();
-        let hc: &[f32; 16] = hc.try_into().unwrap();
-        let nc: &[f32; 16] = nc.try_into().unwrap();
-        // Whole arrays by value, not element updates in place: LLVM then keeps the
-        // accumulators in registers (in place, it kept them on the stack, a
-        // store-to-load chain per chunk).
-        let e: [f32; 16] = std::array::from_fn(|l| bound.pair::<FMA>(nc[l], hc[l]));
-        lower = std::array::from_fn(|l| {
-            let low = wc[l] - e[l];
-            if low > lower[l] {
-                low
-            } else {
-                lower[l]
-            }
-        });
-        widest = std::array::from_fn(|l| if e[l] > widest[l] { e[l] } else { widest[l] });
-    }
-    // Folded from memory: seeing through, LLVM reversed the lanes every chunk.
-    let (lower, widest) = std::hint::black_box((lower, widest));
-    let lower = lower.iter().fold(running_max, |m, &v| m.max(v));
-    let mut block_max = fold_max(best);
-    let mut recomputed = 0;
-    if widest.iter().any(|&e| e > RECOMPUTE_TOLERANCE) {
-        let threshold = lower - margin;
-        let dim = training.dim;
-        for (c, ((wc, hc), nc)) in w
-            .chunks_exact_mut(16)
-            .zip(h.chunks_exact(16))
-            .zip(na.chunks_exact(16))
-            .enumerate()
-        {
-            let wc: &mut [f32; 16] = wc.try_into().unwrap();
-            let hc: &[f32; 16] = hc.try_into().unwrap();
-            let nc: &[f32; 16] = nc.try_into().unwrap();
-            // Candidates, vectorized; padding points (w = -inf, e = inf) give NaN: never.
-            let mut candidate = [false; 16];
-            for l in 0..16 {
-                let e = bound.pair::<FMA>(nc[l], hc[l]);
-                candidate[l] = (e > RECOMPUTE_TOLERANCE) & (wc[l] + e >= threshold);
-            }
-            if !candidate.iter().any(|&c| c) {
-                continue;
-            }
-            for l in (0..16).filter(|&l| candidate[l]) {
-                let row = &training.rows[(start + 16 * c + l) * training.row_width..][..dim];
-                wc[l] = -0.5 * kappa * direct_distance2(xp, row);
-                recomputed += 1;
-            }
-        }
-        if recomputed > 0 {
-            block_max = w.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        }
-    }
-    (block_max, recomputed)
-}
-
-/// The lane maxima of a block's logits, as `logit_tile` keeps them (lane `l`: points
-/// `l`, `l + 16`, … in order).
-#[inline(always)]
-fn lane_maxima(w: &[f32]) -> [f32; 16] {
-    let mut best = [f32::NEG_INFINITY; 16];
-    for wc in w.chunks_exact(16) {
-        let wc: &[f32; 16] = wc.try_into().unwrap();
-        best = std::array::from_fn(|l| if wc[l] > best[l] { wc[l] } else { best[l] });
-    }
-    best
-}
-
-/// The largest of 16 lane maxima, folded in order.
-#[inline(always)]
-fn fold_max(best: &[f32; 16]) -> f32 {
-    best.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
-}
-
-/// `|x' − a|²` in f32, 16 lanes folded in a fixed order (no cancellation).
-#[inline(always)]
-pub fn direct_distance2(xp: &[f32], a: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (x16, x_rest) = xp.split_at(xp.len() / 16 * 16);
-    let (a16, a_rest) = a.split_at(x16.len());
-    for (xc, ac) in x16.chunks_exact(16).zip(a16.chunks_exact(16)) {
-        for k in 0..16 {
-            let d = xc[k] - ac[k];
-            acc[k] += d * d;
-        }
-    }
-    for (k, (x, a)) in x_rest.iter().zip(a_rest).enumerate() {
-        let d = x - a;
-        acc[k] += d * d;
-    }
-    fold16(&acc)
-}
-
-#[inline(always)]
-fn half16(s: &[f32], at: usize) -> &[f32; 16] {
-    s[at..at + 16].try_into().unwrap()
-}
-
-#[inline(always)]
-fn half16_mut(s: &mut [f32], at: usize) -> &mut [f32; 16] {
-    (&mut s[at..at + 16]).try_into().unwrap()
 }

@@ -9,7 +9,8 @@
 //! or the tile mates. So results stay bit-identical across batch sizes, shards and
 //! resume with culling on.
 
-use super::attention::{direct_distance2, PANEL};
+use super::attention::PANEL;
+use super::logit_bounds::direct_distance2;
 
 /// Positions of the training points in panel order: `order[position] = original index`.
 /// A recursive split of the index range, each time along the coordinate of largest

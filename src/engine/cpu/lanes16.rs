@@ -1,5 +1,6 @@
 //! The 16-lane type the attention kernel's register tiles are written over, one
-//! implementation per instruction set (see [`Lanes16`]).
+//! implementation per instruction set (see [`Lanes16`]), and the fixed-order folds of
+//! 16-lane arrays the kernels reduce with.
 
 /// 16 f32 lanes as the micro-kernels see them: a fused array (AVX-512, one zmm), two ymm
 /// through intrinsics (AVX2) or a plain array (portable, no FMA). The register tiles are
@@ -94,6 +95,58 @@ impl<const FUSED: bool> Lanes16 for Array16<FUSED> {
             }
         }))
     }
+}
+
+/// `((a0 + a4 + a8 + a12) + ...)`: 16 lanes to one, in a fixed order.
+#[inline(always)]
+pub(super) fn fold16(acc: &[f32; 16]) -> f32 {
+    let mut lanes = [0f32; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
+}
+
+/// The lane maxima of a block's logits, as the attention kernel's `logit_tile` keeps them (lane `l`: points
+/// `l`, `l + 16`, … in order).
+#[inline(always)]
+pub(super) fn lane_maxima(w: &[f32]) -> [f32; 16] {
+    let mut best = [f32::NEG_INFINITY; 16];
+    for wc in w.chunks_exact(16) {
+        let wc: &[f32; 16] = wc.try_into().unwrap();
+        best = std::array::from_fn(|l| if wc[l] > best[l] { wc[l] } else { best[l] });
+    }
+    best
+}
+
+/// The largest of 16 lane maxima (not NaN), as a tree of vector maxima: a sequential
+/// `f32::max` fold was 16 scalar steps with NaN checks. Of a `-0`/`+0` tie either may
+/// come back, which no use distinguishes (differences and `==` treat them alike).
+#[inline(always)]
+pub(super) fn fold_max(best: &[f32; 16]) -> f32 {
+    let m8: [f32; 8] = std::array::from_fn(|l| select_max(best[l], best[l + 8]));
+    let m4: [f32; 4] = std::array::from_fn(|l| select_max(m8[l], m8[l + 4]));
+    select_max(select_max(m4[0], m4[2]), select_max(m4[1], m4[3]))
+}
+
+/// `if a > b { a } else { b }`: one `maxps`.
+#[inline(always)]
+pub(super) fn select_max(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+#[inline(always)]
+pub(super) fn half16(s: &[f32], at: usize) -> &[f32; 16] {
+    s[at..at + 16].try_into().unwrap()
+}
+
+#[inline(always)]
+pub(super) fn half16_mut(s: &mut [f32], at: usize) -> &mut [f32; 16] {
+    (&mut s[at..at + 16]).try_into().unwrap()
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -14,6 +14,7 @@ pub mod fast;
 pub mod heun_step;
 pub mod init_noise;
 pub mod lanes16;
+pub mod logit_bounds;
 pub mod nearest;
 pub mod panels;
 pub mod patch;

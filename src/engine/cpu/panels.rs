@@ -4,8 +4,8 @@
 //! and, where a score needs them, the culling's clustering, separate values per point
 //! (the patch scores' centre pixels) and counts.
 
-use super::attention::UNIT_ROUNDOFF;
 use super::cull::{panel_order, PanelBalls};
+use super::logit_bounds::UNIT_ROUNDOFF;
 
 /// Training points per panel of the logits kernel (and per weights row of its tile).
 pub const PANEL: usize = 32;
