@@ -167,11 +167,10 @@ impl Scratch {
 }
 
 /// A training set as the attention kernel reads it: in consecutive chunks, each a
-/// `TrainingPanels` of whole blocks (`block_points(dim)` points; the last may be
-/// shorter), so that a set too large to hold in memory can be built a chunk at a time.
-/// The online softmax carries over from chunk to chunk exactly as from block to block,
-/// and the recompute margin counts every point of the set, so the means are the bits of
-/// the same set read whole. A `TrainingPanels` is one chunk.
+/// `TrainingPanels`, so that a set too large to hold in memory can be built a chunk at a
+/// time. The online softmax carries over from chunk to chunk as from block to block (a
+/// chunk of whole blocks gives the bits of the same points read in one), and the
+/// recompute margin counts every point of the set. A `TrainingPanels` is one chunk.
 pub trait KeyChunks {
     /// Coordinates per key.
     fn dim(&self) -> usize;
@@ -179,7 +178,7 @@ pub trait KeyChunks {
     fn mean_width(&self) -> usize;
     /// Values per query of the means: the values' width, else `dim`.
     fn mean_len(&self) -> usize;
-    /// Keys in all chunks together.
+    /// Keys in all chunks together, merged keys counted with their counts.
     fn total_points(&self) -> usize;
     /// Number of chunks.
     fn chunks(&self) -> usize;
@@ -626,13 +625,24 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
                 match &training.values {
                     // One value per point (grey-level patches): its weighted sum in the same
                     // pass, the weights never stored (12% of the patch kernel).
+                    // Each weight counts its key's count times (merged identical keys;
+                    // a count of 1 gives the bits of an add), and the value column holds
+                    // the values times the counts.
                     Some(values) if values.width == 1 => {
                         let column = &values.columns[start..][..count];
+                        let counts = &values.counts[start..][..count];
                         let mut dot = [0f32; 16];
-                        for (chunk, v16) in w.chunks_exact(16).zip(column.chunks_exact(16)) {
+                        for ((chunk, v16), c16) in w
+                            .chunks_exact(16)
+                            .zip(column.chunks_exact(16))
+                            .zip(counts.chunks_exact(16))
+                        {
                             let mut weight: [f32; 16] = chunk.try_into().unwrap();
-                            weigh_chunk::<FMA>(&mut weight, m, cut, &mut lanes);
+                            exp_chunk::<FMA>(&mut weight, m, cut);
                             let v16: &[f32; 16] = v16.try_into().unwrap();
+                            let c16: &[f32; 16] = c16.try_into().unwrap();
+                            lanes =
+                                std::array::from_fn(|l| mad::<FMA>(weight[l], c16[l], lanes[l]));
                             dot = std::array::from_fn(|l| mad::<FMA>(weight[l], v16[l], dot[l]));
                         }
                         // Folded from memory: seeing through, LLVM laid the lanes out for
@@ -718,17 +728,31 @@ unsafe fn accumulate_keys<V: Lanes16, const R: usize, const FMA: bool>(
 /// those of logits at or below `cut` (culling's floor).
 #[inline(always)]
 fn weigh_chunk<const FMA: bool>(chunk: &mut [f32; 16], m: f32, cut: f32, sum: &mut [f32; 16]) {
-    // A loop in place: as `array::from_fn`, LLVM left the closure out of line without
-    // the caller's CPU features (`mul_add` became a libm call, 25× slower), and a
-    // returned array cost 8% at D = 64.
+    // One loop in place: with the sum in a loop of its own, or as `array::from_fn`
+    // (LLVM left that closure out of line without the caller's CPU features: `mul_add`
+    // became a libm call, 25× slower), D = 64 lost 8–18%.
     for l in 0..16 {
-        let d = chunk[l] - m;
-        chunk[l] = if d > -100.0 && chunk[l] > cut {
-            exp2::<FMA>(d)
-        } else {
-            0.0
-        };
+        chunk[l] = softmax_weight::<FMA>(chunk[l], m, cut);
         sum[l] += chunk[l];
+    }
+}
+
+/// 16 logits turned in place into their softmax weights (see `weigh_chunk`).
+#[inline(always)]
+fn exp_chunk<const FMA: bool>(chunk: &mut [f32; 16], m: f32, cut: f32) {
+    for w in chunk {
+        *w = softmax_weight::<FMA>(*w, m, cut);
+    }
+}
+
+/// The weight `2^(logit − m)`, 0 below 2^-100 or at or below `cut`.
+#[inline(always)]
+fn softmax_weight<const FMA: bool>(logit: f32, m: f32, cut: f32) -> f32 {
+    let d = logit - m;
+    if d > -100.0 && logit > cut {
+        exp2::<FMA>(d)
+    } else {
+        0.0
     }
 }
 

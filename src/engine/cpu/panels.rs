@@ -55,9 +55,12 @@ pub struct TrainingPanels {
 pub struct PointValues {
     /// Values per point.
     pub width: usize,
-    /// Value-major, per (padded) point in kernel order: `[value][point]`; padding points
-    /// are zero.
+    /// Value-major, per (padded) point in kernel order: `[value][point]`, each value times
+    /// its point's count; padding points are zero.
     pub columns: Vec<f32>,
+    /// Per (padded) point, how many identical keys it stands for (1 unless merged; 0 for
+    /// padding): its weight counts that many times. Merged keys need one value per point.
+    pub counts: Vec<f32>,
 }
 
 impl TrainingPanels {
@@ -100,13 +103,20 @@ impl TrainingPanels {
     /// have `width` values per query, and cost one multiply-add per value and pair instead
     /// of per coordinate (rounded up to 32) and pair.
     /// With `clustered`, in the culling's panel order (see [`clustered`](Self::clustered)).
+    /// With `counts`, point `i` stands for `counts[i]` identical keys (one value per
+    /// point only: see [`PointValues::counts`]).
     pub fn with_values(
         points: &[f64],
         dim: usize,
         values: &[f64],
         width: usize,
+        counts: Option<&[u32]>,
         clustered: bool,
     ) -> Self {
+        assert!(
+            counts.is_none() || width == 1,
+            "merged keys need one value per point"
+        );
         let mut panels = if clustered {
             Self::clustered(points, dim)
         } else {
@@ -114,22 +124,29 @@ impl TrainingPanels {
         };
         let padded = panels.padded_points();
         let mut columns = vec![0f32; width * padded];
+        let mut weights = vec![0f32; padded];
         for position in 0..panels.points {
             let i = panels.original_index(position as u32) as usize;
+            let count = counts.map_or(1.0, |c| c[i] as f32);
+            weights[position] = count;
             for (c, &value) in values[i * width..(i + 1) * width].iter().enumerate() {
-                columns[c * padded + position] = value as f32;
+                columns[c * padded + position] = count * value as f32;
             }
         }
-        panels.values = Some(PointValues { width, columns });
+        panels.values = Some(PointValues {
+            width,
+            columns,
+            counts: weights,
+        });
         panels
     }
 
     /// Bytes these layouts take per point of dimension `dim` whose means are taken of
-    /// `values` values (`with_values`): the panels, the padded rows, the two norms and
-    /// the values.
+    /// `values` values (`with_values`): the panels, the padded rows, the two norms, the
+    /// values and the count.
     pub fn bytes_per_point(dim: usize, values: usize) -> u64 {
         let row_width = dim.div_ceil(MEAN_CHUNK) * MEAN_CHUNK;
-        4 * (dim + row_width + 2 + values) as u64
+        4 * (dim + row_width + 3 + values) as u64
     }
 
     /// Values per query of the weighted means (and of their accumulators): the values'

@@ -9,11 +9,16 @@
 //! Every query's weighted mean depends only on that query (the attention kernel's
 //! invariant), so results do not depend on batch sizes or threads.
 //!
-//! Dictionaries whose layouts would take more than the memory budget
-//! (`MEMODIFF_DICTIONARY_MEMORY`, default `DEFAULT_DICTIONARY_MEMORY`) are never built
-//! whole: each work item builds them a chunk of whole attention blocks at a time from the
-//! training images, at every step (`KeyChunks`). The softmax carries over the chunks as
-//! over blocks, so a streamed run gives the bits of a stored one; it costs the rebuilds.
+//! A dictionary is made in chunks of consecutive entries (`chunk_patches`), each a
+//! whole number of attention blocks, and within a chunk of one-channel patches identical
+//! patches are merged into one key with a count (exact: its weight counts that many
+//! times; the digits' background repeats, 13% of the 8 × 8 digits' 3 × 3 patches and
+//! 27% of those of 28 × 28 images). Dictionaries whose layouts would take more than the
+//! memory budget (`MEMODIFF_DICTIONARY_MEMORY`, default `DEFAULT_DICTIONARY_MEMORY`) are
+//! never held whole: each work item builds their chunks one at a time from the training
+//! images, at every step (`KeyChunks`). The chunks are the same either way and the
+//! softmax carries over them as over blocks, so a streamed run gives the bits of a held
+//! one; it costs the rebuilds.
 
 use super::attention::{self, KeyChunks};
 use super::panels::{block_points, TrainingPanels, PANEL};
@@ -25,14 +30,16 @@ use crate::isa::Isa;
 use crate::model::dataset::Dataset;
 use crate::model::patch_score::{DictionaryGroup, PatchGeometry, PatchPlan};
 use std::borrow::Cow;
+use std::collections::hash_map::{Entry, HashMap};
 
 /// The memory the dictionaries of a run may take, in bytes, before they are streamed.
 pub const DEFAULT_DICTIONARY_MEMORY: u64 = 4 << 30;
 /// The environment variable that sets that budget, in MiB.
 pub const DICTIONARY_MEMORY_VAR: &str = "MEMODIFF_DICTIONARY_MEMORY";
-/// Memory of one chunk of a streamed dictionary (its layouts and the f64 patches it is
-/// built from); each thread holds one at a time.
-const CHUNK_BYTES: u64 = 32 << 20;
+/// Memory of one chunk of a dictionary (its layouts and the f64 patches it is built
+/// from); streamed, each thread holds one at a time. Identical patches merge within a
+/// chunk: larger chunks merge more.
+const CHUNK_BYTES: u64 = 128 << 20;
 
 /// The budget: `MEMODIFF_DICTIONARY_MEMORY` MiB where set, else the default.
 pub fn dictionary_memory() -> Result<u64> {
@@ -108,32 +115,79 @@ pub fn memory_note(plan: &PatchPlan, images: usize) -> Result<String> {
     Ok(format!("cpu engine dictionaries: {}", parts.join("; ")))
 }
 
-/// One dictionary as the attention kernel reads it.
+/// One dictionary: its entries' positions, its chunking, and its chunks where held.
 #[derive(Debug)]
-enum GroupKeys {
-    /// Built whole, once.
-    Stored(TrainingPanels),
-    /// Built a chunk at a time from the training images at every use.
-    Streamed(StreamedDictionary),
-}
-
-/// A dictionary too large to hold: its patches' positions and the chunking.
-#[derive(Debug)]
-struct StreamedDictionary {
+struct GroupKeys {
     geometry: PatchGeometry,
+    /// The positions of the group's patches in each image.
     positions: Vec<(usize, usize)>,
+    /// Entries (images x positions) and entries per chunk.
     patches: usize,
     chunk: usize,
+    /// The chunks, built once; `None`: built from the images at every use (streamed).
+    held: Option<Vec<TrainingPanels>>,
 }
 
-/// A streamed dictionary bound to the training images it is built from.
-struct StreamedKeys<'a> {
-    dictionary: &'a StreamedDictionary,
+impl GroupKeys {
+    /// The layouts of chunk `index` of the dictionary of the training `images`: entries
+    /// `index * chunk ..` in `PatchGeometry::dictionary`'s order (entry e: image
+    /// `e / positions`, at position `e % positions`), identical one-channel patches merged
+    /// into the first with a count.
+    fn build_chunk(&self, images: &[f64], index: usize) -> TrainingPanels {
+        let geometry = &self.geometry;
+        let (len, dim) = (
+            geometry.patch_len(),
+            geometry.pixels() * geometry.shape.channels,
+        );
+        let first = index * self.chunk;
+        let count = self.chunk.min(self.patches - first);
+        let mut buffer = vec![0f64; count * len];
+        for (e, out) in (first..first + count).zip(buffer.chunks_exact_mut(len)) {
+            let (n, q) = (e / self.positions.len(), e % self.positions.len());
+            let (i, j) = self.positions[q];
+            geometry.training_patch(&images[n * dim..(n + 1) * dim], i, j, out);
+        }
+        if geometry.shape.channels > 1 {
+            // Colour patches repeat too rarely to pay for the counts' pass.
+            return patch_panels(geometry, &buffer, None);
+        }
+        // Identical as the kernel sees them: the same f32 values (the centre, the value,
+        // is one of them).
+        let bits: Vec<u32> = buffer.iter().map(|&v| (v as f32).to_bits()).collect();
+        let mut slot: HashMap<&[u32], usize> = HashMap::with_capacity(count);
+        let (mut kept, mut counts) = (Vec::new(), Vec::new());
+        for (e, key) in bits.chunks_exact(len).enumerate() {
+            match slot.entry(key) {
+                Entry::Occupied(at) => counts[*at.get()] += 1,
+                Entry::Vacant(at) => {
+                    at.insert(kept.len());
+                    kept.push(e);
+                    counts.push(1u32);
+                }
+            }
+        }
+        let merged: Vec<f64> = kept
+            .iter()
+            .flat_map(|&e| &buffer[e * len..(e + 1) * len])
+            .copied()
+            .collect();
+        patch_panels(geometry, &merged, Some(&counts))
+    }
+}
+
+/// A dictionary bound to the training images its chunks are built from.
+struct DictionaryKeys<'a> {
+    keys: &'a GroupKeys,
     images: &'a [f64],
 }
 
-/// The layouts of `patches` patches (row-major) with their centre pixels as the values.
-fn patch_panels(geometry: &PatchGeometry, patches: &[f64]) -> TrainingPanels {
+/// The layouts of `patches` patches (row-major) with their centre pixels as the values,
+/// patch `i` standing for `counts[i]` identical ones.
+fn patch_panels(
+    geometry: &PatchGeometry,
+    patches: &[f64],
+    counts: Option<&[u32]>,
+) -> TrainingPanels {
     let (len, channels, centre) = (
         geometry.patch_len(),
         geometry.shape.channels,
@@ -146,52 +200,39 @@ fn patch_panels(geometry: &PatchGeometry, patches: &[f64]) -> TrainingPanels {
         .flat_map(|patch| &patch[centre..centre + channels])
         .copied()
         .collect();
-    TrainingPanels::with_values(patches, len, &centres, channels, false)
+    TrainingPanels::with_values(patches, len, &centres, channels, counts, false)
 }
 
-impl KeyChunks for StreamedKeys<'_> {
+impl KeyChunks for DictionaryKeys<'_> {
     fn dim(&self) -> usize {
-        self.dictionary.geometry.patch_len()
+        self.keys.geometry.patch_len()
     }
 
     fn mean_width(&self) -> usize {
-        self.dictionary.geometry.shape.channels
+        self.keys.geometry.shape.channels
     }
 
     fn mean_len(&self) -> usize {
-        self.dictionary.geometry.shape.channels
+        self.keys.geometry.shape.channels
     }
 
+    /// The entries, merged ones counted with their counts (the recompute margin's N).
     fn total_points(&self) -> usize {
-        self.dictionary.patches
+        self.keys.patches
     }
 
     fn chunks(&self) -> usize {
-        self.dictionary.patches.div_ceil(self.dictionary.chunk)
+        self.keys.patches.div_ceil(self.keys.chunk)
     }
 
+    /// Chunk `index`, and its first entry's index (for the argmax, which patch scores
+    /// do not use).
     fn chunk(&self, index: usize) -> (Cow<'_, TrainingPanels>, usize) {
-        let StreamedDictionary {
-            geometry,
-            positions,
-            patches,
-            chunk,
-        } = self.dictionary;
-        let (len, dim) = (
-            geometry.patch_len(),
-            geometry.pixels() * geometry.shape.channels,
-        );
-        let first = index * chunk;
-        let count = (*chunk).min(patches - first);
-        let mut buffer = vec![0f64; count * len];
-        // Entry e of the dictionary: image e / positions, at position e % positions
-        // (`PatchGeometry::dictionary`'s order).
-        for (e, out) in (first..first + count).zip(buffer.chunks_exact_mut(len)) {
-            let (n, q) = (e / positions.len(), e % positions.len());
-            let (i, j) = positions[q];
-            geometry.training_patch(&self.images[n * dim..(n + 1) * dim], i, j, out);
-        }
-        (Cow::Owned(patch_panels(geometry, &buffer)), first)
+        let chunk = match &self.keys.held {
+            Some(chunks) => Cow::Borrowed(&chunks[index]),
+            None => Cow::Owned(self.keys.build_chunk(self.images, index)),
+        };
+        (chunk, index * self.keys.chunk)
     }
 }
 
@@ -213,37 +254,32 @@ impl PatchDictionaries {
 
     /// The same with a budget of `budget` bytes.
     pub fn with_budget(geometry: PatchGeometry, dataset: &Dataset, budget: u64) -> Self {
-        let streamed = stored_bytes(&geometry, dataset.len()) > budget;
-        Self::build(
-            geometry,
-            dataset,
-            streamed.then(|| chunk_patches(&geometry)),
-        )
+        let held = stored_bytes(&geometry, dataset.len()) <= budget;
+        Self::build(geometry, dataset, held, chunk_patches(&geometry))
     }
 
-    /// Built whole (`chunk` `None`), or streamed in chunks of `chunk` patches (a whole
-    /// number of attention blocks).
-    fn build(geometry: PatchGeometry, dataset: &Dataset, chunk: Option<usize>) -> Self {
+    /// Held (`held`) or streamed, in chunks of `chunk` entries (a whole number of
+    /// attention blocks).
+    fn build(geometry: PatchGeometry, dataset: &Dataset, held: bool, chunk: usize) -> Self {
         let groups = geometry
             .groups()
             .into_iter()
             .map(|DictionaryGroup { pixels, positions }| {
-                let keys = match chunk {
-                    Some(chunk) => GroupKeys::Streamed(StreamedDictionary {
-                        geometry,
-                        patches: dataset.len() * positions.len(),
-                        positions,
-                        chunk,
-                    }),
-                    None => {
-                        let group = DictionaryGroup {
-                            pixels: Vec::new(),
-                            positions,
-                        };
-                        let patches = geometry.dictionary(&dataset.points, &group);
-                        GroupKeys::Stored(patch_panels(&geometry, &patches))
-                    }
+                let mut keys = GroupKeys {
+                    geometry,
+                    patches: dataset.len() * positions.len(),
+                    positions,
+                    chunk,
+                    held: None,
                 };
+                if held {
+                    let chunks = keys.patches.div_ceil(chunk);
+                    keys.held = Some(
+                        (0..chunks)
+                            .map(|index| keys.build_chunk(&dataset.points, index))
+                            .collect(),
+                    );
+                }
                 (pixels, keys)
             })
             .collect();
@@ -253,7 +289,7 @@ impl PatchDictionaries {
     /// Whether the dictionaries are streamed.
     #[cfg(test)]
     fn streamed(&self) -> bool {
-        matches!(self.groups.first(), Some((_, GroupKeys::Streamed(_))))
+        matches!(self.groups.first(), Some((_, keys)) if keys.held.is_none())
     }
 
     /// The buffers of a work item of `particles` particles.
@@ -265,12 +301,7 @@ impl PatchDictionaries {
         Scratch {
             queries: vec![0f32; queries * len],
             means: vec![0f32; queries * self.geometry.shape.channels],
-            attention: match &self.groups[0].1 {
-                GroupKeys::Stored(panels) => attention::Scratch::new(queries, r, panels),
-                GroupKeys::Streamed(_) => {
-                    attention::Scratch::unculled(queries, r, len, self.geometry.shape.channels)
-                }
-            },
+            attention: attention::Scratch::unculled(queries, r, len, self.geometry.shape.channels),
         }
     }
 
@@ -303,20 +334,8 @@ impl PatchDictionaries {
                     geometry.query(x, p / width, p % width, slots.next().expect("sized"));
                 }
             }
-            match keys {
-                GroupKeys::Stored(panels) => attention::softmax_means(
-                    isa,
-                    panels,
-                    query,
-                    scale,
-                    &mut scratch.attention,
-                    mean,
-                ),
-                GroupKeys::Streamed(dictionary) => {
-                    let keys = StreamedKeys { dictionary, images };
-                    attention::softmax_means(isa, &keys, query, scale, &mut scratch.attention, mean)
-                }
-            }
+            let keys = DictionaryKeys { keys, images };
+            attention::softmax_means(isa, &keys, query, scale, &mut scratch.attention, mean);
             let mut centres = mean.chunks_exact(channels);
             for m in m.chunks_exact_mut(dim) {
                 for &p in pixels {
@@ -431,7 +450,7 @@ pub fn advance_patch(
 mod tests {
     use super::*;
     use crate::model::dataset::ImageShape;
-    use crate::model::patch_score::PatchScore;
+    use crate::model::patch_score::{PatchReference, PatchScore};
 
     /// Images of `shape` with values in [-1, 1] from a hash (no two patches alike).
     fn images(n: usize, shape: ImageShape) -> Dataset {
@@ -455,48 +474,121 @@ mod tests {
         score.on(Some(shape)).expect("fits the images")
     }
 
-    /// A streamed dictionary gives the stored one's denoised images bit for bit, whatever
-    /// its chunks (one block, several, one chunk for all), for every locality.
+    /// The denoised images of `xs` under `dictionaries` at `scale`.
+    fn denoise(
+        dictionaries: &PatchDictionaries,
+        dataset: &Dataset,
+        xs: &[f32],
+        scale: attention::ScoreScale,
+    ) -> Vec<f32> {
+        let isa = Isa::selected().expect("an instruction set");
+        let dim = dataset.dim;
+        let mut m = vec![0f32; xs.len()];
+        let mut scratch = dictionaries.scratch(xs.len() / dim, isa);
+        dictionaries.denoise(isa, &dataset.points, xs, scale, &mut scratch, &mut m);
+        m
+    }
+
+    /// Binary images of `shape`, mostly 0 (their patches repeat), from a hash.
+    fn sparse_images(n: usize, shape: ImageShape) -> Dataset {
+        let mut dataset = images(n, shape);
+        for v in &mut dataset.points {
+            *v = if *v > 0.6 { 1.0 } else { 0.0 };
+        }
+        dataset
+    }
+
+    /// A streamed dictionary gives the held one's denoised images bit for bit, whatever
+    /// its chunks (one block, several, one chunk for all), for every locality, with
+    /// colour patches (never merged) and with one-channel ones that repeat (merged).
     #[test]
-    fn streamed_dictionaries_give_the_stored_bits() {
-        let shape = ImageShape {
+    fn streamed_dictionaries_give_the_held_bits() {
+        let colour = ImageShape {
             height: 7,
             width: 9,
             channels: 2,
         };
-        let dataset = images(40, shape);
-        let dim = shape.height * shape.width * shape.channels;
-        let isa = Isa::selected().expect("an instruction set");
-        let xs: Vec<f32> = images(5, shape)
-            .points
-            .iter()
-            .map(|&v| 0.9 * v as f32)
-            .collect();
-        for score in ["els:3", "local:3", "bbels:5"] {
-            let geometry = geometry_of(score, shape);
-            let block = block_points(geometry.patch_len());
-            let stored = PatchDictionaries::build(geometry, &dataset, None);
-            assert!(!stored.streamed());
-            for scale in [
-                attention::ScoreScale::new(0.9, 2.0),
-                attention::ScoreScale::new(0.999, 400.0),
-            ] {
-                let denoise = |d: &PatchDictionaries| {
-                    let mut m = vec![0f32; xs.len()];
-                    let mut scratch = d.scratch(xs.len() / dim, isa);
-                    d.denoise(isa, &dataset.points, &xs, scale, &mut scratch, &mut m);
-                    m
-                };
-                let want = denoise(&stored);
+        let grey = ImageShape {
+            channels: 1,
+            ..colour
+        };
+        for (shape, dataset) in [
+            (colour, images(40, colour)),
+            (grey, sparse_images(40, grey)),
+        ] {
+            let xs: Vec<f32> = images(5, shape)
+                .points
+                .iter()
+                .map(|&v| 0.9 * v as f32)
+                .collect();
+            for score in ["els:3", "local:3", "bbels:5"] {
+                let geometry = geometry_of(score, shape);
+                let block = block_points(geometry.patch_len());
                 for chunk in [block, 2 * block, 64 * block] {
-                    let streamed = PatchDictionaries::build(geometry, &dataset, Some(chunk));
-                    assert!(streamed.streamed());
-                    let got = denoise(&streamed);
-                    let same = want
-                        .iter()
-                        .zip(&got)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{score}: chunks of {chunk} patches differ");
+                    let held = PatchDictionaries::build(geometry, &dataset, true, chunk);
+                    let streamed = PatchDictionaries::build(geometry, &dataset, false, chunk);
+                    assert!(!held.streamed() && streamed.streamed());
+                    for scale in [
+                        attention::ScoreScale::new(0.9, 2.0),
+                        attention::ScoreScale::new(0.999, 400.0),
+                    ] {
+                        let want = denoise(&held, &dataset, &xs, scale);
+                        let got = denoise(&streamed, &dataset, &xs, scale);
+                        let same = want
+                            .iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{score}, C = {}: chunks of {chunk} differ",
+                            shape.channels
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Identical one-channel patches are merged into one key with a count, and the
+    /// denoised images stay those of the f64 reference, which weighs every patch.
+    #[test]
+    fn merged_patches_weigh_as_many_as_they_stand_for() {
+        let shape = ImageShape {
+            height: 8,
+            width: 8,
+            channels: 1,
+        };
+        let dataset = sparse_images(60, shape);
+        let xs = images(4, shape).points;
+        let xs32: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
+        for score in ["els:3", "local:3", "bbels:3"] {
+            let geometry = geometry_of(score, shape);
+            let dictionaries = PatchDictionaries::with_budget(geometry, &dataset, u64::MAX);
+            let (mut keys, mut entries) = (0, 0);
+            for (_, group) in &dictionaries.groups {
+                entries += group.patches;
+                for chunk in group.held.as_ref().expect("held") {
+                    keys += chunk.points;
+                    let counts = &chunk.values.as_ref().expect("values").counts;
+                    assert_eq!(counts.iter().sum::<f32>() as usize, group.patches);
+                }
+            }
+            assert!(
+                keys * 2 < entries,
+                "{score}: {keys} keys for {entries} patches"
+            );
+            let reference = PatchReference::new(&geometry, &dataset);
+            for (s, v) in [(0.9f64, 0.25f64), (0.999, 0.01)] {
+                let scale = attention::ScoreScale::new(s as f32, (0.5 / v) as f32);
+                let got = denoise(&dictionaries, &dataset, &xs32, scale);
+                for (x, got) in xs.chunks_exact(64).zip(got.chunks_exact(64)) {
+                    let want = reference.denoised(s, v, x);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (*g as f64 - w).abs() < 1e-4,
+                            "{score} at v = {v}: {g} against {w}"
+                        );
+                    }
                 }
             }
         }
@@ -513,9 +605,9 @@ mod tests {
         let dataset = images(10, shape);
         let geometry = geometry_of("els:3", shape);
         let bytes = stored_bytes(&geometry, dataset.len());
-        // 360 patches, padded to 384, of 9 values: 4 (9 + 32 + 2 + 1) bytes of layouts
+        // 360 patches, padded to 384, of 9 values: 4 (9 + 32 + 3 + 1) bytes of layouts
         // each, and the f64 patches and centres (8 (9 + 1) each) while they are built.
-        assert_eq!(bytes, 384 * 176 + 384 * 80);
+        assert_eq!(bytes, 384 * 180 + 384 * 80);
         assert!(!PatchDictionaries::with_budget(geometry, &dataset, bytes).streamed());
         assert!(PatchDictionaries::with_budget(geometry, &dataset, bytes - 1).streamed());
     }
