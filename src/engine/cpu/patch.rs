@@ -12,8 +12,8 @@
 //! A dictionary is made in chunks of consecutive entries (`chunk_patches`), each a
 //! whole number of attention blocks, and within a chunk of one-channel patches identical
 //! patches are merged into one key with a count (exact: its weight counts that many
-//! times; the digits' background repeats, 13% of the 8 × 8 digits' 3 × 3 patches and
-//! 27% of those of 28 × 28 images). Dictionaries whose layouts would take more than the
+//! times; the digits' background repeats: 13% of the 8 × 8 digits' 3 × 3 patches, 34%
+//! of those of the digits upsampled to 28 × 28). Dictionaries whose layouts would take more than the
 //! memory budget (`MEMODIFF_DICTIONARY_MEMORY`, default `DEFAULT_DICTIONARY_MEMORY`) are
 //! never held whole: each work item builds their chunks one at a time from the training
 //! images, at every step (`KeyChunks`). The chunks are the same either way and the
@@ -126,52 +126,89 @@ struct GroupKeys {
     chunk: usize,
     /// The chunks, built once; `None`: built from the images at every use (streamed).
     held: Option<Vec<TrainingPanels>>,
+    /// Streamed with one channel: each chunk's merge, found once (8 bytes a key), so
+    /// that a rebuild makes only the keys.
+    merges: Option<Vec<ChunkMerge>>,
 }
 
 impl GroupKeys {
     /// The layouts of chunk `index` of the dictionary of the training `images`: entries
-    /// `index * chunk ..` in `PatchGeometry::dictionary`'s order (entry e: image
-    /// `e / positions`, at position `e % positions`), identical one-channel patches merged
-    /// into the first with a count.
+    /// `index * chunk ..` in `PatchGeometry::dictionary`'s order, identical one-channel
+    /// patches merged into the first with a count (a streamed dictionary knows its
+    /// merges and builds only the keys).
     fn build_chunk(&self, images: &[f64], index: usize) -> TrainingPanels {
+        let first = index * self.chunk;
+        if let Some(merges) = &self.merges {
+            let ChunkMerge { kept, counts } = &merges[index];
+            let entries = kept.iter().map(|&e| first + e as usize);
+            let patches = self.patches_of(images, entries);
+            return patch_panels(&self.geometry, &patches, Some(counts));
+        }
+        let entries = first..first + self.chunk.min(self.patches - first);
+        let patches = self.patches_of(images, entries);
+        if self.geometry.shape.channels > 1 {
+            // Colour patches repeat too rarely to pay for the counts' pass.
+            return patch_panels(&self.geometry, &patches, None);
+        }
+        let len = self.geometry.patch_len();
+        let ChunkMerge { kept, counts } = ChunkMerge::of(&patches, len);
+        let merged: Vec<f64> = kept
+            .iter()
+            .flat_map(|&e| &patches[e as usize * len..(e as usize + 1) * len])
+            .copied()
+            .collect();
+        patch_panels(&self.geometry, &merged, Some(&counts))
+    }
+
+    /// The patches (row-major) of dictionary `entries` (entry e: image `e / positions`,
+    /// at position `e % positions`) of the training `images`.
+    fn patches_of(
+        &self,
+        images: &[f64],
+        entries: impl ExactSizeIterator<Item = usize>,
+    ) -> Vec<f64> {
         let geometry = &self.geometry;
         let (len, dim) = (
             geometry.patch_len(),
             geometry.pixels() * geometry.shape.channels,
         );
-        let first = index * self.chunk;
-        let count = self.chunk.min(self.patches - first);
-        let mut buffer = vec![0f64; count * len];
-        for (e, out) in (first..first + count).zip(buffer.chunks_exact_mut(len)) {
+        let mut patches = vec![0f64; entries.len() * len];
+        for (e, out) in entries.zip(patches.chunks_exact_mut(len)) {
             let (n, q) = (e / self.positions.len(), e % self.positions.len());
             let (i, j) = self.positions[q];
             geometry.training_patch(&images[n * dim..(n + 1) * dim], i, j, out);
         }
-        if geometry.shape.channels > 1 {
-            // Colour patches repeat too rarely to pay for the counts' pass.
-            return patch_panels(geometry, &buffer, None);
-        }
-        // Identical as the kernel sees them: the same f32 values (the centre, the value,
-        // is one of them).
-        let bits: Vec<u32> = buffer.iter().map(|&v| (v as f32).to_bits()).collect();
-        let mut slot: HashMap<&[u32], usize> = HashMap::with_capacity(count);
+        patches
+    }
+}
+
+/// Which entries of a chunk stay keys (their indices in the chunk, in order), and how
+/// many entries each stands for.
+#[derive(Debug)]
+struct ChunkMerge {
+    kept: Vec<u32>,
+    counts: Vec<u32>,
+}
+
+impl ChunkMerge {
+    /// The merge of a chunk's `patches` (row-major, `len` values each): identical as the
+    /// kernel sees them (the same f32 values; the centre, the value, is one of them)
+    /// into the first.
+    fn of(patches: &[f64], len: usize) -> Self {
+        let bits: Vec<u32> = patches.iter().map(|&v| (v as f32).to_bits()).collect();
+        let mut slot: HashMap<&[u32], usize> = HashMap::with_capacity(bits.len() / len);
         let (mut kept, mut counts) = (Vec::new(), Vec::new());
         for (e, key) in bits.chunks_exact(len).enumerate() {
             match slot.entry(key) {
                 Entry::Occupied(at) => counts[*at.get()] += 1,
                 Entry::Vacant(at) => {
                     at.insert(kept.len());
-                    kept.push(e);
+                    kept.push(e as u32);
                     counts.push(1u32);
                 }
             }
         }
-        let merged: Vec<f64> = kept
-            .iter()
-            .flat_map(|&e| &buffer[e * len..(e + 1) * len])
-            .copied()
-            .collect();
-        patch_panels(geometry, &merged, Some(&counts))
+        Self { kept, counts }
     }
 }
 
@@ -271,12 +308,24 @@ impl PatchDictionaries {
                     positions,
                     chunk,
                     held: None,
+                    merges: None,
                 };
+                let chunks = keys.patches.div_ceil(chunk);
                 if held {
-                    let chunks = keys.patches.div_ceil(chunk);
                     keys.held = Some(
                         (0..chunks)
                             .map(|index| keys.build_chunk(&dataset.points, index))
+                            .collect(),
+                    );
+                } else if geometry.shape.channels == 1 {
+                    let len = geometry.patch_len();
+                    keys.merges = Some(
+                        (0..chunks)
+                            .map(|index| {
+                                let first = index * chunk;
+                                let entries = first..first + chunk.min(keys.patches - first);
+                                ChunkMerge::of(&keys.patches_of(&dataset.points, entries), len)
+                            })
                             .collect(),
                     );
                 }
