@@ -250,3 +250,78 @@ fn one_step_from_common_states_agrees_with_the_reference() {
         }
     }
 }
+
+/// Dictionaries over one buffer (here capped by `MEMODIFF_GPU_DICTIONARY_BUFFER`) are
+/// split by images into slices of one buffer each, the softmax carried over them: the
+/// same samples as held in one buffer. A cap under one image's patches is refused, and
+/// a cap that is not a number, before anything is written.
+#[test]
+fn dictionaries_over_one_buffer_are_split_by_images_with_the_same_samples() {
+    if gpu_engine("gpu dictionary slices").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images.npy");
+    // Forty 7 × 9 grey images: 35 els:3 patches of 9 values, 1,260 bytes, per image; a
+    // cap of 4 KiB holds 3 images per buffer, 14 buffers.
+    let dataset = images(40, 7, 9, 1, 11);
+    let values: Vec<f32> = dataset.points.iter().map(|&v| v as f32).collect();
+    common::npy::write_f32(&data, &[40, 7, 9], &values);
+    let run = |cap: &str, out: &str| {
+        let out = dir.path().join(out);
+        let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("memodiff"))
+            .env("MEMODIFF_GPU_DICTIONARY_BUFFER", cap)
+            .args(["sample", "--backend", "gpu", "--score", "els:3"])
+            .args([
+                "--particles",
+                "24",
+                "--steps",
+                "12",
+                "--posterior-records",
+                "0",
+            ])
+            .arg("--dataset")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (output, out)
+    };
+    let (whole, whole_out) = run("", "whole");
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let (sliced, sliced_out) = run("4", "sliced");
+    assert!(
+        sliced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sliced.stderr)
+    );
+    for name in ["samples.npy", "initial.npy"] {
+        let a = std::fs::read(whole_out.join(name)).unwrap();
+        let b = std::fs::read(sliced_out.join(name)).unwrap();
+        assert!(a == b, "{name} differs with the dictionaries in slices");
+    }
+    for (cap, says) in [
+        (
+            "1",
+            "needs 1260 bytes of training patches per image in one GPU buffer, over its 1024",
+        ),
+        ("a lot", "is not a positive whole number of KiB"),
+    ] {
+        let (refused, out) = run(cap, "refused");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(says),
+            "{cap}: {stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "{cap}: the refused run wrote {}",
+            out.display()
+        );
+    }
+}

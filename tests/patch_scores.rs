@@ -415,7 +415,7 @@ fn a_run_over_the_dictionary_budget_streams_with_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("images.npy");
     // Thirty 6 × 7 images: an els:3 dictionary of 600 patches, one chunk when streamed
-    // (chunks hold 32 MiB); the library's test (engine::cpu::patch) streams several.
+    // (chunks hold 128 MiB); the library's test (engine::cpu::patch) streams several.
     let values: Vec<f32> = (0..30 * 42).map(|i| noise(i, 7) as f32).collect();
     common::npy::write_f32(&data, &[30, 6, 7], &values);
     let run = |budget: &str, out: &str| {

@@ -92,48 +92,58 @@ pub fn sample_to_folder(
             (control.notes)(&note);
         }
     }
-    let (staging, repaired) = Staging::begin(out)?;
-    if let Some(note) = &repaired {
-        (control.notes)(note);
-    }
-    // A checkpoint left by an earlier run in this folder (force) is stale, checkpointed
-    // run or not: `resume` would otherwise bring the old run back over this one.
-    crate::run::checkpoint::remove(out)?;
-    let folder = match execution.checkpoint_every {
-        None => RunFolder::create(&staging, &config.dataset, spec)?,
-        Some(_) => {
-            let run = CheckpointedRun {
-                spec: spec.clone(),
-                execution: execution.clone(),
-                batch_size: driver::batch_size(&config, engine.as_ref()),
-                backend: engine.backend(),
-                device_name: engine.device_name(),
-                backend_note: note.clone(),
-                command: control.command.clone(),
-                image_shape: config.dataset.image_shape,
-            };
-            RunFolder::create_checkpointed(&staging, &config.dataset, run)?
+    // A folder this run creates goes again if the run fails with nothing in it (an
+    // engine that refuses the problem only once it has it: the GPU's dictionaries).
+    let created = !out.exists();
+    let result = (|| {
+        let (staging, repaired) = Staging::begin(out)?;
+        if let Some(note) = &repaired {
+            (control.notes)(note);
         }
-    };
-    let mut folder = folder.with_figures(crate::run::figures::from_spec(spec, &config.dataset)?);
-    folder.set_metrics(crate::run::measure::MetricsSink::new(
-        &config,
-        posterior_plan(spec),
-    )?);
-    let checkpoints = driver::Checkpoints {
-        every: execution.checkpoint_every,
-        resume: None,
-    };
-    let run = Prepared {
-        started,
-        spec: spec.clone(),
-        config,
-        engine,
-        note,
-        backend_requested: execution.backend,
-        image_grid,
-    };
-    complete(run, staging, folder, checkpoints, control)
+        // A checkpoint left by an earlier run in this folder (force) is stale, checkpointed
+        // run or not: `resume` would otherwise bring the old run back over this one.
+        crate::run::checkpoint::remove(out)?;
+        let folder = match execution.checkpoint_every {
+            None => RunFolder::create(&staging, &config.dataset, spec)?,
+            Some(_) => {
+                let run = CheckpointedRun {
+                    spec: spec.clone(),
+                    execution: execution.clone(),
+                    batch_size: driver::batch_size(&config, engine.as_ref()),
+                    backend: engine.backend(),
+                    device_name: engine.device_name(),
+                    backend_note: note.clone(),
+                    command: control.command.clone(),
+                    image_shape: config.dataset.image_shape,
+                };
+                RunFolder::create_checkpointed(&staging, &config.dataset, run)?
+            }
+        };
+        let mut folder =
+            folder.with_figures(crate::run::figures::from_spec(spec, &config.dataset)?);
+        folder.set_metrics(crate::run::measure::MetricsSink::new(
+            &config,
+            posterior_plan(spec),
+        )?);
+        let checkpoints = driver::Checkpoints {
+            every: execution.checkpoint_every,
+            resume: None,
+        };
+        let run = Prepared {
+            started,
+            spec: spec.clone(),
+            config,
+            engine,
+            note,
+            backend_requested: execution.backend,
+            image_grid,
+        };
+        complete(run, staging, folder, checkpoints, control)
+    })();
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(out);
+    }
+    result
 }
 
 /// Continue the checkpointed run in `out` (from its `checkpoint/`) on the backend and

@@ -5,9 +5,12 @@
 //! with the step's coefficients, as the cpu engine's `engine::cpu::patch` does.
 //!
 //! The dictionaries of every patch size of a run are uploaded once per training set: all
-//! groups' patches back to back, and per pixel the range of its group. Each patch size
-//! has its own denoise pipeline (the size and the channels are constants of the shader,
-//! so its loops over a patch have fixed bounds).
+//! groups' patches back to back, and per pixel the range of its group. Where they do not
+//! fit one storage buffer (the adapter's binding limit, or `MEMODIFF_GPU_DICTIONARY_BUFFER`
+//! KiB), they are split by images into slices of one buffer each; a score evaluation
+//! runs the denoise chunks of every slice in turn, the online softmax carried over them.
+//! Each patch size has its own denoise pipeline (the size and the channels are constants
+//! of the shader, so its loops over a patch have fixed bounds).
 
 use super::bindings::buffer_layout;
 use super::bindings::BufferBinding::{ReadOnly, ReadWrite, Uniform, UniformAtOffset};
@@ -20,6 +23,26 @@ use crate::engine::{BatchWork, Problem};
 use crate::error::{Error, Result};
 use crate::model::patch_score::{Locality, PatchGeometry};
 use wgpu::util::DeviceExt;
+
+/// The environment variable that caps one dictionary buffer, in KiB (default: the
+/// adapter's storage-binding limit).
+pub const DICTIONARY_BUFFER_VAR: &str = "MEMODIFF_GPU_DICTIONARY_BUFFER";
+
+/// The cap of one dictionary buffer set by `MEMODIFF_GPU_DICTIONARY_BUFFER`, in bytes,
+/// if set.
+fn dictionary_buffer_cap() -> Result<Option<u64>> {
+    match std::env::var(DICTIONARY_BUFFER_VAR) {
+        Err(_) => Ok(None),
+        Ok(text) if text.trim().is_empty() => Ok(None),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(kib) if kib > 0 => Ok(Some(kib << 10)),
+            _ => Err(Error::invalid(
+                DICTIONARY_BUFFER_VAR,
+                format!("{text:?} is not a positive whole number of KiB"),
+            )),
+        },
+    }
+}
 
 /// Most channels a pixel may have: the centre's channels are accumulated as one vec4.
 pub const MAX_PATCH_CHANNELS: usize = 4;
@@ -99,14 +122,21 @@ struct Dictionaries {
     geometry: PatchGeometry,
     /// [`Dataset::identity`](crate::model::dataset::Dataset::identity) of the images.
     dataset: u64,
-    /// Every group's patches, back to back.
+    /// The dictionaries of consecutive runs of images, one buffer each.
+    slices: Vec<DictionarySlice>,
+    params: wgpu::Buffer,
+    denoise: wgpu::ComputePipeline,
+}
+
+/// The dictionaries of a run of images in one buffer.
+#[derive(Debug)]
+struct DictionarySlice {
+    /// Every group's patches of these images, back to back.
     patches: wgpu::Buffer,
     /// Per pixel: (first patch of its group, its group's patches).
     pixel_dictionaries: wgpu::Buffer,
-    params: wgpu::Buffer,
     /// Patches of the largest group: how far the chunks of a record reach.
     largest: usize,
-    denoise: wgpu::ComputePipeline,
 }
 
 /// The GPU's patch-score sampler on one device.
@@ -185,38 +215,23 @@ impl GpuPatch {
         if let Some(why) = unsupported(&geometry) {
             return Err(Error::invalid("backend", why));
         }
-        let bytes = geometry.dictionary_values(dataset.len()) * 4;
-        if bytes > self.ctx.max_storage_bytes() {
+        // Whole images per buffer: as many as the binding limit (or the cap) holds.
+        let limit = match dictionary_buffer_cap()? {
+            Some(cap) => cap.min(self.ctx.max_storage_bytes()),
+            None => self.ctx.max_storage_bytes(),
+        };
+        let image_bytes = geometry.dictionary_values(1) * 4;
+        if image_bytes > limit {
             return Err(Error::invalid(
                 "score",
                 format!(
-                    "--score {} on {} images needs {bytes} bytes of training patches in one \
-                     GPU buffer, over this adapter's {} bytes; use fewer images, a smaller \
-                     patch or --backend cpu",
+                    "--score {} needs {image_bytes} bytes of training patches per image in one GPU \
+                     buffer, over its {limit} bytes; use a smaller patch or --backend cpu",
                     geometry.score.label(),
-                    dataset.len(),
-                    self.ctx.max_storage_bytes()
                 ),
             ));
         }
-        let mut patches: Vec<f32> = Vec::new();
-        let mut pixel_dictionaries = vec![[0u32; 2]; geometry.pixels()];
-        let mut largest = 0;
-        let len = geometry.patch_len();
-        for group in geometry.groups() {
-            let first = patches.len() / len;
-            patches.extend(
-                geometry
-                    .dictionary(&dataset.points, &group)
-                    .into_iter()
-                    .map(|v| v as f32),
-            );
-            let count = patches.len() / len - first;
-            largest = largest.max(count);
-            for &p in &group.pixels {
-                pixel_dictionaries[p] = [first as u32, count as u32];
-            }
-        }
+        let per_slice = (limit / image_bytes) as usize;
         let device = &self.ctx.device;
         let storage = |label, contents: &[u8]| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -225,11 +240,37 @@ impl GpuPatch {
                 usage: wgpu::BufferUsages::STORAGE,
             })
         };
-        let patches = storage("patch dictionaries", bytemuck::cast_slice(&patches));
-        let pixel_dictionaries = storage(
-            "pixel dictionaries",
-            bytemuck::cast_slice(&pixel_dictionaries),
-        );
+        let len = geometry.patch_len();
+        let mut slices = Vec::new();
+        for first_image in (0..dataset.len()).step_by(per_slice) {
+            let images = &dataset.points[first_image * dataset.dim
+                ..(first_image + per_slice).min(dataset.len()) * dataset.dim];
+            let mut patches: Vec<f32> = Vec::new();
+            let mut pixel_dictionaries = vec![[0u32; 2]; geometry.pixels()];
+            let mut largest = 0;
+            for group in geometry.groups() {
+                let first = patches.len() / len;
+                patches.extend(
+                    geometry
+                        .dictionary(images, &group)
+                        .into_iter()
+                        .map(|v| v as f32),
+                );
+                let count = patches.len() / len - first;
+                largest = largest.max(count);
+                for &p in &group.pixels {
+                    pixel_dictionaries[p] = [first as u32, count as u32];
+                }
+            }
+            slices.push(DictionarySlice {
+                patches: storage("patch dictionaries", bytemuck::cast_slice(&patches)),
+                pixel_dictionaries: storage(
+                    "pixel dictionaries",
+                    bytemuck::cast_slice(&pixel_dictionaries),
+                ),
+                largest,
+            });
+        }
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("patch geometry"),
             size: std::mem::size_of::<PatchParams>() as u64,
@@ -248,10 +289,8 @@ impl GpuPatch {
         self.dictionaries.push(Dictionaries {
             geometry,
             dataset: dataset.identity(),
-            patches,
-            pixel_dictionaries,
+            slices,
             params,
-            largest,
             denoise,
         });
         Ok(self.dictionaries.len() - 1)
@@ -386,25 +425,29 @@ impl GpuPatch {
         let chunk_size = std::mem::size_of::<ChunkParams>();
         let chunk_stride = stride(chunk_size);
         let mut chunk_bytes = Vec::new();
-        // Per dictionary index: the offsets of its chunks' records.
-        let mut chunk_offsets: Vec<Vec<u32>> = vec![Vec::new(); self.dictionaries.len()];
+        // Per dictionary index: its chunks, slice by slice, as (slice, record offset); the
+        // softmax starts at the first chunk of the first slice and ends at the last.
+        let mut chunk_offsets: Vec<Vec<(usize, u32)>> = vec![Vec::new(); self.dictionaries.len()];
         for &d in which {
             if !chunk_offsets[d].is_empty() {
                 continue;
             }
             let dictionaries = &self.dictionaries[d];
             let per_chunk = self.chunk_patches(&dictionaries.geometry, n);
-            let count = dictionaries.largest.div_ceil(per_chunk).max(1);
-            for c in 0..count {
-                let chunk = ChunkParams {
-                    start: (c * per_chunk) as u32,
-                    count: per_chunk as u32,
-                    first: (c == 0) as u32,
-                    last: (c + 1 == count) as u32,
-                };
-                chunk_offsets[d].push(chunk_bytes.len() as u32);
-                chunk_bytes.extend_from_slice(bytemuck::bytes_of(&chunk));
-                chunk_bytes.resize(chunk_bytes.len() + chunk_stride - chunk_size, 0);
+            let slices = dictionaries.slices.len();
+            for (k, slice) in dictionaries.slices.iter().enumerate() {
+                let count = slice.largest.div_ceil(per_chunk).max(1);
+                for c in 0..count {
+                    let chunk = ChunkParams {
+                        start: (c * per_chunk) as u32,
+                        count: per_chunk as u32,
+                        first: (k == 0 && c == 0) as u32,
+                        last: (k + 1 == slices && c + 1 == count) as u32,
+                    };
+                    chunk_offsets[d].push((k, chunk_bytes.len() as u32));
+                    chunk_bytes.extend_from_slice(bytemuck::bytes_of(&chunk));
+                    chunk_bytes.resize(chunk_bytes.len() + chunk_stride - chunk_size, 0);
+                }
             }
         }
         let chunks = uniform("patch chunks", &chunk_bytes);
@@ -450,9 +493,10 @@ impl GpuPatch {
         run.initial_std = problem.initial_std as f32;
         let run_buffer = uniform("patch run", bytemuck::bytes_of(&run));
         let particle_blocks = n.div_ceil(WORKGROUP);
-        let mut main_groups: Vec<Option<wgpu::BindGroup>> = vec![None; self.dictionaries.len()];
+        // Per dictionary index, one main group per slice.
+        let mut main_groups: Vec<Vec<wgpu::BindGroup>> = vec![Vec::new(); self.dictionaries.len()];
         for &d in which {
-            if main_groups[d].is_some() {
+            if !main_groups[d].is_empty() {
                 continue;
             }
             let dictionaries = &self.dictionaries[d];
@@ -466,28 +510,30 @@ impl GpuPatch {
             self.ctx
                 .queue
                 .write_buffer(&dictionaries.params, 0, bytemuck::bytes_of(&params));
-            let entries: Vec<wgpu::BindGroupEntry> = [
-                &run_buffer,
-                &buffers.particles,
-                &buffers.denoised,
-                &buffers.partial,
-                &dictionaries.patches,
-                &dictionaries.pixel_dictionaries,
-                &buffers.softmax_state,
-                &dictionaries.params,
-            ]
-            .into_iter()
-            .zip(0u32..)
-            .map(|(buffer, binding)| wgpu::BindGroupEntry {
-                binding,
-                resource: buffer.as_entire_binding(),
-            })
-            .collect();
-            main_groups[d] = Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("patch main"),
-                layout: &self.main_layout,
-                entries: &entries,
-            }));
+            for slice in &dictionaries.slices {
+                let entries: Vec<wgpu::BindGroupEntry> = [
+                    &run_buffer,
+                    &buffers.particles,
+                    &buffers.denoised,
+                    &buffers.partial,
+                    &slice.patches,
+                    &slice.pixel_dictionaries,
+                    &buffers.softmax_state,
+                    &dictionaries.params,
+                ]
+                .into_iter()
+                .zip(0u32..)
+                .map(|(buffer, binding)| wgpu::BindGroupEntry {
+                    binding,
+                    resource: buffer.as_entire_binding(),
+                })
+                .collect();
+                main_groups[d].push(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("patch main"),
+                    layout: &self.main_layout,
+                    entries: &entries,
+                }));
+            }
         }
         let denoise_grid = grid(particle_blocks * pixels);
         let em_grid = grid((n * dim.div_ceil(4)).div_ceil(WORKGROUP));
@@ -495,7 +541,7 @@ impl GpuPatch {
 
         // Initial noise (and its copy for initial.npy), or the batch's saved state.
         let mut encoder = device.create_command_encoder(&Default::default());
-        let any_main = main_groups[which[0]].as_ref().expect("made above");
+        let any_main = &main_groups[which[0]][0];
         if initial.is_some() {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             pass.set_pipeline(&self.init);
@@ -525,12 +571,11 @@ impl GpuPatch {
                     timestamp_writes: None,
                 });
                 for (k, &d) in which.iter().enumerate().take(end).skip(start) {
-                    let main = main_groups[d].as_ref().expect("made above");
-                    pass.set_bind_group(0, main, &[]);
                     for r in plan.first[k]..plan.first[k + 1] {
                         pass.set_pipeline(&self.dictionaries[d].denoise);
                         pass.set_bind_group(1, &score_group, &[(r * score_stride) as u32]);
-                        for &offset in &chunk_offsets[d] {
+                        for &(slice, offset) in &chunk_offsets[d] {
+                            pass.set_bind_group(0, &main_groups[d][slice], &[]);
                             pass.set_bind_group(2, &chunk_group, &[offset]);
                             pass.dispatch_workgroups(denoise_grid.0, denoise_grid.1, 1);
                         }
