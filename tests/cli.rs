@@ -583,7 +583,7 @@ fn signal_long_run(out: &Path, extra: &[&str], signal: &str) -> (Option<i32>, St
 #[test]
 fn ctrl_c_stops_at_a_step_boundary_and_leaves_no_files() {
     let tmp = tempfile::tempdir().unwrap();
-    // A fresh folder stays empty: no .npy, PNG, run.json or temporary file.
+    // A fresh folder goes again: no .npy, PNG, run.json or temporary file, no folder.
     let out = tmp.path().join("fresh");
     let (code, stderr) = interrupt_long_run(&out, &[]);
     assert_eq!(code, Some(130), "{stderr}");
@@ -592,6 +592,17 @@ fn ctrl_c_stops_at_a_step_boundary_and_leaves_no_files() {
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        !out.exists(),
+        "the interrupted run left {:?}",
+        listing(&out)
+    );
+
+    // An empty folder that was there stays, empty.
+    let out = tmp.path().join("empty");
+    std::fs::create_dir(&out).unwrap();
+    let (code, stderr) = interrupt_long_run(&out, &[]);
+    assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(listing(&out), Vec::<String>::new());
 
     // A previous run's complete outputs are left exactly as they were.
@@ -628,7 +639,7 @@ fn sigterm_and_sighup_stop_at_a_step_boundary() {
             "{stderr}"
         );
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-        assert_eq!(listing(&out), Vec::<String>::new(), "{signal} left files");
+        assert!(!out.exists(), "{signal} left {:?}", listing(&out));
     }
     // A checkpointed run first saves a checkpoint where it stops, mid-batch, though its
     // next periodic checkpoint is far away (a preempted job loses nothing), and says how
