@@ -67,15 +67,17 @@ fn patch_bytes(geometry: &PatchGeometry) -> (u64, u64) {
 }
 
 /// What the dictionaries of `geometry` on `images` images take held whole: their layouts
-/// and, while one is built, its f64 patches.
+/// (before identical patches merge) and, while a chunk is built, its f64 patches.
 pub fn stored_bytes(geometry: &PatchGeometry, images: usize) -> u64 {
     let (layout, build) = patch_bytes(geometry);
+    let chunk = chunk_patches(geometry) as u64;
     let sizes = geometry
         .groups()
         .iter()
         .map(|g| (images * g.positions.len()).div_ceil(PANEL) as u64 * PANEL as u64)
         .collect::<Vec<u64>>();
-    sizes.iter().sum::<u64>() * layout + sizes.iter().max().unwrap_or(&0) * build
+    let largest = sizes.iter().max().copied().unwrap_or(0);
+    sizes.iter().sum::<u64>() * layout + largest.min(chunk) * build
 }
 
 /// Patches per chunk of a streamed dictionary: whole attention blocks in `CHUNK_BYTES`.
