@@ -540,6 +540,15 @@ mod tests {
         m
     }
 
+    /// The shape of one-channel images.
+    fn grey(height: usize, width: usize) -> ImageShape {
+        ImageShape {
+            height,
+            width,
+            channels: 1,
+        }
+    }
+
     /// Binary images of `shape`, mostly 0 (their patches repeat), from a hash.
     fn sparse_images(n: usize, shape: ImageShape) -> Dataset {
         let mut dataset = images(n, shape);
@@ -559,10 +568,7 @@ mod tests {
             width: 9,
             channels: 2,
         };
-        let grey = ImageShape {
-            channels: 1,
-            ..colour
-        };
+        let grey = grey(7, 9);
         for (shape, dataset) in [
             (colour, images(40, colour)),
             (grey, sparse_images(40, grey)),
@@ -604,11 +610,7 @@ mod tests {
     /// denoised images stay those of the f64 reference, which weighs every patch.
     #[test]
     fn merged_patches_weigh_as_many_as_they_stand_for() {
-        let shape = ImageShape {
-            height: 8,
-            width: 8,
-            channels: 1,
-        };
+        let shape = grey(8, 8);
         let dataset = sparse_images(60, shape);
         let xs = images(4, shape).points;
         let xs32: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
@@ -648,11 +650,7 @@ mod tests {
     /// The budget decides: over it, streamed.
     #[test]
     fn the_budget_decides_what_is_streamed() {
-        let shape = ImageShape {
-            height: 8,
-            width: 8,
-            channels: 1,
-        };
+        let shape = grey(8, 8);
         let dataset = images(10, shape);
         let geometry = geometry_of("els:3", shape);
         let bytes = stored_bytes(&geometry, dataset.len());
