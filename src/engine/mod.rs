@@ -23,6 +23,26 @@ use std::sync::atomic::AtomicBool;
 /// A cancel flag that is never set, for runs that cannot be interrupted.
 pub static NEVER: AtomicBool = AtomicBool::new(false);
 
+/// A memory size from the environment variable `var`, a whole number of `unit` bytes,
+/// in bytes; `None` where unset or empty; otherwise refused as not `what` (say, "a whole
+/// number of MiB"). The
+/// engines' dictionary limits (`MEMODIFF_DICTIONARY_MEMORY`,
+/// `MEMODIFF_GPU_DICTIONARY_BUFFER`) are read with it.
+pub(crate) fn memory_from_env(var: &'static str, unit: u64, what: &str) -> Result<Option<u64>> {
+    let Ok(text) = std::env::var(var) else {
+        return Ok(None);
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(unit))
+        .map(Some)
+        .ok_or_else(|| crate::error::Error::invalid(var, format!("{text:?} is not {what}")))
+}
+
 /// The backends a user can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -25,7 +25,7 @@ use super::panels::{block_points, TrainingPanels, PANEL};
 use super::run_blocks;
 use crate::engine::records::{StepRecord, StepRecords};
 use crate::engine::{BatchWork, Problem};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::isa::Isa;
 use crate::model::dataset::Dataset;
 use crate::model::patch_score::{DictionaryGroup, PatchGeometry, PatchPlan};
@@ -43,17 +43,9 @@ const CHUNK_BYTES: u64 = 128 << 20;
 
 /// The budget: `MEMODIFF_DICTIONARY_MEMORY` MiB where set, else the default.
 pub fn dictionary_memory() -> Result<u64> {
-    match std::env::var(DICTIONARY_MEMORY_VAR) {
-        Err(_) => Ok(DEFAULT_DICTIONARY_MEMORY),
-        Ok(text) if text.trim().is_empty() => Ok(DEFAULT_DICTIONARY_MEMORY),
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(mib) => Ok(mib << 20),
-            Err(_) => Err(Error::invalid(
-                DICTIONARY_MEMORY_VAR,
-                format!("{text:?} is not a whole number of MiB"),
-            )),
-        },
-    }
+    let set =
+        crate::engine::memory_from_env(DICTIONARY_MEMORY_VAR, 1 << 20, "a whole number of MiB")?;
+    Ok(set.unwrap_or(DEFAULT_DICTIONARY_MEMORY))
 }
 
 /// Bytes of the attention kernel's layouts of one patch (its centre pixel the value),

@@ -29,18 +29,15 @@ use wgpu::util::DeviceExt;
 pub const DICTIONARY_BUFFER_VAR: &str = "MEMODIFF_GPU_DICTIONARY_BUFFER";
 
 /// The cap of one dictionary buffer set by `MEMODIFF_GPU_DICTIONARY_BUFFER`, in bytes,
-/// if set.
+/// if set (0 is refused: no buffer could hold anything).
 fn dictionary_buffer_cap() -> Result<Option<u64>> {
-    match std::env::var(DICTIONARY_BUFFER_VAR) {
-        Err(_) => Ok(None),
-        Ok(text) if text.trim().is_empty() => Ok(None),
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(kib) if kib > 0 => Ok(Some(kib << 10)),
-            _ => Err(Error::invalid(
-                DICTIONARY_BUFFER_VAR,
-                format!("{text:?} is not a positive whole number of KiB"),
-            )),
-        },
+    const WHAT: &str = "a positive whole number of KiB";
+    match crate::engine::memory_from_env(DICTIONARY_BUFFER_VAR, 1 << 10, WHAT)? {
+        Some(0) => Err(Error::invalid(
+            DICTIONARY_BUFFER_VAR,
+            format!("\"0\" is not {WHAT}"),
+        )),
+        cap => Ok(cap),
     }
 }
 
@@ -241,6 +238,7 @@ impl GpuPatch {
             })
         };
         let len = geometry.patch_len();
+        let groups = geometry.groups();
         let mut slices = Vec::new();
         for first_image in (0..dataset.len()).step_by(per_slice) {
             let images = &dataset.points[first_image * dataset.dim
@@ -248,11 +246,11 @@ impl GpuPatch {
             let mut patches: Vec<f32> = Vec::new();
             let mut pixel_dictionaries = vec![[0u32; 2]; geometry.pixels()];
             let mut largest = 0;
-            for group in geometry.groups() {
+            for group in &groups {
                 let first = patches.len() / len;
                 patches.extend(
                     geometry
-                        .dictionary(images, &group)
+                        .dictionary(images, group)
                         .into_iter()
                         .map(|v| v as f32),
                 );
