@@ -35,8 +35,11 @@ fn weighted_column_sums(
     let columns = columns_of(run.dim);
     let points = select(0u, count, owns);
     var sums = DistanceTile(mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>());
+    // Point k's entry of the column, carried (see the logits in reduce_general).
+    var at = first_point * columns + column;
     for (var k = 0u; k < points; k++) {
-        let a = training[(first_point + k) * columns + column];
+        let a = training[at];
+        at += columns;
         sums.g0 = add_weighted(sums.g0, tile_weight[k * 4u], a);
         sums.g1 = add_weighted(sums.g1, tile_weight[k * 4u + 1u], a);
         sums.g2 = add_weighted(sums.g2, tile_weight[k * 4u + 2u], a);

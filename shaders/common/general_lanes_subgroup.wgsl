@@ -59,22 +59,25 @@ fn weighted_column_sums(
     let points = select(0u, count, subgroupAny(owns));
     var sums = DistanceTile(mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>(), mat4x4<f32>());
     var k = 0u;
+    // Point k's entry of the column, carried (see the logits in reduce_general).
+    var at = first_point * columns + column;
     for (; k + 2u <= points; k += 2u) {
         // Entries 4 k .. 4 k + 7: groups 0..3 of point k, then of point k + 1.
         let mine = tile_weight[k * 4u + invocation.lane % 8u];
-        let a = training[(first_point + k) * columns + column];
+        let a = training[at];
         sums.g0 = add_weighted(sums.g0, subgroupBroadcast(mine, 0u), a);
         sums.g1 = add_weighted(sums.g1, subgroupBroadcast(mine, 1u), a);
         sums.g2 = add_weighted(sums.g2, subgroupBroadcast(mine, 2u), a);
         sums.g3 = add_weighted(sums.g3, subgroupBroadcast(mine, 3u), a);
-        let b = training[(first_point + k + 1u) * columns + column];
+        let b = training[at + columns];
+        at += 2u * columns;
         sums.g0 = add_weighted(sums.g0, subgroupBroadcast(mine, 4u), b);
         sums.g1 = add_weighted(sums.g1, subgroupBroadcast(mine, 5u), b);
         sums.g2 = add_weighted(sums.g2, subgroupBroadcast(mine, 6u), b);
         sums.g3 = add_weighted(sums.g3, subgroupBroadcast(mine, 7u), b);
     }
     if (k < points) {
-        let a = training[(first_point + k) * columns + column];
+        let a = training[at];
         sums.g0 = add_weighted(sums.g0, tile_weight[k * 4u], a);
         sums.g1 = add_weighted(sums.g1, tile_weight[k * 4u + 1u], a);
         sums.g2 = add_weighted(sums.g2, tile_weight[k * 4u + 2u], a);
