@@ -25,8 +25,7 @@ pub static NEVER: AtomicBool = AtomicBool::new(false);
 
 /// A memory size from the environment variable `var`, a whole number of `unit` bytes,
 /// in bytes; `None` where unset or empty; otherwise refused as not `what` (say, "a whole
-/// number of MiB"). The
-/// engines' dictionary limits (`MEMODIFF_DICTIONARY_MEMORY`,
+/// number of MiB"). The engines' dictionary limits (`MEMODIFF_DICTIONARY_MEMORY`,
 /// `MEMODIFF_GPU_DICTIONARY_BUFFER`) are read with it.
 pub(crate) fn memory_from_env(var: &'static str, unit: u64, what: &str) -> Result<Option<u64>> {
     let Ok(text) = std::env::var(var) else {

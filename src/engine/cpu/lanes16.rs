@@ -87,13 +87,7 @@ impl<const FUSED: bool> Lanes16 for Array16<FUSED> {
     }
     #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
-        Self(std::array::from_fn(|l| {
-            if self.0[l] > b.0[l] {
-                self.0[l]
-            } else {
-                b.0[l]
-            }
-        }))
+        Self(std::array::from_fn(|l| select_max(self.0[l], b.0[l])))
     }
 }
 
@@ -107,14 +101,14 @@ pub(super) fn fold16(acc: &[f32; 16]) -> f32 {
     ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3]
 }
 
-/// The lane maxima of a block's logits, as the attention kernel's `logit_tile` keeps them (lane `l`: points
-/// `l`, `l + 16`, … in order).
+/// The lane maxima of a block's logits, as the attention kernel's `logit_tile` keeps
+/// them (lane `l`: points `l`, `l + 16`, … in order).
 #[inline(always)]
 pub(super) fn lane_maxima(w: &[f32]) -> [f32; 16] {
     let mut best = [f32::NEG_INFINITY; 16];
     for wc in w.chunks_exact(16) {
         let wc: &[f32; 16] = wc.try_into().unwrap();
-        best = std::array::from_fn(|l| if wc[l] > best[l] { wc[l] } else { best[l] });
+        best = std::array::from_fn(|l| select_max(wc[l], best[l]));
     }
     best
 }
@@ -139,11 +133,13 @@ pub(super) fn select_max(a: f32, b: f32) -> f32 {
     }
 }
 
+/// The 16 values of `s` from `at`.
 #[inline(always)]
 pub(super) fn half16(s: &[f32], at: usize) -> &[f32; 16] {
     s[at..at + 16].try_into().unwrap()
 }
 
+/// The 16 values of `s` from `at`, to write.
 #[inline(always)]
 pub(super) fn half16_mut(s: &mut [f32], at: usize) -> &mut [f32; 16] {
     (&mut s[at..at + 16]).try_into().unwrap()

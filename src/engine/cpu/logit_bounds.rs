@@ -103,15 +103,8 @@ pub(super) fn refine_logits<const FMA: bool>(
         // accumulators in registers (in place, it kept them on the stack, a
         // store-to-load chain per chunk).
         let e: [f32; 16] = std::array::from_fn(|l| bound.pair::<FMA>(nc[l], hc[l]));
-        lower = std::array::from_fn(|l| {
-            let low = wc[l] - e[l];
-            if low > lower[l] {
-                low
-            } else {
-                lower[l]
-            }
-        });
-        widest = std::array::from_fn(|l| if e[l] > widest[l] { e[l] } else { widest[l] });
+        lower = std::array::from_fn(|l| select_max(wc[l] - e[l], lower[l]));
+        widest = std::array::from_fn(|l| select_max(e[l], widest[l]));
     }
     // Folded from memory: seeing through, LLVM reversed the lanes every chunk.
     let (lower, widest) = std::hint::black_box((lower, widest));

@@ -124,11 +124,11 @@ impl TrainingPanels {
         };
         let padded = panels.padded_points();
         let mut columns = vec![0f32; width * padded];
-        let mut weights = vec![0f32; padded];
+        let mut point_counts = vec![0f32; padded];
         for position in 0..panels.points {
             let i = panels.original_index(position as u32) as usize;
             let count = counts.map_or(1.0, |c| c[i] as f32);
-            weights[position] = count;
+            point_counts[position] = count;
             for (c, &value) in values[i * width..(i + 1) * width].iter().enumerate() {
                 columns[c * padded + position] = count * value as f32;
             }
@@ -136,7 +136,7 @@ impl TrainingPanels {
         panels.values = Some(PointValues {
             width,
             columns,
-            counts: weights,
+            counts: point_counts,
         });
         panels
     }

@@ -138,8 +138,7 @@ impl GroupKeys {
             let patches = self.patches_of(images, entries);
             return patch_panels(&self.geometry, &patches, Some(counts));
         }
-        let entries = first..first + self.chunk.min(self.patches - first);
-        let patches = self.patches_of(images, entries);
+        let patches = self.patches_of(images, self.entries(index));
         if self.geometry.shape.channels > 1 {
             // Colour patches repeat too rarely to pay for the counts' pass.
             return patch_panels(&self.geometry, &patches, None);
@@ -152,6 +151,12 @@ impl GroupKeys {
             .copied()
             .collect();
         patch_panels(&self.geometry, &merged, Some(&counts))
+    }
+
+    /// The dictionary entries of chunk `index`.
+    fn entries(&self, index: usize) -> std::ops::Range<usize> {
+        let first = index * self.chunk;
+        first..first + self.chunk.min(self.patches - first)
     }
 
     /// The patches (row-major) of dictionary `entries` (entry e: image `e / positions`,
@@ -316,9 +321,8 @@ impl PatchDictionaries {
                     keys.merges = Some(
                         (0..chunks)
                             .map(|index| {
-                                let first = index * chunk;
-                                let entries = first..first + chunk.min(keys.patches - first);
-                                ChunkMerge::of(&keys.patches_of(&dataset.points, entries), len)
+                                let patches = keys.patches_of(&dataset.points, keys.entries(index));
+                                ChunkMerge::of(&patches, len)
                             })
                             .collect(),
                     );

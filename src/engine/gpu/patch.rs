@@ -568,12 +568,18 @@ impl GpuPatch {
                     label: Some("patch steps"),
                     timestamp_writes: None,
                 });
+                // The (dictionary, slice) whose main group is bound: set again only when
+                // it changes (once per record where the dictionaries fit one buffer).
+                let mut bound = None;
                 for (k, &d) in which.iter().enumerate().take(end).skip(start) {
                     for r in plan.first[k]..plan.first[k + 1] {
                         pass.set_pipeline(&self.dictionaries[d].denoise);
                         pass.set_bind_group(1, &score_group, &[(r * score_stride) as u32]);
                         for &(slice, offset) in &chunk_offsets[d] {
-                            pass.set_bind_group(0, &main_groups[d][slice], &[]);
+                            if bound != Some((d, slice)) {
+                                pass.set_bind_group(0, &main_groups[d][slice], &[]);
+                                bound = Some((d, slice));
+                            }
                             pass.set_bind_group(2, &chunk_group, &[offset]);
                             pass.dispatch_workgroups(denoise_grid.0, denoise_grid.1, 1);
                         }
