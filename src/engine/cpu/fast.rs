@@ -25,8 +25,9 @@
 //!   as the twin's. Potentials are clamped to `f32::MAX` like the twin's `-FLT_MAX`.
 //! - Noise: Philox4x32-10 on all lanes with the 32-bit words held in `u64` lanes
 //!   (one `vpmuludq` gives the whole 64-bit product; the high halves of the words are
-//!   garbage that is never read), bit-identical to `crate::model::philox`; Box–Muller with the
-//!   polynomial `ln` and `sincos` of `approx.rs`, only for the normals a step uses.
+//!   garbage that is never read), bit-identical to `crate::model::philox`, 32 lanes at a
+//!   time; Box–Muller with the polynomial `ln` and `sincos` of `approx.rs`, only for the
+//!   normals a step uses.
 //! - A particle's result depends only on its index (never on its lane, chunk, work item
 //!   or batch), so the engine stays batch-invariant; it differs from the scalar twin only
 //!   by the polynomial ulps and FMA contraction (tests below: >= 99.9% of particles within
@@ -619,8 +620,9 @@ fn uniform(word: u64) -> f32 {
     (((word as u32) >> 8) as i32 as f32 + 0.5) * (1.0 / 16_777_216.0)
 }
 
-/// The first `D` normals of lane block 0 of 16 particles at `step` (Box–Muller in the
-/// twin's order; the second pair only when `D > 2`). [f32; L]s `D..4` are unspecified.
+/// The first `D` normals of lane block 0 of a chunk's particles at `step` (Box–Muller in
+/// the twin's order; the second pair only when `D > 2`), [`NOISE_LANES`] lanes at a time.
+/// [f32; L]s `D..4` are unspecified.
 #[inline(always)]
 fn normals<const D: usize, const FMA: bool, const L: usize>(
     lo: &[u64; L],
@@ -628,9 +630,34 @@ fn normals<const D: usize, const FMA: bool, const L: usize>(
     step: u32,
     key: [u32; 2],
 ) -> [[f32; L]; 4] {
-    let words = philox_lanes([*lo, *hi, [step as u64; L], [0; L]], key);
-    box_muller::<FMA, L>(&words, D.div_ceil(2))
+    const S: usize = NOISE_LANES;
+    const {
+        assert!(
+            L.is_multiple_of(S),
+            "a chunk is whole blocks of noise lanes"
+        )
+    };
+    let lanes =
+        |a: &[u64; L], at: usize| -> [u64; S] { a[at..at + S].try_into().expect("S lanes") };
+    let mut z = [[0.0f32; L]; 4];
+    for at in (0..L).step_by(S) {
+        let words = philox_lanes(
+            [lanes(lo, at), lanes(hi, at), [step as u64; S], [0; S]],
+            key,
+        );
+        let block = box_muller::<FMA, S>(&words, D.div_ceil(2));
+        for (z_d, block_d) in z.iter_mut().zip(&block).take(D) {
+            z_d[at..at + S].copy_from_slice(block_d);
+        }
+    }
+    z
 }
+
+/// Lanes whose noise is computed together. Philox's four words of a 64-lane AVX-512
+/// chunk would fill all 32 vector registers (8 `u64` lanes each) and spill; 32 lanes leave
+/// room for the products. Measured on an AMD EPYC (Zen 4): the default run's sampling 9%
+/// faster than with 64 lanes, 4% faster than with 16.
+const NOISE_LANES: usize = 32;
 
 /// Box–Muller in the twin's order on Philox output words: pair `p` (of `pairs`, at most 2)
 /// turns words `2p`, `2p + 1` into normals `2p` (cosine) and `2p + 1` (sine). The other
