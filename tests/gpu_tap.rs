@@ -294,7 +294,7 @@ impl BatchSink for Counting {
         first: u64,
         step: usize,
         max_weight: &[f32],
-        argmax: &[u32],
+        argmax: Vec<u32>,
     ) -> memodiff::Result<()> {
         self.tapped += 1;
         self.metrics.observe_tapped(first, step, max_weight, argmax)

@@ -98,7 +98,7 @@ impl BatchSink for Both {
         first: u64,
         step: usize,
         max_weight: &[f32],
-        argmax: &[u32],
+        argmax: Vec<u32>,
     ) -> memodiff::Result<()> {
         self.metrics.observe_tapped(first, step, max_weight, argmax)
     }

@@ -415,6 +415,11 @@ pub fn write_grid_outputs_banded(
     Ok(meta)
 }
 
+/// The zlib level of the density PNGs. Measured on the default run's 512 x 512 images
+/// (AMD EPYC, 2026-12-05): level 3 writes `initial.png` in 34 ms against 56 ms at the png
+/// crate's default level 6, for files 1-8% larger (the pixels are the same).
+const PNG_DEFLATE_LEVEL: u8 = 3;
+
 /// Encode a `w x h` PNG into `file`, band by band: `fill(r0, rows, bytes)` writes the
 /// samples of rows `r0..r0 + rows` into `bytes`.
 fn stream_png(
@@ -434,6 +439,7 @@ fn stream_png(
     let mut enc = png::Encoder::new(file.writer()?, w as u32, h as u32);
     enc.set_color(color);
     enc.set_depth(depth);
+    enc.set_deflate_compression(png::DeflateCompression::Level(PNG_DEFLATE_LEVEL));
     let mut writer = enc.write_header().map_err(err)?;
     {
         let mut stream = writer.stream_writer().map_err(err)?;

@@ -263,23 +263,22 @@ impl RunFolder {
             crate::plot::raster::write_named(dir, name, grid, shading, png16, raw, figure)
         };
         let arrays = self.arrays.take();
-        let (array_files, (sample_files, initial_files)) = rayon::join(
-            || -> Result<Vec<(String, Option<PathBuf>)>> {
-                let Some((samples, initial)) = arrays else {
-                    return Ok(Vec::new());
-                };
-                let (s, i) = rayon::join(|| samples.finish(), || initial.finish());
-                Ok(vec![
-                    ("samples.npy".to_string(), s?),
-                    ("initial.npy".to_string(), i?),
-                ])
-            },
-            || {
-                rayon::join(
-                    || grid_files(&self.sample_grid, "samples"),
-                    || grid_files(&self.initial_grid, "initial"),
-                )
-            },
+        let finish_arrays = || -> Result<Vec<(String, Option<PathBuf>)>> {
+            let Some((samples, initial)) = arrays else {
+                return Ok(Vec::new());
+            };
+            let (s, i) = rayon::join(|| samples.finish(), || initial.finish());
+            Ok(vec![
+                ("samples.npy".to_string(), s?),
+                ("initial.npy".to_string(), i?),
+            ])
+        };
+        // The initial grid's PNG first: the widest spread of values, the slowest to
+        // compress (twice the samples' at the default run); the other thread takes the
+        // samples' PNG and the arrays.
+        let (initial_files, (sample_files, array_files)) = rayon::join(
+            || grid_files(&self.initial_grid, "initial"),
+            || rayon::join(|| grid_files(&self.sample_grid, "samples"), finish_arrays),
         );
         let mut written = Vec::new();
         for (name, kept_at) in array_files? {
@@ -318,25 +317,37 @@ impl BatchSink for RunFolder {
             &mut self.initial_grid,
             &mut self.metrics,
         );
-        // Files, images and metrics are independent: do them side by side.
-        let (files, counted) = rayon::join(
-            || -> Result<()> {
-                match arrays {
-                    Some((samples_out, initial_out)) => {
-                        samples_out.write_rows(samples)?;
-                        initial_out.write_rows(initial)
-                    }
-                    None => Ok(()),
-                }
+        // Files, the two grids and the metrics are independent: four tasks, paired so
+        // that each pair is about half the work (the deposits cost the most; a grid's own
+        // bands run in parallel too, but the samples' few crowded bands leave a thread idle).
+        let ((files, ()), ((), counted)) = rayon::join(
+            || {
+                rayon::join(
+                    || -> Result<()> {
+                        match arrays {
+                            Some((samples_out, initial_out)) => {
+                                samples_out.write_rows(samples)?;
+                                initial_out.write_rows(initial)
+                            }
+                            None => Ok(()),
+                        }
+                    },
+                    || {
+                        if let Some(g) = sample_grid.as_mut().filter(|_| !on_gpu) {
+                            g.accumulate(samples);
+                        }
+                    },
+                )
             },
             || {
-                if let Some(g) = sample_grid.as_mut().filter(|_| !on_gpu) {
-                    g.accumulate(samples);
-                }
-                if let Some(g) = initial_grid {
-                    g.accumulate(initial);
-                }
-                metrics.count(samples)
+                rayon::join(
+                    || {
+                        if let Some(g) = initial_grid {
+                            g.accumulate(initial);
+                        }
+                    },
+                    || metrics.count(samples),
+                )
             },
         );
         files.and(counted)
@@ -414,7 +425,7 @@ impl BatchSink for RunFolder {
         first: u64,
         step: usize,
         max_weight: &[f32],
-        argmax: &[u32],
+        argmax: Vec<u32>,
     ) -> Result<()> {
         self.metrics.observe_tapped(first, step, max_weight, argmax)
     }
