@@ -420,12 +420,23 @@ impl DepositContext {
     ) {
         let stride = self.plan.stride;
         let below = STENCIL / 2 - 1;
-        for chunk in parts.band(b, self.plan.n_bands) {
-            for p in chunk {
-                let Some((ix, tx, iy, ty)) = self.anchor(p[0], p[1]) else {
-                    continue;
-                };
-                let (lx, ly) = (lagrange(tx), lagrange(ty));
+        // The weights of a few particles first, then their stencils: each weight is a
+        // chain of dependent multiply-adds, and with the stencil's adds in between the
+        // processor could not overlap one particle's chains with the next one's.
+        const AHEAD: usize = 8;
+        let mut ahead = [(0usize, 0usize, [0.0f64; STENCIL], [0.0f64; STENCIL]); AHEAD];
+        for group in parts
+            .band(b, self.plan.n_bands)
+            .flat_map(|c| c.chunks(AHEAD))
+        {
+            let mut found = 0;
+            for p in group {
+                if let Some((ix, tx, iy, ty)) = self.anchor(p[0], p[1]) {
+                    ahead[found] = (ix, iy, lagrange(tx), lagrange(ty));
+                    found += 1;
+                }
+            }
+            for &(ix, iy, lx, ly) in &ahead[..found] {
                 let row0 = iy - below - lo;
                 let col = ix - below;
                 for (k, &lk) in ly.iter().enumerate() {
