@@ -82,7 +82,8 @@ pub enum OpenedDevice {
 /// Open the device of `backend`, on adapter `device` (an index of `memodiff devices`,
 /// GPU only) when given. The one place of the policy every command follows:
 /// - `auto`: a hardware GPU if there is one, else the CPU, and the second value says why
-///   ("no hardware GPU (…)") for the caller's note;
+///   ("no hardware GPU (…)") for the caller's note; without a GPU device node (Linux) the
+///   drivers are not asked ([`gpu::context::no_gpu_device_reason`]);
 /// - `gpu`: the best adapter, software ones (lavapipe) included;
 /// - a `device` with `auto` or `gpu`: that adapter, whatever its type; with `cpu` or
 ///   `reference`, an error.
@@ -111,13 +112,19 @@ pub fn open_device(
         ),
         (Backend::Cpu, None) => (OpenedDevice::Cpu, None),
         (Backend::Reference, None) => (OpenedDevice::Reference, None),
-        (Backend::Auto, None) => match GpuContext::new(AdapterChoice::HardwareOnly) {
-            Ok(ctx) => (OpenedDevice::Gpu(Box::new(ctx)), None),
-            Err(crate::error::Error::NoAdapter(why)) => {
-                (OpenedDevice::Cpu, Some(format!("no hardware GPU ({why})")))
+        (Backend::Auto, None) => {
+            let opened = match gpu::context::no_gpu_device_reason() {
+                Some(why) => Err(crate::error::Error::NoAdapter(why)),
+                None => GpuContext::new(AdapterChoice::HardwareOnly),
+            };
+            match opened {
+                Ok(ctx) => (OpenedDevice::Gpu(Box::new(ctx)), None),
+                Err(crate::error::Error::NoAdapter(why)) => {
+                    (OpenedDevice::Cpu, Some(format!("no hardware GPU ({why})")))
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        },
+        }
     })
 }
 
