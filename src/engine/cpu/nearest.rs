@@ -73,8 +73,27 @@ pub fn columns_f32(training: &[f64], dim: usize) -> Vec<f32> {
 /// distances (each summed over coordinates from the first) and the same updates in point
 /// order, so the same [`Best`]; organised as a blocked sample x point reduction: the
 /// training coordinates (`columns`, see [`columns_f32`]) stream once per block of
-/// `SCREEN_ROWS` samples and tile of points, the inner loop runs over points (vectorised).
+/// `SCREEN_ROWS` samples and tile of points, the inner loop runs over points (vectorised,
+/// as wide as the instruction set `MEMODIFF_CPU_ISA` selects: the same sums lane by lane,
+/// so the same results on every one).
 pub fn nearest_three_blocked(samples: &[f32], columns: &[f32], dim: usize) -> Vec<Best> {
+    let isa = crate::isa::Isa::selected().unwrap_or(crate::isa::Isa::Portable);
+    nearest_three_blocked_on(isa, samples, columns, dim)
+}
+
+crate::isa::isa_dispatch! {
+    /// [`nearest_three_blocked`] compiled for `isa`. Measured at D = 784, N = 10,000,
+    /// P = 1,000 on the AMD EPYC: the run's outputs took 0.69-0.70 s with the baseline
+    /// (SSE2) build of this loop, 0.46-0.48 s with AVX-512.
+    fn nearest_three_blocked_on(samples: &[f32], columns: &[f32], dim: usize) -> Vec<Best> {
+        Avx512 => nearest_three_blocked_generic(samples, columns, dim),
+        Avx2 => nearest_three_blocked_generic(samples, columns, dim),
+        Portable => nearest_three_blocked_generic(samples, columns, dim),
+    }
+}
+
+#[inline(always)]
+fn nearest_three_blocked_generic(samples: &[f32], columns: &[f32], dim: usize) -> Vec<Best> {
     let n = columns.len() / dim;
     let mut out = Vec::with_capacity(samples.len() / dim);
     let mut d2 = vec![[0f32; SCREEN_TILE]; SCREEN_ROWS];
