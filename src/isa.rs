@@ -90,6 +90,14 @@ impl Isa {
             .map_err(|message| Error::invalid(ISA_VARIABLE, message))
     }
 
+    /// The set for kernels whose results do not depend on it (the density deposits and
+    /// folds, the nearest-neighbour screening: no FMA contraction, sums in a fixed order):
+    /// [`Isa::selected`]. Every command checks the setting before it starts, so an invalid
+    /// one never gets here; should it, the portable code runs, which changes nothing.
+    pub fn for_exact_kernels() -> Isa {
+        Self::selected().unwrap_or(Isa::Portable)
+    }
+
     /// [`Isa::from_setting`], the error as its message.
     fn parse_setting(value: Option<&str>) -> std::result::Result<Isa, String> {
         let Some(name) = value.filter(|v| !v.is_empty()) else {

@@ -89,15 +89,6 @@ use split::{Split, SplitPlan};
 pub use split::{SubGrid, LAGRANGE_COEFFICIENTS};
 use std::sync::OnceLock;
 
-/// The instruction set the density kernels are compiled for in this process
-/// (`MEMODIFF_CPU_ISA`, see [`crate::isa`]). Every command checks the setting before it
-/// starts, so an invalid one never gets here; should it, the portable code runs, which
-/// changes nothing: the density kernels give the same bits on every set (no FMA
-/// contraction, sums in a fixed order).
-fn density_isa() -> crate::isa::Isa {
-    crate::isa::Isa::selected().unwrap_or(crate::isa::Isa::Portable)
-}
-
 /// The tutorial's kernel bandwidth: `exp(-350 d^2) = exp(-d^2 / (2 h^2))` with `h = 1/sqrt(700)`.
 pub const DEFAULT_BANDWIDTH: f64 = 0.037_796_447_300_922_72; // 1 / sqrt(700)
 

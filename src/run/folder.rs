@@ -274,8 +274,8 @@ impl RunFolder {
             ])
         };
         // The initial grid's PNG first: the widest spread of values, the slowest to
-        // compress (twice the samples' at the default run); the other thread takes the
-        // samples' PNG and the arrays.
+        // compress (at the default run); the other thread takes the samples' PNG and the
+        // arrays.
         let (initial_files, (sample_files, array_files)) = rayon::join(
             || grid_files(&self.initial_grid, "initial"),
             || rayon::join(|| grid_files(&self.sample_grid, "samples"), finish_arrays),

@@ -2,11 +2,10 @@
 //! cut-off radius, their outer product added to the integer pixel sums band by band of
 //! rows; and the histogram kernel (one unit on the nearest pixel).
 
-use super::density_isa;
 use super::fixed_point::{add_fixed, dequantize, quantize, SCALE};
 use super::weights::{kernel_weights, square_table};
 use super::{cutoff_sigmas, linspace_at, DensityGrid, Kernel, Store};
-use crate::isa::isa_dispatch;
+use crate::isa::{isa_dispatch, Isa};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -296,7 +295,7 @@ impl BandContext {
 
     /// Add the kernels reaching rows `b0..` (as many as `rows` holds) into `rows`.
     pub(super) fn add_band(&self, b0: usize, rows: &mut [i64]) {
-        add_band_on(density_isa(), self, b0, rows);
+        add_band_on(Isa::for_exact_kernels(), self, b0, rows);
     }
 
     #[inline(always)]

@@ -6,8 +6,8 @@ use super::cutoff_sigmas;
 use super::fixed_point::dequantize;
 use super::split::{Split, STENCIL};
 use super::weights::{gauss_into, square_table};
-use super::{density_isa, DensityGrid};
-use crate::isa::isa_dispatch;
+use super::DensityGrid;
+use crate::isa::{isa_dispatch, Isa};
 use rayon::prelude::*;
 
 impl DensityGrid {
@@ -106,7 +106,7 @@ impl DensityGrid {
 /// `row[j] = sum_k wx[j len + k] acc[starts[j] + k]`: the fold along x, eight partial sums
 /// a column combined in a fixed order (the same on every vector unit).
 pub(super) fn columns_row(row: &mut [f64], acc: &[f64], starts: &[usize], wx: &[f64], len: usize) {
-    columns_row_on(density_isa(), row, acc, starts, wx, len);
+    columns_row_on(Isa::for_exact_kernels(), row, acc, starts, wx, len);
 }
 
 isa_dispatch! {
@@ -153,7 +153,7 @@ pub(super) fn columns_row_generic(
 
 /// `row[j] = sum over picked (offset, w) of w * rows[offset + j]`, added in the order given.
 pub(super) fn fold_row(row: &mut [f64], rows: &[f64], picked: &[(usize, f64)]) {
-    fold_row_on(density_isa(), row, rows, picked);
+    fold_row_on(Isa::for_exact_kernels(), row, rows, picked);
 }
 
 isa_dispatch! {

@@ -2,11 +2,10 @@
 //! on it by 8-point Lagrange interpolation band by band of sub-rows, and sums deposited
 //! elsewhere (the GPU) added to it. Reading it back is [`super::fold`].
 
-use super::density_isa;
 use super::fixed_point::{add_counts, add_fixed, quantize, SCALE};
 use super::{cutoff_sigmas, DensityGrid, Extent, Store};
 use crate::error::{Error, Result};
-use crate::isa::isa_dispatch;
+use crate::isa::{isa_dispatch, Isa};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -407,7 +406,7 @@ impl DepositContext {
 
     /// Deposit band `b`'s particles into `rows` (sub-rows `lo..`, as many as it holds).
     pub(super) fn deposit_band(&self, parts: &Parts, b: usize, lo: usize, rows: &mut [i64]) {
-        deposit_band_on(density_isa(), self, parts, b, lo, rows);
+        deposit_band_on(Isa::for_exact_kernels(), self, parts, b, lo, rows);
     }
 
     #[inline(always)]

@@ -77,8 +77,7 @@ pub fn columns_f32(training: &[f64], dim: usize) -> Vec<f32> {
 /// as wide as the instruction set `MEMODIFF_CPU_ISA` selects: the same sums lane by lane,
 /// so the same results on every one).
 pub fn nearest_three_blocked(samples: &[f32], columns: &[f32], dim: usize) -> Vec<Best> {
-    let isa = crate::isa::Isa::selected().unwrap_or(crate::isa::Isa::Portable);
-    nearest_three_blocked_on(isa, samples, columns, dim)
+    nearest_three_blocked_on(crate::isa::Isa::for_exact_kernels(), samples, columns, dim)
 }
 
 crate::isa::isa_dispatch! {

@@ -111,6 +111,9 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
 }
 
+/// The environment variables that narrow which adapters [`list_adapters`] sees.
+const ADAPTER_FILTERS: [&str; 2] = ["WGPU_BACKEND", "WGPU_ADAPTER_NAME"];
+
 /// Why no hardware GPU can be present, found without asking the drivers, or `None` when
 /// one may be. On Linux every GPU kernel driver makes a device node, and a container sees
 /// a GPU only through one: DRM drivers `/dev/dri/`, NVIDIA's `/dev/nvidia*`, WSL2's
@@ -119,7 +122,7 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
 /// 20-30 ms (lavapipe starts LLVM: 7% of the default run on a 2-core machine). `None`
 /// elsewhere, and when `WGPU_BACKEND` or `WGPU_ADAPTER_NAME` steer the choice.
 pub fn no_gpu_device_reason() -> Option<String> {
-    if ["WGPU_BACKEND", "WGPU_ADAPTER_NAME"]
+    if ADAPTER_FILTERS
         .iter()
         .any(|name| std::env::var_os(name).is_some())
     {
@@ -161,7 +164,7 @@ pub fn list_adapters() -> Vec<wgpu::Adapter> {
 /// Why [`list_adapters`] is empty, in words: the environment's filters excluded every
 /// adapter (naming those that exist), or there is none at all.
 pub fn no_adapter_reason() -> String {
-    let filters: Vec<String> = ["WGPU_BACKEND", "WGPU_ADAPTER_NAME"]
+    let filters: Vec<String> = ADAPTER_FILTERS
         .into_iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| format!("{name}={v}")))
         .collect();
